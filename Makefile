@@ -1,0 +1,52 @@
+# Prometheus — every entry point a developer or CI needs. `make help` lists them.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMPS := build/stamps
+
+.DEFAULT_GOAL := help
+.PHONY: help setup build test test-fast lint bench demo clean
+
+help:
+	@echo "make setup   - create .venv, install pinned Python deps and the pinned Motoko toolchain (idempotent)"
+	@echo "make build   - build every canister in canister_src/ with the reproducible recipe, print sha256"
+	@echo "make test    - set up, then run the whole test suite"
+	@echo "make lint    - ruff + mypy"
+	@echo "make bench   - replica benchmarks (figures recorded in docs/benchmarks.md)"
+	@echo "make demo    - set up, build and run canisters on the embedded replica"
+
+$(STAMPS)/python: pyproject.toml
+	@mkdir -p $(STAMPS)
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev,pocketic]'
+	@touch $@
+
+$(STAMPS)/toolchain: toolchain/package.json toolchain/package-lock.json
+	@mkdir -p $(STAMPS)
+	cd toolchain && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+setup: $(STAMPS)/python $(STAMPS)/toolchain
+
+build: setup
+	$(PY) -m prometheus_build --src canister_src --out build/canisters
+
+test: setup
+	$(PY) -m pytest -q -n 2 --dist loadfile
+
+test-fast: setup
+	$(PY) -m pytest -q -x
+
+lint: setup
+	$(PY) -m ruff check .
+	$(PY) -m mypy
+
+bench: setup
+	$(PY) bench/replica_bench.py
+
+demo: setup
+	$(PY) scripts/demo.py
+
+clean:
+	rm -rf build .pytest_cache .mypy_cache .ruff_cache

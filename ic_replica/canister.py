@@ -1,0 +1,204 @@
+"""A canister's state on the replica: code, memories, controllers, call contexts, callbacks, logs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import TYPE_CHECKING
+
+from ic_replica.context import ExecutionContext, OutgoingCall, Trap
+from ic_replica.runtime import Snapshot, WasmRuntime
+from ic_replica.stable_memory import StableMemory
+from ic_replica.wasm_module import ModuleInfo
+
+if TYPE_CHECKING:
+    from ic_replica.replica import Replica
+
+MAX_LOG_RECORDS = 4096
+
+
+class Status(str, Enum):
+    RUNNING = "running"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+
+    @property
+    def code(self) -> int:
+        return {"running": 1, "stopping": 2, "stopped": 3}[self.value]
+
+
+@dataclass
+class CallContext:
+    """An incoming call being processed; open until it is answered and has no outstanding callbacks."""
+
+    id: int
+    caller: bytes
+    origin: tuple  # ("ingress", message_id) | ("canister", caller_id, callback_id) | ("system",)
+    needs_to_respond: bool
+    available_cycles: int = 0
+    outstanding: int = 0
+    deleted: bool = False
+    instructions: int = 0
+    deadline: int = 0
+
+
+@dataclass
+class Callback:
+    """An outgoing call awaiting its response."""
+
+    id: int
+    call_context_id: int
+    call: OutgoingCall
+
+
+@dataclass
+class LogRecord:
+    idx: int
+    timestamp_nanos: int
+    content: bytes
+
+
+@dataclass
+class Change:
+    """One entry of the canister history (canister_info)."""
+
+    timestamp_nanos: int
+    canister_version: int
+    origin: tuple  # ("user", principal) | ("canister", principal, version or None)
+    details: tuple  # ("creation", controllers) | ("code_deployment", mode, hash) | ("code_uninstall",)
+    # | ("controllers_change", controllers)
+
+
+@dataclass
+class Canister:
+    """Everything the replica keeps for one canister id."""
+
+    replica: Replica
+    canister_id: bytes
+    controllers: list[bytes]
+    cycles: int
+    status: Status = Status.RUNNING
+    version: int = 0
+    module: ModuleInfo | None = None
+    wasm: bytes = b""  # the module as installed (decompressed), for persistence
+    runtime: WasmRuntime | None = None
+    stable: StableMemory = field(default_factory=StableMemory)
+    certified_data: bytes = b""
+    global_timer: int = 0
+    env_vars: dict[str, str] = field(default_factory=dict)
+    freezing_threshold: int = 2_592_000
+    log_visibility: str = "controllers"
+    logs: list[LogRecord] = field(default_factory=list)
+    next_log_idx: int = 0
+    call_contexts: dict[int, CallContext] = field(default_factory=dict)
+    callbacks: dict[int, Callback] = field(default_factory=dict)
+    chunk_store: dict[bytes, bytes] = field(default_factory=dict)
+    history: list[Change] = field(default_factory=list)
+    total_changes: int = 0
+    stop_waiters: list[object] = field(default_factory=list)
+
+    # ------------------------------------------------------------ CanisterEnv (read by the System API)
+
+    def status_code(self) -> int:
+        return self.status.code
+
+    def now(self) -> int:
+        return self.replica.time_ns
+
+    def root_key(self) -> bytes:
+        return self.replica.root_key_der
+
+    def subnet_id(self) -> bytes:
+        return self.replica.subnet_id
+
+    def log(self, message: bytes) -> None:
+        self.logs.append(LogRecord(self.next_log_idx, self.replica.time_ns, message))
+        self.next_log_idx += 1
+        if len(self.logs) > MAX_LOG_RECORDS:
+            del self.logs[: len(self.logs) - MAX_LOG_RECORDS]
+        self.replica.on_canister_log(self.canister_id, message)
+
+    # ------------------------------------------------------------ helpers
+
+    @property
+    def is_empty(self) -> bool:
+        return self.runtime is None
+
+    def open_call_contexts(self) -> int:
+        return sum(1 for cc in self.call_contexts.values() if not cc.deleted)
+
+    def record_change(self, origin: tuple, details: tuple) -> None:
+        self.total_changes += 1
+        self.history.append(Change(self.replica.time_ns, self.version, origin, details))
+        if len(self.history) > 20:
+            del self.history[0]
+
+    def memory_size(self) -> int:
+        wasm = self.runtime.memory_size() if self.runtime else 0
+        return wasm + self.stable.size_bytes + len(self.wasm)
+
+    def rebuild_runtime(self, snap: Snapshot) -> None:
+        """A fresh instance loaded from a snapshot (used after a trap that grew memory, and on restart)."""
+        assert self.module is not None
+        module = self.replica.modules.get(self.module)
+        runtime = WasmRuntime(self.replica.engine, module, self.module, self, self.replica.rollback_buffer)
+        runtime.load(snap)
+        self.runtime = runtime
+
+
+class Transaction:
+    """Run one entry point atomically: on a trap, heap, globals and stable memory are restored."""
+
+    def __init__(self, canister: Canister) -> None:
+        self.canister = canister
+        assert canister.runtime is not None
+        self.runtime = canister.runtime
+        self.runtime.begin()
+        canister.stable.begin()
+
+    def rollback(self) -> None:
+        if not self.runtime.rollback():
+            snapshot = self.runtime.saved_snapshot()
+            self.runtime.commit()
+            self.canister.rebuild_runtime(snapshot)
+        self.canister.stable.rollback()
+
+    def commit(self) -> None:
+        self.runtime.commit()
+        self.canister.stable.commit()
+
+
+def execute(canister: Canister, target: str | object, ctx: ExecutionContext, limit: int,
+            persist: bool = True) -> Trap | None:
+    """Execute an export (by name) or a callback closure; returns the trap, if any.
+
+    With `persist=False` (queries, inspect_message) every change is discarded even on success.
+    """
+    from ic_replica.context import Closure
+
+    runtime = canister.runtime
+    if runtime is None:
+        return Trap("Attempted to execute a message, but the canister contains no Wasm module.")
+    tx = Transaction(canister)
+    ctx.balance = canister.cycles
+    try:
+        if isinstance(target, Closure):
+            runtime.run_closure(target, ctx, limit)
+        else:
+            assert isinstance(target, str)
+            runtime.run_export(target, ctx, limit)
+        runtime.api.discard_pending_call(ctx)
+    except Trap as trap:
+        tx.rollback()
+        canister.log(f"[TRAP]: {trap.message}".encode())
+        return trap
+    if persist:
+        tx.commit()
+        canister.cycles = ctx.balance
+        if ctx.new_certified_data is not None:
+            canister.certified_data = ctx.new_certified_data
+        if ctx.new_timer is not None:
+            canister.global_timer = ctx.new_timer
+    else:
+        tx.rollback()
+    return None

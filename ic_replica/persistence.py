@@ -1,0 +1,139 @@
+"""Save and restore a replica to a state directory: every canister comes back with its id, code, heap,
+globals, stable memory, controllers, settings, timers and logs.
+
+Layout: `state.json` (replica and canister metadata) and `canisters/<id>/{module.wasm,memory.bin,stable.bin}`.
+Files are written to a temporary name and renamed, and `state.json` last, so a crash mid-save leaves the
+previous checkpoint usable.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ic_replica.canister import Canister, Change, LogRecord, Status
+from ic_replica.principal import Principal
+from ic_replica.runtime import Snapshot
+from ic_replica.stable_memory import StableMemory
+from ic_replica.wasm_module import prepare
+
+if TYPE_CHECKING:
+    from ic_replica.replica import Replica
+
+FORMAT_VERSION = 1
+
+
+def _write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.b64decode(text)
+
+
+def save(replica: Replica, state_dir: Path) -> None:
+    canisters_dir = state_dir / "canisters"
+    canisters_dir.mkdir(parents=True, exist_ok=True)
+    entries = []
+    for cid, c in replica.canisters.items():
+        folder = canisters_dir / Principal(cid).to_text()
+        folder.mkdir(exist_ok=True)
+        globals_: list[Any] = []
+        if c.runtime is not None:
+            snap = c.runtime.snapshot()
+            _write(folder / "module.wasm", c.wasm)
+            _write(folder / "memory.bin", snap.memory)
+            globals_ = snap.globals
+        _write(folder / "stable.bin", bytes(c.stable.data))
+        entries.append({
+            "id": Principal(cid).to_text(),
+            "controllers": [Principal(p).to_text() for p in c.controllers],
+            "cycles": c.cycles, "status": c.status.value, "version": c.version,
+            "installed": c.runtime is not None, "globals": globals_,
+            "stable_pages": c.stable.pages, "certified_data": _b64(c.certified_data),
+            "global_timer": c.global_timer, "env_vars": c.env_vars,
+            "freezing_threshold": c.freezing_threshold, "log_visibility": c.log_visibility,
+            "logs": [[r.idx, r.timestamp_nanos, _b64(r.content)] for r in c.logs], "next_log_idx": c.next_log_idx,
+            "chunks": [_b64(chunk) for chunk in c.chunk_store.values()],
+            "history": [[h.timestamp_nanos, h.canister_version, _encode_tuple(h.origin), _encode_tuple(h.details)]
+                        for h in c.history],
+            "total_changes": c.total_changes,
+        })
+    live = {e["id"] for e in entries}
+    for folder in canisters_dir.iterdir():
+        if folder.name not in live:
+            shutil.rmtree(folder, ignore_errors=True)
+    state = {"format": FORMAT_VERSION, "time_ns": replica.time_ns, "next_canister_index": replica.next_canister_index,
+             "canisters": entries}
+    _write(state_dir / "state.json", json.dumps(state, indent=1).encode())
+
+
+def _encode_tuple(t: tuple) -> list[Any]:
+    out: list[Any] = []
+    for item in t:
+        if isinstance(item, bytes):
+            out.append({"b": _b64(item)})
+        elif isinstance(item, list):
+            out.append([{"b": _b64(x)} for x in item])
+        else:
+            out.append(item)
+    return out
+
+
+def _decode_tuple(items: list[Any]) -> tuple:
+    out: list[Any] = []
+    for item in items:
+        if isinstance(item, dict):
+            out.append(_unb64(item["b"]))
+        elif isinstance(item, list):
+            out.append([_unb64(x["b"]) for x in item])
+        else:
+            out.append(item)
+    return tuple(out)
+
+
+def load(replica: Replica, state_dir: Path) -> None:
+    """Restore a replica from `state_dir` if it holds a checkpoint (an empty or new directory is fine)."""
+    path = state_dir / "state.json"
+    if not path.is_file():
+        state_dir.mkdir(parents=True, exist_ok=True)
+        return
+    state = json.loads(path.read_text())
+    if state.get("format") != FORMAT_VERSION:
+        raise ValueError(f"{path}: unsupported state format {state.get('format')!r}")
+    replica.time_ns = max(replica.time_ns, state["time_ns"]) if replica.live_time else state["time_ns"]
+    replica.next_canister_index = state["next_canister_index"]
+    for e in state["canisters"]:
+        cid = Principal.from_text(e["id"]).raw
+        folder = state_dir / "canisters" / e["id"]
+        c = Canister(replica, cid, [Principal.from_text(p).raw for p in e["controllers"]], e["cycles"])
+        c.status, c.version = Status(e["status"]), e["version"]
+        c.stable = StableMemory((folder / "stable.bin").read_bytes(), e["stable_pages"])
+        c.certified_data, c.global_timer = _unb64(e["certified_data"]), e["global_timer"]
+        c.env_vars, c.freezing_threshold, c.log_visibility = e["env_vars"], e["freezing_threshold"], e["log_visibility"]
+        c.logs = [LogRecord(i, t, _unb64(m)) for i, t, m in e["logs"]]
+        c.next_log_idx = e["next_log_idx"]
+        for chunk in (_unb64(x) for x in e["chunks"]):
+            import hashlib
+
+            c.chunk_store[hashlib.sha256(chunk).digest()] = chunk
+        c.history = [Change(t, v, _decode_tuple(o), _decode_tuple(d)) for t, v, o, d in e["history"]]
+        c.total_changes = e["total_changes"]
+        if e["installed"]:
+            c.wasm = (folder / "module.wasm").read_bytes()
+            c.module = prepare(c.wasm)
+            c.rebuild_runtime(Snapshot((folder / "memory.bin").read_bytes(), e["globals"]))
+        replica.canisters[cid] = c

@@ -1,0 +1,573 @@
+"""The embedded replica: one subnet's canisters, its message queue, its clock, and a PocketIC-like API.
+
+Execution model: `submit_call` queues an ingress message; `tick()` runs one round (due timers and
+heartbeats, then every message queued before the round began, in FIFO order, which gives per-pair FIFO
+ordering); messages produced in a round run in the next one. `update_call` is submit + ticks until the
+message is final. Queries run at once against the current state and never persist changes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import os
+import threading
+import time as _time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ic_replica import candid, management
+from ic_replica.canister import Callback, CallContext, Canister, Status, execute
+from ic_replica.context import Closure, ExecutionContext, Kind, OutgoingCall, Trap
+from ic_replica.errors import CallRejected, ErrorCode, Reject, RejectCode, ReplicaError, reject_for
+from ic_replica.messages import IngressState, IngressStatus, Request, Response
+from ic_replica.principal import ANONYMOUS, MANAGEMENT, Principal, canister_id_from_index
+from ic_replica.runtime import ModuleCache, RollbackBuffer, new_engine
+
+# The first canister id handed out is the one a local dfx network hands out first.
+DEFAULT_FIRST_CANISTER_INDEX = 0x8000000000100001  # bkyz2-fmaaa-aaaaa-qaaaq-cai, as on dfx
+DEFAULT_SUBNET_ID = Principal(hashlib.sha224(b"prometheus local subnet").digest() + b"\x02")
+MAX_INGRESS_ARG_BYTES = 2 * 1024 * 1024
+DEFAULT_CYCLES = 100_000_000_000_000  # 100 T, like PocketIC's provisional default
+MAX_TICKS_PER_CALL = 10_000
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Instruction limits per execution (the IC's defaults); tests may lower them."""
+
+    update: int = 40_000_000_000
+    query: int = 5_000_000_000
+    install: int = 300_000_000_000
+    inspect: int = 200_000_000
+
+
+PrincipalLike = Principal | bytes | str
+
+
+def raw_principal(p: PrincipalLike) -> bytes:
+    if isinstance(p, Principal):
+        return p.raw
+    if isinstance(p, (bytes, bytearray)):
+        return bytes(p)
+    return Principal.from_text(p).raw
+
+
+class Replica:
+    """One replica instance. Thread-safe: every public method takes the instance lock."""
+
+    def __init__(
+        self,
+        state_dir: Path | str | None = None,
+        *,
+        limits: Limits | None = None,
+        time_ns: int | None = None,
+        live_time: bool = False,
+        first_canister_index: int = DEFAULT_FIRST_CANISTER_INDEX,
+        module_cache_dir: Path | str | None = None,
+    ) -> None:
+        self.limits = limits or Limits()
+        self.engine = new_engine()
+        cache_dir = Path(module_cache_dir) if module_cache_dir else (
+            Path(state_dir) / "module-cache" if state_dir else None)
+        self.modules = ModuleCache(self.engine, cache_dir)
+        self.rollback_buffer = RollbackBuffer()
+        self.lock = threading.RLock()
+        self.canisters: dict[bytes, Canister] = {}
+        self.queue: deque[Request | Response] = deque()
+        self.ingress: dict[bytes, IngressStatus] = {}
+        self.time_ns = time_ns if time_ns is not None else _time.time_ns()
+        self.live_time = live_time
+        self.next_canister_index = first_canister_index
+        self.subnet_id = DEFAULT_SUBNET_ID.raw
+        self.root_key_der = b""
+        self._ids = itertools.count(1)
+        self._nonce = itertools.count()
+        self.data_certificate: Callable[[bytes], bytes | None] | None = None
+        self.log_listeners: list[Callable[[bytes, bytes], None]] = []
+        self.state_dir = Path(state_dir) if state_dir else None
+        if self.state_dir is not None:
+            from ic_replica import persistence
+
+            persistence.load(self, self.state_dir)
+
+    # ------------------------------------------------------------ clock
+
+    def get_time(self) -> int:
+        return self.time_ns
+
+    def set_time(self, time_ns: int) -> None:
+        with self.lock:
+            if time_ns < self.time_ns:
+                raise ReplicaError("time cannot go backwards")
+            self.time_ns = time_ns
+
+    def advance_time(self, nanos: int) -> None:
+        self.set_time(self.time_ns + nanos)
+
+    def _round_time(self) -> None:
+        now = _time.time_ns() if self.live_time else self.time_ns + 1
+        self.time_ns = max(self.time_ns + 1, now)
+
+    # ------------------------------------------------------------ canister lookup
+
+    def canister(self, canister_id: PrincipalLike) -> Canister:
+        c = self.canisters.get(raw_principal(canister_id))
+        if c is None:
+            raise CallRejected(self._not_found(raw_principal(canister_id)))
+        return c
+
+    def canister_ids(self) -> list[Principal]:
+        with self.lock:
+            return [Principal(cid) for cid in self.canisters]
+
+    @staticmethod
+    def _not_found(cid: bytes) -> Reject:
+        return reject_for(ErrorCode.CANISTER_NOT_FOUND, f"Canister {Principal(cid)} not found.")
+
+    def new_canister(self, controllers: list[bytes], cycles: int, specified_id: bytes | None = None) -> Canister:
+        if specified_id is not None:
+            if specified_id in self.canisters:
+                raise management.ManagementError(reject_for(
+                    ErrorCode.INVALID_MANAGEMENT_PAYLOAD,
+                    f"Canister {Principal(specified_id)} is already installed."))
+            cid = specified_id
+        else:
+            while canister_id_from_index(self.next_canister_index).raw in self.canisters:
+                self.next_canister_index += 1
+            cid = canister_id_from_index(self.next_canister_index).raw
+            self.next_canister_index += 1
+        canister = Canister(self, cid, list(controllers), cycles)
+        self.canisters[cid] = canister
+        return canister
+
+    def on_canister_log(self, canister_id: bytes, message: bytes) -> None:
+        for listener in self.log_listeners:
+            listener(canister_id, message)
+
+    # ------------------------------------------------------------ ingress
+
+    def submit_call(self, canister_id: PrincipalLike, method: str, arg: bytes = b"",
+                    sender: PrincipalLike = ANONYMOUS, *, message_id: bytes | None = None,
+                    effective_canister_id: PrincipalLike | None = None) -> bytes:
+        """Queue an update call; returns its message id. Invalid calls raise `CallRejected` at once."""
+        with self.lock:
+            cid, src = raw_principal(canister_id), raw_principal(sender)
+            if len(arg) > MAX_INGRESS_ARG_BYTES:
+                raise CallRejected(Reject(RejectCode.SYS_FATAL,
+                                          f"ingress message argument is {len(arg)} bytes, "
+                                          f"more than the limit of {MAX_INGRESS_ARG_BYTES}",
+                                          ErrorCode.CANISTER_CONTRACT_VIOLATION))
+            if cid == MANAGEMENT.raw:
+                management.check_ingress(self, src, method, arg, effective_canister_id)
+            else:
+                self._check_ingress(cid, method, arg, src)
+            if message_id is None:
+                message_id = hashlib.sha256(
+                    b"replica-ingress" + src + cid + method.encode() + arg
+                    + next(self._nonce).to_bytes(8, "big") + self.time_ns.to_bytes(8, "big")).digest()
+            existing = self.ingress.get(message_id)
+            if existing is not None:
+                return message_id  # the same signed request submitted twice is processed once
+            self.ingress[message_id] = IngressStatus(message_id, src, cid, method, IngressState.RECEIVED,
+                                                     updated_at=self.time_ns)
+            self.queue.append(Request(src, cid, method, bytes(arg), message_id=message_id))
+            return message_id
+
+    def _check_ingress(self, cid: bytes, method: str, arg: bytes, sender: bytes) -> None:
+        canister = self.canisters.get(cid)
+        if canister is None:
+            raise CallRejected(self._not_found(cid))
+        if canister.runtime is None:
+            raise CallRejected(reject_for(ErrorCode.CANISTER_WASM_MODULE_NOT_FOUND,
+                                          "Attempted to execute a message, but the canister contains no "
+                                          "Wasm module."))
+        if _export_for(canister, method) is None:
+            raise CallRejected(reject_for(ErrorCode.CANISTER_METHOD_NOT_FOUND,
+                                          f"Canister {Principal(cid)} has no update method '{method}'"))
+        if canister.runtime.has_export("canister_inspect_message"):
+            ctx = ExecutionContext(Kind.INSPECT, caller=sender, arg=arg, method_name=method)
+            trap = execute(canister, "canister_inspect_message", ctx, self.limits.inspect, persist=False)
+            if trap is not None or not ctx.accepted_message:
+                why = f": {trap.message}" if trap else ""
+                raise CallRejected(reject_for(ErrorCode.CANISTER_REJECTED_MESSAGE,
+                                              f"Canister {Principal(cid)} rejected the message{why}"))
+
+    def ingress_status(self, message_id: bytes) -> IngressStatus | None:
+        with self.lock:
+            return self.ingress.get(message_id)
+
+    def await_call(self, message_id: bytes, max_ticks: int = MAX_TICKS_PER_CALL) -> bytes:
+        """Run rounds until the message is answered; returns the reply or raises `CallRejected`."""
+        with self.lock:
+            status = self.ingress.get(message_id)
+            if status is None:
+                raise ReplicaError(f"unknown message id {message_id.hex()}")
+            for _ in range(max_ticks):
+                if status.final:
+                    break
+                self.tick()
+            if not status.final:
+                raise ReplicaError(f"call {message_id.hex()} did not complete within {max_ticks} rounds")
+            if status.reject is not None:
+                raise CallRejected(status.reject)
+            return status.reply or b""
+
+    def update_call(self, canister_id: PrincipalLike, method: str, arg: bytes = b"",
+                    sender: PrincipalLike = ANONYMOUS, **kwargs: object) -> bytes:
+        """Submit an update call and run rounds until it completes."""
+        with self.lock:
+            return self.await_call(self.submit_call(canister_id, method, arg, sender, **kwargs))  # type: ignore[arg-type]
+
+    # ------------------------------------------------------------ queries
+
+    def query_call(self, canister_id: PrincipalLike, method: str, arg: bytes = b"",
+                   sender: PrincipalLike = ANONYMOUS, *,
+                   effective_canister_id: PrincipalLike | None = None) -> bytes:
+        """Run a query against the current state; nothing it does persists."""
+        with self.lock:
+            cid, src = raw_principal(canister_id), raw_principal(sender)
+            if cid == MANAGEMENT.raw:
+                return management.query(self, src, method, arg, effective_canister_id)
+            canister = self.canisters.get(cid)
+            if canister is None:
+                raise CallRejected(self._not_found(cid))
+            if canister.runtime is None:
+                raise CallRejected(reject_for(ErrorCode.CANISTER_WASM_MODULE_NOT_FOUND,
+                                              "Attempted to execute a message, but the canister contains no "
+                                              "Wasm module."))
+            if canister.status is not Status.RUNNING:
+                raise CallRejected(self._stopped_reject(canister))
+            if canister.runtime.has_export(f"canister_query {method}"):
+                target, kind = f"canister_query {method}", Kind.QUERY
+            elif canister.runtime.has_export(f"canister_composite_query {method}"):
+                target, kind = f"canister_composite_query {method}", Kind.COMPOSITE_QUERY
+            else:
+                raise CallRejected(reject_for(ErrorCode.CANISTER_METHOD_NOT_FOUND,
+                                              f"Canister {Principal(cid)} has no query method '{method}'"))
+            cert = self.data_certificate(cid) if self.data_certificate else None
+            ctx = ExecutionContext(kind, caller=src, arg=arg, needs_to_respond=True, data_certificate=cert)
+            trap = execute(canister, target, ctx, self.limits.query, persist=False)
+            if trap is None and ctx.calls:
+                trap = Trap("composite queries that call other canisters are not supported by this replica",
+                            ErrorCode.CANISTER_CONTRACT_VIOLATION)
+            return _reply_or_raise(canister, ctx, trap)
+
+    # ------------------------------------------------------------ rounds
+
+    def tick(self, rounds: int = 1) -> None:
+        """Execute rounds: due timers and heartbeats, then the messages queued before each round."""
+        with self.lock:
+            for _ in range(rounds):
+                self._round_time()
+                self._run_system_tasks()
+                for _ in range(len(self.queue)):
+                    message = self.queue.popleft()
+                    if isinstance(message, Request):
+                        self._deliver_request(message)
+                    else:
+                        self._deliver_response(message)
+                self._finish_stopping()
+
+    def _run_system_tasks(self) -> None:
+        for canister in list(self.canisters.values()):
+            if canister.runtime is None or canister.status is not Status.RUNNING:
+                continue
+            if canister.global_timer and self.time_ns >= canister.global_timer:
+                canister.global_timer = 0
+                if canister.runtime.has_export("canister_global_timer"):
+                    self._run_system_task(canister, "canister_global_timer")
+            if canister.runtime is not None and canister.runtime.has_export("canister_heartbeat"):
+                self._run_system_task(canister, "canister_heartbeat")
+
+    def _run_system_task(self, canister: Canister, export: str) -> None:
+        cc = self._new_call_context(canister, MANAGEMENT.raw, ("system",), needs_to_respond=False)
+        ctx = ExecutionContext(Kind.SYSTEM_TASK, caller=MANAGEMENT.raw)
+        trap = execute(canister, export, ctx, self.limits.update)
+        self._after_execution(canister, cc, ctx, trap)
+
+    def _new_call_context(self, canister: Canister, caller: bytes, origin: tuple, *, needs_to_respond: bool = True,
+                          cycles: int = 0, deadline: int = 0) -> CallContext:
+        cc = CallContext(next(self._ids), caller, origin, needs_to_respond, cycles, deadline=deadline)
+        canister.call_contexts[cc.id] = cc
+        return cc
+
+    def _deliver_request(self, req: Request) -> None:
+        if req.is_ingress:
+            status = self.ingress[req.message_id]  # type: ignore[index]
+            status.state, status.updated_at = IngressState.PROCESSING, self.time_ns
+        if req.dst == MANAGEMENT.raw:
+            management.handle(self, req)
+            return
+        canister = self.canisters.get(req.dst)
+        origin: tuple = ("ingress", req.message_id) if req.is_ingress else ("canister", req.src, req.callback_id)
+        if canister is None:
+            self.respond(origin, reject=self._not_found(req.dst), refund=req.cycles)
+            return
+        if canister.status is not Status.RUNNING:
+            self.respond(origin, reject=self._stopped_reject(canister), refund=req.cycles)
+            return
+        if canister.runtime is None:
+            self.respond(origin, reject=reject_for(ErrorCode.CANISTER_WASM_MODULE_NOT_FOUND,
+                                                   "Attempted to execute a message, but the canister contains "
+                                                   "no Wasm module."), refund=req.cycles)
+            return
+        found = _export_for(canister, req.method)
+        if found is None:
+            self.respond(origin, reject=reject_for(ErrorCode.CANISTER_METHOD_NOT_FOUND,
+                                                   f"Canister {Principal(req.dst)} has no update method "
+                                                   f"'{req.method}'"), refund=req.cycles)
+            return
+        export, kind = found
+        if kind is Kind.COMPOSITE_QUERY:
+            self.respond(origin, reject=reject_for(ErrorCode.CANISTER_CONTRACT_VIOLATION,
+                                                   "Composite query cannot be called in replicated mode"),
+                         refund=req.cycles)
+            return
+        cc = self._new_call_context(canister, req.src, origin, cycles=req.cycles, deadline=req.deadline)
+        ctx = ExecutionContext(kind, caller=req.src, arg=req.arg, needs_to_respond=True,
+                               cycles_available=req.cycles, deadline=req.deadline)
+        trap = execute(canister, export, ctx, self.limits.update, persist=kind is Kind.UPDATE)
+        self._after_execution(canister, cc, ctx, trap, persisted=kind is Kind.UPDATE)
+
+    def _deliver_response(self, resp: Response) -> None:
+        canister = self.canisters.get(resp.dst)
+        if canister is None:
+            return
+        cb = canister.callbacks.pop(resp.callback_id, None)
+        if cb is None:
+            return
+        canister.cycles += resp.refund
+        cc = canister.call_contexts.get(cb.call_context_id)
+        if cc is None:
+            return
+        cc.outstanding -= 1
+        if cc.deleted or canister.runtime is None:
+            self._close_if_done(canister, cc)
+            return
+        if resp.reject is None:
+            ctx = ExecutionContext(Kind.REPLY, caller=cc.caller, arg=resp.reply or b"")
+            closure = cb.call.on_reply
+        else:
+            ctx = ExecutionContext(Kind.REJECT, caller=cc.caller, reject_code=int(resp.reject.code),
+                                   reject_message=resp.reject.message)
+            closure = cb.call.on_reject
+        ctx.needs_to_respond = cc.needs_to_respond
+        ctx.cycles_available = cc.available_cycles
+        ctx.cycles_refunded = resp.refund
+        ctx.deadline = cc.deadline
+        ctx.instructions = cc.instructions
+        trap = execute(canister, closure, ctx, self.limits.update)
+        if trap is not None and cb.call.on_cleanup is not None:
+            cleanup = ExecutionContext(Kind.CLEANUP, caller=cc.caller, reject_code=ctx.reject_code)
+            execute(canister, cb.call.on_cleanup, cleanup, self.limits.update)
+        cc.instructions = ctx.instructions
+        self._after_execution(canister, cc, ctx, trap)
+
+    def _after_execution(self, canister: Canister, cc: CallContext, ctx: ExecutionContext, trap: Trap | None,
+                         persisted: bool = True) -> None:
+        """Apply an execution's externally visible effects: its response and the calls it made."""
+        if trap is None:
+            if persisted:
+                canister.version += 1
+            cc.available_cycles = ctx.cycles_available
+            if ctx.response is not None:
+                kind, payload = ctx.response
+                cc.needs_to_respond = False
+                refund, cc.available_cycles = cc.available_cycles, 0
+                if kind == "reply":
+                    self.respond(cc.origin, reply=payload, refund=refund)
+                else:
+                    self.respond(cc.origin, reject=Reject(RejectCode.CANISTER_REJECT, payload.decode()),
+                                 refund=refund)
+            for call in ctx.calls:
+                self._send(canister, cc, call)
+        if cc.needs_to_respond and cc.outstanding == 0:
+            cc.needs_to_respond = False
+            if trap is not None:
+                reject = reject_for(trap.error_code, f"Error from Canister {Principal(canister.canister_id)}: "
+                                                     f"{trap.message}")
+            else:
+                reject = reject_for(ErrorCode.CANISTER_DID_NOT_REPLY,
+                                    f"Canister {Principal(canister.canister_id)} did not produce a response")
+            refund, cc.available_cycles = cc.available_cycles, 0
+            self.respond(cc.origin, reject=reject, refund=refund)
+        self._close_if_done(canister, cc)
+
+    @staticmethod
+    def _close_if_done(canister: Canister, cc: CallContext) -> None:
+        if cc.outstanding == 0 and (not cc.needs_to_respond or cc.deleted):
+            canister.call_contexts.pop(cc.id, None)
+
+    def _send(self, canister: Canister, cc: CallContext, call: OutgoingCall) -> None:
+        cb = Callback(next(self._ids), cc.id, call)
+        canister.callbacks[cb.id] = cb
+        cc.outstanding += 1
+        deadline = self.time_ns + call.timeout_seconds * 1_000_000_000 if call.timeout_seconds is not None else 0
+        self.queue.append(Request(canister.canister_id, call.callee, call.method, bytes(call.data),
+                                  cycles=call.cycles, callback_id=cb.id, deadline=deadline))
+
+    def respond(self, origin: tuple, *, reply: bytes | None = None, reject: Reject | None = None,
+                refund: int = 0) -> None:
+        """Deliver a response to whoever made the call: an ingress status, or the calling canister."""
+        if origin[0] == "ingress":
+            status = self.ingress.get(origin[1])
+            if status is not None and not status.final:
+                status.state = IngressState.REPLIED if reject is None else IngressState.REJECTED
+                status.reply, status.reject, status.updated_at = reply, reject, self.time_ns
+        elif origin[0] == "canister":
+            self.queue.append(Response(origin[1], origin[2], reply=reply, reject=reject, refund=refund))
+
+    def _stopped_reject(self, canister: Canister) -> Reject:
+        cid = Principal(canister.canister_id)
+        if canister.status is Status.STOPPING:
+            return reject_for(ErrorCode.CANISTER_STOPPING, f"Canister {cid} is stopping")
+        return reject_for(ErrorCode.CANISTER_STOPPED, f"Canister {cid} is stopped and therefore does not have a "
+                                                      "CallContextManager")
+
+    def _finish_stopping(self) -> None:
+        for canister in self.canisters.values():
+            if canister.status is Status.STOPPING and canister.open_call_contexts() == 0:
+                canister.status = Status.STOPPED
+                canister.version += 1
+                waiters, canister.stop_waiters = canister.stop_waiters, []
+                for origin in waiters:
+                    self.respond(origin, reply=candid.encode([], []))  # type: ignore[arg-type]
+
+    # ------------------------------------------------------------ management conveniences
+
+    def _management(self, method: str, types: list[candid.Type], values: list[object], sender: PrincipalLike,
+                    result: list[candid.Type], effective: PrincipalLike | None = None) -> list[object]:
+        reply = self.update_call(MANAGEMENT, method, candid.encode(types, values), sender,
+                                 effective_canister_id=effective)
+        return candid.decode(reply, result)
+
+    def create_canister(self, controllers: list[PrincipalLike] | None = None, cycles: int = DEFAULT_CYCLES,
+                        sender: PrincipalLike = ANONYMOUS, specified_id: PrincipalLike | None = None) -> Principal:
+        """provisional_create_canister_with_cycles; the sender is the controller unless `controllers` is given."""
+        settings = {"controllers": [[Principal(raw_principal(c)) for c in controllers]]} if controllers else {}
+        args = {"amount": [cycles], "settings": [settings] if settings else [],
+                "specified_id": [Principal(raw_principal(specified_id))] if specified_id else []}
+        out = self._management("provisional_create_canister_with_cycles",
+                               [management.PROVISIONAL_CREATE_ARGS], [args], sender,
+                               [management.CREATE_RESULT], effective=specified_id)
+        return out[0]["canister_id"]  # type: ignore[index,no-any-return]
+
+    def install_code(self, canister_id: PrincipalLike, wasm: bytes, arg: bytes = b"", *,
+                     mode: str = "install", sender: PrincipalLike = ANONYMOUS,
+                     skip_pre_upgrade: bool | None = None, wasm_memory_persistence: str | None = None) -> None:
+        """install_code in mode install / reinstall / upgrade (with the upgrade options)."""
+        mode_value: dict[str, object]
+        if mode == "upgrade":
+            options: dict[str, object] = {
+                "skip_pre_upgrade": [skip_pre_upgrade] if skip_pre_upgrade is not None else [],
+                "wasm_memory_persistence": [{wasm_memory_persistence: None}] if wasm_memory_persistence else [],
+            }
+            mode_value = {"upgrade": [options]}
+        else:
+            mode_value = {mode: None}
+        args = {"mode": mode_value, "canister_id": Principal(raw_principal(canister_id)), "wasm_module": wasm,
+                "arg": arg, "sender_canister_version": []}
+        self._management("install_code", [management.INSTALL_CODE_ARGS], [args], sender, [], effective=canister_id)
+
+    def upgrade_canister(self, canister_id: PrincipalLike, wasm: bytes, arg: bytes = b"", *,
+                         sender: PrincipalLike = ANONYMOUS, skip_pre_upgrade: bool | None = None,
+                         wasm_memory_persistence: str | None = "keep") -> None:
+        self.install_code(canister_id, wasm, arg, mode="upgrade", sender=sender, skip_pre_upgrade=skip_pre_upgrade,
+                          wasm_memory_persistence=wasm_memory_persistence)
+
+    def reinstall_code(self, canister_id: PrincipalLike, wasm: bytes, arg: bytes = b"", *,
+                       sender: PrincipalLike = ANONYMOUS) -> None:
+        self.install_code(canister_id, wasm, arg, mode="reinstall", sender=sender)
+
+    def _canister_op(self, method: str, canister_id: PrincipalLike, sender: PrincipalLike,
+                     result: list[candid.Type] | None = None) -> list[object]:
+        return self._management(method, [management.CANISTER_ID_ARGS],
+                                [{"canister_id": Principal(raw_principal(canister_id))}], sender, result or [],
+                                effective=canister_id)
+
+    def canister_status(self, canister_id: PrincipalLike, sender: PrincipalLike = ANONYMOUS) -> dict[str, object]:
+        out = self._canister_op("canister_status", canister_id, sender, [management.CANISTER_STATUS_RESULT])
+        return out[0]  # type: ignore[return-value]
+
+    def start_canister(self, canister_id: PrincipalLike, sender: PrincipalLike = ANONYMOUS) -> None:
+        self._canister_op("start_canister", canister_id, sender)
+
+    def stop_canister(self, canister_id: PrincipalLike, sender: PrincipalLike = ANONYMOUS) -> None:
+        self._canister_op("stop_canister", canister_id, sender)
+
+    def delete_canister(self, canister_id: PrincipalLike, sender: PrincipalLike = ANONYMOUS) -> None:
+        self._canister_op("delete_canister", canister_id, sender)
+
+    def uninstall_code(self, canister_id: PrincipalLike, sender: PrincipalLike = ANONYMOUS) -> None:
+        self._canister_op("uninstall_code", canister_id, sender)
+
+    def set_controllers(self, canister_id: PrincipalLike, controllers: list[PrincipalLike],
+                        sender: PrincipalLike = ANONYMOUS) -> None:
+        args = {"canister_id": Principal(raw_principal(canister_id)),
+                "settings": {"controllers": [[Principal(raw_principal(c)) for c in controllers]]},
+                "sender_canister_version": []}
+        self._management("update_settings", [management.UPDATE_SETTINGS_ARGS], [args], sender, [],
+                         effective=canister_id)
+
+    def canister_logs(self, canister_id: PrincipalLike, sender: PrincipalLike = ANONYMOUS) -> list[dict[str, object]]:
+        reply = self.query_call(MANAGEMENT, "fetch_canister_logs",
+                                candid.encode([management.CANISTER_ID_ARGS],
+                                              [{"canister_id": Principal(raw_principal(canister_id))}]),
+                                sender, effective_canister_id=canister_id)
+        return candid.decode(reply, [management.FETCH_LOGS_RESULT])[0]["canister_log_records"]  # type: ignore[no-any-return]
+
+    # ------------------------------------------------------------ persistence
+
+    def checkpoint(self) -> None:
+        """Write every canister (code, heap, globals, stable memory, settings) to the state directory."""
+        if self.state_dir is None:
+            raise ReplicaError("this replica has no state directory")
+        from ic_replica import persistence
+
+        with self.lock:
+            persistence.save(self, self.state_dir)
+
+    def close(self) -> None:
+        if self.state_dir is not None:
+            self.checkpoint()
+
+    def __enter__(self) -> Replica:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _export_for(canister: Canister, method: str) -> tuple[str, Kind] | None:
+    runtime = canister.runtime
+    if runtime is None:
+        return None
+    if runtime.has_export(f"canister_update {method}"):
+        return f"canister_update {method}", Kind.UPDATE
+    if runtime.has_export(f"canister_query {method}"):
+        return f"canister_query {method}", Kind.REPLICATED_QUERY
+    if runtime.has_export(f"canister_composite_query {method}"):
+        return f"canister_composite_query {method}", Kind.COMPOSITE_QUERY
+    return None
+
+
+def _reply_or_raise(canister: Canister, ctx: ExecutionContext, trap: Trap | None) -> bytes:
+    cid = Principal(canister.canister_id)
+    if trap is not None:
+        raise CallRejected(reject_for(trap.error_code, f"Error from Canister {cid}: {trap.message}"))
+    if ctx.response is None:
+        raise CallRejected(reject_for(ErrorCode.CANISTER_DID_NOT_REPLY, f"Canister {cid} did not produce a response"))
+    kind, payload = ctx.response
+    if kind == "reject":
+        raise CallRejected(Reject(RejectCode.CANISTER_REJECT, payload.decode()))
+    return payload
+
+
+def random_bytes(n: int) -> bytes:
+    return os.urandom(n)
+
+
+__all__ = ["Replica", "Limits", "CallRejected", "Reject", "RejectCode", "Closure"]

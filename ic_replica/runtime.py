@@ -1,0 +1,275 @@
+"""One canister's wasm instance under wasmtime: execution with fuel, snapshots for rollback.
+
+Every canister has its own `wasmtime.Store`, so a canister's instances, fuel and memory never mix with
+another's. Compiled modules are shared through `ModuleCache` (in memory and, serialized, on disk).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import wasmtime
+
+from ic_replica.context import Closure, ExecutionContext, Trap
+from ic_replica.errors import ErrorCode
+from ic_replica.system_api import CanisterEnv, SystemApi
+from ic_replica.wasm_module import GLOBAL_EXPORT_PREFIX, START_EXPORT, ModuleInfo
+
+WASM_PAGE = 64 * 1024
+
+_TRAP_MESSAGES = {
+    wasmtime.TrapCode.MEMORY_OUT_OF_BOUNDS: "heap out of bounds",
+    wasmtime.TrapCode.HEAP_MISALIGNED: "heap out of bounds",
+    wasmtime.TrapCode.STACK_OVERFLOW: "stack overflow",
+    wasmtime.TrapCode.INTEGER_DIVISION_BY_ZERO: "integer division by 0",
+    wasmtime.TrapCode.INTEGER_OVERFLOW: "integer overflow",
+    wasmtime.TrapCode.BAD_CONVERSION_TO_INTEGER: "invalid conversion to integer",
+    wasmtime.TrapCode.UNREACHABLE: "unreachable",
+    wasmtime.TrapCode.TABLE_OUT_OF_BOUNDS: "table out of bounds",
+    wasmtime.TrapCode.INDIRECT_CALL_TO_NULL: "indirect call to null",
+    wasmtime.TrapCode.BAD_SIGNATURE: "indirect call signature mismatch",
+}
+
+
+def new_engine() -> wasmtime.Engine:
+    config = wasmtime.Config()
+    config.consume_fuel = True
+    return wasmtime.Engine(config)
+
+
+class ModuleCache:
+    """Compiled modules by hash of the prepared bytes; serialized copies on disk survive restarts."""
+
+    def __init__(self, engine: wasmtime.Engine, cache_dir: Path | None = None) -> None:
+        self.engine = engine
+        self.cache_dir = cache_dir
+        self._modules: dict[str, wasmtime.Module] = {}
+        self._lock = threading.Lock()
+
+    def get(self, info: ModuleInfo) -> wasmtime.Module:
+        key = hashlib.sha256(info.prepared).hexdigest()
+        with self._lock:
+            module = self._modules.get(key)
+            if module is not None:
+                return module
+            path = self.cache_dir / f"{key}-{wasmtime.__version__}.cwasm" if self.cache_dir else None
+            if path is not None and path.is_file():
+                try:
+                    module = wasmtime.Module.deserialize_file(self.engine, str(path))
+                except wasmtime.WasmtimeError:
+                    module = None
+            if module is None:
+                module = wasmtime.Module(self.engine, info.prepared)
+                if path is not None:
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    tmp = path.with_suffix(".tmp")
+                    tmp.write_bytes(module.serialize())
+                    tmp.replace(path)
+            self._modules[key] = module
+            return module
+
+
+@dataclass
+class Snapshot:
+    """Linear memory and mutable globals at a point in time."""
+
+    memory: bytes
+    globals: list[int | float | None]
+
+
+_libc = ctypes.CDLL(None)
+_libc.memcmp.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t]
+_libc.memcmp.restype = ctypes.c_int
+_COMPARE_PAGE = 64 * 1024
+
+
+class RollbackBuffer:
+    """One reusable buffer with the pre-execution memory of the runtime that executed last.
+
+    Shared by all canisters of a replica (executions are sequential), so memory use does not grow with the
+    number of canisters. Rolling back copies only the pages that differ, so pages a canister never touched
+    stay unallocated. After a rollback the buffer still matches the memory: a run of queries on one canister
+    copies its memory once.
+    """
+
+    def __init__(self) -> None:
+        self.buffer: ctypes.Array[ctypes.c_ubyte] | None = None
+        self.size = 0
+        self.owner: object = None
+        self.globals: list[int | float | None] = []
+
+    def invalidate(self, owner: object) -> None:
+        if self.owner is owner:
+            self.owner = None
+
+
+class WasmRuntime:
+    """A live instance of a canister module."""
+
+    def __init__(self, engine: wasmtime.Engine, module: wasmtime.Module, info: ModuleInfo,
+                 env: CanisterEnv, rollback: RollbackBuffer | None = None) -> None:
+        self.info = info
+        self.rollback_buffer = rollback or RollbackBuffer()
+        self.store = wasmtime.Store(engine)
+        self.api = SystemApi(self, env)
+        linker = wasmtime.Linker(engine)
+        self.api.define(linker)
+        self.instance = linker.instantiate(self.store, module)
+        exports = self.instance.exports(self.store)
+        self.memory: wasmtime.Memory | None = None
+        self.table: wasmtime.Table | None = None
+        self.functions: dict[str, wasmtime.Func] = {}
+        for name, ext in exports.items():
+            if isinstance(ext, wasmtime.Memory) and self.memory is None:
+                self.memory = ext
+            elif isinstance(ext, wasmtime.Table) and self.table is None:
+                self.table = ext
+            elif isinstance(ext, wasmtime.Func):
+                self.functions[name] = ext
+        self.globals: list[wasmtime.Global] = []
+        for i in range(info.global_count):
+            g = exports[f"{GLOBAL_EXPORT_PREFIX}{i}"]
+            assert isinstance(g, wasmtime.Global)
+            self.globals.append(g)
+        self._mutable = [g for g in self.globals if g.type(self.store).mutable]
+        self._fuel_limit = 0
+
+    # ------------------------------------------------------------ memory
+
+    def memory_size(self) -> int:
+        return self.memory.data_len(self.store) if self.memory is not None else 0
+
+    def memory_address(self) -> int:
+        assert self.memory is not None
+        return ctypes.cast(self.memory.data_ptr(self.store), ctypes.c_void_p).value or 0
+
+    def snapshot(self) -> Snapshot:
+        size = self.memory_size()
+        memory = ctypes.string_at(self.memory_address(), size) if size else b""
+        return Snapshot(memory, [g.value(self.store) for g in self._mutable])
+
+    def restore(self, snap: Snapshot) -> bool:
+        """Put memory and globals back; False if the memory grew meanwhile (rebuild the instance instead)."""
+        if self.memory_size() != len(snap.memory):
+            return False
+        if snap.memory:
+            ctypes.memmove(self.memory_address(), snap.memory, len(snap.memory))
+        for g, value in zip(self._mutable, snap.globals):
+            g.set_value(self.store, value)
+        return True
+
+    def begin(self) -> None:
+        """Remember memory and globals before an execution that may have to be undone."""
+        rb, size = self.rollback_buffer, self.memory_size()
+        if rb.owner is self and rb.size == size:
+            return
+        if rb.buffer is None or len(rb.buffer) < size:
+            rb.buffer = (ctypes.c_ubyte * size)()
+        if size:
+            ctypes.memmove(rb.buffer, self.memory_address(), size)
+        rb.size, rb.owner = size, self
+        rb.globals = [g.value(self.store) for g in self._mutable]
+
+    def rollback(self) -> bool:
+        """Undo the execution since `begin`; False if memory grew (the caller rebuilds the instance)."""
+        rb = self.rollback_buffer
+        assert rb.owner is self and rb.buffer is not None
+        size = self.memory_size()
+        if size != rb.size:
+            return False
+        base, saved = self.memory_address(), ctypes.addressof(rb.buffer)
+        for offset in range(0, size, _COMPARE_PAGE):
+            n = min(_COMPARE_PAGE, size - offset)
+            if _libc.memcmp(base + offset, saved + offset, n):
+                ctypes.memmove(base + offset, saved + offset, n)
+        for g, value in zip(self._mutable, rb.globals):
+            if g.value(self.store) != value:
+                g.set_value(self.store, value)
+        return True
+
+    def commit(self) -> None:
+        """The execution stands: the saved copy no longer matches memory."""
+        self.rollback_buffer.invalidate(self)
+
+    def saved_snapshot(self) -> Snapshot:
+        """The state saved by `begin`, to rebuild a fresh instance after memory grew."""
+        rb = self.rollback_buffer
+        assert rb.owner is self and rb.buffer is not None
+        return Snapshot(ctypes.string_at(rb.buffer, rb.size), list(rb.globals))
+
+    def load(self, snap: Snapshot) -> None:
+        """Fill a fresh instance from a snapshot (restart, rollback after growth, upgrade with keep)."""
+        if snap.memory:
+            assert self.memory is not None
+            missing = len(snap.memory) - self.memory_size()
+            if missing > 0:
+                self.memory.grow(self.store, (missing + WASM_PAGE - 1) // WASM_PAGE)
+            ctypes.memmove(self.memory_address(), snap.memory, len(snap.memory))
+        for g, value in zip(self._mutable, snap.globals):
+            g.set_value(self.store, value)
+
+    def load_memory_only(self, memory: bytes) -> None:
+        """Keep the heap across an upgrade (enhanced orthogonal persistence); globals stay fresh."""
+        self.load(Snapshot(memory, [g.value(self.store) for g in self._mutable]))
+
+    # ------------------------------------------------------------ execution
+
+    def instructions_executed(self) -> int:
+        return self._fuel_limit - self.store.get_fuel()
+
+    def has_export(self, name: str) -> bool:
+        return name in self.functions
+
+    def run_start(self, ctx: ExecutionContext, instruction_limit: int) -> None:
+        if START_EXPORT in self.functions:
+            self._invoke(self.functions[START_EXPORT], (), ctx, instruction_limit)
+
+    def run_export(self, name: str, ctx: ExecutionContext, instruction_limit: int) -> None:
+        func = self.functions.get(name)
+        if func is None:
+            raise Trap(f"Canister has no export {name!r}", ErrorCode.CANISTER_METHOD_NOT_FOUND)
+        self._invoke(func, (), ctx, instruction_limit)
+
+    def run_closure(self, closure: Closure, ctx: ExecutionContext, instruction_limit: int) -> None:
+        if self.table is None or closure.fun >= self.table.size(self.store):
+            raise Trap("Canister trapped: callback index out of table bounds")
+        func = self.table.get(self.store, closure.fun)
+        if not isinstance(func, wasmtime.Func):
+            raise Trap("Canister trapped: callback is not a function")
+        ty = func.type(self.store)
+        if len(ty.params) != 1 or ty.results:
+            raise Trap("Canister trapped: callback has the wrong type")
+        self._invoke(func, (closure.env,), ctx, instruction_limit)
+
+    def _invoke(self, func: wasmtime.Func, args: tuple[int, ...], ctx: ExecutionContext, limit: int) -> None:
+        self._fuel_limit = limit
+        self.store.set_fuel(limit)
+        self.api.ctx = ctx
+        try:
+            func(self.store, *_signed(args))
+        except Trap:
+            raise
+        except wasmtime.Trap as exc:
+            if exc.trap_code == wasmtime.TrapCode.OUT_OF_FUEL:
+                raise Trap(
+                    f"Canister exceeded the limit of {limit} instructions for single message execution.",
+                    ErrorCode.CANISTER_INSTRUCTION_LIMIT_EXCEEDED,
+                ) from None
+            text = _TRAP_MESSAGES.get(exc.trap_code) if exc.trap_code is not None else None
+            raise Trap(f"Canister trapped: {text or exc.message.splitlines()[0]}") from None
+        except wasmtime.WasmtimeError as exc:
+            raise Trap(f"Canister trapped: {str(exc).splitlines()[0]}") from None
+        except RecursionError:
+            raise Trap("Canister trapped: stack overflow") from None
+        finally:
+            ctx.instructions += self.instructions_executed()
+            self.api.ctx = None
+
+
+def _signed(args: tuple[int, ...]) -> tuple[int, ...]:
+    """wasmtime takes i64 arguments as signed integers."""
+    return tuple(a - (1 << 64) if a >= 1 << 63 else a for a in args)

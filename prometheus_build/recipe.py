@@ -1,0 +1,149 @@
+"""The reproducible build recipe: moc.js (+ mo:core) -> ic-wasm shrink -> public candid:service metadata.
+
+The steps and their order are fixed: the same sources give the same sha256 on any machine with the
+same pinned toolchain. Outputs are cached by a digest of the recipe, the toolchain and every source file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from prometheus_build.toolchain import Toolchain, find_toolchain
+
+RECIPE_VERSION = "prometheus-recipe-1"
+COMPILE_TIMEOUT_S = 600
+
+
+class BuildError(RuntimeError):
+    """A canister failed to compile; the message carries `file:line:col` diagnostics."""
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    name: str
+    wasm: Path
+    did: Path
+    sha256: str
+    cached: bool
+    seconds: float
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "wasm": str(self.wasm),
+            "did": str(self.did),
+            "sha256": self.sha256,
+            "cached": self.cached,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+def discover_canisters(source_root: Path) -> dict[str, str]:
+    """Every `<name>/main.mo` under `source_root`, as name -> path relative to the root."""
+    found = {}
+    for main in sorted(source_root.glob("*/main.mo")):
+        found[main.parent.name] = f"{main.parent.name}/main.mo"
+    return found
+
+
+def source_digest(source_root: Path, main_rel: str, toolchain: Toolchain) -> str:
+    """Hash of everything that determines the output bytes (paths are relative to the root)."""
+    h = hashlib.sha256()
+    h.update(f"{RECIPE_VERSION}\0{toolchain.digest_input()}\0{main_rel}\0".encode())
+    for path in sorted(source_root.rglob("*.mo")):
+        if not path.is_file():
+            continue
+        rel = path.relative_to(source_root).as_posix()
+        data = path.read_bytes()
+        h.update(f"{rel}\0{len(data)}\0".encode())
+        h.update(data)
+    return h.hexdigest()
+
+
+def _run(argv: list[str], what: str) -> None:
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=COMPILE_TIMEOUT_S, check=False)
+    if proc.returncode != 0:
+        detail = (proc.stderr or proc.stdout).strip()
+        raise BuildError(f"{what} failed:\n{detail}")
+
+
+def compile_to(source_root: Path, main_rel: str, wasm_out: Path, did_out: Path, toolchain: Toolchain) -> None:
+    """Run the recipe without the cache, writing the final wasm and its candid interface."""
+    with tempfile.TemporaryDirectory(prefix="prometheus-build-") as tmp:
+        raw, shrunk, did = Path(tmp, "raw.wasm"), Path(tmp, "shrunk.wasm"), Path(tmp, "service.did")
+        _run(
+            [str(toolchain.node), str(toolchain.compile_js), str(toolchain.motoko_dir),
+             str(source_root), main_rel, str(raw), str(did)],
+            f"moc {main_rel}",
+        )
+        _run([str(toolchain.ic_wasm), str(raw), "-o", str(shrunk), "shrink"], "ic-wasm shrink")
+        final = Path(tmp, "final.wasm")
+        _run(
+            [str(toolchain.ic_wasm), str(shrunk), "-o", str(final),
+             "metadata", "candid:service", "-f", str(did), "-v", "public"],
+            "ic-wasm metadata",
+        )
+        _atomic_copy(final, wasm_out)
+        _atomic_copy(did, did_out)
+
+
+def _atomic_copy(src: Path, dst: Path) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
+    shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)
+
+
+def sha256_file(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def build_canister(
+    name: str,
+    source_root: Path,
+    main_rel: str,
+    out_dir: Path,
+    cache_dir: Path,
+    toolchain: Toolchain | None = None,
+) -> BuildResult:
+    """Build one canister to `out_dir/<name>.wasm` and `.did`, reusing the cache when sources are unchanged."""
+    started = time.perf_counter()
+    toolchain = toolchain or find_toolchain()
+    source_root = source_root.resolve()
+    digest = source_digest(source_root, main_rel, toolchain)
+    cached_wasm, cached_did = cache_dir / f"{digest}.wasm", cache_dir / f"{digest}.did"
+    hit = cached_wasm.is_file() and cached_did.is_file()
+    if not hit:
+        compile_to(source_root, main_rel, cached_wasm, cached_did, toolchain)
+    wasm, did = out_dir / f"{name}.wasm", out_dir / f"{name}.did"
+    _atomic_copy(cached_wasm, wasm)
+    _atomic_copy(cached_did, did)
+    return BuildResult(name, wasm, did, sha256_file(wasm), hit, time.perf_counter() - started)
+
+
+def build_all(source_root: Path, out_dir: Path, cache_dir: Path, jobs: int = 2) -> list[BuildResult]:
+    """Build every canister under `source_root` (`<name>/main.mo`), `jobs` compilers at a time."""
+    toolchain = find_toolchain()
+    canisters = discover_canisters(source_root)
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        futures = [
+            pool.submit(build_canister, name, source_root, rel, out_dir, cache_dir, toolchain)
+            for name, rel in canisters.items()
+        ]
+        return [f.result() for f in futures]
+
+
+def write_manifest(results: list[BuildResult], out_dir: Path) -> Path:
+    """`out_dir/manifest.json`: name -> sha256, for deploy scripts and the verifier."""
+    path = out_dir / "manifest.json"
+    path.write_text(json.dumps({r.name: r.sha256 for r in results}, indent=2, sort_keys=True) + "\n")
+    return path

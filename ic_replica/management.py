@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+
+import wasmtime
 from typing import TYPE_CHECKING, Any
 
 from ic_replica import candid
@@ -533,7 +535,7 @@ def load_module(replica: Replica, wasm: bytes) -> ModuleInfo:
                         "not allowed.")
     try:
         replica.modules.get(info)
-    except Exception as exc:  # wasmtime reports validation errors as WasmtimeError
+    except wasmtime.WasmtimeError as exc:
         raise _fail(ErrorCode.CANISTER_INVALID_WASM,
                     f"Wasm module is invalid: {str(exc).splitlines()[0]}") from exc
     return info
@@ -593,7 +595,11 @@ def install(replica: Replica, canister: Canister, mode: str, wasm: bytes, arg: b
             canister.stable = StableMemory()
             canister.certified_data = b""
             kept_heap = None
-        runtime = WasmRuntime(replica.engine, replica.modules.get(info), info, canister, replica.rollback_buffer)
+        try:
+            runtime = WasmRuntime(replica.engine, replica.modules.get(info), info, canister, replica.rollback_buffer)
+        except wasmtime.WasmtimeError as exc:
+            raise Trap(f"Wasm module could not be instantiated: {str(exc).splitlines()[0]}",
+                       ErrorCode.CANISTER_INVALID_WASM) from None
         if kept_heap is not None:
             runtime.load_memory_only(kept_heap)
         ctx = ExecutionContext(Kind.START, caller=req.src, balance=canister.cycles)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import importlib.metadata
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ from ic_replica.system_api import CanisterEnv, SystemApi
 from ic_replica.wasm_module import GLOBAL_EXPORT_PREFIX, START_EXPORT, ModuleInfo
 
 WASM_PAGE = 64 * 1024
+_WASMTIME_VERSION = importlib.metadata.version("wasmtime")
 
 _TRAP_MESSAGES = {
     wasmtime.TrapCode.MEMORY_OUT_OF_BOUNDS: "heap out of bounds",
@@ -56,7 +58,7 @@ class ModuleCache:
             module = self._modules.get(key)
             if module is not None:
                 return module
-            path = self.cache_dir / f"{key}-{wasmtime.__version__}.cwasm" if self.cache_dir else None
+            path = self.cache_dir / f"{key}-{_WASMTIME_VERSION}.cwasm" if self.cache_dir else None
             if path is not None and path.is_file():
                 try:
                     module = wasmtime.Module.deserialize_file(self.engine, str(path))
@@ -117,7 +119,7 @@ class WasmRuntime:
         self.store = wasmtime.Store(engine)
         self.api = SystemApi(self, env)
         linker = wasmtime.Linker(engine)
-        self.api.define(linker)
+        self.api.define(linker, info.memory64)
         self.instance = linker.instantiate(self.store, module)
         exports = self.instance.exports(self.store)
         self.memory: wasmtime.Memory | None = None

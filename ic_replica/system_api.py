@@ -79,37 +79,47 @@ AVAILABILITY: dict[str, frozenset[Kind]] = {
 }
 
 I64, I32 = wasmtime.ValType.i64(), wasmtime.ValType.i32()
-_SIGNATURES: dict[str, tuple[list[wasmtime.ValType], list[wasmtime.ValType]]] = {
-    "msg_arg_data_size": ([], [I64]), "msg_arg_data_copy": ([I64] * 3, []),
-    "msg_caller_size": ([], [I64]), "msg_caller_copy": ([I64] * 3, []),
-    "msg_caller_info_data_size": ([], [I64]), "msg_caller_info_data_copy": ([I64] * 3, []),
-    "msg_caller_info_signer_size": ([], [I64]), "msg_caller_info_signer_copy": ([I64] * 3, []),
-    "msg_reject_code": ([], [I32]), "msg_reject_msg_size": ([], [I64]), "msg_reject_msg_copy": ([I64] * 3, []),
-    "msg_deadline": ([], [I64]),
-    "msg_reply_data_append": ([I64] * 2, []), "msg_reply": ([], []), "msg_reject": ([I64] * 2, []),
-    "msg_cycles_available128": ([I64], []), "msg_cycles_refunded128": ([I64], []),
-    "msg_cycles_accept128": ([I64] * 3, []), "cycles_burn128": ([I64] * 3, []),
-    "canister_self_size": ([], [I64]), "canister_self_copy": ([I64] * 3, []),
-    "canister_cycle_balance128": ([I64], []), "canister_status": ([], [I32]), "canister_version": ([], [I64]),
-    "subnet_self_size": ([], [I64]), "subnet_self_copy": ([I64] * 3, []),
-    "msg_method_name_size": ([], [I64]), "msg_method_name_copy": ([I64] * 3, []), "accept_message": ([], []),
-    "call_new": ([I64] * 8, []), "call_on_cleanup": ([I64] * 2, []), "call_data_append": ([I64] * 2, []),
-    "call_with_best_effort_response": ([I32], []), "call_cycles_add128": ([I64] * 2, []),
-    "call_perform": ([], [I32]),
-    "stable64_size": ([], [I64]), "stable64_grow": ([I64], [I64]),
-    "stable64_write": ([I64] * 3, []), "stable64_read": ([I64] * 3, []),
-    "root_key_size": ([], [I64]), "root_key_copy": ([I64] * 3, []),
-    "certified_data_set": ([I64] * 2, []), "data_certificate_present": ([], [I32]),
-    "data_certificate_size": ([], [I64]), "data_certificate_copy": ([I64] * 3, []),
-    "time": ([], [I64]), "global_timer_set": ([I64], [I64]), "performance_counter": ([I32], [I64]),
-    "is_controller": ([I64] * 2, [I32]), "in_replicated_execution": ([], [I32]),
-    "cost_call": ([I64] * 3, []), "cost_create_canister": ([I64], []), "cost_http_request": ([I64] * 3, []),
-    "cost_sign_with_ecdsa": ([I64, I64, I32, I64], [I32]), "cost_sign_with_schnorr": ([I64, I64, I32, I64], [I32]),
-    "env_var_count": ([], [I64]), "env_var_name_size": ([I64], [I64]), "env_var_name_copy": ([I64] * 4, []),
-    "env_var_name_exists": ([I64] * 2, [I32]), "env_var_value_size": ([I64] * 2, [I64]),
-    "env_var_value_copy": ([I64] * 5, []),
-    "debug_print": ([I64] * 2, []), "trap": ([I64] * 2, []),
+# Parameter and result types: "I" is the pointer width (i64 for wasm64 modules, i32 otherwise),
+# "l" is always i64 and "i" always i32 (the spec's "Overview of imports").
+_SIGNATURES: dict[str, tuple[str, str]] = {
+    "msg_arg_data_size": ("", "I"), "msg_arg_data_copy": ("III", ""),
+    "msg_caller_size": ("", "I"), "msg_caller_copy": ("III", ""),
+    "msg_caller_info_data_size": ("", "I"), "msg_caller_info_data_copy": ("III", ""),
+    "msg_caller_info_signer_size": ("", "I"), "msg_caller_info_signer_copy": ("III", ""),
+    "msg_reject_code": ("", "i"), "msg_reject_msg_size": ("", "I"), "msg_reject_msg_copy": ("III", ""),
+    "msg_deadline": ("", "l"),
+    "msg_reply_data_append": ("II", ""), "msg_reply": ("", ""), "msg_reject": ("II", ""),
+    "msg_cycles_available128": ("I", ""), "msg_cycles_refunded128": ("I", ""),
+    "msg_cycles_accept128": ("llI", ""), "cycles_burn128": ("llI", ""),
+    "canister_self_size": ("", "I"), "canister_self_copy": ("III", ""),
+    "canister_cycle_balance128": ("I", ""), "canister_status": ("", "i"), "canister_version": ("", "l"),
+    "subnet_self_size": ("", "I"), "subnet_self_copy": ("III", ""),
+    "msg_method_name_size": ("", "I"), "msg_method_name_copy": ("III", ""), "accept_message": ("", ""),
+    "call_new": ("IIIIIIII", ""), "call_on_cleanup": ("II", ""), "call_data_append": ("II", ""),
+    "call_with_best_effort_response": ("i", ""), "call_cycles_add128": ("ll", ""), "call_perform": ("", "i"),
+    "stable64_size": ("", "l"), "stable64_grow": ("l", "l"), "stable64_write": ("lll", ""),
+    "stable64_read": ("lll", ""),
+    "root_key_size": ("", "I"), "root_key_copy": ("III", ""),
+    "certified_data_set": ("II", ""), "data_certificate_present": ("", "i"),
+    "data_certificate_size": ("", "I"), "data_certificate_copy": ("III", ""),
+    "time": ("", "l"), "global_timer_set": ("l", "l"), "performance_counter": ("i", "l"),
+    "is_controller": ("II", "i"), "in_replicated_execution": ("", "i"),
+    "cost_call": ("llI", ""), "cost_create_canister": ("I", ""), "cost_http_request": ("llI", ""),
+    "cost_sign_with_ecdsa": ("IIiI", "i"), "cost_sign_with_schnorr": ("IIiI", "i"),
+    "env_var_count": ("", "I"), "env_var_name_size": ("I", "I"), "env_var_name_copy": ("IIII", ""),
+    "env_var_name_exists": ("II", "i"), "env_var_value_size": ("II", "I"), "env_var_value_copy": ("IIIII", ""),
+    "debug_print": ("II", ""), "trap": ("II", ""),
 }
+
+
+def func_type(name: str, memory64: bool) -> wasmtime.FuncType:
+    """The import's type for a module whose memory is 64-bit (`I = i64`) or 32-bit (`I = i32`)."""
+    pointer = I64 if memory64 else I32
+    kinds = {"I": pointer, "l": I64, "i": I32}
+    params, results = _SIGNATURES[name]
+    return wasmtime.FuncType([kinds[c] for c in params], [kinds[c] for c in results])
+
+
 SUPPORTED_IMPORTS = frozenset(_SIGNATURES)
 
 # Cycle costs reported by cost_* (the IC's 13-node application subnet prices).
@@ -186,9 +196,9 @@ class SystemApi:
 
     # ------------------------------------------------------------ linking
 
-    def define(self, linker: wasmtime.Linker) -> None:
-        for name, (params, results) in _SIGNATURES.items():
-            linker.define_func("ic0", name, wasmtime.FuncType(params, results), self._wrap(name))
+    def define(self, linker: wasmtime.Linker, memory64: bool) -> None:
+        for name in _SIGNATURES:
+            linker.define_func("ic0", name, func_type(name, memory64), self._wrap(name))
 
     def _wrap(self, name: str) -> Callable[..., Any]:
         impl = getattr(self, f"ic0_{name}")

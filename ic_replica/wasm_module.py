@@ -18,8 +18,10 @@ GZIP_MAGIC = b"\x1f\x8b"
 MAX_MODULE_BYTES = 100 * 1024 * 1024  # after decompression
 GLOBAL_EXPORT_PREFIX = "__replica_global_"
 START_EXPORT = "__replica_start"
+MEMORY_EXPORT = "__replica_memory"
+TABLE_EXPORT = "__replica_table"
 
-SEC_CUSTOM, SEC_IMPORT, SEC_GLOBAL, SEC_EXPORT, SEC_START = 0, 2, 6, 7, 8
+SEC_CUSTOM, SEC_IMPORT, SEC_TABLE, SEC_MEMORY, SEC_GLOBAL, SEC_EXPORT, SEC_START = 0, 2, 4, 5, 6, 7, 8
 
 
 class InvalidModule(ValueError):
@@ -36,6 +38,7 @@ class ModuleInfo:
     exports: list[str]
     global_count: int
     has_start: bool
+    memory64: bool
     public_metadata: dict[str, bytes] = field(default_factory=dict)
     private_metadata: dict[str, bytes] = field(default_factory=dict)
 
@@ -128,6 +131,8 @@ def prepare(module: bytes) -> ModuleInfo:
     imports: list[tuple[str, str]] = []
     exports: list[tuple[str, int, int]] = []
     imported_globals = defined_globals = 0
+    tables = memories = 0
+    memory64 = False
     start_func: int | None = None
     public: dict[str, bytes] = {}
     private: dict[str, bytes] = {}
@@ -153,8 +158,11 @@ def prepare(module: bytes) -> ModuleInfo:
                 elif kind == 1:
                     p += 1
                     p = _skip_limits(body, p)
+                    tables += 1
                 elif kind == 2:
+                    memory64 = bool(body[p] & 0x04)
                     p = _skip_limits(body, p)
+                    memories += 1
                 elif kind == 3:
                     p += 2
                     imported_globals += 1
@@ -163,6 +171,13 @@ def prepare(module: bytes) -> ModuleInfo:
                 imports.append((mod, nm))
         elif sid == SEC_GLOBAL:
             defined_globals, _ = _leb(body, 0)
+        elif sid == SEC_TABLE:
+            tables += _leb(body, 0)[0]
+        elif sid == SEC_MEMORY:
+            count, p = _leb(body, 0)
+            memories += count
+            if count:
+                memory64 = bool(body[p] & 0x04)
         elif sid == SEC_EXPORT:
             count, p = _leb(body, 0)
             for _ in range(count):
@@ -179,6 +194,12 @@ def prepare(module: bytes) -> ModuleInfo:
     extra = [(f"{GLOBAL_EXPORT_PREFIX}{i}", 3, i) for i in range(global_count)]
     if start_func is not None:
         extra.append((START_EXPORT, 0, start_func))
+    if memories > 1:
+        raise InvalidModule("a canister module may declare at most one memory")
+    if memories and not any(kind == 2 for _, kind, _ in exports):
+        extra.append((MEMORY_EXPORT, 2, 0))
+    if tables and not any(kind == 1 for _, kind, _ in exports):
+        extra.append((TABLE_EXPORT, 1, 0))
     prepared = _rewrite(data, sections, exports + extra)
     return ModuleInfo(
         prepared=prepared,
@@ -187,6 +208,7 @@ def prepare(module: bytes) -> ModuleInfo:
         exports=names,
         global_count=global_count,
         has_start=start_func is not None,
+        memory64=memory64,
         public_metadata=public,
         private_metadata=private,
     )

@@ -1,0 +1,154 @@
+"""The IC backends the integration tests run on: the embedded replica, and real PocketIC when
+`POCKET_IC_BIN` is set. Both expose the same small surface, so one test runs on both."""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any
+
+from ic_replica import candid, management
+from ic_replica.errors import CallRejected, Reject, RejectCode
+from ic_replica.principal import ANONYMOUS, MANAGEMENT, Principal
+from ic_replica.replica import Limits, Replica
+
+TEST_LIMITS = Limits(update=2_000_000_000, query=2_000_000_000, install=20_000_000_000, inspect=200_000_000)
+
+
+class EmbeddedBackend:
+    """The embedded replica, in process."""
+
+    name = "embedded"
+
+    def __init__(self, state_dir: str | None = None) -> None:
+        self.replica = Replica(state_dir, limits=TEST_LIMITS)
+
+    def __getattr__(self, item: str) -> Any:
+        return getattr(self.replica, item)
+
+
+class PocketIcBackend:
+    """Real PocketIC through the `pocket-ic` client; management calls are encoded with our Candid codec."""
+
+    name = "pocketic"
+
+    def __init__(self) -> None:
+        from pocket_ic import PocketIC  # type: ignore[import-not-found]
+
+        self.pic = PocketIC()
+
+    def _as_ic_principal(self, p: Principal | bytes) -> Any:
+        import ic  # type: ignore[import-not-found]
+
+        return ic.Principal(bytes(p.raw if isinstance(p, Principal) else p))
+
+    def _call(self, update: bool, canister: Principal | bytes | None, method: str, arg: bytes,
+              sender: Principal | bytes, effective: Principal | None = None) -> bytes:
+        self.pic.set_sender(self._as_ic_principal(sender))
+        target = None if canister is None or bytes(getattr(canister, "raw", canister)) == b"" else \
+            self._as_ic_principal(canister)
+        try:
+            if update:
+                eff = {"CanisterId": __import__("base64").b64encode(effective.raw).decode()} if effective else None
+                out = self.pic.update_call_with_effective_principal(target, eff, method, arg)
+            else:
+                out = self.pic.query_call(target, method, arg)
+        except ValueError as exc:
+            match = re.search(r"reject code (\w+), reject message (.*), error code (\w+)", str(exc), re.S)
+            if not match:
+                raise
+            code = match.group(1)
+            code_num = int(code) if code.isdigit() else {
+                "SysFatal": 1, "SysTransient": 2, "DestinationInvalid": 3, "CanisterReject": 4,
+                "CanisterError": 5, "SysUnknown": 6}.get(code, 6)
+            raise CallRejected(Reject(RejectCode(code_num), match.group(2), match.group(3))) from exc
+        return bytes(out) if not isinstance(out, bytes) else out
+
+    def update_call(self, canister_id: Principal, method: str, arg: bytes = b"",
+                    sender: Principal = ANONYMOUS) -> bytes:
+        return self._call(True, canister_id, method, arg, sender)
+
+    def query_call(self, canister_id: Principal, method: str, arg: bytes = b"",
+                   sender: Principal = ANONYMOUS) -> bytes:
+        return self._call(False, canister_id, method, arg, sender)
+
+    def _mgmt(self, method: str, t: candid.Type, value: dict[str, Any], sender: Principal,
+              result: list[candid.Type], effective: Principal | None) -> list[Any]:
+        reply = self._call(True, MANAGEMENT, method, candid.encode([t], [value]), sender, effective)
+        return candid.decode(reply, result)
+
+    def create_canister(self, controllers: list[Principal] | None = None, cycles: int = 100_000_000_000_000,
+                        sender: Principal = ANONYMOUS, specified_id: Principal | None = None) -> Principal:
+        settings = {"controllers": [list(controllers)]} if controllers else {}
+        out = self._mgmt("provisional_create_canister_with_cycles", management.PROVISIONAL_CREATE_ARGS,
+                         {"amount": [cycles], "settings": [settings] if settings else [], "specified_id": []},
+                         sender, [management.CREATE_RESULT], None)
+        return out[0]["canister_id"]  # type: ignore[no-any-return]
+
+    def install_code(self, canister_id: Principal, wasm: bytes, arg: bytes = b"", *, mode: str = "install",
+                     sender: Principal = ANONYMOUS, skip_pre_upgrade: bool | None = None,
+                     wasm_memory_persistence: str | None = None) -> None:
+        if mode == "upgrade":
+            opts = {"skip_pre_upgrade": [skip_pre_upgrade] if skip_pre_upgrade is not None else [],
+                    "wasm_memory_persistence": [{wasm_memory_persistence: None}] if wasm_memory_persistence else []}
+            mode_value: dict[str, Any] = {"upgrade": [opts]}
+        else:
+            mode_value = {mode: None}
+        self._mgmt("install_code", management.INSTALL_CODE_ARGS,
+                   {"mode": mode_value, "canister_id": canister_id, "wasm_module": wasm, "arg": arg,
+                    "sender_canister_version": []}, sender, [], canister_id)
+
+    def upgrade_canister(self, canister_id: Principal, wasm: bytes, arg: bytes = b"", *,
+                         sender: Principal = ANONYMOUS, skip_pre_upgrade: bool | None = None,
+                         wasm_memory_persistence: str | None = "keep") -> None:
+        self.install_code(canister_id, wasm, arg, mode="upgrade", sender=sender, skip_pre_upgrade=skip_pre_upgrade,
+                          wasm_memory_persistence=wasm_memory_persistence)
+
+    def reinstall_code(self, canister_id: Principal, wasm: bytes, arg: bytes = b"", *,
+                       sender: Principal = ANONYMOUS) -> None:
+        self.install_code(canister_id, wasm, arg, mode="reinstall", sender=sender)
+
+    def _op(self, method: str, canister_id: Principal, sender: Principal, result: list[candid.Type]) -> list[Any]:
+        return self._mgmt(method, management.CANISTER_ID_ARGS, {"canister_id": canister_id}, sender, result,
+                          canister_id)
+
+    def canister_status(self, canister_id: Principal, sender: Principal = ANONYMOUS) -> dict[str, Any]:
+        return self._op("canister_status", canister_id, sender, [management.CANISTER_STATUS_RESULT])[0]  # type: ignore[no-any-return]
+
+    def start_canister(self, canister_id: Principal, sender: Principal = ANONYMOUS) -> None:
+        self._op("start_canister", canister_id, sender, [])
+
+    def stop_canister(self, canister_id: Principal, sender: Principal = ANONYMOUS) -> None:
+        self._op("stop_canister", canister_id, sender, [])
+
+    def delete_canister(self, canister_id: Principal, sender: Principal = ANONYMOUS) -> None:
+        self._op("delete_canister", canister_id, sender, [])
+
+    def uninstall_code(self, canister_id: Principal, sender: Principal = ANONYMOUS) -> None:
+        self._mgmt("uninstall_code", management.UNINSTALL_ARGS, {"canister_id": canister_id,
+                                                                 "sender_canister_version": []}, sender, [],
+                   canister_id)
+
+    def set_controllers(self, canister_id: Principal, controllers: list[Principal],
+                        sender: Principal = ANONYMOUS) -> None:
+        self._mgmt("update_settings", management.UPDATE_SETTINGS_ARGS,
+                   {"canister_id": canister_id, "settings": {"controllers": [list(controllers)]},
+                    "sender_canister_version": []}, sender, [], canister_id)
+
+    def tick(self, rounds: int = 1) -> None:
+        for _ in range(rounds):
+            self.pic.tick()
+
+    def advance_time(self, nanos: int) -> None:
+        self.pic.advance_time(nanos)
+
+    def get_time(self) -> int:
+        return int(self.pic.get_time()["nanos_since_epoch"])
+
+
+def available_backends() -> list[str]:
+    return ["embedded", "pocketic"] if os.environ.get("POCKET_IC_BIN") else ["embedded"]
+
+
+def make_backend(name: str) -> Any:
+    return EmbeddedBackend() if name == "embedded" else PocketIcBackend()

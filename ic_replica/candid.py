@@ -370,9 +370,8 @@ def decode(data: bytes, types: list[Type] | tuple[Type, ...] | None = None) -> l
         if len(values) < len(types):
             values += [None] * (len(types) - len(values))
             for t in types[len(arg_types):]:
-                if not isinstance(t, (Opt, Prim)) or (isinstance(t, Prim) and t not in (NULL, RESERVED)):
-                    if not isinstance(t, Opt):
-                        raise CandidError(f"missing argument of type {t!r}")
+                if not isinstance(t, Opt) and t not in (NULL, RESERVED):
+                    raise CandidError(f"missing argument of type {t!r}")
         values = [_coerce(t, v) for t, v in zip(types, values)]
     return values
 

@@ -8,18 +8,17 @@ from __future__ import annotations
 
 import hashlib
 import os
-
-import wasmtime
 from typing import TYPE_CHECKING, Any
 
+import wasmtime
+
 from ic_replica import candid
-from ic_replica.candid import (BLOB, BOOL, NAT, NAT64, NULL, PRINCIPAL, RESERVED, TEXT, Opt, Record, Variant,
-                               Vec)
+from ic_replica.candid import BLOB, BOOL, NAT, NAT64, NULL, PRINCIPAL, TEXT, Opt, Record, Variant, Vec
 from ic_replica.canister import Canister, Status
 from ic_replica.context import ExecutionContext, Kind, Trap
 from ic_replica.errors import CallRejected, ErrorCode, Reject, RejectCode, reject_for
 from ic_replica.messages import Request
-from ic_replica.principal import MANAGEMENT, Principal
+from ic_replica.principal import Principal
 from ic_replica.runtime import WasmRuntime
 from ic_replica.stable_memory import StableMemory
 from ic_replica.system_api import SUPPORTED_IMPORTS
@@ -92,7 +91,6 @@ CANISTER_INFO_RESULT = Record.of(total_num_changes=NAT64, recent_changes=Vec(CHA
                                  controllers=Vec(PRINCIPAL))
 FETCH_LOGS_RESULT = Record.of(canister_log_records=Vec(Record.of(idx=NAT64, timestamp_nanos=NAT64, content=BLOB)))
 TOP_UP_ARGS = Record.of(canister_id=PRINCIPAL, amount=NAT)
-_ = RESERVED
 
 
 class ManagementError(Exception):
@@ -177,7 +175,7 @@ def handle(replica: Replica, req: Request) -> None:
     except ManagementError as exc:
         replica.respond(origin, reject=exc.reject, refund=req.cycles)
         return
-    if result is not DEFER:
+    if isinstance(result, bytes):  # otherwise DEFER: stop_canister answers when the canister has stopped
         replica.respond(origin, reply=result, refund=0 if req.method in _KEEPS_CYCLES else req.cycles)
 
 
@@ -376,8 +374,8 @@ def _status(replica: Replica, req: Request, origin: tuple, args: dict[str, Any])
 
 def status_record(canister: Canister) -> dict[str, Any]:
     wasm_memory = canister.runtime.memory_size() if canister.runtime else 0
-    visibility = {canister.log_visibility: None} if canister.log_visibility != "allowed_viewers" else {
-        "allowed_viewers": []}
+    visibility: dict[str, Any] = ({canister.log_visibility: None} if canister.log_visibility != "allowed_viewers"
+                                  else {"allowed_viewers": []})
     return {
         "status": {canister.status.value: None},
         "ready_for_migration": False,
@@ -397,7 +395,7 @@ def status_record(canister: Canister) -> dict[str, Any]:
             "wasm_memory_size": wasm_memory, "stable_memory_size": canister.stable.size_bytes,
             "global_memory_size": 8 * (canister.module.global_count if canister.module else 0),
             "wasm_binary_size": len(canister.wasm),
-            "custom_sections_size": sum(len(v) for v in (canister.module.public_metadata | canister.module.private_metadata).values()) if canister.module else 0,
+            "custom_sections_size": _custom_sections_size(canister),
             "canister_history_size": 0,
             "wasm_chunk_store_size": sum(len(c) for c in canister.chunk_store.values()), "snapshots_size": 0,
         },
@@ -405,6 +403,13 @@ def status_record(canister: Canister) -> dict[str, Any]:
         "query_stats": {"num_calls_total": 0, "num_instructions_total": 0, "request_payload_bytes_total": 0,
                         "response_payload_bytes_total": 0},
     }
+
+
+def _custom_sections_size(canister: Canister) -> int:
+    if canister.module is None:
+        return 0
+    sections = canister.module.public_metadata | canister.module.private_metadata
+    return sum(len(v) for v in sections.values())
 
 
 def _update_settings(replica: Replica, req: Request, origin: tuple, args: dict[str, Any]) -> bytes:
@@ -634,5 +639,3 @@ def _decompressed(wasm: bytes) -> bytes:
 
     return decompress(wasm)
 
-
-_ = MANAGEMENT

@@ -45,7 +45,7 @@ class StableMemory:
         return old
 
     def in_bounds(self, offset: int, size: int) -> bool:
-        return 0 <= offset and 0 <= size and offset + size <= self.size_bytes
+        return offset >= 0 and size >= 0 and offset + size <= self.size_bytes
 
     def read(self, offset: int, size: int) -> bytes:
         chunk = bytes(self.data[offset : offset + size])

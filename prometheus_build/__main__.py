@@ -24,10 +24,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         results = build_all(args.src, args.out, args.cache, args.jobs)
-    except (BuildError, ToolchainMissing) as exc:
+    except (BuildError, ToolchainMissing, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     write_manifest(results, args.out)
+    if not results and not args.json:
+        print(f"no canisters under {args.src} (expected <name>/main.mo)")
     if args.json:
         print(json.dumps([r.as_dict() for r in results], indent=2))
     else:

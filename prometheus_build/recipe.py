@@ -144,6 +144,7 @@ def build_all(source_root: Path, out_dir: Path, cache_dir: Path, jobs: int = 2) 
 
 def write_manifest(results: list[BuildResult], out_dir: Path) -> Path:
     """`out_dir/manifest.json`: name -> sha256, for deploy scripts and the verifier."""
+    out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "manifest.json"
     path.write_text(json.dumps({r.name: r.sha256 for r in results}, indent=2, sort_keys=True) + "\n")
     return path

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from ic_replica import candid
 from ic_replica.principal import Principal
-from tests.backends import TEST_LIMITS
 from ic_replica.replica import Replica
+from tests.backends import TEST_LIMITS
 from tests.conftest import ALICE, BOB, decode1, nat_arg, no_args
 
 

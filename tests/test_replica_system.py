@@ -12,19 +12,21 @@ from ic_replica.system_api import AVAILABILITY, SUPPORTED_IMPORTS
 from tests.conftest import ALICE, decode1, install, no_args
 
 # Every ic0 function moc 4.10.0 can import (read off a compiled module that uses them all).
-MOC_IMPORTS = frozenset("""
-accept_message call_data_append call_cycles_add128 call_with_best_effort_response call_new call_perform
-call_on_cleanup canister_cycle_balance128 canister_self_copy canister_self_size canister_status canister_version
-root_key_copy root_key_size in_replicated_execution is_controller subnet_self_copy subnet_self_size debug_print
-msg_arg_data_copy msg_arg_data_size msg_caller_copy msg_caller_size msg_cycles_available128 msg_cycles_refunded128
-msg_cycles_accept128 cycles_burn128 cost_call cost_create_canister cost_http_request cost_sign_with_ecdsa
-cost_sign_with_schnorr certified_data_set data_certificate_present data_certificate_size data_certificate_copy
-msg_method_name_size msg_method_name_copy msg_reject_code msg_reject_msg_size msg_reject_msg_copy msg_reject
-msg_reply_data_append msg_reply msg_deadline performance_counter trap stable64_write stable64_read stable64_size
-stable64_grow env_var_count env_var_name_size env_var_name_copy env_var_name_exists env_var_value_size
-env_var_value_copy msg_caller_info_signer_size msg_caller_info_signer_copy msg_caller_info_data_size
-msg_caller_info_data_copy time global_timer_set
-""".split())
+MOC_IMPORTS = frozenset({
+    "accept_message", "call_cycles_add128", "call_data_append", "call_new", "call_on_cleanup", "call_perform",
+    "call_with_best_effort_response", "canister_cycle_balance128", "canister_self_copy", "canister_self_size",
+    "canister_status", "canister_version", "certified_data_set", "cost_call", "cost_create_canister",
+    "cost_http_request", "cost_sign_with_ecdsa", "cost_sign_with_schnorr", "cycles_burn128",
+    "data_certificate_copy", "data_certificate_present", "data_certificate_size", "debug_print", "env_var_count",
+    "env_var_name_copy", "env_var_name_exists", "env_var_name_size", "env_var_value_copy", "env_var_value_size",
+    "global_timer_set", "in_replicated_execution", "is_controller", "msg_arg_data_copy", "msg_arg_data_size",
+    "msg_caller_copy", "msg_caller_info_data_copy", "msg_caller_info_data_size", "msg_caller_info_signer_copy",
+    "msg_caller_info_signer_size", "msg_caller_size", "msg_cycles_accept128", "msg_cycles_available128",
+    "msg_cycles_refunded128", "msg_deadline", "msg_method_name_copy", "msg_method_name_size", "msg_reject",
+    "msg_reject_code", "msg_reject_msg_copy", "msg_reject_msg_size", "msg_reply", "msg_reply_data_append",
+    "performance_counter", "root_key_copy", "root_key_size", "stable64_grow", "stable64_read", "stable64_size",
+    "stable64_write", "subnet_self_copy", "subnet_self_size", "time", "trap",
+})
 
 
 def counts(ic: Any, cid: Any) -> tuple[int, int]:

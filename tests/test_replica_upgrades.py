@@ -125,8 +125,8 @@ def test_reinstall_wipes_everything(ic: Any, wasms: dict[str, bytes]) -> None:
 
 
 def test_upgrade_to_a_rebuilt_module_with_a_new_method(ic: Any, wasms: dict[str, bytes], tmp_path: Any) -> None:
-    from tests.conftest import TEST_CANISTERS
     from prometheus_build.recipe import build_canister
+    from tests.conftest import TEST_CANISTERS
 
     source = (TEST_CANISTERS / "counter" / "main.mo").read_text()
     v2 = source.rstrip().rstrip(";").rstrip().rstrip("}") + "\n  public query func version() : async Nat { 2 };\n};\n"

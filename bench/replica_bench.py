@@ -1,0 +1,107 @@
+"""Benchmark the embedded replica in process: `python bench/replica_bench.py [--json]`.
+
+Prints module compile, install from the module cache, update and query on a canister with a >= 5 MiB heap,
+an inter-canister round trip, an EOP upgrade, and the extra RSS of 100 installed canisters.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import wasmtime  # noqa: E402
+
+from ic_replica import candid  # noqa: E402
+from ic_replica.principal import Principal  # noqa: E402
+from ic_replica.replica import Replica  # noqa: E402
+from ic_replica.runtime import new_engine  # noqa: E402
+from ic_replica.wasm_module import prepare  # noqa: E402
+from prometheus_build.recipe import build_all  # noqa: E402
+
+OWNER = Principal(b"\x0a" * 29)
+NO_ARGS = candid.encode([], [])
+
+
+def rss_mib() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def timed(fn: Callable[[], object], n: int) -> dict[str, float]:
+    samples = []
+    for _ in range(n):
+        t = time.perf_counter()
+        fn()
+        samples.append((time.perf_counter() - t) * 1000)
+    samples.sort()
+    return {"p50_ms": round(statistics.median(samples), 3), "p99_ms": round(samples[int(len(samples) * 0.99) - 1], 3),
+            "n": n}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    results = build_all(ROOT / "tests" / "canisters", ROOT / "build" / "test_canisters", ROOT / "build" / "cache")
+    wasm = {r.name: r.wasm.read_bytes() for r in results}
+    counter_arg = candid.encode([candid.NAT], [0])
+    out: dict[str, object] = {"module_bytes": len(wasm["counter"])}
+
+    info = prepare(wasm["counter"])
+    out["module_compile"] = timed(lambda: wasmtime.Module(new_engine(), info.prepared), 5)
+
+    r = Replica()
+    r.install_code(r.create_canister(controllers=[OWNER], sender=OWNER), wasm["counter"], counter_arg, sender=OWNER)
+
+    def install_once() -> None:
+        cid = r.create_canister(controllers=[OWNER], sender=OWNER)
+        r.install_code(cid, wasm["counter"], counter_arg, sender=OWNER)
+
+    out["create_and_install_cached"] = timed(install_once, 50)
+
+    cid = r.create_canister(controllers=[OWNER], sender=OWNER)
+    r.install_code(cid, wasm["counter"], counter_arg, sender=OWNER)
+    for label, grow_mib in (("", 0), ("_large_heap", 4)):
+        if grow_mib:
+            r.update_call(cid, "grow", candid.encode([candid.NAT], [grow_mib]), sender=OWNER)
+        out[f"heap_mib{label}"] = round(r.canister(cid).runtime.memory_size() / 2**20, 1)  # type: ignore[union-attr]
+        out[f"update{label}"] = timed(lambda: r.update_call(cid, "inc", NO_ARGS), 500)
+        out[f"query{label}"] = timed(lambda: r.query_call(cid, "get", NO_ARGS), 500)
+        out[f"upgrade_keep{label}"] = timed(
+            lambda: r.upgrade_canister(cid, wasm["counter"], counter_arg, sender=OWNER), 10)
+
+    relay = r.create_canister(controllers=[OWNER], sender=OWNER)
+    r.install_code(relay, wasm["relay"], NO_ARGS, sender=OWNER)
+    out["inter_canister_round_trip"] = timed(
+        lambda: r.update_call(relay, "selfCall", candid.encode([candid.NAT], [1])), 200)
+
+    fresh = Replica()
+    fresh.install_code(fresh.create_canister(sender=OWNER), wasm["counter"], counter_arg, sender=OWNER)
+    before = rss_mib()
+    for _ in range(100):
+        c = fresh.create_canister(sender=OWNER)
+        fresh.install_code(c, wasm["counter"], counter_arg, sender=OWNER)
+        fresh.update_call(c, "inc", NO_ARGS)
+    out["rss_100_canisters_mib"] = round(rss_mib() - before, 1)
+
+    if args.json:
+        print(json.dumps(out, indent=2))
+    else:
+        for key, value in out.items():
+            print(f"{key:28} {value}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,78 @@
+"""The reproducible build recipe: identical hashes across builds and checkout paths, cache, diagnostics."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from prometheus_build.recipe import build_canister, discover_canisters, source_digest
+from prometheus_build.toolchain import find_toolchain
+from tests.conftest import ROOT, TEST_CANISTERS
+
+SMALL = "incompatible"  # the quickest test canister to compile
+
+
+def _copy_sources(dest: Path) -> Path:
+    src = dest / "src"
+    shutil.copytree(TEST_CANISTERS / SMALL, src / SMALL)
+    return src
+
+
+def test_two_checkouts_give_identical_hashes(tmp_path: Path) -> None:
+    one = _copy_sources(tmp_path / "checkout-one")
+    two = _copy_sources(tmp_path / "a" / "deeper" / "checkout-two")
+    (two / SMALL / "main.mo").touch()  # different mtime too
+    r1 = build_canister(SMALL, one, f"{SMALL}/main.mo", tmp_path / "out1", tmp_path / "cache1")
+    r2 = build_canister(SMALL, two, f"{SMALL}/main.mo", tmp_path / "out2", tmp_path / "cache2")
+    assert not r1.cached and not r2.cached
+    assert r1.sha256 == r2.sha256
+    assert r1.wasm.read_bytes() == r2.wasm.read_bytes()
+    assert "service" in r1.did.read_text()
+
+
+def test_cache_is_keyed_by_source(tmp_path: Path) -> None:
+    src = _copy_sources(tmp_path)
+    first = build_canister(SMALL, src, f"{SMALL}/main.mo", tmp_path / "out", tmp_path / "cache")
+    again = build_canister(SMALL, src, f"{SMALL}/main.mo", tmp_path / "out", tmp_path / "cache")
+    assert again.cached and again.sha256 == first.sha256
+    toolchain = find_toolchain()
+    before = source_digest(src, f"{SMALL}/main.mo", toolchain)
+    main = src / SMALL / "main.mo"
+    main.write_text(main.read_text() + "\n// a comment changes the digest\n")
+    assert source_digest(src, f"{SMALL}/main.mo", toolchain) != before
+
+
+def test_public_candid_metadata_is_embedded(tmp_path: Path) -> None:
+    from ic_replica.wasm_module import prepare
+
+    src = _copy_sources(tmp_path)
+    result = build_canister(SMALL, src, f"{SMALL}/main.mo", tmp_path / "out", tmp_path / "cache")
+    info = prepare(result.wasm.read_bytes())
+    assert info.public_metadata["candid:service"].decode() == result.did.read_text()
+    assert info.uses_eop and info.memory64
+
+
+def test_compile_error_reports_file_line_col(tmp_path: Path) -> None:
+    bad = tmp_path / "src" / "broken"
+    bad.mkdir(parents=True)
+    (bad / "main.mo").write_text('persistent actor {\n  public func f() : async Nat { "text" };\n};\n')
+    proc = subprocess.run(
+        [sys.executable, "-m", "prometheus_build", "--src", str(tmp_path / "src"), "--out", str(tmp_path / "out"),
+         "--cache", str(tmp_path / "cache")],
+        capture_output=True, text=True, cwd=ROOT, check=False,
+    )
+    assert proc.returncode == 1
+    assert "broken/main.mo:2:33: error [M0050]" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_missing_source_folder_is_a_clear_error(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "prometheus_build", "--src", str(tmp_path / "nope")],
+                          capture_output=True, text=True, cwd=ROOT, check=False)
+    assert proc.returncode == 2 and "does not exist" in proc.stderr
+
+
+def test_discovery_finds_every_canister() -> None:
+    assert set(discover_canisters(TEST_CANISTERS)) == {"counter", "incompatible", "probe", "relay", "ticker"}

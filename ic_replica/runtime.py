@@ -267,6 +267,9 @@ class WasmRuntime:
             raise Trap(f"Canister trapped: {str(exc).splitlines()[0]}") from None
         except RecursionError:
             raise Trap("Canister trapped: stack overflow") from None
+        except Exception as exc:  # a host-side failure must never take the replica down
+            raise Trap(f"Canister trapped: replica error in a system call: {type(exc).__name__}: {exc}",
+                       ErrorCode.CANISTER_CONTRACT_VIOLATION) from exc
         finally:
             ctx.instructions += self.instructions_executed()
             self.api.ctx = None

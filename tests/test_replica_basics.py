@@ -254,3 +254,60 @@ def test_a_trapping_canister_never_touches_another(ic: Any, wasms: dict[str, byt
         ic.update_call(b, "inc", no_args())
     assert get(ic, a) == 10
     assert get(ic, b) == 23
+
+
+def test_chunked_install(ic: Any, wasms: dict[str, bytes]) -> None:
+    import hashlib
+
+    from ic_replica import management
+    from ic_replica.principal import MANAGEMENT
+
+    wasm = wasms["counter"]
+    store = ic.create_canister(controllers=[ALICE], sender=ALICE)
+    target = ic.create_canister(controllers=[ALICE], sender=ALICE)
+    chunks = [wasm[i : i + 64_000] for i in range(0, len(wasm), 64_000)]
+    hashes = []
+    for chunk in chunks:
+        reply = ic.update_call(MANAGEMENT, "upload_chunk", candid.encode(
+            [management.UPLOAD_CHUNK_ARGS], [{"canister_id": store, "chunk": chunk}]), sender=ALICE,
+            **({"effective_canister_id": store} if ic.name == "embedded" else {}))
+        hashes.append(decode1(reply, management.CHUNK_HASH)["hash"])
+    assert hashes == [hashlib.sha256(c).digest() for c in chunks]
+    with pytest.raises(CallRejected):  # a stranger may not upload
+        ic.update_call(MANAGEMENT, "upload_chunk", candid.encode(
+            [management.UPLOAD_CHUNK_ARGS], [{"canister_id": store, "chunk": b"x"}]), sender=BOB)
+
+    def install_chunked(module_hash: bytes, order: list[bytes]) -> None:
+        ic.update_call(MANAGEMENT, "install_chunked_code", candid.encode([management.INSTALL_CHUNKED_ARGS], [{
+            "mode": {"install": None}, "target_canister": target, "store_canister": [store],
+            "chunk_hashes_list": [{"hash": h} for h in order], "wasm_module_hash": module_hash,
+            "arg": nat_arg(12), "sender_canister_version": []}]), sender=ALICE)
+
+    with pytest.raises(CallRejected) as err:
+        install_chunked(hashlib.sha256(wasm).digest(), list(reversed(hashes)))  # wrong order: wrong hash
+    assert "hash" in err.value.reject.message
+    install_chunked(hashlib.sha256(wasm).digest(), hashes)
+    assert get(ic, target) == 12
+
+
+@pytest.mark.embedded_only
+def test_stopping_waits_for_open_calls(ic: Any, wasms: dict[str, bytes]) -> None:
+    from ic_replica.principal import MANAGEMENT
+
+    relay = install(ic, wasms, "relay")
+    other = install(ic, wasms, "relay")
+    in_flight = ic.submit_call(relay, "fanout", candid.encode([candid.PRINCIPAL, candid.NAT], [other, 3]))
+    ic.tick()  # fanout has sent its calls and is waiting for the replies
+    stop = ic.submit_call(MANAGEMENT, "stop_canister", candid.encode([candid.Record.of(
+        canister_id=candid.PRINCIPAL)], [{"canister_id": relay}]), sender=ALICE, effective_canister_id=relay)
+    ic.tick()
+    assert ic.canister_status(relay, sender=ALICE)["status"] == {"stopping": None}
+    with pytest.raises(CallRejected) as err:
+        ic.query_call(relay, "receivedLog", no_args())
+    assert err.value.error_code == "IC0509"
+    with pytest.raises(CallRejected) as err:  # by the time it runs the canister may have stopped
+        ic.update_call(relay, "record", candid.encode([candid.TEXT], ["late"]))
+    assert err.value.error_code in ("IC0508", "IC0509")
+    ic.await_call(in_flight)  # the open call still completes
+    ic.await_call(stop)
+    assert ic.canister_status(relay, sender=ALICE)["status"] == {"stopped": None}

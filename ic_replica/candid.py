@@ -8,7 +8,6 @@ Decoding without expected types names fields by their hash (int).
 
 from __future__ import annotations
 
-import math
 import struct
 from dataclasses import dataclass, field
 from typing import Any
@@ -475,6 +474,4 @@ def _coerce(t: Type, v: Any) -> Any:
         raise CandidError(f"unexpected variant tag {h}")
     if t is NAT and isinstance(v, int) and v < 0:
         raise CandidError("expected nat, got a negative int")
-    if isinstance(v, float) and math.isnan(v):
-        return v
     return v

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING
 
-from ic_replica.context import ExecutionContext, OutgoingCall, Trap
+from ic_replica.context import Closure, ExecutionContext, OutgoingCall, Trap
 from ic_replica.runtime import Snapshot, WasmRuntime
 from ic_replica.stable_memory import StableMemory
 from ic_replica.wasm_module import ModuleInfo
@@ -168,14 +168,12 @@ class Transaction:
         self.canister.stable.commit()
 
 
-def execute(canister: Canister, target: str | object, ctx: ExecutionContext, limit: int,
+def execute(canister: Canister, target: str | Closure, ctx: ExecutionContext, limit: int,
             persist: bool = True) -> Trap | None:
     """Execute an export (by name) or a callback closure; returns the trap, if any.
 
     With `persist=False` (queries, inspect_message) every change is discarded even on success.
     """
-    from ic_replica.context import Closure
-
     runtime = canister.runtime
     if runtime is None:
         return Trap("Attempted to execute a message, but the canister contains no Wasm module.")
@@ -185,7 +183,6 @@ def execute(canister: Canister, target: str | object, ctx: ExecutionContext, lim
         if isinstance(target, Closure):
             runtime.run_closure(target, ctx, limit)
         else:
-            assert isinstance(target, str)
             runtime.run_export(target, ctx, limit)
         runtime.api.discard_pending_call(ctx)
     except Trap as trap:

@@ -22,7 +22,7 @@ from ic_replica.principal import Principal
 from ic_replica.runtime import WasmRuntime
 from ic_replica.stable_memory import StableMemory
 from ic_replica.system_api import SUPPORTED_IMPORTS
-from ic_replica.wasm_module import InvalidModule, ModuleInfo, prepare
+from ic_replica.wasm_module import InvalidModule, ModuleInfo, decompress, prepare
 
 if TYPE_CHECKING:
     from ic_replica.replica import Replica
@@ -282,6 +282,17 @@ def _top_up(replica: Replica, req: Request, origin: tuple, args: dict[str, Any])
 def _deposit_cycles(replica: Replica, req: Request, origin: tuple, args: dict[str, Any]) -> bytes:
     _canister(replica, args["canister_id"].raw).cycles += req.cycles
     return _EMPTY_REPLY
+
+
+def install_mode(mode: str, skip_pre_upgrade: bool | None = None,
+                 wasm_memory_persistence: str | None = None) -> dict[str, Any]:
+    """The `canister_install_mode` Candid value for a mode name and the upgrade options."""
+    if mode != "upgrade":
+        return {mode: None}
+    return {"upgrade": [{
+        "skip_pre_upgrade": [skip_pre_upgrade] if skip_pre_upgrade is not None else [],
+        "wasm_memory_persistence": [{wasm_memory_persistence: None}] if wasm_memory_persistence else [],
+    }]}
 
 
 def _mode_of(mode: dict[str, Any]) -> tuple[str, bool | None, str | None]:
@@ -628,14 +639,8 @@ def install(replica: Replica, canister: Canister, mode: str, wasm: bytes, arg: b
                                                           f"{trap.message}")) from None
     canister.stable.commit()
     canister.runtime, canister.module = runtime, info
-    canister.wasm = _decompressed(wasm)
+    canister.wasm = decompress(wasm)
     canister.global_timer = new_timer or 0
     canister.version += 1
     canister.record_change(_change_origin(replica, req), ("code_deployment", mode, info.module_hash))
-
-
-def _decompressed(wasm: bytes) -> bytes:
-    from ic_replica.wasm_module import decompress
-
-    return decompress(wasm)
 

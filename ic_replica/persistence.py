@@ -9,6 +9,7 @@ previous checkpoint usable.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 import shutil
@@ -127,8 +128,6 @@ def load(replica: Replica, state_dir: Path) -> None:
         c.logs = [LogRecord(i, t, _unb64(m)) for i, t, m in e["logs"]]
         c.next_log_idx = e["next_log_idx"]
         for chunk in (_unb64(x) for x in e["chunks"]):
-            import hashlib
-
             c.chunk_store[hashlib.sha256(chunk).digest()] = chunk
         c.history = [Change(t, v, _decode_tuple(o), _decode_tuple(d)) for t, v, o, d in e["history"]]
         c.total_changes = e["total_changes"]

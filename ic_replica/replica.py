@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-import os
 import threading
 import time as _time
 from collections import deque
@@ -20,7 +19,7 @@ from pathlib import Path
 
 from ic_replica import candid, management
 from ic_replica.canister import Callback, CallContext, Canister, Status, execute
-from ic_replica.context import Closure, ExecutionContext, Kind, OutgoingCall, Trap
+from ic_replica.context import ExecutionContext, Kind, OutgoingCall, Trap
 from ic_replica.errors import CallRejected, ErrorCode, Reject, RejectCode, ReplicaError, reject_for
 from ic_replica.messages import IngressState, IngressStatus, Request, Response
 from ic_replica.principal import ANONYMOUS, MANAGEMENT, Principal, canister_id_from_index
@@ -459,16 +458,8 @@ class Replica:
                      mode: str = "install", sender: PrincipalLike = ANONYMOUS,
                      skip_pre_upgrade: bool | None = None, wasm_memory_persistence: str | None = None) -> None:
         """install_code in mode install / reinstall / upgrade (with the upgrade options)."""
-        mode_value: dict[str, object]
-        if mode == "upgrade":
-            options: dict[str, object] = {
-                "skip_pre_upgrade": [skip_pre_upgrade] if skip_pre_upgrade is not None else [],
-                "wasm_memory_persistence": [{wasm_memory_persistence: None}] if wasm_memory_persistence else [],
-            }
-            mode_value = {"upgrade": [options]}
-        else:
-            mode_value = {mode: None}
-        args = {"mode": mode_value, "canister_id": Principal(raw_principal(canister_id)), "wasm_module": wasm,
+        args = {"mode": management.install_mode(mode, skip_pre_upgrade, wasm_memory_persistence),
+                "canister_id": Principal(raw_principal(canister_id)), "wasm_module": wasm,
                 "arg": arg, "sender_canister_version": []}
         self._management("install_code", [management.INSTALL_CODE_ARGS], [args], sender, [], effective=canister_id)
 
@@ -566,8 +557,3 @@ def _reply_or_raise(canister: Canister, ctx: ExecutionContext, trap: Trap | None
     return payload
 
 
-def random_bytes(n: int) -> bytes:
-    return os.urandom(n)
-
-
-__all__ = ["Replica", "Limits", "CallRejected", "Reject", "RejectCode", "Closure"]

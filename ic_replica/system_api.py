@@ -31,7 +31,6 @@ MAX_LOG_RECORD = 4096
 
 _ALL = frozenset(k for k in Kind if k is not Kind.START)
 _ALL_S = frozenset(Kind)
-K = Kind
 
 
 def _kinds(spec: str) -> frozenset[Kind]:
@@ -126,7 +125,6 @@ SUPPORTED_IMPORTS = frozenset(_SIGNATURES)
 CALL_BASE_FEE = 260_000
 CALL_FEE_PER_BYTE = 1_000
 CREATE_CANISTER_FEE = 500_000_000_000
-MAX_CYCLES_PER_RESPONSE = 0  # the replica does not reserve cycles for responses
 
 
 class CanisterEnv(Protocol):

@@ -88,14 +88,9 @@ class PocketIcBackend:
     def install_code(self, canister_id: Principal, wasm: bytes, arg: bytes = b"", *, mode: str = "install",
                      sender: Principal = ANONYMOUS, skip_pre_upgrade: bool | None = None,
                      wasm_memory_persistence: str | None = None) -> None:
-        if mode == "upgrade":
-            opts = {"skip_pre_upgrade": [skip_pre_upgrade] if skip_pre_upgrade is not None else [],
-                    "wasm_memory_persistence": [{wasm_memory_persistence: None}] if wasm_memory_persistence else []}
-            mode_value: dict[str, Any] = {"upgrade": [opts]}
-        else:
-            mode_value = {mode: None}
         self._mgmt("install_code", management.INSTALL_CODE_ARGS,
-                   {"mode": mode_value, "canister_id": canister_id, "wasm_module": wasm, "arg": arg,
+                   {"mode": management.install_mode(mode, skip_pre_upgrade, wasm_memory_persistence),
+                    "canister_id": canister_id, "wasm_module": wasm, "arg": arg,
                     "sender_canister_version": []}, sender, [], canister_id)
 
     def upgrade_canister(self, canister_id: Principal, wasm: bytes, arg: bytes = b"", *,

@@ -129,7 +129,10 @@ _METHODS: dict[str, tuple[candid.Type, bool]] = {
 }
 
 
-def _decode(method: str, arg: bytes) -> dict[str, Any]:
+METHOD_NAMES = frozenset(_METHODS)
+
+
+def decode_args(method: str, arg: bytes) -> dict[str, Any]:
     arg_type = _METHODS[method][0]
     if method == "raw_rand":
         return {}
@@ -140,7 +143,8 @@ def _decode(method: str, arg: bytes) -> dict[str, Any]:
                     f"Error decoding candid arguments of management method '{method}': {exc}") from exc
 
 
-def _target_of(method: str, args: dict[str, Any]) -> bytes | None:
+def target_of(args: dict[str, Any]) -> bytes | None:
+    """The canister a management call is about (its effective canister id), if it names one."""
     p = args.get("canister_id") or args.get("target_canister")
     return p.raw if isinstance(p, Principal) else None
 
@@ -154,10 +158,10 @@ def check_ingress(replica: Replica, sender: bytes, method: str, arg: bytes, effe
         raise CallRejected(reject_for(ErrorCode.CANISTER_REJECTED_MESSAGE,
                                       f"Only canisters can call ic00 method {method}"))
     try:
-        args = _decode(method, arg)
+        args = decode_args(method, arg)
     except ManagementError as exc:
         raise CallRejected(exc.reject) from exc
-    target = _target_of(method, args)
+    target = target_of(args)
     if target is not None and target not in replica.canisters:
         raise CallRejected(reject_for(ErrorCode.CANISTER_NOT_FOUND, f"Canister {Principal(target)} not found."))
 
@@ -170,7 +174,7 @@ def handle(replica: Replica, req: Request) -> None:
             raise _fail(ErrorCode.UNKNOWN_MANAGEMENT_MESSAGE, f"Management canister has no method '{req.method}'")
         if req.is_ingress and not _METHODS[req.method][1]:
             raise _fail(ErrorCode.CANISTER_REJECTED_MESSAGE, f"Only canisters can call ic00 method {req.method}")
-        args = _decode(req.method, req.arg)
+        args = decode_args(req.method, req.arg)
         result = _HANDLERS[req.method](replica, req, origin, args)
     except ManagementError as exc:
         replica.respond(origin, reject=exc.reject, refund=req.cycles)

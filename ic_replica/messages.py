@@ -57,6 +57,7 @@ class IngressStatus:
     reply: bytes | None = None
     reject: Reject | None = None
     updated_at: int = 0
+    effective_canister_id: bytes = b""
 
     @property
     def final(self) -> bool:

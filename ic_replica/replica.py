@@ -19,6 +19,7 @@ from pathlib import Path
 
 from ic_replica import candid, management
 from ic_replica.canister import Callback, CallContext, Canister, Status, execute
+from ic_replica.certification import NetworkKeys
 from ic_replica.context import ExecutionContext, Kind, OutgoingCall, Trap
 from ic_replica.errors import CallRejected, ErrorCode, Reject, RejectCode, ReplicaError, reject_for
 from ic_replica.messages import IngressState, IngressStatus, Request, Response
@@ -27,10 +28,11 @@ from ic_replica.runtime import ModuleCache, RollbackBuffer, new_engine
 
 # The first canister id handed out is the one a local dfx network hands out first.
 DEFAULT_FIRST_CANISTER_INDEX = 0x8000000000100001  # bkyz2-fmaaa-aaaaa-qaaaq-cai, as on dfx
-DEFAULT_SUBNET_ID = Principal(hashlib.sha224(b"prometheus local subnet").digest() + b"\x02")
+CANISTER_RANGE = (0x8000000000000000, 0x80000000FFFFFFFF)  # the canister ids this subnet hosts
 MAX_INGRESS_ARG_BYTES = 2 * 1024 * 1024
 DEFAULT_CYCLES = 100_000_000_000_000  # 100 T, like PocketIC's provisional default
 MAX_TICKS_PER_CALL = 10_000
+INGRESS_HISTORY_NS = 5 * 60 * 1_000_000_000  # answered calls stay readable for 5 minutes, as on the IC
 
 
 @dataclass(frozen=True)
@@ -80,8 +82,9 @@ class Replica:
         self.time_ns = time_ns if time_ns is not None else _time.time_ns()
         self.live_time = live_time
         self.next_canister_index = first_canister_index
-        self.subnet_id = DEFAULT_SUBNET_ID.raw
-        self.root_key_der = b""
+        self.keys = NetworkKeys.load_or_create(Path(state_dir) if state_dir else None)
+        self.subnet_id = self.keys.subnet_id.raw  # the root subnet: its id derives from the root key
+        self.root_key_der = self.keys.root_key_der
         self._ids = itertools.count(1)
         self._nonce = itertools.count()
         self.data_certificate: Callable[[bytes], bytes | None] | None = None
@@ -109,6 +112,24 @@ class Replica:
     def _round_time(self) -> None:
         now = _time.time_ns() if self.live_time else self.time_ns + 1
         self.time_ns = max(self.time_ns + 1, now)
+
+    def sync_clock(self) -> None:
+        """In live mode, catch the clock up with wall time (certificates must carry a fresh time)."""
+        with self.lock:
+            if self.live_time:
+                self.time_ns = max(self.time_ns, _time.time_ns())
+
+    def has_work(self) -> bool:
+        """Whether a round would do anything: queued messages, a due timer, or a heartbeat."""
+        with self.lock:
+            if self.queue:
+                return True
+            for c in self.canisters.values():
+                if c.runtime is None or c.status is not Status.RUNNING:
+                    continue
+                if (c.global_timer and self.time_ns >= c.global_timer) or c.runtime.has_export("canister_heartbeat"):
+                    return True
+            return False
 
     # ------------------------------------------------------------ canister lookup
 
@@ -170,8 +191,9 @@ class Replica:
             existing = self.ingress.get(message_id)
             if existing is not None:
                 return message_id  # the same signed request submitted twice is processed once
+            effective = raw_principal(effective_canister_id) if effective_canister_id is not None else cid
             self.ingress[message_id] = IngressStatus(message_id, src, cid, method, IngressState.RECEIVED,
-                                                     updated_at=self.time_ns)
+                                                     updated_at=self.time_ns, effective_canister_id=effective)
             self.queue.append(Request(src, cid, method, bytes(arg), message_id=message_id))
             return message_id
 
@@ -269,6 +291,13 @@ class Replica:
                     else:
                         self._deliver_response(message)
                 self._finish_stopping()
+            if len(self.ingress) > 1000:
+                self._prune_ingress()
+
+    def _prune_ingress(self) -> None:
+        horizon = self.time_ns - INGRESS_HISTORY_NS
+        for rid in [rid for rid, s in self.ingress.items() if s.final and s.updated_at < horizon]:
+            del self.ingress[rid]
 
     def _run_system_tasks(self) -> None:
         for canister in list(self.canisters.values()):

@@ -27,7 +27,12 @@ $(STAMPS)/toolchain: toolchain/package.json toolchain/package-lock.json
 	cd toolchain && npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
-setup: $(STAMPS)/python $(STAMPS)/toolchain
+$(STAMPS)/jsclients: tests/js/package.json tests/js/package-lock.json
+	@mkdir -p $(STAMPS)
+	cd tests/js && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+setup: $(STAMPS)/python $(STAMPS)/toolchain $(STAMPS)/jsclients
 
 build: setup
 	$(PY) -m prometheus_build --src canister_src --out build/canisters

@@ -1,0 +1,141 @@
+"""Test helpers for the HTTP interface: a running server, hand-built signed envelopes, a tampering proxy."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import cbor2
+import ecdsa
+import httpx
+import nacl.signing
+
+from ic_replica.certification import ED25519_DER_PREFIX
+from ic_replica.http_server import IcHttpServer, _thaw
+from ic_replica.principal import ANONYMOUS, Principal
+from ic_replica.replica import Replica
+from ic_replica.request_auth import DELEGATION_SEPARATOR, REQUEST_SEPARATOR, hash_of_map, request_id
+
+
+class Ed25519Signer:
+    def __init__(self) -> None:
+        self.key = nacl.signing.SigningKey.generate()
+        self.der = ED25519_DER_PREFIX + bytes(self.key.verify_key)
+        self.principal = Principal.self_authenticating(self.der)
+
+    def sign(self, message: bytes) -> bytes:
+        return self.key.sign(message).signature
+
+
+class Secp256k1Signer:
+    def __init__(self) -> None:
+        self.key = ecdsa.SigningKey.generate(curve=ecdsa.SECP256k1, hashfunc=hashlib.sha256)
+        self.der = self.key.get_verifying_key().to_der()
+        self.principal = Principal.self_authenticating(self.der)
+
+    def sign(self, message: bytes) -> bytes:
+        return self.key.sign_deterministic(message, hashfunc=hashlib.sha256, sigencode=ecdsa.util.sigencode_string)
+
+
+def content(kind: str, canister: Principal, method: str = "", arg: bytes = b"", sender: Principal = ANONYMOUS,
+            expiry_s: float = 120, **extra: Any) -> dict[str, Any]:
+    c: dict[str, Any] = {"request_type": kind, "sender": sender.raw,
+                         "ingress_expiry": time.time_ns() + int(expiry_s * 1e9)}
+    if kind != "read_state":
+        c.update(canister_id=canister.raw, method_name=method, arg=arg)
+    c.update(extra)
+    return c
+
+
+def envelope(c: dict[str, Any], signer: Any = None, delegations: list[dict[str, Any]] | None = None,
+             key_signer: Any = None) -> bytes:
+    """A CBOR envelope; `signer` signs the request id, `key_signer` (default: signer) owns sender_pubkey."""
+    env: dict[str, Any] = {"content": c}
+    if signer is not None:
+        owner = key_signer or signer
+        env["sender_pubkey"] = owner.der
+        env["sender_sig"] = signer.sign(REQUEST_SEPARATOR + request_id(c))
+        if delegations:
+            env["sender_delegation"] = delegations
+    return cbor2.dumps(cbor2.CBORTag(55799, env))
+
+
+def delegation(issuer: Any, to: Any, expiration_ns: int, targets: list[Principal] | None = None) -> dict[str, Any]:
+    d: dict[str, Any] = {"pubkey": to.der, "expiration": expiration_ns}
+    if targets is not None:
+        d["targets"] = [t.raw for t in targets]
+    return {"delegation": d, "signature": issuer.sign(DELEGATION_SEPARATOR + hash_of_map(d))}
+
+
+def decode(body: bytes) -> Any:
+    return _thaw(cbor2.loads(body))
+
+
+@contextmanager
+def running_server(replica: Replica | None = None) -> Iterator[IcHttpServer]:
+    server = IcHttpServer(replica or Replica()).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@contextmanager
+def tampering_proxy(upstream: str) -> Iterator[str]:
+    """Forwards to `upstream`, flipping one bit of every certificate signature and query node signature."""
+
+    class Proxy(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+        def _relay(self, method: str) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            upstream_response = httpx.request(method, upstream + self.path, content=body,
+                                              headers={"Content-Type": "application/cbor"})
+            payload = upstream_response.content
+            if payload and upstream_response.headers.get("content-type") == "application/cbor":
+                payload = _tamper(payload)
+            self.send_response(upstream_response.status_code)
+            self.send_header("Content-Type", upstream_response.headers.get("content-type", "application/cbor"))
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def do_GET(self) -> None:  # noqa: N802
+            self._relay("GET")
+
+        def do_POST(self) -> None:  # noqa: N802
+            self._relay("POST")
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Proxy)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def _flip(b: bytes) -> bytes:
+    return b[:-1] + bytes([b[-1] ^ 0x01])
+
+
+def _tamper(payload: bytes) -> bytes:
+    value = decode(payload)
+    if not isinstance(value, dict):
+        return payload
+    if "certificate" in value:
+        cert = decode(value["certificate"])
+        cert["signature"] = _flip(cert["signature"])
+        value["certificate"] = cbor2.dumps(cbor2.CBORTag(55799, cert))
+    for sig in value.get("signatures", []):
+        sig["signature"] = _flip(sig["signature"])
+    return cbor2.dumps(cbor2.CBORTag(55799, value))

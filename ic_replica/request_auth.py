@@ -63,6 +63,10 @@ def verify_signature(public_key_der: bytes, signature: bytes, message: bytes) ->
         raise AuthError(f"unsupported or malformed public key: {exc}") from exc
     if key.curve not in (ecdsa.SECP256k1, ecdsa.NIST256p):
         raise AuthError(f"unsupported ECDSA curve {key.curve.name}")
+    if len(signature) != 64:
+        return False
+    if key.curve is ecdsa.SECP256k1 and int.from_bytes(signature[32:], "big") > ecdsa.SECP256k1.order // 2:
+        return False  # the IC accepts only low-S (normalized) secp256k1 signatures
     try:
         return bool(key.verify(signature, message, hashfunc=hashlib.sha256, sigdecode=ecdsa.util.sigdecode_string))
     except (ecdsa.BadSignatureError, ecdsa.MalformedPointError, AssertionError):

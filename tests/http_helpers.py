@@ -38,8 +38,12 @@ class Secp256k1Signer:
         self.der = self.key.get_verifying_key().to_der()
         self.principal = Principal.self_authenticating(self.der)
 
-    def sign(self, message: bytes) -> bytes:
-        return self.key.sign_deterministic(message, hashfunc=hashlib.sha256, sigencode=ecdsa.util.sigencode_string)
+    def sign(self, message: bytes, low_s: bool = True) -> bytes:
+        sig = self.key.sign_deterministic(message, hashfunc=hashlib.sha256, sigencode=ecdsa.util.sigencode_string)
+        r, s = int.from_bytes(sig[:32], "big"), int.from_bytes(sig[32:], "big")
+        n = ecdsa.SECP256k1.order
+        s = min(s, n - s) if low_s else max(s, n - s)
+        return r.to_bytes(32, "big") + s.to_bytes(32, "big")
 
 
 def content(kind: str, canister: Principal, method: str = "", arg: bytes = b"", sender: Principal = ANONYMOUS,

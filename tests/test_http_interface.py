@@ -20,7 +20,7 @@ from ic_replica.certification import STATE_ROOT_SEPARATOR, bls_verify
 from ic_replica.http_server import IcHttpServer
 from ic_replica.principal import Principal
 from ic_replica.replica import Replica
-from ic_replica.request_auth import request_id
+from ic_replica.request_auth import REQUEST_SEPARATOR, request_id
 from prometheus_sdk import CallRejectedError, CertificateError, Network, connect
 from tests.conftest import ALICE, nat_arg, no_args
 from tests.http_helpers import (
@@ -158,11 +158,16 @@ def test_malformed_requests_get_errors_and_the_server_keeps_serving(served: Any)
     path = f"/api/v4/canister/{cid}/call"
     good = content("call", cid, "inc", no_args(), signer.principal)
     wrong_sig = decode(envelope(good, signer)) | {"sender_sig": bytes(64)}
+    k1 = Secp256k1Signer()
+    k1_call = content("call", cid, "inc", no_args(), k1.principal)
     cases = {
         "garbage CBOR": (b"\xff\x00garbage", 400),
         "not a map": (cbor2.dumps([1, 2, 3]), 400),
         "bad signature": (cbor2.dumps(wrong_sig), 400),
         "missing signature": (cbor2.dumps({"content": good, "sender_pubkey": signer.der}), 400),
+        "high-S secp256k1 signature": (cbor2.dumps({"content": k1_call, "sender_pubkey": k1.der,
+                                                    "sender_sig": k1.sign(REQUEST_SEPARATOR + request_id(k1_call),
+                                                                          low_s=False)}), 400),
         "sender not derived from key": (envelope(content("call", cid, "inc", no_args(), Ed25519Signer().principal),
                                                  signer), 400),
         "expired ingress": (envelope(content("call", cid, "inc", no_args(), signer.principal, expiry_s=-60),

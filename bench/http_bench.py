@@ -71,7 +71,8 @@ def main() -> int:
     try:
         for clients in (1, 4):
             for op in ("update", "query"):
-                out[f"{op}_{clients}_client{'s' if clients > 1 else ''}"] = run(clients, args.n, op, server.url, str(cid))
+                label = f"{op}_{clients}_client{'s' if clients > 1 else ''}"
+                out[label] = run(clients, args.n, op, server.url, str(cid))
     finally:
         server.stop()
     if args.json:

@@ -8,6 +8,7 @@ Run one: `python -m ic_replica.http_server --port 4943 --state-dir DIR` (or `pro
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import signal
 import sys
@@ -94,6 +95,13 @@ class IcHttpServer:
     def status(self) -> bytes:
         return cbor_dumps({"ic_api_version": IC_API_VERSION, "root_key": self.replica.root_key_der,
                            "impl_version": "prometheus-embedded-replica", "replica_health_status": "healthy"})
+
+    def describe(self) -> bytes:
+        """JSON for tooling: canisters, time, subnet and root key (not part of the IC interface)."""
+        with self.replica.lock:
+            info = {"canisters": [str(c) for c in self.replica.canister_ids()], "time_ns": self.replica.get_time(),
+                    "subnet_id": str(Principal(self.replica.subnet_id)), "root_key": self.replica.root_key_der.hex()}
+        return json.dumps(info).encode()
 
     def handle(self, version: str, kind: str, effective_text: str, endpoint: str, body: bytes) -> tuple[int, bytes]:
         if (version, kind, endpoint) not in _ALLOWED:
@@ -286,6 +294,8 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802 - stdlib naming
         if self.path == "/api/v2/status":
             self._send(HTTPStatus.OK, self.ic.status())
+        elif self.path == "/_/replica":  # local-only extension for `prometheus localnet status`
+            self._send(HTTPStatus.OK, self.ic.describe(), "application/json")
         else:
             self._send(HTTPStatus.NOT_FOUND, b"not found\n", "text/plain")
 

@@ -1,0 +1,1 @@
+"""The `prometheus` command line: developer lifecycle and the local IC."""

@@ -1,0 +1,3 @@
+from prometheus_cli.main import run
+
+run()

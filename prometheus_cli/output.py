@@ -1,0 +1,61 @@
+"""How every command speaks: Rich for people, `--json` for scripts, one-line errors with a hint."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, NoReturn
+
+import typer
+
+
+class UserError(Exception):
+    """A problem the user can fix: printed as one line with a hint, exit code 1 (or `code`)."""
+
+    def __init__(self, message: str, hint: str | None = None, code: int = 1) -> None:
+        super().__init__(message)
+        self.message, self.hint, self.code = message, hint, code
+
+
+def fail(message: str, hint: str | None = None, code: int = 1) -> NoReturn:
+    raise UserError(message, hint, code)
+
+
+def emit(data: Any, as_json: bool, render: Callable[[Any], None]) -> None:
+    if as_json:
+        print(json.dumps(data, indent=2, sort_keys=True, default=str))
+    else:
+        render(data)
+
+
+def console() -> Any:
+    from rich.console import Console
+
+    return Console()
+
+
+@contextmanager
+def user_errors(as_json: bool = False) -> Iterator[None]:
+    """Turn expected failures (ours and the SDK's) into a readable line and a non-zero exit."""
+    from prometheus_sdk.errors import SdkError
+
+    try:
+        yield
+    except UserError as exc:
+        _print_error(exc.message, exc.hint, as_json)
+        raise typer.Exit(exc.code) from None
+    except SdkError as exc:
+        _print_error(str(exc), None, as_json)
+        raise typer.Exit(1) from None
+
+
+def _print_error(message: str, hint: str | None, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps({"error": message, "hint": hint}))
+        return
+    line = f"error: {message}"
+    if hint:
+        line += f"\n  hint: {hint}"
+    print(line, file=sys.stderr)

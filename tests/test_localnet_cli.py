@@ -1,0 +1,95 @@
+"""`prometheus localnet` end to end: the real CLI, a background replica process, deploy, restart, reset."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ic_replica import candid
+from prometheus_sdk import Network, connect
+from tests.conftest import ROOT, TEST_CANISTERS, nat_arg, no_args
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def cli(tmp_path: Path) -> Iterator:
+    env = {**os.environ, "XDG_CONFIG_HOME": str(tmp_path / "config"), "PROMETHEUS_LOCALNET_DIR": str(tmp_path / "ln")}
+    project = tmp_path / "project"
+    project.mkdir()
+
+    def run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run([sys.executable, "-m", "prometheus_cli", *args], cwd=project, env=env,
+                              capture_output=True, text=True, timeout=300)
+        if check:
+            assert proc.returncode == 0, proc.stderr + proc.stdout
+        return proc
+
+    yield run
+    run("localnet", "stop", check=False)
+
+
+def test_start_deploy_restart_reset(cli, wasms: dict[str, bytes]) -> None:  # type: ignore[no-untyped-def]
+    port = free_port()
+    started = json.loads(cli("localnet", "start", "--background", "--port", str(port), "--json").stdout)
+    url = started["url"]
+    assert url == f"http://127.0.0.1:{port}"
+    again = cli("localnet", "start", "--background", "--port", str(port), check=False)
+    assert again.returncode == 1 and "already running" in again.stderr and "Traceback" not in again.stderr
+
+    deployed = json.loads(cli("localnet", "deploy", "--src", str(TEST_CANISTERS), "counter",
+                              "--arg", f"counter={nat_arg(40).hex()}", "--json").stdout)
+    (row,) = deployed
+    assert row["action"] == "installed"
+    cid = row["canister_id"]
+    conn = connect(Network("local", url))
+    assert candid.decode(conn.call(cid, "inc", no_args()))[0] == 41
+    assert json.loads(cli("localnet", "deploy", "--src", str(TEST_CANISTERS), "counter", "--json").stdout)[0][
+        "action"] == "unchanged"
+
+    status = json.loads(cli("localnet", "status", "--json").stdout)
+    assert status["canisters"] == [cid] and len(status["root_key_sha256"]) == 64
+    refused = cli("localnet", "reset", "--yes", check=False)
+    assert refused.returncode == 1 and "running" in refused.stderr
+
+    cli("localnet", "stop")
+    assert cli("localnet", "status", check=False).returncode == 1
+    cli("localnet", "start", "--background", "--port", str(port))
+    restarted = json.loads(cli("localnet", "status", "--json").stdout)
+    assert restarted["root_key_sha256"] == status["root_key_sha256"]  # the same network keys
+    assert candid.decode(connect(Network("local", url)).query(cid, "get", no_args()))[0] == 41  # state kept
+
+    cli("localnet", "stop")
+    cli("localnet", "reset", "--yes")
+    cli("localnet", "start", "--background", "--port", str(port))
+    assert json.loads(cli("localnet", "status", "--json").stdout)["canisters"] == []
+
+
+def test_errors_are_one_line_with_a_hint(cli) -> None:  # type: ignore[no-untyped-def]
+    stopped = cli("localnet", "stop", check=False)
+    assert stopped.returncode == 1
+    assert stopped.stderr.startswith("error: no local replica is running") and "hint:" in stopped.stderr
+    missing = cli("localnet", "deploy", "--url", "http://127.0.0.1:9", "--src", "nowhere", check=False)
+    assert missing.returncode == 1 and "does not exist" in missing.stderr and "Traceback" not in missing.stderr
+    unreachable = cli("localnet", "deploy", "--url", "http://127.0.0.1:9", "--src", str(TEST_CANISTERS), "ticker",
+                      check=False)
+    assert unreachable.returncode == 1 and "cannot reach" in unreachable.stderr
+    assert "Traceback" not in unreachable.stderr
+
+
+def test_help_is_fast_and_lists_commands() -> None:
+    proc = subprocess.run([sys.executable, "-m", "prometheus_cli", "localnet", "--help"], capture_output=True,
+                          text=True, cwd=ROOT, check=True)
+    for command in ("start", "stop", "status", "reset", "deploy"):
+        assert command in proc.stdout

@@ -107,6 +107,37 @@ class Service(Type):
     opcode: int = -23
 
 
+class Rec(Type):
+    """A recursive type: create it, use it inside other types, then `define` what it stands for."""
+
+    opcode = -100  # never on the wire: it encodes as the type it is defined as
+
+    def __init__(self) -> None:
+        self.inner: Type | None = None
+
+    def define(self, inner: Type) -> Rec:
+        self.inner = inner
+        return self
+
+    def resolve(self) -> Type:
+        if self.inner is None:
+            raise CandidError("recursive type used before it was defined")
+        return self.inner
+
+    def __repr__(self) -> str:
+        return "Rec(...)"
+
+
+def _is_tuple(t: Record) -> bool:
+    return bool(t.fields) and [name for name, _ in t.fields] == list(range(len(t.fields)))
+
+
+def _deref(t: Type) -> Type:
+    while isinstance(t, Rec):
+        t = t.resolve()
+    return t
+
+
 def Tuple(*types: Type) -> Record:  # noqa: N802 - reads like a type constructor
     return Record(tuple((i, t) for i, t in enumerate(types)))
 
@@ -152,6 +183,7 @@ class _TypeTable:
         self.index: dict[Type, int] = {}
 
     def ref(self, t: Type) -> bytes:
+        t = _deref(t)
         if isinstance(t, Prim):
             return sleb(t.opcode)
         if t not in self.index:
@@ -182,6 +214,7 @@ class _TypeTable:
 
 
 def _encode_value(t: Type, v: Any, out: bytearray) -> None:
+    t = _deref(t)
     if isinstance(t, Prim):
         if t is NULL or t is RESERVED:
             return
@@ -447,6 +480,7 @@ def _read_principal(r: _Reader) -> Principal:
 
 def _coerce(t: Type, v: Any) -> Any:
     """Give decoded values their expected field names (records/variants) and fill absent opt fields."""
+    t = _deref(t)
     if isinstance(t, Opt):
         if v is None:
             return []
@@ -455,6 +489,8 @@ def _coerce(t: Type, v: Any) -> Any:
         return [_coerce(t.inner, v)]
     if isinstance(t, Vec) and isinstance(v, list):
         return [_coerce(t.inner, x) for x in v]
+    if isinstance(t, Record) and isinstance(v, dict) and _is_tuple(t):
+        return tuple(_coerce(ft, v.get(i)) for i, ft in t.fields)
     if isinstance(t, Record) and isinstance(v, dict):
         out = {}
         for name, ft in t.fields:

@@ -296,7 +296,10 @@ def _int(v: Any) -> int:
 
 
 def _principal_bytes(v: Any) -> bytes:
-    raw = v.raw if isinstance(v, Principal) else Principal.from_text(v).raw if isinstance(v, str) else None
+    try:
+        raw = v.raw if isinstance(v, Principal) else Principal.from_text(v).raw if isinstance(v, str) else None
+    except ValueError as exc:
+        raise CandidError(str(exc)) from exc
     if raw is None:
         raise CandidError(f"expected a principal, got {v!r}")
     return b"\x01" + leb(len(raw)) + raw

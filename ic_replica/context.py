@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -92,7 +93,7 @@ class ExecutionContext:
     cycles_available: int = 0
     cycles_refunded: int = 0
     deadline: int = 0
-    data_certificate: bytes | None = None
+    data_certificate: bytes | Callable[[], bytes] | None = None  # made on first use
     balance: int = 0
     # effects
     reply_buffer: bytearray = field(default_factory=bytearray)

@@ -87,7 +87,6 @@ class Replica:
         self.root_key_der = self.keys.root_key_der
         self._ids = itertools.count(1)
         self._nonce = itertools.count()
-        self.data_certificate: Callable[[bytes], bytes | None] | None = None
         self.log_listeners: list[Callable[[bytes, bytes], None]] = []
         self.state_dir = Path(state_dir) if state_dir else None
         if self.state_dir is not None:
@@ -268,13 +267,24 @@ class Replica:
             else:
                 raise CallRejected(reject_for(ErrorCode.CANISTER_METHOD_NOT_FOUND,
                                               f"Canister {Principal(cid)} has no query method '{method}'"))
-            cert = self.data_certificate(cid) if self.data_certificate else None
-            ctx = ExecutionContext(kind, caller=src, arg=arg, needs_to_respond=True, data_certificate=cert)
+            ctx = ExecutionContext(kind, caller=src, arg=arg, needs_to_respond=True,
+                                   data_certificate=lambda: self.certify_data(cid))
             trap = execute(canister, target, ctx, self.limits.query, persist=False)
             if trap is None and ctx.calls:
                 trap = Trap("composite queries that call other canisters are not supported by this replica",
                             ErrorCode.CANISTER_CONTRACT_VIOLATION)
             return _reply_or_raise(canister, ctx, trap)
+
+    def certify_data(self, canister_id: bytes) -> bytes:
+        """A certificate for `/canister/<id>/certified_data` and `/time` (what a query sees as its data
+        certificate), signed by the network key."""
+        from ic_replica import hash_tree, state_tree
+
+        with self.lock:
+            self.sync_clock()
+            state = state_tree.build(self, set())
+            paths = [[b"canister", canister_id, b"certified_data"], [b"time"]]
+            return self.keys.certificate(hash_tree.witness(state, paths))
 
     # ------------------------------------------------------------ rounds
 

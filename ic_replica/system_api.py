@@ -456,6 +456,8 @@ class SystemApi:
         if ctx.data_certificate is None:
             raise Trap("Canister violated contract: no data certificate is present",
                        ErrorCode.CANISTER_CONTRACT_VIOLATION)
+        if callable(ctx.data_certificate):
+            ctx.data_certificate = ctx.data_certificate()
         return ctx.data_certificate
 
     def ic0_data_certificate_size(self, ctx: ExecutionContext) -> int:

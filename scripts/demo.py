@@ -1,5 +1,6 @@
 """The embedded replica end to end: build canisters with the reproducible recipe, install them, call them,
-call between them, trap and roll back, upgrade keeping state, restart from the state directory.
+call between them, trap and roll back, upgrade keeping state, restart from the state directory, then serve
+the IC HTTP interface and call through the SDK with verified certificates.
 
 Run with `make demo`. (The full Prometheus lifecycle demo — submit, verify, publish — replaces this once the
 canisters and CLI exist.)
@@ -15,11 +16,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from icp_identity.identity import Identity  # type: ignore[import-not-found]  # noqa: E402
+
 from ic_replica import candid  # noqa: E402
 from ic_replica.errors import CallRejected  # noqa: E402
+from ic_replica.http_server import IcHttpServer  # noqa: E402
 from ic_replica.principal import Principal  # noqa: E402
 from ic_replica.replica import Replica  # noqa: E402
 from prometheus_build.recipe import build_all  # noqa: E402
+from prometheus_sdk import Network, connect  # noqa: E402
+from prometheus_sdk.canister import CanisterClient  # noqa: E402
 
 DEVELOPER = Principal(b"\x0a" * 29)
 NAT = candid.NAT
@@ -64,6 +70,15 @@ def main() -> int:
             status = ic.canister_status(counter, sender=DEVELOPER)
             say(f"module hash {status['module_hash'][0].hex()}, controllers "  # type: ignore[index]
                 f"{[str(p) for p in status['settings']['controllers']]}")  # type: ignore[index]
+            print("4. Serve the IC HTTP interface and call through the SDK (certificates verified)")
+            server = IcHttpServer(ic).start()
+            try:
+                conn = connect(Network("local", server.url), Identity())
+                client = CanisterClient.from_did(conn, str(counter), ROOT / "build" / "test_canisters" / "counter.did")
+                say(f"{server.url}: signed update counter.inc() -> {client.inc()}, query counter.get() -> "
+                    f"{client.get()}, caller {client.whoami()}")
+            finally:
+                server.stop()
     finally:
         shutil.rmtree(state, ignore_errors=True)
     print("Done.")

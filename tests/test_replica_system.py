@@ -98,3 +98,23 @@ def test_forbidden_system_call_traps_with_contract_violation(ic: Any) -> None:
     with pytest.raises(CallRejected) as err:
         ic.query_call(cid, "q", b"")
     assert "cannot be executed in non-replicated query mode" in err.value.reject.message
+
+
+@pytest.mark.embedded_only
+def test_queries_get_a_data_certificate_for_certified_data(ic: Any, wasms: dict[str, bytes]) -> None:
+    from ic_replica import candid, hash_tree
+    from ic_replica.certification import STATE_ROOT_SEPARATOR, bls_verify
+    from ic_replica.http_server import _thaw
+
+    cid = install(ic, wasms, "counter")
+    ic.update_call(cid, "certify", candid.encode([candid.BLOB], [b"\x01" * 32]))
+    (cert_bytes,) = decode1(ic.query_call(cid, "certificate", no_args()))
+    import cbor2
+
+    cert = _thaw(cbor2.loads(cert_bytes))
+    tree = hash_tree.from_cbor(cert["tree"])
+    assert bls_verify(ic.keys.root_public_key, cert["signature"], STATE_ROOT_SEPARATOR + hash_tree.reconstruct(tree))
+    assert hash_tree.lookup(tree, [b"canister", cid.raw, b"certified_data"]) == ("found", b"\x01" * 32)
+    assert hash_tree.lookup(tree, [b"time"])[0] == "found"
+    # in an update call (replicated) there is no certificate
+    assert decode1(ic.update_call(cid, "certificate", no_args())) == []

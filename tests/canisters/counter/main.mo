@@ -7,6 +7,7 @@ import Region "mo:core/Region";
 import Array "mo:core/Array";
 import Blob "mo:core/Blob";
 import Time "mo:core/Time";
+import CertifiedData "mo:core/CertifiedData";
 
 persistent actor class Counter(initial : Nat) {
   var count : Nat = initial;
@@ -90,6 +91,10 @@ persistent actor class Counter(initial : Nat) {
   };
 
   public query func now() : async Int { Time.now() };
+
+  public func certify(data : Blob) : async () { CertifiedData.set(data) };
+
+  public query func certificate() : async ?Blob { CertifiedData.getCertificate() };
 
   public func setFailPreUpgrade(fail : Bool) : async () { failPreUpgrade := fail };
 

@@ -201,9 +201,7 @@ class Replica:
         if canister is None:
             raise CallRejected(self._not_found(cid))
         if canister.runtime is None:
-            raise CallRejected(reject_for(ErrorCode.CANISTER_WASM_MODULE_NOT_FOUND,
-                                          "Attempted to execute a message, but the canister contains no "
-                                          "Wasm module."))
+            raise CallRejected(_no_module())
         if _export_for(canister, method) is None:
             raise CallRejected(reject_for(ErrorCode.CANISTER_METHOD_NOT_FOUND,
                                           f"Canister {Principal(cid)} has no update method '{method}'"))
@@ -255,9 +253,7 @@ class Replica:
             if canister is None:
                 raise CallRejected(self._not_found(cid))
             if canister.runtime is None:
-                raise CallRejected(reject_for(ErrorCode.CANISTER_WASM_MODULE_NOT_FOUND,
-                                              "Attempted to execute a message, but the canister contains no "
-                                              "Wasm module."))
+                raise CallRejected(_no_module())
             if canister.status is not Status.RUNNING:
                 raise CallRejected(self._stopped_reject(canister))
             if canister.runtime.has_export(f"canister_query {method}"):
@@ -348,9 +344,7 @@ class Replica:
             self.respond(origin, reject=self._stopped_reject(canister), refund=req.cycles)
             return
         if canister.runtime is None:
-            self.respond(origin, reject=reject_for(ErrorCode.CANISTER_WASM_MODULE_NOT_FOUND,
-                                                   "Attempted to execute a message, but the canister contains "
-                                                   "no Wasm module."), refund=req.cycles)
+            self.respond(origin, reject=_no_module(), refund=req.cycles)
             return
         found = _export_for(canister, req.method)
         if found is None:
@@ -569,6 +563,11 @@ class Replica:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _no_module() -> Reject:
+    return reject_for(ErrorCode.CANISTER_WASM_MODULE_NOT_FOUND,
+                      "Attempted to execute a message, but the canister contains no Wasm module.")
 
 
 def _export_for(canister: Canister, method: str) -> tuple[str, Kind] | None:

@@ -1,0 +1,147 @@
+"""The three product canisters deployed and wired on the embedded replica, with the steps of the protocol
+as helpers (developer submits, sponsor funds, verifier reserves and files)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from ic_replica.principal import Principal
+from prometheus_sdk.icrc16 import to_icrc16, to_map
+from tests.conftest import Typed
+
+GOV = Principal(b"\x20" * 29)
+MINTER = Principal(b"\x21" * 29)
+DEV = Principal(b"\x22" * 29)
+SPONSOR = Principal(b"\x23" * 29)
+STRANGER = Principal(b"\x24" * 29)
+VERIFIERS = [Principal(bytes([0x30 + i]) * 29) for i in range(6)]
+AUDIT = "build_reproducibility_v1"
+FEE = 10_000
+REWARD = 250_000
+STAKE = 100
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+def account(owner: Principal) -> dict[str, Any]:
+    return {"owner": owner, "subaccount": []}
+
+
+@dataclass
+class Stack:
+    ic: Any
+    ledger: Typed
+    hub: Typed
+    registry: Typed
+    namespaces: set[str] = field(default_factory=set)
+
+    @classmethod
+    def deploy(cls, ic: Any, product: dict[str, Any]) -> Stack:
+        ids = {name: ic.create_canister(controllers=[GOV], sender=GOV)
+               for name in ("ledger", "audit_hub", "mcp_registry")}
+        ledger = Typed(ic, ids["ledger"], "ledger")
+        hub = Typed(ic, ids["audit_hub"], "audit_hub")
+        registry = Typed(ic, ids["mcp_registry"], "mcp_registry")
+        ledger_init = {"name": "Test USD", "symbol": "TUSD", "decimals": 6, "fee": FEE,
+                       "minting_account": account(MINTER),
+                       "initial_balances": [(account(SPONSOR), 100_000_000), (account(DEV), 10_000_000)]}
+        ic.install_code(ids["ledger"], product["ledger"].wasm.read_bytes(), ledger.interface.encode_init(ledger_init),
+                        sender=GOV)
+        ic.install_code(ids["audit_hub"], product["audit_hub"].wasm.read_bytes(),
+                        hub.interface.encode_init({"governance": GOV, "registry": [ids["mcp_registry"]]}), sender=GOV)
+        ic.install_code(ids["mcp_registry"], product["mcp_registry"].wasm.read_bytes(),
+                        registry.interface.encode_init({"governance": GOV, "audit_hub": ids["audit_hub"],
+                                                        "ledgers": [ids["ledger"]]}), sender=GOV)
+        return cls(ic, ledger, hub, registry)
+
+    # ------------------------------------------------------------ developer
+
+    def upload(self, wasm: bytes, namespace: str = "com.example.app", sender: Principal = DEV,
+               chunk_size: int = 64 * 1024) -> str:
+        if namespace not in self.namespaces:
+            result = self.registry("icrc118_create_canister_type", {"namespace": namespace, "description": "test"},
+                                   sender=sender)
+            assert "ok" in result or result == {"err": {"NamespaceExists": None}}, result
+            self.namespaces.add(namespace)
+        chunks = [wasm[i : i + chunk_size] for i in range(0, len(wasm), chunk_size)]
+        digest = hashlib.sha256(wasm).digest()
+        for index, chunk in enumerate(chunks):
+            result = self.registry("icrc118_upload_wasm_chunk", {
+                "namespace": namespace, "wasm_hash": digest, "total_chunks": len(chunks), "chunk_index": index,
+                "chunk": chunk, "chunk_hash": hashlib.sha256(chunk).digest()}, sender=sender)
+            assert "ok" in result, result
+        return digest.hex()
+
+    def request(self, wasm_id: str, sender: Principal = DEV, commit: str = COMMIT) -> Any:
+        return self.registry("icrc126_verification_request", {
+            "wasm_hash": bytes.fromhex(wasm_id), "repo": "https://example.com/app.git", "commit_hash": commit,
+            "metadata": to_map({"canister_name": "app"})}, sender=sender)
+
+    def submit(self, wasm: bytes | None = None, namespace: str = "com.example.app") -> str:
+        wasm = wasm or os.urandom(3000)
+        wasm_id = self.upload(wasm, namespace)
+        assert "ok" in self.request(wasm_id)
+        return wasm_id
+
+    # ------------------------------------------------------------ sponsor
+
+    def fund(self, wasm_id: str, amount: int = REWARD, sponsor: Principal = SPONSOR, audit: str = AUDIT,
+             timeout_ns: int = 7 * 24 * 3600 * 10**9) -> Any:
+        approve = {"from_subaccount": [], "spender": account(self.registry.canister_id), "amount": amount + 2 * FEE,
+                   "expected_allowance": [], "expires_at": [], "fee": [], "memo": [], "created_at_time": []}
+        assert "Ok" in self.ledger("icrc2_approve", approve, sender=sponsor)
+        return self.registry("icrc127_create_bounty", {
+            "challenge_parameters": to_icrc16({"wasm_hash": bytes.fromhex(wasm_id), "audit_type": audit}),
+            "bounty_metadata": to_map({"icrc127:reward_canister": self.ledger.canister_id,
+                                       "icrc127:reward_amount": amount}),
+            "timeout_date": self.ic.get_time() + timeout_ns}, sender=sponsor)
+
+    def bounty(self, wasm_id: str, **kwargs: Any) -> int:
+        result = self.fund(wasm_id, **kwargs)
+        assert "ok" in result, result
+        return int(result["ok"])
+
+    # ------------------------------------------------------------ verifier
+
+    def stake(self, verifier: Principal, amount: int = 10 * STAKE, audit: str = AUDIT) -> None:
+        assert "ok" in self.hub("mint_tokens", verifier, audit, amount, sender=GOV)
+
+    def reserve(self, verifier: Principal, bounty_id: int, audit: str = AUDIT) -> Any:
+        return self.hub("reserve_bounty", bounty_id, audit, sender=verifier)
+
+    def metadata(self, bounty_id: int, audit: str = AUDIT, **extra: Any) -> list[Any]:
+        return to_map({"bounty_id": bounty_id, "126:audit_type": audit, **extra})
+
+    def attest(self, verifier: Principal, wasm_id: str, bounty_id: int, audit: str = AUDIT) -> Any:
+        return self.registry("icrc126_file_attestation", {
+            "wasm_id": wasm_id, "metadata": self.metadata(bounty_id, audit, **{"126hash": wasm_id})}, sender=verifier)
+
+    def diverge(self, verifier: Principal, wasm_id: str, bounty_id: int, audit: str = AUDIT) -> Any:
+        return self.registry("icrc126_file_divergence", {
+            "wasm_id": wasm_id, "divergence_report": "rebuilt wasm differs",
+            "metadata": self.metadata(bounty_id, audit, **{"126found_hash": "00" * 32})}, sender=verifier)
+
+    # ------------------------------------------------------------ reading
+
+    def balance(self, who: Principal) -> int:
+        return int(self.ledger("icrc1_balance_of", account(who)))
+
+    def status(self, wasm_id: str) -> dict[str, Any]:
+        (status,) = self.registry("get_wasm_status", wasm_id)
+        return status  # type: ignore[no-any-return]
+
+    def profile(self, verifier: Principal) -> dict[str, Any]:
+        return self.hub("get_auditor_profile", verifier)  # type: ignore[no-any-return]
+
+    def escrow(self) -> int:
+        return sum(total for ledger, total in self.registry("escrow_summary") if ledger == self.ledger.canister_id)
+
+    def block_types(self) -> list[str]:
+        result = self.registry("icrc3_get_blocks", [{"start": 0, "length": 10_000}])
+        types = []
+        for entry in result["blocks"]:
+            fields = dict(entry["block"]["Map"])
+            types.append(fields["btype"]["Text"])
+        return types

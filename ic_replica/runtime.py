@@ -170,7 +170,8 @@ class WasmRuntime:
         if rb.owner is self and rb.size == size:
             return
         if rb.buffer is None or len(rb.buffer) < size:
-            rb.buffer = (ctypes.c_ubyte * size)()
+            # grow geometrically: a canister whose heap keeps growing must not reallocate on every message
+            rb.buffer = (ctypes.c_ubyte * max(size, 2 * (len(rb.buffer) if rb.buffer is not None else 0)))()
         if size:
             ctypes.memmove(rb.buffer, self.memory_address(), size)
         rb.size, rb.owner = size, self

@@ -1,0 +1,407 @@
+"""Every security invariant of protocol.md as its own test: authorization, lock rules, immutable outcomes,
+single payout under concurrency, escrow accounting, bad input, and upgrades that lose nothing."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+from typing import Any
+
+import pytest
+
+from ic_replica.principal import ANONYMOUS
+from prometheus_sdk.icrc16 import to_icrc16, to_map
+from tests.protocol_stack import AUDIT, DEV, GOV, REWARD, SPONSOR, STAKE, STRANGER, VERIFIERS, Stack, account
+
+pytestmark = pytest.mark.embedded_only
+
+
+@pytest.fixture
+def stack(ic: Any, product: dict[str, Any]) -> Stack:
+    return Stack.deploy(ic, product)
+
+
+def not_authorized(result: Any) -> bool:
+    return result == {"err": {"NotAuthorized": None}}
+
+
+# ------------------------------------------------------------------ authorization
+
+
+def test_authorization_matrix(stack: Stack) -> None:
+    wasm_id = stack.submit()
+    verifier = VERIFIERS[0]
+    callers = {"anonymous": ANONYMOUS, "stranger": STRANGER, "controller": DEV, "verifier": verifier,
+               "governance": GOV}
+    ns = "com.example.app"
+    calls = {
+        "icrc118_manage_controller": lambda: ("registry", "icrc118_manage_controller",
+                                              {"namespace": ns, "principal": STRANGER, "add": False}),
+        "icrc118_upload_wasm_chunk": lambda: ("registry", "icrc118_upload_wasm_chunk", {
+            "namespace": ns, "wasm_hash": hashlib.sha256(b"x").digest(), "total_chunks": 1, "chunk_index": 0,
+            "chunk": b"x", "chunk_hash": hashlib.sha256(b"x").digest()}),
+        "icrc126_verification_request": lambda: ("registry", "icrc126_verification_request", {
+            "wasm_hash": bytes.fromhex(wasm_id), "repo": "https://example.com/a.git", "commit_hash": "a" * 40,
+            "metadata": []}),
+        "icrc118_update_wasm": lambda: ("registry", "icrc118_update_wasm",
+                                        {"namespace": ns, "version": (9, 9, 9), "wasm_hash": bytes.fromhex(wasm_id)}),
+        "icrc118_deprecate": lambda: ("registry", "icrc118_deprecate",
+                                      {"namespace": ns, "version": (9, 9, 9), "reason": "old"}),
+        "set_policy (registry)": lambda: ("registry", "set_policy",
+                                          {"quorum": 1, "mode": {"Auto": None}, "required_audit_types": [AUDIT]}),
+        "set_allowed_ledgers": lambda: ("registry", "set_allowed_ledgers", [stack.ledger.canister_id]),
+        "finalize_verification": lambda: ("registry", "finalize_verification", wasm_id, AUDIT, {"Verified": None}),
+        "mint_tokens": lambda: ("hub", "mint_tokens", verifier, AUDIT, 1),
+        "set_policy (hub)": lambda: ("hub", "set_policy", {"lock_duration_ns": 10**12, "stake_per_reservation": STAKE}),
+        "set_registry": lambda: ("hub", "set_registry", stack.registry.canister_id),
+        "settle_lock": lambda: ("hub", "settle_lock", 0, True, 0),
+    }
+    allowed = {
+        "icrc118_manage_controller": {"controller"}, "icrc118_upload_wasm_chunk": {"controller"},
+        "icrc126_verification_request": {"controller"}, "icrc118_update_wasm": {"controller"},
+        "icrc118_deprecate": {"controller"}, "set_policy (registry)": {"governance"},
+        "set_allowed_ledgers": {"governance"}, "finalize_verification": {"governance"},
+        "mint_tokens": {"governance"}, "set_policy (hub)": {"governance"}, "set_registry": {"governance"},
+        "settle_lock": set(),  # the registry canister only
+    }
+    for name, make in calls.items():
+        for who, principal in callers.items():
+            target, method, *args = make()
+            result = getattr(stack, target)(method, *args, sender=principal)
+            if who in allowed[name]:
+                assert not not_authorized(result), f"{name} refused {who}: {result}"
+            else:
+                assert not_authorized(result), f"{name} accepted {who}: {result}"
+    assert not_authorized(stack.registry("icrc118_create_canister_type", {"namespace": "org.anon.app",
+                                                                          "description": ""}, sender=ANONYMOUS))
+    assert not_authorized(stack.hub("reserve_bounty", 0, AUDIT, sender=ANONYMOUS))
+
+
+def test_anonymous_cannot_create_bounties(stack: Stack) -> None:
+    wasm_id = stack.submit()
+    result = stack.registry("icrc127_create_bounty", {
+        "challenge_parameters": to_icrc16({"wasm_hash": bytes.fromhex(wasm_id), "audit_type": AUDIT}),
+        "bounty_metadata": to_map({"icrc127:reward_canister": stack.ledger.canister_id, "icrc127:reward_amount": 1}),
+        "timeout_date": stack.ic.get_time() + 10**12}, sender=ANONYMOUS)
+    assert not_authorized(result)
+
+
+# ------------------------------------------------------------------ lock rules
+
+
+def test_filings_need_the_claimants_unexpired_lock_on_a_matching_bounty(stack: Stack) -> None:
+    wasm_id, other_wasm = stack.submit(), stack.submit()
+    bounty, other_bounty = stack.bounty(wasm_id), stack.bounty(other_wasm)
+    owner, intruder = VERIFIERS[0], VERIFIERS[1]
+    for v in (owner, intruder):
+        stack.stake(v)
+    assert "LockInvalid" in stack.attest(owner, wasm_id, bounty)["err"]  # no lock yet
+    stack.reserve(owner, bounty)
+    assert "LockInvalid" in stack.attest(intruder, wasm_id, bounty)["err"]  # someone else's lock
+    assert "LockInvalid" in stack.attest(owner, other_wasm, bounty)["err"]  # bounty for another wasm
+    stack.reserve(intruder, other_bounty)
+    assert "LockInvalid" in stack.attest(intruder, wasm_id, other_bounty)["err"]
+    assert "LockInvalid" in stack.attest(owner, wasm_id, bounty, audit="security_v1")["err"]
+    stack.ic.advance_time(4 * 24 * 3600 * 10**9)  # past the 3-day lock
+    assert "LockInvalid" in stack.attest(owner, wasm_id, bounty)["err"]
+    assert stack.status(wasm_id)["filings"] == [] and stack.status(wasm_id)["outcome"] == []
+    # the abandoned lock is cleaned up by anyone and slashed; it cannot be cleaned twice
+    assert "ok" in stack.hub("cleanup_expired_lock", bounty, sender=STRANGER)
+    assert stack.hub("cleanup_expired_lock", bounty, sender=STRANGER) == {"err": {"LockNotFound": None}}
+    assert stack.profile(owner)["slashed"] == STAKE
+
+
+def test_one_filing_per_verifier_and_audit(stack: Stack) -> None:
+    wasm_id = stack.submit()
+    b1, b2 = stack.bounty(wasm_id), stack.bounty(wasm_id)
+    stack.registry("set_policy", {"quorum": 2, "mode": {"Auto": None}, "required_audit_types": [AUDIT]}, sender=GOV)
+    v = VERIFIERS[0]
+    stack.stake(v)
+    stack.reserve(v, b1)
+    stack.reserve(v, b2)
+    assert "ok" in stack.attest(v, wasm_id, b1)
+    assert stack.attest(v, wasm_id, b2) == {"err": {"AlreadyFiled": None}}
+    assert stack.diverge(v, wasm_id, b2) == {"err": {"AlreadyFiled": None}}
+    assert stack.status(wasm_id)["audits"][0]["attestations"] == 1
+
+
+# ------------------------------------------------------------------ outcomes and payouts
+
+
+def test_a_final_outcome_never_changes(stack: Stack) -> None:
+    wasm_id = stack.submit()
+    bounties = [stack.bounty(wasm_id) for _ in range(3)]
+    for v, b in zip(VERIFIERS[:3], bounties):
+        stack.stake(v)
+        stack.reserve(v, b)
+    assert "ok" in stack.attest(VERIFIERS[0], wasm_id, bounties[0])
+    assert stack.status(wasm_id)["outcome"] == [{"Verified": None}]
+    for v, b in zip(VERIFIERS[1:3], bounties[1:]):
+        assert "ok" in stack.diverge(v, wasm_id, b)  # late dissent is recorded, settled, and changes nothing
+    status = stack.status(wasm_id)
+    assert status["outcome"] == [{"Verified": None}] and status["audits"][0]["divergences"] == 2
+    assert stack.registry("finalize_verification", wasm_id, AUDIT, {"Rejected": None}, sender=GOV) == {
+        "err": {"AlreadyFinalized": None}}
+    assert stack.block_types().count("126verified") == 1 and "126rejected" not in stack.block_types()
+    assert "AlreadyFinalized" in stack.request(wasm_id)["err"]
+
+
+def test_concurrent_filings_pay_once(stack: Stack) -> None:
+    wasm_id = stack.submit()
+    bounty = stack.bounty(wasm_id)
+    v = VERIFIERS[0]
+    stack.stake(v)
+    stack.reserve(v, bounty)
+    args = {"wasm_id": wasm_id, "metadata": stack.metadata(bounty)}
+    ids = [stack.registry.submit("icrc126_file_attestation", args, sender=v) for _ in range(3)]
+    stack.ic.tick()
+    results = [stack.registry.decode("icrc126_file_attestation", stack.ic.await_call(i)) for i in ids]
+    assert sum("ok" in r for r in results) == 1, results
+    assert stack.balance(v) == REWARD
+    assert stack.profile(v)["verifications"] == 1 and stack.block_types().count("127payout") == 1
+
+
+def test_concurrent_reservations_lock_once(stack: Stack) -> None:
+    wasm_id = stack.submit()
+    bounty = stack.bounty(wasm_id)
+    a, b = VERIFIERS[0], VERIFIERS[1]
+    stack.stake(a)
+    stack.stake(b)
+    ids = [stack.hub.submit("reserve_bounty", bounty, AUDIT, sender=who) for who in (a, b, a)]
+    stack.ic.tick()
+    results = [stack.hub.decode("reserve_bounty", stack.ic.await_call(i)) for i in ids]
+    assert sum("ok" in r for r in results) == 1, results
+    staked = sum(dict(stack.profile(v)["staked"]).get(AUDIT, 0) for v in (a, b))
+    assert staked == STAKE  # exactly one stake is locked; the others were handed back
+
+
+def test_concurrent_refunds_and_cleanups_happen_once(stack: Stack) -> None:
+    wasm_id = stack.submit()
+    bounty = stack.bounty(wasm_id, timeout_ns=10**9)
+    stack.ic.advance_time(2 * 10**9)
+    before = stack.balance(SPONSOR)
+    ids = [stack.registry.submit("icrc127_refund_bounty", bounty, sender=who) for who in (SPONSOR, STRANGER, DEV)]
+    stack.ic.tick()
+    results = [stack.registry.decode("icrc127_refund_bounty", stack.ic.await_call(i)) for i in ids]
+    assert sum("ok" in r for r in results) == 1, results
+    assert stack.balance(SPONSOR) == before + REWARD
+
+    other = stack.bounty(stack.submit())
+    stack.stake(VERIFIERS[0])
+    stack.reserve(VERIFIERS[0], other)
+    stack.ic.advance_time(4 * 24 * 3600 * 10**9)
+    ids = [stack.hub.submit("cleanup_expired_lock", other, sender=STRANGER) for _ in range(3)]
+    stack.ic.tick()
+    results = [stack.hub.decode("cleanup_expired_lock", stack.ic.await_call(i)) for i in ids]
+    assert sum("ok" in r for r in results) == 1
+    assert stack.profile(VERIFIERS[0])["slashed"] == STAKE
+
+
+def test_escrow_is_always_accounted_in_a_random_scenario(stack: Stack) -> None:
+    rng = random.Random(1234)
+    wasms: list[str] = []
+    bounties: list[tuple[str, int]] = []
+    reserved: dict[int, Any] = {}
+    for v in VERIFIERS:
+        stack.stake(v, amount=100 * STAKE)
+
+    def check() -> None:
+        held = stack.balance(stack.registry.canister_id)
+        assert stack.escrow() <= held
+        assert stack.escrow() == held  # the registry holds exactly the open escrow
+
+    for _ in range(70):
+        action = rng.choice(["submit", "fund", "fund", "reserve", "reserve", "file", "file", "time", "refund",
+                             "cleanup"])
+        if action == "submit" or not wasms:
+            wasms.append(stack.submit(os.urandom(rng.randint(100, 5000))))
+        elif action == "fund":
+            wasm_id = rng.choice(wasms)
+            result = stack.fund(wasm_id, amount=rng.randint(1, 10) * 10_000,
+                                timeout_ns=rng.randint(1, 48) * 3600 * 10**9)
+            if "ok" in result:
+                bounties.append((wasm_id, int(result["ok"])))
+        elif action == "reserve" and bounties:
+            wasm_id, b = rng.choice(bounties)
+            v = rng.choice(VERIFIERS)
+            if "ok" in stack.reserve(v, b):
+                reserved[b] = (v, wasm_id)
+        elif action == "file" and reserved:
+            b, (v, wasm_id) = rng.choice(sorted(reserved.items()))
+            getattr(stack, rng.choice(["attest", "diverge"]))(v, wasm_id, b)
+            reserved.pop(b)
+        elif action == "time":
+            stack.ic.advance_time(rng.randint(1, 30) * 3600 * 10**9)
+        elif action == "refund" and bounties:
+            stack.registry("icrc127_refund_bounty", rng.choice(bounties)[1], sender=STRANGER)
+        elif action == "cleanup" and reserved:
+            b = rng.choice(sorted(reserved))
+            if "ok" in stack.hub("cleanup_expired_lock", b, sender=STRANGER):
+                reserved.pop(b)
+        check()
+    total = stack.ledger("icrc1_total_supply")
+    holders = [SPONSOR, DEV, stack.registry.canister_id, *VERIFIERS]
+    assert sum(stack.balance(h) for h in holders) == total
+
+
+# ------------------------------------------------------------------ bad input
+
+
+def test_bad_input_gets_typed_errors_and_changes_nothing(stack: Stack) -> None:
+    wasm_id = stack.submit()
+    blocks_before, escrow_before = len(stack.block_types()), stack.escrow()
+    reg = stack.registry
+    for ns in ("Com.Example", "nodot", "a..b", "-a.b", "a.b-", "x" * 300):
+        assert "InvalidNamespace" in reg("icrc118_create_canister_type", {"namespace": ns, "description": ""},
+                                         sender=DEV)["err"]
+    good = b"chunk"
+    digest = hashlib.sha256(good).digest()
+    upload = {"namespace": "com.example.app", "wasm_hash": digest, "total_chunks": 1, "chunk_index": 0,
+              "chunk": good, "chunk_hash": digest}
+    for change, expected in [({"chunk_hash": bytes(32)}, "ChunkHashMismatch"), ({"chunk_index": 1}, "InvalidArgument"),
+                             ({"total_chunks": 0}, "InvalidArgument"), ({"total_chunks": 101}, "InvalidArgument"),
+                             ({"wasm_hash": bytes(31)}, "InvalidArgument"),
+                             ({"chunk": b"x" * (1024 * 1024 + 1),
+                               "chunk_hash": hashlib.sha256(b"x" * (1024 * 1024 + 1)).digest()}, "InvalidArgument")]:
+        assert expected in reg("icrc118_upload_wasm_chunk", {**upload, **change}, sender=DEV)["err"], change
+    mismatch = reg("icrc118_upload_wasm_chunk", {**upload, "wasm_hash": bytes(32)}, sender=DEV)
+    assert "WasmHashMismatch" in mismatch["err"]
+    assert reg("get_wasm_status", bytes(32).hex()) == []  # a wrong upload is dropped whole
+    for commit in ("abc", "A" * 40, "g" * 40):
+        assert "InvalidArgument" in stack.request(wasm_id, commit=commit)["err"]
+    assert "InvalidArgument" in reg("icrc126_verification_request", {
+        "wasm_hash": bytes.fromhex(wasm_id), "repo": "ssh://nope", "commit_hash": "a" * 40, "metadata": []},
+        sender=DEV)["err"]
+    assert reg("icrc126_verification_request", {
+        "wasm_hash": bytes(32), "repo": "https://a.b/c", "commit_hash": "a" * 40, "metadata": []},
+        sender=DEV) == {"err": {"WasmNotFound": None}}
+    bad_bounties = [
+        ({"challenge_parameters": {"Text": "x"}}, "InvalidArgument"),
+        ({"bounty_metadata": to_map({"icrc127:reward_canister": stack.ledger.canister_id})}, "InvalidArgument"),
+        ({"bounty_metadata": to_map({"icrc127:reward_canister": stack.registry.canister_id,
+                                     "icrc127:reward_amount": 5})}, "LedgerNotAllowed"),
+        ({"bounty_metadata": to_map({"icrc127:reward_canister": stack.ledger.canister_id,
+                                     "icrc127:reward_amount": 0})}, "InvalidArgument"),
+        ({"timeout_date": 1}, "InvalidArgument"),
+        ({"challenge_parameters": to_icrc16({"wasm_hash": bytes(32), "audit_type": AUDIT})}, "RequestNotFound"),
+    ]
+    base = {"challenge_parameters": to_icrc16({"wasm_hash": bytes.fromhex(wasm_id), "audit_type": AUDIT}),
+            "bounty_metadata": to_map({"icrc127:reward_canister": stack.ledger.canister_id,
+                                       "icrc127:reward_amount": REWARD}),
+            "timeout_date": stack.ic.get_time() + 10**12}
+    for change, expected in bad_bounties:
+        assert expected in reg("icrc127_create_bounty", {**base, **change}, sender=SPONSOR)["err"], change
+    assert "TransferFailed" in reg("icrc127_create_bounty", base, sender=SPONSOR)["err"]  # no allowance given
+    for metadata in ([], to_map({"bounty_id": 0}), to_map({"bounty_id": 999, "126:audit_type": AUDIT})):
+        result = reg("icrc126_file_attestation", {"wasm_id": wasm_id, "metadata": metadata}, sender=VERIFIERS[0])
+        assert "InvalidArgument" in result["err"] or "BountyNotFound" in result["err"]
+    assert len(stack.block_types()) == blocks_before and stack.escrow() == escrow_before
+    assert stack.hub("mint_tokens", VERIFIERS[0], "", 5, sender=GOV) == {
+        "err": {"InvalidArgument": "audit type must be 1..64 characters"}}
+    assert stack.hub("reserve_bounty", 12345, AUDIT, sender=VERIFIERS[0]) == {
+        "err": {"InsufficientStake": {"available": 0, "required": STAKE}}}
+    stack.stake(VERIFIERS[0])
+    assert stack.hub("reserve_bounty", 12345, AUDIT, sender=VERIFIERS[0]) == {"err": {"BountyNotFound": None}}
+    assert dict(stack.profile(VERIFIERS[0])["available"])[AUDIT] == 10 * STAKE
+
+
+# ------------------------------------------------------------------ upgrades
+
+
+def dump(stack: Stack, wasm_ids: list[str]) -> dict[str, Any]:
+    return {
+        "wasms": [stack.status(w) for w in wasm_ids],
+        "blocks": stack.registry("icrc3_get_blocks", [{"start": 0, "length": 100_000}]),
+        "escrow": stack.registry("escrow_summary"),
+        "pending": stack.registry("list_pending_verifications", {"after": [], "limit": 100}),
+        "versions": stack.registry("icrc118_get_wasms", "com.example.app"),
+        "policy": stack.registry("get_policy"),
+        "profiles": [stack.profile(v) for v in VERIFIERS],
+        "locks": stack.hub("get_locks", 0, 1000),
+        "balances": [stack.balance(p) for p in (SPONSOR, DEV, stack.registry.canister_id, *VERIFIERS)],
+        "supply": stack.ledger("icrc1_total_supply"),
+        "transactions": stack.ledger("transaction_count"),
+    }
+
+
+def test_upgrades_lose_nothing(stack: Stack, product: dict[str, Any]) -> None:
+    wasm_ids = []
+    for i in range(25):
+        wasm_id = stack.submit()
+        wasm_ids.append(wasm_id)
+        b = stack.bounty(wasm_id)
+        v = VERIFIERS[i % len(VERIFIERS)]
+        if i % 3 == 0:
+            stack.stake(v)
+            stack.reserve(v, b)
+            if i % 2 == 0:
+                stack.attest(v, wasm_id, b)
+    published = next(w for w in wasm_ids if stack.status(w)["outcome"])
+    assert "ok" in stack.registry("icrc118_update_wasm", {"namespace": "com.example.app", "version": (1, 2, 3),
+                                                          "wasm_hash": bytes.fromhex(published)}, sender=DEV)
+    before = dump(stack, wasm_ids)
+    assert len(before["blocks"]["blocks"]) > 50 and before["locks"]
+    for name, typed in (("ledger", stack.ledger), ("audit_hub", stack.hub), ("mcp_registry", stack.registry)):
+        ic = stack.ic
+        arg = typed.interface.encode_init(*_init_args(stack, name))
+        ic.upgrade_canister(typed.canister_id, product[name].wasm.read_bytes(), arg, sender=GOV)
+    assert dump(stack, wasm_ids) == before
+    # and the system keeps working after the upgrade
+    b = stack.bounty(wasm_ids[1])
+    stack.stake(VERIFIERS[5])
+    assert "ok" in stack.reserve(VERIFIERS[5], b)
+
+
+def _init_args(stack: Stack, name: str) -> list[Any]:
+    from tests.protocol_stack import MINTER
+
+    if name == "ledger":
+        return [{"name": "Test USD", "symbol": "TUSD", "decimals": 6, "fee": 10_000, "minting_account": account(MINTER),
+                 "initial_balances": [(account(STRANGER), 999)]}]
+    if name == "audit_hub":
+        return [{"governance": GOV, "registry": [stack.registry.canister_id]}]
+    return [{"governance": GOV, "audit_hub": stack.hub.canister_id, "ledgers": [stack.ledger.canister_id]}]
+
+
+def test_upgrades_keep_ten_thousand_records(stack: Stack, product: dict[str, Any]) -> None:
+    """2,500 wasm uploads + 2,500 requests (+ their log blocks and indexes), 1,000 ledger accounts and
+    1,000 verifier stakes: well over 10,000 records, compared in full before and after upgrading."""
+    stack.registry("icrc118_create_canister_type", {"namespace": "org.bulk.app", "description": ""}, sender=DEV)
+    wasm_ids = []
+    for i in range(2500):
+        chunk = i.to_bytes(4, "big") * 8
+        digest = hashlib.sha256(chunk).digest()
+        assert "ok" in stack.registry("icrc118_upload_wasm_chunk", {
+            "namespace": "org.bulk.app", "wasm_hash": digest, "total_chunks": 1, "chunk_index": 0, "chunk": chunk,
+            "chunk_hash": digest}, sender=DEV)
+        assert "ok" in stack.request(digest.hex())
+        wasm_ids.append(digest.hex())
+    for i in range(1000):
+        who = Principal_of(i)
+        assert "Ok" in stack.ledger("icrc1_transfer", {"from_subaccount": [], "to": account(who), "amount": 1,
+                                                       "fee": [], "memo": [], "created_at_time": []}, sender=SPONSOR)
+        assert "ok" in stack.hub("mint_tokens", who, AUDIT, i + 1, sender=GOV)
+
+    def full_dump() -> dict[str, Any]:
+        return {
+            "requests": [stack.registry("get_verification_request", w) for w in wasm_ids[::10]],
+            "blocks": [stack.registry("icrc3_get_blocks", [{"start": start, "length": 1000}])
+                       for start in range(0, 3000, 1000)],
+            "balances": [stack.balance(Principal_of(i)) for i in range(1000)],
+            "profiles": [stack.profile(Principal_of(i)) for i in range(0, 1000, 7)],
+            "supply": stack.ledger("icrc1_total_supply"),
+        }
+
+    before = full_dump()
+    assert sum(len(page["blocks"]) for page in before["blocks"]) == 2500
+    for name, typed in (("ledger", stack.ledger), ("audit_hub", stack.hub), ("mcp_registry", stack.registry)):
+        stack.ic.upgrade_canister(typed.canister_id, product[name].wasm.read_bytes(),
+                                  typed.interface.encode_init(*_init_args(stack, name)), sender=GOV)
+    assert full_dump() == before
+
+
+def Principal_of(i: int) -> Any:  # noqa: N802 - reads like a constructor
+    from ic_replica.principal import Principal
+
+    return Principal(b"\x40" + i.to_bytes(4, "big"))

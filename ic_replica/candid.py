@@ -297,7 +297,12 @@ def _int(v: Any) -> int:
 
 def _principal_bytes(v: Any) -> bytes:
     try:
-        raw = v.raw if isinstance(v, Principal) else Principal.from_text(v).raw if isinstance(v, str) else None
+        if isinstance(v, Principal):
+            raw: bytes | None = v.raw
+        elif isinstance(v, str):
+            raw = Principal.from_text(v).raw
+        else:  # other libraries' principals (icp-py-core's has `.bytes`)
+            raw = getattr(v, "bytes", None) if isinstance(getattr(v, "bytes", None), bytes) else None
     except ValueError as exc:
         raise CandidError(str(exc)) from exc
     if raw is None:

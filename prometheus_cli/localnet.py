@@ -204,3 +204,40 @@ def deploy(
             console().print(table)
 
         emit(results, as_json, render)
+
+
+@app.command("deploy-protocol")
+def deploy_protocol_command(
+    ids_file: Path = typer.Option(Path(".prometheus/canister_ids.json"), "--ids-file",
+                                  help="Where canister ids are recorded (per network)."),
+    identity: str | None = typer.Option(None, "--identity", help="Identity name; it becomes governance."),
+    url: str | None = typer.Option(None, "--url", help="Replica URL (default: the running localnet)."),
+    data: Path | None = DataDir,
+    as_json: bool = JsonOut,
+) -> None:
+    """Build and deploy ledger, audit_hub and mcp_registry wired to each other; record their ids.
+
+    Example: prometheus localnet deploy-protocol --json
+    """
+    from prometheus_cli.protocol import deploy_protocol
+    from prometheus_sdk import Network, connect
+    from prometheus_sdk import identity as identities
+
+    with user_errors(as_json):
+        if url is None:
+            info = _running(data_dir(data))
+            if info is None:
+                fail("no local replica is running", "start one with `prometheus localnet start --background`")
+            url = info["url"]
+        result = deploy_protocol(connect(Network("local", url), identities.load(identity)), ids_file)
+
+        def render(r: dict[str, Any]) -> None:
+            from rich.table import Table
+
+            table = Table("canister", "id", "action", "module sha256")
+            for name, row in r["canisters"].items():
+                table.add_row(name, row["id"], row["action"], row["sha256"][:16] + "…")
+            console().print(table)
+            console().print(f"governance: {r['governance']}")
+
+        emit(result, as_json, render)

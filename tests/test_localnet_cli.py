@@ -93,3 +93,22 @@ def test_help_is_fast_and_lists_commands() -> None:
                           text=True, cwd=ROOT, check=True)
     for command in ("start", "stop", "status", "reset", "deploy"):
         assert command in proc.stdout
+
+
+def test_deploy_protocol_wires_the_canisters(cli) -> None:  # type: ignore[no-untyped-def]
+    port = free_port()
+    url = json.loads(cli("localnet", "start", "--background", "--port", str(port), "--json").stdout)["url"]
+    first = json.loads(cli("localnet", "deploy-protocol", "--json").stdout)
+    ids = {name: row["id"] for name, row in first["canisters"].items()}
+    assert {row["action"] for row in first["canisters"].values()} == {"installed"}
+    again = json.loads(cli("localnet", "deploy-protocol", "--json").stdout)
+    assert {row["action"] for row in again["canisters"].values()} == {"unchanged"}
+    assert {name: row["id"] for name, row in again["canisters"].items()} == ids
+    from prometheus_sdk.canister import CanisterClient
+
+    conn = connect(Network("local", url))
+    hub = CanisterClient.from_did(conn, ids["audit_hub"], ROOT / "candid" / "audit_hub.did")
+    registry = CanisterClient.from_did(conn, ids["mcp_registry"], ROOT / "candid" / "mcp_registry.did")
+    assert registry.get_policy()["quorum"] == 1
+    assert registry.bounty_for_lock(0) == []
+    assert str(hub.get_auditor_profile(conn.agent.identity.sender())["principal"]) == conn.principal

@@ -187,8 +187,10 @@ def execute(canister: Canister, target: str | Closure, ctx: ExecutionContext, li
         runtime.api.discard_pending_call(ctx)
     except Trap as trap:
         tx.rollback()
+        canister.replica.instructions_executed += ctx.instructions
         canister.log(f"[TRAP]: {trap.message}".encode())
         return trap
+    canister.replica.instructions_executed += ctx.instructions
     if persist:
         tx.commit()
         canister.cycles = ctx.balance

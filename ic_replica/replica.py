@@ -88,6 +88,7 @@ class Replica:
         self._ids = itertools.count(1)
         self._nonce = itertools.count()
         self.log_listeners: list[Callable[[bytes, bytes], None]] = []
+        self.instructions_executed = 0  # every message's instructions, for benchmarks
         self.state_dir = Path(state_dir) if state_dir else None
         if self.state_dir is not None:
             from ic_replica import persistence

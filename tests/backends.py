@@ -20,8 +20,8 @@ class EmbeddedBackend:
 
     name = "embedded"
 
-    def __init__(self, state_dir: str | None = None) -> None:
-        self.replica = Replica(state_dir, limits=TEST_LIMITS)
+    def __init__(self, state_dir: str | None = None, limits: Limits = TEST_LIMITS) -> None:
+        self.replica = Replica(state_dir, limits=limits)
 
     def __getattr__(self, item: str) -> Any:
         return getattr(self.replica, item)

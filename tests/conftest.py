@@ -33,31 +33,6 @@ def product() -> dict[str, Any]:
     return {r.name: r for r in results}
 
 
-class Typed:
-    """Calls a canister in process with Candid types taken from its checked-in .did file."""
-
-    def __init__(self, ic: Any, canister_id: Principal, name: str) -> None:
-        from prometheus_sdk import did
-
-        self.ic, self.canister_id = ic, canister_id
-        self.interface = did.load(ROOT / "candid" / f"{name}.did")
-
-    def encode(self, method: str, *args: Any) -> bytes:
-        return candid.encode(self.interface.methods[method].args, list(args))
-
-    def decode(self, method: str, reply: bytes) -> Any:
-        values = candid.decode(reply, self.interface.methods[method].rets)
-        return values[0] if len(values) == 1 else tuple(values)
-
-    def __call__(self, method: str, *args: Any, sender: Principal = ALICE) -> Any:
-        m = self.interface.methods[method]
-        send = self.ic.query_call if m.is_query else self.ic.update_call
-        return self.decode(method, send(self.canister_id, method, self.encode(method, *args), sender=sender))
-
-    def submit(self, method: str, *args: Any, sender: Principal = ALICE) -> bytes:
-        return self.ic.submit_call(self.canister_id, method, self.encode(method, *args), sender)  # type: ignore[no-any-return]
-
-
 @pytest.fixture(params=available_backends())
 def ic(request: pytest.FixtureRequest) -> Iterator[Any]:
     """A fresh IC per test: the embedded replica, and PocketIC too when POCKET_IC_BIN is set."""
@@ -78,6 +53,9 @@ def no_args() -> bytes:
 
 def decode1(data: bytes, t: candid.Type | None = None) -> Any:
     return candid.decode(data, [t] if t is not None else None)[0]
+
+
+from tests.protocol_stack import stack  # noqa: E402,F401 - the protocol fixture, for every test module
 
 
 def install(ic: Any, wasms: dict[str, bytes], name: str, arg: bytes | None = None,

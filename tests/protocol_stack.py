@@ -5,19 +5,29 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from ic_replica.principal import Principal
-from prometheus_sdk.icrc16 import to_icrc16, to_map
-from tests.conftest import Typed
+import pytest
 
-GOV = Principal(b"\x20" * 29)
-MINTER = Principal(b"\x21" * 29)
-DEV = Principal(b"\x22" * 29)
-SPONSOR = Principal(b"\x23" * 29)
-STRANGER = Principal(b"\x24" * 29)
-VERIFIERS = [Principal(bytes([0x30 + i]) * 29) for i in range(6)]
+from ic_replica.principal import ANONYMOUS, Principal
+from prometheus_sdk.icrc16 import to_icrc16, to_map
+from tests.typed import HttpTransport, Typed
+
+
+def _identity(role: str) -> Any:
+    """A fixed Ed25519 identity per role, so the same principals work in process and over HTTP."""
+    from icp_identity.identity import Identity  # type: ignore[import-not-found]
+
+    return Identity(privkey=hashlib.sha256(b"prometheus test role " + role.encode()).hexdigest())
+
+
+ROLES = ["gov", "minter", "dev", "sponsor", "stranger"] + [f"verifier{i}" for i in range(6)]
+IDENTITIES = {role: _identity(role) for role in ROLES}
+PRINCIPALS = {role: Principal.from_text(str(identity.sender())) for role, identity in IDENTITIES.items()}
+GOV, MINTER, DEV, SPONSOR, STRANGER = (PRINCIPALS[r] for r in ("gov", "minter", "dev", "sponsor", "stranger"))
+VERIFIERS = [PRINCIPALS[f"verifier{i}"] for i in range(6)]
 AUDIT = "build_reproducibility_v1"
 FEE = 10_000
 REWARD = 250_000
@@ -38,12 +48,18 @@ class Stack:
     namespaces: set[str] = field(default_factory=set)
 
     @classmethod
-    def deploy(cls, ic: Any, product: dict[str, Any]) -> Stack:
+    def deploy(cls, ic: Any, product: dict[str, Any], http_url: str | None = None) -> Stack:
         ids = {name: ic.create_canister(controllers=[GOV], sender=GOV)
                for name in ("ledger", "audit_hub", "mcp_registry")}
-        ledger = Typed(ic, ids["ledger"], "ledger")
-        hub = Typed(ic, ids["audit_hub"], "audit_hub")
-        registry = Typed(ic, ids["mcp_registry"], "mcp_registry")
+        http = None
+        if http_url is not None:
+            from icp_identity.identity import Identity
+
+            http = HttpTransport(http_url, {PRINCIPALS[r]: IDENTITIES[r] for r in ROLES}
+                                 | {ANONYMOUS: Identity(anonymous=True)})
+        ledger = Typed(ic, ids["ledger"], "ledger", http)
+        hub = Typed(ic, ids["audit_hub"], "audit_hub", http)
+        registry = Typed(ic, ids["mcp_registry"], "mcp_registry", http)
         ledger_init = {"name": "Test USD", "symbol": "TUSD", "decimals": 6, "fee": FEE,
                        "minting_account": account(MINTER),
                        "initial_balances": [(account(SPONSOR), 100_000_000), (account(DEV), 10_000_000)]}
@@ -145,3 +161,21 @@ class Stack:
             fields = dict(entry["block"]["Map"])
             types.append(fields["btype"]["Text"])
         return types
+
+
+@pytest.fixture(params=["inproc", "http"])
+def stack(request: pytest.FixtureRequest, ic: Any, product: dict[str, Any]) -> Iterator[Stack]:
+    """The protocol, called in process or over the IC HTTP interface through the SDK (signed requests,
+    verified certificates). Tests that travel in time or need calls in one round are `inproc_only`."""
+    if request.param == "inproc":
+        yield Stack.deploy(ic, product)
+        return
+    if request.node.get_closest_marker("inproc_only"):
+        pytest.skip("moves the replica's clock or needs calls delivered in one round")
+    from ic_replica.http_server import IcHttpServer
+
+    server = IcHttpServer(ic.replica).start()
+    try:
+        yield Stack.deploy(ic, product, server.url)
+    finally:
+        server.stop()

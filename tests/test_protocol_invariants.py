@@ -17,9 +17,6 @@ from tests.protocol_stack import AUDIT, DEV, GOV, REWARD, SPONSOR, STAKE, STRANG
 pytestmark = pytest.mark.embedded_only
 
 
-@pytest.fixture
-def stack(ic: Any, product: dict[str, Any]) -> Stack:
-    return Stack.deploy(ic, product)
 
 
 def not_authorized(result: Any) -> bool:
@@ -90,6 +87,7 @@ def test_anonymous_cannot_create_bounties(stack: Stack) -> None:
 # ------------------------------------------------------------------ lock rules
 
 
+@pytest.mark.inproc_only
 def test_filings_need_the_claimants_unexpired_lock_on_a_matching_bounty(stack: Stack) -> None:
     wasm_id, other_wasm = stack.submit(), stack.submit()
     bounty, other_bounty = stack.bounty(wasm_id), stack.bounty(other_wasm)
@@ -147,6 +145,7 @@ def test_a_final_outcome_never_changes(stack: Stack) -> None:
     assert "AlreadyFinalized" in stack.request(wasm_id)["err"]
 
 
+@pytest.mark.inproc_only
 def test_concurrent_filings_pay_once(stack: Stack) -> None:
     wasm_id = stack.submit()
     bounty = stack.bounty(wasm_id)
@@ -162,6 +161,7 @@ def test_concurrent_filings_pay_once(stack: Stack) -> None:
     assert stack.profile(v)["verifications"] == 1 and stack.block_types().count("127payout") == 1
 
 
+@pytest.mark.inproc_only
 def test_concurrent_reservations_lock_once(stack: Stack) -> None:
     wasm_id = stack.submit()
     bounty = stack.bounty(wasm_id)
@@ -176,6 +176,7 @@ def test_concurrent_reservations_lock_once(stack: Stack) -> None:
     assert staked == STAKE  # exactly one stake is locked; the others were handed back
 
 
+@pytest.mark.inproc_only
 def test_concurrent_refunds_and_cleanups_happen_once(stack: Stack) -> None:
     wasm_id = stack.submit()
     bounty = stack.bounty(wasm_id, timeout_ns=10**9)
@@ -198,6 +199,7 @@ def test_concurrent_refunds_and_cleanups_happen_once(stack: Stack) -> None:
     assert stack.profile(VERIFIERS[0])["slashed"] == STAKE
 
 
+@pytest.mark.inproc_only
 def test_escrow_is_always_accounted_in_a_random_scenario(stack: Stack) -> None:
     rng = random.Random(1234)
     wasms: list[str] = []
@@ -364,6 +366,7 @@ def _init_args(stack: Stack, name: str) -> list[Any]:
     return [{"governance": GOV, "audit_hub": stack.hub.canister_id, "ledgers": [stack.ledger.canister_id]}]
 
 
+@pytest.mark.inproc_only
 def test_upgrades_keep_ten_thousand_records(stack: Stack, product: dict[str, Any]) -> None:
     """2,500 wasm uploads + 2,500 requests (+ their log blocks and indexes), 1,000 ledger accounts and
     1,000 verifier stakes: well over 10,000 records, compared in full before and after upgrading."""

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
 from tests.protocol_stack import AUDIT, DEV, FEE, GOV, REWARD, SPONSOR, STAKE, VERIFIERS, Stack
@@ -11,9 +9,6 @@ from tests.protocol_stack import AUDIT, DEV, FEE, GOV, REWARD, SPONSOR, STAKE, V
 pytestmark = pytest.mark.embedded_only
 
 
-@pytest.fixture
-def stack(ic: Any, product: dict[str, Any]) -> Stack:
-    return Stack.deploy(ic, product)
 
 
 def test_one_verifier_verifies_and_is_paid(stack: Stack) -> None:
@@ -100,6 +95,7 @@ def test_divergence_rejects_and_publish_is_refused(stack: Stack) -> None:
         "err": {"NotVerified": None}}
 
 
+@pytest.mark.inproc_only
 def test_bounty_timeout_refund(stack: Stack) -> None:
     wasm_id = stack.submit()
     bounty = stack.bounty(wasm_id, timeout_ns=3600 * 10**9)

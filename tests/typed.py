@@ -1,0 +1,62 @@
+"""Calling a canister with the Candid types of its checked-in .did file, in process or over HTTP."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ic_replica import candid
+from ic_replica.principal import Principal
+from tests.conftest import ALICE, ROOT
+
+
+class Typed:
+    """Calls a canister with Candid types taken from its checked-in .did file: in process, or, when an
+    `http` transport is set, as signed requests through the SDK over the IC HTTP interface."""
+
+    def __init__(self, ic: Any, canister_id: Principal, name: str, http: HttpTransport | None = None) -> None:
+        from prometheus_sdk import did
+
+        self.ic, self.canister_id, self.http = ic, canister_id, http
+        self.interface = did.load(ROOT / "candid" / f"{name}.did")
+
+    def encode(self, method: str, *args: Any) -> bytes:
+        return candid.encode(self.interface.methods[method].args, list(args))
+
+    def decode(self, method: str, reply: bytes) -> Any:
+        values = candid.decode(reply, self.interface.methods[method].rets)
+        return values[0] if len(values) == 1 else tuple(values)
+
+    def __call__(self, method: str, *args: Any, sender: Principal = ALICE) -> Any:
+        m = self.interface.methods[method]
+        arg = self.encode(method, *args)
+        if self.http is not None:
+            conn = self.http.connection(sender, query=m.is_query)
+            send_http = conn.query if m.is_query else conn.call
+            return self.decode(method, send_http(str(self.canister_id), method, arg))
+        send = self.ic.query_call if m.is_query else self.ic.update_call
+        return self.decode(method, send(self.canister_id, method, arg, sender=sender))
+
+    def submit(self, method: str, *args: Any, sender: Principal = ALICE) -> bytes:
+        return self.ic.submit_call(self.canister_id, method, self.encode(method, *args), sender)  # type: ignore[no-any-return]
+
+
+class HttpTransport:
+    """SDK connections (one per identity) to a running replica; senders are looked up by principal."""
+
+    def __init__(self, url: str, identities: dict[Principal, Any]) -> None:
+        self.url, self.identities = url, identities
+        self._connections: dict[Principal, Any] = {}
+
+    def connection(self, sender: Principal, query: bool = False) -> Any:
+        """The sender's connection; queries from a principal without a key go out anonymously."""
+        from icp_identity.identity import Identity  # type: ignore[import-not-found]
+
+        from prometheus_sdk import Network, connect
+
+        if sender not in self.identities and query:
+            self.identities[sender] = Identity(anonymous=True)
+        if sender not in self._connections:
+            if sender not in self.identities:
+                raise KeyError(f"no identity for {sender}: over HTTP every sender needs a key")
+            self._connections[sender] = connect(Network("local", self.url), self.identities[sender])
+        return self._connections[sender]

@@ -49,6 +49,19 @@ def _running(d: Path) -> dict[str, Any] | None:
         return None
 
 
+def _require_running(d: Path) -> dict[str, Any]:
+    info = _running(d)
+    if info is None:
+        _pid_file(d).unlink(missing_ok=True)
+        fail("no local replica is running", "start one with `prometheus localnet start --background`")
+    return info
+
+
+def _target_url(url: str | None, data: Path | None) -> str:
+    """An explicit --url, or the running localnet's."""
+    return url if url is not None else str(_require_running(data_dir(data))["url"])
+
+
 def _ready(url: str) -> bool:
     import httpx
 
@@ -103,10 +116,7 @@ def stop(data: Path | None = DataDir, as_json: bool = JsonOut) -> None:
     """Stop a background replica (it checkpoints its state first)."""
     with user_errors(as_json):
         d = data_dir(data)
-        info = _running(d)
-        if info is None:
-            _pid_file(d).unlink(missing_ok=True)
-            fail("no local replica is running", "start one with `prometheus localnet start --background`")
+        info = _require_running(d)
         os.kill(int(info["pid"]), signal.SIGTERM)
         deadline = time.monotonic() + 30
         while _running(d) and time.monotonic() < deadline:
@@ -126,9 +136,7 @@ def status(data: Path | None = DataDir, as_json: bool = JsonOut) -> None:
 
     with user_errors(as_json):
         d = data_dir(data)
-        info = _running(d)
-        if info is None:
-            fail("no local replica is running", "start one with `prometheus localnet start --background`")
+        info = _require_running(d)
         try:
             described = httpx.get(f"{info['url']}/_/replica", timeout=5).json()
         except (httpx.HTTPError, ValueError) as exc:
@@ -181,11 +189,7 @@ def deploy(
     from prometheus_cli.deploy import deploy_all
 
     with user_errors(as_json):
-        if url is None:
-            info = _running(data_dir(data))
-            if info is None:
-                fail("no local replica is running", "start one with `prometheus localnet start --background`")
-            url = info["url"]
+        url = _target_url(url, data)
         args = {}
         for item in arg:
             name, _, hex_value = item.partition("=")
@@ -224,11 +228,7 @@ def deploy_protocol_command(
     from prometheus_sdk import identity as identities
 
     with user_errors(as_json):
-        if url is None:
-            info = _running(data_dir(data))
-            if info is None:
-                fail("no local replica is running", "start one with `prometheus localnet start --background`")
-            url = info["url"]
+        url = _target_url(url, data)
         result = deploy_protocol(connect(Network("local", url), identities.load(identity)), ids_file)
 
         def render(r: dict[str, Any]) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from tests.protocol_stack import AUDIT, DEV, FEE, GOV, REWARD, SPONSOR, STAKE, VERIFIERS, Stack
@@ -130,3 +132,51 @@ def test_governance_finalization_after_quorum(stack: Stack) -> None:
     assert stack.balance(VERIFIERS[0]) == REWARD
     assert stack.registry("finalize_verification", wasm_id, AUDIT, {"Verified": None}, sender=GOV) == {
         "err": {"AlreadyFinalized": None}}
+
+
+def icrc3_hash(value: dict[str, Any]) -> bytes:
+    """ICRC-3's representation-independent hash of a Value, written here independently of the canister."""
+    import hashlib
+
+    from ic_replica.candid import leb, sleb
+
+    (kind, inner), = value.items()
+    if kind == "Blob":
+        return hashlib.sha256(inner).digest()
+    if kind == "Text":
+        return hashlib.sha256(inner.encode()).digest()
+    if kind == "Nat":
+        return hashlib.sha256(leb(inner)).digest()
+    if kind == "Int":
+        return hashlib.sha256(sleb(inner)).digest()
+    if kind == "Array":
+        return hashlib.sha256(b"".join(icrc3_hash(v) for v in inner)).digest()
+    parts = sorted(hashlib.sha256(k.encode()).digest() + icrc3_hash(v) for k, v in inner)
+    return hashlib.sha256(b"".join(parts)).digest()
+
+
+def test_icrc3_log_is_hash_chained_and_its_tip_certified(stack: Stack) -> None:
+    import cbor2
+
+    from ic_replica import hash_tree
+    from ic_replica.candid import leb
+    from ic_replica.certification import STATE_ROOT_SEPARATOR, bls_verify
+    from ic_replica.http_server import _thaw
+
+    wasm_id = stack.submit()
+    stack.bounty(wasm_id)
+    blocks = stack.registry("icrc3_get_blocks", [{"start": 0, "length": 100}])["blocks"]
+    assert [b["id"] for b in blocks] == [0, 1]
+    for previous, block in zip(blocks, blocks[1:]):
+        assert dict(block["block"]["Map"])["phash"] == {"Blob": icrc3_hash(previous["block"])}
+    (tip,) = stack.registry("icrc3_get_tip_certificate")
+    cert = _thaw(cbor2.loads(tip["certificate"]))
+    tree = hash_tree.from_cbor(cert["tree"])
+    replica = stack.ic.replica
+    root = hash_tree.reconstruct(tree)
+    assert bls_verify(replica.keys.root_public_key, cert["signature"], STATE_ROOT_SEPARATOR + root)
+    tip_tree = hash_tree.from_cbor(_thaw(cbor2.loads(tip["hash_tree"])))
+    certified = hash_tree.lookup(tree, [b"canister", stack.registry.canister_id.raw, b"certified_data"])[1]
+    assert certified == hash_tree.reconstruct(tip_tree)
+    assert hash_tree.lookup(tip_tree, [b"last_block_index"])[1] == leb(1)
+    assert hash_tree.lookup(tip_tree, [b"last_block_hash"])[1] == icrc3_hash(blocks[1]["block"])

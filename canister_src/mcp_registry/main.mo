@@ -7,6 +7,7 @@
 // change that guards money happens before the await that moves it.
 import Array "mo:core/Array";
 import Blob "mo:core/Blob";
+import CertifiedData "mo:core/CertifiedData";
 import Error "mo:core/Error";
 import Int "mo:core/Int";
 import List "mo:core/List";
@@ -458,10 +459,58 @@ persistent actor class Registry(init : { governance : Principal; audit_hub : Pri
     let fields = List.fromArray<(Text, Value)>([("btype", #Text(btype)), ("ts", #Nat(Int.toNat(now()))), ("tx", #Map(tx))]);
     switch (lastBlockHash) { case (?h) List.add(fields, ("phash", #Blob(h))); case null {} };
     let block = #Map(List.toArray(fields));
-    lastBlockHash := ?hashValue(block);
+    let blockHash = hashValue(block);
+    lastBlockHash := ?blockHash;
     let index = List.size(blocks);
     List.add(blocks, block);
+    CertifiedData.set(tipTreeRoot(index, blockHash));
     index;
+  };
+
+  // ICRC-3 tip certification: certified data is the root of the hash tree
+  // { last_block_hash -> hash; last_block_index -> leb128(index) } (labels in order).
+  func domain(s : Text) : [Nat8] {
+    let b = Blob.toArray(Text.encodeUtf8(s));
+    Array.concat([Nat8.fromNat(b.size())], b);
+  };
+
+  func leafHash(v : [Nat8]) : Blob { Sha256.hash(Blob.fromArray(Array.concat(domain("ic-hashtree-leaf"), v))) };
+
+  func labeledHash(l : Text, sub : Blob) : Blob {
+    Sha256.hash(Blob.fromArray(Array.concat(Array.concat(domain("ic-hashtree-labeled"), Blob.toArray(Text.encodeUtf8(l))), Blob.toArray(sub))));
+  };
+
+  func tipTreeRoot(index : Nat, blockHash : Blob) : Blob {
+    let left = labeledHash("last_block_hash", leafHash(Blob.toArray(blockHash)));
+    let right = labeledHash("last_block_index", leafHash(leb(index)));
+    Sha256.hash(Blob.fromArray(Array.concat(Array.concat(domain("ic-hashtree-fork"), Blob.toArray(left)), Blob.toArray(right))));
+  };
+
+  // CBOR of the same tree: [1, [2, "last_block_hash", [3, hash]], [2, "last_block_index", [3, leb]]]
+  func cborHead(major : Nat, n : Nat) : [Nat8] {
+    let m = major * 32;
+    if (n < 24) [Nat8.fromNat(m + n)] else if (n < 256) [Nat8.fromNat(m + 24), Nat8.fromNat(n)] else [
+      Nat8.fromNat(m + 25), Nat8.fromNat(n / 256), Nat8.fromNat(n % 256),
+    ];
+  };
+
+  func cborBytes(b : [Nat8]) : [Nat8] { Array.concat(cborHead(2, b.size()), b) };
+
+  func cborLeafNode(label_ : Text, value : [Nat8]) : [Nat8] {
+    Array.flatten<Nat8>([cborHead(4, 3), cborHead(0, 2), cborBytes(Blob.toArray(Text.encodeUtf8(label_))), cborHead(4, 2), cborHead(0, 3), cborBytes(value)]);
+  };
+
+  public query func icrc3_get_tip_certificate() : async ?{ certificate : Blob; hash_tree : Blob } {
+    let hash = switch (lastBlockHash) { case (?h) h; case null return null };
+    let certificate = switch (CertifiedData.getCertificate()) { case (?c) c; case null return null };
+    let index : Nat = List.size(blocks) - 1;
+    let tree = Array.flatten<Nat8>([
+      [0xd9, 0xd9, 0xf7], // CBOR self-describe tag
+      cborHead(4, 3), cborHead(0, 1),
+      cborLeafNode("last_block_hash", Blob.toArray(hash)),
+      cborLeafNode("last_block_index", leb(index)),
+    ]);
+    ?{ certificate; hash_tree = Blob.fromArray(tree) };
   };
 
   func icrc16ToValue(v : ICRC16) : Value {

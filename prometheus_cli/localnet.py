@@ -31,6 +31,8 @@ JsonOut = typer.Option(False, "--json", help="Machine-readable output.")
 def data_dir(value: Path | None) -> Path:
     if value is not None:
         return value
+    if os.environ.get("PROMETHEUS_LOCALNET_DIR"):
+        return Path(os.environ["PROMETHEUS_LOCALNET_DIR"])
     base = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
     return base / "prometheus" / "localnet"
 

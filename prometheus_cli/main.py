@@ -1,10 +1,11 @@
-"""`prometheus`: the app and its command groups (imports stay lazy so `--help` starts fast)."""
+"""`prometheus`: the app, its global options and its command groups (imports stay lazy for a fast `--help`)."""
 
 from __future__ import annotations
 
 import typer
 
-from prometheus_cli import localnet
+from prometheus_cli import developer, localnet
+from prometheus_cli.context import Options
 
 app = typer.Typer(
     name="prometheus",
@@ -13,6 +14,24 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+
+
+@app.callback()
+def main(
+    ctx: typer.Context,
+    network: str = typer.Option(None, "--network", envvar="PROMETHEUS_NETWORK",
+                                help="local (default), ic, or an http(s) URL."),
+    identity: str = typer.Option(None, "--identity", envvar="PROMETHEUS_IDENTITY",
+                                 help="Identity name (see `prometheus identity list`)."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output for every command."),
+) -> None:
+    ctx.obj = Options(network=network, identity=identity, as_json=as_json)
+
+
+app.command()(developer.init)
+app.command()(developer.submit)
+app.command()(developer.status)
+app.command()(developer.publish)
 app.add_typer(localnet.app, name="localnet")
 
 

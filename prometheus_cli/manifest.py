@@ -1,0 +1,104 @@
+"""`prometheus.yml`: what a developer submits — parsed and validated with one clear message per problem."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from prometheus_cli.output import fail
+
+MANIFEST = "prometheus.yml"
+NAMESPACE = re.compile(r"^(?=.{3,253}$)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)+$")
+COMMIT = re.compile(r"^[0-9a-f]{40}$")
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.-]{0,63}$")
+
+
+@dataclass
+class Manifest:
+    name: str
+    namespace: str
+    repo_url: str
+    commit: str
+    wasm_path: str
+    description: str = ""
+    source_dir: str = "."
+    main: str = "src/main.mo"
+    listing: dict[str, Any] = field(default_factory=dict)  # category, tags, homepage, ... for the app store
+
+    def to_yaml(self) -> str:
+        import yaml
+
+        data = {k: v for k, v in asdict(self).items() if v not in ("", {}, None)}
+        return str(yaml.safe_dump(data, sort_keys=False))
+
+
+def validate_namespace(value: str) -> str:
+    if not NAMESPACE.match(value):
+        fail(f"invalid namespace {value!r}", "use reverse-DNS in lowercase, e.g. com.example.my-app")
+    return value
+
+
+def validate_repo(value: str) -> str:
+    parsed = urlparse(value)
+    if parsed.scheme not in ("https", "http") or not parsed.hostname or len(value) > 1024:
+        fail(f"invalid repo_url {value!r}", "use the https:// URL of the git repository")
+    return value
+
+
+def validate_commit(value: str) -> str:
+    if not COMMIT.match(value):
+        fail(f"invalid commit {value!r}", "use the full 40-character lowercase hex commit SHA (git rev-parse HEAD)")
+    return value
+
+
+def validate_name(value: str) -> str:
+    if not NAME.match(value):
+        fail(f"invalid name {value!r}", "1-64 letters, digits, spaces, '.', '_' or '-'")
+    return value
+
+
+def validate(m: Manifest) -> Manifest:
+    validate_name(m.name)
+    validate_namespace(m.namespace)
+    validate_repo(m.repo_url)
+    validate_commit(m.commit)
+    if not m.wasm_path:
+        fail("wasm_path is empty", "point it at the built .wasm (or .wasm.gz) of your canister")
+    return m
+
+
+def load(path: Path) -> Manifest:
+    import yaml
+
+    if not path.is_file():
+        fail(f"no manifest at {path}", "create one with `prometheus init`")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        fail(f"{path} is not valid YAML{where}", "fix the syntax or recreate it with `prometheus init --force`")
+    if not isinstance(data, dict):
+        fail(f"{path} must be a mapping of fields", "see `prometheus init --help` for the fields")
+    known = set(Manifest.__dataclass_fields__)
+    unknown = sorted(set(data) - known)
+    if unknown:
+        fail(f"{path}: unknown field(s) {', '.join(unknown)}", f"known fields: {', '.join(sorted(known))}")
+    missing = [k for k in ("name", "namespace", "repo_url", "commit", "wasm_path") if not data.get(k)]
+    if missing:
+        fail(f"{path}: missing field(s) {', '.join(missing)}", "every manifest needs name, namespace, repo_url, "
+             "commit and wasm_path")
+    for key, value in data.items():
+        if key != "listing" and not isinstance(value, str):
+            fail(f"{path}: field {key} must be text, got {type(value).__name__}")
+    return validate(Manifest(**data))
+
+
+def wasm_file(m: Manifest, manifest_path: Path) -> Path:
+    path = (manifest_path.parent / m.wasm_path).resolve()
+    if not path.is_file():
+        fail(f"wasm file {path} does not exist", "build your canister first, or run `prometheus submit --build`")
+    return path

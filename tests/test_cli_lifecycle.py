@@ -1,0 +1,122 @@
+"""The real `prometheus` CLI against canisters on a local replica: init -> submit (+ bounty) -> a verifier
+files through the SDK -> status -> publish, and every bad input with its message and exit code."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ic_replica.principal import Principal
+from prometheus_build.recipe import build_canister
+from prometheus_sdk import Network, connect
+from prometheus_sdk.canister import CanisterClient
+from prometheus_sdk.icrc16 import to_map
+from tests.conftest import ROOT
+from tests.protocol_stack import IDENTITIES
+from tests.test_localnet_cli import cli, free_port  # noqa: F401 - fixture
+
+COMMIT = "1f2e3d4c5b6a79881f2e3d4c5b6a79881f2e3d4c"
+AUDIT = "build_reproducibility_v1"
+
+
+@pytest.fixture
+def project(cli: Any, tmp_path: Path) -> dict[str, Any]:  # noqa: F811
+    port = free_port()
+    url = json.loads(cli("localnet", "start", "--background", "--port", str(port), "--json").stdout)["url"]
+    deployed = json.loads(cli("localnet", "deploy-protocol", "--json").stdout)
+    app = build_canister("hello_mcp", ROOT / "examples", "hello_mcp/main.mo", tmp_path / "project" / "out",
+                         tmp_path / "cache")
+    governance = tmp_path / "config" / "prometheus" / "identity" / "default" / "identity.pem"
+    return {"url": url, "ids": {n: r["id"] for n, r in deployed["canisters"].items()}, "wasm": app,
+            "governance": governance}
+
+
+def init_args(**overrides: str) -> list[str]:
+    values = {"name": "Hello MCP", "namespace": "com.example.hello", "repo-url": "https://example.com/hello.git",
+              "commit": COMMIT, "wasm-path": "out/hello_mcp.wasm", **overrides}
+    return ["init", "--yes", *[x for k, v in values.items() for x in (f"--{k}", v)]]
+
+
+def test_developer_lifecycle(cli: Any, project: dict[str, Any]) -> None:  # noqa: F811
+    cli(*init_args())
+    submitted = json.loads(cli("--json", "submit", "--bounty", "2000000").stdout)
+    wasm_id = project["wasm"].sha256
+    assert submitted["wasm_id"] == wasm_id and submitted["bounty_id"] == 0
+    again = json.loads(cli("--json", "submit").stdout)  # idempotent: same request, nothing uploaded twice
+    assert again["request_id"] == submitted["request_id"]
+
+    status = json.loads(cli("--json", "status").stdout)
+    assert status["outcome"] == "pending" and status["bounties"][0]["state"] == "Open"
+    refused = cli("publish", "1.0.0", check=False)
+    assert refused.returncode == 1 and "is not verified yet" in refused.stderr and "Traceback" not in refused.stderr
+
+    # a verifier (through the SDK) reserves, rebuilds with the same recipe and attests
+    from prometheus_sdk.identity import from_pem_file
+
+    gov = connect(Network("local", project["url"]), from_pem_file(project["governance"]))
+    verifier = connect(Network("local", project["url"]), IDENTITIES["verifier0"])
+    me = Principal.from_text(verifier.principal)
+    hub_gov = CanisterClient.from_did(gov, project["ids"]["audit_hub"], ROOT / "candid" / "audit_hub.did")
+    assert "ok" in hub_gov.mint_tokens(me, AUDIT, 500)
+    hub = CanisterClient.from_did(verifier, project["ids"]["audit_hub"], ROOT / "candid" / "audit_hub.did")
+    registry = CanisterClient.from_did(verifier, project["ids"]["mcp_registry"], ROOT / "candid" / "mcp_registry.did")
+    assert "ok" in hub.reserve_bounty(0, AUDIT)
+    assert "ok" in registry.icrc126_file_attestation({"wasm_id": wasm_id, "metadata": to_map(
+        {"bounty_id": 0, "126:audit_type": AUDIT, "126hash": wasm_id})})
+
+    verified = json.loads(cli("--json", "status", wasm_id).stdout)
+    assert verified["outcome"] == "Verified"
+    assert verified["filings"][0]["verifier"] == verifier.principal and verified["bounties"][0]["state"] == "Paid"
+    watched = cli("status", "--watch")  # final already: returns at once with the table
+    assert "Verified" in watched.stdout
+    published = json.loads(cli("--json", "publish", "1.0.0").stdout)
+    assert published["version"] == "1.0.0"
+    dup = cli("publish", "1.0.0", check=False)
+    assert dup.returncode == 1 and "already published" in dup.stderr
+    assert json.loads(cli("--json", "status").stdout)["versions"] == ["1.0.0"]
+
+
+def test_bad_input_gets_a_message_and_a_non_zero_exit(cli: Any, project: dict[str, Any], tmp_path: Path) -> None:  # noqa: F811
+    cases = [
+        (["submit"], "no manifest at prometheus.yml"),
+        (["status"], "no manifest at prometheus.yml"),
+        (init_args(namespace="Not_A_Namespace"), "invalid namespace"),
+        (init_args(commit="abc123"), "invalid commit"),
+        (init_args(**{"repo-url": "ftp://x"}), "invalid repo_url"),
+        (["init", "--yes", "--name", "x"], "is required with --yes"),
+        (["status", "zz"], "invalid wasm hash"),
+        (["status", "ab" * 32], "knows no wasm"),
+        (["publish", "one.two"], "invalid version"),
+    ]
+    for args, message in cases:
+        run = cli(*args, check=False)
+        assert run.returncode != 0 and message in run.stderr and "Traceback" not in run.stderr, (args, run.stderr)
+
+    cli(*init_args(**{"wasm-path": "missing.wasm"}))
+    run = cli("submit", check=False)
+    assert run.returncode == 1 and "does not exist" in run.stderr
+    again = cli(*init_args(), check=False)
+    assert again.returncode == 1 and "already exists" in again.stderr
+    cli(*init_args(), "--force")
+
+    manifest = tmp_path / "project" / "prometheus.yml"
+    original = manifest.read_text()
+    manifest.write_text("name: [unclosed")
+    run = cli("submit", check=False)
+    assert run.returncode == 1 and "not valid YAML" in run.stderr
+    manifest.write_text(original + "surprise: field\n")
+    run = cli("submit", check=False)
+    assert run.returncode == 1 and "unknown field(s) surprise" in run.stderr
+    manifest.write_text(original)
+
+    unreachable = cli("--network", "http://127.0.0.1:9", "submit", check=False)
+    assert unreachable.returncode == 1 and "cannot reach" in unreachable.stderr
+    unknown_id = cli("--identity", "nobody", "submit", check=False)
+    assert unknown_id.returncode == 1 and "no identity named 'nobody'" in unknown_id.stderr
+    no_ids = cli("--network", project["url"], "submit", check=False)
+    assert no_ids.returncode == 1 and "no mcp_registry canister id" in no_ids.stderr
+    too_big = cli("submit", "--bounty", str(10**15), check=False)
+    assert too_big.returncode == 1 and "too low for a bounty" in too_big.stderr

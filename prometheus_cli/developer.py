@@ -192,7 +192,8 @@ def create_bounty(conn: Any, wasm_id: str, amount: int, audit_type: str, timeout
     return int(result["ok"])
 
 
-def _wasm_id(wasm_hash: str | None, path: Path) -> str:
+def wasm_id_arg(wasm_hash: str | None, path: Path) -> str:
+    """A wasm hash given on the command line, or the sha256 of the manifest's wasm."""
     if wasm_hash:
         value = wasm_hash.lower().removeprefix("0x")
         if len(value) != 64 or any(c not in "0123456789abcdef" for c in value):
@@ -215,7 +216,7 @@ def status(
     """
     opts = _opts(ctx)
     with user_errors(opts.as_json):
-        wasm_id = _wasm_id(wasm_hash, path)
+        wasm_id = wasm_id_arg(wasm_hash, path)
         registry = client(connection(opts), "mcp_registry")
         while True:
             found = registry.get_wasm_status(wasm_id)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from prometheus_cli import developer, localnet
+from prometheus_cli import bounties, developer, identities, localnet
 from prometheus_cli.context import Options
 
 app = typer.Typer(
@@ -32,6 +32,8 @@ app.command()(developer.init)
 app.command()(developer.submit)
 app.command()(developer.status)
 app.command()(developer.publish)
+app.add_typer(bounties.app, name="bounty")
+app.add_typer(identities.app, name="identity")
 app.add_typer(localnet.app, name="localnet")
 
 

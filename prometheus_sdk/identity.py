@@ -70,12 +70,42 @@ def _find(name: str) -> tuple[Path, str] | None:
     return None
 
 
+def _config_file() -> Path:
+    return store_dir().parent / "config.json"
+
+
+def selected() -> str:
+    """The identity used when none is named: $PROMETHEUS_IDENTITY, then `identity use`, then `default`."""
+    import json
+
+    env = os.environ.get("PROMETHEUS_IDENTITY")
+    if env:
+        return env
+    try:
+        return str(json.loads(_config_file().read_text())["identity"])
+    except (OSError, ValueError, KeyError):
+        return DEFAULT
+
+
+def use(name: str) -> None:
+    """Make `name` the identity used when none is named."""
+    import json
+
+    if name != ANONYMOUS:
+        _validate(name)
+        if _find(name) is None:
+            raise IdentityError(f"no identity named {name!r} (see `prometheus identity list`)")
+    path = _config_file()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"identity": name}) + "\n")
+
+
 def load(name: str | None = None) -> Identity:
-    """The named identity; `None` means $PROMETHEUS_IDENTITY or `default` (created on first use)."""
+    """The named identity; `None` means the selected one (`default` is created on first use)."""
     pem_env = os.environ.get("PROMETHEUS_IDENTITY_PEM")
     if name is None and pem_env:
         return from_pem_file(Path(pem_env))
-    name = name or os.environ.get("PROMETHEUS_IDENTITY") or DEFAULT
+    name = name or selected()
     if name == ANONYMOUS:
         return Identity(anonymous=True)
     _validate(name)

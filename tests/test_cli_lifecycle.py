@@ -120,3 +120,35 @@ def test_bad_input_gets_a_message_and_a_non_zero_exit(cli: Any, project: dict[st
     assert no_ids.returncode == 1 and "no mcp_registry canister id" in no_ids.stderr
     too_big = cli("submit", "--bounty", str(10**15), check=False)
     assert too_big.returncode == 1 and "too low for a bounty" in too_big.stderr
+
+
+def test_identity_and_bounty_commands(cli: Any, project: dict[str, Any], tmp_path: Path) -> None:  # noqa: F811
+    created = json.loads(cli("--json", "identity", "new", "alice", "--type", "secp256k1").stdout)
+    listed = json.loads(cli("--json", "identity", "list").stdout)
+    assert {"anonymous", "default", "alice"} <= {r["name"] for r in listed}
+    assert next(r for r in listed if r["selected"])["name"] == "default"
+    cli("identity", "use", "alice")
+    assert json.loads(cli("--json", "identity", "whoami").stdout) == {"name": "alice",
+                                                                      "principal": created["principal"]}
+    assert json.loads(cli("--json", "--identity", "default", "identity", "whoami").stdout)["name"] == "default"
+    bad_use = cli("identity", "use", "ghost", check=False)
+    assert bad_use.returncode == 1 and "no identity named 'ghost'" in bad_use.stderr
+    dup = cli("identity", "new", "alice", check=False)
+    assert dup.returncode == 1 and "already exists" in dup.stderr
+    pem = tmp_path / "k.pem"
+    pem.write_text("garbage")
+    bad_pem = cli("identity", "import", "k", str(pem), check=False)
+    assert bad_pem.returncode == 1 and "not an Ed25519/secp256k1" in bad_pem.stderr
+    cli("identity", "use", "default")
+
+    cli(*init_args())
+    cli("submit")
+    created_bounty = json.loads(cli("--json", "bounty", "create", "1000000").stdout)
+    rows = json.loads(cli("--json", "bounty", "list").stdout)
+    assert [r["bounty_id"] for r in rows] == [created_bounty["bounty_id"]] and rows[0]["state"] == "Open"
+    shown = json.loads(cli("--json", "bounty", "show", str(created_bounty["bounty_id"])).stdout)
+    assert shown["reward"] == 1_000_000 and shown["audit_type"] == AUDIT
+    missing = cli("bounty", "show", "99", check=False)
+    assert missing.returncode == 1 and "no bounty #99" in missing.stderr
+    broke = cli("--identity", "alice", "bounty", "create", "5", check=False)
+    assert broke.returncode == 1 and "too low for a bounty" in broke.stderr

@@ -207,6 +207,8 @@ def status(
     ctx: typer.Context,
     wasm_hash: str | None = typer.Argument(None, help="sha256 of the wasm (default: the manifest's wasm)."),
     watch: bool = typer.Option(False, "--watch", help="Refresh until the outcome is final."),
+    canister: str | None = typer.Option(None, "--canister", help="Also check that this deployed canister runs "
+                                                                 "the wasm (certified module hash)."),
     interval: float = typer.Option(2.0, "--interval", help="Seconds between refreshes with --watch."),
     path: Path = ManifestPath,
 ) -> None:
@@ -217,7 +219,8 @@ def status(
     opts = _opts(ctx)
     with user_errors(opts.as_json):
         wasm_id = wasm_id_arg(wasm_hash, path)
-        registry = client(connection(opts), "mcp_registry")
+        conn = connection(opts)
+        registry = client(conn, "mcp_registry")
         while True:
             found = registry.get_wasm_status(wasm_id)
             if not found:
@@ -227,7 +230,22 @@ def status(
                 break
             _render_status(st)
             time.sleep(interval)
-        emit(_status_json(st), opts.as_json, lambda _: _render_status(st))
+        data = _status_json(st)
+        if canister:
+            data["live"] = _live(conn, canister, wasm_id)
+        emit(data, opts.as_json, lambda d: _render_status(st, d.get("live")))
+
+
+def _live(conn: Any, canister: str, wasm_id: str) -> dict[str, Any]:
+    from ic_replica.principal import InvalidPrincipal, Principal
+
+    try:
+        Principal.from_text(canister)
+    except InvalidPrincipal:
+        fail(f"invalid canister id {canister!r}")
+    module_hash = conn.module_hash(canister)
+    return {"canister": canister, "module_hash": module_hash.hex() if module_hash else None,
+            "matches": module_hash is not None and module_hash.hex() == wasm_id}
 
 
 def _outcome(value: list[Any]) -> str:
@@ -250,7 +268,7 @@ def _status_json(st: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _render_status(st: dict[str, Any]) -> None:
+def _render_status(st: dict[str, Any], live: dict[str, Any] | None = None) -> None:
     from rich.table import Table
 
     data = _status_json(st)
@@ -275,6 +293,12 @@ def _render_status(st: dict[str, Any]) -> None:
         c.print(bounties)
     if data["versions"]:
         c.print(f"published as {', '.join(data['versions'])}")
+    if live is not None:
+        if live["matches"]:
+            c.print(f"canister {live['canister']} runs this wasm (certified module hash)")
+        else:
+            c.print(f"[bold red]canister {live['canister']} does not run this wasm[/]: module hash "
+                    f"{live['module_hash'] or 'none (empty canister)'}")
 
 
 def publish(

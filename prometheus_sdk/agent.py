@@ -95,6 +95,15 @@ class Connection:
         return self._with_retry(lambda: self.agent.query_raw(
             canister_id, method, arg, effective_canister_id=effective_canister_id, return_type=_RAW))
 
+    def module_hash(self, canister_id: str) -> bytes | None:
+        """The sha256 of the module a canister runs, from a verified read_state certificate (None if empty)."""
+        from icp_principal import Principal as IcpPrincipal  # type: ignore[import-not-found]
+
+        path = [b"canister", IcpPrincipal.from_str(canister_id).bytes, b"module_hash"]
+        certificate = self._with_retry(lambda: self.agent.read_state_raw(canister_id, [path]))
+        value = certificate.lookup(path)
+        return bytes(value) if value is not None else None
+
     def _with_retry(self, fn: Callable[[], T]) -> T:
         delay = 0.2
         for attempt in range(self.retries + 1):

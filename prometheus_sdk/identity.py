@@ -40,14 +40,46 @@ class IdentityInfo:
     path: Path | None
 
 
-def from_pem_file(path: Path) -> Identity:
-    """Load an unencrypted PEM (PKCS#8 Ed25519, SEC1/PKCS#8 secp256k1 or P-256)."""
+PASSWORD_ENV = "PROMETHEUS_IDENTITY_PASSWORD"
+
+
+def _decrypt(path: Path, text: str, password: str | None) -> Identity:
+    """An encrypted PKCS#8 PEM, with the password from the argument, $PROMETHEUS_IDENTITY_PASSWORD or a prompt."""
+    import getpass
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+
+    if password is None:
+        password = os.environ.get(PASSWORD_ENV)
+    if password is None:
+        if not os.isatty(0):
+            raise IdentityError(f"{path} is encrypted: set {PASSWORD_ENV} or run interactively")
+        password = getpass.getpass(f"password for {path.name}: ")
+    try:
+        key = serialization.load_pem_private_key(text.encode(), password=password.encode())
+    except (ValueError, TypeError) as exc:
+        raise IdentityError(f"cannot decrypt {path}: wrong password or not an encrypted private key") from exc
+    if isinstance(key, ed25519.Ed25519PrivateKey):
+        raw = key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
+                                serialization.NoEncryption())
+        return Identity(privkey=raw.hex(), type="ed25519")
+    if isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.name in ("secp256k1", "secp256r1"):
+        secret = key.private_numbers().private_value.to_bytes(32, "big")
+        return Identity(privkey=secret.hex(), type="secp256k1" if key.curve.name == "secp256k1" else "p256")
+    raise IdentityError(f"{path}: unsupported key type (Ed25519, secp256k1 or P-256 only)")
+
+
+def from_pem_file(path: Path, password: str | None = None) -> Identity:
+    """Load a PEM (PKCS#8 Ed25519, SEC1/PKCS#8 secp256k1 or P-256); encrypted PKCS#8 asks for a password."""
     try:
         text = path.read_text()
     except OSError as exc:
         raise IdentityError(f"cannot read {path}: {exc.strerror}") from exc
+    if "BEGIN ENCRYPTED PRIVATE KEY" in text:
+        return _decrypt(path, text, password)
     if "ENCRYPTED" in text:
-        raise IdentityError(f"{path} is encrypted; decrypt it first (encrypted PEMs are not supported yet)")
+        raise IdentityError(f"{path} uses legacy PEM encryption; convert it to encrypted PKCS#8 or decrypt it")
     try:
         return Identity.from_pem(text)
     except Exception as exc:  # ecdsa raises several error types for bad PEM
@@ -64,6 +96,8 @@ def _find(name: str) -> tuple[Path, str] | None:
         pem = root / name / "identity.pem"
         if pem.is_file():
             return pem, source
+        if source == "prometheus" and (root / name / "identity.encrypted.pem").is_file():
+            return root / name / "identity.encrypted.pem", source
         if (root / name / "identity.pem.encrypted").is_file():
             raise IdentityError(f"{source} identity {name!r} is encrypted; encrypted identities are not supported "
                                 "yet (export it unencrypted with `dfx identity export` and import it)")
@@ -130,18 +164,23 @@ def create(name: str, key_type: str = "ed25519") -> Identity:
 
 
 def import_pem(name: str, path: Path) -> Identity:
+    """Import a PEM; an encrypted one is checked (password needed) and stored still encrypted."""
     identity = from_pem_file(path)
     _validate(name)
     if _find(name) is not None:
         raise IdentityError(f"identity {name!r} already exists")
-    _write_pem(name, identity.to_pem())
+    text = path.read_text()
+    if "BEGIN ENCRYPTED PRIVATE KEY" in text:
+        _write_pem(name, text.encode(), "identity.encrypted.pem")
+    else:
+        _write_pem(name, identity.to_pem())
     return identity
 
 
-def _write_pem(name: str, pem: bytes) -> None:
+def _write_pem(name: str, pem: bytes, filename: str = "identity.pem") -> None:
     folder = store_dir() / name
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "identity.pem"
+    path = folder / filename
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as f:
         f.write(pem)
@@ -153,14 +192,17 @@ def list_identities() -> list[IdentityInfo]:
     for root, source in ((store_dir(), "prometheus"), (dfx_store_dir(), "dfx")):
         if not root.is_dir():
             continue
-        for pem in sorted(root.glob("*/identity.pem")):
+        for pem in sorted([*root.glob("*/identity.pem"), *root.glob("*/identity.encrypted.pem")]):
             name = pem.parent.name
             if name in seen:
                 continue
             seen.add(name)
-            try:
-                principal = str(from_pem_file(pem).sender())
-            except IdentityError as exc:
-                principal = f"(unreadable: {exc})"
+            if pem.name == "identity.encrypted.pem":
+                principal = "(encrypted)"
+            else:
+                try:
+                    principal = str(from_pem_file(pem).sender())
+                except IdentityError as exc:
+                    principal = f"(unreadable: {exc})"
             found.append(IdentityInfo(name, source, principal, pem))
     return found

@@ -72,6 +72,11 @@ def test_developer_lifecycle(cli: Any, project: dict[str, Any]) -> None:  # noqa
     assert verified["filings"][0]["verifier"] == verifier.principal and verified["bounties"][0]["state"] == "Paid"
     watched = cli("status", "--watch")  # final already: returns at once with the table
     assert "Verified" in watched.stdout
+    deployed = json.loads(cli("localnet", "deploy", "--src", str(ROOT / "examples"), "hello_mcp", "--json").stdout)
+    live = json.loads(cli("--json", "status", "--canister", deployed[0]["canister_id"]).stdout)["live"]
+    assert live == {"canister": deployed[0]["canister_id"], "module_hash": wasm_id, "matches": True}
+    other = json.loads(cli("--json", "status", "--canister", project["ids"]["ledger"]).stdout)["live"]
+    assert other["matches"] is False and other["module_hash"] != wasm_id
     published = json.loads(cli("--json", "publish", "1.0.0").stdout)
     assert published["version"] == "1.0.0"
     dup = cli("publish", "1.0.0", check=False)

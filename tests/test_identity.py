@@ -57,3 +57,25 @@ def test_create_import_and_errors(tmp_path: Path) -> None:
     with pytest.raises(IdentityError, match="encrypted"):
         identities.load("locked")
     assert identities.load("anonymous").sender().to_str() == "2vxsx-fae"
+
+
+def test_encrypted_pkcs8_pem_needs_the_password(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    key = ed25519.Ed25519PrivateKey.generate()
+    pem = tmp_path / "locked.pem"
+    pem.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                      serialization.BestAvailableEncryption(b"s3cret")))
+    raw = key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption())
+    expected = str(Identity(privkey=raw.hex()).sender())
+    with pytest.raises(IdentityError, match="wrong password"):
+        identities.from_pem_file(pem, password="nope")
+    monkeypatch.setenv("PROMETHEUS_IDENTITY_PASSWORD", "s3cret")
+    assert str(identities.import_pem("vault", pem).sender()) == expected
+    stored = tmp_path / "prometheus" / "identity" / "vault" / "identity.encrypted.pem"
+    assert stored.is_file() and b"ENCRYPTED" in stored.read_bytes()  # kept encrypted at rest
+    assert str(identities.load("vault").sender()) == expected
+    monkeypatch.delenv("PROMETHEUS_IDENTITY_PASSWORD")
+    with pytest.raises(IdentityError, match="PROMETHEUS_IDENTITY_PASSWORD"):
+        identities.load("vault")  # no terminal to ask on, no password in the environment

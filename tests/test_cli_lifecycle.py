@@ -144,6 +144,18 @@ def test_identity_and_bounty_commands(cli: Any, project: dict[str, Any], tmp_pat
     pem.write_text("garbage")
     bad_pem = cli("identity", "import", "k", str(pem), check=False)
     assert bad_pem.returncode == 1 and "not an Ed25519/secp256k1" in bad_pem.stderr
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    locked = tmp_path / "locked.pem"
+    locked.write_bytes(ed25519.Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.BestAvailableEncryption(b"pw")))
+    wrong = cli("identity", "import", "vault", str(locked), check=False,
+                extra_env={"PROMETHEUS_IDENTITY_PASSWORD": "nope"})
+    assert wrong.returncode == 1 and "wrong password" in wrong.stderr and "Traceback" not in wrong.stderr
+    cli("identity", "import", "vault", str(locked), extra_env={"PROMETHEUS_IDENTITY_PASSWORD": "pw"})
+    no_pw = cli("--identity", "vault", "identity", "whoami", check=False)
+    assert no_pw.returncode == 1 and "PROMETHEUS_IDENTITY_PASSWORD" in no_pw.stderr
     cli("identity", "use", "default")
 
     cli(*init_args())

@@ -29,9 +29,10 @@ def cli(tmp_path: Path) -> Iterator:
     project = tmp_path / "project"
     project.mkdir()
 
-    def run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run([sys.executable, "-m", "prometheus_cli", *args], cwd=project, env=env,
-                              capture_output=True, text=True, timeout=300)
+    def run(*args: str, check: bool = True,
+            extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run([sys.executable, "-m", "prometheus_cli", *args], cwd=project,
+                              env={**env, **(extra_env or {})}, capture_output=True, text=True, timeout=300)
         if check:
             assert proc.returncode == 0, proc.stderr + proc.stdout
         return proc

@@ -1,4 +1,5 @@
-"""Build and install canisters onto a network, recording their ids (used by `localnet deploy`)."""
+"""Install canisters onto a network and record their ids: the steps `localnet deploy` and
+`localnet deploy-protocol` share (status, create, install or upgrade, record)."""
 
 from __future__ import annotations
 
@@ -10,14 +11,74 @@ from typing import Any
 from prometheus_cli.output import fail
 
 
-def deploy_all(url: str, src: Path, names: list[str] | None, args: dict[str, bytes], ids_file: Path,
-               identity_name: str | None) -> list[dict[str, Any]]:
+def canister_status(conn: Any, canister_id: str) -> dict[str, Any] | None:
+    """The management canister's status of a canister we control, or None if it is gone."""
     from ic_replica import candid, management
     from ic_replica.principal import Principal
+    from prometheus_sdk.errors import CallRejectedError
+
+    try:
+        reply = conn.call("aaaaa-aa", "canister_status", candid.encode(
+            [management.CANISTER_ID_ARGS], [{"canister_id": Principal.from_text(canister_id)}]),
+            effective_canister_id=canister_id)
+    except CallRejectedError:
+        return None
+    return candid.decode(reply, [management.CANISTER_STATUS_RESULT])[0]  # type: ignore[no-any-return]
+
+
+def create_canister(conn: Any) -> str:
+    from ic_replica import candid, management
+
+    reply = conn.call("aaaaa-aa", "provisional_create_canister_with_cycles", candid.encode(
+        [management.PROVISIONAL_CREATE_ARGS], [{"amount": [], "settings": [], "specified_id": []}]))
+    return str(candid.decode(reply, [management.CREATE_RESULT])[0]["canister_id"])
+
+
+def ensure_canister(conn: Any, recorded_id: str | None) -> tuple[str, bytes | None]:
+    """The recorded canister if it still exists (with its module hash), else a new one."""
+    status = canister_status(conn, recorded_id) if recorded_id else None
+    if status is None or recorded_id is None:
+        return create_canister(conn), None
+    return recorded_id, status["module_hash"][0] if status["module_hash"] else None
+
+
+def install(conn: Any, canister_id: str, wasm: bytes, arg: bytes, installed_hash: bytes | None) -> str:
+    """Install, upgrade (keeping the heap) or leave alone; returns what it did."""
+    from ic_replica import candid, management
+    from ic_replica.principal import Principal
+
+    if installed_hash == hashlib.sha256(wasm).digest():
+        return "unchanged"
+    if installed_hash:
+        mode, action = management.install_mode("upgrade", None, "keep"), "upgraded"
+    else:
+        mode, action = management.install_mode("install"), "installed"
+    conn.call("aaaaa-aa", "install_code", candid.encode([management.INSTALL_CODE_ARGS], [{
+        "mode": mode, "canister_id": Principal.from_text(canister_id), "wasm_module": wasm, "arg": arg,
+        "sender_canister_version": []}]), effective_canister_id=canister_id)
+    return action
+
+
+def record_ids(ids_file: Path, network: str, ids: dict[str, str]) -> None:
+    recorded = json.loads(ids_file.read_text()) if ids_file.is_file() else {}
+    recorded.setdefault(network, {}).update(ids)
+    ids_file.parent.mkdir(parents=True, exist_ok=True)
+    ids_file.write_text(json.dumps(recorded, indent=2, sort_keys=True) + "\n")
+
+
+def recorded_ids(ids_file: Path, network: str) -> dict[str, str]:
+    try:
+        return dict(json.loads(ids_file.read_text()).get(network, {}))
+    except (OSError, ValueError):
+        return {}
+
+
+def deploy_all(url: str, src: Path, names: list[str] | None, args: dict[str, bytes], ids_file: Path,
+               identity_name: str | None) -> list[dict[str, Any]]:
+    from ic_replica import candid
     from prometheus_build.recipe import BuildError, build_all
     from prometheus_sdk import Network, connect
     from prometheus_sdk import identity as identities
-    from prometheus_sdk.errors import CallRejectedError
 
     if not src.is_dir():
         fail(f"source folder {src} does not exist", "pass --src with a folder of <name>/main.mo canisters")
@@ -30,43 +91,13 @@ def deploy_all(url: str, src: Path, names: list[str] | None, args: dict[str, byt
     if unknown:
         fail(f"no canister named {', '.join(unknown)} under {src}", f"available: {', '.join(sorted(built))}")
     conn = connect(Network("local", url), identities.load(identity_name))
-    me = Principal.from_text(conn.principal)
-    recorded = json.loads(ids_file.read_text()) if ids_file.is_file() else {}
-    local_ids: dict[str, str] = recorded.setdefault("local", {})
+    known = recorded_ids(ids_file, "local")
     results = []
     for name in wanted:
-        wasm = built[name].wasm.read_bytes()
-        install_arg = args.get(name, candid.encode([], []))
-        cid_text = local_ids.get(name)
-        action = "installed"
-        status = None
-        if cid_text:
-            try:
-                reply = conn.call("aaaaa-aa", "canister_status", candid.encode(
-                    [management.CANISTER_ID_ARGS], [{"canister_id": Principal.from_text(cid_text)}]),
-                    effective_canister_id=cid_text)
-                status = candid.decode(reply, [management.CANISTER_STATUS_RESULT])[0]
-            except CallRejectedError:
-                cid_text = None  # gone (e.g. after `localnet reset`): create it again
-        if cid_text is None:
-            reply = conn.call("aaaaa-aa", "provisional_create_canister_with_cycles", candid.encode(
-                [management.PROVISIONAL_CREATE_ARGS], [{"amount": [], "settings": [], "specified_id": []}]))
-            cid_text = str(candid.decode(reply, [management.CREATE_RESULT])[0]["canister_id"])
-            mode = management.install_mode("install")
-        elif status and status["module_hash"] == [hashlib.sha256(wasm).digest()]:
-            results.append({"name": name, "canister_id": cid_text, "action": "unchanged", "sha256": built[name].sha256})
-            local_ids[name] = cid_text
-            continue
-        elif status and status["module_hash"]:
-            mode, action = management.install_mode("upgrade", None, "keep"), "upgraded"
-        else:
-            mode = management.install_mode("install")
-        conn.call("aaaaa-aa", "install_code", candid.encode([management.INSTALL_CODE_ARGS], [{
-            "mode": mode, "canister_id": Principal.from_text(cid_text), "wasm_module": wasm, "arg": install_arg,
-            "sender_canister_version": []}]), effective_canister_id=cid_text)
-        local_ids[name] = cid_text
-        results.append({"name": name, "canister_id": cid_text, "action": action, "sha256": built[name].sha256,
-                        "controller": str(me)})
-        ids_file.parent.mkdir(parents=True, exist_ok=True)
-        ids_file.write_text(json.dumps(recorded, indent=2, sort_keys=True) + "\n")
+        canister_id, installed = ensure_canister(conn, known.get(name))
+        action = install(conn, canister_id, built[name].wasm.read_bytes(), args.get(name, candid.encode([], [])),
+                         installed)
+        record_ids(ids_file, "local", {name: canister_id})
+        results.append({"name": name, "canister_id": canister_id, "action": action, "sha256": built[name].sha256,
+                        "controller": conn.principal})
     return results

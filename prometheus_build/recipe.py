@@ -1,7 +1,8 @@
 """The reproducible build recipe: moc.js (+ mo:core) -> ic-wasm shrink -> public candid:service metadata.
 
-The steps and their order are fixed: the same sources give the same sha256 on any machine with the
-same pinned toolchain. Outputs are cached by a digest of the recipe, the toolchain and every source file.
+The steps and their order are fixed, and all of them live in `compile.js`, so the host and the verifier's
+sandbox run one implementation: the same sources give the same sha256 on any machine with the same pinned
+toolchain. Outputs are cached by a digest of the recipe, the toolchain and every source file.
 """
 
 from __future__ import annotations
@@ -77,21 +78,11 @@ def _run(argv: list[str], what: str) -> None:
 
 
 def compile_to(source_root: Path, main_rel: str, wasm_out: Path, did_out: Path, toolchain: Toolchain) -> None:
-    """Run the recipe without the cache, writing the final wasm and its candid interface."""
+    """Run the recipe (compile.js does every step) without the cache, writing the wasm and its interface."""
     with tempfile.TemporaryDirectory(prefix="prometheus-build-") as tmp:
-        raw, shrunk, did = Path(tmp, "raw.wasm"), Path(tmp, "shrunk.wasm"), Path(tmp, "service.did")
-        _run(
-            [str(toolchain.node), str(toolchain.compile_js), str(toolchain.motoko_dir),
-             str(source_root), main_rel, str(raw), str(did)],
-            f"moc {main_rel}",
-        )
-        _run([str(toolchain.ic_wasm), str(raw), "-o", str(shrunk), "shrink"], "ic-wasm shrink")
-        final = Path(tmp, "final.wasm")
-        _run(
-            [str(toolchain.ic_wasm), str(shrunk), "-o", str(final),
-             "metadata", "candid:service", "-f", str(did), "-v", "public"],
-            "ic-wasm metadata",
-        )
+        final, did = Path(tmp, "final.wasm"), Path(tmp, "service.did")
+        _run([str(toolchain.node), str(toolchain.compile_js), str(toolchain.motoko_dir), str(toolchain.ic_wasm),
+              str(source_root), main_rel, str(final), str(did)], f"moc {main_rel}")
         _atomic_copy(final, wasm_out)
         _atomic_copy(did, did_out)
 

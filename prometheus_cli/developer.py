@@ -331,3 +331,37 @@ def publish(
             fail(f"wasm {digest.hex()[:16]}… {what}", hint)
         emit({"namespace": m.namespace, "version": version, "wasm_id": digest.hex(), "block": result["ok"]},
              opts.as_json, lambda r: console().print(f"published {r['namespace']} {r['version']} ({r['wasm_id']})"))
+
+
+def verify(
+    ctx: typer.Context,
+    wasm_hash: str | None = typer.Option(None, "--hash", help="Expected sha256 (default: the manifest's wasm)."),
+    path: Path = ManifestPath,
+) -> None:
+    """Rebuild the manifest's source with the reproducible recipe and compare sha256 before submitting.
+
+    The rebuild runs on this machine with the pinned toolchain (the verifier's sandboxed image runs the same
+    recipe). Example: prometheus verify
+    """
+    import tempfile
+
+    from prometheus_build.recipe import BuildError, build_canister
+
+    opts = _opts(ctx)
+    with user_errors(opts.as_json):
+        m = manifests.load(path)
+        expected = wasm_id_arg(wasm_hash, path)
+        source = (path.parent / m.source_dir).resolve()
+        if not (source / m.main).is_file():
+            fail(f"{source / m.main} does not exist", "set source_dir and main in prometheus.yml")
+        with tempfile.TemporaryDirectory(prefix="prometheus-verify-") as tmp:
+            try:
+                rebuilt = build_canister("rebuilt", source, m.main, Path(tmp), Path(tmp) / "cache")
+            except BuildError as exc:
+                fail(str(exc))
+        matches = rebuilt.sha256 == expected
+        verdict = "[bold green]matches[/]" if matches else f"[bold red]differs[/] from {expected}"
+        emit({"expected": expected, "rebuilt": rebuilt.sha256, "matches": matches}, opts.as_json,
+             lambda r: console().print(f"rebuilt {r['rebuilt']}: {verdict}"))
+        if not matches:
+            raise typer.Exit(1)

@@ -169,3 +169,22 @@ def test_identity_and_bounty_commands(cli: Any, project: dict[str, Any], tmp_pat
     assert missing.returncode == 1 and "no bounty #99" in missing.stderr
     broke = cli("--identity", "alice", "bounty", "create", "5", check=False)
     assert broke.returncode == 1 and "too low for a bounty" in broke.stderr
+
+
+def test_verify_rebuilds_and_compares(cli: Any, tmp_path: Path) -> None:  # noqa: F811
+    import shutil
+
+    project_dir = tmp_path / "project"
+    shutil.copytree(ROOT / "examples" / "hello_mcp", project_dir / "src" / "hello_mcp")
+    app = build_canister("hello_mcp", project_dir / "src", "hello_mcp/main.mo", project_dir / "out",
+                         tmp_path / "cache")
+    cli(*init_args())
+    manifest = project_dir / "prometheus.yml"
+    manifest.write_text(manifest.read_text() + "source_dir: src\nmain: hello_mcp/main.mo\n")
+    result = json.loads(cli("--json", "verify").stdout)
+    assert result == {"expected": app.sha256, "rebuilt": app.sha256, "matches": True}
+    differs = cli("--json", "verify", "--hash", "00" * 32, check=False)
+    assert differs.returncode == 1 and json.loads(differs.stdout)["matches"] is False
+    (project_dir / "src" / "hello_mcp" / "main.mo").write_text("persistent actor { broken")
+    broken = cli("verify", check=False)
+    assert broken.returncode == 1 and "hello_mcp/main.mo:" in broken.stderr and "Traceback" not in broken.stderr

@@ -90,6 +90,19 @@ def running_server(replica: Replica | None = None) -> Iterator[IcHttpServer]:
 
 
 @contextmanager
+def serve_on_loopback(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
+    """Run an HTTP handler on a free loopback port in a background thread; yields its base URL."""
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+@contextmanager
 def tampering_proxy(upstream: str) -> Iterator[str]:
     """Forwards to `upstream`, flipping one bit of every certificate signature and query node signature."""
 
@@ -118,14 +131,8 @@ def tampering_proxy(upstream: str) -> Iterator[str]:
         def do_POST(self) -> None:  # noqa: N802
             self._relay("POST")
 
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Proxy)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+    with serve_on_loopback(Proxy) as url:
+        yield url
 
 
 def _flip(b: bytes) -> bytes:

@@ -55,6 +55,7 @@ def decode1(data: bytes, t: candid.Type | None = None) -> Any:
     return candid.decode(data, [t] if t is not None else None)[0]
 
 
+from tests.docker_env import builder_image, docker_client, docker_host  # noqa: E402,F401 - Docker fixtures
 from tests.protocol_stack import stack  # noqa: E402,F401 - the protocol fixture, for every test module
 
 

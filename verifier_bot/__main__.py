@@ -1,0 +1,3 @@
+from verifier_bot.cli import main
+
+main()

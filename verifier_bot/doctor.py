@@ -1,0 +1,68 @@
+"""`prometheus-verifier doctor`: every part the worker needs, checked in order, one line each."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+
+def run_checks(config_file: Path | None) -> list[dict[str, Any]]:
+    from ic_replica.principal import Principal
+    from prometheus_sdk import SdkError, connect, resolve
+    from prometheus_sdk.canister import CanisterClient
+    from verifier_bot import config as configuration
+    from verifier_bot.cli import SetupError, docker_client, load_identity
+    from verifier_bot.image import ImageError, ensure_image
+    from verifier_bot.journal import Journal
+    from verifier_bot.worker import CANDID
+
+    checks: list[dict[str, Any]] = []
+
+    def record(check: str, ok: bool, detail: str) -> bool:
+        checks.append({"check": check, "ok": ok, "detail": detail})
+        return ok
+
+    try:
+        cfg = configuration.load(file=config_file)
+        record("config", True, f"network {cfg.network}, state {cfg.state_dir}, {cfg.max_concurrent_jobs} job(s)")
+    except configuration.ConfigError as exc:
+        record("config", False, str(exc))
+        return checks
+    try:
+        Journal(cfg.journal_path).close()
+        record("journal", True, str(cfg.journal_path))
+    except Exception as exc:
+        record("journal", False, f"{cfg.journal_path}: {exc}")
+    identity = None
+    try:
+        identity = load_identity(cfg.pem)
+        record("identity", True, f"principal {identity.sender().to_str()}")
+    except SetupError as exc:
+        record("identity", False, str(exc))
+    if identity is not None:
+        try:
+            conn = connect(resolve(cfg.network), identity)
+            record("network", True, conn.network.url)
+            registry = CanisterClient.from_did(conn, cfg.registry_id, CANDID / "mcp_registry.did")
+            hub = CanisterClient.from_did(conn, cfg.audit_hub_id, CANDID / "audit_hub.did")
+            names = [s["name"] for s in registry.icrc10_supported_standards()]
+            record("registry", "ICRC-126" in names, f"{cfg.registry_id} supports {', '.join(names)}")
+            policy = hub.get_policy()
+            profile = hub.get_auditor_profile(Principal.from_text(conn.principal))
+            free = dict(profile["available"]).get(cfg.audit_type, 0)
+            need = policy["stake_per_reservation"]
+            record("stake", free >= need, f"{free} {cfg.audit_type} stake available, {need} per reservation")
+        except SdkError as exc:
+            record("network", False, f"{cfg.network}: {exc}")
+    try:
+        client = docker_client()
+        record("docker", True, f"Docker {client.version().get('Version', '?')}")
+        try:
+            image = ensure_image(client)
+            record("image", True, f"{image.tag} rootfs sha256:{image.rootfs_digest[:16]}… "
+                   f"toolchain {image.toolchain_digest[:16]}…")
+        except ImageError as exc:
+            record("image", False, str(exc))
+    except SetupError as exc:
+        record("docker", False, str(exc))
+    return checks

@@ -1,0 +1,353 @@
+"""The verifier worker (seed 004): poll, reserve with stake, rebuild in the sandbox, file, get paid.
+
+`tick()` is one pass: resume journal jobs that are due, then — while job slots are free — page through
+`list_pending_verifications`, pick open bounties of our audit type nobody holds, and reserve them. Each job
+runs on its own thread (up to MAX_CONCURRENT_JOBS) through the journal's states:
+
+    reserving --reserve_bounty--> reserved --rebuild--> built --file--> filed
+                                      \\--lock about to expire--> expired (nothing filed)
+
+Every transition is committed to the journal before the call it announces, and every resumed step first
+asks the canisters what already happened, so a killed worker neither files twice nor abandons a lock.
+Transient failures (replica, repository or Docker unreachable) back off and retry; they never become a
+verdict.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from prometheus_sdk import SdkError
+from prometheus_sdk.canister import CanisterClient
+from prometheus_sdk.icrc16 import to_map
+from verifier_bot import rebuild, sandbox, source
+from verifier_bot.config import Config
+from verifier_bot.image import BuilderImage
+from verifier_bot.journal import Job, Journal
+from verifier_bot.logs import JsonLog
+from verifier_bot.metrics import Metrics
+
+WORKER_VERSION = "prometheus-verifier/0.1.0"
+CANDID = Path(__file__).resolve().parent.parent / "candid"
+PAGE = 50
+MAX_BACKOFF_S = 300.0
+MAX_REPORT = 1024  # the registry's limit for a divergence report
+
+
+@dataclass
+class Chain:
+    """The canisters as seen by one thread (agents are not shared across threads)."""
+    registry: CanisterClient
+    hub: CanisterClient
+
+
+def _variant(value: dict[str, Any]) -> str:
+    return next(iter(value))
+
+
+class Worker:
+    def __init__(self, config: Config, connect: Callable[[], Any], docker_client: Callable[[], Any],
+                 image: BuilderImage, journal: Journal, log: JsonLog | None = None,
+                 metrics: Metrics | None = None) -> None:
+        self.config = config
+        self.image = image
+        self.journal = journal
+        self.log = log or JsonLog()
+        self.metrics = metrics or Metrics()
+        self._connect = connect
+        self._docker_client = docker_client
+        self._local = threading.local()
+        self._executor = ThreadPoolExecutor(config.max_concurrent_jobs, thread_name_prefix="job")
+        self._in_flight: dict[int, Future[None]] = {}
+        self._guard = threading.Lock()
+        self.stopping = threading.Event()
+        self.last_poll_ok: float | None = None
+        self.last_error: str | None = None
+        self.principal = str(self._chain_connection().principal)
+
+    # ------------------------------------------------------------------ per-thread clients
+
+    def _chain_connection(self) -> Any:
+        if getattr(self._local, "connection", None) is None:
+            self._local.connection = self._connect()
+        return self._local.connection
+
+    def chain(self) -> Chain:
+        if getattr(self._local, "chain", None) is None:
+            conn = self._chain_connection()
+            self._local.chain = Chain(
+                CanisterClient.from_did(conn, self.config.registry_id, CANDID / "mcp_registry.did"),
+                CanisterClient.from_did(conn, self.config.audit_hub_id, CANDID / "audit_hub.did"))
+        chain: Chain = self._local.chain
+        return chain
+
+    def docker(self) -> Any:
+        if getattr(self._local, "docker", None) is None:
+            self._local.docker = self._docker_client()
+        return self._local.docker
+
+    # ------------------------------------------------------------------ the loop
+
+    def run(self) -> None:
+        """Poll until `stopping` is set; then let in-flight jobs finish (their journal rows survive a kill)."""
+        self.start()
+        while not self.stopping.is_set():
+            self.tick()
+            self.stopping.wait(self.config.poll_interval_s)
+        self.log.info("stopping", in_flight=self.in_flight())
+        self.drain()
+
+    def run_once(self) -> list[Job]:
+        """One pass, then wait for every job it started or resumed; returns the journal afterwards."""
+        self.start()
+        self.tick()
+        self.drain()
+        return self.journal.jobs()
+
+    def start(self) -> None:
+        try:
+            removed = sandbox.remove_leftovers(self.docker(), self.principal)
+        except Exception as exc:  # Docker down: builds will retry, the worker still starts
+            self.log.warning("docker_unavailable", error=str(exc))
+            removed = 0
+        self.log.info("started", principal=self.principal, image=self.image.tag, version=WORKER_VERSION,
+                      max_concurrent_jobs=self.config.max_concurrent_jobs, leftover_containers_removed=removed,
+                      unfinished_jobs=len(self.journal.jobs(("reserving", "reserved", "built"))))
+
+    def drain(self) -> None:
+        while True:
+            with self._guard:
+                futures = list(self._in_flight.values())
+            if not futures:
+                return
+            for future in futures:
+                future.result()
+
+    def in_flight(self) -> int:
+        with self._guard:
+            return len(self._in_flight)
+
+    def tick(self) -> None:
+        self._resume_due()
+        free = self.config.max_concurrent_jobs - self.in_flight()
+        if free > 0 and not self.stopping.is_set():
+            try:
+                self.poll(free)
+                self.last_poll_ok, self.last_error = time.time(), None
+                self.metrics.last_poll.set(self.last_poll_ok)
+            except SdkError as exc:
+                self.last_error = str(exc)
+                self.log.warning("poll_failed", error=str(exc))
+        self._refresh_profile()
+
+    def _resume_due(self) -> None:
+        now = time.time()
+        for job in self.journal.jobs(("reserving", "reserved", "built")):
+            if job.next_attempt <= now and self.in_flight() < self.config.max_concurrent_jobs:
+                self._submit(job.bounty_id)
+
+    def _submit(self, bounty_id: int) -> None:
+        with self._guard:
+            if bounty_id in self._in_flight:
+                return
+            self._in_flight[bounty_id] = self._executor.submit(self._advance, bounty_id)
+            self.metrics.in_flight.set(len(self._in_flight))
+
+    # ------------------------------------------------------------------ finding and reserving work
+
+    def poll(self, slots: int) -> int:
+        """Reserve up to `slots` open bounties of our audit type; returns how many were reserved."""
+        chain, reserved, after = self.chain(), 0, None
+        while reserved < slots:
+            page = chain.registry.list_pending_verifications({"after": [after] if after else [], "limit": PAGE})
+            for pending in page:
+                if reserved >= slots or self.stopping.is_set():
+                    break
+                if pending["open_bounties"] and self.config.audit_type in pending["audit_types"]:
+                    reserved += self._consider(chain, pending)
+            if len(page) < PAGE:
+                break
+            after = page[-1]["wasm_id"]
+        return reserved
+
+    def _consider(self, chain: Chain, pending: dict[str, Any]) -> int:
+        wasm_id = pending["wasm_id"]
+        if self.journal.known_wasm(wasm_id, self.config.audit_type) or self._filed_by_me(chain, wasm_id) is not None:
+            return 0  # the registry takes one filing per verifier and audit: a second lock could only be slashed
+        now = time.time_ns()
+        for bounty in chain.registry.get_bounties_for_wasm(wasm_id):
+            if bounty["audit_type"] != self.config.audit_type or _variant(bounty["state"]) != "Open":
+                continue
+            if bounty["timeout_date"] <= now + int(self.config.file_margin_s * 1e9):
+                continue
+            lock = chain.hub.get_lock(bounty["bounty_id"])
+            if lock and lock[0]["expires_at"] > now:
+                continue
+            return self._reserve(chain, bounty["bounty_id"], pending)
+        return 0
+
+    def _reserve(self, chain: Chain, bounty_id: int, pending: dict[str, Any]) -> int:
+        self.journal.begin(bounty_id, pending["wasm_id"], pending["repo"], pending["commit_hash"],
+                           self.config.audit_type)
+        try:
+            result = chain.hub.reserve_bounty(bounty_id, self.config.audit_type)
+        except SdkError as exc:
+            self.log.warning("reserve_unknown", bounty_id=bounty_id, error=str(exc))
+            return 1  # the reservation may have landed; the job's first step asks the hub
+        if "err" in result:
+            self.journal.update(bounty_id, state="lost", last_error=str(result["err"]))
+            self.log.info("reserve_refused", bounty_id=bounty_id, reason=result["err"])
+            self.metrics.jobs.labels("lost").inc()
+            return 0
+        self.journal.update(bounty_id, state="reserved", expires_at=result["ok"]["expires_at"])
+        self.log.info("reserved", bounty_id=bounty_id, wasm_id=pending["wasm_id"], repo=pending["repo"],
+                      commit=pending["commit_hash"], stake=result["ok"]["stake"],
+                      expires_at=result["ok"]["expires_at"])
+        self._submit(bounty_id)
+        return 1
+
+    # ------------------------------------------------------------------ one job
+
+    def _advance(self, bounty_id: int) -> None:
+        try:
+            job = self.journal.get(bounty_id)
+            while job is not None and job.state in ("reserving", "reserved", "built"):
+                step = {"reserving": self._confirm_reservation, "reserved": self._build, "built": self._file}
+                step[job.state](job)
+                job = self.journal.get(bounty_id)
+        except (rebuild.Transient, SdkError) as exc:
+            self._retry_later(bounty_id, str(exc))
+        except Exception as exc:  # a bug must not kill the worker nor produce a filing; retry with backoff
+            self.log.error("job_crashed", bounty_id=bounty_id, error=repr(exc))
+            self._retry_later(bounty_id, repr(exc))
+        finally:
+            with self._guard:
+                self._in_flight.pop(bounty_id, None)
+                self.metrics.in_flight.set(len(self._in_flight))
+
+    def _retry_later(self, bounty_id: int, error: str) -> None:
+        job = self.journal.get(bounty_id)
+        attempts = (job.attempts if job else 0) + 1
+        delay = min(MAX_BACKOFF_S, self.config.poll_interval_s * 2 ** min(attempts - 1, 10))
+        self.journal.update(bounty_id, attempts=attempts, next_attempt=time.time() + delay, last_error=error)
+        self.metrics.retries.inc()
+        self.log.warning("job_retry", bounty_id=bounty_id, attempt=attempts, retry_in_s=round(delay, 1), error=error)
+
+    def _confirm_reservation(self, job: Job) -> None:
+        """After a crash or a lost reply: the hub's lock says whether the reservation happened."""
+        lock = self.chain().hub.get_lock(job.bounty_id)
+        if lock and str(lock[0]["claimant"]) == self.principal and lock[0]["expires_at"] > time.time_ns():
+            self.journal.update(job.bounty_id, state="reserved", expires_at=lock[0]["expires_at"])
+        else:
+            self.journal.update(job.bounty_id, state="lost", last_error="the reservation did not happen")
+            self.metrics.jobs.labels("lost").inc()
+
+    def _lock_usable(self, job: Job) -> bool:
+        """Our lock exists and outlives the filing margin; otherwise the job ends as expired, nothing filed."""
+        lock = self.chain().hub.get_lock(job.bounty_id)
+        deadline = time.time_ns() + int(self.config.file_margin_s * 1e9)
+        if lock and str(lock[0]["claimant"]) == self.principal and lock[0]["expires_at"] > deadline:
+            return True
+        self.journal.update(job.bounty_id, state="expired", last_error="the lock expired (or is gone) before filing")
+        self.metrics.jobs.labels("expired").inc()
+        self.log.warning("lock_expired", bounty_id=job.bounty_id, wasm_id=job.wasm_id)
+        return False
+
+    def _build(self, job: Job) -> None:
+        if not self._lock_usable(job):
+            return
+        cfg = self.config
+        limits = sandbox.Limits(memory_bytes=cfg.build_memory_mb << 20, cpus=cfg.build_cpus,
+                                timeout_s=cfg.build_timeout_s)
+        source_limits = source.Limits(max_total_bytes=cfg.max_source_mb << 20)
+        self.log.info("build_started", bounty_id=job.bounty_id, repo=job.repo, commit=job.commit_hash)
+        verdict = rebuild.verify(self.docker(), self.image, job.repo, job.commit_hash, job.wasm_id,
+                                 cfg.work_dir / f"bounty-{job.bounty_id}", limits, source_limits,
+                                 allow_http=cfg.allow_http_repos, owner=self.principal)
+        if verdict.build_seconds:
+            self.metrics.build_seconds.observe(verdict.build_seconds)
+        metadata: dict[str, Any] = {
+            "bounty_id": job.bounty_id, "126:audit_type": job.audit_type, "126:expected_hash": job.wasm_id,
+            "126:repo": job.repo, "126:commit_hash": job.commit_hash,
+            "126:toolchain_digest": self.image.toolchain_digest,
+            "126:image_digest": f"sha256:{self.image.rootfs_digest}",
+            "126:build_ms": int(verdict.build_seconds * 1000), "126:worker_version": WORKER_VERSION}
+        if verdict.found_hash:
+            metadata["126:found_hash"] = verdict.found_hash
+        if verdict.skipped:
+            metadata["126:skipped_entries"] = "; ".join(verdict.skipped)[:1000]
+        self.journal.update(job.bounty_id, state="built", verdict="attest" if verdict.attested else "diverge",
+                            found_hash=verdict.found_hash, report=verdict.report[:MAX_REPORT] or None,
+                            metadata=metadata)
+        self.log.info("build_finished", bounty_id=job.bounty_id, attested=verdict.attested,
+                      found_hash=verdict.found_hash, reason=verdict.report, seconds=round(verdict.build_seconds, 2),
+                      log_tail=verdict.log[-400:])
+
+    def _filed_by_me(self, chain: Chain, wasm_id: str) -> dict[str, Any] | None:
+        for filing in chain.registry.get_audit_records(wasm_id):
+            if str(filing["verifier"]) == self.principal and filing["audit_type"] == self.config.audit_type:
+                return dict(filing)
+        return None
+
+    def _file(self, job: Job) -> None:
+        chain = self.chain()
+        if self._filed_by_me(chain, job.wasm_id) is not None:  # filed before a crash: record it, never refile
+            self._finish(job, "filed_earlier")
+            return
+        if not self._lock_usable(job):
+            return
+        metadata = to_map(job.metadata)
+        if job.verdict == "attest":
+            result = chain.registry.icrc126_file_attestation({"wasm_id": job.wasm_id, "metadata": metadata})
+        else:
+            result = chain.registry.icrc126_file_divergence({"wasm_id": job.wasm_id, "metadata": metadata,
+                                                             "divergence_report": job.report or "divergence"})
+        if "ok" in result:
+            self.journal.update(job.bounty_id, filing_index=result["ok"])
+            self._finish(job, "filed", block=result["ok"])
+            return
+        error = result["err"]
+        if _variant(error) == "AuditHubUnavailable":
+            raise rebuild.Transient(f"registry could not reach the audit hub: {error}")
+        if self._filed_by_me(chain, job.wasm_id) is not None:
+            self._finish(job, "filed_earlier")
+            return
+        self.journal.update(job.bounty_id, state="refused", last_error=str(error))
+        self.metrics.jobs.labels("refused").inc()
+        self.log.error("filing_refused", bounty_id=job.bounty_id, wasm_id=job.wasm_id, error=error)
+
+    def _finish(self, job: Job, how: str, block: int | None = None) -> None:
+        self.journal.update(job.bounty_id, state="filed")
+        outcome = "attested" if job.verdict == "attest" else "diverged"
+        self.metrics.jobs.labels(outcome).inc()
+        self.log.info(outcome, bounty_id=job.bounty_id, wasm_id=job.wasm_id, how=how, block=block,
+                      reason=job.report)
+
+    # ------------------------------------------------------------------ operations
+
+    def _refresh_profile(self) -> None:
+        from ic_replica.principal import Principal
+
+        try:
+            profile = self.chain().hub.get_auditor_profile(Principal.from_text(self.principal))
+        except SdkError:
+            return
+        self.metrics.stake_available.set(dict(profile["available"]).get(self.config.audit_type, 0))
+        self.metrics.stake_locked.set(dict(profile["staked"]).get(self.config.audit_type, 0))
+        self.metrics.earnings.set(profile["earnings"])
+
+    def health(self) -> tuple[bool, dict[str, Any]]:
+        age = None if self.last_poll_ok is None else time.time() - self.last_poll_ok
+        ok = age is not None and age < max(3 * self.config.poll_interval_s, 30) and not self.stopping.is_set()
+        return ok, {"status": "ok" if ok else "unhealthy", "last_poll_age_s": None if age is None else round(age, 1),
+                    "last_error": self.last_error, "in_flight": self.in_flight(), "stopping": self.stopping.is_set(),
+                    "principal": self.principal, "image": self.image.tag}
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True)

@@ -57,6 +57,7 @@ def decode1(data: bytes, t: candid.Type | None = None) -> Any:
 
 from tests.docker_env import builder_image, docker_client, docker_host  # noqa: E402,F401 - Docker fixtures
 from tests.protocol_stack import stack  # noqa: E402,F401 - the protocol fixture, for every test module
+from tests.verifier_harness import git_repos, net  # noqa: E402,F401 - the verifier's world: IC + git + Docker
 
 
 def install(ic: Any, wasms: dict[str, bytes], name: str, arg: bytes | None = None,

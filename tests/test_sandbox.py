@@ -91,7 +91,8 @@ def test_unprivileged_read_only_and_no_new_privileges(docker_client: Any, builde
                                                      tmp_path: Path) -> None:
     code = ("const fs=require('fs');console.log('uid',process.getuid(),'gid',process.getgid());"
             "const st=fs.readFileSync('/proc/self/status','utf8');"
-            "for(const k of ['CapEff','CapPrm','CapBnd','NoNewPrivs'])console.log(st.match(new RegExp(k+':\\\\s*(\\\\S+)'))[0]);"
+            "for(const k of ['CapEff','CapPrm','CapBnd','NoNewPrivs'])"
+            "console.log(st.match(new RegExp(k+':\\\\s*(\\\\S+)'))[0]);"
             "for(const p of ['/opt/x','/src/x','/etc/x']){try{fs.writeFileSync(p,'x');console.log('WROTE',p)}"
             "catch(e){console.log('denied',p,e.code)}}"
             "fs.writeFileSync('/tmp/x.sh','#!/usr/bin/node\\n');fs.chmodSync('/tmp/x.sh',0o755);"
@@ -145,6 +146,7 @@ def test_output_symlink_is_never_followed(tmp_path: Path) -> None:
 def test_docker_down_is_unavailable_not_a_verdict(builder_image: Any) -> None:
     import docker
 
-    dead = docker.DockerClient(base_url=f"unix://{tempfile.gettempdir()}/no-such-docker.sock", timeout=5)
+    dead = docker.DockerClient(base_url=f"unix://{tempfile.gettempdir()}/no-such-docker.sock", timeout=5,
+                                version="1.41")
     with tempfile.TemporaryDirectory() as tmp, pytest.raises(sandbox.SandboxUnavailable):
         sandbox.build(dead, builder_image, EXAMPLES, "hello_mcp/main.mo", Path(tmp) / "out")

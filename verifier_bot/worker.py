@@ -89,7 +89,10 @@ class Worker:
 
     def docker(self) -> Any:
         if getattr(self._local, "docker", None) is None:
-            self._local.docker = self._docker_client()
+            try:
+                self._local.docker = self._docker_client()
+            except Exception as exc:  # daemon down: a transient failure, never a verdict
+                raise rebuild.Transient(f"docker is unavailable: {exc}") from exc
         return self._local.docker
 
     # ------------------------------------------------------------------ the loop

@@ -9,7 +9,7 @@ STAMPS := build/stamps
 .PHONY: help setup build test test-fast lint bench demo clean
 
 help:
-	@echo "make setup   - create .venv, install pinned Python deps and the pinned Motoko toolchain (idempotent)"
+	@echo "make setup   - create .venv, install pinned Python deps, the pinned Motoko toolchain and docker.io (idempotent)"
 	@echo "make build   - build every canister in canister_src/ with the reproducible recipe, print sha256"
 	@echo "make test    - set up, then run the whole test suite"
 	@echo "make lint    - ruff + mypy"
@@ -32,7 +32,17 @@ $(STAMPS)/jsclients: tests/js/package.json tests/js/package-lock.json
 	cd tests/js && npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
-setup: $(STAMPS)/python $(STAMPS)/toolchain $(STAMPS)/jsclients
+# The verifier's sandbox needs a Docker daemon: with $$DOCKER_HOST set we use that one; otherwise install
+# docker.io (root) and let tests, the demo and the benchmark start their own private dockerd.
+$(STAMPS)/docker:
+	@mkdir -p $(STAMPS)
+	@if [ -z "$$DOCKER_HOST" ] && ! command -v dockerd >/dev/null; then \
+	  if [ "$$(id -u)" != 0 ]; then echo "docker.io is missing: run 'sudo apt-get install docker.io' or set DOCKER_HOST"; exit 1; fi; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker.io >/dev/null; \
+	fi
+	@touch $@
+
+setup: $(STAMPS)/python $(STAMPS)/toolchain $(STAMPS)/jsclients $(STAMPS)/docker
 
 build: setup
 	$(PY) -m prometheus_build --src canister_src --out build/canisters

@@ -336,16 +336,17 @@ def publish(
 def verify(
     ctx: typer.Context,
     wasm_hash: str | None = typer.Option(None, "--hash", help="Expected sha256 (default: the manifest's wasm)."),
+    sandboxed: bool = typer.Option(True, "--sandbox/--no-sandbox",
+                                   help="Rebuild in the verifiers' builder image (Docker, no network) or, with "
+                                        "--no-sandbox, with the toolchain on this machine."),
     path: Path = ManifestPath,
 ) -> None:
-    """Rebuild the manifest's source with the reproducible recipe and compare sha256 before submitting.
+    """Rebuild the manifest's source exactly as verifiers will, and compare sha256 before submitting.
 
-    The rebuild runs on this machine with the pinned toolchain (the verifier's sandboxed image runs the same
-    recipe). Example: prometheus verify
+    By default the rebuild runs in the same locked-down builder image the verifier worker uses (Docker via
+    $DOCKER_HOST). Example: prometheus verify
     """
     import tempfile
-
-    from prometheus_build.recipe import BuildError, build_canister
 
     opts = _opts(ctx)
     with user_errors(opts.as_json):
@@ -355,13 +356,42 @@ def verify(
         if not (source / m.main).is_file():
             fail(f"{source / m.main} does not exist", "set source_dir and main in prometheus.yml")
         with tempfile.TemporaryDirectory(prefix="prometheus-verify-") as tmp:
-            try:
-                rebuilt = build_canister("rebuilt", source, m.main, Path(tmp), Path(tmp) / "cache")
-            except BuildError as exc:
-                fail(str(exc))
-        matches = rebuilt.sha256 == expected
+            rebuilt, where = (_rebuild_sandboxed if sandboxed else _rebuild_on_host)(source, m.main, Path(tmp))
+        matches = rebuilt == expected
         verdict = "[bold green]matches[/]" if matches else f"[bold red]differs[/] from {expected}"
-        emit({"expected": expected, "rebuilt": rebuilt.sha256, "matches": matches}, opts.as_json,
-             lambda r: console().print(f"rebuilt {r['rebuilt']}: {verdict}"))
+        emit({"expected": expected, "rebuilt": rebuilt, "matches": matches, "built_in": where}, opts.as_json,
+             lambda r: console().print(f"rebuilt {r['rebuilt']} ({r['built_in']}): {verdict}"))
         if not matches:
             raise typer.Exit(1)
+
+
+def _rebuild_on_host(source: Path, main: str, tmp: Path) -> tuple[str, str]:
+    from prometheus_build.recipe import BuildError, build_canister
+
+    try:
+        return build_canister("rebuilt", source, main, tmp, tmp / "cache").sha256, "host toolchain"
+    except BuildError as exc:
+        fail(str(exc))
+        raise  # unreachable: fail() raises
+
+
+def _rebuild_sandboxed(source: Path, main: str, tmp: Path) -> tuple[str, str]:
+    import docker
+
+    from verifier_bot import sandbox
+    from verifier_bot.image import ImageError, ensure_image
+
+    try:
+        client = docker.from_env(timeout=60)
+        client.ping()
+    except Exception as exc:
+        fail(f"cannot reach Docker: {exc}", "start Docker (or set DOCKER_HOST), or use --no-sandbox to rebuild "
+             "with the toolchain on this machine")
+    try:
+        image = ensure_image(client)
+        result = sandbox.build(client, image, source, main, tmp / "out")
+    except (ImageError, sandbox.SandboxUnavailable) as exc:
+        fail(str(exc), "check Docker, or use --no-sandbox")
+    if not result.ok or result.sha256 is None:
+        fail(f"{result.reason}\n{result.log.strip()}")
+    return str(result.sha256), image.tag

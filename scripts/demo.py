@@ -1,11 +1,12 @@
 """The Prometheus lifecycle on the embedded local IC, end to end over the IC HTTP interface.
 
 An embedded replica serves the IC HTTP interface on loopback; every step below is a signed request from
-the SDK whose certificate is verified. A developer submits the sample app in `examples/hello_mcp`, a
-sponsor funds a bounty, a verifier reserves it with stake, rebuilds the source with the reproducible
-recipe, compares hashes and attests; the registry finalizes, pays the verifier and the developer publishes
-version 1.0.0. Run with `make demo`. (The CLI and the sandboxed verifier worker will replace the direct SDK
-calls here as they land.)
+the SDK whose certificate is verified. A developer commits the sample app in `examples/hello_mcp` to a git
+repository (served on loopback), builds it and submits wasm + repo + commit; a sponsor funds a bounty; the
+verifier worker (`verifier_bot`) finds the job, reserves it with stake, fetches the exact commit, rebuilds it
+in the locked-down builder image on Docker (a private dockerd unless $DOCKER_HOST is set), compares sha256
+and attests; the registry finalizes, pays the verifier and the developer publishes version 1.0.0.
+Run with `make demo`.
 """
 
 from __future__ import annotations
@@ -31,11 +32,17 @@ from prometheus_cli.protocol import LEDGER_FEE, deploy_protocol  # noqa: E402
 from prometheus_sdk import Network, connect  # noqa: E402
 from prometheus_sdk.canister import CanisterClient  # noqa: E402
 from prometheus_sdk.icrc16 import to_icrc16, to_map  # noqa: E402
+from tests.git_server import make_repo, serve  # noqa: E402 - the loopback git server the tests use
+from verifier_bot.config import Config  # noqa: E402
+from verifier_bot.dockerd import PrivateDockerd  # noqa: E402
+from verifier_bot.image import ensure_image  # noqa: E402
+from verifier_bot.journal import Journal  # noqa: E402
+from verifier_bot.logs import JsonLog  # noqa: E402
+from verifier_bot.worker import Worker  # noqa: E402
 
 AUDIT = "build_reproducibility_v1"
 REWARD = 5_000_000  # 5 PUSD (6 decimals)
 NAMESPACE = "io.prometheus.hello-mcp"
-COMMIT = "1f2e3d4c5b6a79881f2e3d4c5b6a79881f2e3d4c"
 
 
 def step(n: int, text: str) -> None:
@@ -53,14 +60,27 @@ def ok(result: Any, what: str) -> Any:
 
 
 def main() -> int:
+    import contextlib
+    import os
+
+    import docker
+
     work = Path(tempfile.mkdtemp(prefix="prometheus-demo-"))
+    daemon = None
     try:
-        return run(work)
+        host = os.environ.get("DOCKER_HOST")
+        if not host:
+            daemon = PrivateDockerd(work / "dockerd").start()
+            host = daemon.host
+        with serve(work / "git") as git_url, contextlib.closing(docker.DockerClient(base_url=host)) as client:
+            return run(work, git_url, client)
     finally:
+        if daemon is not None:
+            daemon.stop()
         shutil.rmtree(work, ignore_errors=True)
 
 
-def run(work: Path) -> int:
+def run(work: Path, git_url: str, docker_client: Any) -> int:
     started = time.perf_counter()
     step(1, "Start the embedded local IC (IC HTTP interface on loopback)")
     replica = Replica(work / "state")
@@ -80,8 +100,12 @@ def run(work: Path) -> int:
         def client(conn: Any, name: str) -> CanisterClient:
             return CanisterClient.from_did(conn, ids[name], ROOT / "candid" / f"{name}.did")
 
-        step(3, "Developer builds the sample app with the reproducible recipe and submits it")
-        app = build_canister("hello_mcp", ROOT / "examples", "hello_mcp/main.mo", work / "dev-build", work / "cache")
+        step(3, "Developer commits the sample app, builds it with the reproducible recipe and submits it")
+        source = (ROOT / "examples" / "hello_mcp" / "main.mo").read_text()
+        commit = make_repo(work / "git", "hello-mcp", {"src/main.mo": source})
+        repo = f"{git_url}/hello-mcp.git"
+        app = build_canister("hello_mcp", work / "git" / "hello-mcp-work", "src/main.mo", work / "dev-build",
+                             work / "cache")
         wasm = app.wasm.read_bytes()
         registry_dev = client(dev, "mcp_registry")
         ok(registry_dev.icrc118_create_canister_type({"namespace": NAMESPACE, "description": "Hello MCP"}),
@@ -92,8 +116,9 @@ def run(work: Path) -> int:
                 "namespace": NAMESPACE, "wasm_hash": bytes.fromhex(app.sha256), "total_chunks": len(chunks),
                 "chunk_index": index, "chunk": chunk, "chunk_hash": hashlib.sha256(chunk).digest()}), "upload")
         request = ok(registry_dev.icrc126_verification_request({
-            "wasm_hash": bytes.fromhex(app.sha256), "repo": "https://example.com/hello-mcp.git",
-            "commit_hash": COMMIT, "metadata": to_map({"canister_name": "hello_mcp"})}), "verification request")
+            "wasm_hash": bytes.fromhex(app.sha256), "repo": repo, "commit_hash": commit,
+            "metadata": to_map({"canister_name": "hello_mcp"})}), "verification request")
+        say(f"{repo} @ {commit[:12]}…")
         say(f"wasm {app.sha256} ({len(wasm)} bytes, {len(chunks)} chunks), request #{request['ok']}")
 
         step(4, "Sponsor funds a bounty (ICRC-2 approve, then the registry escrows reward + fee)")
@@ -110,27 +135,26 @@ def run(work: Path) -> int:
             "timeout_date": replica.get_time() + 7 * 24 * 3600 * 10**9}), "create bounty")["ok"]
         say(f"bounty #{bounty}: {REWARD / 1e6:.2f} PUSD for {AUDIT}")
 
-        step(5, "Verifier gets reputation stake, finds the job, reserves the bounty")
+        step(5, "Verifier operator gets reputation stake and builds the sandbox image")
         verifier_principal = Principal.from_text(ver.principal)
         ok(client(gov, "audit_hub").mint_tokens(verifier_principal, AUDIT, 1_000), "mint stake")
-        pending = client(ver, "mcp_registry").list_pending_verifications({"after": [], "limit": 10})
-        say(f"pending verifications: {[p['wasm_id'][:16] + '…' for p in pending]}")
-        lock = ok(client(ver, "audit_hub").reserve_bounty(bounty, AUDIT), "reserve")["ok"]
-        hours = (lock["expires_at"] - lock["reserved_at"]) / 3.6e12
-        say(f"lock on bounty #{bounty} for {lock['stake']} stake for {hours:.0f} h")
+        image = ensure_image(docker_client)
+        say(f"builder image {image.tag}: rootfs sha256:{image.rootfs_digest[:16]}…, "
+            f"toolchain {image.toolchain_digest[:16]}…")
 
-        step(6, "Verifier rebuilds the source with the same recipe and compares sha256")
-        rebuilt = build_canister("hello_mcp", ROOT / "examples", "hello_mcp/main.mo", work / "verifier-build",
-                                 work / "verifier-cache")
-        say(f"rebuilt {rebuilt.sha256} — {'matches' if rebuilt.sha256 == app.sha256 else 'DIFFERS'}")
-        registry_ver = client(ver, "mcp_registry")
-        metadata = to_map({"bounty_id": bounty, "126:audit_type": AUDIT, "126hash": rebuilt.sha256,
-                           "toolchain": "motoko@4.10.0 ic-wasm@0.11.1"})
-        if rebuilt.sha256 == app.sha256:
-            ok(registry_ver.icrc126_file_attestation({"wasm_id": app.sha256, "metadata": metadata}), "attest")
-        else:
-            ok(registry_ver.icrc126_file_divergence({"wasm_id": app.sha256, "divergence_report": "hash mismatch",
-                                                     "metadata": metadata}), "divergence")
+        step(6, "The verifier worker polls, reserves, rebuilds the commit in the sandbox, compares and files")
+        config = Config(pem="(demo identity)", network=server.url, registry_id=ids["mcp_registry"],
+                        audit_hub_id=ids["audit_hub"], state_dir=work / "verifier", poll_interval_s=1,
+                        metrics_addr="", allow_http_repos=True)  # http: the demo's git server is on loopback
+        worker = Worker(config, lambda: connect(network, verifier), lambda: docker_client, image,
+                        Journal(config.journal_path), JsonLog(open(work / "verifier.log", "w")))  # noqa: SIM115
+        (job,) = worker.run_once()
+        worker.close()
+        say(f"bounty #{job.bounty_id}: {job.state}, verdict {job.verdict}, rebuilt {job.found_hash}")
+        say(f"sandboxed build {job.metadata['126:build_ms'] / 1000:.1f} s (no network, read-only root, "
+            "unprivileged, capped memory/CPU/pids)")
+        if job.verdict != "attest":
+            raise SystemExit(f"demo failed: the verifier diverged: {job.report}")
 
         step(7, "The registry finalizes and settles")
         (status,) = registry_dev.get_wasm_status(app.sha256)

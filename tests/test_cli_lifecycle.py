@@ -171,7 +171,8 @@ def test_identity_and_bounty_commands(cli: Any, project: dict[str, Any], tmp_pat
     assert broke.returncode == 1 and "too low for a bounty" in broke.stderr
 
 
-def test_verify_rebuilds_and_compares(cli: Any, tmp_path: Path) -> None:  # noqa: F811
+def test_verify_rebuilds_in_the_builder_image_and_compares(cli: Any, tmp_path: Path, docker_host: str,  # noqa: F811
+                                                           builder_image: Any) -> None:
     import shutil
 
     project_dir = tmp_path / "project"
@@ -181,10 +182,16 @@ def test_verify_rebuilds_and_compares(cli: Any, tmp_path: Path) -> None:  # noqa
     cli(*init_args())
     manifest = project_dir / "prometheus.yml"
     manifest.write_text(manifest.read_text() + "source_dir: src\nmain: hello_mcp/main.mo\n")
-    result = json.loads(cli("--json", "verify").stdout)
-    assert result == {"expected": app.sha256, "rebuilt": app.sha256, "matches": True}
-    differs = cli("--json", "verify", "--hash", "00" * 32, check=False)
+    docker_env = {"DOCKER_HOST": docker_host}
+    result = json.loads(cli("--json", "verify", extra_env=docker_env).stdout)
+    assert result == {"expected": app.sha256, "rebuilt": app.sha256, "matches": True, "built_in": builder_image.tag}
+    host = json.loads(cli("--json", "verify", "--no-sandbox").stdout)
+    assert host == {**result, "built_in": "host toolchain"}
+    differs = cli("--json", "verify", "--hash", "00" * 32, check=False, extra_env=docker_env)
     assert differs.returncode == 1 and json.loads(differs.stdout)["matches"] is False
     (project_dir / "src" / "hello_mcp" / "main.mo").write_text("persistent actor { broken")
-    broken = cli("verify", check=False)
+    broken = cli("verify", check=False, extra_env=docker_env)
     assert broken.returncode == 1 and "hello_mcp/main.mo:" in broken.stderr and "Traceback" not in broken.stderr
+    no_docker = cli("verify", check=False, extra_env={"DOCKER_HOST": f"unix://{tmp_path}/no-docker.sock"})
+    assert no_docker.returncode == 1 and "cannot reach Docker" in no_docker.stderr
+    assert "--no-sandbox" in no_docker.stderr

@@ -248,6 +248,20 @@ def test_never_files_after_the_lock_expires(net: Net, docker_host: str, builder_
     assert any(e["event"] == "lock_expired" for e in events(log))
 
 
+def test_without_stake_nothing_is_reserved(net: Net, docker_host: str, builder_image: Any, tmp_path: Path) -> None:
+    repo, commit, wasm = net.app_repo()
+    wasm_id, bounty_id = net.submit(wasm, repo, commit)
+    worker, log = make_worker(net, builder_image, docker_host, tmp_path / "state", role="verifier5")
+    try:
+        worker.run_once()
+    finally:
+        worker.close()
+    warning = next(e for e in events(log) if e["event"] == "insufficient_stake")
+    assert warning["available"] == 0 and warning["required"] == STAKE
+    assert worker.journal.jobs() == [] and net.stack.hub("get_lock", bounty_id) == []
+    assert worker.health()[0]  # polling worked; the operator has to add stake
+
+
 def _pem(tmp_path: Path, role: str) -> Path:
     path = tmp_path / f"{role}.pem"
     path.write_bytes(IDENTITIES[role].to_pem())

@@ -105,14 +105,18 @@ class Journal:
                                    (wasm_id, audit_type)).fetchone()
         return row is not None
 
-    def begin(self, bounty_id: int, wasm_id: str, repo: str, commit_hash: str, audit_type: str) -> None:
-        """Record the intent to reserve, before the reservation call."""
+    def begin(self, bounty_id: int, wasm_id: str, repo: str, commit_hash: str, audit_type: str) -> bool:
+        """Record the intent to reserve, before the reservation call. A bounty we lost earlier may be tried
+        again; any other existing row wins (returns False and changes nothing)."""
         now = time.time()
         with self._lock:
-            self._db.execute(
+            cursor = self._db.execute(
                 "INSERT INTO jobs (bounty_id, wasm_id, repo, commit_hash, audit_type, state, created, updated) "
-                "VALUES (?, ?, ?, ?, ?, 'reserving', ?, ?)", (bounty_id, wasm_id, repo, commit_hash, audit_type, now,
-                                                              now))
+                "VALUES (?, ?, ?, ?, ?, 'reserving', ?, ?) "
+                "ON CONFLICT(bounty_id) DO UPDATE SET state = 'reserving', attempts = 0, next_attempt = 0, "
+                "last_error = NULL, updated = excluded.updated WHERE jobs.state = 'lost'",
+                (bounty_id, wasm_id, repo, commit_hash, audit_type, now, now))
+            return cursor.rowcount == 1
 
     def update(self, bounty_id: int, **fields: Any) -> None:
         allowed = {"state", "expires_at", "verdict", "found_hash", "report", "metadata", "filing_index", "attempts",

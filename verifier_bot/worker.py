@@ -144,9 +144,9 @@ class Worker:
                 self.poll(free)
                 self.last_poll_ok, self.last_error = time.time(), None
                 self.metrics.last_poll.set(self.last_poll_ok)
-            except SdkError as exc:
+            except Exception as exc:  # the replica down or answering nonsense: the loop itself must survive
                 self.last_error = str(exc)
-                self.log.warning("poll_failed", error=str(exc))
+                self.log.warning("poll_failed", error=str(exc) if isinstance(exc, SdkError) else repr(exc))
         self._refresh_profile()
 
     def _resume_due(self) -> None:
@@ -167,6 +167,8 @@ class Worker:
     def poll(self, slots: int) -> int:
         """Reserve up to `slots` open bounties of our audit type; returns how many were reserved."""
         chain, reserved, after = self.chain(), 0, None
+        if not self._enough_stake(chain):
+            return 0
         while reserved < slots:
             page = chain.registry.list_pending_verifications({"after": [after] if after else [], "limit": PAGE})
             for pending in page:
@@ -179,6 +181,19 @@ class Worker:
             after = page[-1]["wasm_id"]
         return reserved
 
+    def _enough_stake(self, chain: Chain) -> bool:
+        """Reserving without the stake only fails at the hub; say so once per poll instead."""
+        from ic_replica.principal import Principal
+
+        required = chain.hub.get_policy()["stake_per_reservation"]
+        profile = chain.hub.get_auditor_profile(Principal.from_text(self.principal))
+        available = dict(profile["available"]).get(self.config.audit_type, 0)
+        if available < required:
+            self.log.warning("insufficient_stake", available=available, required=required,
+                             audit_type=self.config.audit_type)
+            return False
+        return True
+
     def _consider(self, chain: Chain, pending: dict[str, Any]) -> int:
         wasm_id = pending["wasm_id"]
         if self.journal.known_wasm(wasm_id, self.config.audit_type) or self._filed_by_me(chain, wasm_id) is not None:
@@ -189,6 +204,9 @@ class Worker:
                 continue
             if bounty["timeout_date"] <= now + int(self.config.file_margin_s * 1e9):
                 continue
+            known = self.journal.get(bounty["bounty_id"])
+            if known is not None and known.state != "lost":
+                continue
             lock = chain.hub.get_lock(bounty["bounty_id"])
             if lock and lock[0]["expires_at"] > now:
                 continue
@@ -196,8 +214,9 @@ class Worker:
         return 0
 
     def _reserve(self, chain: Chain, bounty_id: int, pending: dict[str, Any]) -> int:
-        self.journal.begin(bounty_id, pending["wasm_id"], pending["repo"], pending["commit_hash"],
-                           self.config.audit_type)
+        if not self.journal.begin(bounty_id, pending["wasm_id"], pending["repo"], pending["commit_hash"],
+                                  self.config.audit_type):
+            return 0
         try:
             result = chain.hub.reserve_bounty(bounty_id, self.config.audit_type)
         except SdkError as exc:

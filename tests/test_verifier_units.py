@@ -1,0 +1,71 @@
+"""The worker's journal, configuration and entry-point rules on their own (no canisters, no Docker)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from verifier_bot import config as configuration
+from verifier_bot.journal import Journal
+from verifier_bot.rebuild import entry_point
+
+
+def test_journal_survives_reopen_and_only_lost_bounties_are_retried(tmp_path: Path) -> None:
+    path = tmp_path / "journal.sqlite3"
+    journal = Journal(path)
+    assert journal.begin(7, "aa" * 32, "https://example.com/r.git", "b" * 40, "build_reproducibility_v1")
+    assert not journal.begin(7, "aa" * 32, "https://example.com/r.git", "b" * 40, "build_reproducibility_v1")
+    journal.update(7, state="built", verdict="diverge", report="mismatch", metadata={"bounty_id": 7})
+    journal.close()
+
+    reopened = Journal(path)
+    (job,) = reopened.jobs()
+    assert (job.state, job.verdict, job.report, job.metadata) == ("built", "diverge", "mismatch", {"bounty_id": 7})
+    assert reopened.known_wasm("aa" * 32, "build_reproducibility_v1")
+    assert not reopened.begin(7, "aa" * 32, "https://example.com/r.git", "b" * 40, "build_reproducibility_v1")
+    reopened.update(7, state="lost", last_error="AlreadyReserved")
+    assert not reopened.known_wasm("aa" * 32, "build_reproducibility_v1")
+    assert reopened.begin(7, "aa" * 32, "https://example.com/r.git", "b" * 40, "build_reproducibility_v1")
+    assert reopened.get(7).state == "reserving" and reopened.get(7).last_error is None  # type: ignore[union-attr]
+    with pytest.raises(ValueError, match="unknown journal fields"):
+        reopened.update(7, repo="https://evil.example.com")
+
+
+def test_config_file_with_environment_overrides(tmp_path: Path) -> None:
+    file = tmp_path / "verifier.toml"
+    file.write_text('verifier_pem = "/keys/v.pem"\nverifier_registry_id = "r"\nverifier_audit_hub_id = "h"\n'
+                    'POLL_INTERVAL_MS = 5000\nmax_concurrent_jobs = 2\nallow_http_repos = true\n')
+    cfg = configuration.load(env={"MAX_CONCURRENT_JOBS": "3", "IC_NETWORK": "ic"}, file=file)
+    assert (cfg.pem, cfg.registry_id, cfg.audit_hub_id, cfg.network) == ("/keys/v.pem", "r", "h", "ic")
+    assert (cfg.poll_interval_s, cfg.max_concurrent_jobs, cfg.allow_http_repos) == (5.0, 3, True)
+    assert cfg.build_timeout_s == 600 and cfg.audit_type == "build_reproducibility_v1"
+    (tmp_path / "bad.toml").write_text("poll = [")
+    with pytest.raises(configuration.ConfigError, match="not valid TOML"):
+        configuration.load(env={}, file=tmp_path / "bad.toml")
+    with pytest.raises(configuration.ConfigError, match="ALLOW_HTTP_REPOS must be true or false"):
+        configuration.load(env={"ALLOW_HTTP_REPOS": "maybe"}, file=file)
+
+
+@pytest.mark.parametrize(("manifest", "files", "expected"), [
+    (None, {"src/main.mo": ""}, (".", "src/main.mo")),
+    ("source_dir: app\nmain: Main.mo\n", {"app/Main.mo": ""}, ("app", "Main.mo")),
+    ("source_dir: ../../etc\n", {}, "must stay inside the repository"),
+    ("main: /etc/passwd\n", {}, "must stay inside the repository"),
+    ("main: .git/config\n", {}, "must stay inside the repository"),
+    ("- a list\n", {}, "must be a mapping"),
+    ("main: [unclosed\n", {}, "not valid YAML"),
+    (None, {"README.md": ""}, "entry point src/main.mo is not in the repository"),
+])
+def test_entry_point_comes_from_the_repository_manifest(tmp_path: Path, manifest: str | None,
+                                                        files: dict[str, str], expected: object) -> None:
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    if manifest is not None:
+        (tmp_path / "prometheus.yml").write_text(manifest)
+    if isinstance(expected, tuple):
+        assert entry_point(tmp_path) == expected
+    else:
+        with pytest.raises(ValueError, match=str(expected)):
+            entry_point(tmp_path)

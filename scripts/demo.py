@@ -145,7 +145,7 @@ def run(work: Path, git_url: str, docker_client: Any) -> int:
         step(6, "The verifier worker polls, reserves, rebuilds the commit in the sandbox, compares and files")
         config = Config(pem="(demo identity)", network=server.url, registry_id=ids["mcp_registry"],
                         audit_hub_id=ids["audit_hub"], state_dir=work / "verifier", poll_interval_s=1,
-                        metrics_addr="", allow_http_repos=True)  # http: the demo's git server is on loopback
+                        metrics_addr="", allow_local_repos=True)  # the demo serves git on loopback
         worker = Worker(config, lambda: connect(network, verifier), lambda: docker_client, image,
                         Journal(config.journal_path), JsonLog(open(work / "verifier.log", "w")))  # noqa: SIM115
         (job,) = worker.run_once()

@@ -45,6 +45,17 @@ def make_repo(root: Path, name: str, files: dict[str, bytes | str], extra: Any =
     return sha
 
 
+def add_submodule(work: Path, path: str) -> None:
+    """Add a submodule at `path` of the working tree `work` (for the hostile-repository tests)."""
+    sub = work.parent / f"{work.name}-sub"
+    sub.mkdir()
+    git("init", "-q", cwd=sub)
+    (sub / "x.mo").write_text("x")
+    git("add", "x.mo", cwd=sub)
+    git("commit", "-q", "-m", "x", cwd=sub)
+    git("-c", "protocol.file.allow=always", "submodule", "add", "-q", str(sub), path, cwd=work)
+
+
 @contextmanager
 def serve(root: Path) -> Iterator[str]:
     """Serve every bare repository under `root` at http://127.0.0.1:<port>/<name>.git."""

@@ -143,6 +143,14 @@ def test_output_symlink_is_never_followed(tmp_path: Path) -> None:
         sandbox.hash_output(tmp_path / "big", 1024)
 
 
+def test_a_broken_image_is_unavailable_not_a_verdict(docker_client: Any, builder_image: Any, tmp_path: Path) -> None:
+    import dataclasses
+
+    broken = dataclasses.replace(builder_image, node="/usr/bin/no-such-node")
+    with pytest.raises(sandbox.SandboxUnavailable):
+        sandbox.build(docker_client, broken, EXAMPLES, "hello_mcp/main.mo", tmp_path / "out")
+
+
 def test_docker_down_is_unavailable_not_a_verdict(builder_image: Any) -> None:
     import docker
 

@@ -35,16 +35,16 @@ def test_journal_survives_reopen_and_only_lost_bounties_are_retried(tmp_path: Pa
 def test_config_file_with_environment_overrides(tmp_path: Path) -> None:
     file = tmp_path / "verifier.toml"
     file.write_text('verifier_pem = "/keys/v.pem"\nverifier_registry_id = "r"\nverifier_audit_hub_id = "h"\n'
-                    'POLL_INTERVAL_MS = 5000\nmax_concurrent_jobs = 2\nallow_http_repos = true\n')
+                    'POLL_INTERVAL_MS = 5000\nmax_concurrent_jobs = 2\nallow_local_repos = true\n')
     cfg = configuration.load(env={"MAX_CONCURRENT_JOBS": "3", "IC_NETWORK": "ic"}, file=file)
     assert (cfg.pem, cfg.registry_id, cfg.audit_hub_id, cfg.network) == ("/keys/v.pem", "r", "h", "ic")
-    assert (cfg.poll_interval_s, cfg.max_concurrent_jobs, cfg.allow_http_repos) == (5.0, 3, True)
+    assert (cfg.poll_interval_s, cfg.max_concurrent_jobs, cfg.allow_local_repos) == (5.0, 3, True)
     assert cfg.build_timeout_s == 600 and cfg.audit_type == "build_reproducibility_v1"
     (tmp_path / "bad.toml").write_text("poll = [")
     with pytest.raises(configuration.ConfigError, match="not valid TOML"):
         configuration.load(env={}, file=tmp_path / "bad.toml")
-    with pytest.raises(configuration.ConfigError, match="ALLOW_HTTP_REPOS must be true or false"):
-        configuration.load(env={"ALLOW_HTTP_REPOS": "maybe"}, file=file)
+    with pytest.raises(configuration.ConfigError, match="ALLOW_LOCAL_REPOS must be true or false"):
+        configuration.load(env={"ALLOW_LOCAL_REPOS": "maybe"}, file=file)
 
 
 @pytest.mark.parametrize(("manifest", "files", "expected"), [
@@ -55,6 +55,7 @@ def test_config_file_with_environment_overrides(tmp_path: Path) -> None:
     ("main: .git/config\n", {}, "must stay inside the repository"),
     ("- a list\n", {}, "must be a mapping"),
     ("main: [unclosed\n", {}, "not valid YAML"),
+    ("[" * 20000, {}, "nests too deeply"),
     (None, {"README.md": ""}, "entry point src/main.mo is not in the repository"),
 ])
 def test_entry_point_comes_from_the_repository_manifest(tmp_path: Path, manifest: str | None,

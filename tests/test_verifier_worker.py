@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from tests.git_server import git
-from tests.protocol_stack import AUDIT, GOV, IDENTITIES, REWARD, STAKE
+from tests.git_server import add_submodule, git
+from tests.protocol_stack import AUDIT, DEV, GOV, IDENTITIES, REWARD, STAKE
 from tests.verifier_harness import (
     HELLO,
     VERIFIER,
@@ -134,13 +134,7 @@ def test_hostile_repository_content_never_runs(net: Net, docker_host: str, build
     def hostile(work: Path) -> None:
         os.symlink("/etc/shadow", work / "shadow")
         git("config", "filter.evil.smudge", f"touch {marker}", cwd=work)
-        sub = work.parent / f"{work.name}-sub"
-        sub.mkdir()
-        git("init", "-q", cwd=sub)
-        (sub / "x.mo").write_text("x")
-        git("add", "x.mo", cwd=sub)
-        git("commit", "-q", "-m", "x", cwd=sub)
-        git("-c", "protocol.file.allow=always", "submodule", "add", "-q", str(sub), "evil", cwd=work)
+        add_submodule(work, "evil")
 
     files = {
         ".gitattributes": "*.mo filter=evil\n",
@@ -189,15 +183,23 @@ def test_build_limits_become_divergences(net: Net, docker_host: str, builder_ima
 def test_transient_failures_retry_and_file_nothing(net: Net, docker_host: str, builder_image: Any,
                                                    tmp_path: Path) -> None:
     repo, commit, wasm = net.app_repo()
-    unreachable_id, _ = net.submit(os.urandom(5000), "http://127.0.0.1:9/gone.git", commit)
-    worker, _ = make_worker(net, builder_image, docker_host, tmp_path / "a", max_concurrent_jobs=1)
+    unreachable = [net.submit(os.urandom(5000 + i), "http://127.0.0.1:9/gone.git", commit)[0] for i in range(2)]
+    worker, _ = make_worker(net, builder_image, docker_host, tmp_path / "a", max_concurrent_jobs=1,
+                            source_retries=2)
     try:
         worker.run_once()
+        (job,) = worker.journal.jobs()  # the job in backoff holds the only slot: the second is not reserved
+        assert job.state == "reserved" and job.attempts == 1 and "cannot reach" in (job.last_error or "")
+        assert job.next_attempt > time.time() and all(net.filings(w) == [] for w in unreachable)
+        worker.tick()
+        assert len(worker.journal.jobs()) == 1
+        # The repository stays unreachable: after SOURCE_RETRIES attempts that is the verdict, not a slashing.
+        worker.journal.update(job.bounty_id, next_attempt=0)
+        worker.run_once()
+        assert worker.journal.get(job.bounty_id).state == "filed"  # type: ignore[union-attr]
+        assert "stayed unreachable for 2 attempts" in only_filing(net, job.wasm_id)["report"][0]
     finally:
         worker.close()
-    (job,) = worker.journal.jobs()
-    assert job.state == "reserved" and job.attempts == 1 and "cannot reach" in (job.last_error or "")
-    assert job.next_attempt > time.time() and net.filings(unreachable_id) == []
 
     # Docker down: the job waits for it, and a later pass with Docker back files the right verdict.
     wasm_id, _ = net.submit(wasm, repo, commit)
@@ -260,6 +262,42 @@ def test_without_stake_nothing_is_reserved(net: Net, docker_host: str, builder_i
     assert warning["available"] == 0 and warning["required"] == STAKE
     assert worker.journal.jobs() == [] and net.stack.hub("get_lock", bounty_id) == []
     assert worker.health()[0]  # polling worked; the operator has to add stake
+
+
+def test_short_bounties_are_left_alone_and_one_worker_per_state_dir(net: Net, docker_host: str,
+                                                                   builder_image: Any, tmp_path: Path) -> None:
+    from verifier_bot.worker import StateDirBusy
+
+    repo, commit, wasm = net.app_repo()
+    wasm_id = net.stack.upload(wasm, namespace="com.example.short")
+    assert "ok" in net.stack.registry("icrc126_verification_request", {
+        "wasm_hash": bytes.fromhex(wasm_id), "repo": repo, "commit_hash": commit, "metadata": []}, sender=DEV)
+    net.stack.bounty(wasm_id, timeout_ns=60 * 10**9)  # closes before a 300 s build and a filing could fit
+    worker, _ = make_worker(net, builder_image, docker_host, tmp_path / "state")
+    try:
+        with pytest.raises(StateDirBusy, match="another worker"):
+            make_worker(net, builder_image, docker_host, tmp_path / "state")
+        worker.run_once()
+        assert worker.journal.jobs() == []
+    finally:
+        worker.close()
+    make_worker(net, builder_image, docker_host, tmp_path / "state")[0].close()  # the lock went with close()
+
+
+def test_a_lock_the_journal_forgot_is_adopted_and_filed(net: Net, docker_host: str, builder_image: Any,
+                                                        tmp_path: Path) -> None:
+    """The journal (or the reply to reserve_bounty) was lost after the hub took our stake: the worker finds
+    its own lock on the next poll and finishes the job instead of leaving it to be slashed."""
+    repo, commit, wasm = net.app_repo()
+    wasm_id, bounty_id = net.submit(wasm, repo, commit)
+    assert "ok" in net.stack.reserve(principal(), bounty_id)
+    worker, log = make_worker(net, builder_image, docker_host, tmp_path / "fresh-state")
+    try:
+        run_until_idle(worker)
+    finally:
+        worker.close()
+    assert any(e["event"] == "adopted_lock" for e in events(log))
+    assert only_filing(net, wasm_id)["attested"] and outcome(net, wasm_id) == "Verified"
 
 
 def _pem(tmp_path: Path, role: str) -> Path:

@@ -70,7 +70,7 @@ class Net:
         base = Config(pem="(in process)", network=self.url, registry_id=str(self.stack.registry.canister_id),
                       audit_hub_id=str(self.stack.hub.canister_id), state_dir=state_dir, poll_interval_s=0.2,
                       max_concurrent_jobs=2, build_timeout_s=300, metrics_addr="", file_margin_s=0,
-                      allow_http_repos=True)
+                      allow_local_repos=True)
         return replace(base, **overrides)
 
     def env(self, state_dir: Path, pem_file: Path, **overrides: str) -> dict[str, str]:
@@ -79,7 +79,7 @@ class Net:
                 "VERIFIER_REGISTRY_ID": str(self.stack.registry.canister_id),
                 "VERIFIER_AUDIT_HUB_ID": str(self.stack.hub.canister_id), "VERIFIER_STATE_DIR": str(state_dir),
                 "POLL_INTERVAL_MS": "200", "MAX_CONCURRENT_JOBS": "2", "FILE_MARGIN_MS": "0",
-                "ALLOW_HTTP_REPOS": "1", "METRICS_ADDR": "", **overrides}
+                "ALLOW_LOCAL_REPOS": "1", "METRICS_ADDR": "", **overrides}
 
 
 def make_worker(net: Net, image: BuilderImage, docker_host: str, state_dir: Path, role: str = VERIFIER,

@@ -75,7 +75,7 @@ def make_worker(cfg: configuration.Config) -> Any:
     from prometheus_sdk import SdkError, connect, resolve
     from verifier_bot.image import ImageError, ensure_image
     from verifier_bot.journal import Journal
-    from verifier_bot.worker import Worker
+    from verifier_bot.worker import StateDirBusy, Worker
 
     identity = load_identity(cfg.pem)
     try:
@@ -87,7 +87,10 @@ def make_worker(cfg: configuration.Config) -> Any:
         image = ensure_image(docker_client())
     except ImageError as exc:
         raise SetupError(str(exc)) from exc
-    return Worker(cfg, lambda: connect(network, identity), docker_client, image, Journal(cfg.journal_path))
+    try:
+        return Worker(cfg, lambda: connect(network, identity), docker_client, image, Journal(cfg.journal_path))
+    except StateDirBusy as exc:
+        raise SetupError(f"{exc}; stop it first, or give this one its own VERIFIER_STATE_DIR") from exc
 
 
 def _guarded(fn: Any) -> Any:

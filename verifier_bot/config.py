@@ -34,8 +34,9 @@ class Config:
     audit_type: str = AUDIT_TYPE
     metrics_addr: str = "127.0.0.1:9464"  # host:port for /metrics and /healthz; empty disables
     file_margin_s: float = 60.0  # never file when the lock expires sooner than this
-    allow_http_repos: bool = False  # only for loopback test servers
+    allow_local_repos: bool = False  # http:// and loopback/private hosts: only for tests and the demo
     max_source_mb: int = 200
+    source_retries: int = 5  # attempts before an unreachable repository is reported as a divergence
 
     @property
     def journal_path(self) -> Path:
@@ -104,6 +105,7 @@ def load(env: Mapping[str, str] | None = None, file: Path | None = None) -> Conf
         audit_type=values.get("AUDIT_TYPE") or AUDIT_TYPE,
         metrics_addr=values.get("METRICS_ADDR", "127.0.0.1:9464"),
         file_margin_s=_number(values, "FILE_MARGIN_MS", 60_000, 0, 86_400_000) / 1000,
-        allow_http_repos=_flag(values, "ALLOW_HTTP_REPOS"),
+        allow_local_repos=_flag(values, "ALLOW_LOCAL_REPOS"),
         max_source_mb=int(_number(values, "MAX_SOURCE_MB", 200, 1, 100_000)),
+        source_retries=int(_number(values, "SOURCE_RETRIES", 5, 1, 1000)),
     )

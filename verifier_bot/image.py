@@ -41,13 +41,15 @@ class BuilderImage:
     tag: str
     rootfs_digest: str  # sha256 of the imported tar == the image layer's diff_id
     toolchain_digest: str  # sha256 over node's version and every toolchain/recipe file
+    image_id: str = ""  # containers are created from this id, checked once: a retag cannot swap the image
     node: str = "/usr/bin/node"
     compile_js: str = f"{IN_IMAGE}/compile.js"
     motoko_dir: str = f"{IN_IMAGE}/toolchain/node_modules/motoko"
     ic_wasm: str = f"{IN_IMAGE}/toolchain/node_modules/@icp-sdk/ic-wasm-linux-x64/bin/ic-wasm"
 
     def as_dict(self) -> dict[str, str]:
-        return {"tag": self.tag, "rootfs_digest": self.rootfs_digest, "toolchain_digest": self.toolchain_digest}
+        return {"tag": self.tag, "image_id": self.image_id, "rootfs_digest": self.rootfs_digest,
+                "toolchain_digest": self.toolchain_digest}
 
 
 def _shared_libraries(binary: Path) -> list[Path]:
@@ -145,12 +147,14 @@ def ensure_image(client: Any, toolchain: Toolchain | None = None) -> BuilderImag
                        f"USER {BUILDER_UID}:{BUILDER_UID}", "WORKDIR /tmp", "ENV HOME=/tmp TMPDIR=/tmp LC_ALL=C TZ=UTC"]
             with open(tar_path, "rb") as f:
                 client.api.import_image(src=f, repository=REPOSITORY, tag=rootfs[:16], changes=changes)
-    check_image(client, image)
-    return image
+    return check_image(client, image)
 
 
-def check_image(client: Any, image: BuilderImage) -> None:
-    """Refuse an image whose layer or labels differ from what we built (e.g. retagged by someone else)."""
+def check_image(client: Any, image: BuilderImage) -> BuilderImage:
+    """Refuse an image whose layer or labels differ from what we built (e.g. retagged by someone else);
+    returns it with the id builds must use."""
+    import dataclasses
+
     import docker
 
     try:
@@ -161,3 +165,4 @@ def check_image(client: Any, image: BuilderImage) -> None:
     labels = (attrs.get("Config") or {}).get("Labels") or {}
     if layers != [f"sha256:{image.rootfs_digest}"] or labels.get(LABEL_TOOLCHAIN) != image.toolchain_digest:
         raise ImageError(f"builder image {image.tag} does not match its root filesystem digest; remove it and retry")
+    return dataclasses.replace(image, image_id=str(attrs["Id"]))

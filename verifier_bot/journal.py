@@ -1,10 +1,11 @@
 """The worker's crash journal: one SQLite row per reserved bounty, written before every step that matters.
 
-A job moves `reserving -> reserved -> built -> filed`, or ends `expired` (the lock ran out before we could
-file: nothing is filed), `lost` (someone else holds the bounty) or `refused` (the registry would not take
-our filing). The row is committed before the call it announces, so a worker killed at any point finds on
-restart what it may have done and checks the canisters before doing it again: it never files twice and
-never walks away from a bounty it reserved.
+A job moves `reserving -> reserved -> built -> filed`, or ends `expired` (the lock or the bounty ran out
+before we could file: nothing is filed), `lost` (someone else holds the bounty, or it closed), `refused`
+(the registry would not take our filing) or `failed` (the worker itself kept crashing on it). The row is
+committed before the call it announces, so a worker killed at any point finds on restart what it may have
+done and checks the canisters before doing it again: it never files twice and never walks away from a
+bounty it reserved.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 ACTIVE = ("reserving", "reserved", "built")
-FINAL = ("filed", "expired", "lost", "refused")
+FINAL = ("filed", "expired", "lost", "refused", "failed")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -60,6 +61,7 @@ class Job:
     attempts: int
     next_attempt: float
     last_error: str | None
+    created: float
 
 
 class Journal:
@@ -76,12 +78,12 @@ class Journal:
 
     def _row(self, row: tuple[Any, ...]) -> Job:
         (bounty_id, wasm_id, repo, commit_hash, audit_type, state, expires_at, verdict, found_hash, report,
-         metadata, filing_index, attempts, next_attempt, last_error) = row
+         metadata, filing_index, attempts, next_attempt, last_error, created) = row
         return Job(bounty_id, wasm_id, repo, commit_hash, audit_type, state, expires_at, verdict, found_hash, report,
-                   json.loads(metadata) if metadata else {}, filing_index, attempts, next_attempt, last_error)
+                   json.loads(metadata) if metadata else {}, filing_index, attempts, next_attempt, last_error, created)
 
     _COLUMNS = ("bounty_id, wasm_id, repo, commit_hash, audit_type, state, expires_at, verdict, found_hash, report, "
-                "metadata, filing_index, attempts, next_attempt, last_error")
+                "metadata, filing_index, attempts, next_attempt, last_error, created")
 
     def get(self, bounty_id: int) -> Job | None:
         with self._lock:
@@ -114,7 +116,7 @@ class Journal:
                 "INSERT INTO jobs (bounty_id, wasm_id, repo, commit_hash, audit_type, state, created, updated) "
                 "VALUES (?, ?, ?, ?, ?, 'reserving', ?, ?) "
                 "ON CONFLICT(bounty_id) DO UPDATE SET state = 'reserving', attempts = 0, next_attempt = 0, "
-                "last_error = NULL, updated = excluded.updated WHERE jobs.state = 'lost'",
+                "last_error = NULL, created = excluded.created, updated = excluded.updated WHERE jobs.state = 'lost'",
                 (bounty_id, wasm_id, repo, commit_hash, audit_type, now, now))
             return cursor.rowcount == 1
 

@@ -15,7 +15,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-OUTCOMES = ("attested", "diverged", "expired", "lost", "refused")
+OUTCOMES = ("attested", "diverged", "expired", "lost", "refused", "failed")
 
 
 class Metrics:

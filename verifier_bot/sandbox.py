@@ -60,10 +60,10 @@ class BuildResult:
 
 def _hardened(image: BuilderImage, argv: list[str], source: Path, out: Path, limits: Limits,
               owner: str) -> dict[str, Any]:
-    from docker.types import LogConfig
+    from docker.types import LogConfig, Ulimit
 
     return {
-        "image": image.tag,
+        "image": image.image_id or image.tag,
         "command": argv,
         "user": f"{BUILDER_UID}:{BUILDER_UID}",
         "network_mode": "none",
@@ -74,7 +74,8 @@ def _hardened(image: BuilderImage, argv: list[str], source: Path, out: Path, lim
         "memswap_limit": limits.memory_bytes,
         "nano_cpus": int(limits.cpus * 1e9),
         "pids_limit": limits.pids,
-        "ulimits": [],
+        "ulimits": [Ulimit(name="fsize", soft=limits.tmp_bytes, hard=limits.tmp_bytes),  # /out is on the host disk
+                    Ulimit(name="core", soft=0, hard=0)],
         "ipc_mode": "none",
         "tmpfs": {"/tmp": f"rw,noexec,nosuid,nodev,size={limits.tmp_bytes}"},
         "volumes": {str(source): {"bind": "/src", "mode": "ro"}, str(out): {"bind": "/out", "mode": "rw"}},
@@ -102,6 +103,8 @@ def run_container(client: Any, image: BuilderImage, argv: list[str], source: Pat
         try:
             exit_code = int(container.wait(timeout=limits.timeout_s)["StatusCode"])
         except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
+            if time.monotonic() - started < limits.timeout_s:
+                raise  # the daemon went away before the deadline: not the build's fault
             timed_out = True
             try:
                 container.kill()
@@ -169,6 +172,8 @@ def build(client: Any, image: BuilderImage, source: Path, main_rel: str, out: Pa
     if run.oom_killed:
         return BuildResult(False, None, f"build ran out of memory ({limits.memory_bytes >> 20} MiB)", run.log,
                            run.seconds)
+    if run.exit_code in (125, 126, 127):  # the container could not run the recipe: our setup, not the source
+        raise SandboxUnavailable(f"the builder image could not run the recipe (exit {run.exit_code}): {run.log[-300:]}")
     if run.exit_code != 0:
         first = next((line for line in run.log.splitlines() if "error" in line), "")
         return BuildResult(False, None, f"build failed (exit {run.exit_code}){': ' + first if first else ''}",

@@ -9,9 +9,12 @@ with argument lists only (never a shell) and without the user's or the system's 
 
 from __future__ import annotations
 
+import errno
+import ipaddress
 import os
 import re
 import shutil
+import socket
 import subprocess
 import tempfile
 from dataclasses import dataclass, field
@@ -20,6 +23,10 @@ from urllib.parse import urlparse
 
 COMMIT = re.compile(r"^[0-9a-f]{40}$")
 FETCH_TIMEOUT_S = 120
+# Signs, anywhere in git's stderr, that the network (not the request) failed: try again later.
+_TRANSIENT = ("could not resolve host", "failed to connect", "couldn't connect", "connection refused",
+              "timed out", "early eof", "remote end hung up", "rpc failed", "connection reset",
+              "returned error: 5", "ssl", "gnutls", "temporary failure")
 
 
 class SourceError(Exception):
@@ -46,14 +53,29 @@ class SourceTree:
     skipped: list[str] = field(default_factory=list)  # symlinks and submodules, with the reason
 
 
-def validate_url(url: str, allow_http: bool = False) -> str:
-    """https URLs (http only when asked, e.g. loopback tests); no credentials, no options smuggled in."""
+def validate_url(url: str, allow_local: bool = False) -> str:
+    """https URLs on public hosts (http and loopback/private hosts only when asked: tests, the demo);
+    no credentials, no options smuggled in."""
     parsed = urlparse(url)
-    schemes = {"https", "http"} if allow_http else {"https"}
+    schemes = {"https", "http"} if allow_local else {"https"}
     if (parsed.scheme not in schemes or not parsed.hostname or parsed.username or parsed.password
             or url.startswith("-") or any(c in url for c in "\x00\n\r\t ") or len(url) > 2048):
         raise SourceError(f"refusing repository URL {url!r}: use a plain https:// URL")
+    if not allow_local:
+        _refuse_private_host(parsed.hostname)
     return url
+
+
+def _refuse_private_host(host: str) -> None:
+    """A request must not make verifiers probe their own networks (and publish what they find)."""
+    try:
+        infos = socket.getaddrinfo(host, 443, proto=socket.IPPROTO_TCP)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise TransientSourceError(f"cannot reach {host}: {exc}") from exc
+    for info in infos:
+        address = ipaddress.ip_address(str(info[4][0]).split("%")[0])
+        if not address.is_global:
+            raise SourceError(f"refusing repository host {host}: it resolves to a non-public address")
 
 
 def validate_commit(commit: str) -> str:
@@ -84,26 +106,41 @@ _HARDENING = [
 ]
 
 
-def _git(args: list[str], cwd: Path, env: dict[str, str], timeout: float = FETCH_TIMEOUT_S) -> str:
+def _git(args: list[str], cwd: Path, env: dict[str, str], timeout: float = FETCH_TIMEOUT_S,
+         max_file_bytes: int | None = None) -> str:
+    """Run git (never a shell); `max_file_bytes` caps every file git and its helpers write (RLIMIT_FSIZE)."""
+    argv = ["git", *args]
+    prlimit = shutil.which("prlimit")
+    if max_file_bytes is not None and prlimit:
+        argv = [prlimit, f"--fsize={max_file_bytes}", "--core=0", "--", *argv]
     try:
-        proc = subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
-                              check=False, stdin=subprocess.DEVNULL)
+        proc = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
+                              check=False, stdin=subprocess.DEVNULL, errors="backslashreplace")
     except subprocess.TimeoutExpired as exc:
         raise TransientSourceError(f"git {args[0]} timed out after {timeout:.0f} s") from exc
     if proc.returncode != 0:
-        raise SourceError(proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"git {args[0]} failed")
+        stderr = proc.stderr.strip()
+        last = stderr.splitlines()[-1] if stderr else f"git {args[0]} failed"
+        if any(sign in stderr.lower() for sign in _TRANSIENT):
+            raise TransientSourceError(last)
+        if "index-pack failed" in stderr or "file size limit" in stderr.lower():
+            raise SourceError(f"the download is larger than the limits allow or not a valid pack ({last})")
+        raise SourceError(last)
     return proc.stdout
 
 
-def fetch(repo_url: str, commit: str, dest: Path, limits: Limits = Limits(), allow_http: bool = False) -> SourceTree:
-    """Write the tree of `commit` from `repo_url` into `dest` (which must not exist yet)."""
+def fetch(repo_url: str, commit: str, dest: Path, limits: Limits = Limits(), allow_local: bool = False) -> SourceTree:
+    """Write the tree of `commit` from `repo_url` into `dest` (which must not exist yet). The git database
+    lives next to `dest` while fetching, and every file written is capped by the limits."""
     import git  # GitPython: reads the object database only, it never checks out
 
-    validate_url(repo_url, allow_http)
     validate_commit(commit)
+    validate_url(repo_url, allow_local)
     if dest.exists():
         raise SourceError(f"{dest} already exists")
-    work = Path(tempfile.mkdtemp(prefix="prometheus-source-"))
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="prometheus-source-", dir=dest.parent))
+    repo = None
     try:
         env = _git_env(work)
         bare = work / "repo.git"
@@ -111,26 +148,42 @@ def fetch(repo_url: str, commit: str, dest: Path, limits: Limits = Limits(), all
         for key, value in _HARDENING:
             _git(["config", key, value], bare, env)
         try:
-            _git(["fetch", "--quiet", "--depth=1", "--no-tags", "--no-recurse-submodules", "--", repo_url, commit],
-                 bare, env)
+            _git(["fetch", "--quiet", "--depth=1", "--no-tags", "--no-recurse-submodules",
+                  f"--filter=blob:limit={limits.max_file_bytes + 1}", "--", repo_url, commit], bare, env,
+                 max_file_bytes=limits.max_total_bytes + 64 * 1024 * 1024)
+        except TransientSourceError as exc:
+            raise TransientSourceError(f"cannot reach {repo_url}: {exc}") from exc
         except SourceError as exc:
-            text = str(exc)
-            if any(s in text for s in ("Could not resolve", "Connection refused", "timed out", "Failed to connect",
-                                       "unable to access")):
-                raise TransientSourceError(f"cannot reach {repo_url}: {text}") from exc
-            raise SourceError(f"cannot fetch commit {commit} from {repo_url}: {text}") from exc
+            raise SourceError(f"cannot fetch commit {commit} from {repo_url}: {exc}") from exc
         repo = git.Repo(bare, odbt=git.GitCmdObjectDB)
         try:
             commit_obj = repo.commit(commit)
         except (ValueError, git.BadName) as exc:
             raise SourceError(f"{commit} is not a commit of {repo_url}") from exc
         tree = SourceTree(dest, commit)
-        dest.mkdir(parents=True)
+        dest.mkdir(mode=0o755)
+        dest.chmod(0o755)
         listing = repo.git.ls_tree("-r", "-z", "-l", "--full-tree", commit_obj.hexsha)
-        _write_entries(repo, listing, tree, limits)
+        try:
+            _write_entries(repo, listing, tree, limits)
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EMFILE, errno.ENFILE):
+                raise TransientSourceError(f"cannot write the source on this machine: {exc}") from exc
+            raise SourceError(f"cannot write the source tree: {exc.strerror} ({exc.filename!r})") from exc
         return tree
     finally:
+        if repo is not None:
+            repo.close()  # stops GitPython's persistent `git cat-file` helpers
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _make_dirs(root: Path, parts: list[str]) -> None:
+    current = root
+    for part in parts:
+        current = current / part
+        if not current.is_dir():
+            current.mkdir(mode=0o755)
+            current.chmod(0o755)
 
 
 def _write_entries(repo: object, listing: str, out: SourceTree, limits: Limits) -> None:
@@ -155,11 +208,14 @@ def _write_entries(repo: object, listing: str, out: SourceTree, limits: Limits) 
         if out.bytes + size > limits.max_total_bytes or out.files + 1 > limits.max_files:
             raise SourceError("the source tree is larger than the limits allow")
         target = out.root.joinpath(*parts)
-        target.parent.mkdir(parents=True, exist_ok=True)
+        _make_dirs(out.root, parts[:-1])
         data = repo.odb.stream(bytes.fromhex(sha)).read()  # type: ignore[attr-defined]
+        if len(data) != size:
+            raise SourceError(f"{path_text}: blob size differs from the tree listing")
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
-        fd = os.open(target, flags, 0o755 if mode == "100755" else 0o644)
+        fd = os.open(target, flags, 0o600)
         with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), 0o755 if mode == "100755" else 0o644)  # readable by the sandbox whatever the umask
             f.write(data)
         out.files += 1
         out.bytes += size

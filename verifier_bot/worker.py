@@ -15,6 +15,8 @@ verdict.
 
 from __future__ import annotations
 
+import fcntl
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -29,7 +31,7 @@ from prometheus_sdk.icrc16 import to_map
 from verifier_bot import rebuild, sandbox, source
 from verifier_bot.config import Config
 from verifier_bot.image import BuilderImage
-from verifier_bot.journal import Job, Journal
+from verifier_bot.journal import ACTIVE, Job, Journal
 from verifier_bot.logs import JsonLog
 from verifier_bot.metrics import Metrics
 
@@ -38,6 +40,8 @@ CANDID = Path(__file__).resolve().parent.parent / "candid"
 PAGE = 50
 MAX_BACKOFF_S = 300.0
 MAX_REPORT = 1024  # the registry's limit for a divergence report
+MAX_CRASHES = 5  # unexpected errors on one job before it is given up as `failed`
+RESERVATION_SETTLE_S = 300.0  # a reservation whose reply was lost may still land until its ingress expiry
 
 
 @dataclass
@@ -51,6 +55,10 @@ def _variant(value: dict[str, Any]) -> str:
     return next(iter(value))
 
 
+class StateDirBusy(RuntimeError):
+    """Another worker already uses this state directory (journal and build containers would collide)."""
+
+
 class Worker:
     def __init__(self, config: Config, connect: Callable[[], Any], docker_client: Callable[[], Any],
                  image: BuilderImage, journal: Journal, log: JsonLog | None = None,
@@ -60,6 +68,7 @@ class Worker:
         self.journal = journal
         self.log = log or JsonLog()
         self.metrics = metrics or Metrics()
+        self._state_lock = self._lock_state_dir(config.state_dir)
         self._connect = connect
         self._docker_client = docker_client
         self._local = threading.local()
@@ -67,9 +76,20 @@ class Worker:
         self._in_flight: dict[int, Future[None]] = {}
         self._guard = threading.Lock()
         self.stopping = threading.Event()
-        self.last_poll_ok: float | None = None
+        self.last_contact: float | None = None  # the last time the canisters answered us
         self.last_error: str | None = None
         self.principal = str(self._chain_connection().principal)
+
+    @staticmethod
+    def _lock_state_dir(state_dir: Path) -> int:
+        state_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(state_dir / "worker.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise StateDirBusy(f"another worker is running with state directory {state_dir}") from None
+        return fd
 
     # ------------------------------------------------------------------ per-thread clients
 
@@ -137,21 +157,23 @@ class Worker:
             return len(self._in_flight)
 
     def tick(self) -> None:
-        self._resume_due()
-        free = self.config.max_concurrent_jobs - self.in_flight()
-        if free > 0 and not self.stopping.is_set():
-            try:
+        """One pass. Nothing raised here may stop the loop: errors are logged and the next tick tries again."""
+        try:
+            self._resume_due()
+            # Jobs waiting out a backoff still hold locks: they count against the slots like running ones.
+            free = self.config.max_concurrent_jobs - len(self.journal.jobs(ACTIVE))
+            if free > 0 and not self.stopping.is_set():
                 self.poll(free)
-                self.last_poll_ok, self.last_error = time.time(), None
-                self.metrics.last_poll.set(self.last_poll_ok)
-            except Exception as exc:  # the replica down or answering nonsense: the loop itself must survive
-                self.last_error = str(exc)
-                self.log.warning("poll_failed", error=str(exc) if isinstance(exc, SdkError) else repr(exc))
-        self._refresh_profile()
+                self.metrics.last_poll.set(time.time())
+            self._refresh_profile()
+            self.last_contact, self.last_error = time.time(), None
+        except Exception as exc:  # the replica down or answering nonsense
+            self.last_error = str(exc) if isinstance(exc, SdkError) else repr(exc)
+            self.log.warning("poll_failed", error=self.last_error)
 
     def _resume_due(self) -> None:
         now = time.time()
-        for job in self.journal.jobs(("reserving", "reserved", "built")):
+        for job in self.journal.jobs(ACTIVE):
             if job.next_attempt <= now and self.in_flight() < self.config.max_concurrent_jobs:
                 self._submit(job.bounty_id)
 
@@ -199,19 +221,30 @@ class Worker:
         if self.journal.known_wasm(wasm_id, self.config.audit_type) or self._filed_by_me(chain, wasm_id) is not None:
             return 0  # the registry takes one filing per verifier and audit: a second lock could only be slashed
         now = time.time_ns()
+        headroom = int((self.config.build_timeout_s + self.config.file_margin_s + 60) * 1e9)
         for bounty in chain.registry.get_bounties_for_wasm(wasm_id):
             if bounty["audit_type"] != self.config.audit_type or _variant(bounty["state"]) != "Open":
-                continue
-            if bounty["timeout_date"] <= now + int(self.config.file_margin_s * 1e9):
                 continue
             known = self.journal.get(bounty["bounty_id"])
             if known is not None and known.state != "lost":
                 continue
             lock = chain.hub.get_lock(bounty["bounty_id"])
             if lock and lock[0]["expires_at"] > now:
+                if str(lock[0]["claimant"]) == self.principal:  # ours, but the journal lost track: adopt it
+                    return self._adopt(bounty["bounty_id"], pending, lock[0]["expires_at"])
                 continue
+            if bounty["timeout_date"] <= now + headroom:
+                continue  # it could close before a build and a filing fit in
             return self._reserve(chain, bounty["bounty_id"], pending)
         return 0
+
+    def _adopt(self, bounty_id: int, pending: dict[str, Any], expires_at: int) -> int:
+        self.journal.begin(bounty_id, pending["wasm_id"], pending["repo"], pending["commit_hash"],
+                           self.config.audit_type)
+        self.journal.update(bounty_id, state="reserved", expires_at=expires_at)
+        self.log.warning("adopted_lock", bounty_id=bounty_id, wasm_id=pending["wasm_id"])
+        self._submit(bounty_id)
+        return 1
 
     def _reserve(self, chain: Chain, bounty_id: int, pending: dict[str, Any]) -> int:
         if not self.journal.begin(bounty_id, pending["wasm_id"], pending["repo"], pending["commit_hash"],
@@ -222,7 +255,11 @@ class Worker:
         except SdkError as exc:
             self.log.warning("reserve_unknown", bounty_id=bounty_id, error=str(exc))
             return 1  # the reservation may have landed; the job's first step asks the hub
-        if "err" in result:
+        error = result.get("err")
+        held = error["AlreadyReserved"] if error and _variant(error) == "AlreadyReserved" else None
+        if held and str(held["claimant"]) == self.principal:  # our own retried call landed the first time
+            result = {"ok": {"expires_at": held["expires_at"], "stake": "(earlier attempt)"}}
+        elif error:
             self.journal.update(bounty_id, state="lost", last_error=str(result["err"]))
             self.log.info("reserve_refused", bounty_id=bounty_id, reason=result["err"])
             self.metrics.jobs.labels("lost").inc()
@@ -245,9 +282,14 @@ class Worker:
                 job = self.journal.get(bounty_id)
         except (rebuild.Transient, SdkError) as exc:
             self._retry_later(bounty_id, str(exc))
-        except Exception as exc:  # a bug must not kill the worker nor produce a filing; retry with backoff
+        except Exception as exc:  # a bug must not kill the worker nor produce a filing; retry, then give up
             self.log.error("job_crashed", bounty_id=bounty_id, error=repr(exc))
-            self._retry_later(bounty_id, repr(exc))
+            job = self.journal.get(bounty_id)
+            if job is not None and job.attempts + 1 >= MAX_CRASHES:
+                self.journal.update(bounty_id, state="failed", attempts=job.attempts + 1, last_error=repr(exc))
+                self.metrics.jobs.labels("failed").inc()
+            else:
+                self._retry_later(bounty_id, repr(exc))
         finally:
             with self._guard:
                 self._in_flight.pop(bounty_id, None)
@@ -266,17 +308,30 @@ class Worker:
         lock = self.chain().hub.get_lock(job.bounty_id)
         if lock and str(lock[0]["claimant"]) == self.principal and lock[0]["expires_at"] > time.time_ns():
             self.journal.update(job.bounty_id, state="reserved", expires_at=lock[0]["expires_at"])
+        elif time.time() - job.created < RESERVATION_SETTLE_S and not lock:
+            raise rebuild.Transient("the reservation's outcome is not known yet")
         else:
             self.journal.update(job.bounty_id, state="lost", last_error="the reservation did not happen")
             self.metrics.jobs.labels("lost").inc()
 
     def _lock_usable(self, job: Job) -> bool:
-        """Our lock exists and outlives the filing margin; otherwise the job ends as expired, nothing filed."""
-        lock = self.chain().hub.get_lock(job.bounty_id)
+        """Our lock exists, and it and the bounty outlive the filing margin; otherwise the job ends as expired
+        (or lost, when the bounty closed) and nothing is filed."""
+        chain = self.chain()
+        lock = chain.hub.get_lock(job.bounty_id)
         deadline = time.time_ns() + int(self.config.file_margin_s * 1e9)
-        if lock and str(lock[0]["claimant"]) == self.principal and lock[0]["expires_at"] > deadline:
+        bounty = next((b for b in chain.registry.get_bounties_for_wasm(job.wasm_id)
+                       if b["bounty_id"] == job.bounty_id), None)
+        if bounty is None or _variant(bounty["state"]) != "Open":
+            self.journal.update(job.bounty_id, state="lost", last_error="the bounty is no longer open")
+            self.metrics.jobs.labels("lost").inc()
+            self.log.warning("bounty_closed", bounty_id=job.bounty_id, wasm_id=job.wasm_id)
+            return False
+        if (lock and str(lock[0]["claimant"]) == self.principal and lock[0]["expires_at"] > deadline
+                and bounty["timeout_date"] > deadline):
             return True
-        self.journal.update(job.bounty_id, state="expired", last_error="the lock expired (or is gone) before filing")
+        self.journal.update(job.bounty_id, state="expired",
+                            last_error="the lock or the bounty expires before we could file")
         self.metrics.jobs.labels("expired").inc()
         self.log.warning("lock_expired", bounty_id=job.bounty_id, wasm_id=job.wasm_id)
         return False
@@ -289,9 +344,16 @@ class Worker:
                                 timeout_s=cfg.build_timeout_s)
         source_limits = source.Limits(max_total_bytes=cfg.max_source_mb << 20)
         self.log.info("build_started", bounty_id=job.bounty_id, repo=job.repo, commit=job.commit_hash)
-        verdict = rebuild.verify(self.docker(), self.image, job.repo, job.commit_hash, job.wasm_id,
-                                 cfg.work_dir / f"bounty-{job.bounty_id}", limits, source_limits,
-                                 allow_http=cfg.allow_http_repos, owner=self.principal)
+        try:
+            verdict = rebuild.verify(self.docker(), self.image, job.repo, job.commit_hash, job.wasm_id,
+                                     cfg.work_dir / f"bounty-{job.bounty_id}", limits, source_limits,
+                                     allow_local=cfg.allow_local_repos, owner=self.principal)
+        except rebuild.SourceUnreachable as exc:
+            if job.attempts + 1 < cfg.source_retries:
+                raise
+            # The requester keeps the repository unreachable: report it rather than wait to be slashed.
+            verdict = rebuild.Verdict(False, None, rebuild.clean(
+                f"source: the repository stayed unreachable for {job.attempts + 1} attempts: {exc}"), 0.0)
         if verdict.build_seconds:
             self.metrics.build_seconds.observe(verdict.build_seconds)
         metadata: dict[str, Any] = {
@@ -365,11 +427,14 @@ class Worker:
         self.metrics.earnings.set(profile["earnings"])
 
     def health(self) -> tuple[bool, dict[str, Any]]:
-        age = None if self.last_poll_ok is None else time.time() - self.last_poll_ok
+        age = None if self.last_contact is None else time.time() - self.last_contact
         ok = age is not None and age < max(3 * self.config.poll_interval_s, 30) and not self.stopping.is_set()
-        return ok, {"status": "ok" if ok else "unhealthy", "last_poll_age_s": None if age is None else round(age, 1),
+        return ok, {"status": "ok" if ok else "unhealthy", "last_contact_age_s": None if age is None else round(age, 1),
                     "last_error": self.last_error, "in_flight": self.in_flight(), "stopping": self.stopping.is_set(),
                     "principal": self.principal, "image": self.image.tag}
 
     def close(self) -> None:
         self._executor.shutdown(wait=True)
+        if self._state_lock >= 0:
+            os.close(self._state_lock)  # releases the flock
+            self._state_lock = -1

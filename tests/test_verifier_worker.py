@@ -384,7 +384,9 @@ def test_doctor_checks_the_setup(net: Net, docker_host: str, builder_image: Any,
     report = json.loads(proc.stdout)
     assert proc.returncode == 0 and report["ok"], report
     checks = {c["check"]: c for c in report["checks"]}
-    assert set(checks) == {"config", "journal", "identity", "network", "registry", "stake", "docker", "image"}
+    assert set(checks) == {"config", "journal", "identity", "network", "registry", "stake", "docker", "image",
+                           "sandbox"}
+    assert "self-test build in" in checks["sandbox"]["detail"]
     assert str(principal()) in checks["identity"]["detail"] and builder_image.tag in checks["image"]["detail"]
 
     poor = {**env, "VERIFIER_PEM": str(_pem(tmp_path, "stranger"))}

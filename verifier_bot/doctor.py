@@ -5,6 +5,29 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+SELF_TEST = 'persistent actor { public query func ping() : async Text { "pong" } };\n'
+
+
+def _sandbox_self_test(client: Any, image: Any, memory_mb: int) -> tuple[str, bool, str]:
+    """Build a one-line actor in the sandbox with the configured limits: a broken image, a daemon that
+    cannot apply the limits or too little memory shows up here, not as a wrong divergence later."""
+    import tempfile
+
+    from verifier_bot import sandbox
+
+    with tempfile.TemporaryDirectory(prefix="prometheus-doctor-") as tmp:
+        (Path(tmp) / "src").mkdir(mode=0o755)
+        (Path(tmp) / "src" / "main.mo").write_text(SELF_TEST)
+        (Path(tmp) / "src" / "main.mo").chmod(0o644)
+        try:
+            result = sandbox.build(client, image, Path(tmp) / "src", "main.mo", Path(tmp) / "out",
+                                   sandbox.Limits(memory_bytes=memory_mb << 20, timeout_s=300))
+        except sandbox.SandboxUnavailable as exc:
+            return "sandbox", False, str(exc)
+    if not result.ok:
+        return "sandbox", False, f"self-test build failed: {result.reason}"
+    return "sandbox", True, f"self-test build in {result.seconds:.1f} s (no network, read-only, uid 10001)"
+
 
 def run_checks(config_file: Path | None) -> list[dict[str, Any]]:
     from ic_replica.principal import Principal
@@ -61,6 +84,7 @@ def run_checks(config_file: Path | None) -> list[dict[str, Any]]:
             image = ensure_image(client)
             record("image", True, f"{image.tag} rootfs sha256:{image.rootfs_digest[:16]}… "
                    f"toolchain {image.toolchain_digest[:16]}…")
+            record(*_sandbox_self_test(client, image, cfg.build_memory_mb))
         except ImageError as exc:
             record("image", False, str(exc))
     except SetupError as exc:

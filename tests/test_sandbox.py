@@ -151,6 +151,33 @@ def test_a_broken_image_is_unavailable_not_a_verdict(docker_client: Any, builder
         sandbox.build(docker_client, broken, EXAMPLES, "hello_mcp/main.mo", tmp_path / "out")
 
 
+def test_a_build_killed_from_outside_is_unavailable_not_a_verdict(docker_client: Any, builder_image: Any,
+                                                                   tmp_path: Path) -> None:
+    import threading
+    import time
+
+    outcome: dict[str, Any] = {}
+
+    def build() -> None:
+        try:
+            outcome["result"] = sandbox.build(docker_client, builder_image, EXAMPLES, "hello_mcp/main.mo",
+                                              tmp_path / "out", owner="killed-test")
+        except sandbox.SandboxUnavailable as exc:
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=build)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        running = docker_client.containers.list(filters={"label": "io.prometheus.owner=killed-test"})
+        if running:
+            running[0].kill()
+            break
+        time.sleep(0.05)
+    thread.join(60)
+    assert "stopped from outside" in str(outcome.get("error")), outcome
+
+
 def test_docker_down_is_unavailable_not_a_verdict(builder_image: Any) -> None:
     import docker
 

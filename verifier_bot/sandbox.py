@@ -174,6 +174,8 @@ def build(client: Any, image: BuilderImage, source: Path, main_rel: str, out: Pa
                            run.seconds)
     if run.exit_code in (125, 126, 127):  # the container could not run the recipe: our setup, not the source
         raise SandboxUnavailable(f"the builder image could not run the recipe (exit {run.exit_code}): {run.log[-300:]}")
+    if run.exit_code in (137, 143):  # killed, not by the OOM killer nor by our timeout: someone stopped it
+        raise SandboxUnavailable(f"the build container was stopped from outside (exit {run.exit_code})")
     if run.exit_code != 0:
         first = next((line for line in run.log.splitlines() if "error" in line), "")
         return BuildResult(False, None, f"build failed (exit {run.exit_code}){': ' + first if first else ''}",

@@ -16,6 +16,7 @@ verdict.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import os
 import threading
 import time
@@ -79,6 +80,9 @@ class Worker:
         self.last_contact: float | None = None  # the last time the canisters answered us
         self.last_error: str | None = None
         self.principal = str(self._chain_connection().principal)
+        # Build containers carry this label: a restart removes its own leftovers and nobody else's.
+        state_key = hashlib.sha256(str(config.state_dir.resolve()).encode()).hexdigest()[:12]
+        self.owner = f"{self.principal}/{state_key}"
 
     @staticmethod
     def _lock_state_dir(state_dir: Path) -> int:
@@ -135,7 +139,7 @@ class Worker:
 
     def start(self) -> None:
         try:
-            removed = sandbox.remove_leftovers(self.docker(), self.principal)
+            removed = sandbox.remove_leftovers(self.docker(), self.owner)
         except Exception as exc:  # Docker down: builds will retry, the worker still starts
             self.log.warning("docker_unavailable", error=str(exc))
             removed = 0
@@ -347,7 +351,7 @@ class Worker:
         try:
             verdict = rebuild.verify(self.docker(), self.image, job.repo, job.commit_hash, job.wasm_id,
                                      cfg.work_dir / f"bounty-{job.bounty_id}", limits, source_limits,
-                                     allow_local=cfg.allow_local_repos, owner=self.principal)
+                                     allow_local=cfg.allow_local_repos, owner=self.owner)
         except rebuild.SourceUnreachable as exc:
             if job.attempts + 1 < cfg.source_retries:
                 raise

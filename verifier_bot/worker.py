@@ -164,12 +164,12 @@ class Worker:
         """One pass. Nothing raised here may stop the loop: errors are logged and the next tick tries again."""
         try:
             self._resume_due()
+            available = self._refresh_profile()
             # Jobs waiting out a backoff still hold locks: they count against the slots like running ones.
             free = self.config.max_concurrent_jobs - len(self.journal.jobs(ACTIVE))
             if free > 0 and not self.stopping.is_set():
-                self.poll(free)
+                self.poll(free, available)
                 self.metrics.last_poll.set(time.time())
-            self._refresh_profile()
             self.last_contact, self.last_error = time.time(), None
         except Exception as exc:  # the replica down or answering nonsense
             self.last_error = str(exc) if isinstance(exc, SdkError) else repr(exc)
@@ -190,10 +190,10 @@ class Worker:
 
     # ------------------------------------------------------------------ finding and reserving work
 
-    def poll(self, slots: int) -> int:
+    def poll(self, slots: int, available_stake: int) -> int:
         """Reserve up to `slots` open bounties of our audit type; returns how many were reserved."""
         chain, reserved, after = self.chain(), 0, None
-        if not self._enough_stake(chain):
+        if not self._enough_stake(chain, available_stake):
             return 0
         while reserved < slots:
             page = chain.registry.list_pending_verifications({"after": [after] if after else [], "limit": PAGE})
@@ -207,13 +207,9 @@ class Worker:
             after = page[-1]["wasm_id"]
         return reserved
 
-    def _enough_stake(self, chain: Chain) -> bool:
+    def _enough_stake(self, chain: Chain, available: int) -> bool:
         """Reserving without the stake only fails at the hub; say so once per poll instead."""
-        from ic_replica.principal import Principal
-
         required = chain.hub.get_policy()["stake_per_reservation"]
-        profile = chain.hub.get_auditor_profile(Principal.from_text(self.principal))
-        available = dict(profile["available"]).get(self.config.audit_type, 0)
         if available < required:
             self.log.warning("insufficient_stake", available=available, required=required,
                              audit_type=self.config.audit_type)
@@ -419,16 +415,16 @@ class Worker:
 
     # ------------------------------------------------------------------ operations
 
-    def _refresh_profile(self) -> None:
+    def _refresh_profile(self) -> int:
+        """Our stake and earnings from the hub, into the gauges; returns the stake free to reserve with."""
         from ic_replica.principal import Principal
 
-        try:
-            profile = self.chain().hub.get_auditor_profile(Principal.from_text(self.principal))
-        except SdkError:
-            return
-        self.metrics.stake_available.set(dict(profile["available"]).get(self.config.audit_type, 0))
+        profile = self.chain().hub.get_auditor_profile(Principal.from_text(self.principal))
+        available = int(dict(profile["available"]).get(self.config.audit_type, 0))
+        self.metrics.stake_available.set(available)
         self.metrics.stake_locked.set(dict(profile["staked"]).get(self.config.audit_type, 0))
         self.metrics.earnings.set(profile["earnings"])
+        return available
 
     def health(self) -> tuple[bool, dict[str, Any]]:
         age = None if self.last_contact is None else time.time() - self.last_contact

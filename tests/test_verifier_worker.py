@@ -24,6 +24,7 @@ from tests.verifier_harness import (
     make_worker,
     principal,
     run_until_idle,
+    sha,
 )
 from verifier_bot.journal import Journal
 from verifier_bot.metrics import serve
@@ -96,7 +97,7 @@ def test_every_deterministic_failure_is_a_divergence_with_its_reason(net: Net, d
                                                os.symlink("/etc/passwd", work / "src" / "main.mo"))
     blob_repo, blob_commit, _ = net.repo({"src/main.mo": HELLO, "assets/big.bin": os.urandom(11 << 20)})
     cases = {
-        "mismatch": (os.urandom(4000), repo, commit, "rebuilt wasm has sha256 " + wasm_sha(wasm)),
+        "mismatch": (os.urandom(4000), repo, commit, "rebuilt wasm has sha256 " + sha(wasm)),
         "compile error": (os.urandom(4001), broken_repo, broken_commit, "src/main.mo:2:"),
         "malformed url": (os.urandom(4002), "http://user:secret@127.0.0.1/x.git", commit, "refusing repository URL"),
         "unknown commit": (os.urandom(4003), repo, "f" * 40, "cannot fetch commit"),
@@ -115,14 +116,8 @@ def test_every_deterministic_failure_is_a_divergence_with_its_reason(net: Net, d
         assert not filing["attested"], name
         assert reason in filing["report"][0], (name, filing["report"])
         assert outcome(net, wasm_id) == "Rejected", name
-    assert only_filing(net, submitted["mismatch"])["meta"]["126:found_hash"] == wasm_sha(wasm)
+    assert only_filing(net, submitted["mismatch"])["meta"]["126:found_hash"] == sha(wasm)
     assert {j.state for j in worker.journal.jobs()} == {"filed"}
-
-
-def wasm_sha(data: bytes) -> str:
-    import hashlib
-
-    return hashlib.sha256(data).hexdigest()
 
 
 def test_hostile_repository_content_never_runs(net: Net, docker_host: str, builder_image: Any,

@@ -23,7 +23,7 @@ from tests.backends import EmbeddedBackend
 from tests.protocol_stack import DEV, IDENTITIES, PRINCIPALS, Stack
 from verifier_bot.config import Config
 from verifier_bot.image import BuilderImage
-from verifier_bot.journal import Journal
+from verifier_bot.journal import ACTIVE, Journal
 from verifier_bot.logs import JsonLog
 from verifier_bot.worker import Worker
 
@@ -104,7 +104,7 @@ def run_until_idle(worker: Worker, passes: int = 20) -> None:
     for _ in range(passes):
         before = len(worker.journal.jobs())
         worker.run_once()
-        active = worker.journal.jobs(("reserving", "reserved", "built"))
+        active = worker.journal.jobs(ACTIVE)
         if not active and len(worker.journal.jobs()) == before:
             return
     raise AssertionError(f"worker still busy after {passes} passes: {worker.journal.jobs()}")

@@ -145,7 +145,7 @@ class Worker:
             removed = 0
         self.log.info("started", principal=self.principal, image=self.image.tag, version=WORKER_VERSION,
                       max_concurrent_jobs=self.config.max_concurrent_jobs, leftover_containers_removed=removed,
-                      unfinished_jobs=len(self.journal.jobs(("reserving", "reserved", "built"))))
+                      unfinished_jobs=len(self.journal.jobs(ACTIVE)))
 
     def drain(self) -> None:
         while True:
@@ -276,7 +276,7 @@ class Worker:
     def _advance(self, bounty_id: int) -> None:
         try:
             job = self.journal.get(bounty_id)
-            while job is not None and job.state in ("reserving", "reserved", "built"):
+            while job is not None and job.state in ACTIVE:
                 step = {"reserving": self._confirm_reservation, "reserved": self._build, "built": self._file}
                 step[job.state](job)
                 job = self.journal.get(bounty_id)

@@ -19,8 +19,8 @@ sys.path.insert(0, str(ROOT))
 
 from ic_replica.replica import Limits  # noqa: E402
 from prometheus_build.recipe import build_all  # noqa: E402
-from tests.backends import EmbeddedBackend  # noqa: E402
-from tests.protocol_stack import DEV, VERIFIERS, Stack  # noqa: E402
+from testkit.backends import EmbeddedBackend  # noqa: E402
+from testkit.protocol import DEV, VERIFIERS, Stack  # noqa: E402
 
 
 def instructions(stack: Stack, fn: Any) -> int:

@@ -32,7 +32,7 @@ from prometheus_cli.protocol import LEDGER_FEE, deploy_protocol  # noqa: E402
 from prometheus_sdk import Network, connect  # noqa: E402
 from prometheus_sdk.canister import CanisterClient  # noqa: E402
 from prometheus_sdk.icrc16 import to_icrc16, to_map  # noqa: E402
-from tests.git_server import make_repo, serve  # noqa: E402 - the loopback git server the tests use
+from testkit.git_server import make_repo, serve  # noqa: E402 - the loopback git server the tests use
 from verifier_bot.config import Config  # noqa: E402
 from verifier_bot.dockerd import PrivateDockerd  # noqa: E402
 from verifier_bot.image import ensure_image  # noqa: E402

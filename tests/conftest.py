@@ -11,12 +11,10 @@ import pytest
 from ic_replica import candid
 from ic_replica.principal import Principal
 from prometheus_build.recipe import build_all
-from tests.backends import available_backends, make_backend
-
-ROOT = Path(__file__).resolve().parent.parent
-TEST_CANISTERS = ROOT / "tests" / "canisters"
-ALICE = Principal(b"\x0a" * 29)
-BOB = Principal(b"\x0b" * 29)
+from testkit import ALICE, BOB, ROOT, TEST_CANISTERS, git_server  # noqa: F401 - re-exported for the test modules
+from testkit.backends import EmbeddedBackend, available_backends, make_backend
+from testkit.protocol import Stack
+from testkit.verifier import Net, principal
 
 
 @pytest.fixture(scope="session")
@@ -25,13 +23,11 @@ def wasms() -> dict[str, bytes]:
     results = build_all(TEST_CANISTERS, ROOT / "build" / "test_canisters", ROOT / "build" / "cache", jobs=2)
     return {r.name: r.wasm.read_bytes() for r in results}
 
-
 @pytest.fixture(scope="session")
 def product() -> dict[str, Any]:
     """The product canisters in canister_src/, built by the recipe: name -> BuildResult."""
     results = build_all(ROOT / "canister_src", ROOT / "build" / "canisters", ROOT / "build" / "cache", jobs=2)
     return {r.name: r for r in results}
-
 
 @pytest.fixture(params=available_backends())
 def ic(request: pytest.FixtureRequest) -> Iterator[Any]:
@@ -42,22 +38,16 @@ def ic(request: pytest.FixtureRequest) -> Iterator[Any]:
         pytest.skip("needs real PocketIC")
     yield make_backend(request.param)
 
-
 def nat_arg(n: int) -> bytes:
     return candid.encode([candid.NAT], [n])
-
 
 def no_args() -> bytes:
     return candid.encode([], [])
 
-
 def decode1(data: bytes, t: candid.Type | None = None) -> Any:
     return candid.decode(data, [t] if t is not None else None)[0]
 
-
 from tests.docker_env import builder_image, docker_client, docker_host  # noqa: E402,F401 - Docker fixtures
-from tests.protocol_stack import stack  # noqa: E402,F401 - the protocol fixture, for every test module
-from tests.verifier_harness import git_repos, net  # noqa: E402,F401 - the verifier's world: IC + git + Docker
 
 
 def install(ic: Any, wasms: dict[str, bytes], name: str, arg: bytes | None = None,
@@ -67,3 +57,41 @@ def install(ic: Any, wasms: dict[str, bytes], name: str, arg: bytes | None = Non
     default_arg = nat_arg(0) if name == "counter" else no_args()
     ic.install_code(cid, wasms[name], default_arg if arg is None else arg, sender=controller)
     return cid  # type: ignore[no-any-return]
+
+@pytest.fixture(params=["inproc", "http"])
+def stack(request: pytest.FixtureRequest, ic: Any, product: dict[str, Any]) -> Iterator[Stack]:
+    """The protocol, called in process or over the IC HTTP interface through the SDK (signed requests,
+    verified certificates). Tests that travel in time or need calls in one round are `inproc_only`."""
+    if request.param == "inproc":
+        yield Stack.deploy(ic, product)
+        return
+    if request.node.get_closest_marker("inproc_only"):
+        pytest.skip("moves the replica's clock or needs calls delivered in one round")
+    from ic_replica.http_server import IcHttpServer
+
+    server = IcHttpServer(ic.replica).start()
+    try:
+        yield Stack.deploy(ic, product, server.url)
+    finally:
+        server.stop()
+
+@pytest.fixture(scope="module")
+def git_repos(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    root = tmp_path_factory.mktemp("repos")
+    with git_server.serve(root) as url:
+        yield url, root
+
+@pytest.fixture
+def net(product: dict[str, Any], git_repos: tuple[str, Path], tmp_path: Path) -> Iterator[Net]:
+    """A fresh protocol deployment per test (so no test sees another's bounties), served over HTTP."""
+    from ic_replica.http_server import IcHttpServer
+
+    ic = EmbeddedBackend()
+    server = IcHttpServer(ic.replica).start()
+    try:
+        stack = Stack.deploy(ic, product, server.url)
+        stack.stake(principal())
+        yield Net(stack, server.url, git_repos[0], git_repos[1], ROOT / "build" / "cache")
+    finally:
+        server.stop()
+        ic.replica.close()

@@ -14,8 +14,8 @@ from prometheus_build.recipe import build_canister
 from prometheus_sdk import Network, connect
 from prometheus_sdk.canister import CanisterClient
 from prometheus_sdk.icrc16 import to_map
+from testkit.protocol import IDENTITIES
 from tests.conftest import ROOT
-from tests.protocol_stack import IDENTITIES
 from tests.test_localnet_cli import cli, free_port  # noqa: F401 - fixture
 
 COMMIT = "1f2e3d4c5b6a79881f2e3d4c5b6a79881f2e3d4c"

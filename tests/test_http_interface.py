@@ -22,8 +22,7 @@ from ic_replica.principal import Principal
 from ic_replica.replica import Replica
 from ic_replica.request_auth import REQUEST_SEPARATOR, request_id
 from prometheus_sdk import CallRejectedError, CertificateError, Network, connect
-from tests.conftest import ALICE, nat_arg, no_args
-from tests.http_helpers import (
+from testkit.http_helpers import (
     Ed25519Signer,
     Secp256k1Signer,
     content,
@@ -33,6 +32,7 @@ from tests.http_helpers import (
     running_server,
     tampering_proxy,
 )
+from tests.conftest import ALICE, nat_arg, no_args
 
 JS_DIR = Path(__file__).parent / "js"
 

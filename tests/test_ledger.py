@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from ic_replica.principal import Principal
+from testkit.typed import Typed
 from tests.conftest import ALICE, BOB, ROOT
-from tests.typed import Typed
 
 MINTER = Principal(b"\x0c" * 29)
 CAROL = Principal(b"\x0d" * 29)

@@ -12,7 +12,7 @@ import pytest
 
 from ic_replica.principal import ANONYMOUS
 from prometheus_sdk.icrc16 import to_icrc16, to_map
-from tests.protocol_stack import AUDIT, DEV, GOV, REWARD, SPONSOR, STAKE, STRANGER, VERIFIERS, Stack, account
+from testkit.protocol import AUDIT, DEV, GOV, REWARD, SPONSOR, STAKE, STRANGER, VERIFIERS, Stack, account
 
 pytestmark = pytest.mark.embedded_only
 
@@ -356,7 +356,7 @@ def test_upgrades_lose_nothing(stack: Stack, product: dict[str, Any]) -> None:
 
 
 def _init_args(stack: Stack, name: str) -> list[Any]:
-    from tests.protocol_stack import MINTER
+    from testkit.protocol import MINTER
 
     if name == "ledger":
         return [{"name": "Test USD", "symbol": "TUSD", "decimals": 6, "fee": 10_000, "minting_account": account(MINTER),

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from tests.protocol_stack import AUDIT, DEV, FEE, GOV, REWARD, SPONSOR, STAKE, VERIFIERS, Stack
+from testkit.protocol import AUDIT, DEV, FEE, GOV, REWARD, SPONSOR, STAKE, VERIFIERS, Stack
 
 pytestmark = pytest.mark.embedded_only
 

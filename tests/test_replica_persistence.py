@@ -8,7 +8,7 @@ from pathlib import Path
 from ic_replica import candid
 from ic_replica.principal import Principal
 from ic_replica.replica import Replica
-from tests.backends import TEST_LIMITS
+from testkit.backends import TEST_LIMITS
 from tests.conftest import ALICE, BOB, decode1, nat_arg, no_args
 
 

@@ -10,8 +10,8 @@ from ic_replica.principal import Principal
 from ic_replica.replica import Replica
 from prometheus_sdk import ConfigError, Network, connect, did
 from prometheus_sdk.canister import CanisterClient
+from testkit.http_helpers import running_server
 from tests.conftest import ROOT, TEST_CANISTERS, wasms  # noqa: F401 - fixture
-from tests.http_helpers import running_server
 
 DIDS = ROOT / "build" / "test_canisters"
 

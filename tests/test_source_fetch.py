@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.git_server import add_submodule, git, make_repo, serve
+from testkit.git_server import add_submodule, git, make_repo, serve
 from verifier_bot.source import Limits, SourceError, TransientSourceError, fetch
 
 MAIN = "persistent actor { public query func hi() : async Text { \"hi\" } };\n"

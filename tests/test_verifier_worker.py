@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from tests.git_server import add_submodule, git
-from tests.protocol_stack import AUDIT, DEV, GOV, IDENTITIES, REWARD, STAKE
-from tests.verifier_harness import (
+from testkit.git_server import add_submodule, git
+from testkit.protocol import AUDIT, DEV, GOV, IDENTITIES, REWARD, STAKE
+from testkit.verifier import (
     HELLO,
     VERIFIER,
     Net,

@@ -45,8 +45,8 @@ class PocketIcBackend:
     def _call(self, update: bool, canister: Principal | bytes | None, method: str, arg: bytes,
               sender: Principal | bytes, effective: Principal | None = None) -> bytes:
         self.pic.set_sender(self._as_ic_principal(sender))
-        target = None if canister is None or bytes(getattr(canister, "raw", canister)) == b"" else \
-            self._as_ic_principal(canister)
+        raw = canister.raw if isinstance(canister, Principal) else canister
+        target = None if not raw else self._as_ic_principal(raw)
         try:
             if update:
                 eff = {"CanisterId": __import__("base64").b64encode(effective.raw).decode()} if effective else None

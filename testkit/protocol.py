@@ -5,15 +5,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import pytest
-
 from ic_replica.principal import ANONYMOUS, Principal
 from prometheus_sdk.icrc16 import to_icrc16, to_map
-from tests.typed import HttpTransport, Typed
+from testkit.typed import HttpTransport, Typed
 
 
 def _identity(role: str) -> Any:
@@ -161,21 +158,3 @@ class Stack:
             fields = dict(entry["block"]["Map"])
             types.append(fields["btype"]["Text"])
         return types
-
-
-@pytest.fixture(params=["inproc", "http"])
-def stack(request: pytest.FixtureRequest, ic: Any, product: dict[str, Any]) -> Iterator[Stack]:
-    """The protocol, called in process or over the IC HTTP interface through the SDK (signed requests,
-    verified certificates). Tests that travel in time or need calls in one round are `inproc_only`."""
-    if request.param == "inproc":
-        yield Stack.deploy(ic, product)
-        return
-    if request.node.get_closest_marker("inproc_only"):
-        pytest.skip("moves the replica's clock or needs calls delivered in one round")
-    from ic_replica.http_server import IcHttpServer
-
-    server = IcHttpServer(ic.replica).start()
-    try:
-        yield Stack.deploy(ic, product, server.url)
-    finally:
-        server.stop()

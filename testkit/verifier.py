@@ -7,27 +7,22 @@ import hashlib
 import io
 import itertools
 import json
-from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from ic_replica.principal import Principal
 from prometheus_build.recipe import build_canister
 from prometheus_sdk import Network, connect
 from prometheus_sdk.icrc16 import to_map
-from tests import git_server
-from tests.backends import EmbeddedBackend
-from tests.protocol_stack import DEV, IDENTITIES, PRINCIPALS, Stack
+from testkit import ROOT, git_server
+from testkit.protocol import DEV, IDENTITIES, PRINCIPALS, Stack
 from verifier_bot.config import Config
 from verifier_bot.image import BuilderImage
 from verifier_bot.journal import ACTIVE, Journal
 from verifier_bot.logs import JsonLog
 from verifier_bot.worker import Worker
 
-ROOT = Path(__file__).resolve().parent.parent
 HELLO = (ROOT / "examples" / "hello_mcp" / "main.mo").read_text()
 VERIFIER = "verifier1"
 _names = itertools.count(1)  # repositories share one loopback server per module
@@ -116,26 +111,3 @@ def principal(role: str = VERIFIER) -> Principal:
 
 def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-@pytest.fixture(scope="module")
-def git_repos(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
-    root = tmp_path_factory.mktemp("repos")
-    with git_server.serve(root) as url:
-        yield url, root
-
-
-@pytest.fixture
-def net(product: dict[str, Any], git_repos: tuple[str, Path], tmp_path: Path) -> Iterator[Net]:
-    """A fresh protocol deployment per test (so no test sees another's bounties), served over HTTP."""
-    from ic_replica.http_server import IcHttpServer
-
-    ic = EmbeddedBackend()
-    server = IcHttpServer(ic.replica).start()
-    try:
-        stack = Stack.deploy(ic, product, server.url)
-        stack.stake(principal())
-        yield Net(stack, server.url, git_repos[0], git_repos[1], ROOT / "build" / "cache")
-    finally:
-        server.stop()
-        ic.replica.close()

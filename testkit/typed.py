@@ -6,7 +6,7 @@ from typing import Any
 
 from ic_replica import candid
 from ic_replica.principal import Principal
-from tests.conftest import ALICE, ROOT
+from testkit import ALICE, ROOT
 
 
 class Typed:

@@ -1,8 +1,9 @@
 """Talk to canisters through icp-py-core with verified certificates.
 
 `connect(network, identity)` returns a `Connection` whose `call` / `query` take and return Candid bytes
-and raise the SDK's exceptions. For a local network the root key is fetched from `/api/v2/status` and
-trusted; for any other network icp-py-core's built-in mainnet key is used and nothing is fetched.
+and raise the SDK's exceptions. Each connection trusts one root key: a local network's, fetched once from
+its `/api/v2/status` at connect, or for any other network the mainnet key (nothing fetched). Updates are
+signed once and never re-signed on retry (`transport.py`); queries and reads may be re-sent.
 """
 
 from __future__ import annotations
@@ -12,44 +13,31 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import cbor2
 import httpx
 from icp_agent import agent as _agent_module  # type: ignore[import-not-found]
 from icp_agent import client as _client_module  # type: ignore[import-not-found]
 from icp_agent.agent import Agent  # type: ignore[import-not-found]
 from icp_agent.client import Client  # type: ignore[import-not-found]
-from icp_certificate import certificate as _certificate  # type: ignore[import-not-found]
 from icp_identity.identity import Identity  # type: ignore[import-not-found]
 
-from prometheus_sdk import bls
+from prometheus_sdk.certificates import MAINNET_ROOT_KEY, fetch_root_key, trusting
 from prometheus_sdk.errors import CallRejectedError, CertificateError, SdkError, TransportError
 from prometheus_sdk.network import Network
+from prometheus_sdk.transport import Transport, http
 
+__all__ = ["MAINNET_ROOT_KEY", "Connection", "connect", "fetch_root_key"]
 T = TypeVar("T")
-_MAINNET_ROOT_KEY = _certificate.IC_ROOT_KEY
-_trusted_root_key: bytes = _MAINNET_ROOT_KEY
-
-
-def _root_key(self: Any) -> bytes:
-    return _trusted_root_key
-
-
-_certificate.Certificate.read_root_key = _root_key  # icp-py-core ignores Agent(root_key=...) here
-bls.install()
 
 
 class _PooledHttpx:
     """icp-py-core calls `httpx.post` per request (a new TLS context and connection each time, ~20 ms);
-    route its synchronous requests through one pooled client instead."""
-
-    def __init__(self) -> None:
-        self._client = httpx.Client(limits=httpx.Limits(max_keepalive_connections=16))
+    route its synchronous requests through the SDK's one pooled client instead."""
 
     def post(self, url: str, **kwargs: Any) -> httpx.Response:
-        return self._client.post(url, **kwargs)
+        return http().post(url, **kwargs)
 
     def get(self, url: str, **kwargs: Any) -> httpx.Response:
-        return self._client.get(url, **kwargs)
+        return http().get(url, **kwargs)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(httpx, name)
@@ -58,38 +46,26 @@ class _PooledHttpx:
 _client_module.httpx = _PooledHttpx()
 
 
-def fetch_root_key(url: str, timeout: float = 5.0) -> bytes:
-    """The root key a (local) replica announces at `/api/v2/status`."""
-    try:
-        response = httpx.get(f"{url}/api/v2/status", timeout=timeout)
-    except httpx.HTTPError as exc:
-        raise TransportError(f"cannot reach {url}: {exc}") from exc
-    if response.status_code != 200:
-        raise TransportError(f"{url}/api/v2/status answered HTTP {response.status_code}", status=response.status_code)
-    status = cbor2.loads(response.content)
-    status = status.value if isinstance(status, cbor2.CBORTag) else status
-    key = status.get("root_key") if hasattr(status, "get") else None
-    if not isinstance(key, bytes):
-        raise TransportError(f"{url}/api/v2/status has no root key")
-    return key
-
-
 @dataclass
 class Connection:
-    """An agent bound to one network and one identity."""
+    """An agent bound to one network, one identity and the one root key its certificates must chain to."""
 
     network: Network
     agent: Any
+    root_key: bytes = MAINNET_ROOT_KEY
     retries: int = 3
 
     @property
     def principal(self) -> str:
         return str(self.agent.identity.sender())
 
+    @property
+    def transport(self) -> Transport:
+        return Transport(self.network.url, self.agent, self.root_key, self.retries)
+
     def call(self, canister_id: str, method: str, arg: bytes, *, effective_canister_id: str | None = None) -> bytes:
-        """An update call; returns the certified reply."""
-        return self._with_retry(lambda: self.agent.update_raw(
-            canister_id, method, arg, effective_canister_id=effective_canister_id, return_type=_RAW))
+        """An update call; returns the certified reply. Signed once: a retry never executes it twice."""
+        return self.transport.update(canister_id, method, arg, effective_canister_id)
 
     def query(self, canister_id: str, method: str, arg: bytes, *, effective_canister_id: str | None = None) -> bytes:
         return self._with_retry(lambda: self.agent.query_raw(
@@ -100,15 +76,17 @@ class Connection:
         from icp_principal import Principal as IcpPrincipal  # type: ignore[import-not-found]
 
         path = [b"canister", IcpPrincipal.from_str(canister_id).bytes, b"module_hash"]
-        certificate = self._with_retry(lambda: self.agent.read_state_raw(canister_id, [path]))
+        certificate = self._with_retry(lambda: self.transport.read_state(canister_id, [path]))
         value = certificate.lookup(path)
         return bytes(value) if value is not None else None
 
     def _with_retry(self, fn: Callable[[], T]) -> T:
+        """Retry transient failures of reads (each attempt is a newly signed request: reads change nothing)."""
         delay = 0.2
         for attempt in range(self.retries + 1):
             try:
-                return _translate(fn)
+                with trusting(self.root_key):
+                    return _translate(fn)
             except TransportError as exc:
                 if not exc.transient or attempt == self.retries:
                     raise
@@ -128,6 +106,7 @@ _agent_module.decode = lambda data, return_type=None: (
 
 
 def _translate(fn: Callable[[], T]) -> T:
+    """Run an icp-py-core call, raising the SDK's exceptions instead of icp-py-core's and httpx's."""
     from icp_core.errors import ReplicaReject  # type: ignore[import-not-found]
     from icp_core.errors import TransportError as IcpTransportError
 
@@ -159,8 +138,7 @@ def _translate(fn: Callable[[], T]) -> T:
 
 
 def connect(network: Network, identity: Identity | None = None) -> Connection:
-    """An agent for `network`; local networks get their root key from the replica itself."""
-    global _trusted_root_key
-    _trusted_root_key = fetch_root_key(network.url) if network.is_local else _MAINNET_ROOT_KEY
-    agent = Agent(identity or Identity(anonymous=True), Client(network.url), root_key=_trusted_root_key)
-    return Connection(network, agent)
+    """An agent for `network` that trusts one root key: a local network's own (asked once, here), else mainnet's."""
+    root_key = fetch_root_key(network.url) if network.is_local else MAINNET_ROOT_KEY
+    agent = Agent(identity or Identity(anonymous=True), Client(network.url), root_key=root_key)
+    return Connection(network, agent, root_key)

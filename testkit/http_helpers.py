@@ -1,12 +1,14 @@
-"""Test helpers for the HTTP interface: a running server, hand-built signed envelopes, a tampering proxy."""
+"""Test helpers for the HTTP interface: a running server, hand-built signed envelopes, a tampering proxy,
+a recording proxy that can lose replies."""
 
 from __future__ import annotations
 
 import hashlib
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -150,3 +152,83 @@ def _tamper(payload: bytes) -> bytes:
     for sig in value.get("signatures", []):
         sig["signature"] = _flip(sig["signature"])
     return cbor2.dumps(cbor2.CBORTag(55799, value))
+
+
+@dataclass
+class Seen:
+    """One request a `recording_proxy` received."""
+
+    method: str
+    path: str
+    body: bytes
+
+    @property
+    def endpoint(self) -> str:
+        return self.path.rsplit("/", 1)[-1]
+
+
+@dataclass
+class RecordingProxy:
+    """A live `recording_proxy`: its URL, what it saw, where it forwards (may be changed), faults still to come."""
+
+    url: str
+    upstream: str
+    call_faults: list[str]
+    seen: list[Seen] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+CALL_FAULTS = ("close-after", "502-after", "202-after", "close-before", "503-before", "202-before")
+
+
+@contextmanager
+def recording_proxy(upstream: str, call_faults: Sequence[str] = ()) -> Iterator[RecordingProxy]:
+    """Forwards every request to `proxy.upstream` and records it. The n-th `call` request meets
+    `call_faults[n]` (later ones pass): `close-after` / `502-after` / `202-after` forward it, then close the
+    connection without an answer / answer 502 / answer 202 (the reply is lost); `close-before` /
+    `503-before` / `202-before` close the connection / answer 503 / answer 202 without forwarding it."""
+    assert all(f in CALL_FAULTS for f in call_faults), call_faults
+    proxy = RecordingProxy("", upstream, list(call_faults))
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+        def _relay(self, method: str) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            with proxy.lock:
+                proxy.seen.append(Seen(method, self.path, body))
+                fault = proxy.call_faults.pop(0) if self.path.endswith("/call") and proxy.call_faults else None
+                upstream = proxy.upstream
+            if fault is not None and fault.endswith("-before"):
+                return self._fail(fault)
+            answer = httpx.request(method, upstream + self.path, content=body,
+                                   headers={"Content-Type": "application/cbor"}, timeout=60)
+            if fault is not None:
+                return self._fail(fault)
+            self._send(answer.status_code, answer.content, answer.headers.get("content-type", "application/cbor"))
+
+        def _fail(self, fault: str) -> None:
+            if fault.startswith("close"):
+                self.close_connection = True
+            else:
+                self._send(int(fault[:3]), b"" if fault.startswith("202") else b"upstream lost\n", "text/plain")
+
+        def _send(self, status: int, payload: bytes, content_type: str) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def do_GET(self) -> None:  # noqa: N802
+            self._relay("GET")
+
+        def do_POST(self) -> None:  # noqa: N802
+            self._relay("POST")
+
+    with serve_on_loopback(Handler) as url:
+        proxy.url = url
+        yield proxy

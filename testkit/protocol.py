@@ -87,29 +87,51 @@ class Stack:
             assert "ok" in result, result
         return digest.hex()
 
-    def request(self, wasm_id: str, sender: Principal = DEV, commit: str = COMMIT) -> Any:
+    def request(self, wasm_id: str, sender: Principal = DEV, commit: str = COMMIT,
+                namespace: str | None = None, repo: str = "https://example.com/app.git") -> Any:
         return self.registry("icrc126_verification_request", {
-            "wasm_hash": bytes.fromhex(wasm_id), "repo": "https://example.com/app.git", "commit_hash": commit,
-            "metadata": to_map({"canister_name": "app"})}, sender=sender)
+            "wasm_hash": bytes.fromhex(wasm_id), "repo": repo, "commit_hash": commit,
+            "metadata": to_map({"canister_name": "app"}), "namespace": [namespace] if namespace else []},
+            sender=sender)
 
     def submit(self, wasm: bytes | None = None, namespace: str = "com.example.app") -> str:
         wasm = wasm or os.urandom(3000)
         wasm_id = self.upload(wasm, namespace)
-        assert "ok" in self.request(wasm_id)
+        assert "ok" in self.request(wasm_id, namespace=namespace)
         return wasm_id
+
+    def request_id(self, wasm_id: str, namespace: str | None = None) -> int:
+        return int(self.status(wasm_id, namespace)["request"][0]["id"])
+
+    # ------------------------------------------------------------ governance
+
+    def set_policy(self, quorum: int = 1, mode: str = "Auto", required: tuple[str, ...] = (AUDIT,),
+                   min_reward: int = 100_000) -> Any:
+        return self.registry("set_policy", {"quorum": quorum, "mode": {mode: None},
+                                            "required_audit_types": list(required),
+                                            "min_bounty_reward": min_reward}, sender=GOV)
 
     # ------------------------------------------------------------ sponsor
 
-    def fund(self, wasm_id: str, amount: int = REWARD, sponsor: Principal = SPONSOR, audit: str = AUDIT,
-             timeout_ns: int = 7 * 24 * 3600 * 10**9) -> Any:
+    def approve(self, amount: int, sponsor: Principal = SPONSOR) -> None:
+        """Let the registry pull `amount` + its escrow fee (ICRC-2 approve; the approval itself costs a fee)."""
         approve = {"from_subaccount": [], "spender": account(self.registry.canister_id), "amount": amount + 2 * FEE,
                    "expected_allowance": [], "expires_at": [], "fee": [], "memo": [], "created_at_time": []}
         assert "Ok" in self.ledger("icrc2_approve", approve, sender=sponsor)
-        return self.registry("icrc127_create_bounty", {
-            "challenge_parameters": to_icrc16({"wasm_hash": bytes.fromhex(wasm_id), "audit_type": audit}),
+
+    def bounty_arg(self, wasm_id: str, amount: int = REWARD, audit: str = AUDIT,
+                   timeout_ns: int = 7 * 24 * 3600 * 10**9, **challenge: Any) -> dict[str, Any]:
+        return {
+            "challenge_parameters": to_icrc16({"wasm_hash": bytes.fromhex(wasm_id), "audit_type": audit, **challenge}),
             "bounty_metadata": to_map({"icrc127:reward_canister": self.ledger.canister_id,
                                        "icrc127:reward_amount": amount}),
-            "timeout_date": self.ic.get_time() + timeout_ns}, sender=sponsor)
+            "timeout_date": self.ic.get_time() + timeout_ns}
+
+    def fund(self, wasm_id: str, amount: int = REWARD, sponsor: Principal = SPONSOR, audit: str = AUDIT,
+             timeout_ns: int = 7 * 24 * 3600 * 10**9, **challenge: Any) -> Any:
+        self.approve(amount, sponsor)
+        return self.registry("icrc127_create_bounty", self.bounty_arg(wasm_id, amount, audit, timeout_ns, **challenge),
+                             sender=sponsor)
 
     def bounty(self, wasm_id: str, **kwargs: Any) -> int:
         result = self.fund(wasm_id, **kwargs)
@@ -141,15 +163,27 @@ class Stack:
     def balance(self, who: Principal) -> int:
         return int(self.ledger("icrc1_balance_of", account(who)))
 
-    def status(self, wasm_id: str) -> dict[str, Any]:
-        (status,) = self.registry("get_wasm_status", wasm_id)
+    def status(self, wasm_id: str, namespace: str | None = None) -> dict[str, Any]:
+        (status,) = self.registry("get_wasm_status", wasm_id, [namespace] if namespace else [])
         return status  # type: ignore[no-any-return]
+
+    def bounty_state(self, bounty_id: int) -> str:
+        (bounty,) = self.registry("icrc127_get_bounty", bounty_id)
+        return next(iter(bounty["state"]))
 
     def profile(self, verifier: Principal) -> dict[str, Any]:
         return self.hub("get_auditor_profile", verifier)  # type: ignore[no-any-return]
 
     def escrow(self) -> int:
-        return sum(total for ledger, total in self.registry("escrow_summary") if ledger == self.ledger.canister_id)
+        """The escrow the registry holds on the test ledger (confirmed in, not on its way out)."""
+        return sum(t["held"] for t in self.registry("escrow_summary") if t["ledger"] == self.ledger.canister_id)
+
+    def escrow_totals(self) -> dict[str, int]:
+        totals = {"held": 0, "incoming": 0, "outgoing": 0}
+        for t in self.registry("escrow_summary"):
+            if t["ledger"] == self.ledger.canister_id:
+                totals = {k: totals[k] + int(t[k]) for k in totals}
+        return totals
 
     def block_types(self) -> list[str]:
         result = self.registry("icrc3_get_blocks", [{"start": 0, "length": 10_000}])

@@ -22,6 +22,7 @@ def test_one_verifier_verifies_and_is_paid(stack: Stack) -> None:
     assert stack.escrow() == REWARD + FEE == stack.balance(stack.registry.canister_id)
     pending = stack.registry("list_pending_verifications", {"after": [], "limit": 10})
     assert [p["wasm_id"] for p in pending] == [wasm_id] and pending[0]["audit_types"] == [AUDIT]
+    assert pending[0]["request_id"] == stack.request_id(wasm_id) and pending[0]["open_bounties"] == 1
 
     v = VERIFIERS[0]
     stack.stake(v)
@@ -52,8 +53,7 @@ def test_one_verifier_verifies_and_is_paid(stack: Stack) -> None:
 
 
 def test_five_verifiers_quorum_three_dissenter_slashed_and_unpaid(stack: Stack) -> None:
-    assert stack.registry("set_policy", {"quorum": 3, "mode": {"Auto": None}, "required_audit_types": [AUDIT]},
-                          sender=GOV) == {"ok": None}
+    assert stack.set_policy(quorum=3) == {"ok": None}
     wasm_id = stack.submit()
     bounties = [stack.bounty(wasm_id) for _ in range(5)]
     for v, b in zip(VERIFIERS[:5], bounties):
@@ -100,13 +100,12 @@ def test_divergence_rejects_and_publish_is_refused(stack: Stack) -> None:
 @pytest.mark.inproc_only
 def test_bounty_timeout_refund(stack: Stack) -> None:
     wasm_id = stack.submit()
-    bounty = stack.bounty(wasm_id, timeout_ns=3600 * 10**9)
+    bounty = stack.bounty(wasm_id, timeout_ns=2 * 3600 * 10**9)
     after_funding = stack.balance(SPONSOR)
     assert "TimeoutNotReached" in stack.registry("icrc127_refund_bounty", bounty, sender=SPONSOR)["err"]
-    stack.ic.advance_time(3601 * 10**9)
-    assert stack.registry("bounty_for_lock", bounty)[0]["open"] is False
+    stack.ic.advance_time(2 * 3600 * 10**9 + 1)
     stack.stake(VERIFIERS[0])
-    assert stack.reserve(VERIFIERS[0], bounty) == {"err": {"BountyNotOpen": None}}
+    assert stack.reserve(VERIFIERS[0], bounty) == {"err": {"BountyNotOpen": "it closes too soon"}}
     assert dict(stack.profile(VERIFIERS[0])["available"])[AUDIT] == 10 * STAKE  # stake handed back
     assert "Refunded" in stack.registry("icrc127_refund_bounty", bounty, sender=DEV)["ok"]  # anyone may trigger
     assert stack.balance(SPONSOR) == after_funding + REWARD
@@ -115,22 +114,22 @@ def test_bounty_timeout_refund(stack: Stack) -> None:
 
 
 def test_governance_finalization_after_quorum(stack: Stack) -> None:
-    stack.registry("set_policy", {"quorum": 1, "mode": {"Governance": None}, "required_audit_types": [AUDIT]},
-                   sender=GOV)
+    stack.set_policy(mode="Governance")
     wasm_id = stack.submit()
     bounty = stack.bounty(wasm_id)
     stack.stake(VERIFIERS[0])
     stack.reserve(VERIFIERS[0], bounty)
     assert "ok" in stack.attest(VERIFIERS[0], wasm_id, bounty)
     assert stack.status(wasm_id)["outcome"] == []  # waits for governance
-    assert stack.registry("finalize_verification", wasm_id, AUDIT, {"Rejected": None}, sender=GOV) == {
+    request = stack.request_id(wasm_id)
+    assert stack.registry("finalize_verification", request, AUDIT, {"Rejected": None}, sender=GOV) == {
         "err": {"NotFinalizable": "the quorum for that outcome is not reached"}}
-    assert stack.registry("finalize_verification", wasm_id, AUDIT, {"Verified": None}, sender=DEV) == {
+    assert stack.registry("finalize_verification", request, AUDIT, {"Verified": None}, sender=DEV) == {
         "err": {"NotAuthorized": None}}
-    assert stack.registry("finalize_verification", wasm_id, AUDIT, {"Verified": None}, sender=GOV) == {"ok": None}
+    assert stack.registry("finalize_verification", request, AUDIT, {"Verified": None}, sender=GOV) == {"ok": None}
     assert stack.status(wasm_id)["outcome"] == [{"Verified": None}]
     assert stack.balance(VERIFIERS[0]) == REWARD
-    assert stack.registry("finalize_verification", wasm_id, AUDIT, {"Verified": None}, sender=GOV) == {
+    assert stack.registry("finalize_verification", request, AUDIT, {"Verified": None}, sender=GOV) == {
         "err": {"AlreadyFinalized": None}}
 
 

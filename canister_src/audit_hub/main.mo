@@ -1,24 +1,22 @@
-// audit_hub: verifiers' reputation stake per audit type, bounty locks, profiles, policy.
-// Stake moves and lock records are written before any await, so concurrent reservations of one bounty or
-// of one stake cannot both succeed; every caller error is a typed #err.
-import Int "mo:core/Int";
+// audit_hub: verifiers' reputation stake per audit type, the locks that hold it while a verifier works on a
+// bounty, profiles, policy. Stake accounting and locks have one writer (Stakes.mo). The registry is the
+// authority on bounties: it grants each reservation (so a bounty is reserved by at most one verifier, a
+// verifier holds at most one reservation per round and audit type, and a sponsor cannot refund under a live
+// reservation) and it says whether a claimant filed before its lock may be slashed (so a verifier who filed
+// in time is never slashed for it). Every lock is written before the await that asks the registry.
+import Error "mo:core/Error";
 import List "mo:core/List";
 import Map "mo:core/Map";
 import Nat "mo:core/Nat";
 import Principal "mo:core/Principal";
-import Text "mo:core/Text";
 import Time "mo:core/Time";
 
+import Stakes "Stakes";
+
 persistent actor class AuditHub(init : { governance : Principal; registry : ?Principal }) {
-  public type Lock = {
-    bounty_id : Nat;
-    claimant : Principal;
-    wasm_id : Text;
-    audit_type : Text;
-    stake : Nat;
-    reserved_at : Int;
-    expires_at : Int;
-  };
+
+  public type Lock = Stakes.Lock;
+  public type Verdict = Stakes.Verdict;
   public type Policy = { lock_duration_ns : Nat; stake_per_reservation : Nat };
   public type Profile = {
     principal : Principal;
@@ -35,65 +33,51 @@ persistent actor class AuditHub(init : { governance : Principal; registry : ?Pri
     #InsufficientStake : { available : Nat; required : Nat };
     #AlreadyReserved : { claimant : Principal; expires_at : Int };
     #BountyNotFound;
-    #BountyNotOpen;
+    #BountyNotOpen : Text;
     #AuditTypeMismatch : { expected : Text };
+    #AlreadyHolding : { bounty_id : Nat };
+    #AlreadyFiled;
     #LockNotFound;
     #LockNotExpired : { expires_at : Int };
+    #LockFiled;
     #InvalidArgument : Text;
     #RegistryUnavailable : Text;
   };
-  public type BountyView = { wasm_id : Text; audit_type : Text; open : Bool };
-  type Registry = actor { bounty_for_lock : (Nat) -> async ?BountyView };
-  type Record = { var reputation : Int; var verifications : Nat; var earnings : Nat; var slashed : Nat };
+
+  type GrantError = {
+    #NotAuthorized;
+    #BountyNotFound;
+    #BountyNotOpen : Text;
+    #AuditTypeMismatch : { expected : Text };
+    #AlreadyHolding : { bounty_id : Nat };
+    #AlreadyFiled;
+  };
+  type ReservationEnd = { #Filed; #NotFiled; #Live };
+  type Registry = actor {
+    grant_reservation : (Nat, Principal, Text, Int) -> async { #ok : { wasm_id : Text; request_id : Nat; until : Int }; #err : GrantError };
+    end_reservation : (Nat, Principal) -> async { #ok : ReservationEnd; #err : GrantError };
+  };
 
   var registry : ?Principal = init.registry;
   var policy : Policy = { lock_duration_ns = 3 * 24 * 60 * 60 * 1_000_000_000; stake_per_reservation = 100 };
-  let available = Map.empty<Text, Nat>(); // "<principal>|<audit type>" -> tokens
-  let staked = Map.empty<Text, Nat>();
-  let locks = Map.empty<Nat, Lock>();
-  let records = Map.empty<Principal, Record>();
-  let auditTypes = Map.empty<Principal, List.List<Text>>();
+  let stakes = Stakes.empty();
 
-  func stakeKey(p : Principal, auditType : Text) : Text { Principal.toText(p) # "|" # auditType };
-
-  func get(m : Map.Map<Text, Nat>, k : Text) : Nat { switch (Map.get(m, Text.compare, k)) { case (?v) v; case null 0 } };
-
-  func put(m : Map.Map<Text, Nat>, k : Text, v : Nat) {
-    if (v == 0) { Map.remove(m, Text.compare, k) } else { Map.add(m, Text.compare, k, v) };
-  };
-
-  func record(p : Principal) : Record {
-    switch (Map.get(records, Principal.compare, p)) {
-      case (?r) r;
-      case null {
-        let r = { var reputation : Int = 0; var verifications = 0; var earnings = 0; var slashed = 0 };
-        Map.add(records, Principal.compare, p, r);
-        r;
-      };
-    };
-  };
-
-  func noteAuditType(p : Principal, auditType : Text) {
-    let types = switch (Map.get(auditTypes, Principal.compare, p)) {
-      case (?l) l;
-      case null { let l = List.empty<Text>(); Map.add(auditTypes, Principal.compare, p, l); l };
-    };
-    if (not List.contains(types, Text.equal, auditType)) { List.add(types, auditType) };
-  };
-
-  func isGovernance(p : Principal) : Bool { Principal.equal(p, init.governance) };
+  func isGovernance(p : Principal) : Bool { not Principal.isAnonymous(p) and Principal.equal(p, init.governance) };
 
   func isRegistry(p : Principal) : Bool {
     switch (registry) { case (?r) Principal.equal(p, r); case null false };
   };
 
-  // Move a lock's stake out of `staked`; returns the amount.
-  func unstake(lock : Lock) : Nat {
-    let k = stakeKey(lock.claimant, lock.audit_type);
-    let s = get(staked, k);
-    let amount = Nat.min(s, lock.stake);
-    put(staked, k, s - amount);
-    amount;
+  func validAuditType(t : Text) : Bool {
+    if (t.size() == 0 or t.size() > 64) return false;
+    for (c in t.chars()) {
+      if (not ((c >= 'a' and c <= 'z') or (c >= '0' and c <= '9') or c == '_' or c == '.' or c == ':' or c == '-')) return false;
+    };
+    true;
+  };
+
+  func registryActor() : ?Registry {
+    switch (registry) { case (?r) ?(actor (Principal.toText(r)) : Registry); case null null };
   };
 
   // ---------------------------------------------------------------- governance
@@ -103,17 +87,18 @@ persistent actor class AuditHub(init : { governance : Principal; registry : ?Pri
     #err : HubError;
   } {
     if (not isGovernance(caller)) return #err(#NotAuthorized);
-    if (Text.size(audit_type) == 0 or Text.size(audit_type) > 64) return #err(#InvalidArgument("audit type must be 1..64 characters"));
-    let k = stakeKey(verifier, audit_type);
-    put(available, k, get(available, k) + amount);
-    noteAuditType(verifier, audit_type);
-    ignore record(verifier);
-    #ok(get(available, k));
+    if (Principal.isAnonymous(verifier)) return #err(#InvalidArgument("the anonymous principal cannot hold stake"));
+    if (not validAuditType(audit_type)) return #err(#InvalidArgument("audit types are 1..64 characters of [a-z0-9_.:-]"));
+    if (Stakes.auditTypesOf(stakes, verifier).size() >= 16 and Stakes.available(stakes, verifier, audit_type) == 0 and Stakes.staked(stakes, verifier, audit_type) == 0) {
+      return #err(#InvalidArgument("a verifier holds stake in at most 16 audit types"));
+    };
+    #ok(Stakes.mint(stakes, verifier, audit_type, amount));
   };
 
   public shared ({ caller }) func set_policy(p : Policy) : async { #ok; #err : HubError } {
     if (not isGovernance(caller)) return #err(#NotAuthorized);
-    if (p.lock_duration_ns == 0) return #err(#InvalidArgument("lock duration must be positive"));
+    if (p.lock_duration_ns < 60_000_000_000) return #err(#InvalidArgument("a lock lasts at least a minute"));
+    if (p.stake_per_reservation == 0) return #err(#InvalidArgument("a reservation stakes something"));
     policy := p;
     #ok;
   };
@@ -128,130 +113,138 @@ persistent actor class AuditHub(init : { governance : Principal; registry : ?Pri
 
   // ---------------------------------------------------------------- verifiers
 
+  // Reserve a bounty: lock the caller's stake, then ask the registry to grant the reservation (it ends no later
+  // than the bounty). An expired lock on the bounty is cleaned up first.
   public shared ({ caller }) func reserve_bounty(bounty_id : Nat, audit_type : Text) : async {
     #ok : Lock;
     #err : HubError;
   } {
     if (Principal.isAnonymous(caller)) return #err(#NotAuthorized);
-    let registryId = switch (registry) { case (?r) r; case null return #err(#RegistryNotSet) };
-    let now = Time.now();
-    switch (Map.get(locks, Nat.compare, bounty_id)) {
-      case (?lock) {
-        if (lock.expires_at > now) return #err(#AlreadyReserved({ claimant = lock.claimant; expires_at = lock.expires_at }));
-        slash(lock); // an abandoned lock is cleaned up (and slashed) before anyone may reserve again
+    let reg = switch (registryActor()) { case (?r) r; case null return #err(#RegistryNotSet) };
+    if (not validAuditType(audit_type)) return #err(#InvalidArgument("audit types are 1..64 characters of [a-z0-9_.:-]"));
+    switch (Stakes.lockOf(stakes, bounty_id)) {
+      case (?l) {
+        if (l.state == #Held and l.expires_at <= Time.now()) {
+          await* cleanup(reg, l);
+          switch (Stakes.lockOf(stakes, bounty_id)) {
+            case (?still) return #err(#AlreadyReserved({ claimant = still.claimant; expires_at = still.expires_at }));
+            case null {};
+          };
+        } else if (l.state == #Filed) {
+          return #err(#BountyNotOpen("a verifier filed on it"));
+        } else return #err(#AlreadyReserved({ claimant = l.claimant; expires_at = l.expires_at }));
       };
       case null {};
     };
-    let k = stakeKey(caller, audit_type);
-    let free = get(available, k);
     let required = policy.stake_per_reservation;
+    let free = Stakes.available(stakes, caller, audit_type);
     if (free < required) return #err(#InsufficientStake({ available = free; required }));
-    // Take the stake and the lock now: a concurrent reservation sees them during the await below.
-    put(available, k, free - required);
-    put(staked, k, get(staked, k) + required);
-    let pending : Lock = {
-      bounty_id;
-      claimant = caller;
-      wasm_id = "";
-      audit_type;
-      stake = required;
-      reserved_at = now;
-      expires_at = now + policy.lock_duration_ns;
+    let now = Time.now();
+    let lock = Stakes.take(stakes, bounty_id, caller, audit_type, required, now, now + policy.lock_duration_ns);
+    let answer = try {
+      await reg.grant_reservation(bounty_id, caller, audit_type, lock.expires_at);
+    } catch (e) { #err(#BountyNotOpen("the registry could not be asked: " # Error.message(e))) };
+    // The registry commits a grant or nothing (a call without a timeout is answered or rejected, never lost).
+    switch (Stakes.live(stakes, lock.id)) {
+      case null return #err(#LockNotFound); // settled meanwhile
+      case (?_) {};
     };
-    Map.add(locks, Nat.compare, bounty_id, pending);
-    let registryActor : Registry = actor (Principal.toText(registryId));
-    let outcome : { #ok : BountyView; #err : HubError } = try {
-      switch (await registryActor.bounty_for_lock(bounty_id)) {
-        case null #err(#BountyNotFound);
-        case (?b) {
-          if (not b.open) #err(#BountyNotOpen) else if (b.audit_type != audit_type) {
-            #err(#AuditTypeMismatch({ expected = b.audit_type }));
-          } else #ok(b);
-        };
-      };
-    } catch (e) { #err(#RegistryUnavailable("the registry could not be asked")) };
-    switch (outcome) {
-      case (#ok(b)) {
-        let lock = { pending with wasm_id = b.wasm_id };
-        Map.add(locks, Nat.compare, bounty_id, lock);
-        #ok(lock);
+    switch (answer) {
+      case (#ok(g)) {
+        Stakes.confirm(lock, g.wasm_id, g.until);
+        #ok(Stakes.view(lock));
       };
       case (#err(e)) {
-        // Give the stake back, but only if our own pending lock is still the one recorded.
-        switch (Map.get(locks, Nat.compare, bounty_id)) {
-          case (?current) {
-            if (Principal.equal(current.claimant, caller) and current.reserved_at == now and current.wasm_id == "") {
-              Map.remove(locks, Nat.compare, bounty_id);
-              let s = unstake(current);
-              put(available, k, get(available, k) + s);
-            };
-          };
-          case null {};
+        Stakes.abandon(stakes, lock);
+        #err(switch e {
+          case (#NotAuthorized) #NotAuthorized;
+          case (#BountyNotFound) #BountyNotFound;
+          case (#BountyNotOpen(why)) #BountyNotOpen(why);
+          case (#AuditTypeMismatch(x)) #AuditTypeMismatch(x);
+          case (#AlreadyHolding(x)) #AlreadyHolding(x);
+          case (#AlreadyFiled) #AlreadyFiled;
+        });
+      };
+    };
+  };
+
+  // An expired lock: ask the registry whether its claimant filed in time. Filed: kept for the registry to
+  // settle by the audit's outcome. Not filed: slashed. No answer: left as it was, to be asked again.
+  func cleanup(reg : Registry, l : Stakes.LockRec) : async* () {
+    Stakes.setState(l, #Cleaning);
+    let answer = try { await reg.end_reservation(l.bounty_id, l.claimant) } catch (_) { #err(#NotAuthorized) };
+    switch (Stakes.live(stakes, l.id)) { case null return; case (?_) {} }; // the registry settled it meanwhile
+    switch answer {
+      case (#ok(#Filed)) Stakes.setState(l, #Filed);
+      case (#ok(#NotFiled)) Stakes.settle(stakes, l, #Slash, 0);
+      case (#ok(#Live) or #err(_)) Stakes.setState(l, #Held);
+    };
+  };
+
+  public shared func cleanup_expired_lock(bounty_id : Nat) : async { #ok : Lock; #err : HubError } {
+    let reg = switch (registryActor()) { case (?r) r; case null return #err(#RegistryNotSet) };
+    let l = switch (Stakes.lockOf(stakes, bounty_id)) { case (?l) l; case null return #err(#LockNotFound) };
+    if (l.expires_at > Time.now()) return #err(#LockNotExpired({ expires_at = l.expires_at }));
+    switch (l.state) {
+      case (#Filed) return #err(#LockFiled);
+      case (#Held) {};
+      case (#Reserving or #Cleaning) return #err(#AlreadyReserved({ claimant = l.claimant; expires_at = l.expires_at }));
+    };
+    let before = Stakes.view(l);
+    await* cleanup(reg, l);
+    switch (Stakes.settledAs(stakes, bounty_id, l.claimant)) {
+      case (?#Slash) #ok(before);
+      case _ {
+        switch (Stakes.live(stakes, l.id)) {
+          case (?x) { if (x.state == #Filed) #err(#LockFiled) else #err(#RegistryUnavailable("the registry did not answer; try again")) };
+          case null #err(#LockNotFound);
         };
-        #err(e);
       };
     };
   };
 
   public query func is_bounty_ready_for_collection(bounty_id : Nat, claimant : Principal) : async Bool {
-    switch (Map.get(locks, Nat.compare, bounty_id)) {
-      case (?lock) Principal.equal(lock.claimant, claimant) and lock.expires_at > Time.now() and lock.wasm_id != "";
+    switch (Stakes.lockOf(stakes, bounty_id)) {
+      case (?l) Principal.equal(l.claimant, claimant) and l.expires_at > Time.now() and l.state == #Held;
       case null false;
     };
   };
 
-  public query func get_lock(bounty_id : Nat) : async ?Lock { Map.get(locks, Nat.compare, bounty_id) };
+  public query func get_lock(bounty_id : Nat) : async ?Lock {
+    switch (Stakes.lockOf(stakes, bounty_id)) { case (?l) ?Stakes.view(l); case null null };
+  };
 
   // ---------------------------------------------------------------- settlement (registry only)
 
-  // The registry settles a lock once the outcome is final: agreeing claimants get their stake back and
-  // reputation; disagreeing ones are slashed. The lock is removed in the same message: it settles once.
-  public shared ({ caller }) func settle_lock(bounty_id : Nat, agreed : Bool, earned : Nat) : async {
-    #ok : Lock;
+  // The registry settles a claimant's lock once the outcome is known: reward (stake back, reputation, earnings),
+  // release (stake back: the audit never reached its quorum) or slash. Asking again answers the same.
+  public shared ({ caller }) func settle_lock(bounty_id : Nat, claimant : Principal, verdict : Verdict, earned : Nat) : async {
+    #ok;
     #err : HubError;
   } {
     if (not isRegistry(caller)) return #err(#NotAuthorized);
-    let lock = switch (Map.get(locks, Nat.compare, bounty_id)) { case (?l) l; case null return #err(#LockNotFound) };
-    Map.remove(locks, Nat.compare, bounty_id);
-    let r = record(lock.claimant);
-    if (agreed) {
-      let s = unstake(lock);
-      let k = stakeKey(lock.claimant, lock.audit_type);
-      put(available, k, get(available, k) + s);
-      r.reputation += 1;
-      r.verifications += 1;
-      r.earnings += earned;
-    } else {
-      r.slashed += unstake(lock);
-      r.reputation -= 1;
+    switch (Stakes.lockOf(stakes, bounty_id)) {
+      case (?l) {
+        if (Principal.equal(l.claimant, claimant)) {
+          Stakes.settle(stakes, l, verdict, earned);
+          return #ok;
+        };
+      };
+      case null {};
     };
-    #ok(lock);
-  };
-
-  func slash(lock : Lock) {
-    Map.remove(locks, Nat.compare, lock.bounty_id);
-    let r = record(lock.claimant);
-    r.slashed += unstake(lock);
-    r.reputation -= 1;
-  };
-
-  public shared func cleanup_expired_lock(bounty_id : Nat) : async { #ok : Lock; #err : HubError } {
-    let lock = switch (Map.get(locks, Nat.compare, bounty_id)) { case (?l) l; case null return #err(#LockNotFound) };
-    if (lock.expires_at > Time.now()) return #err(#LockNotExpired({ expires_at = lock.expires_at }));
-    slash(lock);
-    #ok(lock);
+    switch (Stakes.settledAs(stakes, bounty_id, claimant)) { case (?_) #ok; case null #err(#LockNotFound) };
   };
 
   public query func get_auditor_profile(p : Principal) : async Profile {
-    let types = switch (Map.get(auditTypes, Principal.compare, p)) { case (?l) List.toArray(l); case null [] };
-    let r = switch (Map.get(records, Principal.compare, p)) {
+    let types = Stakes.auditTypesOf(stakes, p);
+    let r = switch (Map.get(stakes.records, Principal.compare, p)) {
       case (?r) r;
       case null { { var reputation : Int = 0; var verifications = 0; var earnings = 0; var slashed = 0 } };
     };
     {
       principal = p;
-      available = List.toArray(List.map<Text, (Text, Nat)>(List.fromArray(types), func t = (t, get(available, stakeKey(p, t)))));
-      staked = List.toArray(List.map<Text, (Text, Nat)>(List.fromArray(types), func t = (t, get(staked, stakeKey(p, t)))));
+      available = List.toArray(List.map<Text, (Text, Nat)>(List.fromArray(types), func t = (t, Stakes.available(stakes, p, t))));
+      staked = List.toArray(List.map<Text, (Text, Nat)>(List.fromArray(types), func t = (t, Stakes.staked(stakes, p, t))));
       reputation = r.reputation;
       verifications = r.verifications;
       earnings = r.earnings;
@@ -259,13 +252,13 @@ persistent actor class AuditHub(init : { governance : Principal; registry : ?Pri
     };
   };
 
-  public query func get_locks(offset : Nat, limit : Nat) : async [Lock] {
+  // Live locks by lock id, one page after `after`.
+  public query func get_locks(after : ?Nat, limit : Nat) : async [Lock] {
     let out = List.empty<Lock>();
-    var i = 0;
-    label scan for ((_, lock) in Map.entries(locks)) {
-      if (i >= offset) { List.add(out, lock) };
-      i += 1;
-      if (List.size(out) >= Nat.min(limit, 500)) break scan;
+    let iter = switch after { case (?a) Map.entriesFrom(stakes.locks, Nat.compare, a + 1); case null Map.entries(stakes.locks) };
+    label scan for ((_, l) in iter) {
+      if (List.size(out) >= Nat.min(limit, 100)) break scan;
+      List.add(out, Stakes.view(l));
     };
     List.toArray(out);
   };

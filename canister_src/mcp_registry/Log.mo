@@ -1,0 +1,212 @@
+// The ICRC-3 block log: blocks chained by `phash` (the representation-independent hash of the previous block),
+// the tip certificate (certified data = root of { last_block_hash; last_block_index }), and replies that stay
+// under the IC's reply limit by construction (each block's encoded size is recorded when it is appended).
+import Array "mo:core/Array";
+import Blob "mo:core/Blob";
+import CertifiedData "mo:core/CertifiedData";
+import Int "mo:core/Int";
+import Int16 "mo:core/Int16";
+import Int32 "mo:core/Int32";
+import Int64 "mo:core/Int64";
+import Int8 "mo:core/Int8";
+import List "mo:core/List";
+import Nat "mo:core/Nat";
+import Nat16 "mo:core/Nat16";
+import Nat32 "mo:core/Nat32";
+import Nat64 "mo:core/Nat64";
+import Nat8 "mo:core/Nat8";
+import Principal "mo:core/Principal";
+import Text "mo:core/Text";
+
+import Sha256 "../lib/Sha256";
+import Limits "Limits";
+import T "Types";
+
+module {
+
+  public type Store = {
+    blocks : List.List<T.Value>;
+    sizes : List.List<Nat>; // an upper bound of each block's Candid size
+    var lastHash : ?Blob;
+  };
+
+  public type BlockRange = { start : Nat; length : Nat };
+  public type Blocks = { log_length : Nat; blocks : [{ id : Nat; block : T.Value }] };
+
+  public func empty() : Store { { blocks = List.empty(); sizes = List.empty(); var lastHash = null } };
+
+  public func length(s : Store) : Nat { List.size(s.blocks) };
+
+  public func append(s : Store, now : Int, btype : Text, tx : [(Text, T.Value)]) : Nat {
+    let fields = List.fromArray<(Text, T.Value)>([("btype", #Text(btype)), ("ts", #Nat(Int.toNat(now))), ("tx", #Map(tx))]);
+    switch (s.lastHash) { case (?h) List.add(fields, ("phash", #Blob(h))); case null {} };
+    let block = #Map(List.toArray(fields));
+    let blockHash = hashValue(block);
+    s.lastHash := ?blockHash;
+    let index = List.size(s.blocks);
+    List.add(s.blocks, block);
+    List.add(s.sizes, encodedSize(block));
+    CertifiedData.set(tipTreeRoot(index, blockHash));
+    index;
+  };
+
+  // Blocks of the requested ranges, in order, until the reply budget is spent (at most 16 ranges are read;
+  // a client asks again from where the reply stopped).
+  public func get(s : Store, ranges : [BlockRange]) : Blocks {
+    let out = List.empty<{ id : Nat; block : T.Value }>();
+    let total = List.size(s.blocks);
+    var budget = Limits.MAX_REPLY_BYTES;
+    var read = 0;
+    label all for (r in ranges.vals()) {
+      if (read >= Limits.MAX_BLOCK_RANGES) break all;
+      read += 1;
+      var i = r.start;
+      let end = if (r.start >= total) r.start else Nat.min(total, r.start + r.length);
+      while (i < end) {
+        let size = List.at(s.sizes, i);
+        if (size > budget) break all;
+        budget -= size;
+        List.add(out, { id = i; block = List.at(s.blocks, i) });
+        i += 1;
+      };
+    };
+    { log_length = total; blocks = List.toArray(out) };
+  };
+
+  // An upper bound of a value's Candid encoding (tags, lengths and the bytes themselves).
+  func encodedSize(v : T.Value) : Nat {
+    switch (v) {
+      case (#Blob(b)) 12 + b.size();
+      case (#Text(t)) 12 + t.encodeUtf8().size();
+      case (#Nat(n)) 4 + (Nat.toText(n)).size(); // a LEB128 byte holds 7 bits, a digit 3.3
+      case (#Int(i)) 4 + (Int.toText(i)).size();
+      case (#Array(items)) { var n = 12; for (x in items.vals()) n += encodedSize(x); n };
+      case (#Map(entries)) {
+        var n = 12;
+        for ((k, x) in entries.vals()) n += 12 + k.encodeUtf8().size() + encodedSize(x);
+        n;
+      };
+    };
+  };
+
+  // ---------------------------------------------------------------- ICRC-3 hashing
+
+  public func hashValue(v : T.Value) : Blob {
+    switch (v) {
+      case (#Blob(b)) Sha256.hash(b);
+      case (#Text(t)) Sha256.hash(Text.encodeUtf8(t));
+      case (#Nat(n)) Sha256.hash(Blob.fromArray(leb(n)));
+      case (#Int(i)) Sha256.hash(Blob.fromArray(sleb(i)));
+      case (#Array(items)) {
+        let d = Sha256.Digest();
+        for (x in items.vals()) d.writeBlob(hashValue(x));
+        d.sum();
+      };
+      case (#Map(entries)) {
+        let parts = Array.map<(Text, T.Value), Blob>(entries, func((k, x)) = Blob.fromArray(Array.concat(Blob.toArray(Sha256.hash(Text.encodeUtf8(k))), Blob.toArray(hashValue(x)))));
+        let sorted = Array.sort<Blob>(parts, Blob.compare);
+        let d = Sha256.Digest();
+        for (p in sorted.vals()) d.writeBlob(p);
+        d.sum();
+      };
+    };
+  };
+
+  public func leb(n : Nat) : [Nat8] {
+    let out = List.empty<Nat8>();
+    var x = n;
+    loop {
+      let byte = x % 128;
+      x /= 128;
+      if (x == 0) { List.add(out, Nat8.fromNat(byte)); return List.toArray(out) };
+      List.add(out, Nat8.fromNat(byte + 128));
+    };
+  };
+
+  func sleb(i : Int) : [Nat8] {
+    let out = List.empty<Nat8>();
+    var x = i;
+    loop {
+      let byte = Int.abs(x % 128);
+      let b = if (x < 0 and byte != 0) 128 - byte else byte;
+      x := (x - b) / 128;
+      let done = (x == 0 and b < 64) or (x == -1 and b >= 64);
+      if (done) { List.add(out, Nat8.fromNat(b)); return List.toArray(out) };
+      List.add(out, Nat8.fromNat(b + 128));
+    };
+  };
+
+  // ---------------------------------------------------------------- tip certificate
+
+  func domain(s : Text) : [Nat8] {
+    let b = Blob.toArray(Text.encodeUtf8(s));
+    Array.concat([Nat8.fromNat(b.size())], b);
+  };
+
+  func leafHash(v : [Nat8]) : Blob { Sha256.hash(Blob.fromArray(Array.concat(domain("ic-hashtree-leaf"), v))) };
+
+  func labeledHash(l : Text, sub : Blob) : Blob {
+    Sha256.hash(Blob.fromArray(Array.concat(Array.concat(domain("ic-hashtree-labeled"), Blob.toArray(Text.encodeUtf8(l))), Blob.toArray(sub))));
+  };
+
+  func tipTreeRoot(index : Nat, blockHash : Blob) : Blob {
+    let left = labeledHash("last_block_hash", leafHash(Blob.toArray(blockHash)));
+    let right = labeledHash("last_block_index", leafHash(leb(index)));
+    Sha256.hash(Blob.fromArray(Array.concat(Array.concat(domain("ic-hashtree-fork"), Blob.toArray(left)), Blob.toArray(right))));
+  };
+
+  // CBOR of the same tree: [1, [2, "last_block_hash", [3, hash]], [2, "last_block_index", [3, leb]]]
+  func cborHead(major : Nat, n : Nat) : [Nat8] {
+    let m = major * 32;
+    if (n < 24) [Nat8.fromNat(m + n)] else if (n < 256) [Nat8.fromNat(m + 24), Nat8.fromNat(n)] else [
+      Nat8.fromNat(m + 25), Nat8.fromNat(n / 256), Nat8.fromNat(n % 256),
+    ];
+  };
+
+  func cborBytes(b : [Nat8]) : [Nat8] { Array.concat(cborHead(2, b.size()), b) };
+
+  func cborLeafNode(label_ : Text, value : [Nat8]) : [Nat8] {
+    Array.flatten<Nat8>([cborHead(4, 3), cborHead(0, 2), cborBytes(Blob.toArray(Text.encodeUtf8(label_))), cborHead(4, 2), cborHead(0, 3), cborBytes(value)]);
+  };
+
+  public func tipCertificate(s : Store) : ?{ certificate : Blob; hash_tree : Blob } {
+    let hash = switch (s.lastHash) { case (?h) h; case null return null };
+    let certificate = switch (CertifiedData.getCertificate()) { case (?c) c; case null return null };
+    let index : Nat = List.size(s.blocks) - 1;
+    let tree = Array.flatten<Nat8>([
+      [0xd9, 0xd9, 0xf7], // CBOR self-describe tag
+      cborHead(4, 3), cborHead(0, 1),
+      cborLeafNode("last_block_hash", Blob.toArray(hash)),
+      cborLeafNode("last_block_index", leb(index)),
+    ]);
+    ?{ certificate; hash_tree = Blob.fromArray(tree) };
+  };
+
+  // ---------------------------------------------------------------- ICRC-16 metadata as ICRC-3 values
+
+  public func fromIcrc16(v : T.ICRC16) : T.Value {
+    switch (v) {
+      case (#Text(t)) #Text(t);
+      case (#Nat(n)) #Nat(n);
+      case (#Int(i)) #Int(i);
+      case (#Blob(b)) #Blob(b);
+      case (#Principal(p)) #Blob(Principal.toBlob(p));
+      case (#Bool(b)) #Nat(if b 1 else 0);
+      case (#Nat8(n)) #Nat(Nat8.toNat(n));
+      case (#Nat16(n)) #Nat(Nat16.toNat(n));
+      case (#Nat32(n)) #Nat(Nat32.toNat(n));
+      case (#Nat64(n)) #Nat(Nat64.toNat(n));
+      case (#Int8(n)) #Int(Int8.toInt(n));
+      case (#Int16(n)) #Int(Int16.toInt(n));
+      case (#Int32(n)) #Int(Int32.toInt(n));
+      case (#Int64(n)) #Int(Int64.toInt(n));
+      case (#Array(a)) #Array(Array.map<T.ICRC16, T.Value>(a, fromIcrc16));
+      case (#Map(m)) #Map(fromMap(m));
+      case _ #Text("(unsupported ICRC-16 value)");
+    };
+  };
+
+  public func fromMap(m : T.ICRC16Map) : [(Text, T.Value)] {
+    Array.map<(Text, T.ICRC16), (Text, T.Value)>(m, func((k, v)) = (k, fromIcrc16(v)));
+  };
+};

@@ -1,0 +1,150 @@
+// Wasm uploads, scoped to a namespace: the same wasm may be uploaded under several namespaces and nobody can
+// hold another namespace's upload hostage. An incomplete upload expires a day after it began and counts
+// against its uploader's quota; a complete one counts against its namespace's. Chunk and module hashes are
+// recomputed here. This module is the only writer of upload records.
+import Array "mo:core/Array";
+import Blob "mo:core/Blob";
+import List "mo:core/List";
+import Map "mo:core/Map";
+import Nat "mo:core/Nat";
+import Principal "mo:core/Principal";
+import Text "mo:core/Text";
+
+import Sha256 "../lib/Sha256";
+import Limits "Limits";
+import T "Types";
+
+module {
+
+  public type WasmRec = {
+    namespace : Text;
+    wasm_id : Text;
+    hash : Blob;
+    total_chunks : Nat;
+    chunks : Map.Map<Nat, Blob>;
+    var size : Nat;
+    var complete : Bool;
+    uploaded_by : Principal;
+    created_at : Int;
+  };
+
+  public type Store = {
+    wasms : Map.Map<Text, WasmRec>; // "<namespace>|<wasm>"
+    byWasm : Map.Map<Text, List.List<Text>>; // wasm -> namespaces holding it complete
+    incomplete : Map.Map<Principal, List.List<Text>>; // uploader -> its incomplete uploads' keys
+    perNamespace : Map.Map<Text, Nat>; // complete wasms per namespace
+  };
+
+  public type Chunk = { namespace : Text; wasm_hash : Blob; total_chunks : Nat; chunk_index : Nat; chunk : Blob; chunk_hash : Blob };
+
+  public func empty() : Store {
+    { wasms = Map.empty(); byWasm = Map.empty(); incomplete = Map.empty(); perNamespace = Map.empty() };
+  };
+
+  func key(namespace : Text, wasm_id : Text) : Text { namespace # "|" # wasm_id };
+
+  func expired(r : WasmRec, now : Int) : Bool { not r.complete and now >= r.created_at + Limits.UPLOAD_TTL_NS };
+
+  // A live upload record (an expired incomplete upload counts as absent).
+  public func get(s : Store, namespace : Text, wasm_id : Text, now : Int) : ?WasmRec {
+    switch (Map.get(s.wasms, Text.compare, key(namespace, wasm_id))) {
+      case (?r) if (expired(r, now)) null else ?r;
+      case null null;
+    };
+  };
+
+  public func isComplete(s : Store, namespace : Text, wasm_id : Text) : Bool {
+    switch (Map.get(s.wasms, Text.compare, key(namespace, wasm_id))) { case (?r) r.complete; case null false };
+  };
+
+  // Namespaces that hold a complete upload of this wasm, in the order they completed it.
+  public func namespacesOf(s : Store, wasm_id : Text) : [Text] {
+    switch (Map.get(s.byWasm, Text.compare, wasm_id)) { case (?l) List.toArray(l); case null [] };
+  };
+
+  public func missing(r : WasmRec) : [Nat] {
+    Array.filter<Nat>(Array.tabulate<Nat>(r.total_chunks, func i = i), func i = Map.get(r.chunks, Nat.compare, i) == null);
+  };
+
+  // Drop the uploader's expired or finished entries; returns how many live incomplete uploads remain.
+  func liveIncomplete(s : Store, uploader : Principal, now : Int) : Nat {
+    switch (Map.get(s.incomplete, Principal.compare, uploader)) {
+      case (?l) {
+        List.retain<Text>(l, func k = switch (Map.get(s.wasms, Text.compare, k)) {
+          case (?r) {
+            if (not Principal.equal(r.uploaded_by, uploader)) false // replaced after it expired
+            else if (expired(r, now)) { Map.remove(s.wasms, Text.compare, k); false } else not r.complete;
+          };
+          case null false;
+        });
+        List.size(l);
+      };
+      case null 0;
+    };
+  };
+
+  // Store one chunk (the caller has checked namespace control). Once every chunk is present the module's
+  // sha256 must equal `wasm_hash`, or the upload is dropped whole.
+  public func put(s : Store, caller : Principal, c : Chunk, now : Int) : { #ok : { complete : Bool; missing : [Nat] }; #err : T.Error } {
+    if (c.wasm_hash.size() != 32 or c.chunk_hash.size() != 32) return #err(#InvalidArgument("hashes are 32 bytes"));
+    if (c.total_chunks == 0 or c.total_chunks > Limits.MAX_CHUNKS) return #err(#InvalidArgument("1.." # Nat.toText(Limits.MAX_CHUNKS) # " chunks of at most 1 MiB"));
+    if (c.chunk_index >= c.total_chunks) return #err(#InvalidArgument("chunk_index out of range"));
+    if (c.chunk.size() == 0 or c.chunk.size() > Limits.MAX_CHUNK_BYTES) return #err(#InvalidArgument("a chunk is 1 byte to 1 MiB"));
+    if (not Blob.equal(Sha256.hash(c.chunk), c.chunk_hash)) return #err(#ChunkHashMismatch({ index = c.chunk_index }));
+    let wasm_id = Sha256.toHex(c.wasm_hash);
+    let k = key(c.namespace, wasm_id);
+    let rec = switch (get(s, c.namespace, wasm_id, now)) {
+      case (?r) {
+        if (r.total_chunks != c.total_chunks) return #err(#InvalidArgument("total_chunks differs from the first chunk's (" # Nat.toText(r.total_chunks) # ")"));
+        if (r.complete) return #ok({ complete = true; missing = [] });
+        r;
+      };
+      case null {
+        if (liveIncomplete(s, caller, now) >= Limits.MAX_INCOMPLETE_PER_PRINCIPAL) {
+          return #err(#QuotaExceeded("at most " # Nat.toText(Limits.MAX_INCOMPLETE_PER_PRINCIPAL) # " incomplete uploads per principal; finish one or wait a day for it to expire"));
+        };
+        let held = switch (Map.get(s.perNamespace, Text.compare, c.namespace)) { case (?n) n; case null 0 };
+        if (held >= Limits.MAX_WASMS_PER_NAMESPACE) return #err(#QuotaExceeded("a namespace holds at most " # Nat.toText(Limits.MAX_WASMS_PER_NAMESPACE) # " wasm modules"));
+        let r : WasmRec = {
+          namespace = c.namespace;
+          wasm_id;
+          hash = c.wasm_hash;
+          total_chunks = c.total_chunks;
+          chunks = Map.empty();
+          var size = 0;
+          var complete = false;
+          uploaded_by = caller;
+          created_at = now;
+        };
+        Map.add(s.wasms, Text.compare, k, r);
+        let l = switch (Map.get(s.incomplete, Principal.compare, caller)) {
+          case (?l) l;
+          case null { let l = List.empty<Text>(); Map.add(s.incomplete, Principal.compare, caller, l); l };
+        };
+        List.add(l, k);
+        r;
+      };
+    };
+    Map.add(rec.chunks, Nat.compare, c.chunk_index, c.chunk);
+    let gaps = missing(rec);
+    if (gaps.size() > 0) return #ok({ complete = false; missing = gaps });
+    let digest = Sha256.Digest();
+    var size = 0;
+    for ((_, chunk) in Map.entries(rec.chunks)) { digest.writeBlob(chunk); size += chunk.size() };
+    let computed = digest.sum();
+    if (not Blob.equal(computed, rec.hash)) {
+      Map.remove(s.wasms, Text.compare, k); // only this namespace's upload; nothing refers to it yet
+      return #err(#WasmHashMismatch({ computed = Sha256.toHex(computed) }));
+    };
+    rec.size := size;
+    rec.complete := true;
+    let owners = switch (Map.get(s.byWasm, Text.compare, wasm_id)) {
+      case (?l) l;
+      case null { let l = List.empty<Text>(); Map.add(s.byWasm, Text.compare, wasm_id, l); l };
+    };
+    List.add(owners, c.namespace);
+    let held = switch (Map.get(s.perNamespace, Text.compare, c.namespace)) { case (?n) n; case null 0 };
+    Map.add(s.perNamespace, Text.compare, c.namespace, held + 1);
+    #ok({ complete = true; missing = [] });
+  };
+};

@@ -36,6 +36,7 @@ class ErrorCode:
     CANISTER_STOPPING_CANCELLED = "IC0511"
     CANISTER_INVALID_CONTROLLER = "IC0512"
     CANISTER_NON_EMPTY = "IC0514"
+    CANISTER_WASM_ENGINE_ERROR = "IC0521"
     CANISTER_INSTRUCTION_LIMIT_EXCEEDED = "IC0522"
     CANISTER_METHOD_NOT_FOUND = "IC0536"
     CANISTER_WASM_MODULE_NOT_FOUND = "IC0537"
@@ -62,6 +63,10 @@ def reject_for(error_code: str, message: str) -> Reject:
 
 class ReplicaError(Exception):
     """Misuse of the replica's Python API (unknown message id, closed instance, ...)."""
+
+
+class IngressExpired(ReplicaError):
+    """An ingress message submitted after its `ingress_expiry` (HTTP 400: it may never execute)."""
 
 
 class CallRejected(Exception):

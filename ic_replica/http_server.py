@@ -3,12 +3,21 @@ and read_state (v2/v3, canister and subnet forms), with CBOR envelopes, signatur
 certificates signed by the network's BLS key and query responses signed by the node key.
 
 Run one: `python -m ic_replica.http_server --port 4943 --state-dir DIR` (or `prometheus localnet start`).
+
+Hostile clients: a body needs a numeric `Content-Length` of at most `MAX_BODY_BYTES` (checked before a byte is
+read; chunked bodies are refused) and must arrive within `READ_TIMEOUT_S`. CBOR is walked before it is decoded
+(`_scan_cbor`: no indefinite lengths, no tags but self-describe, no floats, integers within 64 bits, nesting and
+item count bounded, every declared length within the body), then every envelope field is type-checked
+(`_check_content`, `request_auth`), so a malformed request is a 4xx with a reason, never a 500 or a stall.
+All of this, and the Candid decoding of management arguments for the effective-canister check, happens
+outside the replica lock. The round ticker survives any error (logged).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import re
 import signal
 import sys
@@ -25,13 +34,17 @@ import cbor2
 from ic_replica import hash_tree, management, state_tree
 from ic_replica.candid import CandidError
 from ic_replica.certification import CBOR_SELF_DESCRIBE, cbor_dumps
-from ic_replica.errors import CallRejected, Reject
-from ic_replica.principal import MANAGEMENT, InvalidPrincipal, Principal
-from ic_replica.replica import Replica
-from ic_replica.request_auth import AuthError, authenticate, hash_of_map
+from ic_replica.errors import CallRejected, IngressExpired, Reject
+from ic_replica.principal import MANAGEMENT, MAX_PRINCIPAL_BYTES, InvalidPrincipal, Principal
+from ic_replica.replica import INGRESS_EXPIRY_WINDOW_NS, Replica
+from ic_replica.request_auth import NAT64_LIMIT, AuthError, authenticate, hash_of_map
 
 MAX_BODY_BYTES = 5 * 1024 * 1024
-MAX_EXPIRY_AHEAD_NS = (5 * 60 + 30) * 1_000_000_000  # 5 minutes, plus clock skew
+READ_TIMEOUT_S = 30  # a client must send its request (headers and body) within this (socket timeout)
+MAX_CBOR_DEPTH = 16  # an envelope nests 6 deep (envelope > sender_delegation > ... > targets > blob)
+MAX_CBOR_ITEMS = 200_000  # 1000 read_state paths of up to 127 labels fit
+MAX_PATHS, MAX_PATH_LABELS = 1000, 127
+MAX_NONCE_BYTES = 32
 SYNC_CALL_TIMEOUT_S = 10.0
 RESPONSE_SEPARATOR = b"\x0bic-response"
 IC_API_VERSION = "0.18.0"
@@ -81,13 +94,18 @@ class IcHttpServer:
             thread.join(timeout=5)
 
     def _ticker(self) -> None:
-        """Rounds happen on their own in live mode: often while there is work, about once a second otherwise."""
+        """Rounds happen on their own in live mode: often while there is work, about once a second otherwise.
+        Whatever a round raises is logged and the ticker goes on (a dead ticker would leave calls pending)."""
         while not self._stop.is_set():
-            busy = self.replica.has_work()
-            if busy:
-                self.replica.tick()
-            else:
-                self.replica.sync_clock()
+            busy = False
+            try:
+                busy = self.replica.has_work()
+                if busy:
+                    self.replica.tick()
+                else:
+                    self.replica.sync_clock()
+            except Exception:  # noqa: BLE001 - the ticker must survive anything
+                _log.exception("internal error in a round; the ticker goes on")
             self._stop.wait(0.02 if busy else 0.5)
 
     # ------------------------------------------------------------ endpoints
@@ -112,19 +130,15 @@ class IcHttpServer:
             raise HttpError(HTTPStatus.BAD_REQUEST, f"invalid effective {kind} id: {exc}") from exc
         envelope = _decode_envelope(body)
         content = envelope["content"]
-        expected_type = {"call": "call", "query": "query", "read_state": "read_state"}[endpoint]
-        if content.get("request_type") != expected_type:
-            got = content.get("request_type")
-            raise HttpError(HTTPStatus.BAD_REQUEST, f"request_type must be {expected_type!r} here, got {got!r}")
-        self.replica.sync_clock()
-        now = self.replica.get_time()
+        _check_content(content, endpoint)
+        now = self.replica.observed_time()  # no lock taken before the request is known to be well-formed
         self._check_expiry(content, now, anonymous_ok=endpoint != "call")
-        target = _bytes(content.get("canister_id"), "canister_id") if endpoint != "read_state" else None
+        target = content["canister_id"] if endpoint != "read_state" else None
         try:
             rid = authenticate(envelope, now, target, is_call=endpoint == "call")
         except AuthError as exc:
             raise HttpError(HTTPStatus.BAD_REQUEST, f"Failed to authenticate request: {exc}") from exc
-        sender = bytes(content["sender"])
+        sender = content["sender"]
         if endpoint == "call":
             return self._call(version, content, rid, sender, effective)
         if endpoint == "query":
@@ -132,15 +146,13 @@ class IcHttpServer:
         return self._read_state(content, sender, effective, subnet_form=kind == "subnet")
 
     def _check_expiry(self, content: dict[str, Any], now: int, anonymous_ok: bool) -> None:
-        expiry = content.get("ingress_expiry")
-        if not isinstance(expiry, int) or isinstance(expiry, bool):
-            raise HttpError(HTTPStatus.BAD_REQUEST, "content.ingress_expiry is missing or not a nat")
-        if anonymous_ok and bytes(content.get("sender", b"")) == b"\x04":
+        expiry = content["ingress_expiry"]
+        if anonymous_ok and content["sender"] == b"\x04":
             return
-        if expiry < now or expiry > now + MAX_EXPIRY_AHEAD_NS:
+        if expiry < now or expiry > now + INGRESS_EXPIRY_WINDOW_NS:
             raise HttpError(HTTPStatus.BAD_REQUEST,
                             f"Specified ingress_expiry not within expected range: minimum {now}, maximum "
-                            f"{now + MAX_EXPIRY_AHEAD_NS}, provided {expiry}")
+                            f"{now + INGRESS_EXPIRY_WINDOW_NS}, provided {expiry}")
 
     def _check_target(self, canister_id: bytes, method: str, arg: bytes, effective: bytes) -> None:
         if canister_id != MANAGEMENT.raw:
@@ -164,15 +176,13 @@ class IcHttpServer:
 
     def _call(self, version: str, content: dict[str, Any], rid: bytes, sender: bytes,
               effective: bytes) -> tuple[int, bytes]:
-        canister_id = _bytes(content.get("canister_id"), "canister_id")
-        method, arg = _text(content.get("method_name"), "method_name"), _bytes(content.get("arg"), "arg")
-        nonce = content.get("nonce")
-        if nonce is not None and (not isinstance(nonce, bytes) or len(nonce) > 32):
-            raise HttpError(HTTPStatus.BAD_REQUEST, "nonce must be a blob of at most 32 bytes")
+        canister_id, method, arg = content["canister_id"], content["method_name"], content["arg"]
         self._check_target(canister_id, method, arg, effective)
         try:
             self.replica.submit_call(canister_id, method, arg, sender, message_id=rid,
-                                     effective_canister_id=effective)
+                                     effective_canister_id=effective, ingress_expiry=content["ingress_expiry"])
+        except IngressExpired as exc:
+            raise HttpError(HTTPStatus.BAD_REQUEST, f"Specified ingress_expiry has passed: {exc}") from exc
         except CallRejected as exc:
             rejection = _reject_fields(exc.reject)
             if version == "v2":
@@ -193,8 +203,7 @@ class IcHttpServer:
         return HTTPStatus.OK, cbor_dumps({"status": "replied", "certificate": certificate})
 
     def _query(self, content: dict[str, Any], rid: bytes, sender: bytes, effective: bytes) -> tuple[int, bytes]:
-        canister_id = _bytes(content.get("canister_id"), "canister_id")
-        method, arg = _text(content.get("method_name"), "method_name"), _bytes(content.get("arg"), "arg")
+        canister_id, method, arg = content["canister_id"], content["method_name"], content["arg"]
         self._check_target(canister_id, method, arg, effective)
         timestamp = self.replica.get_time()
         try:
@@ -209,14 +218,7 @@ class IcHttpServer:
 
     def _read_state(self, content: dict[str, Any], sender: bytes, effective: bytes, *,
                     subnet_form: bool) -> tuple[int, bytes]:
-        raw_paths = content.get("paths")
-        if not isinstance(raw_paths, list) or len(raw_paths) > 1000:
-            raise HttpError(HTTPStatus.BAD_REQUEST, "paths must be a list of at most 1000 paths")
-        paths = []
-        for path in raw_paths:
-            if not isinstance(path, list) or len(path) > 127 or not all(isinstance(x, bytes) for x in path):
-                raise HttpError(HTTPStatus.BAD_REQUEST, "each path must be a list of at most 127 blobs")
-            paths.append([bytes(x) for x in path])
+        paths = content["paths"]  # checked by _check_content
         with self.replica.lock:
             try:
                 state_tree.check_paths(self.replica, paths, sender, effective, subnet_form=subnet_form)
@@ -233,9 +235,64 @@ class IcHttpServer:
             return self.replica.keys.certificate(hash_tree.witness(state, paths))
 
 
+def _scan_cbor(data: bytes) -> None:
+    """Walk the CBOR item headers without building anything, and refuse what could make decoding costly or
+    produce values an envelope never holds: indefinite lengths, tags other than self-describe (55799; so no
+    bignums, shared references, dates...), floats and simple values other than false/true/null, nesting
+    deeper than MAX_CBOR_DEPTH, more than MAX_CBOR_ITEMS items, declared lengths beyond the body, and trailing
+    bytes. Integers are then within 64 bits by construction. Costs at most MAX_CBOR_ITEMS steps."""
+    pos, end, items = 0, len(data), 0
+    pending = [1]  # items still to read in each open container
+    while pending:
+        if pending[-1] == 0:
+            pending.pop()
+            continue
+        pending[-1] -= 1
+        items += 1
+        if items > MAX_CBOR_ITEMS:
+            raise HttpError(HTTPStatus.BAD_REQUEST, f"the CBOR body has more than {MAX_CBOR_ITEMS} items")
+        if pos >= end:
+            raise HttpError(HTTPStatus.BAD_REQUEST, "the CBOR body ends too early")
+        major, info = data[pos] >> 5, data[pos] & 0x1F
+        pos += 1
+        if info < 24:
+            arg = info
+        elif info < 28:
+            size = 1 << (info - 24)
+            if pos + size > end:
+                raise HttpError(HTTPStatus.BAD_REQUEST, "the CBOR body ends too early")
+            arg = int.from_bytes(data[pos : pos + size], "big")
+            pos += size
+        else:
+            raise HttpError(HTTPStatus.BAD_REQUEST, "indefinite-length or reserved CBOR items are not accepted")
+        if major in (2, 3):  # byte and text strings
+            if arg > end - pos:
+                raise HttpError(HTTPStatus.BAD_REQUEST, f"a CBOR string declares {arg} bytes, more than the body has")
+            pos += arg
+        elif major in (4, 5):  # arrays and maps: every item takes at least one byte
+            count = arg if major == 4 else 2 * arg
+            if count > end - pos:
+                raise HttpError(HTTPStatus.BAD_REQUEST, f"a CBOR container declares {count} items, more than the "
+                                                        "body has")
+            if len(pending) >= MAX_CBOR_DEPTH:
+                raise HttpError(HTTPStatus.BAD_REQUEST, f"CBOR nested deeper than {MAX_CBOR_DEPTH}")
+            pending.append(count)
+        elif major == 6:
+            if arg != CBOR_SELF_DESCRIBE:
+                raise HttpError(HTTPStatus.BAD_REQUEST, f"CBOR tag {arg} is not accepted in an envelope")
+            pending[-1] += 1  # the tagged item follows
+        elif major == 7 and arg not in (20, 21, 22):
+            raise HttpError(HTTPStatus.BAD_REQUEST, "CBOR floats and simple values other than false, true and null "
+                                                    "are not accepted")
+    if pos != end:
+        raise HttpError(HTTPStatus.BAD_REQUEST, f"{end - pos} bytes after the CBOR item")
+
+
 def _decode_envelope(body: bytes) -> dict[str, Any]:
+    _scan_cbor(body)
     try:
-        value = cbor2.loads(body)
+        value = cbor2.loads(body, max_depth=2 * MAX_CBOR_DEPTH, allow_indefinite=False,
+                            allow_duplicate_keys=False, strict_hashable_types=True)
     except Exception as exc:  # cbor2 raises several error types for garbage
         raise HttpError(HTTPStatus.BAD_REQUEST, f"Could not parse body as CBOR: {exc}") from exc
     value = _thaw(value)
@@ -245,26 +302,53 @@ def _decode_envelope(body: bytes) -> dict[str, Any]:
 
 
 def _thaw(value: Any) -> Any:
-    """Plain dicts, lists and bytes from whatever cbor2 produced (tags 55799 dropped, frozen maps thawed)."""
+    """Plain dicts (text keys only), lists and bytes from whatever cbor2 produced (tags 55799 dropped, frozen
+    maps thawed)."""
     if isinstance(value, cbor2.CBORTag):
         return _thaw(value.value) if value.tag == CBOR_SELF_DESCRIBE else value
     if isinstance(value, Mapping):
+        if not all(isinstance(k, str) for k in value):
+            raise HttpError(HTTPStatus.BAD_REQUEST, "CBOR map keys must be text")
         return {k: _thaw(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_thaw(v) for v in value]
     return value
 
 
-def _bytes(value: Any, name: str) -> bytes:
-    if not isinstance(value, bytes):
-        raise HttpError(HTTPStatus.BAD_REQUEST, f"content.{name} must be a blob")
+def _check_content(content: dict[str, Any], endpoint: str) -> None:
+    """Type-check the content fields the endpoint uses (the IC's types), so nothing later meets a surprise."""
+    if content.get("request_type") != endpoint:
+        raise HttpError(HTTPStatus.BAD_REQUEST,
+                        f"request_type must be {endpoint!r} here, got {_short(content.get('request_type'))}")
+    _blob(content.get("sender"), "sender", MAX_PRINCIPAL_BYTES)
+    expiry = content.get("ingress_expiry")
+    if isinstance(expiry, bool) or not isinstance(expiry, int) or not 0 <= expiry < NAT64_LIMIT:
+        raise HttpError(HTTPStatus.BAD_REQUEST, "content.ingress_expiry must be a nat64")
+    if content.get("nonce") is not None:
+        _blob(content["nonce"], "nonce", MAX_NONCE_BYTES)
+    if endpoint in ("call", "query"):
+        _blob(content.get("canister_id"), "canister_id", MAX_PRINCIPAL_BYTES)
+        if not isinstance(content.get("method_name"), str):
+            raise HttpError(HTTPStatus.BAD_REQUEST, "content.method_name must be text")
+        _blob(content.get("arg"), "arg", MAX_BODY_BYTES)
+        return
+    paths = content.get("paths")
+    if not isinstance(paths, list) or len(paths) > MAX_PATHS:
+        raise HttpError(HTTPStatus.BAD_REQUEST, f"content.paths must be a list of at most {MAX_PATHS} paths")
+    for path in paths:
+        if not isinstance(path, list) or len(path) > MAX_PATH_LABELS or not all(isinstance(x, bytes) for x in path):
+            raise HttpError(HTTPStatus.BAD_REQUEST, f"each path must be a list of at most {MAX_PATH_LABELS} blobs")
+
+
+def _blob(value: Any, name: str, max_bytes: int) -> bytes:
+    if not isinstance(value, bytes) or len(value) > max_bytes:
+        raise HttpError(HTTPStatus.BAD_REQUEST, f"content.{name} must be a blob of at most {max_bytes} bytes")
     return value
 
 
-def _text(value: Any, name: str) -> str:
-    if not isinstance(value, str):
-        raise HttpError(HTTPStatus.BAD_REQUEST, f"content.{name} must be text")
-    return value
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _reject_fields(reject: Reject) -> dict[str, Any]:
@@ -274,10 +358,15 @@ def _reject_fields(reject: Reject) -> dict[str, Any]:
     return fields
 
 
+_CONTENT_LENGTH = re.compile(r"^[0-9]+$")
+_log = logging.getLogger(__name__)
+
+
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True  # headers and body go out at once: no 40 ms delayed-ACK stalls
     wbufsize = 64 * 1024
+    timeout = READ_TIMEOUT_S  # socket timeout: a slow or silent client cannot hold a thread forever
     ic: IcHttpServer
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
@@ -299,18 +388,33 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._send(HTTPStatus.NOT_FOUND, b"not found\n", "text/plain")
 
+    def _read_body(self) -> bytes:
+        """The body, after its declared length was checked: numeric, present, at most MAX_BODY_BYTES."""
+        if self.headers.get("Transfer-Encoding") is not None:
+            raise HttpError(HTTPStatus.LENGTH_REQUIRED, "Transfer-Encoding is not accepted: send a Content-Length")
+        declared = self.headers.get_all("Content-Length") or []
+        if not declared:
+            raise HttpError(HTTPStatus.LENGTH_REQUIRED, "Content-Length is required")
+        if len({v.strip() for v in declared}) != 1 or not _CONTENT_LENGTH.match(declared[0].strip()):
+            raise HttpError(HTTPStatus.BAD_REQUEST, f"invalid Content-Length {_short(declared)}")
+        digits = declared[0].strip()
+        length = int(digits) if len(digits) <= 12 else MAX_BODY_BYTES + 1
+        if length > MAX_BODY_BYTES:
+            raise HttpError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                            f"request body is {digits if len(digits) <= 20 else digits[:20] + '...'} bytes, "
+                            f"at most {MAX_BODY_BYTES}")
+        body = self.rfile.read(length)  # at most `length` bytes, within the socket timeout
+        if len(body) != length:
+            raise HttpError(HTTPStatus.BAD_REQUEST, f"the body ended after {len(body)} of {length} bytes")
+        return body
+
     def do_POST(self) -> None:  # noqa: N802 - stdlib naming
         try:
-            length = int(self.headers.get("Content-Length", "0"))
-        except ValueError:
-            self._send(HTTPStatus.BAD_REQUEST, b"invalid Content-Length\n", "text/plain")
-            return
-        if length > MAX_BODY_BYTES:
+            body = self._read_body()
+        except HttpError as exc:  # the rest of the body, if any, is not read: this connection is done
             self.close_connection = True
-            self._send(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
-                       f"request body is {length} bytes, at most {MAX_BODY_BYTES}\n".encode(), "text/plain")
+            self._send(exc.status, (exc.message + "\n").encode(), "text/plain")
             return
-        body = self.rfile.read(length)
         match = _ROUTE.match(self.path)
         if match is None:
             self._send(HTTPStatus.NOT_FOUND, b"not found\n", "text/plain")
@@ -321,7 +425,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(status, payload)
         except HttpError as exc:
             self._send(exc.status, (exc.message + "\n").encode(), "text/plain")
-        except Exception as exc:  # the server keeps serving whatever one request does
+        except Exception as exc:  # the server keeps serving whatever one request does (no input should get here)
+            _log.exception("internal error answering POST %s", self.path)
             self._send(HTTPStatus.INTERNAL_SERVER_ERROR, f"internal error: {type(exc).__name__}: {exc}\n".encode(),
                        "text/plain")
 

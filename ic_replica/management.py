@@ -1,7 +1,9 @@
 """The management canister (`aaaaa-aa`): canister lifecycle, code installation, status, chunks, logs.
 
 Reached by users (ingress) and by canisters (inter-canister requests) through the same `handle`; every
-method that changes or reveals a canister checks that the caller controls it.
+method that changes or reveals a canister checks that the caller controls it. Arguments are decoded at their
+`ic.did` types (the Candid decoder checks wire types and caps its work by the argument's size): a mistyped
+argument is an IC0408 reject, never an exception inside a round.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ if TYPE_CHECKING:
 MAX_CONTROLLERS = 10
 MAX_CHUNK_BYTES = 1024 * 1024
 MAX_CHUNKS = 10_000
+MAX_CYCLES = (1 << 128) - 1  # cycles are a nat128 on the IC
 
 # ---------------------------------------------------------------- candid types (ic.did)
 
@@ -219,6 +222,12 @@ def _require_controller(canister: Canister, caller: bytes) -> None:
                     f"Canister's controllers: {controllers}\nSender's ID: {Principal(caller)}")
 
 
+def _cycles(amount: int) -> int:
+    if amount > MAX_CYCLES:
+        raise _fail(ErrorCode.INVALID_MANAGEMENT_PAYLOAD, f"{amount} cycles do not fit a nat128")
+    return amount
+
+
 def _controlled(replica: Replica, req: Request, args: dict[str, Any], key: str = "canister_id") -> Canister:
     canister = _canister(replica, args[key].raw)
     _require_controller(canister, req.src)
@@ -261,7 +270,7 @@ def _provisional_create(replica: Replica, req: Request, origin: tuple, args: dic
     settings = args["settings"][0] if args["settings"] else None
     controllers = _controllers_from(settings, [req.src])
     specified = args["specified_id"][0].raw if args["specified_id"] else None
-    amount = args["amount"][0] if args["amount"] else 100_000_000_000_000
+    amount = _cycles(args["amount"][0]) if args["amount"] else 100_000_000_000_000
     canister = replica.new_canister(controllers, amount, specified)
     if settings:
         _apply_settings(canister, settings)
@@ -279,7 +288,8 @@ def _create(replica: Replica, req: Request, origin: tuple, args: dict[str, Any])
 
 
 def _top_up(replica: Replica, req: Request, origin: tuple, args: dict[str, Any]) -> bytes:
-    _canister(replica, args["canister_id"].raw).cycles += args["amount"]
+    canister = _canister(replica, args["canister_id"].raw)
+    canister.cycles = min(canister.cycles + _cycles(args["amount"]), MAX_CYCLES)
     return _EMPTY_REPLY
 
 

@@ -47,7 +47,8 @@ class IngressState(str, Enum):
 
 @dataclass
 class IngressStatus:
-    """What `read_state` reports for `/request_status/<id>`."""
+    """What `read_state` reports for `/request_status/<id>`; kept (and so never executed twice) until `expiry`
+    (the request's `ingress_expiry`, ns) has passed."""
 
     message_id: bytes
     sender: bytes
@@ -58,6 +59,7 @@ class IngressStatus:
     reject: Reject | None = None
     updated_at: int = 0
     effective_canister_id: bytes = b""
+    expiry: int = 0
 
     @property
     def final(self) -> bool:

@@ -1,5 +1,8 @@
 """Save and restore a replica to a state directory: every canister comes back with its id, code, heap,
-globals, stable memory, controllers, settings, timers and logs.
+globals, stable memory, controllers, settings, timers and logs; and the ingress history of messages whose
+`ingress_expiry` has not passed, so a signed call that executed before a restart is not executed again if it
+is replayed after it (messages still in flight at the checkpoint come back rejected: queues and call contexts
+are not saved, so they will never complete).
 
 Layout: `state.json` (replica and canister metadata) and `canisters/<id>/{module.wasm,memory.bin,stable.bin}`.
 Files are written to a temporary name and renamed, and `state.json` last, so a crash mid-save leaves the
@@ -17,6 +20,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ic_replica.canister import Canister, Change, LogRecord, Status
+from ic_replica.errors import Reject, RejectCode
+from ic_replica.messages import IngressState, IngressStatus
 from ic_replica.principal import Principal
 from ic_replica.runtime import Snapshot
 from ic_replica.stable_memory import StableMemory
@@ -78,8 +83,35 @@ def save(replica: Replica, state_dir: Path) -> None:
         if folder.name not in live:
             shutil.rmtree(folder, ignore_errors=True)
     state = {"format": FORMAT_VERSION, "time_ns": replica.time_ns, "next_canister_index": replica.next_canister_index,
-             "canisters": entries}
+             "canisters": entries, "ingress": [_save_ingress(s) for s in replica.ingress.values()
+                                               if s.expiry >= replica.time_ns]}
     _write(state_dir / "state.json", json.dumps(state, indent=1).encode())
+
+
+def _save_ingress(s: IngressStatus) -> dict[str, Any]:
+    reject = [int(s.reject.code), s.reject.message, s.reject.error_code] if s.reject is not None else None
+    return {"id": _b64(s.message_id), "sender": _b64(s.sender), "canister": _b64(s.canister_id), "method": s.method,
+            "state": s.state.value, "reply": _b64(s.reply) if s.reply is not None else None, "reject": reject,
+            "updated_at": s.updated_at, "effective": _b64(s.effective_canister_id), "expiry": s.expiry}
+
+
+def _load_ingress(e: dict[str, Any]) -> IngressStatus:
+    status = IngressStatus(_unb64(e["id"]), _unb64(e["sender"]), _unb64(e["canister"]), e["method"],
+                           IngressState(e["state"]), updated_at=e["updated_at"],
+                           effective_canister_id=_unb64(e["effective"]), expiry=e["expiry"])
+    if e["reply"] is not None:
+        status.reply = _unb64(e["reply"])
+    if e["reject"] is not None:
+        code, message, error_code = e["reject"]
+        status.reject = Reject(RejectCode(code), message, error_code)
+    if not status.final:  # its queued message or call context was not saved: it can never complete now
+        status.state = IngressState.REJECTED
+        status.reject = (Reject(RejectCode.SYS_TRANSIENT, "The replica restarted before this call was executed; "
+                                                          "it was not executed.")
+                         if e["state"] == IngressState.RECEIVED.value else
+                         Reject(RejectCode.SYS_UNKNOWN, "The replica restarted while this call was in progress; "
+                                                        "its outcome is unknown."))
+    return status
 
 
 def _encode_tuple(t: tuple) -> list[Any]:
@@ -136,3 +168,6 @@ def load(replica: Replica, state_dir: Path) -> None:
             c.module = prepare(c.wasm)
             c.rebuild_runtime(Snapshot((folder / "memory.bin").read_bytes(), e["globals"]))
         replica.canisters[cid] = c
+    for entry in state.get("ingress", []):  # checkpoints written before ingress history was saved have none
+        status = _load_ingress(entry)
+        replica.ingress[status.message_id] = status

@@ -4,12 +4,19 @@ Execution model: `submit_call` queues an ingress message; `tick()` runs one roun
 heartbeats, then every message queued before the round began, in FIFO order, which gives per-pair FIFO
 ordering); messages produced in a round run in the next one. `update_call` is submit + ticks until the
 message is final. Queries run at once against the current state and never persist changes.
+
+Hostile input: an ingress message id is remembered (with its status) until the message's own
+`ingress_expiry` has passed, and a message submitted after its expiry is refused, so the same signed request
+can never execute twice (`INGRESS_EXPIRY_WINDOW_NS` is the one window, used by the HTTP server too). Any
+exception while one message executes becomes a reject of that message (management canister: SYS_FATAL;
+canister: CANISTER_ERROR, IC0521) and the round goes on: rounds never stop.
 """
 
 from __future__ import annotations
 
 import hashlib
 import itertools
+import logging
 import threading
 import time as _time
 from collections import deque
@@ -21,7 +28,15 @@ from ic_replica import candid, management
 from ic_replica.canister import Callback, CallContext, Canister, Status, execute
 from ic_replica.certification import NetworkKeys
 from ic_replica.context import ExecutionContext, Kind, OutgoingCall, Trap
-from ic_replica.errors import CallRejected, ErrorCode, Reject, RejectCode, ReplicaError, reject_for
+from ic_replica.errors import (
+    CallRejected,
+    ErrorCode,
+    IngressExpired,
+    Reject,
+    RejectCode,
+    ReplicaError,
+    reject_for,
+)
 from ic_replica.messages import IngressState, IngressStatus, Request, Response
 from ic_replica.principal import ANONYMOUS, MANAGEMENT, Principal, canister_id_from_index
 from ic_replica.runtime import ModuleCache, RollbackBuffer, new_engine
@@ -32,7 +47,12 @@ CANISTER_RANGE = (0x8000000000000000, 0x80000000FFFFFFFF)  # the canister ids th
 MAX_INGRESS_ARG_BYTES = 2 * 1024 * 1024
 DEFAULT_CYCLES = 100_000_000_000_000  # 100 T, like PocketIC's provisional default
 MAX_TICKS_PER_CALL = 10_000
-INGRESS_HISTORY_NS = 5 * 60 * 1_000_000_000  # answered calls stay readable for 5 minutes, as on the IC
+# How far ahead an ingress_expiry may be: 5 minutes, plus 30 s of clock skew (the IC's window). A message id
+# is kept until its own expiry has passed, and an expired message is refused, so nothing executes twice.
+INGRESS_EXPIRY_WINDOW_NS = (5 * 60 + 30) * 1_000_000_000
+INGRESS_PRUNE_THRESHOLD = 1000  # prune the ingress history once it holds more entries than this
+
+_log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -119,6 +139,11 @@ class Replica:
             if self.live_time:
                 self.time_ns = max(self.time_ns, _time.time_ns())
 
+    def observed_time(self) -> int:
+        """The time a request is checked against, read without the lock: the replica's time, caught up with
+        the wall clock in live mode (what `sync_clock` would set)."""
+        return max(self.time_ns, _time.time_ns()) if self.live_time else self.time_ns
+
     def has_work(self) -> bool:
         """Whether a round would do anything: queued messages, a due timer, or a heartbeat."""
         with self.lock:
@@ -171,9 +196,19 @@ class Replica:
 
     def submit_call(self, canister_id: PrincipalLike, method: str, arg: bytes = b"",
                     sender: PrincipalLike = ANONYMOUS, *, message_id: bytes | None = None,
-                    effective_canister_id: PrincipalLike | None = None) -> bytes:
-        """Queue an update call; returns its message id. Invalid calls raise `CallRejected` at once."""
+                    effective_canister_id: PrincipalLike | None = None,
+                    ingress_expiry: int | None = None) -> bytes:
+        """Queue an update call; returns its message id. Invalid calls raise `CallRejected` at once.
+
+        A `message_id` already known is not queued again (the same signed request submitted twice runs once);
+        it stays known until `ingress_expiry` (default: now + `INGRESS_EXPIRY_WINDOW_NS`), and a message
+        submitted after its expiry raises `IngressExpired`.
+        """
         with self.lock:
+            if ingress_expiry is not None and ingress_expiry < self.time_ns:
+                raise IngressExpired(f"ingress_expiry {ingress_expiry} has passed (replica time {self.time_ns})")
+            if message_id is not None and message_id in self.ingress:
+                return message_id  # the same signed request submitted twice is processed once
             cid, src = raw_principal(canister_id), raw_principal(sender)
             if len(arg) > MAX_INGRESS_ARG_BYTES:
                 raise CallRejected(Reject(RejectCode.SYS_FATAL,
@@ -188,12 +223,11 @@ class Replica:
                 message_id = hashlib.sha256(
                     b"replica-ingress" + src + cid + method.encode() + arg
                     + next(self._nonce).to_bytes(8, "big") + self.time_ns.to_bytes(8, "big")).digest()
-            existing = self.ingress.get(message_id)
-            if existing is not None:
-                return message_id  # the same signed request submitted twice is processed once
             effective = raw_principal(effective_canister_id) if effective_canister_id is not None else cid
+            expiry = ingress_expiry if ingress_expiry is not None else self.time_ns + INGRESS_EXPIRY_WINDOW_NS
             self.ingress[message_id] = IngressStatus(message_id, src, cid, method, IngressState.RECEIVED,
-                                                     updated_at=self.time_ns, effective_canister_id=effective)
+                                                     updated_at=self.time_ns, effective_canister_id=effective,
+                                                     expiry=expiry)
             self.queue.append(Request(src, cid, method, bytes(arg), message_id=message_id))
             return message_id
 
@@ -292,30 +326,74 @@ class Replica:
                 self._round_time()
                 self._run_system_tasks()
                 for _ in range(len(self.queue)):
-                    message = self.queue.popleft()
-                    if isinstance(message, Request):
-                        self._deliver_request(message)
-                    else:
-                        self._deliver_response(message)
-                self._finish_stopping()
-            if len(self.ingress) > 1000:
+                    self._execute_message(self.queue.popleft())
+                try:
+                    self._finish_stopping()
+                except Exception:  # noqa: BLE001 - a round never stops
+                    _log.exception("internal error while finishing stopping canisters")
+            if len(self.ingress) > INGRESS_PRUNE_THRESHOLD:
                 self._prune_ingress()
 
+    def _execute_message(self, message: Request | Response) -> None:
+        """Deliver one message; an internal error becomes a reject of that message, never a stopped round."""
+        context_id = None  # for a response: the call context its callback belongs to
+        if isinstance(message, Response):
+            canister = self.canisters.get(message.dst)
+            callback = canister.callbacks.get(message.callback_id) if canister is not None else None
+            context_id = callback.call_context_id if callback is not None else None
+        try:
+            if isinstance(message, Request):
+                self._deliver_request(message)
+            else:
+                self._deliver_response(message)
+        except Exception as exc:  # noqa: BLE001 - whatever one message does, the round goes on
+            _log.exception("internal error while executing %s", message)
+            self._message_failed(message, exc, context_id)
+
+    def _message_failed(self, message: Request | Response, exc: Exception, context_id: int | None) -> None:
+        why = f"{type(exc).__name__}: {exc}"
+        if isinstance(message, Request):
+            origin: tuple = (("ingress", message.message_id) if message.is_ingress
+                             else ("canister", message.src, message.callback_id))
+            if message.dst == MANAGEMENT.raw:
+                reject = Reject(RejectCode.SYS_FATAL,
+                                f"Management canister failed to execute '{message.method}': {why}")
+            else:
+                reject = reject_for(ErrorCode.CANISTER_WASM_ENGINE_ERROR,
+                                    f"Error from Canister {Principal(message.dst)}: the replica failed to execute "
+                                    f"'{message.method}': {why}")
+            self.respond(origin, reject=reject, refund=message.cycles)
+            return
+        canister = self.canisters.get(message.dst)  # a response: answer its call context with a reject
+        cc = canister.call_contexts.get(context_id) if canister is not None and context_id is not None else None
+        if canister is not None and cc is not None and cc.needs_to_respond:
+            cc.needs_to_respond = False
+            refund, cc.available_cycles = cc.available_cycles, 0
+            self.respond(cc.origin, reject=reject_for(
+                ErrorCode.CANISTER_WASM_ENGINE_ERROR,
+                f"Error from Canister {Principal(message.dst)}: the replica failed to deliver a response: {why}"),
+                refund=refund)
+            self._close_if_done(canister, cc)
+
     def _prune_ingress(self) -> None:
-        horizon = self.time_ns - INGRESS_HISTORY_NS
-        for rid in [rid for rid, s in self.ingress.items() if s.final and s.updated_at < horizon]:
+        """Forget answered messages whose ingress_expiry has passed (never earlier: that would allow a replay)."""
+        now = self.time_ns
+        for rid in [rid for rid, s in self.ingress.items() if s.final and s.expiry < now]:
             del self.ingress[rid]
 
     def _run_system_tasks(self) -> None:
         for canister in list(self.canisters.values()):
             if canister.runtime is None or canister.status is not Status.RUNNING:
                 continue
-            if canister.global_timer and self.time_ns >= canister.global_timer:
-                canister.global_timer = 0
-                if canister.runtime.has_export("canister_global_timer"):
-                    self._run_system_task(canister, "canister_global_timer")
-            if canister.runtime is not None and canister.runtime.has_export("canister_heartbeat"):
-                self._run_system_task(canister, "canister_heartbeat")
+            try:
+                if canister.global_timer and self.time_ns >= canister.global_timer:
+                    canister.global_timer = 0
+                    if canister.runtime.has_export("canister_global_timer"):
+                        self._run_system_task(canister, "canister_global_timer")
+                if canister.runtime is not None and canister.runtime.has_export("canister_heartbeat"):
+                    self._run_system_task(canister, "canister_heartbeat")
+            except Exception:  # noqa: BLE001 - one canister's system task never stops the round
+                _log.exception("internal error in a system task of %s", Principal(canister.canister_id))
 
     def _run_system_task(self, canister: Canister, export: str) -> None:
         cc = self._new_call_context(canister, MANAGEMENT.raw, ("system",), needs_to_respond=False)

@@ -169,5 +169,4 @@ def load(replica: Replica, state_dir: Path) -> None:
             c.rebuild_runtime(Snapshot((folder / "memory.bin").read_bytes(), e["globals"]))
         replica.canisters[cid] = c
     for entry in state.get("ingress", []):  # checkpoints written before ingress history was saved have none
-        status = _load_ingress(entry)
-        replica.ingress[status.message_id] = status
+        replica.remember_ingress(_load_ingress(entry))

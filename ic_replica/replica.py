@@ -15,6 +15,7 @@ canister: CANISTER_ERROR, IC0521) and the round goes on: rounds never stop.
 from __future__ import annotations
 
 import hashlib
+import heapq
 import itertools
 import logging
 import threading
@@ -37,6 +38,7 @@ from ic_replica.errors import (
     ReplicaError,
     reject_for,
 )
+from ic_replica.faults import Fault, FaultKind, Faults
 from ic_replica.messages import IngressState, IngressStatus, Request, Response
 from ic_replica.principal import ANONYMOUS, MANAGEMENT, Principal, canister_id_from_index
 from ic_replica.runtime import ModuleCache, RollbackBuffer, new_engine
@@ -50,7 +52,6 @@ MAX_TICKS_PER_CALL = 10_000
 # How far ahead an ingress_expiry may be: 5 minutes, plus 30 s of clock skew (the IC's window). A message id
 # is kept until its own expiry has passed, and an expired message is refused, so nothing executes twice.
 INGRESS_EXPIRY_WINDOW_NS = (5 * 60 + 30) * 1_000_000_000
-INGRESS_PRUNE_THRESHOLD = 1000  # prune the ingress history once it holds more entries than this
 
 _log = logging.getLogger(__name__)
 
@@ -108,6 +109,8 @@ class Replica:
         self._ids = itertools.count(1)
         self._nonce = itertools.count()
         self.log_listeners: list[Callable[[bytes, bytes], None]] = []
+        self.faults = Faults()  # injected failures of canister-to-canister calls (tests only)
+        self._expiries: list[tuple[int, bytes]] = []  # min-heap of (ingress_expiry, message id)
         self.instructions_executed = 0  # every message's instructions, for benchmarks
         self.state_dir = Path(state_dir) if state_dir else None
         if self.state_dir is not None:
@@ -225,9 +228,9 @@ class Replica:
                     + next(self._nonce).to_bytes(8, "big") + self.time_ns.to_bytes(8, "big")).digest()
             effective = raw_principal(effective_canister_id) if effective_canister_id is not None else cid
             expiry = ingress_expiry if ingress_expiry is not None else self.time_ns + INGRESS_EXPIRY_WINDOW_NS
-            self.ingress[message_id] = IngressStatus(message_id, src, cid, method, IngressState.RECEIVED,
-                                                     updated_at=self.time_ns, effective_canister_id=effective,
-                                                     expiry=expiry)
+            self.remember_ingress(IngressStatus(message_id, src, cid, method, IngressState.RECEIVED,
+                                                updated_at=self.time_ns, effective_canister_id=effective,
+                                                expiry=expiry))
             self.queue.append(Request(src, cid, method, bytes(arg), message_id=message_id))
             return message_id
 
@@ -267,6 +270,14 @@ class Replica:
             if status.reject is not None:
                 raise CallRejected(status.reject)
             return status.reply or b""
+
+    def inject_fault(self, kind: FaultKind | str, callee: PrincipalLike, method: str | None = None,
+                     caller: PrincipalLike | None = None, times: int = 1) -> None:
+        """Make the next `times` matching canister-to-canister calls fail, trap or lose their reply
+        (see `faults.py`); embedded replica only."""
+        with self.lock:
+            self.faults.add(Fault(FaultKind(kind), raw_principal(callee), method,
+                                  raw_principal(caller) if caller is not None else None, times))
 
     def update_call(self, canister_id: PrincipalLike, method: str, arg: bytes = b"",
                     sender: PrincipalLike = ANONYMOUS, **kwargs: object) -> bytes:
@@ -331,8 +342,7 @@ class Replica:
                     self._finish_stopping()
                 except Exception:  # noqa: BLE001 - a round never stops
                     _log.exception("internal error while finishing stopping canisters")
-            if len(self.ingress) > INGRESS_PRUNE_THRESHOLD:
-                self._prune_ingress()
+            self._prune_ingress()
 
     def _execute_message(self, message: Request | Response) -> None:
         """Deliver one message; an internal error becomes a reject of that message, never a stopped round."""
@@ -375,11 +385,26 @@ class Replica:
                 refund=refund)
             self._close_if_done(canister, cc)
 
+    def remember_ingress(self, status: IngressStatus) -> None:
+        """Record a message's status until its expiry (the expiry heap makes pruning cost what it removes)."""
+        self.ingress[status.message_id] = status
+        heapq.heappush(self._expiries, (status.expiry, status.message_id))
+
     def _prune_ingress(self) -> None:
         """Forget answered messages whose ingress_expiry has passed (never earlier: that would allow a replay)."""
         now = self.time_ns
-        for rid in [rid for rid, s in self.ingress.items() if s.final and s.expiry < now]:
-            del self.ingress[rid]
+        unfinished = []
+        while self._expiries and self._expiries[0][0] < now:
+            _, rid = heapq.heappop(self._expiries)
+            status = self.ingress.get(rid)
+            if status is None:
+                continue
+            if status.final:
+                del self.ingress[rid]
+            else:
+                unfinished.append(rid)  # still running: kept, and looked at again once it is answered
+        for rid in unfinished:
+            heapq.heappush(self._expiries, (now + 1, rid))
 
     def _run_system_tasks(self) -> None:
         for canister in list(self.canisters.values()):
@@ -416,6 +441,11 @@ class Replica:
             return
         canister = self.canisters.get(req.dst)
         origin: tuple = ("ingress", req.message_id) if req.is_ingress else ("canister", req.src, req.callback_id)
+        fault = self.faults.take(req)
+        injected = self.faults.reject_before(fault, req) if fault is not None else None
+        if injected is not None:
+            self.respond(origin, reject=injected, refund=req.cycles)
+            return
         if canister is None:
             self.respond(origin, reject=self._not_found(req.dst), refund=req.cycles)
             return
@@ -529,6 +559,9 @@ class Replica:
                 status.state = IngressState.REPLIED if reject is None else IngressState.REJECTED
                 status.reply, status.reject, status.updated_at = reply, reject, self.time_ns
         elif origin[0] == "canister":
+            lost = self.faults.replace_reply(origin[1], origin[2])
+            if lost is not None:
+                reply, reject = None, lost
             self.queue.append(Response(origin[1], origin[2], reply=reply, reject=reject, refund=refund))
 
     def _stopped_reject(self, canister: Canister) -> Reject:

@@ -273,6 +273,7 @@ module {
       timeout_date = b.timeout_date;
       created_at = b.created_at;
       state = b.state;
+      filer = b.filer;
       stake = b.stake;
     };
   };

@@ -3,8 +3,10 @@
 // retry after a lost reply can never execute twice — the ledger answers `Duplicate` with the first block.
 //
 // A transfer is marked in flight before its await, so no other message sends it meanwhile; a lost reply is
-// `#Unknown` (maybe executed), never `#Failed` (certainly not executed). This module is the only writer of
-// transfer records.
+// `#Unknown` (maybe executed), never `#Failed` (certainly not executed). A ledger checks deduplication before
+// it applies a transfer (the ICRC-1 reference ledger and ours do), so when an identical resend inside the
+// window is refused for want of funds or allowance, no earlier attempt executed. This module is the only
+// writer of transfer records.
 import Array "mo:core/Array";
 import Blob "mo:core/Blob";
 import Error "mo:core/Error";
@@ -140,15 +142,16 @@ module {
   // Send a claimed transfer and record what the ledger said. Never traps on a ledger error.
   public func send(r : Rec, now : () -> Int) : async* () {
     let ledger : Ledger = actor (Principal.toText(r.ledger));
-    let result : { #ok : Nat; #duplicate : Nat; #tooOld; #refused : Text; #lost : Text } = switch (r.kind) {
+    // #unapplied: the ledger refused to apply it (funds, allowance), which it decides after deduplication.
+    let result : { #ok : Nat; #duplicate : Nat; #tooOld; #unapplied : Text; #refused : Text; #lost : Text } = switch (r.kind) {
       case (#Escrow) {
         try {
           switch (await ledger.icrc2_transfer_from({ spender_subaccount = null; from = r.from; to = r.to; amount = r.amount; fee = r.fee; memo = ?r.memo; created_at_time = ?r.created_at_time })) {
             case (#Ok(b)) #ok(b);
             case (#Err(#Duplicate({ duplicate_of }))) #duplicate(duplicate_of);
             case (#Err(#TooOld)) #tooOld;
-            case (#Err(#InsufficientAllowance({ allowance }))) #refused("insufficient allowance: " # Nat.toText(allowance) # " (approve reward + 2 x fee: escrow holds reward + fee, and the escrow transfer costs a fee)");
-            case (#Err(#InsufficientFunds({ balance }))) #refused("insufficient funds: " # Nat.toText(balance));
+            case (#Err(#InsufficientAllowance({ allowance }))) #unapplied("insufficient allowance: " # Nat.toText(allowance) # " (approve reward + 2 x fee: escrow holds reward + fee, and the escrow transfer costs a fee)");
+            case (#Err(#InsufficientFunds({ balance }))) #unapplied("insufficient funds: " # Nat.toText(balance));
             case (#Err(e)) #refused(describe(e));
           };
         } catch (e) { #lost(Error.message(e)) };
@@ -159,6 +162,7 @@ module {
             case (#Ok(b)) #ok(b);
             case (#Err(#Duplicate({ duplicate_of }))) #duplicate(duplicate_of);
             case (#Err(#TooOld)) #tooOld;
+            case (#Err(#InsufficientFunds({ balance }))) #unapplied("insufficient funds: " # Nat.toText(balance));
             case (#Err(e)) #refused(describe(e));
           };
         } catch (e) { #lost(Error.message(e)) };
@@ -178,6 +182,10 @@ module {
           r.created_at_time := Nat64.fromNat(Int.toNat(now()));
           r.state := #Ready;
         };
+      };
+      case (#unapplied(message)) {
+        r.maybeExecuted := false; // deduplication came first: no identical attempt ever executed
+        r.state := #Failed({ message });
       };
       case (#refused(message)) {
         r.state := if (r.maybeExecuted) #Unknown({ message = message # " (an earlier attempt may have executed)" }) else #Failed({ message });

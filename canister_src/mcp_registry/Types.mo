@@ -127,6 +127,7 @@ module {
     timeout_date : Int;
     created_at : Int;
     state : BountyState;
+    filer : ?Principal; // who filed on this bounty (its claimant)
     stake : StakeSettlement;
   };
 

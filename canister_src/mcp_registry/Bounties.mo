@@ -47,7 +47,7 @@ module {
     byRequest : Map.Map<Nat, List.List<Nat>>;
     byWasm : Map.Map<Text, List.List<Nat>>;
     live : Map.Map<Nat, Nat>; // request id -> bounties not yet terminal
-    open : Map.Map<Nat, Nat>; // request id -> bounties in #Open (the pending list)
+    open : Map.Map<Nat, Nat>; // request id -> bounties #Open or #Reserved (the pending list)
     reservations : Map.Map<Text, Nat>; // "<request>|<audit type>|<claimant>" -> bounty id, while #Reserved
     totals : Map.Map<Principal, Totals>; // per ledger
   };
@@ -98,6 +98,11 @@ module {
     false;
   };
 
+  // Open or reserved: work a verifier may do now or once the reservation expires (the pending list).
+  func workable(s : T.BountyState) : Bool {
+    switch s { case (#Open or #Reserved(_)) true; case _ false };
+  };
+
   public func terminal(s : T.BountyState) : Bool {
     switch s { case (#Paid(_) or #Refunded(_) or #Cancelled) true; case _ false };
   };
@@ -119,13 +124,13 @@ module {
     b.state := next;
     account(s, b, next, 1);
     if (terminal(next)) bump(s.live, b.request_id, -1);
+    if (workable(before)) bump(s.open, b.request_id, -1);
+    if (workable(next)) bump(s.open, b.request_id, 1);
     switch before {
-      case (#Open) bump(s.open, b.request_id, -1);
       case (#Reserved({ claimant })) Map.remove(s.reservations, Text.compare, reservationKey(b.request_id, b.audit_type, claimant));
       case _ {};
     };
     switch next {
-      case (#Open) bump(s.open, b.request_id, 1);
       case (#Reserved({ claimant })) Map.add(s.reservations, Text.compare, reservationKey(b.request_id, b.audit_type, claimant), b.id);
       case _ {};
     };
@@ -242,7 +247,7 @@ module {
     switch (Map.get(s.open, Nat.compare, request)) { case (?n) n; case null 0 };
   };
 
-  // Requests that have at least one #Open bounty, from `after` on.
+  // Requests that have at least one #Open or #Reserved bounty, from `after` on.
   public func openRequests(s : Store, after : ?Nat) : { next : () -> ?(Nat, Nat) } {
     switch after { case (?a) Map.entriesFrom(s.open, Nat.compare, a + 1); case null Map.entries(s.open) };
   };

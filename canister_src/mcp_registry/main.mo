@@ -146,7 +146,11 @@ persistent actor class Registry(init : { governance : Principal; audit_hub : Pri
   func decide(b : Bounties.Rec) {
     switch (b.state) {
       case (#Open) { if (refundDue(b)) startRefund(b) };
-      case (#Reserved({ until })) { if (until <= now() and refundDue(b)) startRefund(b) };
+      case (#Reserved({ until })) {
+        // An expired reservation the claimant did not use: the bounty is workable again (the hub slashes the
+        // lock when it asks `end_reservation`), or goes back to its sponsor if it is due.
+        if (until <= now()) { if (refundDue(b)) startRefund(b) else Bounties.transition(bounties, b, #Open) };
+      };
       case (#Claimed({ claimant })) {
         switch (verdictOf(b)) {
           case (?true) { startPayout(b, claimant); Bounties.setStake(b, #Pending(#Reward)) };
@@ -666,21 +670,27 @@ persistent actor class Registry(init : { governance : Principal; audit_hub : Pri
 
   // ---------------------------------------------------------------- queries for clients
 
-  // Rounds with at least one open bounty, by request id (`after` is the last request id of the previous page).
+  // Rounds with open or reserved bounties, by request id (`after`: the last request id of the previous page);
+  // `open_bounties` counts those a verifier may reserve now (open, or reserved and expired).
   public query func list_pending_verifications(arg : { after : ?Nat; limit : Nat }) : async [T.PendingVerification] {
     let out = List.empty<T.PendingVerification>();
     let limit = Nat.min(arg.limit, Limits.MAX_PAGE);
     let iter = Bounties.openRequests(bounties, arg.after);
     label scan loop {
       if (List.size(out) >= limit) break scan;
-      let (requestId, open) = switch (iter.next()) { case (?e) e; case null break scan };
+      let (requestId, _) = switch (iter.next()) { case (?e) e; case null break scan };
       switch (Rounds.get(rounds, requestId)) {
         case (?r) {
           let types = List.empty<Text>();
+          var available = 0;
           for (b in Bounties.ofRequest(bounties, requestId).vals()) {
-            if (b.state == #Open and not List.contains(types, Text.equal, b.audit_type)) List.add(types, b.audit_type);
+            let free = switch (b.state) { case (#Open) true; case (#Reserved({ until })) until <= now(); case _ false };
+            if (free) {
+              available += 1;
+              if (not List.contains(types, Text.equal, b.audit_type)) List.add(types, b.audit_type);
+            };
           };
-          List.add(out, { request_id = requestId; wasm_id = r.req.wasm_id; repo = r.req.repo; commit_hash = r.req.commit_hash; namespace = r.req.namespace; open_bounties = open; audit_types = List.toArray(types) });
+          List.add(out, { request_id = requestId; wasm_id = r.req.wasm_id; repo = r.req.repo; commit_hash = r.req.commit_hash; namespace = r.req.namespace; open_bounties = available; audit_types = List.toArray(types) });
         };
         case null {};
       };

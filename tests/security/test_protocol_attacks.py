@@ -148,6 +148,22 @@ def test_a_claimed_bounty_without_quorum_ends_at_its_timeout(stack: Stack) -> No
     assert profile["slashed"] == 0 and dict(profile["available"])[AUDIT] == 10 * STAKE
 
 
+@pytest.mark.inproc_only
+def test_an_abandoned_reservation_reopens_the_bounty_and_costs_its_holder(stack: Stack) -> None:
+    wasm_id = stack.submit()
+    bounty = stack.bounty(wasm_id, timeout_ns=7 * DAY)
+    staked(stack, V0, V1)
+    assert "ok" in stack.reserve(V0, bounty)
+    pending = stack.registry("list_pending_verifications", {"after": [], "limit": 10})
+    assert pending[0]["open_bounties"] == 0  # held: nothing to take
+    stack.ic.advance_time(3 * DAY + 1)  # V0 walks away; its lock expires
+    pending = stack.registry("list_pending_verifications", {"after": [], "limit": 10})
+    assert pending[0]["open_bounties"] == 1 and pending[0]["audit_types"] == [AUDIT]
+    assert "ok" in stack.reserve(V1, bounty)  # the hub cleans the abandoned lock up first: V0 is slashed
+    assert stack.profile(V0)["slashed"] == STAKE and stack.hub("get_lock", bounty)[0]["claimant"] == V1
+    assert "ok" in stack.attest(V1, wasm_id, bounty) and stack.balance(V1) == REWARD
+
+
 def test_one_verifier_cannot_lock_every_bounty_of_a_wasm(stack: Stack) -> None:
     wasm_id = stack.submit()
     bounties = [stack.bounty(wasm_id) for _ in range(3)]

@@ -40,7 +40,7 @@ def main() -> int:
     stack = Stack.deploy(EmbeddedBackend(limits=Limits()), product)  # the IC's instruction limits
     out: dict[str, Any] = {}
 
-    wasm_id = stack.submit()
+    wasm_id = stack.upload(b"\x00asm" + bytes(3000))
     out["instructions"] = {}
     ins = out["instructions"]
     ins["icrc126_verification_request"] = instructions(stack, lambda: stack.request(wasm_id))
@@ -58,17 +58,19 @@ def main() -> int:
                                       "chunk_index": 0, "chunk": chunk, "chunk_hash": digest}, sender=DEV))
 
     registry = stack.ic.canister(stack.registry.canister_id)
-    stack.registry("icrc118_create_canister_type", {"namespace": "org.bench.app", "description": ""}, sender=DEV)
     memory_before = registry.runtime.memory_size()
     page_cost = {}
     for i in range(args.requests):
+        namespace = f"org.bench{i // 1000}.app"  # a namespace holds at most 1,000 wasm modules
+        if i % 1000 == 0:
+            stack.registry("icrc118_create_canister_type", {"namespace": namespace, "description": ""}, sender=DEV)
         data = i.to_bytes(4, "big") * 8
         h = hashlib.sha256(data).digest()
-        stack.registry("icrc118_upload_wasm_chunk", {"namespace": "org.bench.app", "wasm_hash": h, "total_chunks": 1,
+        stack.registry("icrc118_upload_wasm_chunk", {"namespace": namespace, "wasm_hash": h, "total_chunks": 1,
                                                      "chunk_index": 0, "chunk": data, "chunk_hash": h}, sender=DEV)
-        stack.request(h.hex())
+        stack.request(h.hex(), namespace=namespace)
         if i % 4 == 0:
-            stack.fund(h.hex(), amount=10_000)
+            stack.fund(h.hex(), amount=100_000)
         if (i + 1) in (1_000, args.requests):
             page_cost[f"{i + 1} requests"] = {
                 f"page of {n}": instructions(stack, lambda n=n: stack.registry(

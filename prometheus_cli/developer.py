@@ -5,17 +5,19 @@ from __future__ import annotations
 import hashlib
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import typer
 
+from prometheus_cli import errors
 from prometheus_cli import manifest as manifests
 from prometheus_cli.context import Options, client, connection
-from prometheus_cli.output import console, emit, fail, user_errors
+from prometheus_cli.output import UserError, console, emit, fail, user_errors
 
 ManifestPath = typer.Option(Path(manifests.MANIFEST), "--manifest", "-m", help="Path of prometheus.yml.")
 AUDIT = "build_reproducibility_v1"
 CHUNK = 1024 * 1024
+MAX_TIMEOUT_DAYS = 365  # the registry takes a bounty timeout between 1 hour and 366 days ahead
 
 
 def _opts(ctx: typer.Context) -> Options:
@@ -23,11 +25,8 @@ def _opts(ctx: typer.Context) -> Options:
 
 
 def _err(result: Any) -> str | None:
-    """The error variant's name (and text payload) of a canister `#err`, or None on success."""
-    if isinstance(result, dict) and "err" in result:
-        (name, payload), = result["err"].items()
-        return f"{name}: {payload}" if isinstance(payload, str) else name
-    return None
+    """The error of a canister `#err` as one line (the variant's name, then its payload), or None on success."""
+    return errors.message(result)
 
 
 def init(
@@ -77,7 +76,8 @@ def submit(
 ) -> None:
     """Upload the wasm (resumable, per-chunk hashes) and request its verification; optionally fund a bounty.
 
-    Example: prometheus submit --bounty 5000000
+    Running it again with the same source changes nothing; after a rejection it opens a new verification
+    round (a correction). Example: prometheus submit --bounty 5000000
     """
     opts = _opts(ctx)
     with user_errors(opts.as_json):
@@ -96,13 +96,20 @@ def submit(
             fail(f"namespace {m.namespace} belongs to someone else", "ask one of its controllers to add you")
         chunks = [wasm[i : i + CHUNK] for i in range(0, len(wasm), CHUNK)] or [b""]
         _upload(registry, m.namespace, digest, chunks, opts.as_json)
-        request_id = _request(registry, m, digest)
+        request_id, new_round, amends = _request(registry, m, digest)
         result: dict[str, Any] = {"wasm_id": digest.hex(), "namespace": m.namespace, "size": len(wasm),
-                                  "chunks": len(chunks), "request_id": request_id}
+                                  "chunks": len(chunks), "request_id": request_id, "new_round": new_round,
+                                  "amends": amends}
         if bounty is not None:
-            result["bounty_id"] = create_bounty(conn, digest.hex(), bounty, AUDIT, timeout_days)
+            try:
+                result["bounty_id"] = create_bounty(conn, digest.hex(), bounty, AUDIT, timeout_days, m.namespace)
+            except UserError as exc:  # the submission itself stands: say what it produced
+                exc.details = {**result, **exc.details}
+                raise
         emit(result, opts.as_json, lambda r: console().print(
             f"submitted [bold]{r['wasm_id']}[/] ({r['size']} bytes) to {r['namespace']}, request #{r['request_id']}"
+            + ("" if r["new_round"] else " (unchanged)")
+            + (f" (a new round after #{r['amends']})" if r["amends"] is not None else "")
             + (f", bounty #{r['bounty_id']}" if "bounty_id" in r else "")))
 
 
@@ -145,30 +152,78 @@ def _upload(registry: Any, namespace: str, digest: bytes, chunks: list[bytes], q
             fail(f"upload incomplete, chunks {state['missing']} still missing", "run `prometheus submit` again")
 
 
-def _request(registry: Any, m: manifests.Manifest, digest: bytes) -> int:
+def _request(registry: Any, m: manifests.Manifest, digest: bytes) -> tuple[int, bool, int | None]:
+    """The verification request for the manifest's source in its namespace, whether this call opened it, and
+    the round it follows (`amends`) when it did.
+
+    The current round is kept when it has the same source and was not rejected (a retry changes nothing);
+    otherwise the registry opens a new round: a correction after a rejection, or a replacement of a round
+    nobody has filed on yet (its unclaimed bounties are refunded)."""
     from prometheus_sdk.icrc16 import to_map
 
-    existing = registry.get_verification_request(digest.hex())
-    if existing and existing[0]["repo"] == m.repo_url and existing[0]["commit_hash"] == m.commit:
-        return int(existing[0]["id"])  # already requested with the same source: nothing to amend
+    found = registry.get_wasm_status(digest.hex(), [m.namespace])
+    current = found[0]["request"][0] if found and found[0]["request"] else None
+    if (current is not None and current["repo"] == m.repo_url and current["commit_hash"] == m.commit
+            and _outcome(found[0]["outcome"]) != "Rejected"):
+        return int(current["id"]), False, None
     metadata = to_map({"name": m.name, "description": m.description, **{f"listing:{k}": str(v)
                                                                          for k, v in m.listing.items()}})
     result = registry.icrc126_verification_request({"wasm_hash": digest, "repo": m.repo_url,
-                                                    "commit_hash": m.commit, "metadata": metadata})
-    err = _err(result)
+                                                    "commit_hash": m.commit, "metadata": metadata,
+                                                    "namespace": [m.namespace]})
+    err = errors.error_of(result)
     if err:
-        fail(f"verification request refused: {err}")
-    return int(result["ok"])
+        _request_refused(*err, m, digest.hex(), current)
+    request_id = int(result["ok"])
+    if current is not None and request_id == int(current["id"]):
+        return request_id, False, None
+    return request_id, True, None if current is None else int(current["id"])
 
 
-def create_bounty(conn: Any, wasm_id: str, amount: int, audit_type: str, timeout_days: int) -> int:
-    """Approve the registry for reward + 2 fees, then create the bounty (the registry escrows reward + fee)."""
+def _request_refused(name: str, payload: Any, m: manifests.Manifest, wasm_id: str,
+                     current: dict[str, Any] | None) -> NoReturn:
+    wasm = f"wasm {wasm_id[:16]}…"
+    if name == "AlreadyFinalized":
+        source = f"{current['repo']} @ {current['commit_hash']}" if current else "another source"
+        fail(f"{wasm} is already verified in {m.namespace} from {source}: a verified round is final",
+             "publish it with `prometheus publish VERSION`; another source needs a rebuilt wasm")
+    if name == "RoundInProgress":
+        fail(f"the current verification round of {wasm} cannot be replaced: {payload}",
+             "wait for its outcome with `prometheus status --watch`; after a rejection, `prometheus submit` "
+             "opens a new round")
+    if name == "QuotaExceeded":
+        fail(f"verification request refused: {payload}", "a rebuilt wasm (any source change) starts afresh")
+    if name == "WasmIncomplete":
+        fail(f"the upload of {wasm} is incomplete (chunks {', '.join(map(str, payload['missing']))} missing)",
+             "run `prometheus submit` again to resume it")
+    if name == "NotAuthorized":
+        fail(f"you do not control namespace {m.namespace}", "ask one of its controllers to add you")
+    fail(f"verification request refused: {errors.describe(name, payload)}")
+
+
+def create_bounty(conn: Any, wasm_id: str, amount: int, audit_type: str, timeout_days: int,
+                  namespace: str | None = None) -> int:
+    """Approve the registry for reward + 2 fees, then create the bounty (the registry escrows reward + fee)
+    on the current verification round of the wasm in `namespace` (needed when several namespaces hold it)."""
     from ic_replica.principal import Principal
     from prometheus_sdk.icrc16 import to_icrc16, to_map
 
     if amount <= 0:
         fail("the bounty amount must be positive")
+    if not 1 <= timeout_days <= MAX_TIMEOUT_DAYS:
+        fail(f"invalid bounty timeout of {timeout_days} days", f"a bounty runs 1 to {MAX_TIMEOUT_DAYS} days")
     ledger, registry = client(conn, "ledger"), client(conn, "mcp_registry")
+    minimum = int(registry.get_policy()["min_bounty_reward"])
+    if amount < minimum:
+        fail(f"a reward of {amount} is below the registry's minimum of {minimum}", f"offer at least {minimum}")
+    # Refuse before the approval (which costs a fee) what the registry would refuse. Without a namespace only
+    # "no namespace holds it" is certain: the registry may pick another namespace than get_wasm_status.
+    found = registry.get_wasm_status(wasm_id, [namespace] if namespace else [])
+    if not found or (namespace is not None and not found[0]["request"]):
+        _bounty_refused("RequestNotFound", None, wasm_id, namespace)
+    if namespace is not None and (found[0]["outcome"] or any(a["audit_type"] == audit_type and a["outcome"]
+                                                             for a in found[0]["audits"])):
+        _bounty_refused("AlreadyFinalized", None, wasm_id, namespace)
     fee = ledger.icrc1_fee()
     me = {"owner": Principal.from_text(conn.principal), "subaccount": []}
     balance = ledger.icrc1_balance_of(me)
@@ -181,50 +236,96 @@ def create_bounty(conn: Any, wasm_id: str, amount: int, audit_type: str, timeout
     if "Err" in approved:
         fail(f"the ledger refused the approval: {approved['Err']}")
     now_ns = time.time_ns()
+    challenge: dict[str, Any] = {"wasm_hash": bytes.fromhex(wasm_id), "audit_type": audit_type}
+    if namespace is not None:
+        challenge["namespace"] = namespace
     result = registry.icrc127_create_bounty({
-        "challenge_parameters": to_icrc16({"wasm_hash": bytes.fromhex(wasm_id), "audit_type": audit_type}),
+        "challenge_parameters": to_icrc16(challenge),
         "bounty_metadata": to_map({"icrc127:reward_canister": Principal.from_text(ledger.canister_id),
                                    "icrc127:reward_amount": amount}),
         "timeout_date": now_ns + timeout_days * 86_400 * 10**9})
-    err = _err(result)
+    err = errors.error_of(result)
     if err:
-        fail(f"bounty refused: {err}")
+        _bounty_refused(*err, wasm_id, namespace)
     return int(result["ok"])
+
+
+def _bounty_refused(name: str, payload: Any, wasm_id: str, namespace: str | None) -> NoReturn:
+    wasm = f"wasm {wasm_id[:16]}…" + (f" in {namespace}" if namespace else "")
+    if name == "LedgerOutcomeUnknown":
+        bounty_id = payload["bounty_id"]
+        fail(f"bounty #{bounty_id} is recorded, but the ledger's answer to its escrow transfer was lost: its "
+             "funding is not confirmed yet",
+             f"run `prometheus bounty settle {bounty_id}` to retry the transfer safely (it never executes twice)",
+             details={"bounty_id": bounty_id, "state": "Funding"})
+    if name == "RequestNotFound":
+        fail(f"no verification request for {wasm}", "run `prometheus submit` first")
+    if name == "AlreadyFinalized":
+        fail(f"the current verification round of {wasm} is already decided",
+             "see `prometheus status`; after a rejection, `prometheus submit` opens a new round to fund")
+    if name == "Ambiguous":
+        fail(f"bounty refused: {payload}", "name the namespace with --namespace")
+    if name == "QuotaExceeded":
+        fail(f"bounty refused: {payload}", "wait until some of this round's bounties are settled")
+    if name == "TransferFailed":
+        fail(f"the ledger refused the escrow transfer: {payload}", "check your balance and allowance")
+    if name == "LedgerNotAllowed":
+        fail("the registry does not take rewards on this ledger")
+    fail(f"bounty refused: {errors.describe(name, payload)}")
 
 
 def wasm_id_arg(wasm_hash: str | None, path: Path) -> str:
     """A wasm hash given on the command line, or the sha256 of the manifest's wasm."""
-    if wasm_hash:
-        value = wasm_hash.lower().removeprefix("0x")
-        if len(value) != 64 or any(c not in "0123456789abcdef" for c in value):
-            fail(f"invalid wasm hash {wasm_hash!r}", "a sha256 in hex: 64 characters")
-        return value
-    m = manifests.load(path)
-    return hashlib.sha256(manifests.wasm_file(m, path).read_bytes()).hexdigest()
+    return target(wasm_hash, None, path)[0]
+
+
+def target(wasm_hash: str | None, namespace: str | None, path: Path) -> tuple[str, str | None]:
+    """(wasm id, namespace) a command is about: the hash given, else the manifest's wasm; the namespace given,
+    else the manifest's when the manifest describes that wasm, else None (the registry picks the only one)."""
+    if namespace is not None:
+        manifests.validate_namespace(namespace)
+    if not wasm_hash:
+        m = manifests.load(path)
+        return hashlib.sha256(manifests.wasm_file(m, path).read_bytes()).hexdigest(), namespace or m.namespace
+    value = wasm_hash.lower().removeprefix("0x")
+    if len(value) != 64 or any(c not in "0123456789abcdef" for c in value):
+        fail(f"invalid wasm hash {wasm_hash!r}", "a sha256 in hex: 64 characters")
+    if namespace is None and path.is_file():
+        try:
+            m = manifests.load(path)
+            if hashlib.sha256(manifests.wasm_file(m, path).read_bytes()).hexdigest() == value:
+                namespace = m.namespace
+        except UserError:
+            pass  # a manifest about something else (or broken) says nothing about this wasm
+    return value, namespace
 
 
 def status(
     ctx: typer.Context,
     wasm_hash: str | None = typer.Argument(None, help="sha256 of the wasm (default: the manifest's wasm)."),
+    namespace: str | None = typer.Option(None, "--namespace", help="The namespace holding the wasm (default: the "
+                                                                   "manifest's, when it describes this wasm)."),
     watch: bool = typer.Option(False, "--watch", help="Refresh until the outcome is final."),
     canister: str | None = typer.Option(None, "--canister", help="Also check that this deployed canister runs "
                                                                  "the wasm (certified module hash)."),
     interval: float = typer.Option(2.0, "--interval", help="Seconds between refreshes with --watch."),
     path: Path = ManifestPath,
 ) -> None:
-    """Show audits, attestations and divergences, bounties and the final outcome of a wasm.
+    """Show every verification round of a wasm (earlier rejected ones too) and, for the current one, audits,
+    attestations and divergences, bounties and the outcome.
 
     Example: prometheus status --watch
     """
     opts = _opts(ctx)
     with user_errors(opts.as_json):
-        wasm_id = wasm_id_arg(wasm_hash, path)
+        wasm_id, ns = target(wasm_hash, namespace, path)
         conn = connection(opts)
         registry = client(conn, "mcp_registry")
         while True:
-            found = registry.get_wasm_status(wasm_id)
+            found = registry.get_wasm_status(wasm_id, [ns] if ns else [])
             if not found:
-                fail(f"the registry knows no wasm {wasm_id}", "submit it with `prometheus submit`")
+                fail(f"the registry knows no wasm {wasm_id}" + (f" in {ns}" if ns else ""),
+                     "submit it with `prometheus submit`")
             st = found[0]
             if not watch or st["outcome"] or opts.as_json:
                 break
@@ -252,18 +353,57 @@ def _outcome(value: list[Any]) -> str:
     return next(iter(value[0])) if value else "pending"
 
 
+def bounty_state(state: dict[str, Any]) -> dict[str, Any]:
+    """A BountyState as flat JSON fields: `state` (Funding, Open, Reserved, Claimed, Paying, Paid, Refunding,
+    Refunded, Cancelled) and, when the state carries them, `claimant`, `reserved_until` and `ledger_block`."""
+    ((name, payload),) = state.items()
+    out: dict[str, Any] = {"state": name}
+    if isinstance(payload, dict):
+        if "claimant" in payload:
+            out["claimant"] = str(payload["claimant"])
+        if "until" in payload:
+            out["reserved_until"] = payload["until"]
+        if "block" in payload:
+            out["ledger_block"] = payload["block"]
+    return out
+
+
+def state_text(row: dict[str, Any]) -> str:
+    """`Reserved by <principal> until <time>`, `Paid to <principal>`, `Open`, ... for tables."""
+    text = str(row["state"])
+    if "claimant" in row:
+        text += f" {'to' if row['state'] in ('Paying', 'Paid') else 'by'} {row['claimant']}"
+    if "reserved_until" in row:
+        text += f" until {errors.when(row['reserved_until'])}"
+        if row["reserved_until"] <= time.time_ns():
+            text += " (expired unused: open to other verifiers)"
+    return text
+
+
+def _audits(audits: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{"audit_type": a["audit_type"], "attestations": a["attestations"], "divergences": a["divergences"],
+             "outcome": _outcome(a["outcome"])} for a in audits]
+
+
+def _request_json(r: dict[str, Any]) -> dict[str, Any]:
+    return {"request_id": r["id"], "repo": r["repo"], "commit": r["commit_hash"], "requested_at": r["timestamp"],
+            "amends": r["amends"][0] if r["amends"] else None}
+
+
 def _status_json(st: dict[str, Any]) -> dict[str, Any]:
+    current = st["request"][0]["id"] if st["request"] else None
     return {
         "wasm_id": st["wasm_id"], "namespace": st["namespace"], "outcome": _outcome(st["outcome"]),
-        "request": ({"repo": st["request"][0]["repo"], "commit": st["request"][0]["commit_hash"]}
-                    if st["request"] else None),
-        "audits": [{"audit_type": a["audit_type"], "attestations": a["attestations"],
-                    "divergences": a["divergences"], "outcome": _outcome(a["outcome"])} for a in st["audits"]],
+        "request": _request_json(st["request"][0]) if st["request"] else None,
+        "audits": _audits(st["audits"]),
         "filings": [{"verifier": str(f["verifier"]), "attested": f["attested"], "bounty_id": f["bounty_id"],
-                     "report": f["report"][0] if f["report"] else None, "timestamp": f["timestamp"]}
+                     "request_id": f["request_id"], "report": f["report"][0] if f["report"] else None,
+                     "timestamp": f["timestamp"]}
                     for f in st["filings"]],
         "bounties": [{"bounty_id": b["bounty_id"], "audit_type": b["audit_type"], "reward": b["reward_amount"],
-                      "state": next(iter(b["state"]))} for b in st["bounties"]],
+                      **bounty_state(b["state"])} for b in st["bounties"]],
+        "rounds": [{**_request_json(r["request"]), "outcome": _outcome(r["outcome"]), "audits": _audits(r["audits"]),
+                    "current": r["request"]["id"] == current} for r in st["rounds"]],
         "versions": [".".join(map(str, v["version"])) for v in st["versions"]],
     }
 
@@ -274,8 +414,17 @@ def _render_status(st: dict[str, Any], live: dict[str, Any] | None = None) -> No
     data = _status_json(st)
     c = console()
     c.print(f"[bold]{data['wasm_id']}[/] in {data['namespace']}: [bold]{data['outcome']}[/]")
+    if len(data["rounds"]) > 1:
+        rounds = Table("round", "source", "outcome", "audits")
+        for r in data["rounds"]:
+            rounds.add_row(f"#{r['request_id']}" + (" (current)" if r["current"] else ""),
+                           f"{r['repo']} @ {r['commit'][:12]}", r["outcome"],
+                           "; ".join(f"{a['audit_type']}: {a['attestations']} attested, {a['divergences']} diverged"
+                                     for a in r["audits"]) or "no filings")
+        c.print(rounds)
     if data["request"]:
-        c.print(f"source {data['request']['repo']} @ {data['request']['commit']}")
+        c.print(f"round #{data['request']['request_id']}: source {data['request']['repo']} @ "
+                f"{data['request']['commit']}")
     table = Table("audit type", "attestations", "divergences", "outcome")
     for a in data["audits"]:
         table.add_row(a["audit_type"], str(a["attestations"]), str(a["divergences"]), a["outcome"])
@@ -289,7 +438,7 @@ def _render_status(st: dict[str, Any], live: dict[str, Any] | None = None) -> No
     if data["bounties"]:
         bounties = Table("bounty", "audit type", "reward", "state")
         for b in data["bounties"]:
-            bounties.add_row(str(b["bounty_id"]), b["audit_type"], str(b["reward"]), b["state"])
+            bounties.add_row(str(b["bounty_id"]), b["audit_type"], str(b["reward"]), state_text(b))
         c.print(bounties)
     if data["versions"]:
         c.print(f"published as {', '.join(data['versions'])}")

@@ -12,15 +12,17 @@ import typer
 
 
 class UserError(Exception):
-    """A problem the user can fix: printed as one line with a hint, exit code 1 (or `code`)."""
+    """A problem the user can fix: printed as one line with a hint, exit code 1 (or `code`). `details` are
+    extra fields of the `--json` error object (e.g. the id of a bounty whose funding is not confirmed)."""
 
-    def __init__(self, message: str, hint: str | None = None, code: int = 1) -> None:
+    def __init__(self, message: str, hint: str | None = None, code: int = 1,
+                 details: dict[str, Any] | None = None) -> None:
         super().__init__(message)
-        self.message, self.hint, self.code = message, hint, code
+        self.message, self.hint, self.code, self.details = message, hint, code, details or {}
 
 
-def fail(message: str, hint: str | None = None, code: int = 1) -> NoReturn:
-    raise UserError(message, hint, code)
+def fail(message: str, hint: str | None = None, code: int = 1, details: dict[str, Any] | None = None) -> NoReturn:
+    raise UserError(message, hint, code, details)
 
 
 def emit(data: Any, as_json: bool, render: Callable[[Any], None]) -> None:
@@ -44,16 +46,16 @@ def user_errors(as_json: bool = False) -> Iterator[None]:
     try:
         yield
     except UserError as exc:
-        _print_error(exc.message, exc.hint, as_json)
+        _print_error(exc.message, exc.hint, as_json, exc.details)
         raise typer.Exit(exc.code) from None
     except SdkError as exc:
         _print_error(str(exc), None, as_json)
         raise typer.Exit(1) from None
 
 
-def _print_error(message: str, hint: str | None, as_json: bool) -> None:
+def _print_error(message: str, hint: str | None, as_json: bool, details: dict[str, Any] | None = None) -> None:
     if as_json:
-        print(json.dumps({"error": message, "hint": hint}))
+        print(json.dumps({**(details or {}), "error": message, "hint": hint}, default=str))
         return
     line = f"error: {message}"
     if hint:

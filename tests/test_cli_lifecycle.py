@@ -40,36 +40,60 @@ def init_args(**overrides: str) -> list[str]:
     return ["init", "--yes", *[x for k, v in values.items() for x in (f"--{k}", v)]]
 
 
+def verifier_clients(project: dict[str, Any], role: str = "verifier0") -> tuple[Any, Any, Any]:
+    """(connection, audit hub, registry) of a verifier given stake by governance (through the SDK)."""
+    from prometheus_sdk.identity import from_pem_file
+
+    gov = connect(Network("local", project["url"]), from_pem_file(project["governance"]))
+    verifier = connect(Network("local", project["url"]), IDENTITIES[role])
+    hub_gov = CanisterClient.from_did(gov, project["ids"]["audit_hub"], ROOT / "candid" / "audit_hub.did")
+    assert "ok" in hub_gov.mint_tokens(Principal.from_text(verifier.principal), AUDIT, 500)
+    hub = CanisterClient.from_did(verifier, project["ids"]["audit_hub"], ROOT / "candid" / "audit_hub.did")
+    registry = CanisterClient.from_did(verifier, project["ids"]["mcp_registry"], ROOT / "candid" / "mcp_registry.did")
+    return verifier, hub, registry
+
+
 def test_developer_lifecycle(cli: Any, project: dict[str, Any]) -> None:  # noqa: F811
     cli(*init_args())
     submitted = json.loads(cli("--json", "submit", "--bounty", "2000000").stdout)
     wasm_id = project["wasm"].sha256
-    assert submitted["wasm_id"] == wasm_id and submitted["bounty_id"] == 0
+    assert submitted["wasm_id"] == wasm_id and submitted["bounty_id"] == 0 and submitted["new_round"]
+    assert submitted["amends"] is None
     again = json.loads(cli("--json", "submit").stdout)  # idempotent: same request, nothing uploaded twice
-    assert again["request_id"] == submitted["request_id"]
+    assert again["request_id"] == submitted["request_id"] and not again["new_round"]
 
     status = json.loads(cli("--json", "status").stdout)
     assert status["outcome"] == "pending" and status["bounties"][0]["state"] == "Open"
+    assert status["request"]["request_id"] == submitted["request_id"] and status["request"]["commit"] == COMMIT
+    assert [(r["request_id"], r["outcome"], r["current"]) for r in status["rounds"]] == [
+        (submitted["request_id"], "pending", True)]
     refused = cli("publish", "1.0.0", check=False)
     assert refused.returncode == 1 and "is not verified yet" in refused.stderr and "Traceback" not in refused.stderr
 
     # a verifier (through the SDK) reserves, rebuilds with the same recipe and attests
-    from prometheus_sdk.identity import from_pem_file
-
-    gov = connect(Network("local", project["url"]), from_pem_file(project["governance"]))
-    verifier = connect(Network("local", project["url"]), IDENTITIES["verifier0"])
-    me = Principal.from_text(verifier.principal)
-    hub_gov = CanisterClient.from_did(gov, project["ids"]["audit_hub"], ROOT / "candid" / "audit_hub.did")
-    assert "ok" in hub_gov.mint_tokens(me, AUDIT, 500)
-    hub = CanisterClient.from_did(verifier, project["ids"]["audit_hub"], ROOT / "candid" / "audit_hub.did")
-    registry = CanisterClient.from_did(verifier, project["ids"]["mcp_registry"], ROOT / "candid" / "mcp_registry.did")
+    verifier, hub, registry = verifier_clients(project)
     assert "ok" in hub.reserve_bounty(0, AUDIT)
+    reserved = json.loads(cli("--json", "bounty", "show", "0").stdout)
+    assert reserved["state"] == "Reserved" and reserved["claimant"] == verifier.principal
+    assert reserved["reserved_until"] > 0 and reserved["request_id"] == submitted["request_id"]
+    assert reserved["namespace"] == "com.example.hello"
+    assert [(t["kind"], t["state"]) for t in reserved["transfers"]] == [("Escrow", "Done")]
+    shown = cli("bounty", "show", "0").stdout
+    assert "Reserved by" in shown and verifier.principal[:10] in shown
+    assert json.loads(cli("--json", "status").stdout)["bounties"][0]["state"] == "Reserved"
     assert "ok" in registry.icrc126_file_attestation({"wasm_id": wasm_id, "metadata": to_map(
-        {"bounty_id": 0, "126:audit_type": AUDIT, "126hash": wasm_id})})
+        {"bounty_id": 0, "126:audit_type": AUDIT, "126hash": wasm_id,
+         "126:request_id": submitted["request_id"]})})
 
     verified = json.loads(cli("--json", "status", wasm_id).stdout)
-    assert verified["outcome"] == "Verified"
+    assert verified["outcome"] == "Verified" and verified["namespace"] == "com.example.hello"
     assert verified["filings"][0]["verifier"] == verifier.principal and verified["bounties"][0]["state"] == "Paid"
+    assert verified["bounties"][0]["claimant"] == verifier.principal
+    paid = json.loads(cli("--json", "bounty", "show", "0").stdout)
+    assert paid["stake"] == {"settlement": "Done", "verdict": "Reward"}
+    assert [(t["kind"], t["state"]) for t in paid["transfers"]] == [("Escrow", "Done"), ("Payout", "Done")]
+    settled = json.loads(cli("--json", "bounty", "settle", "0").stdout)  # nothing left to do: says where it is
+    assert settled["state"] == "Paid" and settled["claimant"] == verifier.principal
     watched = cli("status", "--watch")  # final already: returns at once with the table
     assert "Verified" in watched.stdout
     deployed = json.loads(cli("localnet", "deploy", "--src", str(ROOT / "examples"), "hello_mcp", "--json").stdout)
@@ -82,6 +106,74 @@ def test_developer_lifecycle(cli: Any, project: dict[str, Any]) -> None:  # noqa
     dup = cli("publish", "1.0.0", check=False)
     assert dup.returncode == 1 and "already published" in dup.stderr
     assert json.loads(cli("--json", "status").stdout)["versions"] == ["1.0.0"]
+
+    # A verified round is final: the same wasm from another commit is refused with a reason.
+    manifest = Path(project["wasm"].wasm).parent.parent / "prometheus.yml"
+    manifest.write_text(manifest.read_text().replace(COMMIT, "ab" * 20))
+    final = cli("submit", check=False)
+    assert final.returncode == 1 and "is already verified in com.example.hello" in final.stderr
+    assert "prometheus publish" in final.stderr and "Traceback" not in final.stderr
+
+
+def test_rejected_round_then_a_correction(cli: Any, project: dict[str, Any]) -> None:  # noqa: F811
+    cli(*init_args())
+    first = json.loads(cli("--json", "submit", "--bounty", "2000000").stdout)
+    wasm_id = project["wasm"].sha256
+    _, hub, registry = verifier_clients(project, "verifier1")
+    assert "ok" in hub.reserve_bounty(first["bounty_id"], AUDIT)
+    assert "ok" in registry.icrc126_file_divergence({
+        "wasm_id": wasm_id, "divergence_report": "rebuilt wasm differs", "metadata": to_map(
+            {"bounty_id": first["bounty_id"], "126:audit_type": AUDIT, "126:found_hash": "00" * 32})})
+    assert json.loads(cli("--json", "status").stdout)["outcome"] == "Rejected"
+    rejected = cli("publish", "1.0.0", check=False)
+    assert rejected.returncode == 1 and "was rejected by its verifiers" in rejected.stderr
+    late = cli("bounty", "create", "1000000", check=False)
+    assert late.returncode == 1 and "already decided" in late.stderr and "Traceback" not in late.stderr
+
+    # The developer fixes the commit: submitting again opens a new round for the same wasm.
+    manifest = Path(project["wasm"].wasm).parent.parent / "prometheus.yml"
+    manifest.write_text(manifest.read_text().replace(COMMIT, "ab" * 20))
+    second = json.loads(cli("--json", "submit", "--bounty", "1000000").stdout)
+    assert second["new_round"] and second["amends"] == first["request_id"] != second["request_id"]
+    status = json.loads(cli("--json", "status").stdout)
+    assert status["outcome"] == "pending" and status["request"]["commit"] == "ab" * 20
+    assert status["request"]["amends"] == first["request_id"]
+    assert [(r["request_id"], r["commit"], r["outcome"], r["current"]) for r in status["rounds"]] == [
+        (first["request_id"], COMMIT, "Rejected", False), (second["request_id"], "ab" * 20, "pending", True)]
+    assert status["rounds"][0]["audits"][0]["divergences"] == 1
+    assert [b["bounty_id"] for b in status["bounties"]] == [second["bounty_id"]]  # the current round's
+    table = cli("status").stdout
+    assert "#0" in table and "(current)" in table and "Rejected" in table and "pending" in table
+    rows = json.loads(cli("--json", "bounty", "list").stdout)
+    assert {(r["bounty_id"], r["request_id"]) for r in rows} == {(first["bounty_id"], first["request_id"]),
+                                                                 (second["bounty_id"], second["request_id"])}
+
+    # A round a verifier holds a reservation on cannot be replaced by yet another commit.
+    assert "ok" in hub.reserve_bounty(second["bounty_id"], AUDIT)
+    manifest.write_text(manifest.read_text().replace("ab" * 20, "cd" * 20))
+    busy = cli("submit", check=False)
+    assert busy.returncode == 1 and "cannot be replaced" in busy.stderr and "holds a reservation" in busy.stderr
+    assert "Traceback" not in busy.stderr
+    busy_json = json.loads(cli("--json", "submit", check=False).stdout)
+    assert "cannot be replaced" in busy_json["error"] and "status --watch" in busy_json["hint"]
+
+
+def test_a_lost_escrow_answer_says_what_to_run(capsys: pytest.CaptureFixture[str]) -> None:
+    """`icrc127_create_bounty` answering LedgerOutcomeUnknown: the bounty exists, its funding is unconfirmed."""
+    import typer
+
+    from prometheus_cli.developer import _bounty_refused
+    from prometheus_cli.output import user_errors
+
+    for as_json in (False, True):
+        with pytest.raises(typer.Exit) as exited, user_errors(as_json):
+            _bounty_refused("LedgerOutcomeUnknown", {"bounty_id": 4}, "ab" * 32, "com.example.hello")
+        assert exited.value.exit_code == 1
+    out, err = capsys.readouterr()
+    assert "bounty #4 is recorded" in err and "run `prometheus bounty settle 4`" in err
+    reported = json.loads(out)
+    assert reported["bounty_id"] == 4 and reported["state"] == "Funding"
+    assert "prometheus bounty settle 4" in reported["hint"]
 
 
 def test_bad_input_gets_a_message_and_a_non_zero_exit(cli: Any, project: dict[str, Any], tmp_path: Path) -> None:  # noqa: F811
@@ -167,8 +259,16 @@ def test_identity_and_bounty_commands(cli: Any, project: dict[str, Any], tmp_pat
     assert shown["reward"] == 1_000_000 and shown["audit_type"] == AUDIT
     missing = cli("bounty", "show", "99", check=False)
     assert missing.returncode == 1 and "no bounty #99" in missing.stderr
-    broke = cli("--identity", "alice", "bounty", "create", "5", check=False)
+    unsettled = cli("bounty", "settle", "99", check=False)
+    assert unsettled.returncode == 1 and "no bounty #99" in unsettled.stderr
+    small = cli("bounty", "create", "5", check=False)
+    assert small.returncode == 1 and "below the registry's minimum of 100000" in small.stderr
+    long = cli("bounty", "create", "1000000", "--timeout-days", "400", check=False)
+    assert long.returncode == 1 and "a bounty runs 1 to 365 days" in long.stderr
+    broke = cli("--identity", "alice", "bounty", "create", "1000000", check=False)
     assert broke.returncode == 1 and "too low for a bounty" in broke.stderr
+    elsewhere = cli("bounty", "create", "1000000", "--wasm", "cd" * 32, check=False)
+    assert elsewhere.returncode == 1 and "no verification request for wasm cdcdcdcd" in elsewhere.stderr
 
 
 def test_verify_rebuilds_in_the_builder_image_and_compares(cli: Any, tmp_path: Path, docker_host: str,  # noqa: F811

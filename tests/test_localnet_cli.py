@@ -111,5 +111,7 @@ def test_deploy_protocol_wires_the_canisters(cli) -> None:  # type: ignore[no-un
     hub = CanisterClient.from_did(conn, ids["audit_hub"], ROOT / "candid" / "audit_hub.did")
     registry = CanisterClient.from_did(conn, ids["mcp_registry"], ROOT / "candid" / "mcp_registry.did")
     assert registry.get_policy()["quorum"] == 1
-    assert registry.bounty_for_lock(0) == []
+    assert registry.icrc127_get_bounty(0) == [] and registry.escrow_summary() == []
+    assert registry.get_policy()["min_bounty_reward"] == 100_000
+    assert hub.get_locks([], 10) == []
     assert str(hub.get_auditor_profile(conn.agent.identity.sender())["principal"]) == conn.principal

@@ -50,13 +50,15 @@ class Net:
         return url, sha, built.wasm.read_bytes()
 
     def submit(self, wasm: bytes, repo: str, commit: str, bounty: bool = True) -> tuple[str, int | None]:
-        """Upload `wasm`, request verification of repo@commit and (by default) fund a bounty."""
-        wasm_id = self.stack.upload(wasm, namespace=f"com.example.app{next(_names)}")
+        """Upload `wasm` to a namespace of its own, request verification of repo@commit there and (by default)
+        fund a bounty on that round."""
+        namespace = f"com.example.app{next(_names)}"
+        wasm_id = self.stack.upload(wasm, namespace=namespace)
         result = self.stack.registry("icrc126_verification_request", {
             "wasm_hash": bytes.fromhex(wasm_id), "repo": repo, "commit_hash": commit,
-            "metadata": to_map({"canister_name": "app"})}, sender=DEV)
+            "metadata": to_map({"canister_name": "app"}), "namespace": [namespace]}, sender=DEV)
         assert "ok" in result, result
-        return wasm_id, self.stack.bounty(wasm_id) if bounty else None
+        return wasm_id, self.stack.bounty(wasm_id, namespace=namespace) if bounty else None
 
     def filings(self, wasm_id: str) -> list[dict[str, Any]]:
         return list(self.stack.registry("get_audit_records", wasm_id))

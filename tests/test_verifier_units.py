@@ -14,22 +14,53 @@ from verifier_bot.rebuild import entry_point
 def test_journal_survives_reopen_and_only_lost_bounties_are_retried(tmp_path: Path) -> None:
     path = tmp_path / "journal.sqlite3"
     journal = Journal(path)
-    assert journal.begin(7, "aa" * 32, "https://example.com/r.git", "b" * 40, "build_reproducibility_v1")
-    assert not journal.begin(7, "aa" * 32, "https://example.com/r.git", "b" * 40, "build_reproducibility_v1")
+    job_args = (7, "aa" * 32, "https://example.com/r.git", "b" * 40, "build_reproducibility_v1", 3)
+    assert journal.begin(*job_args)
+    assert not journal.begin(*job_args)
     journal.update(7, state="built", verdict="diverge", report="mismatch", metadata={"bounty_id": 7})
     journal.close()
 
     reopened = Journal(path)
     (job,) = reopened.jobs()
     assert (job.state, job.verdict, job.report, job.metadata) == ("built", "diverge", "mismatch", {"bounty_id": 7})
-    assert reopened.known_wasm("aa" * 32, "build_reproducibility_v1")
-    assert not reopened.begin(7, "aa" * 32, "https://example.com/r.git", "b" * 40, "build_reproducibility_v1")
+    assert job.request_id == 3
+    # One job per verification round: the same wasm in another round (namespace, correction) is new work.
+    assert reopened.known_round(3, "aa" * 32, "build_reproducibility_v1")
+    assert not reopened.known_round(4, "aa" * 32, "build_reproducibility_v1")
+    assert not reopened.known_round(3, "aa" * 32, "another_audit")
+    assert not reopened.begin(*job_args)
     reopened.update(7, state="lost", last_error="AlreadyReserved")
-    assert not reopened.known_wasm("aa" * 32, "build_reproducibility_v1")
-    assert reopened.begin(7, "aa" * 32, "https://example.com/r.git", "b" * 40, "build_reproducibility_v1")
+    assert not reopened.known_round(3, "aa" * 32, "build_reproducibility_v1")
+    assert reopened.begin(*job_args)
     assert reopened.get(7).state == "reserving" and reopened.get(7).last_error is None  # type: ignore[union-attr]
     with pytest.raises(ValueError, match="unknown journal fields"):
         reopened.update(7, repo="https://evil.example.com")
+
+
+def test_a_journal_from_before_rounds_gains_the_round_column(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "journal.sqlite3"
+    old = sqlite3.connect(path)
+    old.executescript("""
+        CREATE TABLE jobs (bounty_id INTEGER PRIMARY KEY, wasm_id TEXT NOT NULL, repo TEXT NOT NULL,
+            commit_hash TEXT NOT NULL, audit_type TEXT NOT NULL, state TEXT NOT NULL, expires_at INTEGER,
+            verdict TEXT, found_hash TEXT, report TEXT, metadata TEXT, filing_index INTEGER,
+            attempts INTEGER NOT NULL DEFAULT 0, next_attempt REAL NOT NULL DEFAULT 0, last_error TEXT,
+            created REAL NOT NULL, updated REAL NOT NULL);
+        INSERT INTO jobs (bounty_id, wasm_id, repo, commit_hash, audit_type, state, created, updated)
+            VALUES (1, 'cc', 'https://example.com/r.git', 'dd', 'build_reproducibility_v1', 'reserved', 0, 0);
+    """)
+    old.close()
+    journal = Journal(path)
+    (job,) = journal.jobs()
+    assert job.state == "reserved" and job.request_id is None
+    assert journal.known_round(9, "cc", "build_reproducibility_v1")  # an old row counts for its wasm
+    assert not journal.known_round(9, "ee", "build_reproducibility_v1")
+    assert journal.begin(2, "ee", "https://example.com/r.git", "dd", "build_reproducibility_v1", 9)
+    assert journal.get(2).request_id == 9  # type: ignore[union-attr]
+    journal.close()
+    assert Journal(path).get(1).request_id is None  # type: ignore[union-attr]  # reopening adds nothing twice
 
 
 def test_config_file_with_environment_overrides(tmp_path: Path) -> None:

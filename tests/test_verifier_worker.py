@@ -229,20 +229,33 @@ def test_transient_failures_retry_and_file_nothing(net: Net, docker_host: str, b
     offline.close()
 
 
-def test_never_files_after_the_lock_expires(net: Net, docker_host: str, builder_image: Any,
-                                            tmp_path: Path) -> None:
-    assert "ok" in net.stack.hub("set_policy", {"lock_duration_ns": 3 * 10**9, "stake_per_reservation": STAKE},
+def test_never_files_after_the_lock_expires(net: Net, docker_host: str, builder_image: Any, tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """A one-minute lock (the hub's shortest) and a 55 s filing margin: the build starts with the lock
+    usable, takes longer than 5 s, and the filing is then not attempted."""
+    from verifier_bot import rebuild
+
+    assert "ok" in net.stack.hub("set_policy", {"lock_duration_ns": 60 * 10**9, "stake_per_reservation": STAKE},
                                  sender=GOV)
+    real_verify = rebuild.verify
+
+    def slow_verify(*args: Any, **kwargs: Any) -> Any:
+        time.sleep(8)
+        return real_verify(*args, **kwargs)
+
+    monkeypatch.setattr(rebuild, "verify", slow_verify)
     repo, commit, wasm = net.app_repo()
     wasm_id, bounty_id = net.submit(wasm, repo, commit)
-    worker, log = make_worker(net, builder_image, docker_host, tmp_path / "state", file_margin_s=2.5)
+    worker, log = make_worker(net, builder_image, docker_host, tmp_path / "state", file_margin_s=55)
     try:
         worker.run_once()
     finally:
         worker.close()
-    assert worker.journal.get(bounty_id).state == "expired"  # type: ignore[union-attr]
+    job = worker.journal.get(bounty_id)
+    assert job is not None and job.state == "expired" and job.verdict == "attest", job
     assert net.filings(wasm_id) == []
     assert any(e["event"] == "lock_expired" for e in events(log))
+    assert net.stack.bounty_state(bounty_id) == "Reserved"  # still ours until the lock runs out
 
 
 def test_without_stake_nothing_is_reserved(net: Net, docker_host: str, builder_image: Any, tmp_path: Path) -> None:
@@ -266,9 +279,11 @@ def test_short_bounties_are_left_alone_and_one_worker_per_state_dir(net: Net, do
     repo, commit, wasm = net.app_repo()
     wasm_id = net.stack.upload(wasm, namespace="com.example.short")
     assert "ok" in net.stack.registry("icrc126_verification_request", {
-        "wasm_hash": bytes.fromhex(wasm_id), "repo": repo, "commit_hash": commit, "metadata": []}, sender=DEV)
-    net.stack.bounty(wasm_id, timeout_ns=60 * 10**9)  # closes before a 300 s build and a filing could fit
-    worker, _ = make_worker(net, builder_image, docker_host, tmp_path / "state")
+        "wasm_hash": bytes.fromhex(wasm_id), "repo": repo, "commit_hash": commit, "metadata": [],
+        "namespace": ["com.example.short"]}, sender=DEV)
+    # The registry's shortest bounty (an hour and a bit) closes before a 3,700 s build and a filing could fit.
+    net.stack.bounty(wasm_id, timeout_ns=3700 * 10**9, namespace="com.example.short")
+    worker, _ = make_worker(net, builder_image, docker_host, tmp_path / "state", build_timeout_s=3700)
     try:
         with pytest.raises(StateDirBusy, match="another worker"):
             make_worker(net, builder_image, docker_host, tmp_path / "state")
@@ -293,6 +308,80 @@ def test_a_lock_the_journal_forgot_is_adopted_and_filed(net: Net, docker_host: s
         worker.close()
     assert any(e["event"] == "adopted_lock" for e in events(log))
     assert only_filing(net, wasm_id)["attested"] and outcome(net, wasm_id) == "Verified"
+
+
+def test_rounds_per_namespace_and_a_correction(net: Net, docker_host: str, builder_image: Any,
+                                               tmp_path: Path) -> None:
+    """One wasm in two namespaces is two rounds, each verified on its own; a round rejected for a wrong commit
+    is corrected by a new request in the same namespace, which the worker then verifies."""
+    stack = net.stack
+    repo, commit, wasm = net.app_repo(OTHER_APP.replace("Howdy", "Hi"))
+    wasm_id = stack.upload(wasm, namespace="com.example.first")
+    stack.upload(wasm, namespace="com.example.second")
+    assert "ok" in stack.request(wasm_id, commit="f" * 40, namespace="com.example.first", repo=repo)
+    assert "ok" in stack.request(wasm_id, commit=commit, namespace="com.example.second", repo=repo)
+    first, second = stack.request_id(wasm_id, "com.example.first"), stack.request_id(wasm_id, "com.example.second")
+    stack.bounty(wasm_id, namespace="com.example.first")
+    stack.bounty(wasm_id, namespace="com.example.second")
+    worker, _ = make_worker(net, builder_image, docker_host, tmp_path / "state")
+    try:
+        run_until_idle(worker)
+        assert {j.request_id: j.verdict for j in worker.journal.jobs()} == {first: "diverge", second: "attest"}
+        assert outcome_in(net, wasm_id, "com.example.first") == "Rejected"
+        assert outcome_in(net, wasm_id, "com.example.second") == "Verified"
+        filings = {f["request_id"]: f for f in net.filings(wasm_id)}
+        meta = {r: {k: next(iter(v.values())) for k, v in f["metadata"]} for r, f in filings.items()}
+        assert "cannot fetch commit" in filings[first]["report"][0] and "126:found_hash" not in meta[first]
+        assert meta[first]["126:request_id"] == first and meta[first]["126:commit_hash"] == "f" * 40
+        assert meta[second]["126:request_id"] == second and meta[second]["126:found_hash"] == wasm_id
+
+        assert "ok" in stack.request(wasm_id, commit=commit, namespace="com.example.first", repo=repo)
+        corrected = stack.request_id(wasm_id, "com.example.first")
+        assert corrected != first
+        stack.bounty(wasm_id, namespace="com.example.first")
+        run_until_idle(worker)
+    finally:
+        worker.close()
+    last = worker.journal.get(max(j.bounty_id for j in worker.journal.jobs()))
+    assert last is not None and last.request_id == corrected
+    assert outcome_in(net, wasm_id, "com.example.first") == "Verified"
+    rounds = stack.status(wasm_id, "com.example.first")["rounds"]
+    assert [(r["request"]["id"], next(iter(r["outcome"][0]))) for r in rounds] == [(first, "Rejected"),
+                                                                                   (corrected, "Verified")]
+    assert [j.state for j in worker.journal.jobs()] == ["filed"] * 3
+
+
+def test_an_expired_unused_reservation_is_taken_over(net: Net, docker_host: str, builder_image: Any,
+                                                     tmp_path: Path) -> None:
+    """Another verifier reserved the bounty and let its reservation (the hub's shortest, a minute) run out
+    unused: the round stays listed, the worker reserves the bounty (the hub slashes the idle verifier's stake
+    as it cleans that lock up), rebuilds and attests. Waits a real minute: over HTTP the IC follows the clock."""
+    stack = net.stack
+    assert "ok" in stack.hub("set_policy", {"lock_duration_ns": 60 * 10**9, "stake_per_reservation": STAKE},
+                             sender=GOV)
+    idle = principal("verifier4")
+    stack.stake(idle)
+    repo, commit, wasm = net.app_repo(HELLO.replace("Hello", "Hallo"))
+    wasm_id, bounty_id = net.submit(wasm, repo, commit)
+    assert bounty_id is not None and "ok" in stack.reserve(idle, bounty_id)
+    until = stack.registry("icrc127_get_bounty", bounty_id)[0]["state"]["Reserved"]["until"]
+    worker, _ = make_worker(net, builder_image, docker_host, tmp_path / "state")
+    try:
+        worker.run_once()  # held by the idle verifier: nothing to take yet
+        assert worker.journal.jobs() == []
+        time.sleep(max(0.0, (until - time.time_ns()) / 1e9) + 1)
+        run_until_idle(worker)
+    finally:
+        worker.close()
+    (job,) = worker.journal.jobs()
+    assert job.bounty_id == bounty_id and job.state == "filed"
+    assert only_filing(net, wasm_id)["attested"] and outcome(net, wasm_id) == "Verified"
+    assert stack.profile(idle)["slashed"] == STAKE and stack.bounty_state(bounty_id) == "Paid"
+
+
+def outcome_in(net: Net, wasm_id: str, namespace: str) -> str | None:
+    status = net.stack.status(wasm_id, namespace)
+    return next(iter(status["outcome"][0])) if status["outcome"] else None
 
 
 def _pem(tmp_path: Path, role: str) -> Path:

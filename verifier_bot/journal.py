@@ -39,7 +39,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     next_attempt REAL NOT NULL DEFAULT 0,
     last_error   TEXT,
     created      REAL NOT NULL,
-    updated      REAL NOT NULL
+    updated      REAL NOT NULL,
+    request_id   INTEGER           -- the verification round (a wasm has one per namespace and correction)
 );
 """
 
@@ -62,6 +63,7 @@ class Job:
     next_attempt: float
     last_error: str | None
     created: float
+    request_id: int | None = None
 
 
 class Journal:
@@ -72,18 +74,22 @@ class Journal:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
+        if "request_id" not in columns:  # a journal written before rounds were per namespace
+            self._db.execute("ALTER TABLE jobs ADD COLUMN request_id INTEGER")
 
     def close(self) -> None:
         self._db.close()
 
     def _row(self, row: tuple[Any, ...]) -> Job:
         (bounty_id, wasm_id, repo, commit_hash, audit_type, state, expires_at, verdict, found_hash, report,
-         metadata, filing_index, attempts, next_attempt, last_error, created) = row
+         metadata, filing_index, attempts, next_attempt, last_error, created, request_id) = row
         return Job(bounty_id, wasm_id, repo, commit_hash, audit_type, state, expires_at, verdict, found_hash, report,
-                   json.loads(metadata) if metadata else {}, filing_index, attempts, next_attempt, last_error, created)
+                   json.loads(metadata) if metadata else {}, filing_index, attempts, next_attempt, last_error, created,
+                   request_id)
 
     _COLUMNS = ("bounty_id, wasm_id, repo, commit_hash, audit_type, state, expires_at, verdict, found_hash, report, "
-                "metadata, filing_index, attempts, next_attempt, last_error, created")
+                "metadata, filing_index, attempts, next_attempt, last_error, created, request_id")
 
     def get(self, bounty_id: int) -> Job | None:
         with self._lock:
@@ -100,24 +106,29 @@ class Journal:
             rows = self._db.execute(query + " ORDER BY bounty_id", args).fetchall()
         return [self._row(r) for r in rows]
 
-    def known_wasm(self, wasm_id: str, audit_type: str) -> bool:
-        """True once we reserved any bounty for this wasm and audit type: the registry takes one filing each."""
+    def known_round(self, request_id: int, wasm_id: str, audit_type: str) -> bool:
+        """True once we reserved any bounty of this verification round and audit type: the registry takes one
+        filing per verifier in each. (A row journaled before rounds were recorded counts for its wasm.)"""
         with self._lock:
-            row = self._db.execute("SELECT 1 FROM jobs WHERE wasm_id = ? AND audit_type = ? AND state != 'lost'",
-                                   (wasm_id, audit_type)).fetchone()
+            row = self._db.execute(
+                "SELECT 1 FROM jobs WHERE audit_type = ? AND state != 'lost' AND "
+                "(request_id = ? OR (request_id IS NULL AND wasm_id = ?))",
+                (audit_type, request_id, wasm_id)).fetchone()
         return row is not None
 
-    def begin(self, bounty_id: int, wasm_id: str, repo: str, commit_hash: str, audit_type: str) -> bool:
+    def begin(self, bounty_id: int, wasm_id: str, repo: str, commit_hash: str, audit_type: str,
+              request_id: int | None = None) -> bool:
         """Record the intent to reserve, before the reservation call. A bounty we lost earlier may be tried
         again; any other existing row wins (returns False and changes nothing)."""
         now = time.time()
         with self._lock:
             cursor = self._db.execute(
-                "INSERT INTO jobs (bounty_id, wasm_id, repo, commit_hash, audit_type, state, created, updated) "
-                "VALUES (?, ?, ?, ?, ?, 'reserving', ?, ?) "
+                "INSERT INTO jobs (bounty_id, wasm_id, repo, commit_hash, audit_type, state, created, updated, "
+                "request_id) VALUES (?, ?, ?, ?, ?, 'reserving', ?, ?, ?) "
                 "ON CONFLICT(bounty_id) DO UPDATE SET state = 'reserving', attempts = 0, next_attempt = 0, "
-                "last_error = NULL, created = excluded.created, updated = excluded.updated WHERE jobs.state = 'lost'",
-                (bounty_id, wasm_id, repo, commit_hash, audit_type, now, now))
+                "last_error = NULL, created = excluded.created, updated = excluded.updated, "
+                "request_id = excluded.request_id WHERE jobs.state = 'lost'",
+                (bounty_id, wasm_id, repo, commit_hash, audit_type, now, now, request_id))
             return cursor.rowcount == 1
 
     def update(self, bounty_id: int, **fields: Any) -> None:

@@ -1,8 +1,10 @@
 """The verifier worker (seed 004): poll, reserve with stake, rebuild in the sandbox, file, get paid.
 
-`tick()` is one pass: resume journal jobs that are due, then — while job slots are free — page through
-`list_pending_verifications`, pick open bounties of our audit type nobody holds, and reserve them. Each job
-runs on its own thread (up to MAX_CONCURRENT_JOBS) through the journal's states:
+`tick()` is one pass: resume journal jobs that are due, adopt locks of ours the journal does not know, then —
+while job slots are free — page through `list_pending_verifications` (one entry per verification round, by
+request id), pick bounties of our audit type nobody holds (open, or reserved and expired unused) in rounds we
+have not worked on, and reserve them. Each job runs on its own thread (up to MAX_CONCURRENT_JOBS) through
+the journal's states:
 
     reserving --reserve_bounty--> reserved --rebuild--> built --file--> filed
                                       \\--lock about to expire--> expired (nothing filed)
@@ -39,8 +41,9 @@ from verifier_bot.metrics import Metrics
 WORKER_VERSION = "prometheus-verifier/0.1.0"
 CANDID = Path(__file__).resolve().parent.parent / "candid"
 PAGE = 50
+LOCK_PAGE = 100  # the hub's largest page of get_locks
 MAX_BACKOFF_S = 300.0
-MAX_REPORT = 1024  # the registry's limit for a divergence report
+MAX_REPORT = 1024  # characters of a divergence report (the registry takes up to 4096 bytes)
 MAX_CRASHES = 5  # unexpected errors on one job before it is given up as `failed`
 RESERVATION_SETTLE_S = 300.0  # a reservation whose reply was lost may still land until its ingress expiry
 
@@ -54,6 +57,13 @@ class Chain:
 
 def _variant(value: dict[str, Any]) -> str:
     return next(iter(value))
+
+
+def _free(state: dict[str, Any], now: int) -> bool:
+    """A bounty anyone may reserve: open, or reserved by a verifier whose reservation ran out unused (the hub
+    cleans its lock up when we reserve: the registry reopens the bounty and the hub slashes that stake)."""
+    name = _variant(state)
+    return name == "Open" or (name == "Reserved" and state["Reserved"]["until"] <= now)
 
 
 class StateDirBusy(RuntimeError):
@@ -164,6 +174,7 @@ class Worker:
         """One pass. Nothing raised here may stop the loop: errors are logged and the next tick tries again."""
         try:
             self._resume_due()
+            self._adopt_orphans()
             available = self._refresh_profile()
             # Jobs waiting out a backoff still hold locks: they count against the slots like running ones.
             free = self.config.max_concurrent_jobs - len(self.journal.jobs(ACTIVE))
@@ -192,11 +203,13 @@ class Worker:
 
     def poll(self, slots: int, available_stake: int) -> int:
         """Reserve up to `slots` open bounties of our audit type; returns how many were reserved."""
-        chain, reserved, after = self.chain(), 0, None
+        chain, reserved = self.chain(), 0
+        after: int | None = None
         if not self._enough_stake(chain, available_stake):
             return 0
         while reserved < slots:
-            page = chain.registry.list_pending_verifications({"after": [after] if after else [], "limit": PAGE})
+            page = chain.registry.list_pending_verifications({"after": [] if after is None else [after],
+                                                              "limit": PAGE})
             for pending in page:
                 if reserved >= slots or self.stopping.is_set():
                     break
@@ -204,7 +217,7 @@ class Worker:
                     reserved += self._consider(chain, pending)
             if len(page) < PAGE:
                 break
-            after = page[-1]["wasm_id"]
+            after = int(page[-1]["request_id"])  # the cursor is the last round's request id
         return reserved
 
     def _enough_stake(self, chain: Chain, available: int) -> bool:
@@ -217,38 +230,73 @@ class Worker:
         return True
 
     def _consider(self, chain: Chain, pending: dict[str, Any]) -> int:
-        wasm_id = pending["wasm_id"]
-        if self.journal.known_wasm(wasm_id, self.config.audit_type) or self._filed_by_me(chain, wasm_id) is not None:
-            return 0  # the registry takes one filing per verifier and audit: a second lock could only be slashed
+        request_id, wasm_id = int(pending["request_id"]), pending["wasm_id"]
+        if (self.journal.known_round(request_id, wasm_id, self.config.audit_type)
+                or self._filed_by_me(chain, wasm_id, request_id) is not None):
+            return 0  # the registry takes one filing per verifier, round and audit: a second lock could only lose
         now = time.time_ns()
         headroom = int((self.config.build_timeout_s + self.config.file_margin_s + 60) * 1e9)
-        for bounty in chain.registry.get_bounties_for_wasm(wasm_id):
-            if bounty["audit_type"] != self.config.audit_type or _variant(bounty["state"]) != "Open":
+        for bounty in chain.registry.get_bounties_for_request(request_id):
+            if bounty["audit_type"] != self.config.audit_type or not _free(bounty["state"], now):
                 continue
             known = self.journal.get(bounty["bounty_id"])
             if known is not None and known.state != "lost":
                 continue
-            lock = chain.hub.get_lock(bounty["bounty_id"])
-            if lock and lock[0]["expires_at"] > now:
-                if str(lock[0]["claimant"]) == self.principal:  # ours, but the journal lost track: adopt it
-                    return self._adopt(bounty["bounty_id"], pending, lock[0]["expires_at"])
-                continue
             if bounty["timeout_date"] <= now + headroom:
                 continue  # it could close before a build and a filing fit in
+            lock = chain.hub.get_lock(bounty["bounty_id"])
+            if lock and lock[0]["expires_at"] > now:
+                continue  # somebody is reserving it right now
             return self._reserve(chain, bounty["bounty_id"], pending)
         return 0
 
-    def _adopt(self, bounty_id: int, pending: dict[str, Any], expires_at: int) -> int:
-        self.journal.begin(bounty_id, pending["wasm_id"], pending["repo"], pending["commit_hash"],
-                           self.config.audit_type)
-        self.journal.update(bounty_id, state="reserved", expires_at=expires_at)
-        self.log.warning("adopted_lock", bounty_id=bounty_id, wasm_id=pending["wasm_id"])
+    def _adopt_orphans(self) -> int:
+        """Live locks of ours the journal does not know (it was lost, or the reply to `reserve_bounty` was and a
+        retry found the bounty held by us) become jobs again: finished and filed, not left to be slashed."""
+        chain, adopted, now = self.chain(), 0, time.time_ns()
+        after: int | None = None
+        while True:
+            page = chain.hub.get_locks([] if after is None else [after], LOCK_PAGE)
+            for lock in page:
+                if (str(lock["claimant"]) != self.principal or lock["audit_type"] != self.config.audit_type
+                        or _variant(lock["state"]) != "Held" or lock["expires_at"] <= now):
+                    continue
+                known = self.journal.get(lock["bounty_id"])
+                if known is None or known.state == "lost":
+                    adopted += self._adopt(chain, lock)
+            if len(page) < LOCK_PAGE:
+                return adopted
+            after = int(page[-1]["lock_id"])
+
+    def _adopt(self, chain: Chain, lock: dict[str, Any]) -> int:
+        bounty_id = int(lock["bounty_id"])
+        found = chain.registry.icrc127_get_bounty(bounty_id)
+        if not found or not self._reserved_by_me(found[0]):
+            return 0  # the registry does not count it as our reservation: nothing to file on
+        bounty = found[0]
+        status = chain.registry.get_wasm_status(bounty["wasm_id"], [bounty["namespace"]])
+        request = next((r["request"] for r in (status[0]["rounds"] if status else [])
+                        if r["request"]["id"] == bounty["request_id"]), None)
+        if request is None:
+            return 0
+        self.journal.begin(bounty_id, bounty["wasm_id"], request["repo"], request["commit_hash"],
+                           self.config.audit_type, int(bounty["request_id"]))
+        self.journal.update(bounty_id, state="reserved", expires_at=lock["expires_at"])
+        self.log.warning("adopted_lock", bounty_id=bounty_id, wasm_id=bounty["wasm_id"],
+                         request_id=bounty["request_id"])
         self._submit(bounty_id)
         return 1
 
+    def _reserved_by_me(self, bounty: dict[str, Any]) -> dict[str, Any] | None:
+        """The bounty's `Reserved` payload (claimant, until) when we hold it, else None."""
+        state = bounty["state"]
+        if _variant(state) == "Reserved" and str(state["Reserved"]["claimant"]) == self.principal:
+            return dict(state["Reserved"])
+        return None
+
     def _reserve(self, chain: Chain, bounty_id: int, pending: dict[str, Any]) -> int:
         if not self.journal.begin(bounty_id, pending["wasm_id"], pending["repo"], pending["commit_hash"],
-                                  self.config.audit_type):
+                                  self.config.audit_type, int(pending["request_id"])):
             return 0
         try:
             result = chain.hub.reserve_bounty(bounty_id, self.config.audit_type)
@@ -259,7 +307,7 @@ class Worker:
         held = error["AlreadyReserved"] if error and _variant(error) == "AlreadyReserved" else None
         if held and str(held["claimant"]) == self.principal:  # our own retried call landed the first time
             result = {"ok": {"expires_at": held["expires_at"], "stake": "(earlier attempt)"}}
-        elif error:
+        elif error:  # AlreadyReserved, AlreadyHolding, AlreadyFiled, BountyNotOpen, InsufficientStake, ...
             self.journal.update(bounty_id, state="lost", last_error=str(result["err"]))
             self.log.info("reserve_refused", bounty_id=bounty_id, reason=result["err"])
             self.metrics.jobs.labels("lost").inc()
@@ -306,8 +354,11 @@ class Worker:
     def _confirm_reservation(self, job: Job) -> None:
         """After a crash or a lost reply: the hub's lock says whether the reservation happened."""
         lock = self.chain().hub.get_lock(job.bounty_id)
-        if lock and str(lock[0]["claimant"]) == self.principal and lock[0]["expires_at"] > time.time_ns():
+        mine = bool(lock) and str(lock[0]["claimant"]) == self.principal and lock[0]["expires_at"] > time.time_ns()
+        if mine and _variant(lock[0]["state"]) == "Held":
             self.journal.update(job.bounty_id, state="reserved", expires_at=lock[0]["expires_at"])
+        elif mine and _variant(lock[0]["state"]) == "Reserving":
+            raise rebuild.Transient("the hub is still asking the registry to grant our reservation")
         elif time.time() - job.created < RESERVATION_SETTLE_S and not lock:
             raise rebuild.Transient("the reservation's outcome is not known yet")
         else:
@@ -315,23 +366,26 @@ class Worker:
             self.metrics.jobs.labels("lost").inc()
 
     def _lock_usable(self, job: Job) -> bool:
-        """Our lock exists, and it and the bounty outlive the filing margin; otherwise the job ends as expired
-        (or lost, when the bounty closed) and nothing is filed."""
+        """The registry counts the bounty as reserved by us, the hub holds our lock, and the reservation, the
+        lock and the bounty all outlive the filing margin; otherwise the job ends as expired (our reservation
+        ran out) or lost (the bounty is someone else's or closed) and nothing is filed."""
         chain = self.chain()
-        lock = chain.hub.get_lock(job.bounty_id)
+        found = chain.registry.icrc127_get_bounty(job.bounty_id)
         deadline = time.time_ns() + int(self.config.file_margin_s * 1e9)
-        bounty = next((b for b in chain.registry.get_bounties_for_wasm(job.wasm_id)
-                       if b["bounty_id"] == job.bounty_id), None)
-        if bounty is None or _variant(bounty["state"]) != "Open":
-            self.journal.update(job.bounty_id, state="lost", last_error="the bounty is no longer open")
+        reservation = self._reserved_by_me(found[0]) if found else None
+        if reservation is None and not (found and _variant(found[0]["state"]) == "Open"):
+            state = _variant(found[0]["state"]) if found else "gone"
+            self.journal.update(job.bounty_id, state="lost", last_error=f"the bounty is no longer ours ({state})")
             self.metrics.jobs.labels("lost").inc()
-            self.log.warning("bounty_closed", bounty_id=job.bounty_id, wasm_id=job.wasm_id)
+            self.log.warning("bounty_closed", bounty_id=job.bounty_id, wasm_id=job.wasm_id, state=state)
             return False
-        if (lock and str(lock[0]["claimant"]) == self.principal and lock[0]["expires_at"] > deadline
-                and bounty["timeout_date"] > deadline):
-            return True
+        if reservation is not None:
+            lock = chain.hub.get_lock(job.bounty_id)
+            if (lock and str(lock[0]["claimant"]) == self.principal and _variant(lock[0]["state"]) == "Held"
+                    and min(lock[0]["expires_at"], reservation["until"], found[0]["timeout_date"]) > deadline):
+                return True
         self.journal.update(job.bounty_id, state="expired",
-                            last_error="the lock or the bounty expires before we could file")
+                            last_error="our reservation, the lock or the bounty expires before we could file")
         self.metrics.jobs.labels("expired").inc()
         self.log.warning("lock_expired", bounty_id=job.bounty_id, wasm_id=job.wasm_id)
         return False
@@ -356,12 +410,16 @@ class Worker:
                 f"source: the repository stayed unreachable for {job.attempts + 1} attempts: {exc}"), 0.0)
         if verdict.build_seconds:
             self.metrics.build_seconds.observe(verdict.build_seconds)
+        # The registry checks 126:request_id, 126:repo, 126:commit_hash and the hashes against the round and
+        # the wasm: an attestation's found hash is the wasm's, a divergence's is another or none.
         metadata: dict[str, Any] = {
             "bounty_id": job.bounty_id, "126:audit_type": job.audit_type, "126:expected_hash": job.wasm_id,
             "126:repo": job.repo, "126:commit_hash": job.commit_hash,
             "126:toolchain_digest": self.image.toolchain_digest,
             "126:image_digest": f"sha256:{self.image.rootfs_digest}",
             "126:build_ms": int(verdict.build_seconds * 1000), "126:worker_version": WORKER_VERSION}
+        if job.request_id is not None:
+            metadata["126:request_id"] = job.request_id
         if verdict.found_hash:
             metadata["126:found_hash"] = verdict.found_hash
         if verdict.skipped:
@@ -373,15 +431,17 @@ class Worker:
                       found_hash=verdict.found_hash, reason=verdict.report, seconds=round(verdict.build_seconds, 2),
                       log_tail=verdict.log[-400:])
 
-    def _filed_by_me(self, chain: Chain, wasm_id: str) -> dict[str, Any] | None:
+    def _filed_by_me(self, chain: Chain, wasm_id: str, request_id: int | None) -> dict[str, Any] | None:
+        """Our filing in the round (any current round of the wasm when the round is unknown)."""
         for filing in chain.registry.get_audit_records(wasm_id):
-            if str(filing["verifier"]) == self.principal and filing["audit_type"] == self.config.audit_type:
+            if (str(filing["verifier"]) == self.principal and filing["audit_type"] == self.config.audit_type
+                    and request_id in (None, filing["request_id"])):
                 return dict(filing)
         return None
 
     def _file(self, job: Job) -> None:
         chain = self.chain()
-        if self._filed_by_me(chain, job.wasm_id) is not None:  # filed before a crash: record it, never refile
+        if self._filed_by_me(chain, job.wasm_id, job.request_id) is not None:  # filed before a crash: never refile
             self._finish(job, "filed_earlier")
             return
         if not self._lock_usable(job):
@@ -399,7 +459,7 @@ class Worker:
         error = result["err"]
         if _variant(error) == "AuditHubUnavailable":
             raise rebuild.Transient(f"registry could not reach the audit hub: {error}")
-        if self._filed_by_me(chain, job.wasm_id) is not None:
+        if self._filed_by_me(chain, job.wasm_id, job.request_id) is not None:
             self._finish(job, "filed_earlier")
             return
         self.journal.update(job.bounty_id, state="refused", last_error=str(error))

@@ -117,7 +117,7 @@ def run(work: Path, git_url: str, docker_client: Any) -> int:
                 "chunk_index": index, "chunk": chunk, "chunk_hash": hashlib.sha256(chunk).digest()}), "upload")
         request = ok(registry_dev.icrc126_verification_request({
             "wasm_hash": bytes.fromhex(app.sha256), "repo": repo, "commit_hash": commit,
-            "metadata": to_map({"canister_name": "hello_mcp"})}), "verification request")
+            "metadata": to_map({"canister_name": "hello_mcp"}), "namespace": [NAMESPACE]}), "verification request")
         say(f"{repo} @ {commit[:12]}…")
         say(f"wasm {app.sha256} ({len(wasm)} bytes, {len(chunks)} chunks), request #{request['ok']}")
 
@@ -129,7 +129,8 @@ def run(work: Path, git_url: str, docker_client: Any) -> int:
                                      "fee": [], "memo": [], "created_at_time": []}), "approve")
         registry_gov = client(gov, "mcp_registry")
         bounty = ok(registry_gov.icrc127_create_bounty({
-            "challenge_parameters": to_icrc16({"wasm_hash": bytes.fromhex(app.sha256), "audit_type": AUDIT}),
+            "challenge_parameters": to_icrc16({"wasm_hash": bytes.fromhex(app.sha256), "audit_type": AUDIT,
+                                               "namespace": NAMESPACE}),
             "bounty_metadata": to_map({"icrc127:reward_canister": Principal.from_text(ids["ledger"]),
                                        "icrc127:reward_amount": REWARD}),
             "timeout_date": replica.get_time() + 7 * 24 * 3600 * 10**9}), "create bounty")["ok"]
@@ -157,7 +158,7 @@ def run(work: Path, git_url: str, docker_client: Any) -> int:
             raise SystemExit(f"demo failed: the verifier diverged: {job.report}")
 
         step(7, "The registry finalizes and settles")
-        (status,) = registry_dev.get_wasm_status(app.sha256)
+        (status,) = registry_dev.get_wasm_status(app.sha256, [NAMESPACE])
         say(f"outcome {list(status['outcome'][0])[0] if status['outcome'] else 'pending'}, "
             f"bounty state {list(status['bounties'][0]['state'])[0]}")
         balance = client(ver, "ledger").icrc1_balance_of({"owner": verifier_principal, "subaccount": []})

@@ -50,6 +50,8 @@ def test_authorization_matrix(stack: Stack) -> None:
                                           {"quorum": 1, "mode": {"Auto": None}, "required_audit_types": [AUDIT],
                                            "min_bounty_reward": 100_000}),
         "resolve_transfer": lambda: ("registry", "resolve_transfer", 0, []),
+        "set_governance (registry)": lambda: ("registry", "set_governance", GOV),  # to itself: a no-op
+        "set_governance (hub)": lambda: ("hub", "set_governance", GOV),
         "grant_reservation": lambda: ("registry", "grant_reservation", 0, verifier, AUDIT, 10**30),
         "end_reservation": lambda: ("registry", "end_reservation", 0, verifier),
         "set_allowed_ledgers": lambda: ("registry", "set_allowed_ledgers", [stack.ledger.canister_id]),
@@ -66,7 +68,8 @@ def test_authorization_matrix(stack: Stack) -> None:
         "set_allowed_ledgers": {"governance"}, "finalize_verification": {"governance"},
         "mint_tokens": {"governance"}, "set_policy (hub)": {"governance"}, "set_registry": {"governance"},
         "settle_lock": set(), "grant_reservation": set(), "end_reservation": set(),  # canister-to-canister only
-        "resolve_transfer": {"governance"},
+        "resolve_transfer": {"governance"}, "set_governance (registry)": {"governance"},
+        "set_governance (hub)": {"governance"},
     }
     for name, make in calls.items():
         for who, principal in callers.items():

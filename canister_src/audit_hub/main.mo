@@ -58,11 +58,13 @@ persistent actor class AuditHub(init : { governance : Principal; registry : ?Pri
     end_reservation : (Nat, Principal) -> async { #ok : ReservationEnd; #err : GrantError };
   };
 
+  // Set once, at install: an upgrade's argument does not rebind them (`set_governance`, `set_registry`).
+  var governance : Principal = init.governance;
   var registry : ?Principal = init.registry;
   var policy : Policy = { lock_duration_ns = 3 * 24 * 60 * 60 * 1_000_000_000; stake_per_reservation = 100 };
   let stakes = Stakes.empty();
 
-  func isGovernance(p : Principal) : Bool { not Principal.isAnonymous(p) and Principal.equal(p, init.governance) };
+  func isGovernance(p : Principal) : Bool { not Principal.isAnonymous(p) and Principal.equal(p, governance) };
 
   func isRegistry(p : Principal) : Bool {
     switch (registry) { case (?r) Principal.equal(p, r); case null false };
@@ -110,6 +112,14 @@ persistent actor class AuditHub(init : { governance : Principal; registry : ?Pri
   };
 
   public query func get_policy() : async Policy { policy };
+
+  // Hand governance to another principal (e.g. a DAO canister); never to the anonymous principal.
+  public shared ({ caller }) func set_governance(next : Principal) : async { #ok; #err : HubError } {
+    if (not isGovernance(caller)) return #err(#NotAuthorized);
+    if (Principal.isAnonymous(next)) return #err(#InvalidArgument("governance is never the anonymous principal"));
+    governance := next;
+    #ok;
+  };
 
   // ---------------------------------------------------------------- verifiers
 

@@ -127,7 +127,10 @@ module {
     if (workable(before)) bump(s.open, b.request_id, -1);
     if (workable(next)) bump(s.open, b.request_id, 1);
     switch before {
-      case (#Reserved({ claimant })) Map.remove(s.reservations, Text.compare, reservationKey(b.request_id, b.audit_type, claimant));
+      case (#Reserved({ claimant })) {
+        let k = reservationKey(b.request_id, b.audit_type, claimant);
+        if (Map.get(s.reservations, Text.compare, k) == ?b.id) Map.remove(s.reservations, Text.compare, k);
+      };
       case _ {};
     };
     switch next {
@@ -203,6 +206,25 @@ module {
       case null { let l = List.empty<Nat>(); Map.add(m, compare, k, l); l };
     };
     List.add(l, id);
+  };
+
+  // A bounty whose escrow never arrived (certainly) leaves the per-round and per-wasm indexes, so failed
+  // creations cost nobody a place; it stays readable by id only if its id was ever handed out.
+  public func forget(s : Store, b : Rec, keepRecord : Bool) {
+    if (b.state != #Cancelled) Runtime.trap("only a cancelled bounty is forgotten");
+    unindex(s.byRequest, Nat.compare, b.request_id, b.id);
+    unindex(s.byWasm, Text.compare, b.wasm_id, b.id);
+    if (not keepRecord) Map.remove(s.bounties, Nat.compare, b.id);
+  };
+
+  func unindex<K>(m : Map.Map<K, List.List<Nat>>, compare : (K, K) -> { #less; #equal; #greater }, k : K, id : Nat) {
+    switch (Map.get(m, compare, k)) {
+      case (?l) {
+        List.retain<Nat>(l, func x = x != id);
+        if (List.size(l) == 0) Map.remove(m, compare, k);
+      };
+      case null {};
+    };
   };
 
   public func setEscrow(b : Rec, transfer : Nat) { b.escrow := ?transfer };

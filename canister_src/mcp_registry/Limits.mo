@@ -35,6 +35,8 @@ module {
   public let MAX_METADATA_BYTES = 8_192; // what one metadata map may weigh in all
   public let MAX_METADATA_DEPTH = 4;
   public let MAX_REPORT_BYTES = 4_096;
+  public let NODE_WEIGHT = 16; // what every metadata node costs on top of its content (tags, lengths)
+  public let MAX_NAMESPACE_SCAN = 100; // namespaces looked at when a call names a wasm but no namespace
 
   // Replies: the IC caps a reply at 2 MiB; every list reply stays well below.
   public let MAX_PAGE = 100;
@@ -90,7 +92,7 @@ module {
     var weight = 0;
     for ((k, v) in m.vals()) {
       if (not text(k, MAX_METADATA_KEY_BYTES)) return ?"metadata keys are 1..64 bytes";
-      weight += bytes(k);
+      weight += bytes(k) + NODE_WEIGHT;
       switch (valueWeight(v, 1, MAX_METADATA_BYTES)) {
         case (?w) weight += w;
         case null return ?"a metadata value is too large, too deep or of an unsupported kind";
@@ -100,10 +102,11 @@ module {
     null;
   };
 
-  // The stored size of one value, or null when it is too deep, too large or of a kind we do not store.
+  // The stored size of one value (every node costs NODE_WEIGHT, so empty arrays and maps are not free), or
+  // null when it is too deep, too large or of a kind we do not store.
   func valueWeight(v : T.ICRC16, depth : Nat, budget : Nat) : ?Nat {
     if (depth > MAX_METADATA_DEPTH) return null;
-    let w : Nat = switch (v) {
+    let w : Nat = NODE_WEIGHT + (switch (v) {
       case (#Text(t)) bytes(t);
       case (#Blob(b)) b.size();
       case (#Nat(n)) { if (n >= 2 ** 256) return null; 32 };
@@ -133,7 +136,7 @@ module {
         sum;
       };
       case _ return null; // #Bytes, #Class, #Floats, #Ints, #Nats, #Option, #Set, #ValueMap: not stored
-    };
+    });
     if (w > budget) null else ?w;
   };
 };

@@ -26,7 +26,7 @@ module {
 
   public type Store = {
     blocks : List.List<T.Value>;
-    sizes : List.List<Nat>; // an upper bound of each block's Candid size
+    sizes : List.List<Nat>; // each block's size as Candid (to_candid)
     var lastHash : ?Blob;
   };
 
@@ -45,13 +45,14 @@ module {
     s.lastHash := ?blockHash;
     let index = List.size(s.blocks);
     List.add(s.blocks, block);
-    List.add(s.sizes, encodedSize(block));
+    List.add(s.sizes, (to_candid (block)).size());
     CertifiedData.set(tipTreeRoot(index, blockHash));
     index;
   };
 
   // Blocks of the requested ranges, in order, until the reply budget is spent (at most 16 ranges are read;
-  // a client asks again from where the reply stopped).
+  // a client asks again from where the reply stopped). The first block is always served, so a reader always
+  // makes progress (a block is far smaller than the budget: Limits bounds every field it holds).
   public func get(s : Store, ranges : [BlockRange]) : Blocks {
     let out = List.empty<{ id : Nat; block : T.Value }>();
     let total = List.size(s.blocks);
@@ -64,29 +65,13 @@ module {
       let end = if (r.start >= total) r.start else Nat.min(total, r.start + r.length);
       while (i < end) {
         let size = List.at(s.sizes, i);
-        if (size > budget) break all;
-        budget -= size;
+        if (size > budget and List.size(out) > 0) break all;
+        budget -= Nat.min(size, budget);
         List.add(out, { id = i; block = List.at(s.blocks, i) });
         i += 1;
       };
     };
     { log_length = total; blocks = List.toArray(out) };
-  };
-
-  // An upper bound of a value's Candid encoding (tags, lengths and the bytes themselves).
-  func encodedSize(v : T.Value) : Nat {
-    switch (v) {
-      case (#Blob(b)) 12 + b.size();
-      case (#Text(t)) 12 + t.encodeUtf8().size();
-      case (#Nat(n)) 4 + (Nat.toText(n)).size(); // a LEB128 byte holds 7 bits, a digit 3.3
-      case (#Int(i)) 4 + (Int.toText(i)).size();
-      case (#Array(items)) { var n = 12; for (x in items.vals()) n += encodedSize(x); n };
-      case (#Map(entries)) {
-        var n = 12;
-        for ((k, x) in entries.vals()) n += 12 + k.encodeUtf8().size() + encodedSize(x);
-        n;
-      };
-    };
   };
 
   // ---------------------------------------------------------------- ICRC-3 hashing

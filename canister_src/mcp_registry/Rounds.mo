@@ -58,6 +58,17 @@ module {
     switch (Map.get(s.current, Text.compare, subject(namespace, wasm_id))) { case (?i) get(s, i); case null null };
   };
 
+  // Whether (repo, commit) was already rejected in a round of (namespace, wasm): a correction must change it.
+  public func rejectedBefore(s : Store, namespace : Text, wasm_id : Text, repo : Text, commit_hash : Text) : Bool {
+    switch (Map.get(s.history, Text.compare, subject(namespace, wasm_id))) {
+      case (?h) List.any<Nat>(h, func id = switch (get(s, id)) {
+        case (?r) r.outcome == ?#Rejected and r.req.repo == repo and r.req.commit_hash == commit_hash;
+        case null false;
+      });
+      case null false;
+    };
+  };
+
   public func hasCurrent(s : Store, namespace : Text, wasm_id : Text) : Bool {
     Map.containsKey(s.current, Text.compare, subject(namespace, wasm_id));
   };
@@ -138,9 +149,11 @@ module {
     true;
   };
 
-  // The round's overall outcome: the stored one, or what the current policy derives from its audits.
-  public func outcome(s : Store, r : RequestRec, required : [Text]) : ?T.Outcome {
-    switch (r.outcome) { case (?o) return ?o; case null {} };
+  // The round's overall outcome once decided (it never changes afterwards).
+  public func outcome(r : RequestRec) : ?T.Outcome { r.outcome };
+
+  // What the current policy derives from the round's audits (not stored: see `decide`).
+  func derive(s : Store, r : RequestRec, required : [Text]) : ?T.Outcome {
     var all = true;
     for (t in required.vals()) {
       switch (auditOutcome(s, r.req.id, t)) {
@@ -152,10 +165,12 @@ module {
     if (all and required.size() > 0) ?#Verified else null;
   };
 
-  // Store the overall outcome if it is decided now; returns it when this call decided it.
+  // Store the overall outcome if the current policy decides it now; returns it when this call decided it.
+  // Every update that looks at a round's outcome calls this first, so a policy change takes effect once,
+  // at the first update that meets the round, and never alters an outcome already stored.
   public func decide(s : Store, r : RequestRec, required : [Text], now : Int) : ?T.Outcome {
     if (r.outcome != null) return null;
-    switch (outcome(s, r, required)) {
+    switch (derive(s, r, required)) {
       case (?o) { r.outcome := ?o; r.decided_at := ?now; ?o };
       case null null;
     };
@@ -179,10 +194,10 @@ module {
     List.toArray(out);
   };
 
-  public func rounds(s : Store, namespace : Text, wasm_id : Text, required : [Text]) : [T.Round] {
+  public func rounds(s : Store, namespace : Text, wasm_id : Text) : [T.Round] {
     switch (Map.get(s.history, Text.compare, subject(namespace, wasm_id))) {
       case (?h) List.toArray(List.filterMap<Nat, T.Round>(h, func id = switch (get(s, id)) {
-        case (?r) ?{ request = r.req; outcome = outcome(s, r, required); audits = summaries(s, r) };
+        case (?r) ?{ request = r.req; outcome = r.outcome; audits = summaries(s, r) };
         case null null;
       }));
       case null [];

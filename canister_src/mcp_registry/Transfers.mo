@@ -70,8 +70,8 @@ module {
     ledger : Principal;
     from : T.Account; // the sponsor for an escrow pull; the registry otherwise
     to : T.Account;
-    amount : Nat;
-    fee : ?Nat;
+    var amount : Nat;
+    var fee : ?Nat;
     memo : Blob;
     var created_at_time : Nat64;
     var attempts : Nat;
@@ -89,6 +89,11 @@ module {
 
   public func get(s : Store, id : Nat) : ?Rec { Map.get(s.transfers, Nat.compare, id) };
 
+  // Drop a transfer that certainly never executed and that nothing refers to any more.
+  public func remove(s : Store, id : Nat) {
+    switch (get(s, id)) { case (?r) { if (failedForSure(r)) Map.remove(s.transfers, Nat.compare, id) }; case null {} };
+  };
+
   public func create(s : Store, bounty_id : Nat, kind : T.TransferKind, ledger : Principal, from : T.Account, to : T.Account, amount : Nat, fee : ?Nat, now : Int) : Rec {
     let id = s.next;
     s.next += 1;
@@ -99,8 +104,8 @@ module {
       ledger;
       from;
       to;
-      amount;
-      fee;
+      var amount = amount;
+      var fee = fee;
       memo = memo(kind, id);
       var created_at_time = Nat64.fromNat(Int.toNat(now));
       var attempts = 0;
@@ -143,7 +148,8 @@ module {
   public func send(r : Rec, now : () -> Int) : async* () {
     let ledger : Ledger = actor (Principal.toText(r.ledger));
     // #unapplied: the ledger refused to apply it (funds, allowance), which it decides after deduplication.
-    let result : { #ok : Nat; #duplicate : Nat; #tooOld; #unapplied : Text; #refused : Text; #lost : Text } = switch (r.kind) {
+    // #badFee: the ledger's fee changed; checked before deduplication, so it proves nothing about earlier attempts.
+    let result : { #ok : Nat; #duplicate : Nat; #tooOld; #unapplied : Text; #badFee : Nat; #refused : Text; #lost : Text } = switch (r.kind) {
       case (#Escrow) {
         try {
           switch (await ledger.icrc2_transfer_from({ spender_subaccount = null; from = r.from; to = r.to; amount = r.amount; fee = r.fee; memo = ?r.memo; created_at_time = ?r.created_at_time })) {
@@ -163,6 +169,7 @@ module {
             case (#Err(#Duplicate({ duplicate_of }))) #duplicate(duplicate_of);
             case (#Err(#TooOld)) #tooOld;
             case (#Err(#InsufficientFunds({ balance }))) #unapplied("insufficient funds: " # Nat.toText(balance));
+            case (#Err(#BadFee({ expected_fee }))) #badFee(expected_fee);
             case (#Err(e)) #refused(describe(e));
           };
         } catch (e) { #lost(Error.message(e)) };
@@ -186,6 +193,18 @@ module {
       case (#unapplied(message)) {
         r.maybeExecuted := false; // deduplication came first: no identical attempt ever executed
         r.state := #Failed({ message });
+      };
+      case (#badFee(expected)) {
+        let budget = r.amount + (switch (r.fee) { case (?f) f; case null 0 });
+        if (not r.maybeExecuted and expected < budget) {
+          // Nothing executed: send the same total out under the ledger's new fee, with a fresh key.
+          r.amount := budget - expected;
+          r.fee := ?expected;
+          r.created_at_time := Nat64.fromNat(Int.toNat(now()));
+          r.state := #Ready;
+        } else {
+          r.state := if (r.maybeExecuted) #Unknown({ message = "the ledger's fee changed to " # Nat.toText(expected) # " (an earlier attempt may have executed)" }) else #Failed({ message = "the ledger's fee " # Nat.toText(expected) # " exceeds the escrow" });
+        };
       };
       case (#refused(message)) {
         r.state := if (r.maybeExecuted) #Unknown({ message = message # " (an earlier attempt may have executed)" }) else #Failed({ message });

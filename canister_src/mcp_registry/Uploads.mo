@@ -57,9 +57,17 @@ module {
     switch (Map.get(s.wasms, Text.compare, key(namespace, wasm_id))) { case (?r) r.complete; case null false };
   };
 
-  // Namespaces that hold a complete upload of this wasm, in the order they completed it.
-  public func namespacesOf(s : Store, wasm_id : Text) : [Text] {
-    switch (Map.get(s.byWasm, Text.compare, wasm_id)) { case (?l) List.toArray(l); case null [] };
+  // The first `max` namespaces that hold a complete upload of this wasm, in the order they completed it
+  // (anyone may upload a wasm into namespaces of their own: every scan of this list is bounded).
+  public func namespacesOf(s : Store, wasm_id : Text, max : Nat) : [Text] {
+    switch (Map.get(s.byWasm, Text.compare, wasm_id)) {
+      case (?l) List.sliceToArray(l, 0, Nat.min(max, List.size(l)));
+      case null [];
+    };
+  };
+
+  public func holders(s : Store, wasm_id : Text) : Nat {
+    switch (Map.get(s.byWasm, Text.compare, wasm_id)) { case (?l) List.size(l); case null 0 };
   };
 
   public func missing(r : WasmRec) : [Nat] {

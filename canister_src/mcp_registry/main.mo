@@ -68,6 +68,9 @@ persistent actor class Registry(init : { governance : Principal; audit_hub : Pri
 
   // ---------------------------------------------------------------- state (one writer module each)
 
+  // Set once, at install: an upgrade's argument does not rebind them (governance hands over by `set_governance`).
+  var governance : Principal = init.governance;
+  let auditHub : Principal = init.audit_hub;
   var policy : T.Policy = { quorum = 1; mode = #Auto; required_audit_types = [DEFAULT_AUDIT_TYPE]; min_bounty_reward = 100_000 };
   var allowedLedgers : [Principal] = init.ledgers;
   let names = Namespaces.empty();
@@ -83,9 +86,9 @@ persistent actor class Registry(init : { governance : Principal; audit_hub : Pri
 
   func selfAccount() : T.Account { { owner = Principal.fromActor(self); subaccount = null } };
 
-  func isGovernance(p : Principal) : Bool { not Principal.isAnonymous(p) and Principal.equal(p, init.governance) };
+  func isGovernance(p : Principal) : Bool { not Principal.isAnonymous(p) and Principal.equal(p, governance) };
 
-  func isHub(p : Principal) : Bool { Principal.equal(p, init.audit_hub) };
+  func isHub(p : Principal) : Bool { Principal.equal(p, auditHub) };
 
   func ledgerAllowed(p : Principal) : Bool { Array.any<Principal>(allowedLedgers, func l = Principal.equal(l, p)) };
 
@@ -105,11 +108,17 @@ persistent actor class Registry(init : { governance : Principal; audit_hub : Pri
 
   func principalValue(p : Principal) : T.Value { #Blob(Principal.toBlob(p)) };
 
+  // A round's outcome as an update sees it: decided now by the current policy if it can be, then stored.
+  func outcomeOf(r : Rounds.RequestRec) : ?T.Outcome {
+    ignore Rounds.decide(rounds, r, policy.required_audit_types, now());
+    Rounds.outcome(r);
+  };
+
   // The round of a bounty is over when it is no longer the current one, or its audit or overall outcome is final.
   func roundOver(b : Bounties.Rec) : Bool {
     switch (Rounds.get(rounds, b.request_id)) {
       case (?r) {
-        not Rounds.isCurrent(rounds, r) or Rounds.auditOutcome(rounds, r.req.id, b.audit_type) != null or Rounds.outcome(rounds, r, policy.required_audit_types) != null;
+        not Rounds.isCurrent(rounds, r) or Rounds.auditOutcome(rounds, r.req.id, b.audit_type) != null or outcomeOf(r) != null;
       };
       case null true;
     };
@@ -189,22 +198,32 @@ persistent actor class Registry(init : { governance : Principal; audit_hub : Pri
         ignore block("127bounty", [("bounty_id", #Nat(b.id)), ("request_id", #Nat(b.request_id)), ("wasm_id", #Text(b.wasm_id)), ("audit_type", #Text(b.audit_type)), ("amount", #Nat(b.amount)), ("creator", principalValue(b.creator))]);
         if (refundDue(b)) { startRefund(b); await* release(b) };
       };
-      case null { if (Transfers.failedForSure(transfer)) Bounties.transition(bounties, b, #Cancelled) };
+      case null {
+        if (Transfers.failedForSure(transfer)) {
+          Bounties.transition(bounties, b, #Cancelled);
+          // It takes no place in its round. Its record stays only if its id was handed out (a lost reply).
+          let reported = transfer.attempts > 1;
+          Bounties.forget(bounties, b, reported);
+          if (not reported) Transfers.remove(transfers, transfer.id);
+        };
+      };
     };
   };
 
   func release(b : Bounties.Rec) : async* () {
     let transfer = switch (b.release) { case (?id) switch (Transfers.get(transfers, id)) { case (?t) t; case null return }; case null return };
     if (Transfers.claim(transfer, now())) await* Transfers.send(transfer, now);
+    // Re-keyed under a changed ledger fee (nothing executed): send it again at once.
+    if (transfer.state == #Ready and Transfers.claim(transfer, now())) await* Transfers.send(transfer, now);
     let blockIndex = switch (Transfers.isDone(transfer)) { case (?i) i; case null return };
     switch (b.state) {
       case (#Paying({ claimant })) {
         Bounties.transition(bounties, b, #Paid({ claimant; block = blockIndex }));
-        ignore block("127payout", [("bounty_id", #Nat(b.id)), ("claimant", principalValue(claimant)), ("amount", #Nat(b.amount)), ("ledger_block", #Nat(blockIndex))]);
+        ignore block("127payout", [("bounty_id", #Nat(b.id)), ("claimant", principalValue(claimant)), ("amount", #Nat(transfer.amount)), ("ledger_block", #Nat(blockIndex))]);
       };
       case (#Refunding) {
         Bounties.transition(bounties, b, #Refunded({ block = blockIndex }));
-        ignore block("127refund", [("bounty_id", #Nat(b.id)), ("creator", principalValue(b.creator)), ("amount", #Nat(b.amount)), ("ledger_block", #Nat(blockIndex))]);
+        ignore block("127refund", [("bounty_id", #Nat(b.id)), ("creator", principalValue(b.creator)), ("amount", #Nat(transfer.amount)), ("ledger_block", #Nat(blockIndex))]);
       };
       case _ {}; // another message recorded it meanwhile
     };
@@ -214,7 +233,7 @@ persistent actor class Registry(init : { governance : Principal; audit_hub : Pri
   func deliverStake(b : Bounties.Rec) : async* () {
     let verdict = switch (b.stake) { case (#Pending(v)) v; case _ return };
     let filer = switch (b.filer) { case (?p) p; case null return };
-    let hub : Hub = actor (Principal.toText(init.audit_hub));
+    let hub : Hub = actor (Principal.toText(auditHub));
     let earned = if (verdict == #Reward) b.amount else 0;
     let delivered = try {
       switch (await hub.settle_lock(b.id, filer, verdict, earned)) { case (#ok or #err(#LockNotFound)) true; case (#err(_)) false };
@@ -249,6 +268,14 @@ persistent actor class Registry(init : { governance : Principal; audit_hub : Pri
   };
 
   public query func get_policy() : async T.Policy { policy };
+
+  // Hand governance to another principal (e.g. a DAO canister); never to the anonymous principal.
+  public shared ({ caller }) func set_governance(next : Principal) : async { #ok; #err : T.Error } {
+    if (not isGovernance(caller)) return #err(#NotAuthorized);
+    if (Principal.isAnonymous(next)) return #err(#InvalidArgument("governance is never the anonymous principal"));
+    governance := next;
+    #ok;
+  };
 
   // A transfer whose reply was lost and whose deduplication window has passed cannot be resent safely:
   // governance reads the ledger and says whether it executed (`?block`) or not (null: it is sent again).
@@ -305,8 +332,7 @@ persistent actor class Registry(init : { governance : Principal; audit_hub : Pri
     let wasmId = Sha256.toHex(arg.wasm_hash);
     if (not Uploads.isComplete(uploads, arg.namespace, wasmId)) return #err(#WasmNotFound);
     let r = switch (Rounds.current(rounds, arg.namespace, wasmId)) { case (?r) r; case null return #err(#NotVerified) };
-    ignore Rounds.decide(rounds, r, policy.required_audit_types, now());
-    switch (Rounds.outcome(rounds, r, policy.required_audit_types)) {
+    switch (outcomeOf(r)) {
       case (?#Verified) {};
       case (?#Rejected) return #err(#WasmRejected);
       case null return #err(#NotVerified);
@@ -341,8 +367,11 @@ persistent actor class Registry(init : { governance : Principal; audit_hub : Pri
       case (?ns) return #ok(ns);
       case null {};
     };
-    let candidates = Array.filter<Text>(Uploads.namespacesOf(uploads, wasmId), fits);
+    let candidates = Array.filter<Text>(Uploads.namespacesOf(uploads, wasmId, Limits.MAX_NAMESPACE_SCAN), fits);
     if (candidates.size() == 1) return #ok(candidates[0]);
+    if (candidates.size() == 0 and Uploads.holders(uploads, wasmId) > Limits.MAX_NAMESPACE_SCAN) {
+      return #err(#Ambiguous("many namespaces hold this wasm: name yours"));
+    };
     if (candidates.size() == 0) return #err(#WasmNotFound);
     #err(#Ambiguous("several namespaces hold this wasm: name one (" # Text.join(candidates.vals(), ", ") # ")"));
   };
@@ -361,7 +390,7 @@ persistent actor class Registry(init : { governance : Principal; audit_hub : Pri
     let wasmId = Sha256.toHex(arg.wasm_hash);
     let ns = switch (resolveNamespace(wasmId, arg.namespace, func n = Namespaces.isController(names, n, caller))) {
       case (#ok(n)) n;
-      case (#err(#WasmNotFound)) return #err(if (Uploads.namespacesOf(uploads, wasmId).size() > 0) #NotAuthorized else #WasmNotFound);
+      case (#err(#WasmNotFound)) return #err(if (Uploads.holders(uploads, wasmId) > 0) #NotAuthorized else #WasmNotFound);
       case (#err(e)) return #err(e);
     };
     if (not Namespaces.exists(names, ns)) return #err(#NamespaceNotFound);
@@ -374,7 +403,7 @@ persistent actor class Registry(init : { governance : Principal; audit_hub : Pri
     let previous = Rounds.current(rounds, ns, wasmId);
     switch previous {
       case (?r) {
-        switch (Rounds.outcome(rounds, r, policy.required_audit_types)) {
+        switch (outcomeOf(r)) {
           case (?#Verified) return #err(#AlreadyFinalized);
           case (?#Rejected) {}; // a correction opens a new round
           case null {
@@ -392,6 +421,9 @@ persistent actor class Registry(init : { governance : Principal; audit_hub : Pri
         };
       };
       case null {};
+    };
+    if (Rounds.rejectedBefore(rounds, ns, wasmId, arg.repo, arg.commit_hash)) {
+      return #err(#InvalidArgument("this repository and commit were already rejected for this wasm: a correction names another"));
     };
     if (Rounds.roundCount(rounds, ns, wasmId) >= Limits.MAX_ROUNDS_PER_WASM) return #err(#QuotaExceeded("at most " # Nat.toText(Limits.MAX_ROUNDS_PER_WASM) # " rounds per wasm and namespace"));
     let r = Rounds.open(rounds, ns, wasmId, arg.repo, arg.commit_hash, arg.metadata, caller, now());
@@ -525,7 +557,15 @@ persistent actor class Registry(init : { governance : Principal; audit_hub : Pri
     switch (Bounties.reservedBy(bounties, b.request_id, audit_type, claimant)) {
       case (?other) {
         switch (Bounties.get(bounties, other)) {
-          case (?o) { switch (o.state) { case (#Reserved({ until })) { if (until > now()) return #err(#AlreadyHolding({ bounty_id = other })) }; case _ {} } };
+          case (?o) {
+            switch (o.state) {
+              case (#Reserved({ until })) {
+                if (until > now()) return #err(#AlreadyHolding({ bounty_id = other }));
+                decide(o); // the claimant's expired reservation ends before it takes another
+              };
+              case _ {};
+            };
+          };
           case null {};
         };
       };
@@ -569,6 +609,9 @@ persistent actor class Registry(init : { governance : Principal; audit_hub : Pri
     if (hash.size() != 32) return #err(#InvalidArgument("wasm_hash is 32 bytes"));
     let auditType = switch (lookupText(challenge, "audit_type")) { case (?t) t; case null return #err(#InvalidArgument("challenge_parameters needs audit_type (Text)")) };
     if (not Limits.auditType(auditType)) return #err(#InvalidArgument("audit_type is 1..64 characters of [a-z0-9_.:-]"));
+    if (not Array.any<Text>(policy.required_audit_types, func t = t == auditType)) {
+      return #err(#InvalidArgument("bounties are taken for the audit types the policy requires: " # Text.join(policy.required_audit_types.vals(), ", ")));
+    };
     let ledgerId = switch (lookupPrincipal(arg.bounty_metadata, "icrc127:reward_canister")) { case (?p) p; case null return #err(#InvalidArgument("bounty_metadata needs icrc127:reward_canister")) };
     let amount = switch (lookupNat(arg.bounty_metadata, "icrc127:reward_amount")) { case (?n) n; case null return #err(#InvalidArgument("bounty_metadata needs icrc127:reward_amount")) };
     if (amount < policy.min_bounty_reward) return #err(#InvalidArgument("the reward must be at least " # Nat.toText(policy.min_bounty_reward)));
@@ -591,7 +634,7 @@ persistent actor class Registry(init : { governance : Principal; audit_hub : Pri
       };
       if (r.req.wasm_id != wasmId) return #err(#InvalidArgument("request_id is for another wasm"));
       if (not Rounds.isCurrent(rounds, r)) return #err(#InvalidArgument("that round was superseded"));
-      if (Rounds.outcome(rounds, r, policy.required_audit_types) != null or Rounds.auditOutcome(rounds, r.req.id, auditType) != null) return #err(#AlreadyFinalized);
+      if (outcomeOf(r) != null or Rounds.auditOutcome(rounds, r.req.id, auditType) != null) return #err(#AlreadyFinalized);
       if (Bounties.liveOfRequest(bounties, r.req.id) >= Limits.MAX_LIVE_BOUNTIES_PER_ROUND) return #err(#QuotaExceeded("at most " # Nat.toText(Limits.MAX_LIVE_BOUNTIES_PER_ROUND) # " open bounties per round"));
       if (Bounties.countOfRequest(bounties, r.req.id) >= Limits.MAX_BOUNTIES_PER_ROUND) return #err(#QuotaExceeded("at most " # Nat.toText(Limits.MAX_BOUNTIES_PER_ROUND) # " bounties per round"));
       #ok(r);
@@ -701,7 +744,7 @@ persistent actor class Registry(init : { governance : Principal; audit_hub : Pri
   // Filings of the current round of a wasm in every namespace (one page at most).
   public query func get_audit_records(wasm_id : Text) : async [T.Filing] {
     let out = List.empty<T.Filing>();
-    label all for (ns in Uploads.namespacesOf(uploads, wasm_id).vals()) {
+    label all for (ns in Uploads.namespacesOf(uploads, wasm_id, Limits.MAX_NAMESPACE_SCAN).vals()) {
       switch (Rounds.current(rounds, ns, wasm_id)) {
         case (?r) {
           for (f in Rounds.filingsOf(rounds, r).vals()) {
@@ -719,7 +762,7 @@ persistent actor class Registry(init : { governance : Principal; audit_hub : Pri
   public query func get_wasm_status(wasm_id : Text, namespace : ?Text) : async ?T.WasmStatus {
     let ns = switch (namespace) {
       case (?n) n;
-      case null { let all = Uploads.namespacesOf(uploads, wasm_id); if (all.size() == 0) return null; all[0] };
+      case null { let first = Uploads.namespacesOf(uploads, wasm_id, 1); if (first.size() == 0) return null; first[0] };
     };
     let rec = switch (Uploads.get(uploads, ns, wasm_id, now())) { case (?r) r; case null return null };
     let current = Rounds.current(rounds, ns, wasm_id);
@@ -730,11 +773,11 @@ persistent actor class Registry(init : { governance : Principal; audit_hub : Pri
       complete = rec.complete;
       request = switch current { case (?r) ?r.req; case null null };
       audits = switch current { case (?r) Rounds.summaries(rounds, r); case null [] };
-      outcome = switch current { case (?r) Rounds.outcome(rounds, r, policy.required_audit_types); case null null };
+      outcome = switch current { case (?r) Rounds.outcome(r); case null null };
       bounties = switch current { case (?r) Array.map<Bounties.Rec, T.Bounty>(Bounties.ofRequest(bounties, r.req.id), Bounties.view); case null [] };
       filings = switch current { case (?r) Rounds.filingsOf(rounds, r); case null [] };
       versions = Namespaces.versionsOf(names, ns, wasm_id);
-      rounds = Rounds.rounds(rounds, ns, wasm_id, policy.required_audit_types);
+      rounds = Rounds.rounds(rounds, ns, wasm_id);
     };
   };
 

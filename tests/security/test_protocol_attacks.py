@@ -36,15 +36,20 @@ def submit_calls(stack: Stack, *calls: tuple[Any, str, tuple[Any, ...], Any]) ->
 # ------------------------------------------------------------------ escrow theft
 
 
-@pytest.mark.inproc_only
-def test_refund_and_settle_in_one_round_refund_once(stack: Stack) -> None:
+def bounty_past_its_timeout(stack: Stack) -> tuple[Books, int]:
+    """A funded 2-hour bounty nobody reserved, 2 hours later; with the books that follow it."""
     books = Books.open(stack, [V0])
     wasm_id = stack.submit()
     books.approve(stack, REWARD)
     reply = stack.registry("icrc127_create_bounty", stack.bounty_arg(wasm_id, timeout_ns=2 * HOUR), sender=SPONSOR)
     books.note_reply("icrc127_create_bounty", reply)
-    bounty = reply["ok"]
     stack.ic.advance_time(2 * HOUR + 1)
+    return books, int(reply["ok"])
+
+
+@pytest.mark.inproc_only
+def test_refund_and_settle_in_one_round_refund_once(stack: Stack) -> None:
+    books, bounty = bounty_past_its_timeout(stack)
     before = stack.balance(SPONSOR)
     submit_calls(stack, (stack.registry, "icrc127_refund_bounty", (bounty,), SPONSOR),
                  (stack.registry, "settle_bounty", (bounty,), STRANGER),
@@ -55,13 +60,7 @@ def test_refund_and_settle_in_one_round_refund_once(stack: Stack) -> None:
 
 @pytest.mark.inproc_only
 def test_a_lost_refund_reply_is_retried_without_paying_twice(stack: Stack) -> None:
-    books = Books.open(stack, [V0])
-    wasm_id = stack.submit()
-    books.approve(stack, REWARD)
-    reply = stack.registry("icrc127_create_bounty", stack.bounty_arg(wasm_id, timeout_ns=2 * HOUR), sender=SPONSOR)
-    books.note_reply("icrc127_create_bounty", reply)
-    bounty = reply["ok"]
-    stack.ic.advance_time(2 * HOUR + 1)
+    books, bounty = bounty_past_its_timeout(stack)
     before = stack.balance(SPONSOR)
     stack.ic.inject_fault("lose_reply", stack.ledger.canister_id, "icrc1_transfer")
     assert stack.registry("icrc127_refund_bounty", bounty, sender=SPONSOR) == {"ok": {"Refunding": None}}

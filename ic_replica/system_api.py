@@ -8,6 +8,7 @@ context and applied by the caller only if the execution does not trap.
 from __future__ import annotations
 
 import ctypes
+import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -199,11 +200,18 @@ class SystemApi:
             linker.define_func("ic0", name, func_type(name, memory64), self._wrap(name))
 
     def _wrap(self, name: str) -> Callable[..., Any]:
-        impl = getattr(self, f"ic0_{name}")
-        check = self._check
+        # wasmtime keeps host callbacks in a process-wide table until the store is finalized; a callback that
+        # held this object strongly would keep the store (and the whole replica) alive forever. A weak
+        # reference breaks that cycle, so a dropped replica frees its canisters' memory.
+        impl = getattr(type(self), f"ic0_{name}")
+        check = type(self)._check
+        api = weakref.ref(self)
 
         def host(*args: int) -> Any:
-            return impl(check(name), *args)
+            this = api()
+            if this is None:
+                raise Trap(f'"ic0.{name}" called on a discarded instance', ErrorCode.CANISTER_CONTRACT_VIOLATION)
+            return impl(this, check(this, name), *args)
 
         return host
 

@@ -311,3 +311,24 @@ def test_stopping_waits_for_open_calls(ic: Any, wasms: dict[str, bytes]) -> None
     ic.await_call(in_flight)  # the open call still completes
     ic.await_call(stop)
     assert ic.canister_status(relay, sender=ALICE)["status"] == {"stopped": None}
+
+
+def test_a_dropped_replica_frees_its_canisters(wasms: dict[str, bytes]) -> None:
+    """wasmtime holds host callbacks in a process-wide table: if they held the canister strongly, no replica
+    (nor its canisters' memory) would ever be freed, and a long test run or server ran out of memory."""
+    import gc
+    import weakref
+
+    from ic_replica.replica import Replica
+
+    replica = Replica()
+    cid = replica.create_canister(controllers=[ALICE], sender=ALICE)
+    replica.install_code(cid, wasms["counter"], nat_arg(1), sender=ALICE)
+    assert decode1(replica.update_call(cid, "inc", no_args())) == 2
+    stores = [weakref.ref(c.runtime.store) for c in replica.canisters.values() if c.runtime is not None]
+    dropped = weakref.ref(replica)
+    assert stores
+    del replica
+    gc.collect()
+    assert dropped() is None
+    assert all(store() is None for store in stores)

@@ -65,8 +65,6 @@ def stack(request: pytest.FixtureRequest, ic: Any, product: dict[str, Any]) -> I
     if request.param == "inproc":
         yield Stack.deploy(ic, product)
         return
-    if request.node.get_closest_marker("inproc_only"):
-        pytest.skip("moves the replica's clock or needs calls delivered in one round")
     from ic_replica.http_server import IcHttpServer
 
     server = IcHttpServer(ic.replica).start()
@@ -74,6 +72,15 @@ def stack(request: pytest.FixtureRequest, ic: Any, product: dict[str, Any]) -> I
         yield Stack.deploy(ic, product, server.url)
     finally:
         server.stop()
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """`inproc_only` tests have no HTTP variant: they move the replica's clock or deliver calls in one round."""
+    dropped = [item for item in items if item.get_closest_marker("inproc_only")
+               and getattr(getattr(item, "callspec", None), "params", {}).get("stack") == "http"]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = [item for item in items if all(item is not d for d in dropped)]
+
 
 @pytest.fixture(scope="module")
 def git_repos(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:

@@ -1,4 +1,5 @@
-"""`prometheus-verifier`: run the worker forever, run one pass, check the setup, build the image, list jobs.
+"""`prometheus-verifier`: run the worker forever, run one pass, check the setup, build the image, list jobs,
+run a private Docker daemon.
 
 Configuration comes from the environment and/or `--config FILE` (see `verifier_bot.config`); Docker from
 `DOCKER_HOST` as usual. Logs are JSON lines on stderr; command results go to stdout (`--json` for machines).
@@ -193,6 +194,97 @@ def doctor(config: Path | None = ConfigOption, as_json: bool = JsonOption) -> No
             typer.echo(f"{'ok  ' if c['ok'] else 'FAIL'} {c['check']:10} {c['detail']}")
     if not ok:
         raise typer.Exit(1)
+
+
+dockerd_app = typer.Typer(add_completion=False, no_args_is_help=True,
+                          help="A private Docker daemon for the sandbox when the host has none (root, docker.io).")
+app.add_typer(dockerd_app, name="dockerd")
+DirOption = typer.Option(None, "--dir", help="State directory of the daemon (default: <VERIFIER_STATE_DIR>/dockerd).")
+
+
+def dockerd_dir(directory: Path | None, config: Path | None) -> Path:
+    """`--dir`, else `dockerd/` in the verifier's state directory (env, then config file, then XDG default),
+    so `start`, `stop` and `status` find the same daemon without repeating flags."""
+    if directory is not None:
+        return directory
+    values: dict[str, str] = {}
+    if config is not None:
+        try:
+            values = configuration.read_file(config)
+        except configuration.ConfigError as exc:
+            _fail(str(exc))
+    state = os.environ.get("VERIFIER_STATE_DIR") or values.get("VERIFIER_STATE_DIR")
+    if not state:
+        base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+        state = str(Path(base) / "prometheus-verifier")
+    return Path(state) / "dockerd"
+
+
+@dockerd_app.command("start")
+def dockerd_start(directory: Path | None = DirOption, config: Path | None = ConfigOption,
+                  timeout: float = typer.Option(30.0, help="Seconds to wait for the daemon to answer."),
+                  as_json: bool = JsonOption) -> None:
+    """Start the daemon in the background (or find it running) and print `export DOCKER_HOST=...`:
+    `eval "$(prometheus-verifier dockerd start)"`."""
+    from verifier_bot.dockerd import DockerdError, PrivateDockerd
+
+    daemon = PrivateDockerd(dockerd_dir(directory, config))
+    was_running = daemon.status().running
+    try:
+        daemon.start(timeout=timeout)
+    except DockerdError as exc:
+        _fail(str(exc))
+    info = {**daemon.status().as_dict(), "started": not was_running}
+    if as_json:
+        typer.echo(json.dumps(info, indent=2))
+        return
+    typer.echo(f"dockerd {info['version']} {'started' if info['started'] else 'already running'} "
+               f"(pid {info['pid']}, state {info['dir']}, log {info['log']})", err=True)
+    typer.echo(f"export DOCKER_HOST={info['docker_host']}")
+
+
+@dockerd_app.command("stop")
+def dockerd_stop(directory: Path | None = DirOption, config: Path | None = ConfigOption,
+                 purge: bool = typer.Option(False, "--purge", help="Also delete its images and data."),
+                 as_json: bool = JsonOption) -> None:
+    """Stop the daemon and remove its socket and pid file (images stay unless --purge); fine if not running."""
+    from verifier_bot.dockerd import DockerdError, PrivateDockerd
+
+    daemon = PrivateDockerd(dockerd_dir(directory, config))
+    if not daemon.root.exists():
+        stopped = False
+    else:
+        try:
+            stopped = daemon.stop()
+            if purge:
+                daemon.purge()
+        except DockerdError as exc:
+            _fail(str(exc))
+    if as_json:
+        typer.echo(json.dumps({"stopped": stopped, "purged": purge, "dir": str(daemon.root)}, indent=2))
+        return
+    typer.echo(f"{'stopped dockerd in' if stopped else 'no dockerd was running in'} {daemon.root}"
+               f"{'; deleted its images and data' if purge else ''}")
+
+
+@dockerd_app.command("status")
+def dockerd_status(directory: Path | None = DirOption, config: Path | None = ConfigOption,
+                   as_json: bool = JsonOption) -> None:
+    """Say whether the daemon runs (exit 0) or not (exit 3), with its DOCKER_HOST."""
+    from verifier_bot.dockerd import PrivateDockerd
+
+    state = PrivateDockerd(dockerd_dir(directory, config)).status()
+    if as_json:
+        typer.echo(json.dumps(state.as_dict(), indent=2))
+    elif state.running:
+        typer.echo(f"running: dockerd {state.version}, pid {state.pid}, state {state.dir}\n"
+                   f"export DOCKER_HOST={state.docker_host}")
+    elif state.pid is not None:
+        typer.echo(f"not answering: dockerd pid {state.pid} in {state.dir}; see {state.log}")
+    else:
+        typer.echo(f"not running ({state.dir}); start it with `prometheus-verifier dockerd start`")
+    if not state.running:
+        raise typer.Exit(3)
 
 
 def main() -> None:

@@ -1,183 +1,274 @@
-"""The Prometheus lifecycle on the embedded local IC, end to end over the IC HTTP interface.
+"""`make demo`: the Prometheus lifecycle the way a user types it, every step a `prometheus` or
+`prometheus-verifier` command run as a subprocess (each printed before it runs).
 
-An embedded replica serves the IC HTTP interface on loopback; every step below is a signed request from
-the SDK whose certificate is verified. A developer commits the sample app in `examples/hello_mcp` to a git
-repository (served on loopback), builds it and submits wasm + repo + commit; a sponsor funds a bounty; the
-verifier worker (`verifier_bot`) finds the job, reserves it with stake, fetches the exact commit, rebuilds it
-in the locked-down builder image on Docker (a private dockerd unless $DOCKER_HOST is set), compares sha256
-and attests; the registry finalizes, pays the verifier and the developer publishes version 1.0.0.
-Run with `make demo`.
+A developer takes the sample app in `examples/greeter` (a main actor, a module of its own, a package
+vendored under `vendor/` and one from a git repository pinned to a commit), pushes it to a git server,
+builds and verifies it locally and submits it with a bounty; a verifier operator runs the worker, which
+rebuilds the exact commit in the locked-down sandbox and attests; the developer checks the status and
+publishes 1.0.0. Everything runs against `prometheus localnet start --background` (the embedded IC behind
+the IC HTTP interface on loopback). The git server is a real `git http-backend` on 127.0.0.1
+(`testkit/git_server.py`), standing in for GitHub. Identities, the local IC, the verifier's state and (when
+`$DOCKER_HOST` is unset) a private Docker daemon live in a temporary directory removed at the end.
 """
 
 from __future__ import annotations
 
-import hashlib
+import json
+import os
+import shlex
 import shutil
+import socket
+import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from icp_identity.identity import Identity  # type: ignore[import-not-found]  # noqa: E402
+from testkit.git_server import GIT_ENV, make_repo, serve  # noqa: E402 - git on loopback, standing in for GitHub
 
-from ic_replica.http_server import IcHttpServer  # noqa: E402
-from ic_replica.principal import Principal  # noqa: E402
-from ic_replica.replica import Replica  # noqa: E402
-from prometheus_build.recipe import build_canister  # noqa: E402
-from prometheus_cli.protocol import LEDGER_FEE, deploy_protocol  # noqa: E402
-from prometheus_sdk import Network, connect  # noqa: E402
-from prometheus_sdk.canister import CanisterClient  # noqa: E402
-from prometheus_sdk.icrc16 import to_icrc16, to_map  # noqa: E402
-from testkit.git_server import make_repo, serve  # noqa: E402 - the loopback git server the tests use
-from verifier_bot.config import Config  # noqa: E402
-from verifier_bot.dockerd import PrivateDockerd  # noqa: E402
-from verifier_bot.image import ensure_image  # noqa: E402
-from verifier_bot.journal import Journal  # noqa: E402
-from verifier_bot.logs import JsonLog  # noqa: E402
-from verifier_bot.worker import Worker  # noqa: E402
-
-AUDIT = "build_reproducibility_v1"
-REWARD = 5_000_000  # 5 PUSD (6 decimals)
-NAMESPACE = "io.prometheus.hello-mcp"
+APP = "greeter"
+NAMESPACE = "io.prometheus.demo.greeter"
+BOUNTY = 5_000_000  # 5 PUSD (the local ledger has 6 decimals)
+PROGRAMS = {"prometheus": "prometheus_cli", "prometheus-verifier": "verifier_bot"}
 
 
-def step(n: int, text: str) -> None:
-    print(f"{n}. {text}")
+class DemoFailed(SystemExit):
+    """A command the demo needs failed: its output is already printed above."""
+
+
+class Shell:
+    """Runs commands as a user would type them in one terminal: a working directory, exported variables."""
+
+    def __init__(self, work: Path) -> None:
+        self.cwd = work
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith(("PROMETHEUS_", "VERIFIER_"))}
+        # The demo's own identities, local IC and verifier state: nothing of the user's is touched.
+        self.env.update({"XDG_CONFIG_HOME": str(work / "config"), "XDG_DATA_HOME": str(work / "data"),
+                         "XDG_STATE_HOME": str(work / "state"), "COLUMNS": "160", **GIT_ENV})
+        self.timings: list[tuple[str, float]] = []
+
+    def cd(self, path: Path) -> None:
+        print(f"$ cd {os.path.relpath(path, self.cwd)}")
+        self.cwd = path
+
+    def export(self, name: str, value: str) -> None:
+        print(f"$ export {name}={shlex.quote(value)}")
+        self.env[name] = value
+
+    def run(self, *argv: str, check: bool = True, quiet: bool = False, shown: str | None = None
+            ) -> subprocess.CompletedProcess[str]:
+        """Print `$ argv`, run it, print its output indented; fail the demo on a non-zero exit when `check`."""
+        line = shown or shlex.join(argv)
+        print(f"$ {line}", flush=True)
+        real = [sys.executable, "-m", PROGRAMS[argv[0]], *argv[1:]] if argv[0] in PROGRAMS else list(argv)
+        started = time.perf_counter()
+        proc = subprocess.run(real, cwd=self.cwd, env=self.env, capture_output=True, text=True, check=False)
+        self.timings.append((line, time.perf_counter() - started))
+        if not quiet or proc.returncode != 0:
+            for text in (proc.stdout, proc.stderr if proc.returncode != 0 or argv[0] == "git" else ""):
+                for out in text.rstrip().splitlines():
+                    print(f"  {out}")
+        if check and proc.returncode != 0:
+            raise DemoFailed(f"demo failed: `{line}` exited with {proc.returncode}")
+        return proc
+
+    def has(self, *command: str) -> bool:
+        """Whether this checkout's CLI has a command (some land while the issue is worked on)."""
+        real = [sys.executable, "-m", PROGRAMS[command[0]], *command[1:], "--help"]
+        return subprocess.run(real, env=self.env, capture_output=True, check=False).returncode == 0
 
 
 def say(text: str) -> None:
-    print(f"   {text}")
+    print(f"\n# {text}", flush=True)
 
 
-def ok(result: Any, what: str) -> Any:
-    if isinstance(result, dict) and ("err" in result or "Err" in result):
-        raise SystemExit(f"demo failed at {what}: {result}")
-    return result
+def free_port(preferred: int = 4943) -> int:
+    for port in (preferred, 0):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return int(s.getsockname()[1])
+    raise RuntimeError("no free loopback port")
+
+
+def docker_answers(host: str) -> bool:
+    import docker
+
+    try:
+        client = docker.DockerClient(base_url=host, timeout=10)
+        try:
+            return bool(client.ping())
+        finally:
+            client.close()
+    except Exception:
+        return False
+
+
+@contextmanager
+def git_server(root: Path) -> Iterator[str]:
+    """A git server on loopback holding the dependency `strutil` (someone else's library) and an empty
+    `greeter.git` the developer pushes to."""
+    files = {str(p.relative_to(ROOT / "examples" / "packages" / "strutil")): p.read_text()
+             for p in sorted((ROOT / "examples" / "packages" / "strutil").rglob("*")) if p.is_file()}
+    make_repo(root, "strutil", files)
+    bare = root / f"{APP}.git"
+    env = {**os.environ, **GIT_ENV}
+    for args in (["init", "--quiet", "--bare", "-b", "main", str(bare)],
+                 ["-C", str(bare), "config", "http.receivepack", "true"],
+                 ["-C", str(bare), "config", "uploadpack.allowAnySHA1InWant", "true"]):
+        subprocess.run(["git", *args], check=True, env=env, capture_output=True)
+    with serve(root) as url:
+        yield url
 
 
 def main() -> int:
-    import contextlib
-    import os
-
-    import docker
-
-    work = Path(tempfile.mkdtemp(prefix="prometheus-demo-"))
-    daemon = None
-    try:
-        host = os.environ.get("DOCKER_HOST")
-        if not host:
-            daemon = PrivateDockerd(work / "dockerd").start()
-            host = daemon.host
-        with serve(work / "git") as git_url, contextlib.closing(docker.DockerClient(base_url=host)) as client:
-            return run(work, git_url, client)
-    finally:
-        if daemon is not None:
-            daemon.stop()
-        shutil.rmtree(work, ignore_errors=True)
-
-
-def run(work: Path, git_url: str, docker_client: Any) -> int:
+    work = Path(tempfile.mkdtemp(prefix="prometheus-demo-", dir="/tmp"))
+    shell = Shell(work)
     started = time.perf_counter()
-    step(1, "Start the embedded local IC (IC HTTP interface on loopback)")
-    replica = Replica(work / "state")
-    server = IcHttpServer(replica).start()
+    localnet = private_docker = False
     try:
-        say(f"{server.url}, root key sha256 {hashlib.sha256(replica.root_key_der).hexdigest()[:16]}…")
-        governance, developer, verifier = Identity(), Identity(), Identity(type="secp256k1")
-        network = Network("local", server.url)
-        gov, dev, ver = (connect(network, i) for i in (governance, developer, verifier))
-
-        step(2, "Deploy ledger, audit_hub and mcp_registry, wired to each other")
-        deployed = deploy_protocol(gov, work / "canister_ids.json")
-        ids = {name: row["id"] for name, row in deployed["canisters"].items()}
-        for name, row in deployed["canisters"].items():
-            say(f"{name:13} {row['id']}  sha256 {row['sha256'][:16]}…")
-
-        def client(conn: Any, name: str) -> CanisterClient:
-            return CanisterClient.from_did(conn, ids[name], ROOT / "candid" / f"{name}.did")
-
-        step(3, "Developer commits the sample app, builds it with the reproducible recipe and submits it")
-        source = (ROOT / "examples" / "hello_mcp" / "main.mo").read_text()
-        commit = make_repo(work / "git", "hello-mcp", {"src/main.mo": source})
-        repo = f"{git_url}/hello-mcp.git"
-        app = build_canister("hello_mcp", work / "git" / "hello-mcp-work", "src/main.mo", work / "dev-build",
-                             work / "cache")
-        wasm = app.wasm.read_bytes()
-        registry_dev = client(dev, "mcp_registry")
-        ok(registry_dev.icrc118_create_canister_type({"namespace": NAMESPACE, "description": "Hello MCP"}),
-           "create namespace")
-        chunks = [wasm[i : i + 100_000] for i in range(0, len(wasm), 100_000)]
-        for index, chunk in enumerate(chunks):
-            ok(registry_dev.icrc118_upload_wasm_chunk({
-                "namespace": NAMESPACE, "wasm_hash": bytes.fromhex(app.sha256), "total_chunks": len(chunks),
-                "chunk_index": index, "chunk": chunk, "chunk_hash": hashlib.sha256(chunk).digest()}), "upload")
-        request = ok(registry_dev.icrc126_verification_request({
-            "wasm_hash": bytes.fromhex(app.sha256), "repo": repo, "commit_hash": commit,
-            "metadata": to_map({"canister_name": "hello_mcp"}), "namespace": [NAMESPACE]}), "verification request")
-        say(f"{repo} @ {commit[:12]}…")
-        say(f"wasm {app.sha256} ({len(wasm)} bytes, {len(chunks)} chunks), request #{request['ok']}")
-
-        step(4, "Sponsor funds a bounty (ICRC-2 approve, then the registry escrows reward + fee)")
-        ledger_gov = client(gov, "ledger")
-        registry_account = {"owner": Principal.from_text(ids["mcp_registry"]), "subaccount": []}
-        ok(ledger_gov.icrc2_approve({"from_subaccount": [], "spender": registry_account,
-                                     "amount": REWARD + 2 * LEDGER_FEE, "expected_allowance": [], "expires_at": [],
-                                     "fee": [], "memo": [], "created_at_time": []}), "approve")
-        registry_gov = client(gov, "mcp_registry")
-        bounty = ok(registry_gov.icrc127_create_bounty({
-            "challenge_parameters": to_icrc16({"wasm_hash": bytes.fromhex(app.sha256), "audit_type": AUDIT,
-                                               "namespace": NAMESPACE}),
-            "bounty_metadata": to_map({"icrc127:reward_canister": Principal.from_text(ids["ledger"]),
-                                       "icrc127:reward_amount": REWARD}),
-            "timeout_date": replica.get_time() + 7 * 24 * 3600 * 10**9}), "create bounty")["ok"]
-        say(f"bounty #{bounty}: {REWARD / 1e6:.2f} PUSD for {AUDIT}")
-
-        step(5, "Verifier operator gets reputation stake and builds the sandbox image")
-        verifier_principal = Principal.from_text(ver.principal)
-        ok(client(gov, "audit_hub").mint_tokens(verifier_principal, AUDIT, 1_000), "mint stake")
-        image = ensure_image(docker_client)
-        say(f"builder image {image.tag}: rootfs sha256:{image.rootfs_digest[:16]}…, "
-            f"toolchain {image.toolchain_digest[:16]}…")
-
-        step(6, "The verifier worker polls, reserves, rebuilds the commit in the sandbox, compares and files")
-        config = Config(pem="(demo identity)", network=server.url, registry_id=ids["mcp_registry"],
-                        audit_hub_id=ids["audit_hub"], state_dir=work / "verifier", poll_interval_s=1,
-                        metrics_addr="", allow_local_repos=True)  # the demo serves git on loopback
-        worker = Worker(config, lambda: connect(network, verifier), lambda: docker_client, image,
-                        Journal(config.journal_path), JsonLog(open(work / "verifier.log", "w")))  # noqa: SIM115
-        (job,) = worker.run_once()
-        worker.close()
-        say(f"bounty #{job.bounty_id}: {job.state}, verdict {job.verdict}, rebuilt {job.found_hash}")
-        say(f"sandboxed build {job.metadata['126:build_ms'] / 1000:.1f} s (no network, read-only root, "
-            "unprivileged, capped memory/CPU/pids)")
-        if job.verdict != "attest":
-            raise SystemExit(f"demo failed: the verifier diverged: {job.report}")
-
-        step(7, "The registry finalizes and settles")
-        (status,) = registry_dev.get_wasm_status(app.sha256, [NAMESPACE])
-        say(f"outcome {list(status['outcome'][0])[0] if status['outcome'] else 'pending'}, "
-            f"bounty state {list(status['bounties'][0]['state'])[0]}")
-        balance = client(ver, "ledger").icrc1_balance_of({"owner": verifier_principal, "subaccount": []})
-        profile = client(ver, "audit_hub").get_auditor_profile(verifier_principal)
-        say(f"verifier paid {balance / 1e6:.2f} PUSD, reputation {profile['reputation']}, stake back "
-            f"{dict(profile['available'])[AUDIT]}")
-
-        step(8, "Developer publishes the verified wasm as version 1.0.0")
-        ok(registry_dev.icrc118_update_wasm({"namespace": NAMESPACE, "version": (1, 0, 0),
-                                             "wasm_hash": bytes.fromhex(app.sha256)}), "publish")
-        versions = registry_dev.icrc118_get_wasms(NAMESPACE)
-        say(f"{NAMESPACE} versions: {['.'.join(map(str, v['version'])) for v in versions]}")
-        blocks = registry_dev.icrc3_get_blocks([{"start": 0, "length": 100}])
-        say("ICRC-3 log: " + ", ".join(dict(b["block"]["Map"])["btype"]["Text"] for b in blocks["blocks"]))
+        with git_server(work / "git-server") as git_url:
+            print(f"# The demo works in {work}; a git server on loopback ({git_url}) stands in for GitHub.")
+            try:
+                localnet, private_docker = lifecycle(shell, work, git_url)
+            finally:
+                shell.cwd = work
+                if localnet:
+                    say("Clean up")
+                    shell.run("prometheus", "localnet", "stop")
+                if private_docker:
+                    shell.run("prometheus-verifier", "dockerd", "stop", "--purge")
+    except DemoFailed as exc:
+        print(exc, file=sys.stderr)
+        return 1
     finally:
-        server.stop()
-        replica.close()
-    print(f"Done in {time.perf_counter() - started:.1f} s.")
+        shutil.rmtree(work, ignore_errors=True)
+    print(f"\nDone in {time.perf_counter() - started:.1f} s. Slowest steps:")
+    for line, seconds in sorted(shell.timings, key=lambda t: -t[1])[:6]:
+        print(f"  {seconds:6.1f} s  {line}")
     return 0
+
+
+def lifecycle(sh: Shell, work: Path, git_url: str) -> tuple[bool, bool]:
+    """The commands of docs/quickstart.md, in order; returns which background services it started."""
+    have_fund = sh.has("prometheus", "localnet", "fund")
+    have_stake = sh.has("prometheus", "localnet", "stake")
+    have_token = sh.has("prometheus", "token")
+    have_build = sh.has("prometheus", "build")
+
+    say("Start the local IC in the background and deploy the protocol (ledger, audit_hub, mcp_registry)")
+    port = free_port()
+    sh.run("prometheus", "localnet", "start", "--background", *([] if port == 4943 else ["--port", str(port)]))
+    sh.run("prometheus", "localnet", "deploy-protocol")  # the `default` identity becomes governance
+    ids = json.loads((work / ".prometheus" / "canister_ids.json").read_text())["local"]
+
+    say("One identity per role: a developer (who also pays the bounty) and a verifier operator")
+    sh.run("prometheus", "identity", "new", "developer")
+    sh.run("prometheus", "identity", "new", "verifier")
+    if have_fund:
+        sh.run("prometheus", "localnet", "fund", "developer", "20000000")
+        sh.run("prometheus", "identity", "use", "developer")
+    else:
+        print("  (`prometheus localnet fund` has not landed: the developer is the `default` identity, which holds "
+              "the local ledger's supply)")
+    if have_stake:
+        sh.run("prometheus", "localnet", "stake", "verifier", "1000")
+    else:
+        _stake_without_cli(sh, work, ids)
+
+    say("The developer pushes the app (with a vendored package and a git-pinned one) to its git server")
+    source = ROOT / "examples" / (APP if have_build else "hello_mcp")
+    app = work / APP
+    if have_build:
+        shutil.copytree(source, app)
+        print(f"$ cp -r examples/{APP} {APP}")
+    else:
+        print("  (`prometheus build` and package support have not landed: the app is examples/hello_mcp, "
+              "without dependencies)")
+        (app / "src").mkdir(parents=True)
+        shutil.copy(source / "main.mo", app / "src" / "main.mo")
+        (app / ".gitignore").write_text(".prometheus/\n")
+        print(f"$ mkdir -p {APP}/src && cp examples/hello_mcp/main.mo {APP}/src/")
+    sh.cd(app)
+    if have_build:
+        dependency = f"{git_url}/strutil.git"
+        dep_commit = subprocess.run(["git", "ls-remote", dependency, "main"], capture_output=True, text=True,
+                                    check=True, env=sh.env).stdout.split()[0]
+        _pin_dependency(app / "mops.toml", f"{dependency}#{dep_commit}")
+        print(f'$ # pin the dependency in mops.toml: strutil = "{dependency}#{dep_commit}"')
+    sh.run("git", "init", "--quiet", "-b", "main")
+    sh.run("git", "add", "-A")
+    sh.run("git", "commit", "--quiet", "-m", "greeter 0.1.0")
+    repo = f"{git_url}/{APP}.git"
+    sh.run("git", "push", "--quiet", repo, "main")
+    commit = sh.run("git", "rev-parse", "HEAD").stdout.strip()
+
+    say("Describe it, build it and check it before paying anyone")
+    sh.run("prometheus", "init", "--yes", "--name", APP, "--namespace", NAMESPACE, "--repo-url", repo,
+           "--commit", commit, "--wasm-path", f".prometheus/build/{APP}.wasm",
+           "--description", "Greets, with two dependencies")
+    private_docker = False
+    if not os.environ.get("DOCKER_HOST") or not docker_answers(os.environ["DOCKER_HOST"]):
+        print("  (no Docker daemon here: start a private one; it leaves host networking alone)")
+        started = sh.run("prometheus-verifier", "dockerd", "start", shown='eval "$(prometheus-verifier dockerd start)"')
+        private_docker = True
+        sh.env["DOCKER_HOST"] = started.stdout.strip().removeprefix("export DOCKER_HOST=")
+    else:
+        sh.env["DOCKER_HOST"] = os.environ["DOCKER_HOST"]
+    if have_build:
+        sh.run("prometheus", "build")
+        sh.run("prometheus", "verify")
+        say("Submit it for verification with a bounty")
+        sh.run("prometheus", "submit", "--bounty", str(BOUNTY))
+    else:
+        say("Submit it for verification with a bounty")
+        sh.run("prometheus", "submit", "--build", "--bounty", str(BOUNTY))
+        sh.run("prometheus", "verify")
+
+    say("The verifier operator checks the setup and runs one pass of the worker")
+    pem = work / "config" / "prometheus" / "identity" / "verifier" / "identity.pem"
+    sh.export("VERIFIER_PEM", str(pem))
+    sh.export("VERIFIER_NETWORK", "local")
+    sh.export("VERIFIER_REGISTRY_ID", ids["mcp_registry"])
+    sh.export("VERIFIER_AUDIT_HUB_ID", ids["audit_hub"])
+    sh.export("ALLOW_LOCAL_REPOS", "true")  # the demo's repositories are on loopback
+    sh.export("METRICS_ADDR", "")
+    sh.run("prometheus-verifier", "doctor")
+    sh.run("prometheus-verifier", "once")
+
+    say("The developer sees the outcome and publishes the verified wasm")
+    sh.run("prometheus", "status")
+    sh.run("prometheus", "publish", "1.0.0")
+    if have_token:
+        sh.run("prometheus", "--identity", "verifier", "token", "balance")
+    return True, private_docker
+
+
+def _pin_dependency(mops: Path, spec: str) -> None:
+    lines = [f'strutil = "{spec}"' if line.startswith("strutil =") else line for line in mops.read_text().splitlines()]
+    mops.write_text("\n".join(lines) + "\n")
+
+
+def _stake_without_cli(sh: Shell, work: Path, ids: dict[str, str]) -> None:
+    """Until `prometheus localnet stake` exists: governance mints the verifier's stake on audit_hub."""
+    print("  (`prometheus localnet stake` has not landed: governance mints stake with the SDK)")
+    code = (
+        "import sys; from prometheus_sdk import connect, identity; from prometheus_sdk.canister import CanisterClient;"
+        "from prometheus_cli.context import Options, connection; from ic_replica.principal import Principal;"
+        "from pathlib import Path; conn = connection(Options());"
+        "hub = CanisterClient.from_did(conn, sys.argv[1], Path(sys.argv[3]));"
+        "print(hub.mint_tokens(Principal.from_text(sys.argv[2]), 'build_reproducibility_v1', 1000))")
+    who = json.loads(sh.run("prometheus", "--json", "--identity", "verifier", "identity", "whoami",
+                            quiet=True).stdout)["principal"]
+    subprocess.run([sys.executable, "-c", code, ids["audit_hub"], who, str(ROOT / "candid" / "audit_hub.did")],
+                   cwd=work, env=sh.env, check=True, capture_output=True)
 
 
 if __name__ == "__main__":

@@ -201,8 +201,8 @@ def lifecycle(sh: Shell, work: Path, git_url: str) -> tuple[bool, bool]:
         dependency = f"{git_url}/strutil.git"
         dep_commit = subprocess.run(["git", "ls-remote", dependency, "main"], capture_output=True, text=True,
                                     check=True, env=sh.env).stdout.split()[0]
-        _pin_dependency(app / "mops.toml", f"{dependency}#{dep_commit}")
-        print(f'$ # pin the dependency in mops.toml: strutil = "{dependency}#{dep_commit}"')
+        _pin_dependency(app / "mops.toml", f"{dependency}#main@{dep_commit}")
+        print(f'$ # pin the dependency in mops.toml: strutil = "{dependency}#main@{dep_commit}"')
     sh.run("git", "init", "--quiet", "-b", "main")
     sh.run("git", "add", "-A")
     sh.run("git", "commit", "--quiet", "-m", "greeter 0.1.0")

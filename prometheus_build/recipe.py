@@ -14,10 +14,12 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from prometheus_build.packages import SKIPPED_DIRS, Package
 from prometheus_build.toolchain import Toolchain, find_toolchain
 
 RECIPE_VERSION = "prometheus-recipe-1"
@@ -36,6 +38,9 @@ class BuildResult:
     sha256: str
     cached: bool
     seconds: float
+    toolchain: str = ""  # moc version
+    motoko: str = ""  # npm motoko package version
+    packages: list[dict[str, str]] = field(default_factory=list)  # Package.as_dict() of every package
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -45,6 +50,8 @@ class BuildResult:
             "sha256": self.sha256,
             "cached": self.cached,
             "seconds": round(self.seconds, 3),
+            "toolchain": {"moc": self.toolchain, "motoko": self.motoko},
+            "packages": self.packages,
         }
 
 
@@ -56,12 +63,15 @@ def discover_canisters(source_root: Path) -> dict[str, str]:
     return found
 
 
-def source_digest(source_root: Path, main_rel: str, toolchain: Toolchain) -> str:
+def source_digest(source_root: Path, main_rel: str, toolchain: Toolchain, packages: Sequence[Package] = ()) -> str:
     """Hash of everything that determines the output bytes (paths are relative to the root)."""
     h = hashlib.sha256()
     h.update(f"{RECIPE_VERSION}\0{toolchain.digest_input()}\0{main_rel}\0".encode())
+    for package in packages:
+        if package.base is not None:  # bundled ones are part of the toolchain
+            h.update(f"package\0{package.name}\0{package.virtual}\0{package.sha256}\0".encode())
     for path in sorted(source_root.rglob("*.mo")):
-        if not path.is_file():
+        if not path.is_file() or SKIPPED_DIRS.intersection(path.relative_to(source_root).parts[:-1]):
             continue
         rel = path.relative_to(source_root).as_posix()
         data = path.read_bytes()
@@ -77,12 +87,22 @@ def _run(argv: list[str], what: str) -> None:
         raise BuildError(f"{what} failed:\n{detail}")
 
 
-def compile_to(source_root: Path, main_rel: str, wasm_out: Path, did_out: Path, toolchain: Toolchain) -> None:
+def plan_json(packages: Sequence[Package], place: dict[str, str] | None = None) -> str:
+    """compile.js's package plan; `place` maps a package name to its folder as compile.js sees it (the
+    sandbox's mounts), otherwise the folder on this machine. Bundled packages need no entry."""
+    entries = [{"name": p.name, "dir": (place or {}).get(p.name, str(p.base)), "virtual": p.virtual}
+               for p in packages if p.base is not None]
+    return json.dumps({"packages": entries}, sort_keys=True)
+
+
+def compile_to(source_root: Path, main_rel: str, wasm_out: Path, did_out: Path, toolchain: Toolchain,
+               packages: Sequence[Package] = ()) -> None:
     """Run the recipe (compile.js does every step) without the cache, writing the wasm and its interface."""
     with tempfile.TemporaryDirectory(prefix="prometheus-build-") as tmp:
         final, did = Path(tmp, "final.wasm"), Path(tmp, "service.did")
+        plan = [plan_json(packages)] if any(p.base is not None for p in packages) else []
         _run([str(toolchain.node), str(toolchain.compile_js), str(toolchain.motoko_dir), str(toolchain.ic_wasm),
-              str(source_root), main_rel, str(final), str(did)], f"moc {main_rel}")
+              str(source_root), main_rel, str(final), str(did), *plan], f"moc {main_rel}")
         _atomic_copy(final, wasm_out)
         _atomic_copy(did, did_out)
 
@@ -105,20 +125,23 @@ def build_canister(
     out_dir: Path,
     cache_dir: Path,
     toolchain: Toolchain | None = None,
+    packages: Sequence[Package] = (),
 ) -> BuildResult:
-    """Build one canister to `out_dir/<name>.wasm` and `.did`, reusing the cache when sources are unchanged."""
+    """Build one canister to `out_dir/<name>.wasm` and `.did`, reusing the cache when sources are unchanged.
+    `packages` come from `prometheus_build.packages.resolve` (or `project.plan`)."""
     started = time.perf_counter()
     toolchain = toolchain or find_toolchain()
     source_root = source_root.resolve()
-    digest = source_digest(source_root, main_rel, toolchain)
+    digest = source_digest(source_root, main_rel, toolchain, packages)
     cached_wasm, cached_did = cache_dir / f"{digest}.wasm", cache_dir / f"{digest}.did"
     hit = cached_wasm.is_file() and cached_did.is_file()
     if not hit:
-        compile_to(source_root, main_rel, cached_wasm, cached_did, toolchain)
+        compile_to(source_root, main_rel, cached_wasm, cached_did, toolchain, packages)
     wasm, did = out_dir / f"{name}.wasm", out_dir / f"{name}.did"
     _atomic_copy(cached_wasm, wasm)
     _atomic_copy(cached_did, did)
-    return BuildResult(name, wasm, did, sha256_file(wasm), hit, time.perf_counter() - started)
+    return BuildResult(name, wasm, did, sha256_file(wasm), hit, time.perf_counter() - started,
+                       toolchain.moc_version, toolchain.motoko_version, [p.as_dict() for p in packages])
 
 
 def build_all(source_root: Path, out_dir: Path, cache_dir: Path, jobs: int = 2) -> list[BuildResult]:

@@ -219,3 +219,29 @@ def _write_entries(repo: object, listing: str, out: SourceTree, limits: Limits) 
             f.write(data)
         out.files += 1
         out.bytes += size
+
+
+def fetch_cached(repo_url: str, commit: str, cache_dir: Path, limits: Limits = Limits(),
+                 allow_local: bool = False) -> Path:
+    """A dependency's tree at `commit`, fetched once into `cache_dir` with the same hardened `fetch` (and the
+    same caps) the verifier uses; the developer's host reuses it. A commit's tree never changes, so the cache
+    key is the URL and the commit; a finished fetch is renamed into place, so a crash leaves no partial tree."""
+    import hashlib
+
+    validate_commit(commit)
+    key = hashlib.sha256(repo_url.encode()).hexdigest()[:16]
+    final = cache_dir / f"{key}-{commit}"
+    if final.is_dir():
+        return final
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=cache_dir))
+    try:
+        fetch(repo_url, commit, staging / "tree", limits, allow_local)
+        try:
+            os.rename(staging / "tree", final)
+        except OSError:
+            if not final.is_dir():  # another process won the race otherwise
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return final

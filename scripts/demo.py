@@ -207,7 +207,8 @@ def lifecycle(sh: Shell, work: Path, git_url: str) -> tuple[bool, bool]:
     sh.run("git", "add", "-A")
     sh.run("git", "commit", "--quiet", "-m", "greeter 0.1.0")
     repo = f"{git_url}/{APP}.git"
-    sh.run("git", "push", "--quiet", repo, "main")
+    sh.run("git", "remote", "add", "origin", repo)
+    sh.run("git", "push", "--quiet", "origin", "main")
     commit = sh.run("git", "rev-parse", "HEAD").stdout.strip()
 
     say("Describe it, build it and check it before paying anyone")
@@ -247,8 +248,40 @@ def lifecycle(sh: Shell, work: Path, git_url: str) -> tuple[bool, bool]:
     sh.run("prometheus", "status")
     sh.run("prometheus", "publish", "1.0.0")
     if have_token:
-        sh.run("prometheus", "--identity", "verifier", "token", "balance")
+        sh.run("prometheus", "token", "balance", "verifier")
+
+    fix_a_rejection(sh, have_build, "src/lib/Greeting.mo" if have_build else "src/main.mo")
     return True, private_docker
+
+
+def fix_a_rejection(sh: Shell, have_build: bool, greeting: str) -> None:
+    """The trap of issue 11: new code committed and pushed, but prometheus.yml still names the old commit.
+    Verifiers rebuild that commit, get another hash and reject; a corrected request opens a new round."""
+    say("Version 1.1.0: the developer changes the code, commits, pushes, builds and submits, but forgets to "
+        "update the commit in prometheus.yml")
+    sh.run("sed", "-i", "s/Hello, /Welcome, /", greeting)
+    sh.run("git", "commit", "--quiet", "-am", "greeter 0.1.1: a warmer greeting")
+    sh.run("git", "push", "--quiet", "origin", "main")
+    if have_build:
+        sh.run("prometheus", "build")
+        sh.run("prometheus", "submit", "--bounty", str(BOUNTY))
+    else:
+        sh.run("prometheus", "submit", "--build", "--bounty", str(BOUNTY))
+    sh.run("prometheus-verifier", "once")
+    rejected = sh.run("prometheus", "status", check=False)
+    print(f"  (exit status {rejected.returncode})")
+
+    say("The developer finds why (verify rebuilds the manifest's commit), fixes the commit and resubmits: a new "
+        "round")
+    sh.run("prometheus", "verify", check=False)
+    new_commit = sh.run("git", "rev-parse", "HEAD").stdout.strip()
+    sh.run("sed", "-i", f"s/^commit: .*/commit: {new_commit}/", "prometheus.yml",
+           shown='sed -i "s/^commit: .*/commit: $(git rev-parse HEAD)/" prometheus.yml')
+    sh.run("prometheus", "verify")
+    sh.run("prometheus", "submit", "--bounty", str(BOUNTY))
+    sh.run("prometheus-verifier", "once")
+    sh.run("prometheus", "status")
+    sh.run("prometheus", "publish", "1.1.0")
 
 
 def _pin_dependency(mops: Path, spec: str) -> None:

@@ -42,4 +42,9 @@ def test_lifecycle_demo_runs_end_to_end(docker_host: str) -> None:
     assert "bounty     0  filed     attest" in out  # the worker's journal
     assert "in io.prometheus.demo.greeter: Verified" in out and "Paid to" in out
     assert "published io.prometheus.demo.greeter 1.0.0" in out
+    # A stale commit in prometheus.yml: rejected, found by `verify`, fixed, verified in a new round.
+    fix = out[out.index("# Version 1.1.0"):]
+    assert "filed     diverge" in fix and ": Rejected" in fix
+    assert "(a new round after #1)" in fix and ": Verified" in fix.split("a new round after #1")[1]
+    assert "published io.prometheus.demo.greeter 1.1.0" in fix
     assert "Traceback" not in out + run.stderr

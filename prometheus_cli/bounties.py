@@ -12,6 +12,7 @@ from prometheus_cli import manifest as manifests
 from prometheus_cli.context import Options, client, connection
 from prometheus_cli.developer import AUDIT, bounty_state, create_bounty, state_text, target
 from prometheus_cli.output import console, emit, fail, user_errors
+from prometheus_cli.output import table as output_table
 
 app = typer.Typer(help="Fund and inspect verification bounties (ICRC-127).", no_args_is_help=True)
 NamespaceOption = typer.Option(None, "--namespace", help="The namespace holding the wasm (default: the "
@@ -36,11 +37,11 @@ def _row(b: dict[str, Any]) -> dict[str, Any]:
 
 
 def _table(rows: list[dict[str, Any]]) -> None:
-    from rich.table import Table
 
-    table = Table("bounty", "wasm", "namespace", "round", "audit type", "reward", "state")
+    table = output_table("bounty", "wasm", "namespace", "round", "audit type", "reward", "state",
+                         full=("wasm", "namespace", "state"))
     for r in rows:
-        table.add_row(str(r["bounty_id"]), r["wasm_id"][:16] + "…", r["namespace"], f"#{r['request_id']}",
+        table.add_row(str(r["bounty_id"]), r["wasm_id"], r["namespace"], f"#{r['request_id']}",
                       r["audit_type"], str(r["reward"]), state_text(r))
     console().print(table)
 
@@ -64,7 +65,7 @@ def create(
         wasm_id, ns = target(wasm_hash, namespace, path)
         bounty_id = create_bounty(connection(opts), wasm_id, amount, audit_type, timeout_days, ns)
         emit({"bounty_id": bounty_id, "wasm_id": wasm_id, "namespace": ns, "amount": amount}, opts.as_json,
-             lambda r: console().print(f"bounty #{r['bounty_id']} for {r['wasm_id'][:16]}…: {r['amount']}"))
+             lambda r: console().print(f"bounty #{r['bounty_id']} for {r['wasm_id']}: {r['amount']}"))
 
 
 @app.command("list")

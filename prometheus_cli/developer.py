@@ -9,10 +9,10 @@ from typing import Any, NoReturn
 
 import typer
 
-from prometheus_cli import errors
+from prometheus_cli import errors, exits
 from prometheus_cli import manifest as manifests
-from prometheus_cli.context import Options, client, connection
-from prometheus_cli.output import UserError, console, emit, fail, user_errors
+from prometheus_cli.context import Options, client, connection, network_of
+from prometheus_cli.output import UserError, console, emit, fail, table, user_errors
 
 ManifestPath = typer.Option(Path(manifests.MANIFEST), "--manifest", "-m", help="Path of prometheus.yml.")
 AUDIT = "build_reproducibility_v1"
@@ -33,38 +33,69 @@ def init(
     ctx: typer.Context,
     name: str = typer.Option(None, help="App name."),
     namespace: str = typer.Option(None, help="Reverse-DNS namespace, e.g. com.example.app."),
-    repo_url: str = typer.Option(None, "--repo-url", help="https:// URL of the git repository."),
-    commit: str = typer.Option(None, help="Full 40-character commit SHA the wasm is built from."),
+    repo_url: str = typer.Option(None, "--repo-url", help="https:// URL of the git repository (default: the "
+                                                          "`origin` remote)."),
+    commit: str = typer.Option(None, help="Full 40-character commit SHA the wasm is built from (default: HEAD)."),
     wasm_path: str = typer.Option(None, "--wasm-path", help="Path of the built wasm, relative to the manifest."),
-    description: str = typer.Option("", help="One-line description for the app store."),
-    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask: every required field comes from flags."),
+    description: str = typer.Option(None, help="One-line description for the app store."),
+    source_dir: str = typer.Option(None, "--source-dir", help="Folder the recipe builds from (default `.`)."),
+    main: str = typer.Option(None, "--main", help="Entry point under source_dir (default `src/main.mo`)."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask: required fields come from flags, the rest "
+                                                        "from defaults."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing prometheus.yml."),
     path: Path = ManifestPath,
 ) -> None:
-    """Write prometheus.yml, asking for what the flags do not give (or nothing with --yes).
+    """Write prometheus.yml, asking for every field the flags do not give (or nothing with --yes).
 
-    Example: prometheus init --yes --name hello --namespace com.example.hello \\
+    The repository URL must be one verifiers fetch: https:// on a public host (a loopback repository only
+    with --network local). Example: prometheus init --yes --name hello --namespace com.example.hello \\
       --repo-url https://github.com/me/hello --commit $(git rev-parse HEAD) --wasm-path out/hello.wasm
     """
     opts = _opts(ctx)
     with user_errors(opts.as_json):
         if path.exists() and not force:
             fail(f"{path} already exists", "pass --force to overwrite it")
-        values = {"name": name, "namespace": namespace, "repo_url": repo_url, "commit": commit,
-                  "wasm_path": wasm_path}
+        local = network_of(opts).is_local
+        git = _git_defaults(path.parent)
+        required = {"name": name, "namespace": namespace, "repo_url": repo_url, "commit": commit,
+                    "wasm_path": wasm_path}
+        defaults = {"repo_url": git.get("repo_url"), "commit": git.get("commit")}
         validators = {"name": manifests.validate_name, "namespace": manifests.validate_namespace,
-                      "repo_url": manifests.validate_repo, "commit": manifests.validate_commit}
-        for key, value in values.items():
+                      "repo_url": lambda v: manifests.validate_repo(v, local, resolve_host=True),
+                      "commit": manifests.validate_commit}
+        values: dict[str, str] = {}
+        for key, value in required.items():
+            if value is None and yes:
+                fail(f"--{key.replace('_', '-')} is required with --yes")
             if value is None:
-                if yes:
-                    fail(f"--{key.replace('_', '-')} is required with --yes")
-                value = typer.prompt(key.replace("_", " "))
+                value = typer.prompt(key.replace("_", " "), default=defaults.get(key))
             if key in validators:
                 validators[key](value)
             values[key] = value
-        m = manifests.validate(manifests.Manifest(description=description, **values))  # type: ignore[arg-type]
+        optional = {"description": (description, ""), "source_dir": (source_dir, "."),
+                    "main": (main, "src/main.mo")}
+        for key, (value, default) in optional.items():
+            if value is None:
+                value = default if yes else typer.prompt(key.replace("_", " "), default=default, show_default=True)
+            values[key] = value
+        m = manifests.validate(manifests.Manifest(**values))  # type: ignore[arg-type]
         path.write_text(m.to_yaml())
         emit({"manifest": str(path), **vars(m)}, opts.as_json, lambda _: console().print(f"wrote {path}"))
+
+
+def _git_defaults(folder: Path) -> dict[str, str]:
+    """`origin`'s URL and HEAD of the git repository holding `folder`, as prompt defaults (empty if none)."""
+    import subprocess
+
+    out: dict[str, str] = {}
+    for key, args in (("repo_url", ["remote", "get-url", "origin"]), ("commit", ["rev-parse", "HEAD"])):
+        try:
+            run = subprocess.run(["git", *args], cwd=folder, capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.SubprocessError):
+            continue
+        if run.returncode == 0 and run.stdout.strip():
+            out[key] = run.stdout.strip()
+    return out
 
 
 def submit(
@@ -79,33 +110,45 @@ def submit(
     Running it again with the same source changes nothing; after a rejection it opens a new verification
     round (a correction). Example: prometheus submit --bounty 5000000
     """
+    from prometheus_cli import wasm as wasm_check
+
     opts = _opts(ctx)
     with user_errors(opts.as_json):
         m = manifests.load(path)
         if build:
             _build(m, path)
-        wasm = manifests.wasm_file(m, path).read_bytes()
+        wasm_path = manifests.wasm_file(m, path)
+        wasm = wasm_check.check(wasm_path.read_bytes(), wasm_path)
+        # Everything the registry or a verifier would refuse is refused before anything is created.
+        manifests.validate_repo(m.repo_url, network_of(opts).is_local, resolve_host=True)
+        _check_request_fields(m)
         digest = hashlib.sha256(wasm).digest()
         conn = connection(opts)
         registry = client(conn, "mcp_registry")
-        if registry.icrc118_get_canister_type(m.namespace) == []:
+        if bounty is not None:
+            check_bounty(conn, bounty, timeout_days)
+        namespace = registry.icrc118_get_canister_type(m.namespace)
+        if namespace and conn.principal not in [str(p) for p in namespace[0]["controllers"]]:
+            fail(f"namespace {m.namespace} belongs to someone else", "ask one of its controllers to add you")
+        if not namespace:
             err = _err(registry.icrc118_create_canister_type({"namespace": m.namespace, "description": m.description}))
             if err:
                 fail(f"cannot create namespace {m.namespace}: {err}")
-        elif conn.principal not in [str(p) for p in registry.icrc118_get_canister_type(m.namespace)[0]["controllers"]]:
-            fail(f"namespace {m.namespace} belongs to someone else", "ask one of its controllers to add you")
-        chunks = [wasm[i : i + CHUNK] for i in range(0, len(wasm), CHUNK)] or [b""]
-        _upload(registry, m.namespace, digest, chunks, opts.as_json)
+        chunks = [wasm[i : i + CHUNK] for i in range(0, len(wasm), CHUNK)]
+        _upload(registry, m.namespace, digest, chunks, opts.as_json, created=not namespace)
         request_id, new_round, amends = _request(registry, m, digest)
         result: dict[str, Any] = {"wasm_id": digest.hex(), "namespace": m.namespace, "size": len(wasm),
                                   "chunks": len(chunks), "request_id": request_id, "new_round": new_round,
-                                  "amends": amends}
+                                  "amends": amends, "namespace_created": not namespace}
         if bounty is not None:
             try:
                 result["bounty_id"] = create_bounty(conn, digest.hex(), bounty, AUDIT, timeout_days, m.namespace)
-            except UserError as exc:  # the submission itself stands: say what it produced
-                exc.details = {**result, **exc.details}
-                raise
+            except UserError as exc:  # the submission itself stands: say what it produced and what to run next
+                retry = f"prometheus bounty create {bounty} --namespace {m.namespace}"
+                fail(f"submitted wasm {digest.hex()} to {m.namespace} (request #{request_id}), but the bounty "
+                     f"was not created: {exc.message}",
+                     (f"{exc.hint}; then " if exc.hint else "") + f"run `{retry}`", code=exits.PARTIAL,
+                     details={**result, **exc.details, "submitted": True, "next": retry})
         emit(result, opts.as_json, lambda r: console().print(
             f"submitted [bold]{r['wasm_id']}[/] ({r['size']} bytes) to {r['namespace']}, request #{r['request_id']}"
             + ("" if r["new_round"] else " (unchanged)")
@@ -126,8 +169,24 @@ def _build(m: manifests.Manifest, path: Path) -> None:
         out.write_bytes(result.wasm.read_bytes())
 
 
-def _upload(registry: Any, namespace: str, digest: bytes, chunks: list[bytes], quiet: bool) -> None:
-    """Upload what the registry does not have yet; its `missing` list makes an interrupted upload resume."""
+def _check_request_fields(m: manifests.Manifest) -> None:
+    """The registry's limits on what `submit` stores (Limits.mo), checked before the namespace is created."""
+    if len(m.description.encode()) > 1024:
+        fail("description is longer than 1024 bytes", "shorten it in prometheus.yml")
+    if len(m.listing) > 30:
+        fail(f"listing has {len(m.listing)} fields: at most 30", "keep the app-store fields that matter")
+    for key, value in m.listing.items():
+        if len(f"listing:{key}".encode()) > 64 or len(str(value).encode()) > 1024:
+            fail(f"listing field {key!r} is too long", "keys up to 55 bytes, values up to 1024 bytes")
+
+
+def _upload(registry: Any, namespace: str, digest: bytes, chunks: list[bytes], quiet: bool,
+            created: bool = False) -> None:
+    """Upload what the registry does not have yet; its `missing` list makes an interrupted upload resume.
+
+    The registry cannot remove a namespace: everything it could refuse is checked before one is created, and
+    if the first chunk is still refused right after creating it, the error says so (the namespace stays
+    yours, empty, and the next `submit` reuses it)."""
     from rich.progress import Progress
 
     def send(index: int) -> dict[str, Any]:
@@ -138,6 +197,9 @@ def _upload(registry: Any, namespace: str, digest: bytes, chunks: list[bytes], q
         err = _err(result)
         if err:
             hint = "the file changed while uploading, or it is not the wasm you meant" if "Hash" in err else None
+            if created and index == 0:
+                hint = (f"namespace {namespace} was created just before and holds nothing yet; fix the cause and "
+                        "run `prometheus submit` again (it reuses the namespace)")
             fail(f"upload of chunk {index} refused: {err}", hint)
         return result["ok"]  # type: ignore[no-any-return]
 
@@ -201,6 +263,28 @@ def _request_refused(name: str, payload: Any, m: manifests.Manifest, wasm_id: st
     fail(f"verification request refused: {errors.describe(name, payload)}")
 
 
+def check_bounty(conn: Any, amount: int, timeout_days: int, balance: bool = True) -> None:
+    """What the registry and the ledger would refuse about a bounty, whatever the wasm: checked first, so
+    `submit --bounty` refuses before uploading anything."""
+    from ic_replica.principal import Principal
+
+    if amount <= 0:
+        fail("the bounty amount must be positive")
+    if not 1 <= timeout_days <= MAX_TIMEOUT_DAYS:
+        fail(f"invalid bounty timeout of {timeout_days} days", f"a bounty runs 1 to {MAX_TIMEOUT_DAYS} days")
+    minimum = int(client(conn, "mcp_registry").get_policy()["min_bounty_reward"])
+    if amount < minimum:
+        fail(f"a reward of {amount} is below the registry's minimum of {minimum}", f"offer at least {minimum}")
+    if balance:
+        ledger = client(conn, "ledger")
+        fee = ledger.icrc1_fee()
+        have = ledger.icrc1_balance_of({"owner": Principal.from_text(conn.principal), "subaccount": []})
+        if have < amount + 3 * fee:
+            fail(f"balance {have} is too low for a bounty of {amount}",
+                 f"it needs amount + 3 × fee ({3 * fee}); on a local network: `prometheus localnet fund "
+                 f"{conn.principal} {amount + 3 * fee}`")
+
+
 def create_bounty(conn: Any, wasm_id: str, amount: int, audit_type: str, timeout_days: int,
                   namespace: str | None = None) -> int:
     """Approve the registry for reward + 2 fees, then create the bounty (the registry escrows reward + fee)
@@ -208,14 +292,8 @@ def create_bounty(conn: Any, wasm_id: str, amount: int, audit_type: str, timeout
     from ic_replica.principal import Principal
     from prometheus_sdk.icrc16 import to_icrc16, to_map
 
-    if amount <= 0:
-        fail("the bounty amount must be positive")
-    if not 1 <= timeout_days <= MAX_TIMEOUT_DAYS:
-        fail(f"invalid bounty timeout of {timeout_days} days", f"a bounty runs 1 to {MAX_TIMEOUT_DAYS} days")
+    check_bounty(conn, amount, timeout_days, balance=False)
     ledger, registry = client(conn, "ledger"), client(conn, "mcp_registry")
-    minimum = int(registry.get_policy()["min_bounty_reward"])
-    if amount < minimum:
-        fail(f"a reward of {amount} is below the registry's minimum of {minimum}", f"offer at least {minimum}")
     # Refuse before the approval (which costs a fee) what the registry would refuse. Without a namespace only
     # "no namespace holds it" is certain: the registry may pick another namespace than get_wasm_status.
     found = registry.get_wasm_status(wasm_id, [namespace] if namespace else [])
@@ -314,6 +392,7 @@ def status(
     """Show every verification round of a wasm (earlier rejected ones too) and, for the current one, audits,
     attestations and divergences, bounties and the outcome.
 
+    Exit code: 0 verified, 3 pending, 4 rejected, 5 the --canister runs another wasm (1 on errors).
     Example: prometheus status --watch
     """
     opts = _opts(ctx)
@@ -335,6 +414,9 @@ def status(
         if canister:
             data["live"] = _live(conn, canister, wasm_id)
         emit(data, opts.as_json, lambda d: _render_status(st, d.get("live")))
+    code = exits.for_status(data["outcome"], data["live"]["matches"] if canister else None)
+    if code:
+        raise typer.Exit(code)
 
 
 def _live(conn: Any, canister: str, wasm_id: str) -> dict[str, Any]:
@@ -409,34 +491,32 @@ def _status_json(st: dict[str, Any]) -> dict[str, Any]:
 
 
 def _render_status(st: dict[str, Any], live: dict[str, Any] | None = None) -> None:
-    from rich.table import Table
-
     data = _status_json(st)
     c = console()
     c.print(f"[bold]{data['wasm_id']}[/] in {data['namespace']}: [bold]{data['outcome']}[/]")
     if len(data["rounds"]) > 1:
-        rounds = Table("round", "source", "outcome", "audits")
+        rounds = table("round", "repository", "commit", "outcome", "audits", full=("repository", "commit"))
         for r in data["rounds"]:
             rounds.add_row(f"#{r['request_id']}" + (" (current)" if r["current"] else ""),
-                           f"{r['repo']} @ {r['commit'][:12]}", r["outcome"],
+                           r["repo"], r["commit"], r["outcome"],
                            "; ".join(f"{a['audit_type']}: {a['attestations']} attested, {a['divergences']} diverged"
                                      for a in r["audits"]) or "no filings")
         c.print(rounds)
     if data["request"]:
         c.print(f"round #{data['request']['request_id']}: source {data['request']['repo']} @ "
                 f"{data['request']['commit']}")
-    table = Table("audit type", "attestations", "divergences", "outcome")
+    audits = table("audit type", "attestations", "divergences", "outcome")
     for a in data["audits"]:
-        table.add_row(a["audit_type"], str(a["attestations"]), str(a["divergences"]), a["outcome"])
-    c.print(table)
+        audits.add_row(a["audit_type"], str(a["attestations"]), str(a["divergences"]), a["outcome"])
+    c.print(audits)
     if data["filings"]:
-        filings = Table("verifier", "filing", "bounty", "report")
+        filings = table("verifier", "filing", "bounty", "report", full=("verifier",))
         for f in data["filings"]:
             filings.add_row(f["verifier"], "attestation" if f["attested"] else "divergence", str(f["bounty_id"]),
                             f["report"] or "")
         c.print(filings)
     if data["bounties"]:
-        bounties = Table("bounty", "audit type", "reward", "state")
+        bounties = table("bounty", "audit type", "reward", "state", full=("state",))
         for b in data["bounties"]:
             bounties.add_row(str(b["bounty_id"]), b["audit_type"], str(b["reward"]), state_text(b))
         c.print(bounties)
@@ -488,30 +568,64 @@ def verify(
     sandboxed: bool = typer.Option(True, "--sandbox/--no-sandbox",
                                    help="Rebuild in the verifiers' builder image (Docker, no network) or, with "
                                         "--no-sandbox, with the toolchain on this machine."),
+    worktree: bool = typer.Option(False, "--worktree", help="Rebuild the working tree as it is, not the "
+                                                            "manifest's commit (what verifiers will NOT see)."),
     path: Path = ManifestPath,
 ) -> None:
-    """Rebuild the manifest's source exactly as verifiers will, and compare sha256 before submitting.
+    """Rebuild exactly what verifiers will — the manifest's commit, from the local git repository — and compare
+    sha256 before submitting.
 
-    By default the rebuild runs in the same locked-down builder image the verifier worker uses (Docker via
-    $DOCKER_HOST). Example: prometheus verify
+    Warns when the working tree differs from that commit or the commit is on no remote branch. By default
+    the rebuild runs in the locked-down builder image the verifier worker uses (Docker via $DOCKER_HOST).
+    Exit code: 0 matches, 5 differs, 1 on errors. Example: prometheus verify
     """
+    import sys
     import tempfile
 
     opts = _opts(ctx)
     with user_errors(opts.as_json):
         m = manifests.load(path)
         expected = wasm_id_arg(wasm_hash, path)
+        with tempfile.TemporaryDirectory(prefix="prometheus-verify-") as tmp:
+            source, main, notes = _verify_source(m, path, worktree, Path(tmp) / "src")
+            for note in notes:
+                if not opts.as_json:
+                    print(f"warning: {note}", file=sys.stderr)
+            rebuilt, where = _rebuild(sandboxed, source, main, Path(tmp) / "build")
+        matches = rebuilt == expected
+        verdict = "[bold green]matches[/]" if matches else f"[bold red]differs[/] from {expected}"
+        built_from = "working tree" if worktree else m.commit
+        emit({"expected": expected, "rebuilt": rebuilt, "matches": matches, "built_in": where,
+              "built_from": built_from, "warnings": notes}, opts.as_json,
+             lambda r: console().print(f"rebuilt {r['rebuilt']} from {built_from} ({r['built_in']}): {verdict}"))
+    if not matches:
+        raise typer.Exit(exits.MISMATCH)
+
+
+def _verify_source(m: manifests.Manifest, path: Path, worktree: bool, dest: Path) -> tuple[Path, str, list[str]]:
+    """(source folder, entry point, warnings): the commit exported as a verifier gets it, with the entry point
+    from the committed prometheus.yml (as the worker reads it); or, with --worktree, the local source_dir."""
+    if worktree:
         source = (path.parent / m.source_dir).resolve()
         if not (source / m.main).is_file():
             fail(f"{source / m.main} does not exist", "set source_dir and main in prometheus.yml")
-        with tempfile.TemporaryDirectory(prefix="prometheus-verify-") as tmp:
-            rebuilt, where = (_rebuild_sandboxed if sandboxed else _rebuild_on_host)(source, m.main, Path(tmp))
-        matches = rebuilt == expected
-        verdict = "[bold green]matches[/]" if matches else f"[bold red]differs[/] from {expected}"
-        emit({"expected": expected, "rebuilt": rebuilt, "matches": matches, "built_in": where}, opts.as_json,
-             lambda r: console().print(f"rebuilt {r['rebuilt']} ({r['built_in']}): {verdict}"))
-        if not matches:
-            raise typer.Exit(1)
+        return source, m.main, ["--worktree: rebuilt the working tree, which verifiers never see"]
+    from prometheus_cli import gitsource
+    from verifier_bot.rebuild import entry_point
+
+    checkout = gitsource.export(path.parent.resolve(), m.commit, dest, scope=(path.parent / m.source_dir),
+                                ignore=(path, path.parent / m.wasm_path))
+    try:
+        source_dir, main = entry_point(checkout.root)
+    except ValueError as exc:
+        fail(f"at commit {m.commit}: {exc}", "commit prometheus.yml (source_dir, main) and the sources, then "
+             "update `commit`")
+    return checkout.root / source_dir, main, checkout.warnings
+
+
+def _rebuild(sandboxed: bool, source: Path, main: str, tmp: Path) -> tuple[str, str]:
+    tmp.mkdir(parents=True, exist_ok=True)
+    return (_rebuild_sandboxed if sandboxed else _rebuild_on_host)(source, main, tmp)
 
 
 def _rebuild_on_host(source: Path, main: str, tmp: Path) -> tuple[str, str]:

@@ -8,6 +8,7 @@ from typing import Any
 import typer
 
 from prometheus_cli.output import console, emit, user_errors
+from prometheus_cli.output import table as output_table
 
 app = typer.Typer(help="Manage signing identities (our store; dfx's store is read as it is).", no_args_is_help=True)
 
@@ -51,9 +52,8 @@ def list_(ctx: typer.Context) -> None:
                 for i in identity.list_identities()]
 
         def render(items: list[dict[str, Any]]) -> None:
-            from rich.table import Table
 
-            table = Table("", "name", "source", "principal")
+            table = output_table("", "name", "source", "principal", full=("principal",))
             for r in items:
                 table.add_row("*" if r["selected"] else "", r["name"], r["source"], r["principal"])
             console().print(table)

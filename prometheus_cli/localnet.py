@@ -1,7 +1,9 @@
-"""`prometheus localnet start | stop | status | reset | deploy`: the embedded IC replica on this machine.
+"""`prometheus localnet start | stop | status | reset | deploy | deploy-protocol | fund | stake`: the embedded
+IC replica on this machine.
 
 Files live in the data directory (default `$XDG_DATA_HOME/prometheus/localnet`): `state/` (canisters and
-network keys), `localnet.json` (pid, port, url of a background replica) and `localnet.log`.
+network keys), `localnet.json` (pid, port, url of a background replica), `canister_ids.json` (what was
+deployed on it: every client on this machine finds the protocol there) and `localnet.log`.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 import typer
 
 from prometheus_cli.output import console, emit, fail, user_errors
+from prometheus_cli.output import table as output_table
 
 app = typer.Typer(help="Run the embedded local IC replica (HTTP interface on loopback).", no_args_is_help=True)
 DEFAULT_PORT = 4943
@@ -29,26 +32,22 @@ JsonOut = typer.Option(False, "--json", help="Machine-readable output.")
 
 
 def data_dir(value: Path | None) -> Path:
-    if value is not None:
-        return value
-    if os.environ.get("PROMETHEUS_LOCALNET_DIR"):
-        return Path(os.environ["PROMETHEUS_LOCALNET_DIR"])
-    base = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
-    return base / "prometheus" / "localnet"
+    from prometheus_sdk.localnet import data_dir as sdk_data_dir
+
+    return sdk_data_dir(value)
 
 
 def _pid_file(d: Path) -> Path:
-    return d / "localnet.json"
+    from prometheus_sdk.localnet import STATE_FILE
+
+    return d / STATE_FILE
 
 
 def _running(d: Path) -> dict[str, Any] | None:
-    """The background replica recorded in the pid file, if its process is alive."""
-    try:
-        info: dict[str, Any] = json.loads(_pid_file(d).read_text())
-        os.kill(int(info["pid"]), 0)
-        return info
-    except (OSError, ValueError, KeyError):
-        return None
+    """The background replica recorded in the pid file, if its process is alive (read by the SDK)."""
+    from prometheus_sdk.localnet import running
+
+    return running(d)
 
 
 def _require_running(d: Path) -> dict[str, Any]:
@@ -62,6 +61,12 @@ def _require_running(d: Path) -> dict[str, Any]:
 def _target_url(url: str | None, data: Path | None) -> str:
     """An explicit --url, or the running localnet's."""
     return url if url is not None else str(_require_running(data_dir(data))["url"])
+
+
+def _is_this_localnet(url: str, data: Path | None) -> bool:
+    """Whether `url` is the running localnet of the data directory (then its record is kept up to date)."""
+    running = _running(data_dir(data))
+    return running is not None and str(running["url"]).rstrip("/") == url.rstrip("/")
 
 
 def _ready(url: str) -> bool:
@@ -150,7 +155,7 @@ def status(data: Path | None = DataDir, as_json: bool = JsonOut) -> None:
         def render(r: dict[str, Any]) -> None:
             c = console()
             c.print(f"[bold]{r['url']}[/] (pid {r['pid']}), state in {r['state_dir']}")
-            c.print(f"root key sha256 {r['root_key_sha256'][:16]}…, subnet {r['subnet_id']}")
+            c.print(f"root key sha256 {r['root_key_sha256']}, subnet {r['subnet_id']}")
             c.print(f"{len(r['canisters'])} canister(s)" + "".join(f"\n  {cid}" for cid in r["canisters"]))
 
         emit(result, as_json, render)
@@ -169,6 +174,9 @@ def reset(data: Path | None = DataDir, yes: bool = typer.Option(False, "--yes", 
         if not yes and not typer.confirm(f"delete {d / 'state'}?"):
             fail("nothing deleted", code=1)
         shutil.rmtree(d / "state", ignore_errors=True)
+        from prometheus_sdk.localnet import forget_deployed
+
+        forget_deployed(d)
         emit({"reset": str(d / "state")}, as_json, lambda _: console().print("local state deleted"))
 
 
@@ -200,13 +208,16 @@ def deploy(
             except ValueError:
                 fail(f"--arg {item!r} is not NAME=HEX")
         results = deploy_all(url, src, names or None, args, ids_file, identity)
+        if _is_this_localnet(url, data):
+            from prometheus_sdk.localnet import record_deployed
+
+            record_deployed({r["name"]: r["canister_id"] for r in results}, data_dir(data))
 
         def render(rows: list[dict[str, Any]]) -> None:
-            from rich.table import Table
 
-            table = Table("canister", "id", "action", "module sha256")
+            table = output_table("canister", "id", "action", "module sha256", full=("id", "module sha256"))
             for r in rows:
-                table.add_row(r["name"], r["canister_id"], r["action"], r["sha256"][:16] + "…")
+                table.add_row(r["name"], r["canister_id"], r["action"], r["sha256"])
             console().print(table)
 
         emit(results, as_json, render)
@@ -231,15 +242,73 @@ def deploy_protocol_command(
 
     with user_errors(as_json):
         url = _target_url(url, data)
-        result = deploy_protocol(connect(Network("local", url), identities.load(identity)), ids_file)
+        ours = _is_this_localnet(url, data)
+        conn = connect(Network("local", url), identities.load(identity))
+        result = deploy_protocol(conn, ids_file, localnet_dir=data_dir(data) if ours else None)
+        if ours:
+            from prometheus_sdk.localnet import record_governance
+
+            pem = None if identity else os.environ.get("PROMETHEUS_IDENTITY_PEM")
+            record_governance(conn.principal, None if pem else identity or identities.selected(), pem, data_dir(data))
 
         def render(r: dict[str, Any]) -> None:
-            from rich.table import Table
 
-            table = Table("canister", "id", "action", "module sha256")
+            table = output_table("canister", "id", "action", "module sha256", full=("id", "module sha256"))
             for name, row in r["canisters"].items():
-                table.add_row(name, row["id"], row["action"], row["sha256"][:16] + "…")
+                table.add_row(name, row["id"], row["action"], row["sha256"])
             console().print(table)
             console().print(f"governance: {r['governance']}")
 
         emit(result, as_json, render)
+
+
+@app.command()
+def fund(
+    ctx: typer.Context,
+    target: str = typer.Argument(..., help="Identity name or principal to receive tokens."),
+    amount: int = typer.Argument(..., help="Ledger base units (the protocol's ledger has 6 decimals)."),
+    data: Path | None = DataDir,
+    as_json: bool = JsonOut,
+) -> None:
+    """Give tokens on the local network's ledger (from the governance that deployed the protocol). Local only.
+
+    Example: prometheus localnet fund sponsor 50000000
+    """
+    from prometheus_cli import funding
+
+    with user_errors(as_json or _global_json(ctx)):
+        _with_json(ctx, as_json)
+        funding.fund(ctx, target, amount, data)
+
+
+@app.command()
+def stake(
+    ctx: typer.Context,
+    target: str = typer.Argument(..., help="Identity name or principal of the verifier."),
+    amount: int = typer.Argument(..., help="Stake units (each reservation locks the hub's stake_per_reservation)."),
+    audit_type: str = typer.Option("build_reproducibility_v1", "--audit-type", help="Audit type the stake is for."),
+    data: Path | None = DataDir,
+    as_json: bool = JsonOut,
+) -> None:
+    """Give a verifier stake on the local network's audit hub (minted by its governance). Local only.
+
+    Example: prometheus localnet stake verifier 1000
+    """
+    from prometheus_cli import funding
+
+    with user_errors(as_json or _global_json(ctx)):
+        _with_json(ctx, as_json)
+        funding.stake(ctx, target, amount, audit_type, data)
+
+
+def _global_json(ctx: typer.Context) -> bool:
+    return bool(getattr(ctx.obj, "as_json", False))
+
+
+def _with_json(ctx: typer.Context, as_json: bool) -> None:
+    """`localnet` commands take --json after the command too; the global options hold it for the helpers."""
+    from prometheus_cli.context import Options
+
+    if not isinstance(ctx.obj, Options):
+        ctx.obj = Options()
+    ctx.obj.as_json = ctx.obj.as_json or as_json

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from prometheus_cli import bounties, developer, identities, localnet
+from prometheus_cli import bounties, developer, identities, localnet, tokens
 from prometheus_cli.context import Options
 
 app = typer.Typer(
@@ -35,6 +35,7 @@ app.command()(developer.publish)
 app.command()(developer.verify)
 app.add_typer(bounties.app, name="bounty")
 app.add_typer(identities.app, name="identity")
+app.add_typer(tokens.app, name="token")
 app.add_typer(localnet.app, name="localnet")
 
 

@@ -41,10 +41,22 @@ def validate_namespace(value: str) -> str:
     return value
 
 
-def validate_repo(value: str) -> str:
-    parsed = urlparse(value)
-    if parsed.scheme not in ("https", "http") or not parsed.hostname or len(value) > 1024:
-        fail(f"invalid repo_url {value!r}", "use the https:// URL of the git repository")
+def validate_repo(value: str, local_network: bool = True, resolve_host: bool = False) -> str:
+    """The verifiers' URL policy (`prometheus_sdk.urls`): refuse here what a worker would refuse later (which
+    would reject the wasm for good). `local_network`: loopback repositories are fine (the network is this
+    machine). A host that does not resolve now is not refused: the worker retries it."""
+    from prometheus_sdk.urls import HostUnresolved, RepoPolicy, RepoUrlRefused, check_repo_url, is_loopback_host
+
+    try:
+        check_repo_url(value, RepoPolicy(local_network=local_network), resolve_host=resolve_host)
+    except HostUnresolved:
+        pass
+    except RepoUrlRefused as exc:
+        host = urlparse(value).hostname or ""
+        hint = ("loopback repositories are for `--network local` only; use the repository's public https:// URL"
+                if host and is_loopback_host(host) else
+                "use the public https:// URL of the git repository (verifiers fetch nothing else)")
+        fail(f"invalid repo_url {value!r}: {exc}", hint)
     return value
 
 

@@ -32,10 +32,28 @@ def emit(data: Any, as_json: bool, render: Callable[[Any], None]) -> None:
         render(data)
 
 
+WIDE = 250  # columns when stdout is not a terminal: Rich's default of 80 would cut principals and hashes
+
+
 def console() -> Any:
     from rich.console import Console
 
-    return Console()
+    c = Console()
+    return c if c.is_terminal else Console(width=WIDE)
+
+
+def table(*headers: str, full: tuple[str, ...] = ()) -> Any:
+    """A Rich table whose `full` columns (principals, hashes, ids) are never cut or wrapped mid-value: they keep
+    their whole width (other columns give way first) and fold onto a second line only in a narrow terminal."""
+    from rich.table import Table
+
+    t = Table()
+    for header in headers:
+        if header in full:
+            t.add_column(header, no_wrap=True, overflow="fold")
+        else:
+            t.add_column(header, overflow="fold")
+    return t
 
 
 @contextmanager

@@ -19,7 +19,11 @@ INITIAL_SUPPLY = 1_000_000_000_000
 LEDGER_FEE = 10_000
 
 
-def deploy_protocol(conn: Any, ids_file: Path, network: str = "local", src: Path | None = None) -> dict[str, Any]:
+def deploy_protocol(conn: Any, ids_file: Path, network: str = "local", src: Path | None = None,
+                    localnet_dir: Path | None = None) -> dict[str, Any]:
+    """Deploy (or upgrade in place) the three canisters. With `localnet_dir`, the localnet's own record is
+    both where existing canisters are looked up (so a second run from another folder upgrades the running
+    protocol instead of deploying another) and where the ids are recorded."""
     from ic_replica.principal import Principal
     from prometheus_build.recipe import build_all
     from prometheus_sdk import did
@@ -28,6 +32,10 @@ def deploy_protocol(conn: Any, ids_file: Path, network: str = "local", src: Path
     built = {r.name: r for r in build_all(src, ROOT / "build" / "canisters", ROOT / "build" / "cache")}
     me = Principal.from_text(conn.principal)
     known = recorded_ids(ids_file, network)
+    if localnet_dir is not None:
+        from prometheus_sdk.localnet import deployed_ids
+
+        known = {**known, **{k: v for k, v in deployed_ids(localnet_dir).items() if k in PROTOCOL}}
     ids: dict[str, str] = {}
     installed: dict[str, bytes | None] = {}
     for name in PROTOCOL:  # every id first: each canister's init names the others
@@ -45,5 +53,9 @@ def deploy_protocol(conn: Any, ids_file: Path, network: str = "local", src: Path
                              did.load(built[name].did).encode_init(init[name]), installed[name])
                for name in PROTOCOL}
     record_ids(ids_file, network, ids)
+    if localnet_dir is not None:
+        from prometheus_sdk.localnet import record_deployed
+
+        record_deployed(ids, localnet_dir)
     return {"network": network, "governance": str(me),
             "canisters": {n: {"id": ids[n], "action": actions[n], "sha256": built[n].sha256} for n in PROTOCOL}}

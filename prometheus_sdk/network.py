@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass
 from urllib.parse import urlparse
 
+from prometheus_sdk import localnet
 from prometheus_sdk.errors import ConfigError
 
 MAINNET_URL = "https://icp-api.io"
@@ -26,11 +27,17 @@ class Network:
 
 
 def local_url() -> str:
-    return os.environ.get("PROMETHEUS_LOCAL_URL", f"http://127.0.0.1:{DEFAULT_LOCAL_PORT}")
+    """`$PROMETHEUS_LOCAL_URL`, else the running `prometheus localnet` wherever it listens, else port 4943."""
+    if os.environ.get("PROMETHEUS_LOCAL_URL"):
+        return os.environ["PROMETHEUS_LOCAL_URL"]
+    info = localnet.running()
+    if info is not None and info.get("url"):
+        return str(info["url"])
+    return f"http://127.0.0.1:{DEFAULT_LOCAL_PORT}"
 
 
 def resolve(spec: str | None) -> Network:
-    """`local` (default), `ic`, or an http(s) URL."""
+    """`local` (default: the running localnet, see `local_url`), `ic`, or an http(s) URL."""
     spec = spec or os.environ.get("PROMETHEUS_NETWORK", "local")
     if spec == "local":
         return Network("local", local_url())

@@ -62,7 +62,7 @@ def test_developer_lifecycle(cli: Any, project: dict[str, Any]) -> None:  # noqa
     again = json.loads(cli("--json", "submit").stdout)  # idempotent: same request, nothing uploaded twice
     assert again["request_id"] == submitted["request_id"] and not again["new_round"]
 
-    status = json.loads(cli("--json", "status").stdout)
+    status = json.loads(cli("--json", "status", code=3).stdout)  # 3: pending
     assert status["outcome"] == "pending" and status["bounties"][0]["state"] == "Open"
     assert status["request"]["request_id"] == submitted["request_id"] and status["request"]["commit"] == COMMIT
     assert [(r["request_id"], r["outcome"], r["current"]) for r in status["rounds"]] == [
@@ -80,7 +80,7 @@ def test_developer_lifecycle(cli: Any, project: dict[str, Any]) -> None:  # noqa
     assert [(t["kind"], t["state"]) for t in reserved["transfers"]] == [("Escrow", "Done")]
     shown = cli("bounty", "show", "0").stdout
     assert "Reserved by" in shown and verifier.principal[:10] in shown
-    assert json.loads(cli("--json", "status").stdout)["bounties"][0]["state"] == "Reserved"
+    assert json.loads(cli("--json", "status", code=3).stdout)["bounties"][0]["state"] == "Reserved"
     assert "ok" in registry.icrc126_file_attestation({"wasm_id": wasm_id, "metadata": to_map(
         {"bounty_id": 0, "126:audit_type": AUDIT, "126hash": wasm_id,
          "126:request_id": submitted["request_id"]})})
@@ -99,7 +99,7 @@ def test_developer_lifecycle(cli: Any, project: dict[str, Any]) -> None:  # noqa
     deployed = json.loads(cli("localnet", "deploy", "--src", str(ROOT / "examples"), "hello_mcp", "--json").stdout)
     live = json.loads(cli("--json", "status", "--canister", deployed[0]["canister_id"]).stdout)["live"]
     assert live == {"canister": deployed[0]["canister_id"], "module_hash": wasm_id, "matches": True}
-    other = json.loads(cli("--json", "status", "--canister", project["ids"]["ledger"]).stdout)["live"]
+    other = json.loads(cli("--json", "status", "--canister", project["ids"]["ledger"], code=5).stdout)["live"]
     assert other["matches"] is False and other["module_hash"] != wasm_id
     published = json.loads(cli("--json", "publish", "1.0.0").stdout)
     assert published["version"] == "1.0.0"
@@ -119,12 +119,12 @@ def test_rejected_round_then_a_correction(cli: Any, project: dict[str, Any]) -> 
     cli(*init_args())
     first = json.loads(cli("--json", "submit", "--bounty", "2000000").stdout)
     wasm_id = project["wasm"].sha256
-    _, hub, registry = verifier_clients(project, "verifier1")
+    verifier, hub, registry = verifier_clients(project, "verifier1")
     assert "ok" in hub.reserve_bounty(first["bounty_id"], AUDIT)
     assert "ok" in registry.icrc126_file_divergence({
         "wasm_id": wasm_id, "divergence_report": "rebuilt wasm differs", "metadata": to_map(
             {"bounty_id": first["bounty_id"], "126:audit_type": AUDIT, "126:found_hash": "00" * 32})})
-    assert json.loads(cli("--json", "status").stdout)["outcome"] == "Rejected"
+    assert json.loads(cli("--json", "status", code=4).stdout)["outcome"] == "Rejected"
     rejected = cli("publish", "1.0.0", check=False)
     assert rejected.returncode == 1 and "was rejected by its verifiers" in rejected.stderr
     late = cli("bounty", "create", "1000000", check=False)
@@ -135,15 +135,16 @@ def test_rejected_round_then_a_correction(cli: Any, project: dict[str, Any]) -> 
     manifest.write_text(manifest.read_text().replace(COMMIT, "ab" * 20))
     second = json.loads(cli("--json", "submit", "--bounty", "1000000").stdout)
     assert second["new_round"] and second["amends"] == first["request_id"] != second["request_id"]
-    status = json.loads(cli("--json", "status").stdout)
+    status = json.loads(cli("--json", "status", code=3).stdout)
     assert status["outcome"] == "pending" and status["request"]["commit"] == "ab" * 20
     assert status["request"]["amends"] == first["request_id"]
     assert [(r["request_id"], r["commit"], r["outcome"], r["current"]) for r in status["rounds"]] == [
         (first["request_id"], COMMIT, "Rejected", False), (second["request_id"], "ab" * 20, "pending", True)]
     assert status["rounds"][0]["audits"][0]["divergences"] == 1
     assert [b["bounty_id"] for b in status["bounties"]] == [second["bounty_id"]]  # the current round's
-    table = cli("status").stdout
+    table = cli("status", code=3).stdout
     assert "#0" in table and "(current)" in table and "Rejected" in table and "pending" in table
+    assert COMMIT in table and "ab" * 20 in table  # full commits, never cut
     rows = json.loads(cli("--json", "bounty", "list").stdout)
     assert {(r["bounty_id"], r["request_id"]) for r in rows} == {(first["bounty_id"], first["request_id"]),
                                                                  (second["bounty_id"], second["request_id"])}
@@ -156,6 +157,20 @@ def test_rejected_round_then_a_correction(cli: Any, project: dict[str, Any]) -> 
     assert "Traceback" not in busy.stderr
     busy_json = json.loads(cli("--json", "submit", check=False).stdout)
     assert "cannot be replaced" in busy_json["error"] and "status --watch" in busy_json["hint"]
+
+    # The verifier rebuilds the corrected commit and attests: the new round is verified, the old one stays
+    # rejected on record, and status shows both (exit 0).
+    manifest.write_text(manifest.read_text().replace("cd" * 20, "ab" * 20))
+    assert "ok" in registry.icrc126_file_attestation({"wasm_id": wasm_id, "metadata": to_map(
+        {"bounty_id": second["bounty_id"], "126:audit_type": AUDIT, "126hash": wasm_id,
+         "126:request_id": second["request_id"]})})
+    final = json.loads(cli("--json", "status").stdout)
+    assert final["outcome"] == "Verified" and final["request"]["request_id"] == second["request_id"]
+    assert [(r["request_id"], r["outcome"]) for r in final["rounds"]] == [
+        (first["request_id"], "Rejected"), (second["request_id"], "Verified")]
+    table = cli("status").stdout
+    assert "Rejected" in table and "Verified" in table and verifier.principal in table
+    assert json.loads(cli("--json", "publish", "1.0.0").stdout)["version"] == "1.0.0"
 
 
 def test_a_lost_escrow_answer_says_what_to_run(capsys: pytest.CaptureFixture[str]) -> None:
@@ -281,17 +296,42 @@ def test_verify_rebuilds_in_the_builder_image_and_compares(cli: Any, tmp_path: P
                          tmp_path / "cache")
     cli(*init_args())
     manifest = project_dir / "prometheus.yml"
-    manifest.write_text(manifest.read_text() + "source_dir: src\nmain: hello_mcp/main.mo\n")
+    manifest.write_text(manifest.read_text().replace("source_dir: .\nmain: src/main.mo\n", "")
+                        + "source_dir: src\nmain: hello_mcp/main.mo\n")
+    head = git_commit(project_dir, "src", "prometheus.yml")
+    manifest.write_text(manifest.read_text().replace(COMMIT, head))
     docker_env = {"DOCKER_HOST": docker_host}
     result = json.loads(cli("--json", "verify", extra_env=docker_env).stdout)
-    assert result == {"expected": app.sha256, "rebuilt": app.sha256, "matches": True, "built_in": builder_image.tag}
+    assert {k: result[k] for k in ("expected", "rebuilt", "matches", "built_in", "built_from")} == {
+        "expected": app.sha256, "rebuilt": app.sha256, "matches": True, "built_in": builder_image.tag,
+        "built_from": head}
+    assert result["warnings"] == [f"commit {head} is on no remote branch: push it, or verifiers cannot fetch it"]
     host = json.loads(cli("--json", "verify", "--no-sandbox").stdout)
     assert host == {**result, "built_in": "host toolchain"}
     differs = cli("--json", "verify", "--hash", "00" * 32, check=False, extra_env=docker_env)
-    assert differs.returncode == 1 and json.loads(differs.stdout)["matches"] is False
+    assert differs.returncode == 5 and json.loads(differs.stdout)["matches"] is False
     (project_dir / "src" / "hello_mcp" / "main.mo").write_text("persistent actor { broken")
+    manifest.write_text(manifest.read_text().replace(head, git_commit(project_dir, "src")))
     broken = cli("verify", check=False, extra_env=docker_env)
     assert broken.returncode == 1 and "hello_mcp/main.mo:" in broken.stderr and "Traceback" not in broken.stderr
     no_docker = cli("verify", check=False, extra_env={"DOCKER_HOST": f"unix://{tmp_path}/no-docker.sock"})
     assert no_docker.returncode == 1 and "cannot reach Docker" in no_docker.stderr
     assert "--no-sandbox" in no_docker.stderr
+
+
+def git_commit(folder: Path, *paths: str) -> str:
+    """Commit `paths` in `folder` (a git repository made on first use); returns the commit's SHA."""
+    import subprocess
+
+    env = {"GIT_AUTHOR_NAME": "dev", "GIT_AUTHOR_EMAIL": "dev@example.com", "GIT_COMMITTER_NAME": "dev",
+           "GIT_COMMITTER_EMAIL": "dev@example.com", "HOME": str(folder), "PATH": "/usr/bin:/bin"}
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=folder, env=env, check=True, capture_output=True,
+                              text=True).stdout.strip()
+
+    if not (folder / ".git").exists():
+        git("init", "-q", "-b", "main")
+    git("add", *paths)
+    git("commit", "-q", "-m", "change")
+    return git("rev-parse", "HEAD")

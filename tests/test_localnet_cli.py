@@ -29,12 +29,13 @@ def cli(tmp_path: Path) -> Iterator:
     project = tmp_path / "project"
     project.mkdir()
 
-    def run(*args: str, check: bool = True,
-            extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run([sys.executable, "-m", "prometheus_cli", *args], cwd=project,
+    def run(*args: str, check: bool = True, extra_env: dict[str, str] | None = None, code: int = 0,
+            cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+        """The real CLI in a subprocess; `check` asserts the exit code is `code`."""
+        proc = subprocess.run([sys.executable, "-m", "prometheus_cli", *args], cwd=cwd or project,
                               env={**env, **(extra_env or {})}, capture_output=True, text=True, timeout=300)
         if check:
-            assert proc.returncode == 0, proc.stderr + proc.stdout
+            assert proc.returncode == code, proc.stderr + proc.stdout
         return proc
 
     yield run

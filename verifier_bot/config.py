@@ -34,7 +34,7 @@ class Config:
     audit_type: str = AUDIT_TYPE
     metrics_addr: str = "127.0.0.1:9464"  # host:port for /metrics and /healthz; empty disables
     file_margin_s: float = 60.0  # never file when the lock expires sooner than this
-    allow_local_repos: bool = False  # http:// and loopback/private hosts: only for tests and the demo
+    allow_local_repos: bool = False  # http:// and loopback/private hosts: ALLOW_LOCAL_REPOS, or a local network
     max_source_mb: int = 200
     source_retries: int = 5  # attempts before an unreachable repository is reported as a divergence
 
@@ -74,6 +74,30 @@ def _flag(values: Mapping[str, str], key: str) -> bool:
     raise ConfigError(f"{key} must be true or false, got {raw!r}")
 
 
+def _local_protocol_ids(values: dict[str, str]) -> None:
+    """On `local`, the registry and hub default to what the CLI finds (nearest `.prometheus/canister_ids.json`,
+    then the running localnet's record), so a worker started beside `prometheus localnet` needs no ids."""
+    from prometheus_sdk import canister_ids
+
+    for key, name in (("VERIFIER_REGISTRY_ID", "mcp_registry"), ("VERIFIER_AUDIT_HUB_ID", "audit_hub")):
+        if not values.get(key):
+            found = canister_ids.find(name, "local", env=values)
+            if found is not None:
+                values[key] = found.canister_id
+
+
+def _is_local(network: str) -> bool:
+    """Loopback repositories are fetched when the network is this machine's (the URL policy in
+    `prometheus_sdk.urls`); a URL that fails to resolve is reported later, by the worker's connection."""
+    from prometheus_sdk import ConfigError as NetworkError
+    from prometheus_sdk import resolve
+
+    try:
+        return resolve(network).is_local
+    except NetworkError:
+        return False
+
+
 def read_file(path: Path) -> dict[str, str]:
     try:
         data = tomllib.loads(path.read_text())
@@ -88,12 +112,15 @@ def load(env: Mapping[str, str] | None = None, file: Path | None = None) -> Conf
     """Build the configuration from `file` (if given) overlaid with `env` (default: os.environ)."""
     values: dict[str, str] = read_file(file) if file else {}
     values.update({k: v for k, v in (os.environ if env is None else env).items()})
+    network = values.get("VERIFIER_NETWORK") or values.get("IC_NETWORK") or "local"
+    if network == "local":
+        _local_protocol_ids(values)
     missing = [k for k in ("VERIFIER_PEM", "VERIFIER_REGISTRY_ID", "VERIFIER_AUDIT_HUB_ID") if not values.get(k)]
     if missing:
         raise ConfigError(f"missing {', '.join(missing)} (set them in the environment or the config file)")
     return Config(
         pem=values["VERIFIER_PEM"],
-        network=values.get("VERIFIER_NETWORK") or values.get("IC_NETWORK") or "local",
+        network=network,
         registry_id=values["VERIFIER_REGISTRY_ID"],
         audit_hub_id=values["VERIFIER_AUDIT_HUB_ID"],
         state_dir=Path(values.get("VERIFIER_STATE_DIR") or _default_state_dir()),
@@ -105,7 +132,7 @@ def load(env: Mapping[str, str] | None = None, file: Path | None = None) -> Conf
         audit_type=values.get("AUDIT_TYPE") or AUDIT_TYPE,
         metrics_addr=values.get("METRICS_ADDR", "127.0.0.1:9464"),
         file_margin_s=_number(values, "FILE_MARGIN_MS", 60_000, 0, 86_400_000) / 1000,
-        allow_local_repos=_flag(values, "ALLOW_LOCAL_REPOS"),
+        allow_local_repos=_flag(values, "ALLOW_LOCAL_REPOS") or _is_local(network),
         max_source_mb=int(_number(values, "MAX_SOURCE_MB", 200, 1, 100_000)),
         source_retries=int(_number(values, "SOURCE_RETRIES", 5, 1, 1000)),
     )

@@ -10,16 +10,15 @@ with argument lists only (never a shell) and without the user's or the system's 
 from __future__ import annotations
 
 import errno
-import ipaddress
 import os
 import re
 import shutil
-import socket
 import subprocess
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlparse
+
+from prometheus_sdk.urls import HostUnresolved, RepoPolicy, RepoUrlRefused, check_repo_url
 
 COMMIT = re.compile(r"^[0-9a-f]{40}$")
 FETCH_TIMEOUT_S = 120
@@ -54,28 +53,15 @@ class SourceTree:
 
 
 def validate_url(url: str, allow_local: bool = False) -> str:
-    """https URLs on public hosts (http and loopback/private hosts only when asked: tests, the demo);
-    no credentials, no options smuggled in."""
-    parsed = urlparse(url)
-    schemes = {"https", "http"} if allow_local else {"https"}
-    if (parsed.scheme not in schemes or not parsed.hostname or parsed.username or parsed.password
-            or url.startswith("-") or any(c in url for c in "\x00\n\r\t ") or len(url) > 2048):
-        raise SourceError(f"refusing repository URL {url!r}: use a plain https:// URL")
-    if not allow_local:
-        _refuse_private_host(parsed.hostname)
-    return url
-
-
-def _refuse_private_host(host: str) -> None:
-    """A request must not make verifiers probe their own networks (and publish what they find)."""
+    """The shared policy (`prometheus_sdk.urls`, the same the CLI applies at `init`/`submit`): https on public
+    hosts; `allow_local` (loopback on a local network, or ALLOW_LOCAL_REPOS) also admits http and
+    loopback/private hosts."""
     try:
-        infos = socket.getaddrinfo(host, 443, proto=socket.IPPROTO_TCP)
-    except (socket.gaierror, UnicodeError) as exc:
-        raise TransientSourceError(f"cannot reach {host}: {exc}") from exc
-    for info in infos:
-        address = ipaddress.ip_address(str(info[4][0]).split("%")[0])
-        if not address.is_global:
-            raise SourceError(f"refusing repository host {host}: it resolves to a non-public address")
+        return check_repo_url(url, RepoPolicy(local_network=allow_local, allow_private=allow_local), resolve_host=True)
+    except HostUnresolved as exc:
+        raise TransientSourceError(str(exc)) from exc
+    except RepoUrlRefused as exc:
+        raise SourceError(f"refusing repository URL {url!r}: {exc}") from exc
 
 
 def validate_commit(commit: str) -> str:

@@ -6,6 +6,9 @@ very file `make build` runs, so the sandbox and the host share one implementatio
 written as a tar with sorted entries, mtime 0 and root ownership, so the same inputs give the same bytes;
 `docker import` turns it into a one-layer image whose diff_id is the tar's sha256, which we check after the
 import and record in every attestation together with the toolchain digest.
+
+One image per pinned toolchain: the image holds only that toolchain's `motoko` package (always at
+`node_modules/motoko` inside), so images for different moc versions differ and each is reproducible.
 """
 
 from __future__ import annotations
@@ -17,6 +20,9 @@ import re
 import subprocess
 import tarfile
 import tempfile
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,12 +30,15 @@ from typing import Any
 from prometheus_build.recipe import RECIPE_VERSION
 from prometheus_build.toolchain import Toolchain, find_toolchain
 
+Progress = Callable[[str], None]  # one line per step while an image is made (the CLIs print them)
+
 REPOSITORY = "prometheus-builder"
 IN_IMAGE = "/opt/prometheus"
 BUILDER_UID = 10001
 LABEL_TOOLCHAIN = "io.prometheus.toolchain-digest"
 LABEL_ROOTFS = "io.prometheus.rootfs-digest"
 LABEL_RECIPE = "io.prometheus.recipe"
+LABEL_MOTOKO = "io.prometheus.motoko"
 
 
 class ImageError(RuntimeError):
@@ -46,10 +55,12 @@ class BuilderImage:
     compile_js: str = f"{IN_IMAGE}/compile.js"
     motoko_dir: str = f"{IN_IMAGE}/toolchain/node_modules/motoko"
     ic_wasm: str = f"{IN_IMAGE}/toolchain/node_modules/@icp-sdk/ic-wasm-linux-x64/bin/ic-wasm"
+    moc: str = ""  # the toolchain it carries: moc version and npm motoko version
+    motoko: str = ""
 
     def as_dict(self) -> dict[str, str]:
         return {"tag": self.tag, "image_id": self.image_id, "rootfs_digest": self.rootfs_digest,
-                "toolchain_digest": self.toolchain_digest}
+                "toolchain_digest": self.toolchain_digest, "moc": self.moc, "motoko": self.motoko}
 
 
 def _shared_libraries(binary: Path) -> list[Path]:
@@ -72,8 +83,15 @@ def _files(toolchain: Toolchain) -> tuple[dict[str, Path], dict[str, Path]]:
     modules = toolchain.motoko_dir.parent
     tools = {"opt/prometheus/compile.js": toolchain.compile_js}
     for path in sorted(modules.rglob("*")):
-        if path.is_file() and not path.is_symlink():
-            tools[f"opt/prometheus/toolchain/node_modules/{path.relative_to(modules).as_posix()}"] = path
+        rel = path.relative_to(modules)
+        top = rel.parts[0]
+        if not path.is_file() or path.is_symlink() or top == ".package-lock.json":
+            continue
+        if top == toolchain.motoko_dir.name:  # this image's toolchain, always at node_modules/motoko inside
+            rel = Path("motoko", *rel.parts[1:])
+        elif top == "motoko" or top.startswith("motoko-"):
+            continue  # the other pinned toolchains have images of their own
+        tools[f"opt/prometheus/toolchain/node_modules/{rel.as_posix()}"] = path
     return system, tools
 
 
@@ -127,27 +145,60 @@ def write_rootfs(toolchain: Toolchain, out: Path) -> str:
     return h.hexdigest()
 
 
-def ensure_image(client: Any, toolchain: Toolchain | None = None) -> BuilderImage:
-    """Import the builder image unless an image with the same root filesystem digest is already there."""
+def ensure_image(client: Any, toolchain: Toolchain | None = None, progress: Progress | None = None) -> BuilderImage:
+    """Import the builder image for `toolchain` (default: the recipe's) unless an image with the same root
+    filesystem digest is already there. `progress` gets one line per step (a first import takes seconds)."""
     import docker
 
+    say = progress or (lambda _line: None)
+    started = time.monotonic()
     toolchain = toolchain or find_toolchain()
+    what = f"builder image for moc {toolchain.moc_version} (motoko@{toolchain.motoko_version})"
+    say(f"{what}: hashing the toolchain")
     tool_digest = toolchain_digest(toolchain)
     with tempfile.TemporaryDirectory(prefix="prometheus-rootfs-") as tmp:
         tar_path = Path(tmp) / "rootfs.tar"
+        say(f"{what}: writing the root filesystem")
         rootfs = write_rootfs(toolchain, tar_path)
         tag = f"{REPOSITORY}:{rootfs[:16]}"
-        image = BuilderImage(tag=tag, rootfs_digest=rootfs, toolchain_digest=tool_digest)
+        image = BuilderImage(tag=tag, rootfs_digest=rootfs, toolchain_digest=tool_digest,
+                             moc=toolchain.moc_version, motoko=toolchain.motoko_version)
         try:
             existing = client.images.get(tag)
         except docker.errors.ImageNotFound:
             existing = None
         if existing is None:
-            changes = [f"LABEL {LABEL_TOOLCHAIN}={tool_digest} {LABEL_ROOTFS}={rootfs} {LABEL_RECIPE}={RECIPE_VERSION}",
+            size = tar_path.stat().st_size
+            say(f"{what}: importing {size / 2**20:.0f} MiB into Docker as {tag}")
+            changes = [f"LABEL {LABEL_TOOLCHAIN}={tool_digest} {LABEL_ROOTFS}={rootfs} {LABEL_RECIPE}={RECIPE_VERSION} "
+                       f"{LABEL_MOTOKO}={toolchain.motoko_version}",
                        f"USER {BUILDER_UID}:{BUILDER_UID}", "WORKDIR /tmp", "ENV HOME=/tmp TMPDIR=/tmp LC_ALL=C TZ=UTC"]
             with open(tar_path, "rb") as f:
                 client.api.import_image(src=f, repository=REPOSITORY, tag=rootfs[:16], changes=changes)
-    return check_image(client, image)
+    checked = check_image(client, image)
+    say(f"{what}: ready, {tag} ({time.monotonic() - started:.1f} s)")
+    return checked
+
+
+_IMAGES: dict[tuple[str, str], BuilderImage] = {}
+_IMAGES_LOCK = threading.Lock()
+
+
+def image_for(client: Any, moc: str | None, progress: Progress | None = None) -> BuilderImage:
+    """The builder image for a pinned moc version (None: the default), made once per process and checked
+    on every use (a removed or retagged image is made again)."""
+    toolchain = find_toolchain(moc=moc)
+    key = (str(getattr(getattr(client, "api", None), "base_url", "")), toolchain.motoko_version)
+    with _IMAGES_LOCK:
+        known = _IMAGES.get(key)
+        if known is not None:
+            try:
+                return check_image(client, known)
+            except ImageError:
+                pass
+        image = ensure_image(client, toolchain, progress)
+        _IMAGES[key] = image
+        return image
 
 
 def check_image(client: Any, image: BuilderImage) -> BuilderImage:

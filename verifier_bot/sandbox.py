@@ -161,11 +161,13 @@ def prepare_out(out: Path) -> None:
 
 
 def build(client: Any, image: BuilderImage, source: Path, main_rel: str, out: Path,
-          limits: Limits = Limits(), owner: str = "") -> BuildResult:
-    """The recipe (`compile.js`) on `source/main_rel` in the sandbox; deterministic failures are results."""
+          limits: Limits = Limits(), owner: str = "", *, root: str = "/src", plan: str | None = None) -> BuildResult:
+    """The recipe (`compile.js`) on `source/main_rel` in the sandbox; deterministic failures are results.
+    `source` is mounted read-only at /src; `root` is the app's source folder inside it and `plan` the
+    package plan (`prometheus_build.recipe.plan_json` with in-container folders)."""
     prepare_out(out)
-    argv = [image.node, image.compile_js, image.motoko_dir, image.ic_wasm, "/src", main_rel,
-            f"/out/{WASM_NAME}", f"/out/{DID_NAME}"]
+    argv = [image.node, image.compile_js, image.motoko_dir, image.ic_wasm, root, main_rel,
+            f"/out/{WASM_NAME}", f"/out/{DID_NAME}", *([plan] if plan else [])]
     run = run_container(client, image, argv, source.resolve(), out.resolve(), limits, owner)
     if run.timed_out:
         return BuildResult(False, None, f"build timed out after {limits.timeout_s:.0f} s", run.log, run.seconds)

@@ -13,7 +13,6 @@ the IC HTTP interface on loopback). The git server is a real `git http-backend` 
 
 from __future__ import annotations
 
-import json
 import os
 import shlex
 import shutil
@@ -51,6 +50,7 @@ class Shell:
         self.env.update({"XDG_CONFIG_HOME": str(work / "config"), "XDG_DATA_HOME": str(work / "data"),
                          "XDG_STATE_HOME": str(work / "state"), "COLUMNS": "160", **GIT_ENV})
         self.timings: list[tuple[str, float]] = []
+        self.started: list[list[str]] = []  # commands that stop what this shell started, run at the end
 
     def cd(self, path: Path) -> None:
         print(f"$ cd {os.path.relpath(path, self.cwd)}")
@@ -132,19 +132,17 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="prometheus-demo-", dir="/tmp"))
     shell = Shell(work)
     started = time.perf_counter()
-    localnet = private_docker = False
     try:
         with git_server(work / "git-server") as git_url:
             print(f"# The demo works in {work}; a git server on loopback ({git_url}) stands in for GitHub.")
             try:
-                localnet, private_docker = lifecycle(shell, work, git_url)
+                lifecycle(shell, work, git_url)
             finally:
                 shell.cwd = work
-                if localnet:
+                if shell.started:
                     say("Clean up")
-                    shell.run("prometheus", "localnet", "stop")
-                if private_docker:
-                    shell.run("prometheus-verifier", "dockerd", "stop", "--purge")
+                for stop in reversed(shell.started):
+                    shell.run(*stop, check=False)
     except DemoFailed as exc:
         print(exc, file=sys.stderr)
         return 1
@@ -156,32 +154,22 @@ def main() -> int:
     return 0
 
 
-def lifecycle(sh: Shell, work: Path, git_url: str) -> tuple[bool, bool]:
-    """The commands of docs/quickstart.md, in order; returns which background services it started."""
-    have_fund = sh.has("prometheus", "localnet", "fund")
-    have_stake = sh.has("prometheus", "localnet", "stake")
-    have_token = sh.has("prometheus", "token")
+def lifecycle(sh: Shell, work: Path, git_url: str) -> None:
+    """The commands of docs/quickstart.md, in order."""
     have_build = sh.has("prometheus", "build")
 
     say("Start the local IC in the background and deploy the protocol (ledger, audit_hub, mcp_registry)")
     port = free_port()
     sh.run("prometheus", "localnet", "start", "--background", *([] if port == 4943 else ["--port", str(port)]))
+    sh.started.append(["prometheus", "localnet", "stop"])
     sh.run("prometheus", "localnet", "deploy-protocol")  # the `default` identity becomes governance
-    ids = json.loads((work / ".prometheus" / "canister_ids.json").read_text())["local"]
 
     say("One identity per role: a developer (who also pays the bounty) and a verifier operator")
     sh.run("prometheus", "identity", "new", "developer")
     sh.run("prometheus", "identity", "new", "verifier")
-    if have_fund:
-        sh.run("prometheus", "localnet", "fund", "developer", "20000000")
-        sh.run("prometheus", "identity", "use", "developer")
-    else:
-        print("  (`prometheus localnet fund` has not landed: the developer is the `default` identity, which holds "
-              "the local ledger's supply)")
-    if have_stake:
-        sh.run("prometheus", "localnet", "stake", "verifier", "1000")
-    else:
-        _stake_without_cli(sh, work, ids)
+    sh.run("prometheus", "localnet", "fund", "developer", "20000000")
+    sh.run("prometheus", "localnet", "stake", "verifier", "1000")
+    sh.run("prometheus", "identity", "use", "developer")
 
     say("The developer pushes the app (with a vendored package and a git-pinned one) to its git server")
     source = ROOT / "examples" / (APP if have_build else "hello_mcp")
@@ -215,11 +203,10 @@ def lifecycle(sh: Shell, work: Path, git_url: str) -> tuple[bool, bool]:
     sh.run("prometheus", "init", "--yes", "--name", APP, "--namespace", NAMESPACE, "--repo-url", repo,
            "--commit", commit, "--wasm-path", f".prometheus/build/{APP}.wasm",
            "--description", "Greets, with two dependencies")
-    private_docker = False
     if not os.environ.get("DOCKER_HOST") or not docker_answers(os.environ["DOCKER_HOST"]):
         print("  (no Docker daemon here: start a private one; it leaves host networking alone)")
         started = sh.run("prometheus-verifier", "dockerd", "start", shown='eval "$(prometheus-verifier dockerd start)"')
-        private_docker = True
+        sh.started.append(["prometheus-verifier", "dockerd", "stop", "--purge"])
         sh.env["DOCKER_HOST"] = started.stdout.strip().removeprefix("export DOCKER_HOST=")
     else:
         sh.env["DOCKER_HOST"] = os.environ["DOCKER_HOST"]
@@ -236,22 +223,16 @@ def lifecycle(sh: Shell, work: Path, git_url: str) -> tuple[bool, bool]:
     say("The verifier operator checks the setup and runs one pass of the worker")
     pem = work / "config" / "prometheus" / "identity" / "verifier" / "identity.pem"
     sh.export("VERIFIER_PEM", str(pem))
-    sh.export("VERIFIER_NETWORK", "local")
-    sh.export("VERIFIER_REGISTRY_ID", ids["mcp_registry"])
-    sh.export("VERIFIER_AUDIT_HUB_ID", ids["audit_hub"])
-    sh.export("ALLOW_LOCAL_REPOS", "true")  # the demo's repositories are on loopback
-    sh.export("METRICS_ADDR", "")
+    sh.export("VERIFIER_NETWORK", "local")  # the running localnet: its URL and protocol ids come from its record
     sh.run("prometheus-verifier", "doctor")
     sh.run("prometheus-verifier", "once")
 
     say("The developer sees the outcome and publishes the verified wasm")
     sh.run("prometheus", "status")
     sh.run("prometheus", "publish", "1.0.0")
-    if have_token:
-        sh.run("prometheus", "token", "balance", "verifier")
+    sh.run("prometheus", "token", "balance", "verifier")
 
     fix_a_rejection(sh, have_build, "src/lib/Greeting.mo" if have_build else "src/main.mo")
-    return True, private_docker
 
 
 def fix_a_rejection(sh: Shell, have_build: bool, greeting: str) -> None:
@@ -287,21 +268,6 @@ def fix_a_rejection(sh: Shell, have_build: bool, greeting: str) -> None:
 def _pin_dependency(mops: Path, spec: str) -> None:
     lines = [f'strutil = "{spec}"' if line.startswith("strutil =") else line for line in mops.read_text().splitlines()]
     mops.write_text("\n".join(lines) + "\n")
-
-
-def _stake_without_cli(sh: Shell, work: Path, ids: dict[str, str]) -> None:
-    """Until `prometheus localnet stake` exists: governance mints the verifier's stake on audit_hub."""
-    print("  (`prometheus localnet stake` has not landed: governance mints stake with the SDK)")
-    code = (
-        "import sys; from prometheus_sdk import connect, identity; from prometheus_sdk.canister import CanisterClient;"
-        "from prometheus_cli.context import Options, connection; from ic_replica.principal import Principal;"
-        "from pathlib import Path; conn = connection(Options());"
-        "hub = CanisterClient.from_did(conn, sys.argv[1], Path(sys.argv[3]));"
-        "print(hub.mint_tokens(Principal.from_text(sys.argv[2]), 'build_reproducibility_v1', 1000))")
-    who = json.loads(sh.run("prometheus", "--json", "--identity", "verifier", "identity", "whoami",
-                            quiet=True).stdout)["principal"]
-    subprocess.run([sys.executable, "-c", code, ids["audit_hub"], who, str(ROOT / "candid" / "audit_hub.did")],
-                   cwd=work, env=sh.env, check=True, capture_output=True)
 
 
 if __name__ == "__main__":

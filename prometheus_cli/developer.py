@@ -157,16 +157,10 @@ def submit(
 
 
 def _build(m: manifests.Manifest, path: Path) -> None:
-    from prometheus_build.recipe import BuildError, build_canister
+    """`submit --build`: the manifest's canister, its packages and toolchain, into wasm_path."""
+    from prometheus_cli.build import build_manifest
 
-    source = (path.parent / m.source_dir).resolve()
-    out = (path.parent / m.wasm_path).resolve()
-    try:
-        result = build_canister(out.stem, source, m.main, out.parent, source / ".prometheus-build-cache")
-    except BuildError as exc:
-        fail(str(exc))
-    if result.wasm != out:
-        out.write_bytes(result.wasm.read_bytes())
+    build_manifest(m, path, out=path.parent / m.wasm_path)
 
 
 def _check_request_fields(m: manifests.Manifest) -> None:
@@ -629,32 +623,20 @@ def _rebuild(sandboxed: bool, source: Path, main: str, tmp: Path) -> tuple[str, 
 
 
 def _rebuild_on_host(source: Path, main: str, tmp: Path) -> tuple[str, str]:
-    from prometheus_build.recipe import BuildError, build_canister
+    """The checkout holding `source` (its prometheus.yml: canister, toolchain, packages) built on this machine."""
+    from prometheus_cli.build import HostFetcher, build_on_host, find_root, plan_tree
 
-    try:
-        return build_canister("rebuilt", source, main, tmp, tmp / "cache").sha256, "host toolchain"
-    except BuildError as exc:
-        fail(str(exc))
-        raise  # unreachable: fail() raises
+    root, data = find_root(source, main)
+    plan = plan_tree(root, data, HostFetcher())
+    return build_on_host(plan, tmp, "rebuilt", lambda _line: None, tmp / "cache").sha256, "host toolchain"
 
 
 def _rebuild_sandboxed(source: Path, main: str, tmp: Path) -> tuple[str, str]:
-    import docker
+    """The same, in the verifiers' builder image for the app's toolchain (Docker via $DOCKER_HOST)."""
+    from prometheus_cli.build import HostFetcher, build_in_sandbox, find_root, plan_tree
 
-    from verifier_bot import sandbox
-    from verifier_bot.image import ImageError, ensure_image
-
-    try:
-        client = docker.from_env(timeout=60)
-        client.ping()
-    except Exception as exc:
-        fail(f"cannot reach Docker: {exc}", "start Docker (or set DOCKER_HOST), or use --no-sandbox to rebuild "
-             "with the toolchain on this machine")
-    try:
-        image = ensure_image(client)
-        result = sandbox.build(client, image, source, main, tmp / "out")
-    except (ImageError, sandbox.SandboxUnavailable) as exc:
-        fail(str(exc), "check Docker, or use --no-sandbox")
-    if not result.ok or result.sha256 is None:
-        fail(f"{result.reason}\n{result.log.strip()}")
-    return str(result.sha256), image.tag
+    root, data = find_root(source, main)
+    fetcher = HostFetcher()
+    plan = plan_tree(root, data, fetcher)
+    sha, tag, _did = build_in_sandbox(plan, fetcher, tmp, lambda _line: None)
+    return sha, tag

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from prometheus_cli import bounties, developer, identities, localnet, tokens
+from prometheus_cli import bounties, build, developer, identities, localnet, tokens
 from prometheus_cli.context import Options
 
 app = typer.Typer(
@@ -33,6 +33,7 @@ app.command()(developer.submit)
 app.command()(developer.status)
 app.command()(developer.publish)
 app.command()(developer.verify)
+app.command()(build.build)
 app.add_typer(bounties.app, name="bounty")
 app.add_typer(identities.app, name="identity")
 app.add_typer(tokens.app, name="token")

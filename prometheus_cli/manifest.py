@@ -27,6 +27,10 @@ class Manifest:
     source_dir: str = "."
     main: str = "src/main.mo"
     listing: dict[str, Any] = field(default_factory=dict)  # category, tags, homepage, ... for the app store
+    canister: str = ""  # which canister of the repository (the build output's name); docs/build.md
+    candid: str = ""  # a checked-in .did, compared with the compiler's interface (never changes the wasm)
+    toolchain: str = ""  # the moc version, e.g. "1.10.1" (or [toolchain] moc in mops.toml)
+    packages: dict[str, str] = field(default_factory=dict)  # name -> vendored folder, for apps without mops.toml
 
     def to_yaml(self) -> str:
         import yaml
@@ -104,7 +108,7 @@ def load(path: Path) -> Manifest:
         fail(f"{path}: missing field(s) {', '.join(missing)}", "every manifest needs name, namespace, repo_url, "
              "commit and wasm_path")
     for key, value in data.items():
-        if key != "listing" and not isinstance(value, str):
+        if key not in ("listing", "packages") and not isinstance(value, str):
             fail(f"{path}: field {key} must be text, got {type(value).__name__}")
     return validate(Manifest(**data))
 

@@ -65,8 +65,8 @@ def attestation_metadata(verdict: Verdict) -> dict[str, Any]:
         listing = [{k: p[k] for k in keep if p.get(k)} for p in verdict.packages]
         text = json.dumps(listing, sort_keys=True, separators=(",", ":"))
         meta["126:packages_digest"] = hashlib.sha256(text.encode()).hexdigest()
-        meta["126:packages"] = text if len(text) <= 4000 else "; ".join(f"{p['name']}@{p['sha256'][:16]}"
-                                                                         for p in listing)[:4000]
+        meta["126:packages"] = text if len(text) <= 2000 else "; ".join(f"{p['name']}@{p['sha256'][:16]}"
+                                                                         for p in listing)[:2000]
     return meta
 
 

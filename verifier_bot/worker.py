@@ -418,6 +418,7 @@ class Worker:
             "126:toolchain_digest": self.image.toolchain_digest,
             "126:image_digest": f"sha256:{self.image.rootfs_digest}",
             "126:build_ms": int(verdict.build_seconds * 1000), "126:worker_version": WORKER_VERSION}
+        metadata.update(rebuild.attestation_metadata(verdict))  # the image, toolchain and packages actually used
         if job.request_id is not None:
             metadata["126:request_id"] = job.request_id
         if verdict.found_hash:

@@ -148,8 +148,9 @@ def main() -> int:
         return 1
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    print(f"\nDone in {time.perf_counter() - started:.1f} s. Slowest steps:")
-    for line, seconds in sorted(shell.timings, key=lambda t: -t[1])[:6]:
+    every = "--timings" in sys.argv[1:]  # every command's time, for docs/quickstart.md
+    print(f"\nDone in {time.perf_counter() - started:.1f} s. {'Every step' if every else 'Slowest steps'}:")
+    for line, seconds in shell.timings if every else sorted(shell.timings, key=lambda t: -t[1])[:6]:
         print(f"  {seconds:6.1f} s  {line}")
     return 0
 

@@ -89,6 +89,7 @@ def start(
 
     Example: prometheus localnet start --background --port 4943
     """
+    as_json = _json(as_json)
     with user_errors(as_json):
         d = data_dir(data)
         d.mkdir(parents=True, exist_ok=True)
@@ -121,6 +122,7 @@ def start(
 @app.command()
 def stop(data: Path | None = DataDir, as_json: bool = JsonOut) -> None:
     """Stop a background replica (it checkpoints its state first)."""
+    as_json = _json(as_json)
     with user_errors(as_json):
         d = data_dir(data)
         info = _require_running(d)
@@ -141,6 +143,7 @@ def status(data: Path | None = DataDir, as_json: bool = JsonOut) -> None:
 
     import httpx
 
+    as_json = _json(as_json)
     with user_errors(as_json):
         d = data_dir(data)
         info = _require_running(d)
@@ -167,6 +170,7 @@ def reset(data: Path | None = DataDir, yes: bool = typer.Option(False, "--yes", 
     """Delete the local replica's state (canisters and keys). Refuses while it runs."""
     import shutil
 
+    as_json = _json(as_json)
     with user_errors(as_json):
         d = data_dir(data)
         if _running(d):
@@ -198,6 +202,7 @@ def deploy(
     """
     from prometheus_cli.deploy import deploy_all
 
+    as_json = _json(as_json)
     with user_errors(as_json):
         url = _target_url(url, data)
         args = {}
@@ -240,6 +245,7 @@ def deploy_protocol_command(
     from prometheus_sdk import Network, connect
     from prometheus_sdk import identity as identities
 
+    as_json = _json(as_json)
     with user_errors(as_json):
         url = _target_url(url, data)
         ours = _is_this_localnet(url, data)
@@ -299,6 +305,13 @@ def stake(
     with user_errors(as_json or _global_json(ctx)):
         _with_json(ctx, as_json)
         funding.stake(ctx, target, amount, audit_type, data)
+
+
+def _json(as_json: bool) -> bool:
+    """`--json` after the command, or the global `prometheus --json localnet ...`."""
+    from prometheus_cli import output
+
+    return as_json or output.GLOBAL_JSON
 
 
 def _global_json(ctx: typer.Context) -> bool:

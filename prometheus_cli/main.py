@@ -25,6 +25,9 @@ def main(
                                  help="Identity name (see `prometheus identity list`)."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output for every command."),
 ) -> None:
+    from prometheus_cli import output
+
+    output.GLOBAL_JSON = as_json
     ctx.obj = Options(network=network, identity=identity, as_json=as_json)
 
 

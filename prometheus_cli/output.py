@@ -32,6 +32,7 @@ def emit(data: Any, as_json: bool, render: Callable[[Any], None]) -> None:
         render(data)
 
 
+GLOBAL_JSON = False  # the global `--json` (set by the app's callback), for commands with their own --json too
 WIDE = 250  # columns when stdout is not a terminal: Rich's default of 80 would cut principals and hashes
 
 

@@ -29,7 +29,7 @@ class Config:
     poll_interval_s: float = 60.0
     max_concurrent_jobs: int = 1
     build_timeout_s: float = 600.0
-    build_memory_mb: int = 2048
+    build_memory_mb: int = 3072
     build_cpus: float = 1.0
     audit_type: str = AUDIT_TYPE
     metrics_addr: str = "127.0.0.1:9464"  # host:port for /metrics and /healthz; empty disables
@@ -127,7 +127,7 @@ def load(env: Mapping[str, str] | None = None, file: Path | None = None) -> Conf
         poll_interval_s=_number(values, "POLL_INTERVAL_MS", 60_000, 100, 86_400_000) / 1000,
         max_concurrent_jobs=int(_number(values, "MAX_CONCURRENT_JOBS", 1, 1, 64)),
         build_timeout_s=_number(values, "BUILD_TIMEOUT_MS", 600_000, 100, 86_400_000) / 1000,
-        build_memory_mb=int(_number(values, "BUILD_MEMORY_MB", 2048, 256, 1_048_576)),
+        build_memory_mb=int(_number(values, "BUILD_MEMORY_MB", 3072, 256, 1_048_576)),
         build_cpus=_number(values, "BUILD_CPUS", 1, 0.1, 256),
         audit_type=values.get("AUDIT_TYPE") or AUDIT_TYPE,
         metrics_addr=values.get("METRICS_ADDR", "127.0.0.1:9464"),

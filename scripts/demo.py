@@ -48,7 +48,8 @@ class Shell:
         self.env = {k: v for k, v in os.environ.items() if not k.startswith(("PROMETHEUS_", "VERIFIER_"))}
         # The demo's own identities, local IC and verifier state: nothing of the user's is touched.
         self.env.update({"XDG_CONFIG_HOME": str(work / "config"), "XDG_DATA_HOME": str(work / "data"),
-                         "XDG_STATE_HOME": str(work / "state"), "COLUMNS": "160", **GIT_ENV})
+                         "XDG_STATE_HOME": str(work / "state"), "XDG_CACHE_HOME": str(work / "cache"),
+                         "COLUMNS": "160", **GIT_ENV})
         self.timings: list[tuple[str, float]] = []
         self.started: list[list[str]] = []  # commands that stop what this shell started, run at the end
 
@@ -76,11 +77,6 @@ class Shell:
         if check and proc.returncode != 0:
             raise DemoFailed(f"demo failed: `{line}` exited with {proc.returncode}")
         return proc
-
-    def has(self, *command: str) -> bool:
-        """Whether this checkout's CLI has a command (some land while the issue is worked on)."""
-        real = [sys.executable, "-m", PROGRAMS[command[0]], *command[1:], "--help"]
-        return subprocess.run(real, env=self.env, capture_output=True, check=False).returncode == 0
 
 
 def say(text: str) -> None:
@@ -157,8 +153,6 @@ def main() -> int:
 
 def lifecycle(sh: Shell, work: Path, git_url: str) -> None:
     """The commands of docs/quickstart.md, in order."""
-    have_build = sh.has("prometheus", "build")
-
     say("Start the local IC in the background and deploy the protocol (ledger, audit_hub, mcp_registry)")
     port = free_port()
     sh.run("prometheus", "localnet", "start", "--background", *([] if port == 4943 else ["--port", str(port)]))
@@ -173,25 +167,14 @@ def lifecycle(sh: Shell, work: Path, git_url: str) -> None:
     sh.run("prometheus", "identity", "use", "developer")
 
     say("The developer pushes the app (with a vendored package and a git-pinned one) to its git server")
-    source = ROOT / "examples" / (APP if have_build else "hello_mcp")
     app = work / APP
-    if have_build:
-        shutil.copytree(source, app)
-        print(f"$ cp -r examples/{APP} {APP}")
-    else:
-        print("  (`prometheus build` and package support have not landed: the app is examples/hello_mcp, "
-              "without dependencies)")
-        (app / "src").mkdir(parents=True)
-        shutil.copy(source / "main.mo", app / "src" / "main.mo")
-        (app / ".gitignore").write_text(".prometheus/\n")
-        print(f"$ mkdir -p {APP}/src && cp examples/hello_mcp/main.mo {APP}/src/")
+    shutil.copytree(ROOT / "examples" / APP, app)
+    print(f"$ cp -r examples/{APP} {APP}")
     sh.cd(app)
-    if have_build:
-        dependency = f"{git_url}/strutil.git"
-        dep_commit = subprocess.run(["git", "ls-remote", dependency, "main"], capture_output=True, text=True,
-                                    check=True, env=sh.env).stdout.split()[0]
-        _pin_dependency(app / "mops.toml", f"{dependency}#main@{dep_commit}")
-        print(f'$ # pin the dependency in mops.toml: strutil = "{dependency}#main@{dep_commit}"')
+    dependency = f"{git_url}/strutil.git"
+    dep_commit = sh.run("git", "ls-remote", dependency, "main").stdout.split()[0]
+    _pin_dependency(app / "mops.toml", f"{dependency}#main@{dep_commit}")
+    print(f'$ # pin it in mops.toml: strutil = "{dependency}#main@{dep_commit}"')
     sh.run("git", "init", "--quiet", "-b", "main")
     sh.run("git", "add", "-A")
     sh.run("git", "commit", "--quiet", "-m", "greeter 0.1.0")
@@ -211,15 +194,11 @@ def lifecycle(sh: Shell, work: Path, git_url: str) -> None:
         sh.env["DOCKER_HOST"] = started.stdout.strip().removeprefix("export DOCKER_HOST=")
     else:
         sh.env["DOCKER_HOST"] = os.environ["DOCKER_HOST"]
-    if have_build:
-        sh.run("prometheus", "build")
-        sh.run("prometheus", "verify")
-        say("Submit it for verification with a bounty")
-        sh.run("prometheus", "submit", "--bounty", str(BOUNTY))
-    else:
-        say("Submit it for verification with a bounty")
-        sh.run("prometheus", "submit", "--build", "--bounty", str(BOUNTY))
-        sh.run("prometheus", "verify")
+    sh.run("prometheus", "build")
+    sh.run("prometheus", "verify")
+
+    say("Submit it for verification with a bounty")
+    sh.run("prometheus", "submit", "--bounty", str(BOUNTY))
 
     say("The verifier operator checks the setup and runs one pass of the worker")
     pem = work / "config" / "prometheus" / "identity" / "verifier" / "identity.pem"
@@ -233,22 +212,19 @@ def lifecycle(sh: Shell, work: Path, git_url: str) -> None:
     sh.run("prometheus", "publish", "1.0.0")
     sh.run("prometheus", "token", "balance", "verifier")
 
-    fix_a_rejection(sh, have_build, "src/lib/Greeting.mo" if have_build else "src/main.mo")
+    fix_a_rejection(sh)
 
 
-def fix_a_rejection(sh: Shell, have_build: bool, greeting: str) -> None:
+def fix_a_rejection(sh: Shell) -> None:
     """The trap of issue 11: new code committed and pushed, but prometheus.yml still names the old commit.
     Verifiers rebuild that commit, get another hash and reject; a corrected request opens a new round."""
     say("Version 1.1.0: the developer changes the code, commits, pushes, builds and submits, but forgets to "
         "update the commit in prometheus.yml")
-    sh.run("sed", "-i", "s/Hello, /Welcome, /", greeting)
+    sh.run("sed", "-i", "s/Hello, /Welcome, /", "src/lib/Greeting.mo")
     sh.run("git", "commit", "--quiet", "-am", "greeter 0.1.1: a warmer greeting")
     sh.run("git", "push", "--quiet", "origin", "main")
-    if have_build:
-        sh.run("prometheus", "build")
-        sh.run("prometheus", "submit", "--bounty", str(BOUNTY))
-    else:
-        sh.run("prometheus", "submit", "--build", "--bounty", str(BOUNTY))
+    sh.run("prometheus", "build")
+    sh.run("prometheus", "submit", "--bounty", str(BOUNTY))
     sh.run("prometheus-verifier", "once")
     rejected = sh.run("prometheus", "status", check=False)
     print(f"  (exit status {rejected.returncode})")

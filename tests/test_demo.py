@@ -34,10 +34,12 @@ def test_lifecycle_demo_runs_end_to_end(docker_host: str) -> None:
     assert "prometheus localnet deploy-protocol" in commands
     assert any(c.startswith("prometheus init --yes --name greeter") for c in commands)
     assert any(c.startswith("prometheus submit") and "--bounty 5000000" in c for c in commands)
-    for expected in ("prometheus verify", "prometheus-verifier doctor", "prometheus-verifier once",
+    for expected in ("prometheus localnet fund developer 20000000", "prometheus localnet stake verifier 1000",
+                     "prometheus build", "prometheus verify", "prometheus-verifier doctor", "prometheus-verifier once",
                      "prometheus status", "prometheus publish 1.0.0", "prometheus localnet stop"):
         assert expected in commands, (expected, commands)
     assert "eval \"$(prometheus-verifier dockerd start)\"" not in commands  # DOCKER_HOST given: no private daemon
+    assert "packages: core (bundled), strutil (git), textutil (vendored)" in out  # prometheus build
     assert ": matches" in out  # prometheus verify
     assert "bounty     0  filed     attest" in out  # the worker's journal
     assert "in io.prometheus.demo.greeter: Verified" in out and "Paid to" in out

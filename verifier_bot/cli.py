@@ -61,7 +61,7 @@ def load_identity(pem: str) -> Any:
         raise SetupError(str(exc)) from exc
 
 
-def docker_client() -> Any:
+def docker_client(config: Path | None = None) -> Any:
     import docker
 
     try:
@@ -69,7 +69,19 @@ def docker_client() -> Any:
         client.ping()
         return client
     except Exception as exc:
-        raise SetupError(f"cannot reach Docker ({os.environ.get('DOCKER_HOST', 'default socket')}): {exc}") from exc
+        where = os.environ.get("DOCKER_HOST", "the default socket")
+        raise SetupError(f"cannot reach Docker at {where}: {exc}; {dockerd_hint(config)}") from exc
+
+
+def dockerd_hint(config: Path | None) -> str:
+    """What to do when Docker is unreachable: point at our private daemon if it runs, else say how to start it."""
+    from verifier_bot.dockerd import PrivateDockerd
+
+    state = PrivateDockerd(dockerd_dir(None, config)).status()
+    if state.running:
+        return f"a private dockerd runs in {state.dir}: export DOCKER_HOST={state.docker_host}"
+    return ("no Docker daemon? `eval \"$(prometheus-verifier dockerd start)\"` starts a private one "
+            "(root and `apt-get install docker.io` needed; see docs/verifier.md)")
 
 
 def make_worker(cfg: configuration.Config) -> Any:

@@ -78,7 +78,7 @@ def run_checks(config_file: Path | None) -> list[dict[str, Any]]:
         except SdkError as exc:
             record("network", False, f"{cfg.network}: {exc}")
     try:
-        client = docker_client()
+        client = docker_client(config_file)
         record("docker", True, f"Docker {client.version().get('Version', '?')}")
         try:
             image = ensure_image(client)
@@ -88,17 +88,6 @@ def run_checks(config_file: Path | None) -> list[dict[str, Any]]:
         except ImageError as exc:
             record("image", False, str(exc))
     except SetupError as exc:
-        record("docker", False, f"{exc}; {_dockerd_hint(config_file)}")
+        record("docker", False, str(exc))
     return checks
 
-
-def _dockerd_hint(config_file: Path | None) -> str:
-    """What to do when Docker is unreachable: point at our private daemon if it runs, else say how to start it."""
-    from verifier_bot.cli import dockerd_dir
-    from verifier_bot.dockerd import PrivateDockerd
-
-    state = PrivateDockerd(dockerd_dir(None, config_file)).status()
-    if state.running:
-        return f"a private dockerd runs in {state.dir}: export DOCKER_HOST={state.docker_host}"
-    return ("no Docker daemon? `eval \"$(prometheus-verifier dockerd start)\"` starts a private one "
-            "(root and `apt-get install docker.io` needed; see docs/verifier.md)")

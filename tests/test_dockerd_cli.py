@@ -129,3 +129,11 @@ def test_doctor_hints_at_the_private_daemon(state_dir: Path) -> None:
     assert run.returncode == 1
     docker_check = next(c for c in json.loads(run.stdout)["checks"] if c["check"] == "docker")
     assert not docker_check["ok"] and "prometheus-verifier dockerd start" in docker_check["detail"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("dockerd") is None, reason="needs root and docker.io")
+def test_too_long_a_directory_is_refused_before_starting(state_dir: Path) -> None:
+    deep = state_dir / ("d" * 100)
+    run = cli("dockerd", "start", "--dir", str(deep))
+    assert run.returncode == 1 and "choose a shorter --dir" in run.stderr and "Traceback" not in run.stderr
+    assert not deep.exists()

@@ -5,8 +5,10 @@ A developer takes the sample app in `examples/greeter` (a main actor, a module o
 vendored under `vendor/` and one from a git repository pinned to a commit), pushes it to a git server,
 builds and verifies it locally and submits it with a bounty; a verifier operator runs the worker, which
 rebuilds the exact commit in the locked-down sandbox and attests; the developer checks the status and
-publishes 1.0.0. Everything runs against `prometheus localnet start --background` (the embedded IC behind
-the IC HTTP interface on loopback). The git server is a real `git http-backend` on 127.0.0.1
+publishes 1.0.0. Then version 1.1.0 is submitted with a stale commit in prometheus.yml: rejected, `verify`
+shows why, the corrected request opens a new round, verified, published. `--timings` lists every command's
+time (docs/quickstart.md records them). Everything runs against `prometheus localnet start --background`
+(the embedded IC behind the IC HTTP interface on loopback). The git server is a real `git http-backend` on 127.0.0.1
 (`testkit/git_server.py`), standing in for GitHub. Identities, the local IC, the verifier's state and (when
 `$DOCKER_HOST` is unset) a private Docker daemon live in a temporary directory removed at the end.
 """

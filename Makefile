@@ -14,7 +14,7 @@ help:
 	@echo "make test    - set up, then run the whole test suite"
 	@echo "make lint    - ruff + mypy"
 	@echo "make bench   - replica benchmarks (figures recorded in docs/benchmarks.md)"
-	@echo "make demo    - set up, build and run canisters on the embedded replica"
+	@echo "make demo    - set up, then the whole lifecycle as a user types it (prometheus + prometheus-verifier commands)"
 
 $(STAMPS)/python: pyproject.toml
 	@mkdir -p $(STAMPS)

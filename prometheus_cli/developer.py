@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import sys
 import time
 from pathlib import Path
 from typing import Any, NoReturn
@@ -119,6 +120,11 @@ def submit(
             _build(m, path)
         wasm_path = manifests.wasm_file(m, path)
         wasm = wasm_check.check(wasm_path.read_bytes(), wasm_path)
+        from prometheus_cli import gitsource
+
+        for note in gitsource.submit_warnings(path.parent.resolve(), m.commit, path.parent / m.source_dir,
+                                              (path, wasm_path)):
+            print(f"warning: {note}", file=sys.stderr)
         # Everything the registry or a verifier would refuse is refused before anything is created.
         manifests.validate_repo(m.repo_url, network_of(opts).is_local, resolve_host=True)
         _check_request_fields(m)
@@ -573,7 +579,6 @@ def verify(
     the rebuild runs in the locked-down builder image the verifier worker uses (Docker via $DOCKER_HOST).
     Exit code: 0 matches, 5 differs, 1 on errors. Example: prometheus verify
     """
-    import sys
     import tempfile
 
     opts = _opts(ctx)

@@ -8,6 +8,7 @@ from the object database with the worker's own writer (`verifier_bot.source`): n
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,3 +81,17 @@ def warnings(top: Path, commit: str, scope: Path, ignore: tuple[Path, ...] = ())
     if remote.returncode != 0 or not remote.stdout.strip():
         out.append(f"commit {commit} is on no remote branch: push it, or verifiers cannot fetch it")
     return out
+
+
+def submit_warnings(folder: Path, commit: str, scope: Path, ignore: tuple[Path, ...] = ()) -> list[str]:
+    """What `verify` would warn about, said at `submit` too: a stale commit gets a wasm rejected. Silent when
+    the app is not in a local git repository (the commit may live only on the remote)."""
+    run = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=folder, capture_output=True, text=True,
+                         timeout=60, check=False) if shutil.which("git") else None
+    if run is None or run.returncode != 0:
+        return []
+    top = Path(run.stdout.strip())
+    if _git(["cat-file", "-e", f"{commit}^{{commit}}"], top).returncode != 0:
+        return [f"commit {commit} (prometheus.yml) is not in the local repository {top}: verifiers will build "
+                "that commit; check it with `prometheus verify`"]
+    return warnings(top, commit, scope, ignore)

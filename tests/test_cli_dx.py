@@ -268,6 +268,8 @@ def test_verify_rebuilds_the_manifest_commit_not_the_working_tree(net: Net) -> N
     main.write_text(main.read_text() + "\n// not committed\n")
     dirty = net.cli("verify", "--no-sandbox", cwd=folder)
     assert f"the working tree differs from commit {second} (src/hello_mcp/main.mo)" in dirty.stderr
+    submitted = net.cli("submit", cwd=folder, code=None)  # warned before anything is sent, whatever follows
+    assert f"warning: the working tree differs from commit {second} (src/hello_mcp/main.mo)" in submitted.stderr
     (folder / "prometheus.yml").write_text((folder / "prometheus.yml").read_text().replace(second, "ab" * 20))
     absent = net.cli("verify", "--no-sandbox", cwd=folder, code=1)
     assert f"commit {'ab' * 20} (prometheus.yml) is not in the local repository" in absent.stderr

@@ -163,6 +163,26 @@ class Resolver:
         self.done: dict[str, Package] = {}
 
     def resolve(self, manifest_packages: Mapping[str, str], manifest_label: str, mops: MopsConfig | None) -> Resolution:
+        """As mops: the root's declaration wins; among packages' own declarations of a registry version, the
+        highest requested wins (resolved again with that version pinned until nothing changes)."""
+        pins: dict[str, str] = {}
+        for _ in range(MAX_PACKAGES):
+            requested = self._resolve_once(manifest_packages, manifest_label, mops, pins)
+            chosen = {p.name: p.version for p in self.result.packages}
+            top = {name: max(versions, key=_version_key) for name, versions in requested.items()}
+            higher = {name: v for name, v in top.items() if chosen.get(name) != v and pins.get(name) != v}
+            if not higher:
+                return self.result
+            pins.update(higher)
+            self.result, self.done = Resolution(), {}
+        raise PackageError(f"{manifest_label}: package versions do not settle")
+
+    def _resolve_once(self, manifest_packages: Mapping[str, str], manifest_label: str, mops: MopsConfig | None,
+                      pins: Mapping[str, str]) -> dict[str, list[str]]:
+        """One breadth-first pass; returns the registry versions packages requested for names the root does
+        not declare."""
+        requested: dict[str, list[str]] = {}
+        roots = set(manifest_packages) | (set(mops.dependencies) if mops is not None else set())
         repo = _Scope(self.repo_root, self.repo_root, "the repository", True)
         queue: list[tuple[str, Any, str, _Scope]] = []
         for name, spec in manifest_packages.items():
@@ -172,8 +192,16 @@ class Resolver:
             for name, spec in mops.dependencies.items():
                 if name not in manifest_packages:  # prometheus.yml names a package directly: it wins
                     queue.append((name, spec, mops.label, scope))
+        transitive_from = len(queue)  # entries after the root's are packages' own declarations
+        index = 0
         while queue:
             name, spec, label, scope = queue.pop(0)
+            index += 1
+            if index > transitive_from and name not in roots and isinstance(spec, str) and VERSION.match(spec) \
+                    and not spec.startswith(("./", "../", "/")):
+                requested.setdefault(name, []).append(spec)
+                if name in pins and spec != pins[name]:
+                    continue  # resolved where the pinned (highest) version is declared, in that package's scope
             if name in self.done:
                 continue
             if len(self.done) >= MAX_PACKAGES:
@@ -186,7 +214,7 @@ class Resolver:
         for name in sorted(set(self.bundled) - set(self.done)):  # mo:core etc., available to every app
             self.result.packages.append(self._bundled(name, "", "the toolchain"))
         self.result.packages.sort(key=lambda p: p.name)
-        return self.result
+        return {name: versions for name, versions in requested.items() if len(set(versions)) > 1}
 
     def _one(self, name: str, spec: Any, label: str,
              scope: _Scope) -> tuple[Package, MopsConfig | None, _Scope | None]:
@@ -281,6 +309,11 @@ class Resolver:
         except ValueError:
             raise PackageError(f"{where}: baseDir {base_dir!r} is outside the package") from None
         return base if base.is_dir() else root
+
+
+def _version_key(version: str) -> tuple[tuple[int, str], ...]:
+    """Orders versions as mops does for the usual `MAJOR.MINOR.PATCH`: numerically, part by part."""
+    return tuple((int(part), "") if part.isdigit() else (-1, part) for part in re.split(r"[.+-]", version))
 
 
 def _virtual(prefix: str, root: Path, base: Path) -> str:

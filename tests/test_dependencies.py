@@ -132,6 +132,24 @@ def test_vendored_registry_version_from_dot_mops(tmp_path: Path) -> None:
         "vendored", "9.0.1", ".mops/map@9.0.1/src", ".mops/map@9.0.1")
 
 
+def test_the_highest_version_packages_request_wins_unless_the_root_pins_one(tmp_path: Path) -> None:
+    """mops: the root's declaration wins; otherwise the highest version any package asks for (1.10.0 > 1.2.0)."""
+    lib = "module { public let x = 1 };\n"
+    files = {"src/main.mo": "persistent actor {};\n",
+             "mops.toml": '[dependencies]\na = "./vendor/a"\nb = "./vendor/b"\n',
+             "vendor/a/mops.toml": '[dependencies]\nmap = "1.2.0"\n', "vendor/a/src/lib.mo": lib,
+             "vendor/a/.mops/map@1.2.0/src/lib.mo": lib,
+             "vendor/b/mops.toml": '[dependencies]\nmap = "1.10.0"\n', "vendor/b/src/lib.mo": lib,
+             "vendor/b/.mops/map@1.10.0/src/lib.mo": lib}
+    app = write(tmp_path / "free", files)
+    (chosen,) = [p for p in project.plan(app, {}).packages if p.name == "map"]
+    assert (chosen.version, chosen.path) == ("1.10.0", "vendor/b/.mops/map@1.10.0")
+    pinned = write(tmp_path / "pinned", {**files, "mops.toml": files["mops.toml"] + 'map = "1.2.0"\n',
+                                          ".mops/map@1.2.0/src/lib.mo": lib})
+    (root_pin,) = [p for p in project.plan(pinned, {}).packages if p.name == "map"]
+    assert (root_pin.version, root_pin.path) == ("1.2.0", ".mops/map@1.2.0")
+
+
 @pytest.mark.parametrize(("mops", "expected"), [
     ('map = "9.0.1"', "mops.toml: package 'map' = \"9.0.1\" comes from the mops registry, which verifiers cannot "
                       "reach: vendor it"),

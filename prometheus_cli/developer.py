@@ -137,6 +137,13 @@ def submit(
         if namespace and conn.principal not in [str(p) for p in namespace[0]["controllers"]]:
             fail(f"namespace {m.namespace} belongs to someone else", "ask one of its controllers to add you")
         if not namespace:
+            from prometheus_cli.tokens import principal_of_conn
+
+            quota = registry.upload_quota(principal_of_conn(conn))
+            if quota["incomplete"] >= quota["max_incomplete"]:
+                fail(f"you have {quota['incomplete']} incomplete uploads, the registry's limit per principal: "
+                     f"namespace {m.namespace} was not created",
+                     "finish them with `prometheus submit` from their apps, or wait a day for them to expire")
             err = _err(registry.icrc118_create_canister_type({"namespace": m.namespace, "description": m.description}))
             if err:
                 fail(f"cannot create namespace {m.namespace}: {err}")

@@ -6,6 +6,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from prometheus_build.recipe import build_canister, discover_canisters, source_digest
 from prometheus_build.toolchain import find_toolchain
@@ -76,3 +77,9 @@ def test_missing_source_folder_is_a_clear_error(tmp_path: Path) -> None:
 
 def test_discovery_finds_every_canister() -> None:
     assert set(discover_canisters(TEST_CANISTERS)) == {"counter", "incompatible", "probe", "relay", "ticker"}
+
+
+def test_checked_in_interfaces_match_the_canisters(product: dict[str, Any]) -> None:
+    """candid/*.did is what clients are generated from: it must be the compiler's interface, byte for byte."""
+    for name, result in product.items():
+        assert (ROOT / "candid" / f"{name}.did").read_text() == result.did.read_text(), f"candid/{name}.did is stale"

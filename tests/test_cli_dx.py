@@ -274,3 +274,27 @@ def test_verify_rebuilds_the_manifest_commit_not_the_working_tree(net: Net) -> N
     absent = net.cli("verify", "--no-sandbox", cwd=folder, code=1)
     assert f"commit {'ab' * 20} (prometheus.yml) is not in the local repository" in absent.stderr
     assert "--worktree" in absent.stderr and "Traceback" not in absent.stderr
+
+
+def test_a_full_upload_quota_creates_no_namespace(net: Net) -> None:
+    """The one refusal that used to come after a new namespace was created: checked before, nothing remains."""
+    import hashlib
+
+    from prometheus_sdk import Network, connect, identity
+    from prometheus_sdk.canister import CanisterClient
+
+    net.cli("identity", "new", "quota-dev")
+    signer = connect(Network("local", net.url), identity.from_pem_file(
+        net.root / "config" / "prometheus" / "identity" / "quota-dev" / "identity.pem"))
+    registry = CanisterClient.from_did(signer, net.ids["mcp_registry"], ROOT / "candid" / "mcp_registry.did")
+    assert "ok" in registry.icrc118_create_canister_type({"namespace": "com.example.quota-held", "description": ""})
+    for i in range(2):  # two uploads left half done: the per-principal limit
+        chunk = b"\0asm\x01\0\0\0" + bytes([i])
+        assert "ok" in registry.icrc118_upload_wasm_chunk({
+            "namespace": "com.example.quota-held", "wasm_hash": hashlib.sha256(chunk * 2).digest(),
+            "chunk_index": 0, "total_chunks": 2, "chunk": chunk, "chunk_hash": hashlib.sha256(chunk).digest()})
+    folder = net.project("quota")
+    refused = net.cli("--identity", "quota-dev", "submit", cwd=folder, code=1)
+    assert "2 incomplete uploads" in refused.stderr and "was not created" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert not namespace_exists(net, "com.example.quota")

@@ -91,6 +91,9 @@ module {
     };
   };
 
+  // How many live incomplete uploads `uploader` holds (they count against its quota).
+  public func incompleteCount(s : Store, uploader : Principal, now : Int) : Nat { liveIncomplete(s, uploader, now) };
+
   // Store one chunk (the caller has checked namespace control). Once every chunk is present the module's
   // sha256 must equal `wasm_hash`, or the upload is dropped whole.
   public func put(s : Store, caller : Principal, c : Chunk, now : Int) : { #ok : { complete : Bool; missing : [Nat] }; #err : T.Error } {

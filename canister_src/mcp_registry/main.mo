@@ -357,6 +357,12 @@ persistent actor class Registry(init : { governance : Principal; audit_hub : Pri
     Namespaces.deprecate(names, arg.namespace, arg.version, arg.reason);
   };
 
+  // A client checks this before creating a namespace, so a new namespace and its first upload either both
+  // happen or neither does (the registry cannot delete a namespace).
+  public query func upload_quota(uploader : Principal) : async { incomplete : Nat; max_incomplete : Nat } {
+    { incomplete = Uploads.incompleteCount(uploads, uploader, now()); max_incomplete = Limits.MAX_INCOMPLETE_PER_PRINCIPAL };
+  };
+
   public query func icrc118_get_wasms(namespace : Text) : async [T.Version] { Namespaces.versions(names, namespace) };
 
   // ---------------------------------------------------------------- ICRC-126: rounds and filings

@@ -228,6 +228,11 @@ def build(
     with user_errors(as_json):
         m = manifests.load(path)
         result = build_manifest(m, path, out, sandboxed, quiet=as_json)
+        from prometheus_cli import gitsource
+
+        # this builds the working tree; verifiers build the manifest's commit: say when they differ
+        result["warnings"] = list(result["warnings"]) + gitsource.submit_warnings(
+            path.parent.resolve(), m.commit, path.parent / m.source_dir, (path, Path(result["wasm"])))
 
     def render(r: dict[str, Any]) -> None:
         import sys

@@ -63,9 +63,12 @@ def init(
         defaults = {"repo_url": git.get("repo_url"), "commit": git.get("commit")}
         validators = {"name": manifests.validate_name, "namespace": manifests.validate_namespace,
                       "repo_url": lambda v: manifests.validate_repo(v, local, resolve_host=True),
-                      "commit": manifests.validate_commit}
+                      "commit": manifests.validate_commit, "wasm_path": manifests.validate_wasm_path}
         values: dict[str, str] = {}
         for key, value in required.items():
+            if value is None and key == "wasm_path":
+                defaults["wasm_path"] = manifests.default_wasm_path(values.get("name", "app"))
+                value = defaults["wasm_path"] if yes else None
             if value is None and yes:
                 fail(f"--{key.replace('_', '-')} is required with --yes")
             if value is None:
@@ -105,6 +108,8 @@ def submit(
     build: bool = typer.Option(False, "--build", help="Build the wasm with the reproducible recipe first."),
     bounty: int | None = typer.Option(None, "--bounty", help="Also fund a bounty of this many token units."),
     timeout_days: int = typer.Option(7, "--bounty-timeout-days", help="When an unclaimed bounty is refunded."),
+    force: bool = typer.Option(False, "--force", help="Submit even though the local source is not the "
+                                                      "manifest's commit (verifiers will build that commit)."),
 ) -> None:
     """Upload the wasm (resumable, per-chunk hashes) and request its verification; optionally fund a bounty.
 
@@ -122,9 +127,14 @@ def submit(
         wasm = wasm_check.check(wasm_path.read_bytes(), wasm_path)
         from prometheus_cli import gitsource
 
-        for note in gitsource.submit_warnings(path.parent.resolve(), m.commit, path.parent / m.source_dir,
-                                              (path, wasm_path)):
+        notes = gitsource.submit_warnings(path.parent.resolve(), m.commit, path.parent / m.source_dir,
+                                          (path, wasm_path))
+        for note in notes:
             print(f"warning: {note}", file=sys.stderr)
+        if not force and any(note.startswith(gitsource.SOURCE_DIFFERS) for note in notes):
+            fail(f"not submitted: the wasm was built from other source than commit {m.commit}, which verifiers "
+                 "will rebuild, so it would most likely be rejected",
+                 "update `commit` in prometheus.yml and check with `prometheus verify`; --force submits anyway")
         # Everything the registry or a verifier would refuse is refused before anything is created.
         manifests.validate_repo(m.repo_url, network_of(opts).is_local, resolve_host=True)
         _check_request_fields(m)

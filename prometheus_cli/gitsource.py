@@ -64,18 +64,38 @@ def export(folder: Path, commit: str, dest: Path, scope: Path | None = None,
     return Checkout(dest, top, warnings(top, commit, scope or top, ignore))
 
 
+# Warnings that mean the local source is not the manifest's commit: the wasm built here will likely differ.
+SOURCE_DIFFERS = ("prometheus.yml names commit", "the working tree differs")
+
+
+def _names(out: str, skip: set[str]) -> list[str]:
+    return [n for n in out.split("\0")
+            if n and n not in skip and not any(part.startswith(".prometheus") for part in n.split("/"))]
+
+
+def _shown(names: list[str]) -> str:
+    return ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+
+
 def warnings(top: Path, commit: str, scope: Path, ignore: tuple[Path, ...] = ()) -> list[str]:
-    """Why what verifiers fetch may not be what the developer is looking at."""
+    """Why what verifiers fetch may not be what the developer is looking at: prometheus.yml naming an older
+    commit than HEAD, uncommitted changes, or a commit no remote has."""
     out: list[str] = []
     where = str(scope.resolve())
-    changed = _git(["diff", "--name-only", "-z", commit, "--", where], top).stdout.split("\0")
-    untracked = _git(["ls-files", "--others", "--exclude-standard", "-z", "--", where], top).stdout.split("\0")
     skip = {str(p.resolve().relative_to(top.resolve())) for p in ignore if p.resolve().is_relative_to(top.resolve())}
-    names = [n for n in changed + untracked
-             if n and n not in skip and not any(part.startswith(".prometheus") for part in n.split("/"))]
+    head = _git(["rev-parse", "HEAD"], top).stdout.strip()
+    since = _names(_git(["diff", "--name-only", "-z", commit, head, "--", where], top).stdout, skip) \
+        if head and head != commit else []
+    if since:
+        out.append(f"prometheus.yml names commit {commit} but HEAD is {head}, and the source changed since "
+                   f"({_shown(since)}): verifiers build {commit}; set `commit: {head}` in prometheus.yml "
+                   "(once pushed)")
+    base = head if since else commit
+    changed = _git(["diff", "--name-only", "-z", base, "--", where], top).stdout
+    untracked = _git(["ls-files", "--others", "--exclude-standard", "-z", "--", where], top).stdout
+    names = _names(changed + "\0" + untracked, skip)
     if names:
-        shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
-        out.append(f"the working tree differs from commit {commit} ({shown}): verifiers build the commit; "
+        out.append(f"the working tree differs from commit {base} ({_shown(names)}): verifiers build commits; "
                    "commit your changes and update `commit` in prometheus.yml")
     remote = _git(["branch", "-r", "--contains", commit], top)
     if remote.returncode != 0 or not remote.stdout.strip():

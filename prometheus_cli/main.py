@@ -43,5 +43,16 @@ app.add_typer(tokens.app, name="token")
 app.add_typer(localnet.app, name="localnet")
 
 
+def global_json_anywhere(args: list[str]) -> list[str]:
+    """`--json` is a global option; accept it after the command too (`prometheus status --json`), as users
+    type it, by moving it in front (every command reads the global flag)."""
+    end = args.index("--") if "--" in args else len(args)
+    if "--json" not in args[:end]:
+        return args
+    return ["--json"] + [a for a in args[:end] if a != "--json"] + args[end:]
+
+
 def run() -> None:
-    app()
+    import sys
+
+    app(args=global_json_anywhere(sys.argv[1:]), prog_name="prometheus")

@@ -81,9 +81,23 @@ def validate(m: Manifest) -> Manifest:
     validate_namespace(m.namespace)
     validate_repo(m.repo_url)
     validate_commit(m.commit)
-    if not m.wasm_path:
-        fail("wasm_path is empty", "point it at the built .wasm (or .wasm.gz) of your canister")
+    validate_wasm_path(m.wasm_path)
     return m
+
+
+def validate_wasm_path(value: str) -> str:
+    if not value:
+        fail("wasm_path is empty", "point it at the .wasm `prometheus build` writes, e.g. .prometheus/build/app.wasm")
+    if not value.endswith((".wasm", ".wasm.gz")):
+        fail(f"wasm_path {value!r} does not name a .wasm or .wasm.gz file",
+             "point it at the .wasm `prometheus build` writes, e.g. .prometheus/build/app.wasm")
+    return value
+
+
+def default_wasm_path(name: str) -> str:
+    """Where `init` suggests `prometheus build` writes the module: under the (git-ignored) .prometheus/."""
+    slug = re.sub(r"[^a-z0-9_.-]+", "-", name.lower()).strip("-.") or "app"
+    return f".prometheus/build/{slug}.wasm"
 
 
 def load(path: Path) -> Manifest:
@@ -116,5 +130,5 @@ def load(path: Path) -> Manifest:
 def wasm_file(m: Manifest, manifest_path: Path) -> Path:
     path = (manifest_path.parent / m.wasm_path).resolve()
     if not path.is_file():
-        fail(f"wasm file {path} does not exist", "build your canister first, or run `prometheus submit --build`")
+        fail(f"wasm file {path} does not exist", "build it with `prometheus build` (or `prometheus submit --build`)")
     return path

@@ -31,6 +31,6 @@ def check(data: bytes, path: Path) -> bytes:
             fail(f"{path} is gzip, but not of a wasm module", "point wasm_path at the built .wasm (or .wasm.gz)")
     elif head != MAGIC:
         fail(f"{path} is not a wasm module (it does not start with \\0asm)",
-             "point wasm_path at the built .wasm (or .wasm.gz), e.g. from `prometheus submit --build`")
+             "point wasm_path in prometheus.yml at a .wasm, then run `prometheus build`")
     return data
 

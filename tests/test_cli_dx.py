@@ -206,6 +206,12 @@ def test_init_refuses_what_a_worker_refuses_and_asks_for_every_field(net: Net) -
     assert written == {"name": "My App", "namespace": "com.example.my-app", "repo_url": "https://example.com/my.git",
                        "commit": COMMIT, "wasm_path": "out/my.wasm", "description": "An app", "source_dir": "app",
                        "main": "src/app.mo"}
+    did = net.cli(*base[:-3], "--force", "--wasm-path", "app.did", "--repo-url", "https://example.com/x.git",
+                  cwd=folder, code=1)
+    assert "does not name a .wasm or .wasm.gz file" in did.stderr and "prometheus build" in did.stderr
+    defaults = "\n".join(["My App", "com.example.my-app", "https://example.com/my.git", COMMIT, "", "", "", ""])
+    net.cli("init", "--force", cwd=folder, input=defaults + "\n")
+    assert yaml.safe_load((folder / "prometheus.yml").read_text())["wasm_path"] == ".prometheus/build/my-app.wasm"
 
 
 def test_submit_bounty_partial_success_says_what_to_run(net: Net) -> None:
@@ -259,6 +265,13 @@ def test_verify_rebuilds_the_manifest_commit_not_the_working_tree(net: Net) -> N
     stale = net.json("verify", "--no-sandbox", cwd=folder, code=5)
     assert stale["built_from"] == first and stale["matches"] is False and stale["expected"] == app.sha256
     assert any("on no remote branch" in w for w in stale["warnings"])
+    assert f"prometheus.yml names commit {first} but HEAD is {second}, and the source changed since " \
+           "(src/hello_mcp/main.mo)" in " ".join(stale["warnings"])
+    after = json.loads(net.cli("verify", "--no-sandbox", "--json", cwd=folder, code=5).stdout)  # --json after it
+    assert after["built_from"] == first
+    refused = net.cli("submit", cwd=folder, code=1)  # refused before anything is sent
+    assert "not submitted: the wasm was built from other source than commit" in refused.stderr
+    assert "--force" in refused.stderr and "Traceback" not in refused.stderr
     worktree = net.json("verify", "--no-sandbox", "--worktree", cwd=folder)
     assert worktree["matches"] is True and worktree["built_from"] == "working tree"
     (folder / "prometheus.yml").write_text((folder / "prometheus.yml").read_text().replace(first, second))
@@ -268,8 +281,9 @@ def test_verify_rebuilds_the_manifest_commit_not_the_working_tree(net: Net) -> N
     main.write_text(main.read_text() + "\n// not committed\n")
     dirty = net.cli("verify", "--no-sandbox", cwd=folder)
     assert f"the working tree differs from commit {second} (src/hello_mcp/main.mo)" in dirty.stderr
-    submitted = net.cli("submit", cwd=folder, code=None)  # warned before anything is sent, whatever follows
+    submitted = net.cli("submit", cwd=folder, code=1)  # warned and refused before anything is sent
     assert f"warning: the working tree differs from commit {second} (src/hello_mcp/main.mo)" in submitted.stderr
+    assert "not submitted" in submitted.stderr
     (folder / "prometheus.yml").write_text((folder / "prometheus.yml").read_text().replace(second, "ab" * 20))
     absent = net.cli("verify", "--no-sandbox", cwd=folder, code=1)
     assert f"commit {'ab' * 20} (prometheus.yml) is not in the local repository" in absent.stderr

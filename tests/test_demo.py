@@ -46,6 +46,8 @@ def test_lifecycle_demo_runs_end_to_end(docker_host: str) -> None:
     assert "published io.prometheus.demo.greeter 1.0.0" in out
     # A stale commit in prometheus.yml: rejected, found by `verify`, fixed, verified in a new round.
     fix = out[out.index("# Version 1.1.0"):]
+    assert "not submitted: the wasm was built from other source than commit" in fix  # submit's guard
+    assert "prometheus submit --force --bounty 5000000" in fix
     assert "filed     diverge" in fix and ": Rejected" in fix
     assert "(a new round after #1)" in fix and ": Verified" in fix.split("a new round after #1")[1]
     assert "published io.prometheus.demo.greeter 1.1.0" in fix

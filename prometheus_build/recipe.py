@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -27,7 +28,24 @@ COMPILE_TIMEOUT_S = 600
 
 
 class BuildError(RuntimeError):
-    """A canister failed to compile; the message carries `file:line:col` diagnostics."""
+    """A canister failed to compile; the message carries `file:line:col` diagnostics, `hint` what to do."""
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.hint = hint
+
+
+_UNDEFINED_PACKAGE = re.compile(r'\[M0010\] package "([^"]+)" not defined')
+
+
+def hint_for(diagnostics: str) -> str | None:
+    """What to do about the compiler errors users meet first."""
+    missing = _UNDEFINED_PACKAGE.search(diagnostics)
+    if missing:
+        name = missing.group(1)
+        return (f"declare {name} under [dependencies] in mops.toml (a ./path, a git URL pinned to a commit, or a "
+                f"vendored .mops/{name}@<version>) or under packages: in prometheus.yml; see docs/build.md")
+    return None
 
 
 @dataclass(frozen=True)
@@ -84,7 +102,7 @@ def _run(argv: list[str], what: str) -> None:
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=COMPILE_TIMEOUT_S, check=False)
     if proc.returncode != 0:
         detail = (proc.stderr or proc.stdout).strip()
-        raise BuildError(f"{what} failed:\n{detail}")
+        raise BuildError(f"{what} failed:\n{detail}", hint_for(detail))
 
 
 def plan_json(packages: Sequence[Package], place: dict[str, str] | None = None) -> str:

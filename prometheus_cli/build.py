@@ -147,7 +147,7 @@ def build_on_host(plan: Any, out_dir: Path, name: str, say: Say, cache: Path | N
     try:
         return project.build(plan, out_dir, cache or dependency_cache().parent / "build", name)
     except BuildError as exc:
-        fail(str(exc))
+        fail(str(exc), exc.hint)
 
 
 def output_path(m: manifests.Manifest, manifest_path: Path, canister: str) -> Path:

@@ -420,8 +420,7 @@ def status(
         while True:
             found = registry.get_wasm_status(wasm_id, [ns] if ns else [])
             if not found:
-                fail(f"the registry knows no wasm {wasm_id}" + (f" in {ns}" if ns else ""),
-                     "submit it with `prometheus submit`")
+                _not_found(registry, wasm_id, ns)
             st = found[0]
             if not watch or st["outcome"] or opts.as_json:
                 break
@@ -436,13 +435,26 @@ def status(
         raise typer.Exit(code)
 
 
+def _not_found(registry: Any, wasm_id: str, ns: str | None) -> NoReturn:
+    """Say whether the namespace is the problem (a typo) or the wasm, and where the wasm is if elsewhere."""
+    if ns and not registry.icrc118_get_canister_type(ns):
+        elsewhere = registry.get_wasm_status(wasm_id, [])
+        fail(f"namespace {ns} does not exist", f"the wasm is in {elsewhere[0]['namespace']}: pass --namespace "
+             f"{elsewhere[0]['namespace']}" if elsewhere else "check the spelling (prometheus.yml or --namespace)")
+    if ns and (elsewhere := registry.get_wasm_status(wasm_id, [])):
+        fail(f"namespace {ns} holds no wasm {wasm_id}", f"it is in {elsewhere[0]['namespace']}: pass --namespace "
+             f"{elsewhere[0]['namespace']}")
+    fail(f"the registry knows no wasm {wasm_id}" + (f" in {ns}" if ns else ""), "submit it with `prometheus submit`")
+
+
 def _live(conn: Any, canister: str, wasm_id: str) -> dict[str, Any]:
     from ic_replica.principal import InvalidPrincipal, Principal
 
     try:
         Principal.from_text(canister)
     except InvalidPrincipal:
-        fail(f"invalid canister id {canister!r}")
+        fail(f"invalid canister id {canister!r}", "pass the canister's principal, e.g. "
+             "--canister rrkah-fqaaa-aaaaa-aaaaq-cai (`prometheus localnet status` lists local ones)")
     module_hash = conn.module_hash(canister)
     return {"canister": canister, "module_hash": module_hash.hex() if module_hash else None,
             "matches": module_hash is not None and module_hash.hex() == wasm_id}
@@ -561,6 +573,7 @@ def publish(
         parts = version.removeprefix("v").split(".")
         if len(parts) != 3 or not all(p.isdigit() for p in parts):
             fail(f"invalid version {version!r}", "use MAJOR.MINOR.PATCH, e.g. 1.0.0")
+        version = ".".join(str(int(p)) for p in parts)  # as the registry stores it: v1.03.0 is 1.3.0
         m = manifests.load(path)
         digest = hashlib.sha256(manifests.wasm_file(m, path).read_bytes()).digest()
         registry = client(connection(opts), "mcp_registry")

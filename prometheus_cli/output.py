@@ -68,8 +68,21 @@ def user_errors(as_json: bool = False) -> Iterator[None]:
         _print_error(exc.message, exc.hint, as_json, exc.details)
         raise typer.Exit(exc.code) from None
     except SdkError as exc:
-        _print_error(str(exc), None, as_json)
+        _print_error(str(exc), _sdk_hint(exc), as_json)
         raise typer.Exit(1) from None
+
+
+def _sdk_hint(exc: Exception) -> str | None:
+    """Every error line comes with what to do: the SDK's errors get one by kind."""
+    from prometheus_sdk.errors import CertificateError, IdentityError, TransportError
+
+    if isinstance(exc, IdentityError):
+        return "`prometheus identity list` shows yours; `prometheus identity new NAME` makes one"
+    if isinstance(exc, TransportError):
+        return "is the network up? `prometheus localnet status` (local) or check --network"
+    if isinstance(exc, CertificateError):
+        return "the answer did not verify against the network's root key: check --network"
+    return None
 
 
 def _print_error(message: str, hint: str | None, as_json: bool, details: dict[str, Any] | None = None) -> None:

@@ -245,6 +245,9 @@ def test_submit_bounty_partial_success_says_what_to_run(net: Net) -> None:
     assert str(signer.principal) in verified and submitted["wasm_id"] in verified
     other = net.cli("status", "--canister", net.ids["ledger"], cwd=folder, code=5)  # runs another wasm
     assert "does not run this wasm" in other.stdout
+    typo = net.cli("status", submitted["wasm_id"], "--namespace", "com.exmaple.partial", cwd=net.root, code=1)
+    assert "namespace com.exmaple.partial does not exist" in typo.stderr
+    assert "--namespace com.example.partial" in typo.stderr
 
 
 def test_verify_rebuilds_the_manifest_commit_not_the_working_tree(net: Net) -> None:

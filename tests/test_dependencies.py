@@ -190,3 +190,14 @@ def test_unreachable_git_dependency_names_the_package(tmp_path: Path) -> None:
                            "mops.toml": f'[dependencies]\nlib = "http://127.0.0.1:9/lib.git#main@{"a" * 40}"\n'})
     with pytest.raises(project.ProjectError, match=r"^mops.toml: package 'lib': cannot reach http://127.0.0.1:9/"):
         project.plan(app, {}, fetcher(tmp_path / "cache"))
+
+
+def test_an_undeclared_package_says_where_to_declare_it(tmp_path: Path) -> None:
+    from prometheus_build.recipe import BuildError, build_canister
+
+    main = 'import T "mo:textutil";\npersistent actor { public func f() : async () {} };\n'
+    app = write(tmp_path, {"src/main.mo": main})
+    with pytest.raises(BuildError) as err:
+        build_canister("app", app / "src", "main.mo", tmp_path / "out", tmp_path / "cache")
+    assert 'package "textutil" not defined' in str(err.value)
+    assert err.value.hint is not None and "declare textutil under [dependencies] in mops.toml" in err.value.hint

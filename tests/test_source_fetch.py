@@ -82,8 +82,9 @@ def test_bad_requests_are_refused(tmp_path: Path) -> None:
         with pytest.raises(SourceError, match="refusing commit"):
             fetch("https://example.com/r.git", commit, tmp_path / "o2")
     with serve(tmp_path / "srv") as url:
-        with pytest.raises(SourceError, match="cannot fetch commit"):
+        with pytest.raises(SourceError, match="cannot fetch commit") as missing:
             fetch(f"{url}/app.git", "0" * 40, tmp_path / "o3", allow_local=True)
+        assert "push the commit to a branch, or allow fetching by SHA" in str(missing.value)
         with pytest.raises(SourceError):
             fetch(f"{url}/missing.git", sha, tmp_path / "o4", allow_local=True)
     with pytest.raises(TransientSourceError, match="cannot reach"):

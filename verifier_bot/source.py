@@ -140,7 +140,11 @@ def fetch(repo_url: str, commit: str, dest: Path, limits: Limits = Limits(), all
         except TransientSourceError as exc:
             raise TransientSourceError(f"cannot reach {repo_url}: {exc}") from exc
         except SourceError as exc:
-            raise SourceError(f"cannot fetch commit {commit} from {repo_url}: {exc}") from exc
+            why = ""
+            if "unadvertised object" in str(exc) or "not our ref" in str(exc):
+                why = (" (the server has no such commit, or serves only branch tips: push the commit to a "
+                       "branch, or allow fetching by SHA, e.g. uploadpack.allowReachableSHA1InWant)")
+            raise SourceError(f"cannot fetch commit {commit} from {repo_url}: {exc}{why}") from exc
         repo = git.Repo(bare, odbt=git.GitCmdObjectDB)
         try:
             commit_obj = repo.commit(commit)

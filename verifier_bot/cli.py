@@ -97,7 +97,7 @@ def make_worker(cfg: configuration.Config) -> Any:
     except SdkError as exc:
         raise SetupError(f"cannot reach network {cfg.network!r}: {exc}") from exc
     try:
-        image = ensure_image(docker_client())
+        image = ensure_image(docker_client(), progress=lambda line: typer.echo(line, err=True))
     except ImageError as exc:
         raise SetupError(str(exc)) from exc
     try:
@@ -185,7 +185,7 @@ def image(as_json: bool = JsonOption) -> None:
     from verifier_bot.image import ImageError, ensure_image
 
     try:
-        built = ensure_image(_guarded(docker_client))
+        built = ensure_image(_guarded(docker_client), progress=lambda line: typer.echo(line, err=True))
     except ImageError as exc:
         _fail(str(exc))
     info = built.as_dict()

@@ -53,6 +53,10 @@ def test_start_status_stop_across_processes(state_dir: Path) -> None:
     client = docker.DockerClient(base_url=f"unix://{socket}", timeout=10)
     assert client.ping()
     client.close()
+    made = cli("image", env={**env, "DOCKER_HOST": f"unix://{socket}"})  # a fresh daemon: the image is imported
+    assert made.returncode == 0, made.stderr
+    assert "writing the root filesystem" in made.stderr and "MiB into Docker as" in made.stderr  # progress
+    assert "ready" in made.stderr and "tag:" in made.stdout
 
     again = cli("dockerd", "start", "--json", env=env)  # idempotent: the same daemon, not a second one
     info = json.loads(again.stdout)

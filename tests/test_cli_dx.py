@@ -115,7 +115,7 @@ def test_the_localnet_and_its_protocol_are_found_from_anywhere(net: Net) -> None
     # SDK and worker configuration resolve the same localnet (its port, not 4943) and the same ids
     probe = ("from prometheus_sdk import resolve; from verifier_bot import config; import json; "
              "c = config.load({'VERIFIER_PEM': 'x', **__import__('os').environ}); "
-             "print(json.dumps([resolve('local').url, c.registry_id, c.audit_hub_id, c.allow_local_repos]))")
+             "print(json.dumps([resolve('local').url, c.registry_id, c.audit_hub_id, c.repo_policy.local_network]))")
     out = subprocess.run([sys.executable, "-c", probe], cwd=elsewhere, env={**net.env, "PYTHONPATH": str(ROOT)},
                          capture_output=True, text=True, check=True).stdout
     assert json.loads(out) == [net.url, net.ids["mcp_registry"], net.ids["audit_hub"], True]

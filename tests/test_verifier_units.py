@@ -101,3 +101,22 @@ def test_entry_point_comes_from_the_repository_manifest(tmp_path: Path, manifest
     else:
         with pytest.raises(ValueError, match=str(expected)):
             entry_point(tmp_path)
+
+
+def test_the_worker_applies_the_clis_url_policy() -> None:
+    """On a local network loopback repositories are fine, private hosts are not (only ALLOW_LOCAL_REPOS opens
+    them); on mainnet neither."""
+    from verifier_bot.source import SourceError, validate_url
+
+    env = {"VERIFIER_PEM": "/k.pem", "VERIFIER_REGISTRY_ID": "r", "VERIFIER_AUDIT_HUB_ID": "h"}
+    local = configuration.load(env={**env, "VERIFIER_NETWORK": "http://127.0.0.1:4943"})
+    assert validate_url("http://127.0.0.1:9/app.git", local.repo_policy)
+    with pytest.raises(SourceError, match="https:// only"):
+        validate_url("http://10.1.2.3/app.git", local.repo_policy)
+    with pytest.raises(SourceError, match="non-public address"):
+        validate_url("https://10.1.2.3/app.git", local.repo_policy)
+    fleet = configuration.load(env={**env, "VERIFIER_NETWORK": "ic", "ALLOW_LOCAL_REPOS": "true"})
+    assert validate_url("http://10.1.2.3/app.git", fleet.repo_policy)
+    mainnet = configuration.load(env={**env, "VERIFIER_NETWORK": "ic"})
+    with pytest.raises(SourceError, match="only when the network is local"):
+        validate_url("https://127.0.0.1/app.git", mainnet.repo_policy)

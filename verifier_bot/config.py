@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from prometheus_sdk.urls import RepoPolicy
+
 AUDIT_TYPE = "build_reproducibility_v1"
 
 
@@ -34,9 +36,15 @@ class Config:
     audit_type: str = AUDIT_TYPE
     metrics_addr: str = "127.0.0.1:9464"  # host:port for /metrics and /healthz; empty disables
     file_margin_s: float = 60.0  # never file when the lock expires sooner than this
-    allow_local_repos: bool = False  # http:// and loopback/private hosts: ALLOW_LOCAL_REPOS, or a local network
+    allow_local_repos: bool = False  # ALLOW_LOCAL_REPOS (test fleets): http:// and loopback/private hosts anywhere
+    local_network: bool = False  # the network is this machine: loopback repositories are fine
     max_source_mb: int = 200
     source_retries: int = 5  # attempts before an unreachable repository is reported as a divergence
+
+    @property
+    def repo_policy(self) -> RepoPolicy:
+        """The URL policy the CLI applies too (prometheus_sdk.urls): loopback only on a local network."""
+        return RepoPolicy(local_network=self.local_network, allow_private=self.allow_local_repos)
 
     @property
     def journal_path(self) -> Path:
@@ -132,7 +140,8 @@ def load(env: Mapping[str, str] | None = None, file: Path | None = None) -> Conf
         audit_type=values.get("AUDIT_TYPE") or AUDIT_TYPE,
         metrics_addr=values.get("METRICS_ADDR", "127.0.0.1:9464"),
         file_margin_s=_number(values, "FILE_MARGIN_MS", 60_000, 0, 86_400_000) / 1000,
-        allow_local_repos=_flag(values, "ALLOW_LOCAL_REPOS") or _is_local(network),
+        allow_local_repos=_flag(values, "ALLOW_LOCAL_REPOS"),
+        local_network=_is_local(network),
         max_source_mb=int(_number(values, "MAX_SOURCE_MB", 200, 1, 100_000)),
         source_retries=int(_number(values, "SOURCE_RETRIES", 5, 1, 1000)),
     )

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from prometheus_sdk.urls import RepoPolicy
 from verifier_bot import sandbox, source
 from verifier_bot.image import BuilderImage, ImageError, image_for
 
@@ -104,7 +105,8 @@ def entry_point(tree: Path) -> tuple[str, str]:
 
 
 def verify(client: Any, image: BuilderImage, repo: str, commit: str, expected: str, work: Path,
-           limits: sandbox.Limits, source_limits: source.Limits, allow_local: bool = False, owner: str = "") -> Verdict:
+           limits: sandbox.Limits, source_limits: source.Limits, allow_local: bool | RepoPolicy = False,
+           owner: str = "") -> Verdict:
     """Rebuild `repo`@`commit` in the sandbox and compare with `expected`; `work` is scratch, removed after.
     `work` is private (0700): nobody else on the host may swap the output between the build and the hash.
     The repository's prometheus.yml names the canister, toolchain and packages; git packages are fetched

@@ -52,12 +52,13 @@ class SourceTree:
     skipped: list[str] = field(default_factory=list)  # symlinks and submodules, with the reason
 
 
-def validate_url(url: str, allow_local: bool = False) -> str:
+def validate_url(url: str, allow_local: bool | RepoPolicy = False) -> str:
     """The shared policy (`prometheus_sdk.urls`, the same the CLI applies at `init`/`submit`): https on public
-    hosts; `allow_local` (loopback on a local network, or ALLOW_LOCAL_REPOS) also admits http and
-    loopback/private hosts."""
+    hosts; a `RepoPolicy` (the worker's: loopback on a local network, ALLOW_LOCAL_REPOS for http and
+    private hosts anywhere), or `True` for both (tests and tools on loopback)."""
+    policy = allow_local if isinstance(allow_local, RepoPolicy) else RepoPolicy(allow_local, allow_local)
     try:
-        return check_repo_url(url, RepoPolicy(local_network=allow_local, allow_private=allow_local), resolve_host=True)
+        return check_repo_url(url, policy, resolve_host=True)
     except HostUnresolved as exc:
         raise TransientSourceError(str(exc)) from exc
     except RepoUrlRefused as exc:
@@ -115,7 +116,8 @@ def _git(args: list[str], cwd: Path, env: dict[str, str], timeout: float = FETCH
     return proc.stdout
 
 
-def fetch(repo_url: str, commit: str, dest: Path, limits: Limits = Limits(), allow_local: bool = False) -> SourceTree:
+def fetch(repo_url: str, commit: str, dest: Path, limits: Limits = Limits(),
+          allow_local: bool | RepoPolicy = False) -> SourceTree:
     """Write the tree of `commit` from `repo_url` into `dest` (which must not exist yet). The git database
     lives next to `dest` while fetching, and every file written is capped by the limits."""
     import git  # GitPython: reads the object database only, it never checks out
@@ -212,7 +214,7 @@ def _write_entries(repo: object, listing: str, out: SourceTree, limits: Limits) 
 
 
 def fetch_cached(repo_url: str, commit: str, cache_dir: Path, limits: Limits = Limits(),
-                 allow_local: bool = False) -> Path:
+                 allow_local: bool | RepoPolicy = False) -> Path:
     """A dependency's tree at `commit`, fetched once into `cache_dir` with the same hardened `fetch` (and the
     same caps) the verifier uses; the developer's host reuses it. A commit's tree never changes, so the cache
     key is the URL and the commit; a finished fetch is renamed into place, so a crash leaves no partial tree."""

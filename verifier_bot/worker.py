@@ -401,7 +401,7 @@ class Worker:
         try:
             verdict = rebuild.verify(self.docker(), self.image, job.repo, job.commit_hash, job.wasm_id,
                                      cfg.work_dir / f"bounty-{job.bounty_id}", limits, source_limits,
-                                     allow_local=cfg.allow_local_repos, owner=self.owner)
+                                     allow_local=cfg.repo_policy, owner=self.owner)
         except rebuild.SourceUnreachable as exc:
             if job.attempts + 1 < cfg.source_retries:
                 raise

@@ -82,23 +82,14 @@ def _relative(value: Any, key: str) -> str:
 
 def entry_point(tree: Path) -> tuple[str, str]:
     """(source_dir, main) from the repository's prometheus.yml; defaults to ('.', 'src/main.mo')."""
-    import yaml
+    from prometheus_build.project import ProjectError, load_manifest
 
-    manifest = tree / MANIFEST
-    source_dir, main = ".", DEFAULT_MAIN
-    if manifest.is_file() and not manifest.is_symlink():
-        if manifest.stat().st_size > MAX_MANIFEST_BYTES:
-            raise ValueError(f"{MANIFEST} is larger than {MAX_MANIFEST_BYTES} bytes")
-        try:
-            data = yaml.safe_load(manifest.read_text())
-        except (yaml.YAMLError, UnicodeDecodeError) as exc:
-            raise ValueError(f"{MANIFEST} is not valid YAML: {str(exc).splitlines()[0]}") from None
-        except RecursionError:
-            raise ValueError(f"{MANIFEST} nests too deeply") from None
-        if not isinstance(data, dict):
-            raise ValueError(f"{MANIFEST} must be a mapping")
-        source_dir = _relative(data.get("source_dir", "."), "source_dir")
-        main = _relative(data.get("main", DEFAULT_MAIN), "main")
+    try:
+        data = load_manifest(tree, MANIFEST, MAX_MANIFEST_BYTES)
+    except ProjectError as exc:
+        raise ValueError(str(exc)) from None
+    source_dir = _relative(data.get("source_dir", "."), "source_dir")
+    main = _relative(data.get("main", DEFAULT_MAIN), "main")
     if not (tree / source_dir / main).is_file():
         raise ValueError(f"the entry point {PurePosixPath(source_dir, main)} is not in the repository")
     return source_dir, main

@@ -161,6 +161,7 @@ class Resolver:
         self.bundled, self.motoko_dir, self.fetch_git = dict(bundled), motoko_dir, fetch_git
         self.result = Resolution()
         self.done: dict[str, Package] = {}
+        self.fetched: dict[tuple[str, str], Path] = {}  # (url, commit) -> tree: fetched once across passes
 
     def resolve(self, manifest_packages: Mapping[str, str], manifest_label: str, mops: MopsConfig | None) -> Resolution:
         """As mops: the root's declaration wins; among packages' own declarations of a registry version, the
@@ -278,10 +279,13 @@ class Resolver:
                                f"\"{url}#{ref or '<ref>'}@<full 40-hex commit>\" so every verifier builds the same")
         if self.fetch_git is None:
             raise PackageError(f"{where}: git dependencies need a fetcher here")
-        try:
-            tree = self.fetch_git(name, url, commit).resolve()
-        except Exception as exc:  # the fetcher's errors are one line already
-            raise PackageError(f"{where}: {exc}") from exc
+        tree = self.fetched.get((url, commit))
+        if tree is None:
+            try:
+                tree = self.fetch_git(name, url, commit).resolve()
+            except Exception as exc:  # the fetcher's errors are one line already
+                raise PackageError(f"{where}: {exc}") from exc
+            self.fetched[(url, commit)] = tree
         scope = _Scope(tree, tree, f"the repository of {name}", False, url, commit)
         own = self._own_config(tree, name, where, scope)
         base = self._base(tree, own, where)

@@ -148,6 +148,19 @@ def test_the_highest_version_packages_request_wins_unless_the_root_pins_one(tmp_
                                           ".mops/map@1.2.0/src/lib.mo": lib})
     (root_pin,) = [p for p in project.plan(pinned, {}).packages if p.name == "map"]
     assert (root_pin.version, root_pin.path) == ("1.2.0", ".mops/map@1.2.0")
+    # resolving again with the higher version pinned fetches each git package once (a verifier's fetch of
+    # the same commit twice would fail, and count twice against its size budget)
+    fetched: list[str] = []
+    gitpkg = write(tmp_path / "gitpkg", {"src/lib.mo": lib})
+
+    def fetch(name: str, url: str, commit: str) -> Path:
+        fetched.append(name)
+        return gitpkg
+
+    with_git = write(tmp_path / "with-git", {**files, "mops.toml": files["mops.toml"]
+                                             + f'g = "https://example.com/g.git#main@{"a" * 40}"\n'})
+    names = [p.name for p in project.plan(with_git, {}, fetch).packages]
+    assert "g" in names and fetched == ["g"]
 
 
 @pytest.mark.parametrize(("mops", "expected"), [

@@ -41,6 +41,7 @@ from ic_replica.request_auth import NAT64_LIMIT, AuthError, authenticate, hash_o
 
 MAX_BODY_BYTES = 5 * 1024 * 1024
 READ_TIMEOUT_S = 30  # a client must send its request (headers and body) within this (socket timeout)
+MAX_CONNECTIONS = 128  # connections served at once (a thread each); more are answered 503 and closed
 MAX_CBOR_DEPTH = 16  # an envelope nests 6 deep (envelope > sender_delegation > ... > targets > blob)
 MAX_CBOR_ITEMS = 200_000  # 1000 read_state paths of up to 127 labels fit
 MAX_PATHS, MAX_PATH_LABELS = 1000, 127
@@ -61,16 +62,48 @@ class HttpError(Exception):
         self.message = message
 
 
+class _BoundedServer(ThreadingHTTPServer):
+    """A thread per connection, at most `limit` at once: a client that opens thousands of idle connections
+    gets an immediate 503 for each extra one instead of exhausting the process's threads and memory."""
+
+    daemon_threads = True
+    _BUSY = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], limit: int) -> None:
+        super().__init__(address, handler)
+        self._slots = threading.BoundedSemaphore(limit)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            try:
+                request.sendall(self._BUSY)
+            except OSError:
+                pass
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()  # no thread will release it
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+
 class IcHttpServer:
     """Serves one replica; `start()` runs the server and a round ticker in background threads."""
 
-    def __init__(self, replica: Replica, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, replica: Replica, host: str = "127.0.0.1", port: int = 0,
+                 max_connections: int = MAX_CONNECTIONS) -> None:
         self.replica = replica
         replica.live_time = True
         replica.sync_clock()
         handler = type("BoundHandler", (_Handler,), {"ic": self})
-        self.httpd = ThreadingHTTPServer((host, port), handler)
-        self.httpd.daemon_threads = True
+        self.httpd = _BoundedServer((host, port), handler, max_connections)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 

@@ -64,3 +64,32 @@ def test_the_server_answers_normally_after_all_of_that(served) -> None:  # type:
     answer = raw_post(served.server, f"/api/v3/canister/{served.cid}/call",
                       [("Content-Length", str(len(body))), ("Content-Type", "application/cbor")], body)
     assert answer.status == 200, answer
+
+
+def test_idle_connections_beyond_the_cap_get_503_and_the_server_recovers() -> None:
+    """Thousands of idle connections used to take a thread each: past the cap each extra one is answered 503
+    at once; once the idle ones go, calls are served again."""
+    from ic_replica.http_server import IcHttpServer
+
+    assert 16 <= http_server.MAX_CONNECTIONS <= 1024
+    server = IcHttpServer(Replica(), max_connections=4).start()
+    host, port = server.httpd.server_address[:2]
+    idle = [socket.create_connection((str(host), int(port)), timeout=10) for _ in range(4)]
+    try:
+        time.sleep(0.2)  # the server has accepted them and given each a thread
+        for _ in range(20):
+            with socket.create_connection((str(host), int(port)), timeout=10) as extra:
+                start = time.monotonic()
+                assert extra.recv(1024).startswith(b"HTTP/1.1 503")
+                assert time.monotonic() - start < BUDGET_S
+    finally:
+        for s in idle:
+            s.close()
+    try:
+        time.sleep(0.2)  # their threads see the close and end
+        with socket.create_connection((str(host), int(port)), timeout=10) as fresh:
+            fresh.sendall(b"GET /api/v2/status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            status_line = fresh.makefile("rb").readline()
+            assert status_line.split()[1] == b"200", status_line
+    finally:
+        server.stop()

@@ -71,25 +71,13 @@ def attestation_metadata(verdict: Verdict) -> dict[str, Any]:
     return meta
 
 
-def _relative(value: Any, key: str) -> str:
-    if not isinstance(value, str) or not value:
-        raise ValueError(f"{MANIFEST}: {key} must be a non-empty relative path")
-    path = PurePosixPath(value)
-    if path.is_absolute() or any(part in ("..", ".git") for part in path.parts) or "\\" in value:
-        raise ValueError(f"{MANIFEST}: {key} {value!r} must stay inside the repository")
-    return path.as_posix()
-
-
 def entry_point(tree: Path) -> tuple[str, str]:
     """(source_dir, main) from the repository's prometheus.yml; defaults to ('.', 'src/main.mo')."""
-    from prometheus_build.project import ProjectError, load_manifest
+    from prometheus_build.project import load_manifest, relative
 
-    try:
-        data = load_manifest(tree, MANIFEST, MAX_MANIFEST_BYTES)
-    except ProjectError as exc:
-        raise ValueError(str(exc)) from None
-    source_dir = _relative(data.get("source_dir", "."), "source_dir")
-    main = _relative(data.get("main", DEFAULT_MAIN), "main")
+    data = load_manifest(tree, MANIFEST, MAX_MANIFEST_BYTES)  # its errors are ValueErrors (ProjectError)
+    source_dir = relative(data.get("source_dir", "."), "source_dir")
+    main = relative(data.get("main", DEFAULT_MAIN), "main")
     if not (tree / source_dir / main).is_file():
         raise ValueError(f"the entry point {PurePosixPath(source_dir, main)} is not in the repository")
     return source_dir, main

@@ -15,7 +15,7 @@ from typing import Any
 
 from prometheus_build.packages import GitFetcher, Package, PackageError, find_mops, resolve
 from prometheus_build.recipe import BuildResult, build_canister
-from prometheus_build.toolchain import TOOLCHAIN_DIR, Toolchain, UnknownToolchain, find_toolchain
+from prometheus_build.toolchain import Toolchain, UnknownToolchain, find_toolchain
 
 MANIFEST = "prometheus.yml"
 DEFAULT_MAIN = "src/main.mo"
@@ -78,7 +78,7 @@ def _default_name(name: Any, main: str) -> str:
 
 
 def plan(root: Path, manifest: Mapping[str, Any] | None, fetch_git: GitFetcher | None = None,
-         label: str = MANIFEST, toolchain_dir: Path = TOOLCHAIN_DIR) -> Project:
+         label: str = MANIFEST, toolchain_dir: Path | None = None) -> Project:
     """Resolve the manifest's canister in `root`: entry point, toolchain (prometheus.yml `toolchain:` or
     mops.toml `[toolchain] moc`, else the default) and every package (git ones through `fetch_git`)."""
     data = dict(manifest or {})

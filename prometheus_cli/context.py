@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from prometheus_cli.output import fail
 
 CANISTERS = ("mcp_registry", "audit_hub", "ledger")
-ROOT = Path(__file__).resolve().parent.parent
 
 
 @dataclass
@@ -44,6 +42,7 @@ def connection(opts: Options) -> Any:
 
 
 def client(conn: Any, name: str) -> Any:
+    from prometheus_build.assets import candid_file
     from prometheus_sdk.canister import CanisterClient
 
-    return CanisterClient.from_did(conn, canister_id(name, conn.network.name), ROOT / "candid" / f"{name}.did")
+    return CanisterClient.from_did(conn, canister_id(name, conn.network.name), candid_file(name))

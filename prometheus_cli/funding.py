@@ -12,8 +12,9 @@ from typing import Any
 
 import typer
 
+from prometheus_build.assets import candid_file
 from prometheus_cli.accounts import account, principal_of
-from prometheus_cli.context import ROOT, Options, canister_id
+from prometheus_cli.context import Options, canister_id
 from prometheus_cli.output import console, emit, fail
 
 AUDIT = "build_reproducibility_v1"
@@ -57,7 +58,7 @@ def fund(ctx: typer.Context, target: str, amount: int, data: Path | None) -> Non
         fail(f"invalid amount {amount}", "a positive number of the ledger's base units")
     conn = governance_connection(opts, data, "fund")
     who = principal_of(target)
-    ledger = CanisterClient.from_did(conn, canister_id("ledger", "local"), ROOT / "candid" / "ledger.did")
+    ledger = CanisterClient.from_did(conn, canister_id("ledger", "local"), candid_file("ledger"))
     result = ledger.icrc1_transfer({"from_subaccount": [], "to": account(who), "amount": amount, "fee": [],
                                     "memo": [], "created_at_time": []})
     if "Err" in result:
@@ -77,7 +78,7 @@ def stake(ctx: typer.Context, target: str, amount: int, audit_type: str, data: P
         fail(f"invalid amount {amount}", "a positive amount of stake")
     conn = governance_connection(opts, data, "stake")
     who = principal_of(target)
-    hub = CanisterClient.from_did(conn, canister_id("audit_hub", "local"), ROOT / "candid" / "audit_hub.did")
+    hub = CanisterClient.from_did(conn, canister_id("audit_hub", "local"), candid_file("audit_hub"))
     err = errors.message(hub.mint_tokens(who, audit_type, amount))
     if err:
         fail(f"the audit hub refused the stake: {err}")

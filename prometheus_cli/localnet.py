@@ -14,6 +14,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -80,7 +82,8 @@ def _ready(url: str) -> bool:
 
 @app.command()
 def start(
-    port: int = typer.Option(DEFAULT_PORT, "--port", help="Loopback port for the HTTP interface."),
+    port: int = typer.Option(DEFAULT_PORT, "--port", min=0, max=65535,
+                             help="Loopback port for the HTTP interface (0: any free port, reported when ready)."),
     background: bool = typer.Option(False, "--background", "-b", help="Detach; stop with `localnet stop`."),
     data: Path | None = DataDir,
     as_json: bool = JsonOut,
@@ -97,26 +100,52 @@ def start(
         if existing:
             fail(f"a local replica is already running at {existing['url']} (pid {existing['pid']})",
                  "stop it with `prometheus localnet stop`")
-        url = f"http://127.0.0.1:{port}"
-        if _ready(url):
+        if port and _ready(f"http://127.0.0.1:{port}"):
             fail(f"port {port} is already serving an IC replica", "pick another port with --port")
         argv = [sys.executable, "-m", "ic_replica.http_server", "--port", str(port), "--state-dir", str(d / "state")]
         if not background:
             os.execv(sys.executable, argv)
-        with open(d / "localnet.log", "ab") as log:
+        log_path = d / "localnet.log"
+        with open(log_path, "ab") as log:
+            offset = log.tell()  # the log is appended to: read only what this replica writes
             proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                     start_new_session=True)
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while not _ready(url):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                tail = (d / "localnet.log").read_text(errors="replace").strip().splitlines()[-3:]
-                fail(f"the local replica did not start: {' / '.join(tail) or 'no output'}",
-                     f"see {d / 'localnet.log'}")
-            time.sleep(0.1)
-        info = {"pid": proc.pid, "port": port, "url": url, "state_dir": str(d / "state")}
+        url = _wait_ready(proc, log_path, offset)
+        info = {"pid": proc.pid, "port": int(url.rsplit(":", 1)[1]), "url": url, "state_dir": str(d / "state")}
         _pid_file(d).write_text(json.dumps(info))
         emit(info, as_json, lambda i: console().print(f"local replica running at [bold]{i['url']}[/] (pid {i['pid']})"))
+
+
+def _announced_url(log_path: Path, offset: int) -> str | None:
+    """The URL the replica printed once listening (`IC HTTP interface at http://127.0.0.1:PORT`): with --port 0
+    only the replica knows which port the system gave it."""
+    import re
+
+    try:
+        with open(log_path, "rb") as f:
+            f.seek(offset)
+            text = f.read().decode(errors="replace")
+    except OSError:
+        return None
+    found = re.search(r"IC HTTP interface at (http://[^\s]+:\d+)", text)
+    return found.group(1) if found else None
+
+
+def _wait_ready(proc: subprocess.Popen[bytes], log_path: Path, offset: int) -> str:
+    """The URL of the background replica once it answers /api/v2/status; kills it and fails if it exits or
+    takes longer than READY_TIMEOUT_S."""
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while True:
+        url = _announced_url(log_path, offset)
+        if url is not None and _ready(url):
+            return url
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            with open(log_path, "rb") as f:
+                f.seek(offset)
+                tail = f.read().decode(errors="replace").strip().splitlines()[-3:]
+            fail(f"the local replica did not start: {' / '.join(tail) or 'no output'}", f"see {log_path}")
+        time.sleep(0.1)
 
 
 @app.command()
@@ -212,7 +241,8 @@ def deploy(
                 args[name] = bytes.fromhex(hex_value)
             except ValueError:
                 fail(f"--arg {item!r} is not NAME=HEX")
-        results = deploy_all(url, src, names or None, args, ids_file, identity)
+        with _toolchain_errors():
+            results = deploy_all(url, src, names or None, args, ids_file, identity)
         if _is_this_localnet(url, data):
             from prometheus_sdk.localnet import record_deployed
 
@@ -250,7 +280,8 @@ def deploy_protocol_command(
         url = _target_url(url, data)
         ours = _is_this_localnet(url, data)
         conn = connect(Network("local", url), identities.load(identity))
-        result = deploy_protocol(conn, ids_file, localnet_dir=data_dir(data) if ours else None)
+        with _toolchain_errors():
+            result = deploy_protocol(conn, ids_file, localnet_dir=data_dir(data) if ours else None)
         if ours:
             from prometheus_sdk.localnet import record_governance
 
@@ -305,6 +336,20 @@ def stake(
     with user_errors(as_json or _global_json(ctx)):
         _with_json(ctx, as_json)
         funding.stake(ctx, target, amount, audit_type, data)
+
+
+@contextmanager
+def _toolchain_errors() -> Iterator[None]:
+    """A missing toolchain (or a broken install) as one error line with the command to run, never a traceback."""
+    from prometheus_build.assets import AssetsMissing
+    from prometheus_build.toolchain import ToolchainMissing
+
+    try:
+        yield
+    except ToolchainMissing as exc:
+        fail(str(exc), exc.hint)
+    except AssetsMissing as exc:
+        fail(str(exc))
 
 
 def _json(as_json: bool) -> bool:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from prometheus_cli import bounties, build, developer, identities, localnet, tokens
+from prometheus_cli import bounties, build, developer, identities, localnet, tokens, toolchain
 from prometheus_cli.context import Options
 
 app = typer.Typer(
@@ -16,6 +16,13 @@ app = typer.Typer(
 )
 
 
+def _version(ctx: typer.Context, value: bool) -> None:
+    """`prometheus --version` (eager: runs without a command); `--json` is eager too and comes first."""
+    if value:
+        toolchain.print_version(bool(ctx.params.get("as_json")))
+        raise typer.Exit()
+
+
 @app.callback()
 def main(
     ctx: typer.Context,
@@ -23,12 +30,15 @@ def main(
                                 help="local (default), ic, or an http(s) URL."),
     identity: str = typer.Option(None, "--identity", envvar="PROMETHEUS_IDENTITY",
                                  help="Identity name (see `prometheus identity list`)."),
-    as_json: bool = typer.Option(False, "--json", help="Machine-readable output for every command."),
+    as_json: bool = typer.Option(False, "--json", is_eager=True, help="Machine-readable output for every command."),
+    version: bool = typer.Option(False, "--version", is_eager=True, callback=_version, expose_value=False,
+                                 help="Show the version, the build recipe and the canister interfaces it expects."),
 ) -> None:
     from prometheus_cli import output
 
     output.GLOBAL_JSON = as_json
     ctx.obj = Options(network=network, identity=identity, as_json=as_json)
+    toolchain.enable_auto_install(as_json)
 
 
 app.command()(developer.init)
@@ -41,6 +51,7 @@ app.add_typer(bounties.app, name="bounty")
 app.add_typer(identities.app, name="identity")
 app.add_typer(tokens.app, name="token")
 app.add_typer(localnet.app, name="localnet")
+app.add_typer(toolchain.app, name="toolchain")
 
 
 def global_json_anywhere(args: list[str]) -> list[str]:
@@ -55,4 +66,14 @@ def global_json_anywhere(args: list[str]) -> list[str]:
 def run() -> None:
     import sys
 
-    app(args=global_json_anywhere(sys.argv[1:]), prog_name="prometheus")
+    from prometheus_build.assets import AssetsMissing
+    from prometheus_build.toolchain import ToolchainMissing
+
+    args = global_json_anywhere(sys.argv[1:])
+    try:
+        app(args=args, prog_name="prometheus")
+    except (ToolchainMissing, AssetsMissing) as exc:  # the last net: a missing toolchain is never a traceback
+        from prometheus_cli.output import _print_error
+
+        _print_error(str(exc), getattr(exc, "hint", None), "--json" in args)
+        raise SystemExit(1) from None

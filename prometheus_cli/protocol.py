@@ -14,7 +14,6 @@ from typing import Any
 from prometheus_cli.deploy import ensure_canister, install, record_ids, recorded_ids
 
 PROTOCOL = ("ledger", "audit_hub", "mcp_registry")
-ROOT = Path(__file__).resolve().parent.parent
 INITIAL_SUPPLY = 1_000_000_000_000
 LEDGER_FEE = 10_000
 
@@ -25,11 +24,13 @@ def deploy_protocol(conn: Any, ids_file: Path, network: str = "local", src: Path
     both where existing canisters are looked up (so a second run from another folder upgrades the running
     protocol instead of deploying another) and where the ids are recorded."""
     from ic_replica.principal import Principal
+    from prometheus_build import assets
     from prometheus_build.recipe import build_all
     from prometheus_sdk import did
 
-    src = src or ROOT / "canister_src"
-    built = {r.name: r for r in build_all(src, ROOT / "build" / "canisters", ROOT / "build" / "cache")}
+    src = src or assets.canister_src_dir()  # the packaged sources: a wheel's, or the checkout's canister_src/
+    cache = assets.build_cache_dir()  # per user, by source digest: never site-packages or the current folder
+    built = {r.name: r for r in build_all(src, cache / "protocol", cache)}
     me = Principal.from_text(conn.principal)
     known = recorded_ids(ids_file, network)
     if localnet_dir is not None:

@@ -9,7 +9,7 @@ import typer
 
 from prometheus_cli import errors
 from prometheus_cli.accounts import account, principal_of
-from prometheus_cli.context import ROOT, Options, canister_id, connection
+from prometheus_cli.context import Options, canister_id, connection
 from prometheus_cli.output import console, emit, fail, user_errors
 
 app = typer.Typer(help="Balances, transfers and approvals on an ICRC-1/2 ledger.", no_args_is_help=True)
@@ -31,7 +31,9 @@ def ledger_client(conn: Any, ledger: str | None) -> Any:
         except InvalidPrincipal:
             fail(f"invalid ledger id {ledger!r}", "a canister id, e.g. ryjl3-tyaaa-aaaaa-aaaba-cai")
     cid = ledger or canister_id("ledger", conn.network.name)
-    return CanisterClient.from_did(conn, cid, ROOT / "candid" / "ledger.did")
+    from prometheus_build.assets import candid_file
+
+    return CanisterClient.from_did(conn, cid, candid_file("ledger"))
 
 
 def _positive(amount: int) -> int:

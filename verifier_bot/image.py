@@ -1,7 +1,8 @@
 """The builder image: the pinned toolchain and the recipe's own `compile.js` in a minimal root filesystem.
 
 No registry and no Dockerfile: the root filesystem is the host's `node` with the shared libraries it links,
-`toolchain/node_modules` (motoko, ic-wasm, pinned by the lockfile) and `prometheus_build/compile.js` — the
+the node_modules `find_toolchain` finds (motoko, ic-wasm, pinned by the lockfile; a checkout's or the
+per-user cache's, the same bytes either way) and `prometheus_build/compile.js` — the
 very file `make build` runs, so the sandbox and the host share one implementation of the recipe. It is
 written as a tar with sorted entries, mtime 0 and root ownership, so the same inputs give the same bytes;
 `docker import` turns it into a one-layer image whose diff_id is the tar's sha256, which we check after the

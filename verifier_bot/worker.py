@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from prometheus_build import assets
 from prometheus_sdk import SdkError
 from prometheus_sdk.canister import CanisterClient
 from prometheus_sdk.icrc16 import to_map
@@ -39,7 +40,7 @@ from verifier_bot.logs import JsonLog
 from verifier_bot.metrics import Metrics
 
 WORKER_VERSION = "prometheus-verifier/0.1.0"
-CANDID = Path(__file__).resolve().parent.parent / "candid"
+CANDID = assets.candid_dir()  # the packaged interfaces (a wheel) or the checkout's candid/
 PAGE = 50
 LOCK_PAGE = 100  # the hub's largest page of get_locks
 MAX_BACKOFF_S = 300.0

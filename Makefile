@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMPS := build/stamps
 
 .DEFAULT_GOAL := help
-.PHONY: help setup build test test-fast lint bench demo clean
+.PHONY: help setup build test test-fast lint bench demo wheel clean
 
 help:
 	@echo "make setup   - create .venv, install pinned Python deps, the pinned Motoko toolchain and docker.io (idempotent)"
@@ -15,6 +15,7 @@ help:
 	@echo "make lint    - ruff + mypy"
 	@echo "make bench   - replica benchmarks (figures recorded in docs/benchmarks.md)"
 	@echo "make demo    - set up, then the whole lifecycle as a user types it (prometheus + prometheus-verifier commands)"
+	@echo "make wheel   - the sdist and a wheel built from it, in build/dist (docs/install.md)"
 
 $(STAMPS)/python: pyproject.toml
 	@mkdir -p $(STAMPS)
@@ -62,6 +63,9 @@ bench: setup
 
 demo: setup
 	$(PY) scripts/demo.py
+
+wheel: setup
+	$(PY) -m build --no-isolation --outdir build/dist .
 
 clean:
 	rm -rf build .pytest_cache .mypy_cache .ruff_cache

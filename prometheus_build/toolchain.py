@@ -279,7 +279,7 @@ def install_toolchain(dest: Path | None = None, progress: Progress | None = None
             for name in ("package.json", "package-lock.json"):
                 shutil.copyfile(manifest / name, tmp / name)
             say(f"installing the Motoko toolchain ({packages_text()}) into {dest}")
-            say("downloading from the npm registry with `npm ci` (about 40 MB; each package is checked against "
+            say("downloading from the npm registry with `npm ci` (about 35 MB; each package is checked against "
                 "package-lock.json's integrity hash)")
             started = time.monotonic()
             try:

@@ -43,14 +43,22 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def venv(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A fresh virtual environment outside the repository with the wheel installed (`--no-deps`): only the
-    dependencies come from this venv, through a .pth line (its editable-install hook is not processed there)."""
-    root = tmp_path_factory.mktemp("venv") / "venv"
+    dependencies come from this venv, as symlinks in a folder named by a .pth line — without this checkout's
+    editable install (its hook and its metadata would shadow the wheel, and pip would think it installed)."""
+    base = tmp_path_factory.mktemp("venv")
+    root, deps = base / "venv", base / "deps"
+    deps.mkdir()
+    for entry in Path(sysconfig.get_paths()["purelib"]).iterdir():
+        if not entry.name.startswith(("prometheus_ic", "__editable__", "_prometheus")) and entry.suffix != ".pth":
+            (deps / entry.name).symlink_to(entry)
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(root)], check=True, timeout=120)
     (site,) = root.glob("lib/python3*/site-packages")
-    (site / "_prometheus_test_deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    subprocess.run([sys.executable, "-m", "pip", "--python", str(root / "bin" / "python"), "install", "-q",
-                    "--no-deps", "--no-index", "--disable-pip-version-check", str(wheel)],
-                   check=True, capture_output=True, timeout=300)
+    (site / "_prometheus_test_deps.pth").write_text(f"{deps}\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    proc = subprocess.run([sys.executable, "-m", "pip", "--python", str(root / "bin" / "python"), "install",
+                           "--no-deps", "--no-index", "--disable-pip-version-check", str(wheel)],
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert (root / "bin" / "prometheus").is_file(), proc.stdout + proc.stderr
     return root
 
 

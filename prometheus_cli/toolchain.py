@@ -46,7 +46,7 @@ def enable_auto_install(as_json: bool) -> None:
     elif setting == "0" or as_json:
         auto = False
     else:
-        auto = sys.stdin.isatty() and sys.stderr.isatty()
+        auto = bool(sys.stdin and sys.stdin.isatty() and sys.stderr and sys.stderr.isatty())
     toolchain.set_auto_install(progress_line if auto else None)
 
 
@@ -76,6 +76,8 @@ def install(
             folder, origin = toolchain.locate()
             if origin == "checkout" and toolchain.installed(folder) and not force:
                 progress_line(f"this checkout's toolchain is installed (make setup): {folder}")
+            elif origin == "checkout":  # commands use the checkout's node_modules: an install elsewhere would not help
+                fail(f"this checkout's {folder}/node_modules lacks a pinned toolchain", "run `make setup`")
             else:
                 folder = toolchain.install_toolchain(toolchain.install_dir(), None if as_json else progress_line,
                                                      force=force)

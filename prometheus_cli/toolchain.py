@@ -75,7 +75,8 @@ def install(
         try:
             folder, origin = toolchain.locate()
             if origin == "checkout" and toolchain.installed(folder) and not force:
-                progress_line(f"this checkout's toolchain is installed (make setup): {folder}")
+                if not as_json:
+                    progress_line(f"this checkout's toolchain is installed (make setup): {folder}")
             elif origin == "checkout":  # commands use the checkout's node_modules: an install elsewhere would not help
                 fail(f"this checkout's {folder}/node_modules lacks a pinned toolchain", "run `make setup`")
             else:

@@ -11,6 +11,7 @@ from prometheus_sdk.errors import (
            TransportError,
 )
 from prometheus_sdk.network import Network, resolve
+from prometheus_sdk.principal import Principal
 
 __all__ = ["CallRejectedError", "CertificateError", "ConfigError", "Connection", "IdentityError", "Network",
-           "SdkError", "TransportError", "connect", "resolve"]
+           "Principal", "SdkError", "TransportError", "connect", "resolve"]

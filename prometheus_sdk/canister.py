@@ -6,8 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ic_replica import candid
-from prometheus_sdk import did
+from prometheus_sdk import candid, did
 from prometheus_sdk.agent import Connection
 from prometheus_sdk.errors import ConfigError, SdkError
 

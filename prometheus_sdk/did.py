@@ -1,7 +1,11 @@
-"""Candid interface files (`.did`) -> the replica's Candid types, for typed canister clients.
+"""Candid interface files (`.did`) -> the SDK's Candid types (`prometheus_sdk.candid`), for typed clients.
 
-Parsing uses the `ic_candid_parser` extension that ships with icp-py-core; the resulting types are ours
-(`ic_replica.candid`), so encoding and decoding go through one codec.
+Parsing uses the `ic_candid_parser` extension that ships with icp-py-core; the resulting types are the SDK's
+own, so encoding and decoding go through the SDK's codec (never the replica's: clients must not share code
+with the server they test).
+
+Limitation of that parser: a method declared by naming a func type (`m : F` instead of `m : (nat) -> ()`)
+comes out of its AST without arguments or results; write method signatures out in full.
 """
 
 from __future__ import annotations
@@ -11,12 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ic_replica import candid
+from prometheus_sdk import candid
 from prometheus_sdk.errors import ConfigError
 
 _PRIMS = {p.name: p for p in (candid.NULL, candid.BOOL, candid.NAT, candid.INT, candid.NAT8, candid.NAT16,
                               candid.NAT32, candid.NAT64, candid.INT8, candid.INT16, candid.INT32, candid.INT64,
-                              candid.FLOAT32, candid.FLOAT64, candid.TEXT, candid.RESERVED, candid.EMPTY)}
+                              candid.FLOAT32, candid.FLOAT64, candid.TEXT, candid.RESERVED, candid.EMPTY,
+                              candid.PRINCIPAL)}
 
 
 @dataclass(frozen=True)
@@ -33,7 +38,7 @@ class Method:
 
 @dataclass
 class Interface:
-    """A service: its methods, its init arguments and its named types."""
+    """A service: its methods, its init arguments and its named types (`types["Account"]`, ...)."""
 
     methods: dict[str, Method]
     init: list[candid.Type] = field(default_factory=list)
@@ -55,6 +60,11 @@ def parse(text: str) -> Interface:
     env: dict[str, candid.Rec] = {entry["name"]: candid.Rec() for entry in ast.get("env", [])}
     for entry in ast.get("env", []):
         env[entry["name"]].define(_type(entry["datatype"], env))
+    for name, rec in env.items():
+        try:
+            rec.resolve()
+        except candid.CandidError as exc:
+            raise ConfigError(f"Candid type {name!r}: {exc}") from exc
     actor = ast.get("actor") or {}
     methods = {}
     for m in actor.get("methods", []):
@@ -75,9 +85,12 @@ def _field_name(name: str) -> str | int:
 
 
 def _type(node: dict[str, Any], env: dict[str, candid.Rec]) -> candid.Type:
+    """One type of the parser's AST; named types become the `Rec` placeholders of `env`."""
     kind: str = node["type"]
     value: Any = node.get("value")
     if kind == "Prim":
+        if value not in _PRIMS:
+            raise ConfigError(f"unsupported Candid type {value!r}")
         return _PRIMS[value]
     if kind == "Principal":
         return candid.PRINCIPAL
@@ -89,13 +102,20 @@ def _type(node: dict[str, Any], env: dict[str, candid.Rec]) -> candid.Type:
         return candid.Opt(_type(value, env))
     if kind == "Vec":
         return candid.Vec(_type(value, env))
-    if kind == "Record":
-        return candid.Record(tuple((_field_name(n), _type(t, env)) for n, t in value))
-    if kind == "Variant":
-        return candid.Variant(tuple((_field_name(n), _type(t, env)) for n, t in value))
-    if kind == "Func":
-        return candid.Func(tuple(_type(a, env) for a in value["args"]), tuple(_type(r, env) for r in value["rets"]),
-                           tuple(value.get("modes", [])))
-    if kind == "Service":
-        return candid.Service()
+    try:
+        if kind == "Record":
+            return candid.Record(tuple((_field_name(n), _type(t, env)) for n, t in value))
+        if kind == "Variant":
+            return candid.Variant(tuple((_field_name(n), _type(t, env)) for n, t in value))
+        if kind == "Func":
+            return _func(value, env)
+        if kind == "Service":
+            return candid.Service(tuple((m["name"], _func(m, env)) for m in value or []))
+    except candid.CandidError as exc:  # e.g. two field names with one id
+        raise ConfigError(f"invalid Candid type: {exc}") from exc
     raise ConfigError(f"unsupported Candid type {kind!r}")
+
+
+def _func(node: dict[str, Any], env: dict[str, candid.Rec]) -> candid.Func:
+    return candid.Func(tuple(_type(a, env) for a in node["args"]), tuple(_type(r, env) for r in node["rets"]),
+                       tuple(node.get("modes", [])))

@@ -1,8 +1,9 @@
 """ICRC-16 generic values (`CandyShared`) <-> plain Python, and their Candid type.
 
 Python -> ICRC-16: bool -> Bool, int -> Nat (Int if negative), float -> Float, str -> Text, bytes -> Blob,
-Principal -> Principal, None -> Option(null), list/tuple -> Array, set -> Set, dict with str keys -> Map,
-other dicts -> ValueMap. ICRC-16 -> Python maps every variant back (sized ints to int, Class to a dict of
+Principal (the SDK's, or another library's principal object) -> Principal, None -> Option(null),
+list/tuple -> Array, set -> Set, dict with str keys -> Map, other dicts -> ValueMap.
+ICRC-16 -> Python maps every variant back (sized ints to int, Class to a dict of
 its properties, Bytes to bytes, Option to its value or None).
 """
 
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ic_replica.candid import (
+from prometheus_sdk.candid import (
     BLOB,
     BOOL,
     FLOAT64,
@@ -33,8 +34,8 @@ from ic_replica.candid import (
     Variant,
     Vec,
 )
-from ic_replica.principal import Principal
 from prometheus_sdk.errors import SdkError
+from prometheus_sdk.principal import InvalidPrincipal, Principal
 
 ICRC16 = Rec()
 PROPERTY = Record.of(name=TEXT, value=ICRC16, immutable=BOOL)
@@ -63,8 +64,9 @@ def to_icrc16(value: Any) -> dict[str, Any]:
         return {"Text": value}
     if isinstance(value, (bytes, bytearray)):
         return {"Blob": bytes(value)}
-    if isinstance(value, Principal):
-        return {"Principal": value}
+    principal = _as_principal(value)
+    if principal is not None:
+        return {"Principal": principal}
     if value is None:
         return {"Option": []}
     if isinstance(value, (list, tuple)):
@@ -76,6 +78,18 @@ def to_icrc16(value: Any) -> dict[str, Any]:
             return {"Map": to_map(value)}
         return {"ValueMap": [(to_icrc16(k), to_icrc16(v)) for k, v in value.items()]}
     raise Icrc16Error(f"{type(value).__name__} has no ICRC-16 form")
+
+
+def _as_principal(value: Any) -> Principal | None:
+    """The SDK Principal for a principal object of any library (callers still hold the replica's)."""
+    if isinstance(value, Principal):
+        return value
+    if type(value).__name__.endswith("Principal"):
+        try:
+            return Principal.of(value)
+        except InvalidPrincipal:
+            return None
+    return None
 
 
 def to_map(values: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
@@ -103,15 +117,22 @@ def from_icrc16(value: dict[str, Any]) -> Any:
     if tag == "Map":
         return from_map(inner)
     if tag == "ValueMap":
-        return {_hashable(from_icrc16(k)): from_icrc16(v) for k, v in inner}
+        return {_hashable(from_icrc16(k)): from_icrc16(v) for k, v in map(_pair, inner)}
     if tag == "Class":
         return {p["name"]: from_icrc16(p["value"]) for p in inner}
     raise Icrc16Error(f"unknown ICRC-16 variant {tag!r}")
 
 
 def from_map(entries: list[Any]) -> dict[str, Any]:
-    return {key: from_icrc16(v) for key, v in (tuple(e) if not isinstance(e, dict) else (e[0], e[1])
-                                               for e in entries)}
+    return {key: from_icrc16(v) for key, v in map(_pair, entries)}
+
+
+def _pair(entry: Any) -> tuple[Any, Any]:
+    """A `record { A; B }` entry as decoded (a dict keyed 0 and 1) or as written (a 2-tuple)."""
+    if isinstance(entry, dict):
+        return entry[0], entry[1]
+    key, value = entry
+    return key, value
 
 
 def _hashable(value: Any) -> Any:

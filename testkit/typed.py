@@ -1,12 +1,40 @@
-"""Calling a canister with the Candid types of its checked-in .did file, in process or over HTTP."""
+"""Calling a canister with the Candid types of its checked-in .did file, in process or over HTTP.
+
+Arguments and replies go through the SDK's codec (a client's, independent of the replica's). Replies are
+then given the shapes the tests were written for: the replica's `Principal` (which they compare with and
+pass to the replica) and tuples for tuple records (the SDK gives dicts keyed 0..n-1).
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from ic_replica import candid
 from ic_replica.principal import Principal
+from prometheus_sdk import candid
+from prometheus_sdk.principal import Principal as SdkPrincipal
 from testkit import ALICE, ROOT
+
+
+def replica_values(t: candid.Type, value: Any) -> Any:
+    """`value`, decoded by the SDK at type `t`, with the replica's principals and tuples for tuple records."""
+    if isinstance(t, candid.Rec):
+        t = t.resolve()
+    if isinstance(value, SdkPrincipal):
+        return Principal(value.raw)
+    if isinstance(t, candid.Opt):
+        return [replica_values(t.inner, v) for v in value]
+    if isinstance(t, candid.Vec) and not isinstance(value, bytes):
+        return [replica_values(t.inner, v) for v in value]
+    if isinstance(t, candid.Record):
+        types = dict(t.fields)
+        fields = {k: replica_values(types[k], v) for k, v in value.items()}
+        return tuple(fields[i] for i in range(len(fields))) if t.is_tuple and fields else fields
+    if isinstance(t, candid.Variant):
+        ((tag, inner),) = value.items()
+        return {tag: replica_values(dict(t.fields)[tag], inner)}
+    if isinstance(t, candid.Func):
+        return Principal(value[0].raw), value[1]
+    return value
 
 
 class Typed:
@@ -23,7 +51,8 @@ class Typed:
         return candid.encode(self.interface.methods[method].args, list(args))
 
     def decode(self, method: str, reply: bytes) -> Any:
-        values = candid.decode(reply, self.interface.methods[method].rets)
+        rets = self.interface.methods[method].rets
+        values = [replica_values(t, v) for t, v in zip(rets, candid.decode(reply, rets))]
         return values[0] if len(values) == 1 else tuple(values)
 
     def __call__(self, method: str, *args: Any, sender: Principal = ALICE) -> Any:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from icp_candid import decode as reference_decode  # type: ignore[import-not-found]
 
-from ic_replica import candid
-from ic_replica.candid import idl_hash
 from ic_replica.principal import Principal
+from prometheus_sdk import candid
+from prometheus_sdk.candid import idl_hash
 from prometheus_sdk.icrc16 import ICRC16, ICRC16_MAP, Icrc16Error, from_icrc16, from_map, to_icrc16, to_map
 
 METADATA = {

@@ -43,7 +43,7 @@ def test_typed_calls_and_queries(wasms: dict[str, bytes]) -> None:  # noqa: F811
 
 def test_did_parsing_recursive_types_and_errors(tmp_path: Path) -> None:
     iface = did.parse("type R = variant { leaf; node : vec R }; service : (nat) -> { f : (R) -> (R) query }")
-    from ic_replica import candid
+    from prometheus_sdk import candid
 
     m = iface.methods["f"]
     value = {"node": [{"leaf": None}, {"node": []}]}

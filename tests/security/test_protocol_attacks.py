@@ -384,7 +384,7 @@ def test_sizes_are_limited_and_replies_fit_the_ic_limit(stack: Stack) -> None:
         assert "ok" in stack.registry("icrc126_verification_request", {
             "wasm_hash": bytes.fromhex(stack.upload(i.to_bytes(4, "big") * 25)), "repo": "https://example.com/c.git",
             "commit_hash": "c" * 40, "metadata": big, "namespace": []}, sender=DEV)
-    from ic_replica import candid
+    from prometheus_sdk import candid
 
     rets = stack.registry.interface.methods["icrc3_get_blocks"].rets
     got = stack.registry("icrc3_get_blocks", [{"start": 0, "length": 10**9}] * 20)

@@ -111,6 +111,15 @@ class Canister:
     def subnet_id(self) -> bytes:
         return self.replica.subnet_id
 
+    def idle_cycles_burned_per_day(self) -> int:
+        """This replica charges nothing for storage or compute allocation: nothing burns while idle."""
+        return 0
+
+    def freezing_limit(self) -> int:
+        """The spec's `freezing_limit`: what the canister burns while idle during `freezing_threshold` seconds.
+        It holds no reserved cycles (`reserved_cycles` is 0), so liquid = balance - freezing_limit."""
+        return self.idle_cycles_burned_per_day() * self.freezing_threshold // 86_400
+
     def log(self, message: bytes) -> None:
         self.logs.append(LogRecord(self.next_log_idx, self.replica.time_ns, message))
         self.next_log_idx += 1

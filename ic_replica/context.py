@@ -17,6 +17,7 @@ class Kind(str, Enum):
     UPDATE = "U"
     REPLICATED_QUERY = "RQ"
     QUERY = "NRQ"
+    TRANSFORM_QUERY = "TQ"  # a query run as the transform of an http outcall (no outcalls here: never run)
     COMPOSITE_QUERY = "CQ"
     REPLY = "Ry"
     REJECT = "Rt"
@@ -40,6 +41,7 @@ class Kind(str, Enum):
 _MODE_NAMES = {
     Kind.INIT: "init", Kind.PRE_UPGRADE: "pre upgrade", Kind.UPDATE: "update",
     Kind.REPLICATED_QUERY: "replicated query", Kind.QUERY: "non-replicated query",
+    Kind.TRANSFORM_QUERY: "transform query",
     Kind.COMPOSITE_QUERY: "composite query", Kind.REPLY: "reply callback", Kind.REJECT: "reject callback",
     Kind.COMPOSITE_REPLY: "composite query reply callback",
     Kind.COMPOSITE_REJECT: "composite query reject callback", Kind.CLEANUP: "cleanup",

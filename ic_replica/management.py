@@ -23,7 +23,7 @@ from ic_replica.messages import Request
 from ic_replica.principal import Principal
 from ic_replica.runtime import WasmRuntime
 from ic_replica.stable_memory import StableMemory
-from ic_replica.system_api import SUPPORTED_IMPORTS
+from ic_replica.system_api import import_problems
 from ic_replica.wasm_module import InvalidModule, ModuleInfo, decompress, prepare
 
 if TYPE_CHECKING:
@@ -553,11 +553,10 @@ def load_module(replica: Replica, wasm: bytes) -> ModuleInfo:
         info = prepare(wasm)
     except InvalidModule as exc:
         raise _fail(ErrorCode.CANISTER_INVALID_WASM, f"Wasm module is invalid: {exc}") from exc
-    for module_name, name in info.imports:
-        if module_name != "ic0" or name not in SUPPORTED_IMPORTS:
-            raise _fail(ErrorCode.CANISTER_INVALID_WASM,
-                        f"Wasm module has an invalid import section. Module imports function '{name}' from "
-                        f"'{module_name}' that is not exported by the runtime.")
+    problems = import_problems(info)  # every import the runtime cannot link, not just the first
+    if problems:
+        raise _fail(ErrorCode.CANISTER_INVALID_WASM,
+                    "Wasm module has an invalid import section. " + " ".join(problems))
     for name in info.exports:
         if name.startswith("canister_") and not _valid_entry_point(name):
             raise _fail(ErrorCode.CANISTER_INVALID_WASM,

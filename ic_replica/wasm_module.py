@@ -21,7 +21,12 @@ START_EXPORT = "__replica_start"
 MEMORY_EXPORT = "__replica_memory"
 TABLE_EXPORT = "__replica_table"
 
-SEC_CUSTOM, SEC_IMPORT, SEC_TABLE, SEC_MEMORY, SEC_GLOBAL, SEC_EXPORT, SEC_START = 0, 2, 4, 5, 6, 7, 8
+SEC_CUSTOM, SEC_TYPE, SEC_IMPORT, SEC_TABLE, SEC_MEMORY, SEC_GLOBAL, SEC_EXPORT, SEC_START = 0, 1, 2, 4, 5, 6, 7, 8
+VALUE_TYPES = {0x7F: "i32", 0x7E: "i64", 0x7D: "f32", 0x7C: "f64", 0x7B: "v128", 0x70: "funcref", 0x6F: "externref"}
+_IMPORT_KINDS = {1: "table", 2: "memory", 3: "global"}
+
+# A function type as (parameter types, result types), each a tuple of names from VALUE_TYPES.
+Signature = tuple[tuple[str, ...], tuple[str, ...]]
 
 
 class InvalidModule(ValueError):
@@ -41,6 +46,8 @@ class ModuleInfo:
     memory64: bool
     public_metadata: dict[str, bytes] = field(default_factory=dict)
     private_metadata: dict[str, bytes] = field(default_factory=dict)
+    # one per entry of `imports`: the function's type, or "table" / "memory" / "global" for other imports
+    import_types: list[Signature | str] = field(default_factory=list)
 
     @property
     def uses_eop(self) -> bool:
@@ -124,11 +131,49 @@ def _sections(data: bytes) -> list[tuple[int, int, int, int]]:
     return out
 
 
+def _value_types(body: bytes, p: int) -> tuple[tuple[str, ...], int]:
+    count, p = _leb(body, p)
+    if count > len(body) - p:
+        raise InvalidModule("truncated function type in wasm module")
+    out = []
+    for _ in range(count):
+        code = body[p]
+        if code not in VALUE_TYPES:
+            raise InvalidModule(f"unsupported value type 0x{code:02x} in a function type")
+        out.append(VALUE_TYPES[code])
+        p += 1
+    return tuple(out), p
+
+
+def _function_types(body: bytes) -> list[Signature]:
+    """The type section's function types (the only form the IC accepts)."""
+    count, p = _leb(body, 0)
+    types: list[Signature] = []
+    for _ in range(count):
+        if p >= len(body):
+            raise InvalidModule("truncated type section in wasm module")
+        if body[p] != 0x60:
+            raise InvalidModule(f"unsupported type form 0x{body[p]:02x} in the type section")
+        params, p = _value_types(body, p + 1)
+        results, p = _value_types(body, p)
+        types.append((params, results))
+    return types
+
+
 def prepare(module: bytes) -> ModuleInfo:
     """Parse a (possibly gzipped) module and produce the rewritten module the replica runs."""
     data = decompress(module)
+    try:
+        return _prepare(data)
+    except IndexError as exc:  # a section body shorter than its entries claim
+        raise InvalidModule("truncated section in wasm module") from exc
+
+
+def _prepare(data: bytes) -> ModuleInfo:
     sections = _sections(data)
     imports: list[tuple[str, str]] = []
+    import_type_index: list[int | str] = []
+    types: list[Signature] = []
     exports: list[tuple[str, int, int]] = []
     imported_globals = defined_globals = 0
     tables = memories = 0
@@ -146,6 +191,8 @@ def prepare(module: bytes) -> ModuleInfo:
                     if key in public or key in private:
                         raise InvalidModule(f"duplicate metadata section {key!r}")
                     target[key] = body[p:]
+        elif sid == SEC_TYPE:
+            types = _function_types(body)
         elif sid == SEC_IMPORT:
             count, p = _leb(body, 0)
             for _ in range(count):
@@ -154,7 +201,8 @@ def prepare(module: bytes) -> ModuleInfo:
                 kind = body[p]
                 p += 1
                 if kind == 0:
-                    _, p = _leb(body, p)
+                    type_index, p = _leb(body, p)
+                    import_type_index.append(type_index)
                 elif kind == 1:
                     p += 1
                     p = _skip_limits(body, p)
@@ -168,6 +216,8 @@ def prepare(module: bytes) -> ModuleInfo:
                     imported_globals += 1
                 else:
                     raise InvalidModule(f"unsupported import kind {kind}")
+                if kind:
+                    import_type_index.append(_IMPORT_KINDS[kind])
                 imports.append((mod, nm))
         elif sid == SEC_GLOBAL:
             defined_globals, _ = _leb(body, 0)
@@ -200,6 +250,11 @@ def prepare(module: bytes) -> ModuleInfo:
         extra.append((MEMORY_EXPORT, 2, 0))
     if tables and not any(kind == 1 for _, kind, _ in exports):
         extra.append((TABLE_EXPORT, 1, 0))
+    import_types: list[Signature | str] = []
+    for (mod, nm), index in zip(imports, import_type_index):
+        if isinstance(index, int) and index >= len(types):
+            raise InvalidModule(f"import {mod}.{nm} refers to type {index}, which does not exist")
+        import_types.append(index if isinstance(index, str) else types[index])
     prepared = _rewrite(data, sections, exports + extra)
     return ModuleInfo(
         prepared=prepared,
@@ -211,6 +266,7 @@ def prepare(module: bytes) -> ModuleInfo:
         memory64=memory64,
         public_metadata=public,
         private_metadata=private,
+        import_types=import_types,
     )
 
 

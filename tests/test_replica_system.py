@@ -69,7 +69,7 @@ def test_inspect_message_refuses_ingress(ic: Any, wasms: dict[str, bytes]) -> No
 def test_probe_uses_every_system_api_import(ic: Any, wasms: dict[str, bytes]) -> None:
     module = wasmtime.Module(wasmtime.Engine(), wasms["probe"])
     imported = {i.name for i in module.imports}
-    assert SUPPORTED_IMPORTS == MOC_IMPORTS
+    assert MOC_IMPORTS <= SUPPORTED_IMPORTS  # and more: tests/test_system_api_complete.py has the full list
     assert imported <= SUPPORTED_IMPORTS and len(imported) >= 60
     cid = install(ic, wasms, "probe")
     text = decode1(ic.update_call(cid, "all", no_args()))

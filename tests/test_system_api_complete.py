@@ -10,6 +10,9 @@ import shutil
 import struct
 import subprocess
 import tarfile
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -709,6 +712,27 @@ def test_stable_memory_32_and_64_bit(ic: Replica) -> None:
     assert Reader(ic.update_call(cid, "s64_grow", struct.pack("<q", -1))).data == struct.pack("<q", -1)
 
 
+def test_stable_memory_allocates_only_what_is_written() -> None:
+    from ic_replica.stable_memory import CHUNK, StableMemory
+
+    stable = StableMemory()
+    stable.begin()
+    assert stable.grow(1024 * 1024) == 0  # 64 GiB of pages
+    stable.write(stable.size_bytes - 3, b"end")
+    stable.write(CHUNK - 2, b"span")  # across two chunks
+    assert len(stable.chunks) == 3
+    assert stable.read(stable.size_bytes - 5, 5) == b"\x00\x00end" and stable.read(CHUNK - 3, 6) == b"\x00span\x00"
+    stable.commit()
+    stable.begin()
+    stable.write(CHUNK - 2, b"XX")
+    stable.write(5 * CHUNK, b"new")
+    assert stable.grow(1) == -1
+    stable.rollback()
+    assert stable.read(CHUNK - 2, 4) == b"span" and 5 not in stable.chunks and stable.pages == 1024 * 1024
+    copy = StableMemory(StableMemory(b"ab" + bytes(2 * CHUNK) + b"cd", 3).data, 3)
+    assert sorted(copy.chunks) == [0, 2] and copy.read(0, 2) == b"ab" and copy.read(2 * CHUNK + 2, 2) == b"cd"
+
+
 def test_timer(ic: Replica) -> None:
     cid = install_probe(ic)
     at = ic.get_time() + 5 * 10**9
@@ -859,52 +883,109 @@ def test_32_bit_only_functions_are_refused_to_64_bit_modules(ic: Replica) -> Non
         in message
 
 
-# ---------------------------------------------------------------- (d) a canister not written in Motoko
+# ---------------------------------------------------------------- (d) canisters not written in Motoko
+# Real Rust canisters (ic-cdk) shipped inside npm packages, fetched at test time with npm (its cache first)
+# and kept under build/npm/; nothing large is committed. Without npm or the registry the tests skip.
 
-# Azle (TypeScript on the IC) ships its canister template, a Rust program built with ic-cdk around the
-# QuickJS engine, in its npm package. Installed as it is (no JavaScript loaded), its own diagnostic
-# methods answer. It imports ic0.canister_liquid_cycle_balance128, call_cycles_add128, trap, ...
-AZLE_VERSION = "0.33.0"
-AZLE_TEMPLATE = "package/dist/canister_templates/stable.wasm"
-AZLE_TEMPLATE_SHA256 = "fa87d4ae38c8ce4ebc49f3cb05d0d3b1276eab19c5d26705d65fbf6e1c162806"
+
+def npm_package_file(package: str, version: str, member: str) -> bytes:
+    """One file of an npm package's tarball."""
+    npm = shutil.which("npm")
+    if npm is None:
+        pytest.skip(f"npm is not installed: cannot fetch {package}@{version}")
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            proc = subprocess.run([npm, "pack", f"{package}@{version}", "--prefer-offline", "--silent",
+                                   "--pack-destination", tmp], capture_output=True, text=True, timeout=600,
+                                  check=False)
+        except subprocess.TimeoutExpired:
+            pytest.skip(f"npm did not fetch {package}@{version} within 600 s: is the registry reachable?")
+        tarballs = list(Path(tmp).glob("*.tgz"))
+        if proc.returncode != 0 or len(tarballs) != 1:
+            pytest.skip(f"npm could not fetch {package}@{version} (registry unreachable?): {proc.stderr[-300:]}")
+        with tarfile.open(tarballs[0]) as tar:
+            extracted = tar.extractfile(member)
+            assert extracted is not None, f"{member} is not in {package}@{version}"
+            return extracted.read()
+
+
+def cached_modules(name: str, fetch: Callable[[], dict[str, bytes]], digests: dict[str, str]) -> dict[str, bytes]:
+    """Modules kept in build/npm/<name>/ once fetched; each checked against its pinned sha256."""
+    cache = ROOT / "build" / "npm" / name
+    if not all((cache / f"{key}.wasm").is_file() for key in digests):
+        modules = fetch()
+        cache.mkdir(parents=True, exist_ok=True)
+        for key in digests:
+            tmp = cache / f"{key}.wasm.tmp"
+            tmp.write_bytes(modules[key])
+            tmp.replace(cache / f"{key}.wasm")
+    out = {key: (cache / f"{key}.wasm").read_bytes() for key in digests}
+    for key, digest in digests.items():
+        assert hashlib.sha256(out[key]).hexdigest() == digest, f"{name}/{key}.wasm is not the pinned module"
+    return out
+
+
+def embedded_modules(binary: bytes) -> list[bytes]:
+    """The wasm modules a program carries verbatim (Rust's include_bytes!): each runs from its magic to the
+    end of its last section."""
+    magic, found, at = b"\x00asm\x01\x00\x00\x00", [], binary.find(b"\x00asm\x01\x00\x00\x00")
+    while at >= 0:
+        pos = at + len(magic)
+        while pos < len(binary) and binary[pos] <= 13 and not binary.startswith(magic, pos):
+            size, shift, p = 0, 0, pos + 1
+            while p < len(binary) and shift < 35:
+                size |= (binary[p] & 0x7F) << shift
+                shift += 7
+                p += 1
+                if not binary[p - 1] & 0x80:
+                    break
+            if p + size > len(binary):
+                break
+            pos = p + size
+        if pos - at > 1024:
+            found.append(binary[at:pos])
+        at = binary.find(magic, max(pos, at + 1))
+    return found
+
+
+# Azle (TypeScript on the IC) ships its canister template, a Rust program built with ic-cdk around the QuickJS
+# engine. Installed as it is (no JavaScript loaded), its own diagnostic methods answer.
+AZLE = ("azle", "0.33.0", "package/dist/canister_templates/stable.wasm")
+AZLE_DIGESTS = {"stable": "fa87d4ae38c8ce4ebc49f3cb05d0d3b1276eab19c5d26705d65fbf6e1c162806"}
+# The icp CLI carries the canisters it installs: the proxy it calls other canisters through (the one that
+# needs ic0.canister_liquid_cycle_balance128) and the Candid UI backend, both Rust.
+ICP_CLI = ("@icp-sdk/icp-cli-linux-x64", "1.5.0", "package/bin/icp")
+ICP_CLI_DIGESTS = {"proxy": "9e5abf27930b06df7f50c4baa1ec71b7e53408cb81849054fc51a1825eb6c5a4",
+                   "candid_ui": "359e217aed87044d24155df974fb4501dec02f676b9651f040a8dfe1ac0c9ed1"}
 
 
 @functools.cache
-def azle_template() -> bytes:
-    """The template from the npm package (npm's cache first), kept under build/; skips without npm."""
-    cache = ROOT / "build" / "npm" / f"azle-{AZLE_VERSION}"
-    wasm = cache / "stable.wasm"
-    if not wasm.is_file():
-        npm = shutil.which("npm")
-        if npm is None:
-            pytest.skip("npm is not installed: cannot fetch the azle package")
-        cache.mkdir(parents=True, exist_ok=True)
+def azle_modules() -> dict[str, bytes]:
+    return cached_modules("azle-0.33.0", lambda: {"stable": npm_package_file(*AZLE)}, AZLE_DIGESTS)
+
+
+def _icp_cli_canisters() -> dict[str, bytes]:
+    by_export = {"canister_update proxy": "proxy", "canister_query did_to_js": "candid_ui"}
+    out = {}
+    for module in embedded_modules(npm_package_file(*ICP_CLI)):
         try:
-            proc = subprocess.run([npm, "pack", f"azle@{AZLE_VERSION}", "--prefer-offline", "--silent",
-                                   "--pack-destination", str(cache)], capture_output=True, text=True,
-                                  timeout=300, check=False)
-        except subprocess.TimeoutExpired:
-            pytest.skip("npm did not answer within 300 s: the registry is unreachable")
-        tarball = cache / f"azle-{AZLE_VERSION}.tgz"
-        if proc.returncode != 0 or not tarball.is_file():
-            pytest.skip(f"npm could not fetch azle@{AZLE_VERSION} (registry unreachable?): {proc.stderr[-300:]}")
-        with tarfile.open(tarball) as tar:
-            member = tar.extractfile(AZLE_TEMPLATE)
-            assert member is not None, f"{AZLE_TEMPLATE} is not in azle@{AZLE_VERSION}"
-            data = member.read()
-        tmp = wasm.with_suffix(".tmp")
-        tmp.write_bytes(data)
-        tmp.replace(wasm)
-        tarball.unlink()
-    return wasm.read_bytes()
+            exports = {e.name for e in wasmtime.Module(wasmtime.Engine(), module).exports}
+        except wasmtime.WasmtimeError:
+            continue
+        out.update({key: module for export, key in by_export.items() if export in exports})
+    return out
+
+
+@functools.cache
+def icp_cli_modules() -> dict[str, bytes]:
+    return cached_modules("icp-cli-1.5.0", _icp_cli_canisters, ICP_CLI_DIGESTS)
 
 
 def test_a_rust_canister_azle_template_installs_and_answers(ic: Replica) -> None:
-    wasm = azle_template()
-    assert hashlib.sha256(wasm).hexdigest() == AZLE_TEMPLATE_SHA256
+    wasm = azle_modules()["stable"]
     imports = {i.name for i in wasmtime.Module(ic.engine, wasm).imports}
     assert {"canister_liquid_cycle_balance128", "call_cycles_add128", "msg_cycles_accept128"} <= imports
-    assert b"ic-cdk" in wasm or b"ic_cdk" in wasm  # built by the Rust CDK
+    assert b"ic-cdk" in wasm  # built by the Rust CDK
     cid = ic.create_canister(controllers=[ALICE], sender=ALICE)
     ic.install_code(cid, gzip.compress(wasm), b"", sender=ALICE)
     no_args = candid.encode([], [])
@@ -915,3 +996,47 @@ def test_a_rust_canister_azle_template_installs_and_answers(ic: Replica) -> None
     assert candid.decode(ic.query_call(cid, "_azle_get_benchmarks", no_args, sender=ALICE)) == [[]]
     err = rejected(ic.query_call, cid, "_azle_actions_len", no_args, sender=ALICE)
     assert "QuickJS context not initialized" in err.reject.message  # its ic0.trap, with its message
+
+
+PROXY_ARGS = candid.Record.of(canister_id=candid.PRINCIPAL, method=candid.TEXT, args=candid.BLOB, cycles=candid.NAT)
+PROXY_RESULT = candid.Variant.of(
+    Ok=candid.Record.of(result=candid.BLOB),
+    Err=candid.Variant.of(InsufficientCycles=candid.Record.of(available=candid.NAT, required=candid.NAT),
+                          CallFailed=candid.Record.of(reason=candid.TEXT), UnauthorizedUser=candid.NULL))
+
+
+def test_the_icp_cli_proxy_canister_forwards_calls_with_cycles(ic: Replica) -> None:
+    proxy_wasm = icp_cli_modules()["proxy"]
+    imports = {i.name for i in wasmtime.Module(ic.engine, proxy_wasm).imports}
+    assert {"canister_liquid_cycle_balance128", "cost_call", "call_cycles_add128", "is_controller"} <= imports
+    target = install_probe(ic)
+    proxy = ic.create_canister(controllers=[ALICE], sender=ALICE, cycles=10**12)
+    ic.install_code(proxy, gzip.compress(proxy_wasm), b"", sender=ALICE)
+
+    def call(cycles: int, method: str = "cycles", arg: bytes = struct.pack("<QQQ", 100, 0, 0),
+             sender: Principal = ALICE) -> Any:
+        value = {"canister_id": target, "method": method, "args": arg, "cycles": cycles}
+        reply = ic.update_call(proxy, "proxy", candid.encode([PROXY_ARGS], [value]), sender=sender)
+        return candid.decode(reply, [PROXY_RESULT])[0]
+
+    # the target sees the 1000 cycles, accepts 100: the proxy pays 100, 900 come back
+    r = Reader(call(1000)["Ok"]["result"])
+    assert r.u64() == 1000 and r.u128() == 1000 and r.u64() == 100
+    assert balance(ic, proxy) == 10**12 - 100
+    # the proxy checks the liquid balance against the call's cost before calling
+    err = call(10**12)["Err"]["InsufficientCycles"]
+    assert err == {"available": 10**12 - 100, "required": 10**12 + cost_call(len("cycles"), 24)}
+    reason = call(5, method="reject", arg=b"nope")["Err"]["CallFailed"]["reason"]
+    assert "CANISTER_REJECT" in reason and "nope" in reason
+    assert balance(ic, proxy) == 10**12 - 100  # rejected calls refund everything
+    # only controllers get through its inspect_message (ic0.is_controller, ic0.accept_message)
+    assert rejected(call, 1, sender=BOB).error_code == "IC0406"
+
+
+def test_the_icp_cli_candid_ui_canister_answers(ic: Replica) -> None:
+    cid = ic.create_canister(controllers=[ALICE], sender=ALICE)
+    ic.install_code(cid, gzip.compress(icp_cli_modules()["candid_ui"]), b"", sender=ALICE)
+    did = "service : { greet : (text) -> (text) query }"
+    (js,) = candid.decode(ic.query_call(cid, "did_to_js", candid.encode([candid.TEXT], [did])),
+                          [candid.Opt(candid.TEXT)])
+    assert "IDL.Func([IDL.Text], [IDL.Text], ['query'])" in js[0]

@@ -23,14 +23,14 @@ sys.path.insert(0, str(ROOT))
 import docker  # noqa: E402
 
 from ic_replica.http_server import IcHttpServer  # noqa: E402
+from prometheus_build import sandbox  # noqa: E402
+from prometheus_build.image import ensure_image  # noqa: E402
 from prometheus_build.recipe import build_all  # noqa: E402
 from testkit.backends import EmbeddedBackend  # noqa: E402
 from testkit.git_server import serve  # noqa: E402
 from testkit.protocol import Stack  # noqa: E402
 from testkit.verifier import HELLO, Net, make_worker, principal  # noqa: E402
-from verifier_bot import sandbox  # noqa: E402
 from verifier_bot.dockerd import PrivateDockerd  # noqa: E402
-from verifier_bot.image import ensure_image  # noqa: E402
 
 
 def bare_compile(client: Any, image: Any, source: Path, work: Path, runs: int) -> float:

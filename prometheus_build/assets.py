@@ -52,11 +52,6 @@ def candid_dir() -> Path:
     return _folder("candid")
 
 
-def candid_file(name: str) -> Path:
-    """`candid_dir()/<name>.did` for a protocol canister (ledger, audit_hub, mcp_registry, ...)."""
-    return candid_dir() / f"{name}.did"
-
-
 def canister_src_dir() -> Path:
     """The protocol canisters' Motoko sources (`<name>/main.mo`) that `localnet deploy-protocol` builds."""
     return _folder("canister_src")

@@ -19,6 +19,7 @@ from prometheus_build.toolchain import Toolchain, UnknownToolchain, find_toolcha
 
 MANIFEST = "prometheus.yml"
 DEFAULT_MAIN = "src/main.mo"
+MAX_MANIFEST_BYTES = 64 * 1024
 CANISTER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 
 
@@ -75,6 +76,16 @@ def _default_name(name: Any, main: str) -> str:
         return folder
     slug = re.sub(r"[^A-Za-z0-9_-]+", "-", str(name or "")).strip("-").lower()[:64]
     return slug or "app"
+
+
+def entry_point(tree: Path) -> tuple[str, str]:
+    """(source_dir, main) from the repository's prometheus.yml; defaults to ('.', 'src/main.mo')."""
+    data = load_manifest(tree, MANIFEST, MAX_MANIFEST_BYTES)  # its errors are ValueErrors (ProjectError)
+    source_dir = relative(data.get("source_dir", "."), "source_dir")
+    main = relative(data.get("main", DEFAULT_MAIN), "main")
+    if not (tree / source_dir / main).is_file():
+        raise ValueError(f"the entry point {PurePosixPath(source_dir, main)} is not in the repository")
+    return source_dir, main
 
 
 def plan(root: Path, manifest: Mapping[str, Any] | None, fetch_git: GitFetcher | None = None,

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_cli.output import fail
+
+if TYPE_CHECKING:
+    from prometheus_sdk.clients.ledger import Account
 
 
 def principal_of(target: str) -> Any:
     """`target` as a Principal: a principal's text form, else the name of an identity (ours or dfx's)."""
-    from ic_replica.principal import InvalidPrincipal, Principal
     from prometheus_sdk import identity
     from prometheus_sdk.errors import IdentityError
+    from prometheus_sdk.principal import InvalidPrincipal, Principal
 
     if "-" in target:
         try:
@@ -25,5 +28,6 @@ def principal_of(target: str) -> Any:
              "give a principal (xxxxx-xxxxx-...-cai/-qe) or an identity name from `prometheus identity list`")
 
 
-def account(owner: Any) -> dict[str, Any]:
+def account(owner: Any) -> Account:
+    """The default ICRC-1 account of `owner`."""
     return {"owner": owner, "subaccount": []}

@@ -125,11 +125,13 @@ def settle(ctx: typer.Context, bounty_id: int = typer.Argument(...)) -> None:
     """
     opts = _opts(ctx)
     with user_errors(opts.as_json):
-        result = client(connection(opts), "mcp_registry").settle_bounty(bounty_id)
-        err = errors.error_of(result)
-        if err and err[0] == "BountyNotFound":
-            fail(f"no bounty #{bounty_id}", "see `prometheus bounty list`")
-        if err:
-            fail(f"bounty #{bounty_id} could not be settled: {errors.describe(*err)}")
-        emit({"bounty_id": bounty_id, **bounty_state(result["ok"])}, opts.as_json,
+        from prometheus_sdk.clients.mcp_registry import RegistryError
+
+        try:
+            state = client(connection(opts), "mcp_registry").settle_bounty(bounty_id)
+        except RegistryError as exc:
+            if exc.kind == "BountyNotFound":
+                fail(f"no bounty #{bounty_id}", "see `prometheus bounty list`")
+            fail(f"bounty #{bounty_id} could not be settled: {errors.of(exc)}")
+        emit({"bounty_id": bounty_id, **bounty_state(state)}, opts.as_json,
              lambda r: console().print(f"bounty #{r['bounty_id']}: {state_text(r)}"))

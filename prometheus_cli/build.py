@@ -39,7 +39,7 @@ class HostFetcher:
         self.roots: dict[str, Path] = {}
 
     def __call__(self, name: str, url: str, commit: str) -> Path:
-        from verifier_bot import source
+        from prometheus_build import source
 
         self.say(f"fetching package {name} from {url} at {commit[:12]}")
         try:
@@ -60,7 +60,7 @@ def plan_tree(root: Path, data: Mapping[str, Any], fetcher: HostFetcher, label: 
     except project.ProjectError as exc:
         fail(str(exc), "see docs/build.md (packages, toolchains)")
     except ToolchainMissing as exc:
-        fail(str(exc), "run `make setup`")
+        fail(str(exc), exc.hint)
 
 
 def manifest_data(m: manifests.Manifest) -> dict[str, Any]:
@@ -100,9 +100,9 @@ def build_in_sandbox(plan: Any, fetcher: HostFetcher, tmp: Path, say: Say) -> tu
     git packages are copied under one read-only mount, as the verifier lays them out."""
     import docker
 
+    from prometheus_build import sandbox
+    from prometheus_build.image import ImageError, image_for
     from prometheus_build.recipe import plan_json
-    from verifier_bot import sandbox
-    from verifier_bot.image import ImageError, image_for
 
     try:
         client = docker.from_env(timeout=60)

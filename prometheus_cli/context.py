@@ -42,7 +42,10 @@ def connection(opts: Options) -> Any:
 
 
 def client(conn: Any, name: str) -> Any:
-    from prometheus_build.assets import candid_file
-    from prometheus_sdk.canister import CanisterClient
+    """The typed client (`prometheus_sdk.clients`) of protocol canister `name` on the connection's network."""
+    from prometheus_sdk.clients.audit_hub import AuditHubClient
+    from prometheus_sdk.clients.ledger import LedgerClient
+    from prometheus_sdk.clients.mcp_registry import RegistryClient
 
-    return CanisterClient.from_did(conn, canister_id(name, conn.network.name), candid_file(name))
+    kinds = {"mcp_registry": RegistryClient, "audit_hub": AuditHubClient, "ledger": LedgerClient}
+    return kinds[name](conn, canister_id(name, conn.network.name))

@@ -11,27 +11,24 @@ from typing import Any
 from prometheus_cli.output import fail
 
 
-def canister_status(conn: Any, canister_id: str) -> dict[str, Any] | None:
+def canister_status(conn: Any, canister_id: str) -> Any:
     """The management canister's status of a canister we control, or None if it is gone."""
-    from ic_replica import candid, management
-    from ic_replica.principal import Principal
+    from prometheus_sdk.clients.management import ManagementCanister
     from prometheus_sdk.errors import CallRejectedError
+    from prometheus_sdk.principal import Principal
 
     try:
-        reply = conn.call("aaaaa-aa", "canister_status", candid.encode(
-            [management.CANISTER_ID_ARGS], [{"canister_id": Principal.from_text(canister_id)}]),
-            effective_canister_id=canister_id)
+        return ManagementCanister(conn).canister_status({"canister_id": Principal.from_text(canister_id)})
     except CallRejectedError:
         return None
-    return candid.decode(reply, [management.CANISTER_STATUS_RESULT])[0]  # type: ignore[no-any-return]
 
 
 def create_canister(conn: Any) -> str:
-    from ic_replica import candid, management
+    from prometheus_sdk.clients.management import ManagementCanister
 
-    reply = conn.call("aaaaa-aa", "provisional_create_canister_with_cycles", candid.encode(
-        [management.PROVISIONAL_CREATE_ARGS], [{"amount": [], "settings": [], "specified_id": []}]))
-    return str(candid.decode(reply, [management.CREATE_RESULT])[0]["canister_id"])
+    created = ManagementCanister(conn).provisional_create_canister_with_cycles(
+        {"amount": [], "settings": [], "specified_id": [], "sender_canister_version": []})
+    return str(created["canister_id"])
 
 
 def ensure_canister(conn: Any, recorded_id: str | None) -> tuple[str, bytes | None]:
@@ -44,19 +41,17 @@ def ensure_canister(conn: Any, recorded_id: str | None) -> tuple[str, bytes | No
 
 def install(conn: Any, canister_id: str, wasm: bytes, arg: bytes, installed_hash: bytes | None) -> str:
     """Install, upgrade (keeping the heap) or leave alone; returns what it did."""
-    from ic_replica import candid, management
-    from ic_replica.principal import Principal
+    from prometheus_sdk.clients.management import CanisterInstallMode, ManagementCanister
+    from prometheus_sdk.principal import Principal
 
     if installed_hash == hashlib.sha256(wasm).digest():
         return "unchanged"
+    mode: CanisterInstallMode = {"install": None}
     if installed_hash:
-        mode, action = management.install_mode("upgrade", None, "keep"), "upgraded"
-    else:
-        mode, action = management.install_mode("install"), "installed"
-    conn.call("aaaaa-aa", "install_code", candid.encode([management.INSTALL_CODE_ARGS], [{
-        "mode": mode, "canister_id": Principal.from_text(canister_id), "wasm_module": wasm, "arg": arg,
-        "sender_canister_version": []}]), effective_canister_id=canister_id)
-    return action
+        mode = {"upgrade": [{"skip_pre_upgrade": [], "wasm_memory_persistence": [{"keep": None}]}]}
+    ManagementCanister(conn).install_code({"mode": mode, "canister_id": Principal.from_text(canister_id),
+                                           "wasm_module": wasm, "arg": arg, "sender_canister_version": []})
+    return "upgraded" if installed_hash else "installed"
 
 
 def record_ids(ids_file: Path, network: str, ids: dict[str, str]) -> None:
@@ -75,9 +70,8 @@ def recorded_ids(ids_file: Path, network: str) -> dict[str, str]:
 
 def deploy_all(url: str, src: Path, names: list[str] | None, args: dict[str, bytes], ids_file: Path,
                identity_name: str | None) -> list[dict[str, Any]]:
-    from ic_replica import candid
     from prometheus_build.recipe import BuildError, build_all
-    from prometheus_sdk import Network, connect
+    from prometheus_sdk import Network, candid, connect
     from prometheus_sdk import identity as identities
 
     if not src.is_dir():

@@ -6,7 +6,7 @@ import hashlib
 import sys
 import time
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import typer
 
@@ -14,6 +14,9 @@ from prometheus_cli import errors, exits
 from prometheus_cli import manifest as manifests
 from prometheus_cli.context import Options, client, connection, network_of
 from prometheus_cli.output import UserError, console, emit, fail, table, user_errors
+
+if TYPE_CHECKING:
+    from prometheus_sdk.clients.mcp_registry import RegistryClient
 
 ManifestPath = typer.Option(Path(manifests.MANIFEST), "--manifest", "-m", help="Path of prometheus.yml.")
 AUDIT = "build_reproducibility_v1"
@@ -23,11 +26,6 @@ MAX_TIMEOUT_DAYS = 365  # the registry takes a bounty timeout between 1 hour and
 
 def _opts(ctx: typer.Context) -> Options:
     return ctx.obj if isinstance(ctx.obj, Options) else Options()
-
-
-def _err(result: Any) -> str | None:
-    """The error of a canister `#err` as one line (the variant's name, then its payload), or None on success."""
-    return errors.message(result)
 
 
 def init(
@@ -141,6 +139,7 @@ def submit(
         digest = hashlib.sha256(wasm).digest()
         conn = connection(opts)
         registry = client(conn, "mcp_registry")
+        from prometheus_sdk.clients.mcp_registry import RegistryError
         if bounty is not None:
             check_bounty(conn, bounty, timeout_days)
         namespace = registry.icrc118_get_canister_type(m.namespace)
@@ -154,9 +153,10 @@ def submit(
                 fail(f"you have {quota['incomplete']} incomplete uploads, the registry's limit per principal: "
                      f"namespace {m.namespace} was not created",
                      "finish them with `prometheus submit` from their apps, or wait a day for them to expire")
-            err = _err(registry.icrc118_create_canister_type({"namespace": m.namespace, "description": m.description}))
-            if err:
-                fail(f"cannot create namespace {m.namespace}: {err}")
+            try:
+                registry.icrc118_create_canister_type({"namespace": m.namespace, "description": m.description})
+            except RegistryError as exc:
+                fail(f"cannot create namespace {m.namespace}: {errors.of(exc)}")
         chunks = [wasm[i : i + CHUNK] for i in range(0, len(wasm), CHUNK)]
         _upload(registry, m.namespace, digest, chunks, opts.as_json, created=not namespace)
         request_id, new_round, amends = _request(registry, m, digest)
@@ -197,7 +197,7 @@ def _check_request_fields(m: manifests.Manifest) -> None:
             fail(f"listing field {key!r} is too long", "keys up to 55 bytes, values up to 1024 bytes")
 
 
-def _upload(registry: Any, namespace: str, digest: bytes, chunks: list[bytes], quiet: bool,
+def _upload(registry: RegistryClient, namespace: str, digest: bytes, chunks: list[bytes], quiet: bool,
             created: bool = False) -> None:
     """Upload what the registry does not have yet; its `missing` list makes an interrupted upload resume.
 
@@ -206,19 +206,21 @@ def _upload(registry: Any, namespace: str, digest: bytes, chunks: list[bytes], q
     yours, empty, and the next `submit` reuses it)."""
     from rich.progress import Progress
 
-    def send(index: int) -> dict[str, Any]:
+    from prometheus_sdk.clients.mcp_registry import RegistryError
+
+    def send(index: int) -> Any:
         chunk = chunks[index]
-        result = registry.icrc118_upload_wasm_chunk({
-            "namespace": namespace, "wasm_hash": digest, "total_chunks": len(chunks), "chunk_index": index,
-            "chunk": chunk, "chunk_hash": hashlib.sha256(chunk).digest()})
-        err = _err(result)
-        if err:
+        try:
+            return registry.icrc118_upload_wasm_chunk({
+                "namespace": namespace, "wasm_hash": digest, "total_chunks": len(chunks), "chunk_index": index,
+                "chunk": chunk, "chunk_hash": hashlib.sha256(chunk).digest()})
+        except RegistryError as exc:
+            err = errors.of(exc)
             hint = "the file changed while uploading, or it is not the wasm you meant" if "Hash" in err else None
             if created and index == 0:
                 hint = (f"namespace {namespace} was created just before and holds nothing yet; fix the cause and "
                         "run `prometheus submit` again (it reuses the namespace)")
             fail(f"upload of chunk {index} refused: {err}", hint)
-        return result["ok"]  # type: ignore[no-any-return]
 
     with Progress(disable=quiet, transient=True) as progress:
         task = progress.add_task("uploading", total=len(chunks))
@@ -231,13 +233,14 @@ def _upload(registry: Any, namespace: str, digest: bytes, chunks: list[bytes], q
             fail(f"upload incomplete, chunks {state['missing']} still missing", "run `prometheus submit` again")
 
 
-def _request(registry: Any, m: manifests.Manifest, digest: bytes) -> tuple[int, bool, int | None]:
+def _request(registry: RegistryClient, m: manifests.Manifest, digest: bytes) -> tuple[int, bool, int | None]:
     """The verification request for the manifest's source in its namespace, whether this call opened it, and
     the round it follows (`amends`) when it did.
 
     The current round is kept when it has the same source and was not rejected (a retry changes nothing);
     otherwise the registry opens a new round: a correction after a rejection, or a replacement of a round
     nobody has filed on yet (its unclaimed bounties are refunded)."""
+    from prometheus_sdk.clients.mcp_registry import RegistryError
     from prometheus_sdk.icrc16 import to_map
 
     found = registry.get_wasm_status(digest.hex(), [m.namespace])
@@ -247,20 +250,19 @@ def _request(registry: Any, m: manifests.Manifest, digest: bytes) -> tuple[int, 
         return int(current["id"]), False, None
     metadata = to_map({"name": m.name, "description": m.description, **{f"listing:{k}": str(v)
                                                                          for k, v in m.listing.items()}})
-    result = registry.icrc126_verification_request({"wasm_hash": digest, "repo": m.repo_url,
-                                                    "commit_hash": m.commit, "metadata": metadata,
-                                                    "namespace": [m.namespace]})
-    err = errors.error_of(result)
-    if err:
-        _request_refused(*err, m, digest.hex(), current)
-    request_id = int(result["ok"])
+    try:
+        request_id = registry.icrc126_verification_request({"wasm_hash": digest, "repo": m.repo_url,
+                                                            "commit_hash": m.commit, "metadata": metadata,
+                                                            "namespace": [m.namespace]})
+    except RegistryError as exc:
+        _request_refused(str(exc.kind), exc.detail, m, digest.hex(), current)
     if current is not None and request_id == int(current["id"]):
         return request_id, False, None
     return request_id, True, None if current is None else int(current["id"])
 
 
 def _request_refused(name: str, payload: Any, m: manifests.Manifest, wasm_id: str,
-                     current: dict[str, Any] | None) -> NoReturn:
+                     current: Any) -> NoReturn:
     wasm = f"wasm {wasm_id[:16]}…"
     if name == "AlreadyFinalized":
         source = f"{current['repo']} @ {current['commit_hash']}" if current else "another source"
@@ -283,7 +285,7 @@ def _request_refused(name: str, payload: Any, m: manifests.Manifest, wasm_id: st
 def check_bounty(conn: Any, amount: int, timeout_days: int, balance: bool = True) -> None:
     """What the registry and the ledger would refuse about a bounty, whatever the wasm: checked first, so
     `submit --bounty` refuses before uploading anything."""
-    from ic_replica.principal import Principal
+    from prometheus_sdk.principal import Principal
 
     if amount <= 0:
         fail("the bounty amount must be positive")
@@ -306,8 +308,10 @@ def create_bounty(conn: Any, wasm_id: str, amount: int, audit_type: str, timeout
                   namespace: str | None = None) -> int:
     """Approve the registry for reward + 2 fees, then create the bounty (the registry escrows reward + fee)
     on the current verification round of the wasm in `namespace` (needed when several namespaces hold it)."""
-    from ic_replica.principal import Principal
+    from prometheus_sdk.clients.ledger import LedgerError
+    from prometheus_sdk.clients.mcp_registry import RegistryError
     from prometheus_sdk.icrc16 import to_icrc16, to_map
+    from prometheus_sdk.principal import Principal
 
     check_bounty(conn, amount, timeout_days, balance=False)
     ledger, registry = client(conn, "ledger"), client(conn, "mcp_registry")
@@ -325,24 +329,24 @@ def create_bounty(conn: Any, wasm_id: str, amount: int, audit_type: str, timeout
     if balance < amount + 3 * fee:
         fail(f"balance {balance} is too low for a bounty of {amount}", f"it needs amount + 3 × fee ({3 * fee})")
     spender = {"owner": Principal.from_text(registry.canister_id), "subaccount": []}
-    approved = ledger.icrc2_approve({"from_subaccount": [], "spender": spender, "amount": amount + 2 * fee,
-                                     "expected_allowance": [], "expires_at": [], "fee": [], "memo": [],
-                                     "created_at_time": []})
-    if "Err" in approved:
-        fail(f"the ledger refused the approval: {approved['Err']}")
+    try:
+        ledger.icrc2_approve({"from_subaccount": [], "spender": spender, "amount": amount + 2 * fee,
+                              "expected_allowance": [], "expires_at": [], "fee": [], "memo": [],
+                              "created_at_time": []})
+    except LedgerError as exc:
+        fail(f"the ledger refused the approval: {errors.of(exc)}")
     now_ns = time.time_ns()
     challenge: dict[str, Any] = {"wasm_hash": bytes.fromhex(wasm_id), "audit_type": audit_type}
     if namespace is not None:
         challenge["namespace"] = namespace
-    result = registry.icrc127_create_bounty({
-        "challenge_parameters": to_icrc16(challenge),
-        "bounty_metadata": to_map({"icrc127:reward_canister": Principal.from_text(ledger.canister_id),
-                                   "icrc127:reward_amount": amount}),
-        "timeout_date": now_ns + timeout_days * 86_400 * 10**9})
-    err = errors.error_of(result)
-    if err:
-        _bounty_refused(*err, wasm_id, namespace)
-    return int(result["ok"])
+    try:
+        return registry.icrc127_create_bounty({
+            "challenge_parameters": to_icrc16(challenge),
+            "bounty_metadata": to_map({"icrc127:reward_canister": Principal.from_text(ledger.canister_id),
+                                       "icrc127:reward_amount": amount}),
+            "timeout_date": now_ns + timeout_days * 86_400 * 10**9})
+    except RegistryError as exc:
+        _bounty_refused(str(exc.kind), exc.detail, wasm_id, namespace)
 
 
 def _bounty_refused(name: str, payload: Any, wasm_id: str, namespace: str | None) -> NoReturn:
@@ -448,7 +452,7 @@ def _not_found(registry: Any, wasm_id: str, ns: str | None) -> NoReturn:
 
 
 def _live(conn: Any, canister: str, wasm_id: str) -> dict[str, Any]:
-    from ic_replica.principal import InvalidPrincipal, Principal
+    from prometheus_sdk.principal import InvalidPrincipal, Principal
 
     try:
         Principal.from_text(canister)
@@ -577,9 +581,13 @@ def publish(
         m = manifests.load(path)
         digest = hashlib.sha256(manifests.wasm_file(m, path).read_bytes()).digest()
         registry = client(connection(opts), "mcp_registry")
-        result = registry.icrc118_update_wasm({"namespace": m.namespace, "version": tuple(int(p) for p in parts),
-                                               "wasm_hash": digest})
-        err = _err(result)
+        from prometheus_sdk.clients.mcp_registry import RegistryError
+
+        try:
+            block, err = registry.icrc118_update_wasm({"namespace": m.namespace, "wasm_hash": digest,
+                                                       "version": {i: int(p) for i, p in enumerate(parts)}}), None
+        except RegistryError as exc:
+            block, err = None, str(exc.kind)
         hints = {"NotVerified": ("is not verified yet", "follow it with `prometheus status --watch`"),
                  "WasmRejected": ("was rejected by its verifiers", "see `prometheus status` for the divergences"),
                  "VersionExists": (f"cannot take version {version}: it is already published", "use a new version"),
@@ -588,7 +596,7 @@ def publish(
         if err:
             what, hint = hints.get(err, (f"was refused ({err})", None))
             fail(f"wasm {digest.hex()[:16]}… {what}", hint)
-        emit({"namespace": m.namespace, "version": version, "wasm_id": digest.hex(), "block": result["ok"]},
+        emit({"namespace": m.namespace, "version": version, "wasm_id": digest.hex(), "block": block},
              opts.as_json, lambda r: console().print(f"published {r['namespace']} {r['version']} ({r['wasm_id']})"))
 
 
@@ -639,8 +647,8 @@ def _verify_source(m: manifests.Manifest, path: Path, worktree: bool, dest: Path
         if not (source / m.main).is_file():
             fail(f"{source / m.main} does not exist", "set source_dir and main in prometheus.yml")
         return source, m.main, ["--worktree: rebuilt the working tree, which verifiers never see"]
+    from prometheus_build.project import entry_point
     from prometheus_cli import gitsource
-    from verifier_bot.rebuild import entry_point
 
     checkout = gitsource.export(path.parent.resolve(), m.commit, dest, scope=(path.parent / m.source_dir),
                                 ignore=(path, path.parent / m.wasm_path))

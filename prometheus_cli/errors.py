@@ -6,14 +6,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 
-def error_of(result: Any) -> tuple[str, Any] | None:
-    """(variant name, payload) of a canister `#err`, or None on success."""
-    if isinstance(result, dict) and "err" in result:
-        ((name, payload),) = result["err"].items()
-        return name, payload
-    return None
-
-
 def when(ns: int) -> str:
     """An IC timestamp (ns since the epoch) as UTC, to the second."""
     return datetime.fromtimestamp(ns / 1e9, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
@@ -38,7 +30,6 @@ def describe(name: str, payload: Any) -> str:
     return f"{name}: {payload}"
 
 
-def message(result: Any) -> str | None:
-    """The error of a canister result as one line, or None on success."""
-    err = error_of(result)
-    return describe(*err) if err else None
+def of(exc: Any) -> str:
+    """A typed client's `CanisterError` as one line, the same way as `describe`."""
+    return describe(exc.kind, exc.detail) if exc.kind is not None else str(exc.detail)

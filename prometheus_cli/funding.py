@@ -12,7 +12,6 @@ from typing import Any
 
 import typer
 
-from prometheus_build.assets import candid_file
 from prometheus_cli.accounts import account, principal_of
 from prometheus_cli.context import Options, canister_id
 from prometheus_cli.output import console, emit, fail
@@ -51,37 +50,40 @@ def governance_connection(opts: Options, data: Path | None, what: str) -> Any:
 
 
 def fund(ctx: typer.Context, target: str, amount: int, data: Path | None) -> None:
-    from prometheus_sdk.canister import CanisterClient
+    from prometheus_cli import errors
+    from prometheus_sdk.clients.ledger import LedgerClient, LedgerError
 
     opts = ctx.obj if isinstance(ctx.obj, Options) else Options()
     if amount <= 0:
         fail(f"invalid amount {amount}", "a positive number of the ledger's base units")
     conn = governance_connection(opts, data, "fund")
     who = principal_of(target)
-    ledger = CanisterClient.from_did(conn, canister_id("ledger", "local"), candid_file("ledger"))
-    result = ledger.icrc1_transfer({"from_subaccount": [], "to": account(who), "amount": amount, "fee": [],
-                                    "memo": [], "created_at_time": []})
-    if "Err" in result:
-        fail(f"the ledger refused the transfer: {result['Err']}")
+    ledger = LedgerClient(conn, canister_id("ledger", "local"))
+    try:
+        block = ledger.icrc1_transfer({"from_subaccount": [], "to": account(who), "amount": amount, "fee": [],
+                                       "memo": [], "created_at_time": []})
+    except LedgerError as exc:
+        fail(f"the ledger refused the transfer: {errors.of(exc)}")
     balance = int(ledger.icrc1_balance_of(account(who)))
-    emit({"to": str(who), "amount": amount, "block": int(result["Ok"]), "balance": balance,
+    emit({"to": str(who), "amount": amount, "block": block, "balance": balance,
           "ledger": ledger.canister_id}, opts.as_json,
          lambda r: console().print(f"funded {r['to']} with {r['amount']} (balance {r['balance']}, block {r['block']})"))
 
 
 def stake(ctx: typer.Context, target: str, amount: int, audit_type: str, data: Path | None) -> None:
     from prometheus_cli import errors
-    from prometheus_sdk.canister import CanisterClient
+    from prometheus_sdk.clients.audit_hub import AuditHubClient, AuditHubError
 
     opts = ctx.obj if isinstance(ctx.obj, Options) else Options()
     if amount <= 0:
         fail(f"invalid amount {amount}", "a positive amount of stake")
     conn = governance_connection(opts, data, "stake")
     who = principal_of(target)
-    hub = CanisterClient.from_did(conn, canister_id("audit_hub", "local"), candid_file("audit_hub"))
-    err = errors.message(hub.mint_tokens(who, audit_type, amount))
-    if err:
-        fail(f"the audit hub refused the stake: {err}")
+    hub = AuditHubClient(conn, canister_id("audit_hub", "local"))
+    try:
+        hub.mint_tokens(who, audit_type, amount)
+    except AuditHubError as exc:
+        fail(f"the audit hub refused the stake: {errors.of(exc)}")
     profile = hub.get_auditor_profile(who)
     available = dict(profile["available"]).get(audit_type, 0)
     emit({"verifier": str(who), "audit_type": audit_type, "amount": amount, "available": int(available),

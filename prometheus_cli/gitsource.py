@@ -2,7 +2,7 @@
 
 `prometheus verify` must rebuild what verifiers rebuild — the commit in `prometheus.yml`, not the working
 tree — or it says "matches" for a stale commit and the submission is rejected for good. Files are written
-from the object database with the worker's own writer (`verifier_bot.source`): no checkout, no
+from the object database with the worker's own writer (`prometheus_build.source`): no checkout, no
 `.gitattributes` filters, symlinks and submodules skipped, exactly as a verifier does.
 """
 
@@ -47,7 +47,7 @@ def export(folder: Path, commit: str, dest: Path, scope: Path | None = None,
     out `ignore` (the manifest, which names the commit, and the built wasm) and `.prometheus*` caches."""
     import git
 
-    from verifier_bot.source import Limits, SourceError, SourceTree, _write_entries
+    from prometheus_build.source import Limits, SourceError, SourceTree, write_entries
 
     top = toplevel(folder)
     if _git(["cat-file", "-e", f"{commit}^{{commit}}"], top).returncode != 0:
@@ -58,7 +58,7 @@ def export(folder: Path, commit: str, dest: Path, scope: Path | None = None,
         fail(f"cannot list commit {commit}: {listing.stderr.strip()}")
     dest.mkdir(parents=True, exist_ok=True)
     try:
-        _write_entries(git.Repo(top), listing.stdout, SourceTree(root=dest, commit=commit), Limits())
+        write_entries(git.Repo(top), listing.stdout, SourceTree(root=dest, commit=commit), Limits())
     except SourceError as exc:
         fail(f"a verifier would refuse commit {commit}: {exc}")
     return Checkout(dest, top, warnings(top, commit, scope or top, ignore))

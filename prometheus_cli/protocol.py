@@ -23,10 +23,10 @@ def deploy_protocol(conn: Any, ids_file: Path, network: str = "local", src: Path
     """Deploy (or upgrade in place) the three canisters. With `localnet_dir`, the localnet's own record is
     both where existing canisters are looked up (so a second run from another folder upgrades the running
     protocol instead of deploying another) and where the ids are recorded."""
-    from ic_replica.principal import Principal
     from prometheus_build import assets
     from prometheus_build.recipe import build_all
-    from prometheus_sdk import did
+    from prometheus_sdk.clients import audit_hub, ledger, mcp_registry
+    from prometheus_sdk.principal import Principal
 
     src = src or assets.canister_src_dir()  # the packaged sources: a wheel's, or the checkout's canister_src/
     cache = assets.build_cache_dir()  # per user, by source digest: never site-packages or the current folder
@@ -41,17 +41,17 @@ def deploy_protocol(conn: Any, ids_file: Path, network: str = "local", src: Path
     installed: dict[str, bytes | None] = {}
     for name in PROTOCOL:  # every id first: each canister's init names the others
         ids[name], installed[name] = ensure_canister(conn, known.get(name))
-    account = {"owner": me, "subaccount": []}
+    account: ledger.Account = {"owner": me, "subaccount": []}
     init = {
-        "ledger": {"name": "Prometheus Test USD", "symbol": "PUSD", "decimals": 6, "fee": LEDGER_FEE,
-                   "minting_account": {"owner": Principal.from_text(ids["ledger"]), "subaccount": []},
-                   "initial_balances": [(account, INITIAL_SUPPLY)]},
-        "audit_hub": {"governance": me, "registry": [Principal.from_text(ids["mcp_registry"])]},
-        "mcp_registry": {"governance": me, "audit_hub": Principal.from_text(ids["audit_hub"]),
-                         "ledgers": [Principal.from_text(ids["ledger"])]},
+        "ledger": ledger.encode_init({
+            "name": "Prometheus Test USD", "symbol": "PUSD", "decimals": 6, "fee": LEDGER_FEE,
+            "minting_account": {"owner": Principal.from_text(ids["ledger"]), "subaccount": []},
+            "initial_balances": [(account, INITIAL_SUPPLY)]}),
+        "audit_hub": audit_hub.encode_init({"governance": me, "registry": [Principal.from_text(ids["mcp_registry"])]}),
+        "mcp_registry": mcp_registry.encode_init({"governance": me, "audit_hub": Principal.from_text(ids["audit_hub"]),
+                                                  "ledgers": [Principal.from_text(ids["ledger"])]}),
     }
-    actions = {name: install(conn, ids[name], built[name].wasm.read_bytes(),
-                             did.load(built[name].did).encode_init(init[name]), installed[name])
+    actions = {name: install(conn, ids[name], built[name].wasm.read_bytes(), init[name], installed[name])
                for name in PROTOCOL}
     record_ids(ids_file, network, ids)
     if localnet_dir is not None:

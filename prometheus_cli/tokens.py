@@ -3,7 +3,9 @@ protocol's), amounts in the ledger's base units, signed by the current identity.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -11,6 +13,9 @@ from prometheus_cli import errors
 from prometheus_cli.accounts import account, principal_of
 from prometheus_cli.context import Options, canister_id, connection
 from prometheus_cli.output import console, emit, fail, user_errors
+
+if TYPE_CHECKING:
+    from prometheus_sdk.clients.ledger import LedgerClient
 
 app = typer.Typer(help="Balances, transfers and approvals on an ICRC-1/2 ledger.", no_args_is_help=True)
 LedgerOption = typer.Option(None, "--ledger", help="Ledger canister id (default: the protocol's ledger).")
@@ -20,34 +25,36 @@ def _opts(ctx: typer.Context) -> Options:
     return ctx.obj if isinstance(ctx.obj, Options) else Options()
 
 
-def ledger_client(conn: Any, ledger: str | None) -> Any:
+def ledger_client(conn: Any, ledger: str | None) -> LedgerClient:
     """A client for `ledger` (validated as a principal), else the protocol's ledger on this network."""
-    from ic_replica.principal import InvalidPrincipal, Principal
-    from prometheus_sdk.canister import CanisterClient
+    from prometheus_sdk.clients.ledger import LedgerClient
+    from prometheus_sdk.principal import InvalidPrincipal, Principal
 
     if ledger is not None:
         try:
             Principal.from_text(ledger)
         except InvalidPrincipal:
             fail(f"invalid ledger id {ledger!r}", "a canister id, e.g. ryjl3-tyaaa-aaaaa-aaaba-cai")
-    cid = ledger or canister_id("ledger", conn.network.name)
-    from prometheus_build.assets import candid_file
+    return LedgerClient(conn, ledger or canister_id("ledger", conn.network.name))
 
-    return CanisterClient.from_did(conn, cid, candid_file("ledger"))
+
+@contextmanager
+def _refused(what: str) -> Iterator[None]:
+    """A ledger's `Err` as one line (and how to get tokens on a localnet when that is what is missing)."""
+    from prometheus_sdk.clients.ledger import LedgerError
+
+    try:
+        yield
+    except LedgerError as exc:
+        fail(f"the ledger refused the {what}: {errors.of(exc)}",
+             "on a local network, `prometheus localnet fund IDENTITY AMOUNT` gives tokens"
+             if exc.kind == "InsufficientFunds" else None)
 
 
 def _positive(amount: int) -> int:
     if amount <= 0:
         fail(f"invalid amount {amount}", "a positive number of the ledger's base units")
     return amount
-
-
-def _refused(what: str, result: dict[str, Any]) -> None:
-    if "Err" in result:
-        ((name, payload),) = result["Err"].items()
-        fail(f"the ledger refused the {what}: {errors.describe(name, payload)}",
-             "on a local network, `prometheus localnet fund IDENTITY AMOUNT` gives tokens"
-             if name == "InsufficientFunds" else None)
 
 
 @app.command()
@@ -78,11 +85,11 @@ def transfer(ctx: typer.Context,
         conn = connection(opts)
         client = ledger_client(conn, ledger)
         target = principal_of(to)
-        result = client.icrc1_transfer({"from_subaccount": [], "to": account(target), "amount": _positive(amount),
-                                        "fee": [], "memo": [], "created_at_time": []})
-        _refused("transfer", result)
+        with _refused("transfer"):
+            block = client.icrc1_transfer({"from_subaccount": [], "to": account(target), "amount": _positive(amount),
+                                           "fee": [], "memo": [], "created_at_time": []})
         data = {"from": conn.principal, "to": str(target), "amount": amount, "ledger": client.canister_id,
-                "block": int(result["Ok"])}
+                "block": block}
         emit(data, opts.as_json, lambda d: console().print(
             f"sent {d['amount']} to {d['to']} (ledger block {d['block']})"))
 
@@ -99,18 +106,18 @@ def approve(ctx: typer.Context,
         conn = connection(opts)
         client = ledger_client(conn, ledger)
         target = principal_of(spender)
-        result = client.icrc2_approve({"from_subaccount": [], "spender": account(target), "amount": _positive(amount),
-                                       "expected_allowance": [], "expires_at": [], "fee": [], "memo": [],
-                                       "created_at_time": []})
-        _refused("approval", result)
+        with _refused("approval"):
+            block = client.icrc2_approve({"from_subaccount": [], "spender": account(target),
+                                          "amount": _positive(amount), "expected_allowance": [], "expires_at": [],
+                                          "fee": [], "memo": [], "created_at_time": []})
         data = {"owner": conn.principal, "spender": str(target), "amount": amount, "ledger": client.canister_id,
-                "block": int(result["Ok"])}
+                "block": block}
         emit(data, opts.as_json, lambda d: console().print(
             f"{d['spender']} may spend {d['amount']} (ledger block {d['block']})"))
 
 
 def principal_of_conn(conn: Any) -> Any:
-    from ic_replica.principal import Principal
+    from prometheus_sdk.principal import Principal
 
     return Principal.from_text(conn.principal)
 

@@ -12,8 +12,9 @@ Python values:
   other `vec` <-> `list` (encode takes any sequence);
 * `opt T` <-> `[]` or `[value]`; encode also takes `None` for "absent", so for `opt null`, `opt reserved` and
   `opt opt T` only the list form says "present" unambiguously (`None` always means absent);
-* `record` <-> `dict` from field name to value (numeric ids and tuple positions are `int` keys; encode also
-  takes a tuple or list for a tuple record, and a missing key for a field of `opt`/`null`/`reserved` type);
+* `record` <-> `dict` from field name to value (numeric ids are `int` keys; encode also takes a missing key
+  for a field of `opt`/`null`/`reserved` type); a tuple record (fields 0..n-1, e.g. `record { text; nat }`)
+  <-> `tuple` (encode also takes a list or a dict keyed by position);
 * `variant` <-> a one-entry dict `{tag: value}` (`None` for a `null` payload);
 * `principal` and `service` <-> `prometheus_sdk.principal.Principal` (encode takes anything
   `Principal.of` takes); `func` <-> `(Principal, method_name)`.
@@ -859,7 +860,7 @@ def _coerce(w: _W, v: Any, t: Type, depth: int) -> Any:
                 out[name] = _absent(ft)
             else:
                 raise _Mismatch(f"record field {name!r} is missing")
-        return out
+        return tuple(out[i] for i in range(len(out))) if t.is_tuple and out else out
     if isinstance(t, Variant):
         if op != -21:
             raise _Mismatch(f"expected variant, the message has {_wire_name(w)}")

@@ -53,7 +53,7 @@ class Icrc16Error(SdkError, ValueError):
     """A value that has no ICRC-16 form, or a malformed ICRC-16 value."""
 
 
-def to_icrc16(value: Any) -> dict[str, Any]:
+def to_icrc16(value: Any) -> Any:
     if isinstance(value, bool):
         return {"Bool": value}
     if isinstance(value, int):
@@ -92,7 +92,7 @@ def _as_principal(value: Any) -> Principal | None:
     return None
 
 
-def to_map(values: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+def to_map(values: dict[str, Any]) -> list[tuple[str, Any]]:
     """A `[(Text, ICRC16)]` map, the shape ICRC-126/127 metadata use."""
     return [(key, to_icrc16(v)) for key, v in values.items()]
 

@@ -1,8 +1,7 @@
 """Calling a canister with the Candid types of its checked-in .did file, in process or over HTTP.
 
 Arguments and replies go through the SDK's codec (a client's, independent of the replica's). Replies are
-then given the shapes the tests were written for: the replica's `Principal` (which they compare with and
-pass to the replica) and tuples for tuple records (the SDK gives dicts keyed 0..n-1).
+then given the replica's `Principal`, which the tests compare with and pass to the replica.
 """
 
 from __future__ import annotations
@@ -16,7 +15,7 @@ from testkit import ALICE, ROOT
 
 
 def replica_values(t: candid.Type, value: Any) -> Any:
-    """`value`, decoded by the SDK at type `t`, with the replica's principals and tuples for tuple records."""
+    """`value`, decoded by the SDK at type `t`, with the replica's principals."""
     if isinstance(t, candid.Rec):
         t = t.resolve()
     if isinstance(value, SdkPrincipal):
@@ -27,8 +26,9 @@ def replica_values(t: candid.Type, value: Any) -> Any:
         return [replica_values(t.inner, v) for v in value]
     if isinstance(t, candid.Record):
         types = dict(t.fields)
-        fields = {k: replica_values(types[k], v) for k, v in value.items()}
-        return tuple(fields[i] for i in range(len(fields))) if t.is_tuple and fields else fields
+        if isinstance(value, tuple):
+            return tuple(replica_values(types[i], v) for i, v in enumerate(value))
+        return {k: replica_values(types[k], v) for k, v in value.items()}
     if isinstance(t, candid.Variant):
         ((tag, inner),) = value.items()
         return {tag: replica_values(dict(t.fields)[tag], inner)}

@@ -12,13 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from ic_replica.principal import Principal
+from prometheus_build.image import BuilderImage
 from prometheus_build.recipe import build_canister
 from prometheus_sdk import Network, connect
 from prometheus_sdk.icrc16 import to_map
 from testkit import ROOT, git_server
 from testkit.protocol import DEV, IDENTITIES, PRINCIPALS, Stack
 from verifier_bot.config import Config
-from verifier_bot.image import BuilderImage
 from verifier_bot.journal import ACTIVE, Journal
 from verifier_bot.logs import JsonLog
 from verifier_bot.worker import Worker

@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
+from prometheus_build.image import BuilderImage, ensure_image
 from verifier_bot.dockerd import DockerdError, PrivateDockerd
-from verifier_bot.image import BuilderImage, ensure_image
 
 
 @pytest.fixture(scope="session")

@@ -14,10 +14,9 @@ from typing import Any
 
 import pytest
 
-from prometheus_build import project
+from prometheus_build import project, source
 from prometheus_build.packages import GitFetcher, tree_digest
 from testkit.git_server import make_repo, serve
-from verifier_bot import source
 
 # A git dependency; its own mops.toml asks for textutil too (the root's declaration wins).
 GREET: dict[str, bytes | str] = {

@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
+from prometheus_build import sandbox
+from prometheus_build.image import BUILDER_UID, ImageError, check_image, write_rootfs
 from prometheus_build.recipe import build_canister
 from prometheus_build.toolchain import find_toolchain
-from verifier_bot import sandbox
-from verifier_bot.image import BUILDER_UID, ImageError, check_image, write_rootfs
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"

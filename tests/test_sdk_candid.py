@@ -118,8 +118,9 @@ def test_composites_round_trip() -> None:
     roundtrip(account, {"owner": "ryjl3-tyaaa-aaaaa-aaaba-cai", "subaccount": None}, {"owner": P, "subaccount": []})
     roundtrip(account, {"owner": P.raw}, {"owner": P, "subaccount": []})  # a missing opt field is absent
     roundtrip(c.Record(((0, c.NAT), (5, c.TEXT), ("x", c.BOOL))), {0: 1, 5: "five", "x": False})
-    roundtrip(c.Tuple(c.NAT, c.TEXT), (1, "a"), {0: 1, 1: "a"})
-    roundtrip(c.Tuple(c.NAT, c.TEXT), {0: 1, 1: "a"})
+    roundtrip(c.Tuple(c.NAT, c.TEXT), (1, "a"))  # a tuple record is a tuple
+    roundtrip(c.Tuple(c.NAT, c.TEXT), {0: 1, 1: "a"}, (1, "a"))
+    roundtrip(c.Tuple(c.NAT, c.TEXT), [1, "a"], (1, "a"))
     roundtrip(c.Tuple(), (), {})  # the empty record
     roundtrip(c.Variant.of(ok=c.NAT, err=c.TEXT), {"err": "no"})
     roundtrip(c.Variant.of(a=c.NULL, b=c.RESERVED), {"a": None})
@@ -494,6 +495,8 @@ def values(t: c.Type) -> st.SearchStrategy[Any]:
     if isinstance(t, c.Vec):
         return st.binary(max_size=8) if t.inner == c.NAT8 else st.lists(values(t.inner), max_size=3)
     if isinstance(t, c.Record):
+        if t.is_tuple and t.fields:
+            return st.tuples(*[values(ft) for _, ft in sorted(t.fields, key=lambda f: f[0])])
         return st.fixed_dictionaries({n: values(ft) for n, ft in t.fields})
     if isinstance(t, c.Variant):
         return st.one_of(*[values(ft).map(tagged(n)) for n, ft in t.fields])

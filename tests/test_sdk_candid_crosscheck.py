@@ -63,15 +63,17 @@ def replica_value(v: Any) -> Any:
 
 
 def sdk_shape(t: c.Type, v: Any) -> Any:
-    """A value decoded by the replica at `t`, in the SDK's conventions: the replica gives a tuple record as a
-    tuple, the SDK as a dict keyed 0..n-1 (both give dicts keyed by id when decoding without types)."""
+    """A value at `t` in the form both codecs decode to: tuple records as tuples (a dict or a list given for
+    one to encode becomes a tuple), other records as dicts."""
     if isinstance(t, c.Rec):
         t = t.resolve()
     if isinstance(t, c.Opt) or (isinstance(t, c.Vec) and not isinstance(v, bytes)):
         return [sdk_shape(t.inner, x) for x in v]
     if isinstance(t, c.Record):
         types = dict(t.fields)
-        return {k: sdk_shape(types[k], x) for k, x in (enumerate(v) if isinstance(v, tuple) else v.items())}
+        items = dict(enumerate(v)) if isinstance(v, (tuple, list)) else v
+        shaped = {k: sdk_shape(types[k], x) for k, x in items.items()}
+        return tuple(shaped[i] for i in range(len(shaped))) if t.is_tuple and shaped else shaped
     if isinstance(t, c.Variant):
         ((tag, x),) = v.items()
         return {tag: sdk_shape(dict(t.fields)[tag], x)}
@@ -101,7 +103,7 @@ def agree(ts: list[c.Type], vs: list[Any]) -> None:
     ours = c.encode(ts, vs)
     theirs = rc.encode(rts, [replica_value(v) for v in vs])
     for data in (ours, theirs):
-        expected = plain([sdk_shape(t, v) for t, v in zip(ts, vs)])  # tuples given for tuple records: dicts
+        expected = plain([sdk_shape(t, v) for t, v in zip(ts, vs)])
         assert plain(c.decode(data, ts)) == expected
         assert plain(replica_decode(data, ts)) == expected
         assert plain(c.decode(data)) == plain(rc.decode(data))  # without types: fields by id in both

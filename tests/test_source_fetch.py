@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from prometheus_build.source import Limits, SourceError, TransientSourceError, fetch
 from testkit.git_server import add_submodule, git, make_repo, serve
-from verifier_bot.source import Limits, SourceError, TransientSourceError, fetch
 
 MAIN = "persistent actor { public query func hi() : async Text { \"hi\" } };\n"
 

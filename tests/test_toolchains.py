@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 
-from prometheus_build import project
+from prometheus_build import project, sandbox, source
 from prometheus_build.toolchain import DEFAULT_MOC, TOOLCHAINS, find_toolchain, resolve_moc
 from testkit.git_server import make_repo, serve
 from tests.test_dependencies import COUNTER, GREET, TEXTUTIL, fetcher, write
-from verifier_bot import rebuild, sandbox, source
+from verifier_bot import rebuild
 
 OTHER_MOC = "1.3.0"  # motoko@4.0.0, bundles core v2.3.1
 APP = {"src/main.mo": 'import Nat "mo:core/Nat";\npersistent actor {\n  var n = 0;\n'

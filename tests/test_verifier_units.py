@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from prometheus_build.project import entry_point
 from verifier_bot import config as configuration
 from verifier_bot.journal import Journal
-from verifier_bot.rebuild import entry_point
 
 
 def test_journal_survives_reopen_and_only_lost_bounties_are_retried(tmp_path: Path) -> None:
@@ -106,7 +106,7 @@ def test_entry_point_comes_from_the_repository_manifest(tmp_path: Path, manifest
 def test_the_worker_applies_the_clis_url_policy() -> None:
     """On a local network loopback repositories are fine, private hosts are not (only ALLOW_LOCAL_REPOS opens
     them); on mainnet neither."""
-    from verifier_bot.source import SourceError, validate_url
+    from prometheus_build.source import SourceError, validate_url
 
     env = {"VERIFIER_PEM": "/k.pem", "VERIFIER_REGISTRY_ID": "r", "VERIFIER_AUDIT_HUB_ID": "h"}
     local = configuration.load(env={**env, "VERIFIER_NETWORK": "http://127.0.0.1:4943"})

@@ -85,8 +85,9 @@ def dockerd_hint(config: Path | None) -> str:
 
 
 def make_worker(cfg: configuration.Config) -> Any:
+    from prometheus_build.image import ImageError, ensure_image
+    from prometheus_build.toolchain import ToolchainMissing
     from prometheus_sdk import SdkError, connect, resolve
-    from verifier_bot.image import ImageError, ensure_image
     from verifier_bot.journal import Journal
     from verifier_bot.worker import StateDirBusy, Worker
 
@@ -100,6 +101,8 @@ def make_worker(cfg: configuration.Config) -> Any:
         image = ensure_image(docker_client(), progress=lambda line: typer.echo(line, err=True))
     except ImageError as exc:
         raise SetupError(str(exc)) from exc
+    except ToolchainMissing as exc:
+        raise SetupError(f"{exc}; {exc.hint}") from exc
     try:
         return Worker(cfg, lambda: connect(network, identity), docker_client, image, Journal(cfg.journal_path))
     except StateDirBusy as exc:
@@ -182,12 +185,15 @@ def _print_jobs(jobs: list[Any], as_json: bool) -> None:
 @app.command()
 def image(as_json: bool = JsonOption) -> None:
     """Build (or check) the builder image from the pinned toolchain; prints its digests."""
-    from verifier_bot.image import ImageError, ensure_image
+    from prometheus_build.image import ImageError, ensure_image
+    from prometheus_build.toolchain import ToolchainMissing
 
     try:
         built = ensure_image(_guarded(docker_client), progress=lambda line: typer.echo(line, err=True))
     except ImageError as exc:
         _fail(str(exc))
+    except ToolchainMissing as exc:
+        _fail(f"{exc}; {exc.hint}")
     info = built.as_dict()
     typer.echo(json.dumps(info, indent=2) if as_json else "\n".join(f"{k}: {v}" for k, v in info.items()))
 

@@ -13,7 +13,7 @@ def _sandbox_self_test(client: Any, image: Any, memory_mb: int) -> tuple[str, bo
     cannot apply the limits or too little memory shows up here, not as a wrong divergence later."""
     import tempfile
 
-    from verifier_bot import sandbox
+    from prometheus_build import sandbox
 
     with tempfile.TemporaryDirectory(prefix="prometheus-doctor-") as tmp:
         (Path(tmp) / "src").mkdir(mode=0o755)
@@ -30,14 +30,15 @@ def _sandbox_self_test(client: Any, image: Any, memory_mb: int) -> tuple[str, bo
 
 
 def run_checks(config_file: Path | None) -> list[dict[str, Any]]:
-    from ic_replica.principal import Principal
+    from prometheus_build.image import ImageError, ensure_image
+    from prometheus_build.toolchain import ToolchainMissing
     from prometheus_sdk import SdkError, connect, resolve
-    from prometheus_sdk.canister import CanisterClient
+    from prometheus_sdk.clients.audit_hub import AuditHubClient
+    from prometheus_sdk.clients.mcp_registry import RegistryClient
+    from prometheus_sdk.principal import Principal
     from verifier_bot import config as configuration
     from verifier_bot.cli import SetupError, docker_client, load_identity
-    from verifier_bot.image import ImageError, ensure_image
     from verifier_bot.journal import Journal
-    from verifier_bot.worker import CANDID
 
     checks: list[dict[str, Any]] = []
 
@@ -66,8 +67,8 @@ def run_checks(config_file: Path | None) -> list[dict[str, Any]]:
         try:
             conn = connect(resolve(cfg.network), identity)
             record("network", True, conn.network.url)
-            registry = CanisterClient.from_did(conn, cfg.registry_id, CANDID / "mcp_registry.did")
-            hub = CanisterClient.from_did(conn, cfg.audit_hub_id, CANDID / "audit_hub.did")
+            registry = RegistryClient(conn, cfg.registry_id)
+            hub = AuditHubClient(conn, cfg.audit_hub_id)
             names = [s["name"] for s in registry.icrc10_supported_standards()]
             record("registry", "ICRC-126" in names, f"{cfg.registry_id} supports {', '.join(names)}")
             policy = hub.get_policy()
@@ -87,6 +88,8 @@ def run_checks(config_file: Path | None) -> list[dict[str, Any]]:
             record(*_sandbox_self_test(client, image, cfg.build_memory_mb))
         except ImageError as exc:
             record("image", False, str(exc))
+        except ToolchainMissing as exc:
+            record("image", False, f"{exc}; {exc.hint}")
     except SetupError as exc:
         record("docker", False, str(exc))
     return checks

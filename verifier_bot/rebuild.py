@@ -14,13 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from prometheus_build import sandbox, source
+from prometheus_build.image import BuilderImage, ImageError, image_for
 from prometheus_sdk.urls import RepoPolicy
-from verifier_bot import sandbox, source
-from verifier_bot.image import BuilderImage, ImageError, image_for
-
-MANIFEST = "prometheus.yml"
-DEFAULT_MAIN = "src/main.mo"
-MAX_MANIFEST_BYTES = 64 * 1024
 
 
 class Transient(RuntimeError):
@@ -69,18 +65,6 @@ def attestation_metadata(verdict: Verdict) -> dict[str, Any]:
         meta["126:packages"] = text if len(text) <= 2000 else "; ".join(f"{p['name']}@{p['sha256'][:16]}"
                                                                          for p in listing)[:2000]
     return meta
-
-
-def entry_point(tree: Path) -> tuple[str, str]:
-    """(source_dir, main) from the repository's prometheus.yml; defaults to ('.', 'src/main.mo')."""
-    from prometheus_build.project import load_manifest, relative
-
-    data = load_manifest(tree, MANIFEST, MAX_MANIFEST_BYTES)  # its errors are ValueErrors (ProjectError)
-    source_dir = relative(data.get("source_dir", "."), "source_dir")
-    main = relative(data.get("main", DEFAULT_MAIN), "main")
-    if not (tree / source_dir / main).is_file():
-        raise ValueError(f"the entry point {PurePosixPath(source_dir, main)} is not in the repository")
-    return source_dir, main
 
 
 def verify(client: Any, image: BuilderImage, repo: str, commit: str, expected: str, work: Path,

@@ -22,25 +22,26 @@ import hashlib
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from prometheus_build import assets
+from prometheus_build import sandbox, source
+from prometheus_build.image import BuilderImage
 from prometheus_sdk import SdkError
-from prometheus_sdk.canister import CanisterClient
+from prometheus_sdk.clients.audit_hub import AuditHubClient, AuditHubError, Lock
+from prometheus_sdk.clients.mcp_registry import Bounty, PendingVerification, RegistryClient, RegistryError
 from prometheus_sdk.icrc16 import to_map
-from verifier_bot import rebuild, sandbox, source
+from prometheus_sdk.principal import Principal
+from verifier_bot import rebuild
 from verifier_bot.config import Config
-from verifier_bot.image import BuilderImage
 from verifier_bot.journal import ACTIVE, Job, Journal
 from verifier_bot.logs import JsonLog
 from verifier_bot.metrics import Metrics
 
 WORKER_VERSION = "prometheus-verifier/0.1.0"
-CANDID = assets.candid_dir()  # the packaged interfaces (a wheel) or the checkout's candid/
 PAGE = 50
 LOCK_PAGE = 100  # the hub's largest page of get_locks
 MAX_BACKOFF_S = 300.0
@@ -52,15 +53,16 @@ RESERVATION_SETTLE_S = 300.0  # a reservation whose reply was lost may still lan
 @dataclass
 class Chain:
     """The canisters as seen by one thread (agents are not shared across threads)."""
-    registry: CanisterClient
-    hub: CanisterClient
+    registry: RegistryClient
+    hub: AuditHubClient
 
 
-def _variant(value: dict[str, Any]) -> str:
+def _variant(value: Mapping[str, Any]) -> str:
+    """The case name of a decoded variant (a dict with exactly one key)."""
     return next(iter(value))
 
 
-def _free(state: dict[str, Any], now: int) -> bool:
+def _free(state: Mapping[str, Any], now: int) -> bool:
     """A bounty anyone may reserve: open, or reserved by a verifier whose reservation ran out unused (the hub
     cleans its lock up when we reserve: the registry reopens the bounty and the hub slashes that stake)."""
     name = _variant(state)
@@ -117,8 +119,7 @@ class Worker:
         if getattr(self._local, "chain", None) is None:
             conn = self._chain_connection()
             self._local.chain = Chain(
-                CanisterClient.from_did(conn, self.config.registry_id, CANDID / "mcp_registry.did"),
-                CanisterClient.from_did(conn, self.config.audit_hub_id, CANDID / "audit_hub.did"))
+                RegistryClient(conn, self.config.registry_id), AuditHubClient(conn, self.config.audit_hub_id))
         chain: Chain = self._local.chain
         return chain
 
@@ -230,7 +231,7 @@ class Worker:
             return False
         return True
 
-    def _consider(self, chain: Chain, pending: dict[str, Any]) -> int:
+    def _consider(self, chain: Chain, pending: PendingVerification) -> int:
         request_id, wasm_id = int(pending["request_id"]), pending["wasm_id"]
         if (self.journal.known_round(request_id, wasm_id, self.config.audit_type)
                 or self._filed_by_me(chain, wasm_id, request_id) is not None):
@@ -269,7 +270,7 @@ class Worker:
                 return adopted
             after = int(page[-1]["lock_id"])
 
-    def _adopt(self, chain: Chain, lock: dict[str, Any]) -> int:
+    def _adopt(self, chain: Chain, lock: Lock) -> int:
         bounty_id = int(lock["bounty_id"])
         found = chain.registry.icrc127_get_bounty(bounty_id)
         if not found or not self._reserved_by_me(found[0]):
@@ -288,35 +289,34 @@ class Worker:
         self._submit(bounty_id)
         return 1
 
-    def _reserved_by_me(self, bounty: dict[str, Any]) -> dict[str, Any] | None:
+    def _reserved_by_me(self, bounty: Bounty) -> dict[str, Any] | None:
         """The bounty's `Reserved` payload (claimant, until) when we hold it, else None."""
         state = bounty["state"]
         if _variant(state) == "Reserved" and str(state["Reserved"]["claimant"]) == self.principal:
             return dict(state["Reserved"])
         return None
 
-    def _reserve(self, chain: Chain, bounty_id: int, pending: dict[str, Any]) -> int:
+    def _reserve(self, chain: Chain, bounty_id: int, pending: PendingVerification) -> int:
         if not self.journal.begin(bounty_id, pending["wasm_id"], pending["repo"], pending["commit_hash"],
                                   self.config.audit_type, int(pending["request_id"])):
             return 0
         try:
-            result = chain.hub.reserve_bounty(bounty_id, self.config.audit_type)
+            lock: dict[str, Any] = dict(chain.hub.reserve_bounty(bounty_id, self.config.audit_type))
+        except AuditHubError as refused:
+            held = refused.detail if refused.kind == "AlreadyReserved" else None
+            if not (held and str(held["claimant"]) == self.principal):
+                # AlreadyReserved, AlreadyHolding, AlreadyFiled, BountyNotOpen, InsufficientStake, ...
+                self.journal.update(bounty_id, state="lost", last_error=str(refused.error))
+                self.log.info("reserve_refused", bounty_id=bounty_id, reason=refused.error)
+                self.metrics.jobs.labels("lost").inc()
+                return 0
+            lock = {"expires_at": held["expires_at"], "stake": "(earlier attempt)"}  # our retry landed before
         except SdkError as exc:
             self.log.warning("reserve_unknown", bounty_id=bounty_id, error=str(exc))
             return 1  # the reservation may have landed; the job's first step asks the hub
-        error = result.get("err")
-        held = error["AlreadyReserved"] if error and _variant(error) == "AlreadyReserved" else None
-        if held and str(held["claimant"]) == self.principal:  # our own retried call landed the first time
-            result = {"ok": {"expires_at": held["expires_at"], "stake": "(earlier attempt)"}}
-        elif error:  # AlreadyReserved, AlreadyHolding, AlreadyFiled, BountyNotOpen, InsufficientStake, ...
-            self.journal.update(bounty_id, state="lost", last_error=str(result["err"]))
-            self.log.info("reserve_refused", bounty_id=bounty_id, reason=result["err"])
-            self.metrics.jobs.labels("lost").inc()
-            return 0
-        self.journal.update(bounty_id, state="reserved", expires_at=result["ok"]["expires_at"])
+        self.journal.update(bounty_id, state="reserved", expires_at=lock["expires_at"])
         self.log.info("reserved", bounty_id=bounty_id, wasm_id=pending["wasm_id"], repo=pending["repo"],
-                      commit=pending["commit_hash"], stake=result["ok"]["stake"],
-                      expires_at=result["ok"]["expires_at"])
+                      commit=pending["commit_hash"], stake=lock["stake"], expires_at=lock["expires_at"])
         self._submit(bounty_id)
         return 1
 
@@ -449,16 +449,18 @@ class Worker:
         if not self._lock_usable(job):
             return
         metadata = to_map(job.metadata)
-        if job.verdict == "attest":
-            result = chain.registry.icrc126_file_attestation({"wasm_id": job.wasm_id, "metadata": metadata})
+        try:
+            if job.verdict == "attest":
+                block = chain.registry.icrc126_file_attestation({"wasm_id": job.wasm_id, "metadata": metadata})
+            else:
+                block = chain.registry.icrc126_file_divergence({"wasm_id": job.wasm_id, "metadata": metadata,
+                                                                "divergence_report": job.report or "divergence"})
+        except RegistryError as refused:
+            error = refused.error
         else:
-            result = chain.registry.icrc126_file_divergence({"wasm_id": job.wasm_id, "metadata": metadata,
-                                                             "divergence_report": job.report or "divergence"})
-        if "ok" in result:
-            self.journal.update(job.bounty_id, filing_index=result["ok"])
-            self._finish(job, "filed", block=result["ok"])
+            self.journal.update(job.bounty_id, filing_index=block)
+            self._finish(job, "filed", block=block)
             return
-        error = result["err"]
         if _variant(error) == "AuditHubUnavailable":
             raise rebuild.Transient(f"registry could not reach the audit hub: {error}")
         if self._filed_by_me(chain, job.wasm_id, job.request_id) is not None:
@@ -479,7 +481,6 @@ class Worker:
 
     def _refresh_profile(self) -> int:
         """Our stake and earnings from the hub, into the gauges; returns the stake free to reserve with."""
-        from ic_replica.principal import Principal
 
         profile = self.chain().hub.get_auditor_profile(Principal.from_text(self.principal))
         available = int(dict(profile["available"]).get(self.config.audit_type, 0))

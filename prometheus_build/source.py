@@ -157,7 +157,7 @@ def fetch(repo_url: str, commit: str, dest: Path, limits: Limits = Limits(),
         dest.chmod(0o755)
         listing = repo.git.ls_tree("-r", "-z", "-l", "--full-tree", commit_obj.hexsha)
         try:
-            _write_entries(repo, listing, tree, limits)
+            write_entries(repo, listing, tree, limits)
         except OSError as exc:
             if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EMFILE, errno.ENFILE):
                 raise TransientSourceError(f"cannot write the source on this machine: {exc}") from exc
@@ -178,7 +178,7 @@ def _make_dirs(root: Path, parts: list[str]) -> None:
             current.chmod(0o755)
 
 
-def _write_entries(repo: object, listing: str, out: SourceTree, limits: Limits) -> None:
+def write_entries(repo: object, listing: str, out: SourceTree, limits: Limits) -> None:
     """Write every blob of `git ls-tree -r -z -l` output; sizes come from the listing, before any read."""
     for record in filter(None, listing.split("\0")):
         meta, _, path_text = record.partition("\t")

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from verifier_bot.image import BUILDER_UID, BuilderImage
+from prometheus_build.image import BUILDER_UID, BuilderImage
 
 WASM_NAME = "app.wasm"
 ROLE_LABEL = "io.prometheus.role"

@@ -1,0 +1,1 @@
+"""Generated typed clients of the protocol canisters and the management canister."""

@@ -1,0 +1,375 @@
+"""One PocketIC instance: a `Replica` per subnet, one shared clock, calls routed by canister id ranges.
+
+Deterministic by default: time moves only on `tick` (1 ns per round, as on PocketIC) and `set_time`; with
+auto progress a thread follows wall-clock time and runs rounds. Every operation takes the instance lock, so
+requests to one instance are serialized (PocketIC serializes them too); instances are independent.
+
+Each subnet is its own `Replica` hosting its own canister ranges. They share the network keys, so every
+certificate verifies under the one root key `read/pub_key` and `/api/v2/status` report. A canister calling
+a canister on another subnet is not supported: the call is rejected as the callee is not found on the
+caller's subnet (documented in docs/pocket-ic.md).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time as _time
+from typing import Any
+
+from ic_replica import management
+from ic_replica.candid import CandidError
+from ic_replica.certification import NetworkKeys
+from ic_replica.errors import CallRejected, ErrorCode, ReplicaError, reject_for
+from ic_replica.messages import IngressStatus
+from ic_replica.pocket_ic import rest, topology
+from ic_replica.pocket_ic.rest import ApiError, CanisterCall, Effective
+from ic_replica.pocket_ic.topology import SubnetPlan
+from ic_replica.principal import MANAGEMENT, Principal
+from ic_replica.replica import Limits, Replica
+from ic_replica.stable_memory import PAGE
+
+MAX_AWAIT_ROUNDS = 10_000  # rounds `await_ingress_message` runs before giving up
+BENCHMARKING_LIMITS = Limits(update=50_000_000_000_000, query=50_000_000_000_000, install=50_000_000_000_000,
+                             inspect=200_000_000)
+AUTO_PROGRESS_MIN_DELAY_S = 0.01
+# Fields of InstanceConfig that ask for something this server does not do (present and not null).
+_UNSUPPORTED = {"state_dir": "loading or persisting instance state (`state_dir`)",
+                "icp_features": None, "bitcoind_addr": None, "dogecoind_addr": None,
+                "http_gateway_config": "an HTTP gateway created with the instance (use POST /http_gateway)"}
+
+
+class Subnet:
+    def __init__(self, plan: SubnetPlan, replica: Replica) -> None:
+        self.plan = plan
+        self.replica = replica
+
+    @property
+    def subnet_id(self) -> bytes:
+        return self.plan.subnet_id
+
+
+class Instance:
+    def __init__(self, instance_id: int, config: Any) -> None:
+        if not isinstance(config, dict):
+            raise ApiError("Failed to deserialize the JSON body: expected an InstanceConfig object")
+        for key, what in _UNSUPPORTED.items():
+            value = config.get(key)
+            if value is None or (key == "icp_features" and isinstance(value, dict)
+                                 and all(v is None for v in value.values())):
+                continue
+            raise ApiError(f"`{key}` is not supported by this server: {what or 'ICP features, ' + key}")
+        self.instance_id = instance_id
+        self.lock = threading.RLock()
+        self.keys = NetworkKeys.generate()
+        plans = topology.plan(config.get("subnet_config_set"), os.urandom(16))
+        now, auto = _time.time_ns(), None
+        initial = config.get("initial_time")
+        if isinstance(initial, dict) and "Timestamp" in initial:
+            now = rest.nat_field(initial["Timestamp"], "nanos_since_epoch")
+        elif isinstance(initial, dict) and "AutoProgress" in initial:
+            auto = initial["AutoProgress"] or {}
+        self.subnets: list[Subnet] = []
+        for p in plans:
+            p.node_ids = [self.keys.node_id.raw]
+            replica = Replica(limits=BENCHMARKING_LIMITS if p.benchmarking else None, time_ns=now,
+                              first_canister_index=p.allocation[0])
+            replica.keys, replica.root_key_der, replica.subnet_id = self.keys, self.keys.root_key_der, p.subnet_id
+            self.subnets.append(Subnet(p, replica))
+        self.topology = topology.topology_json(plans)
+        self.deleted = False
+        self._progress: threading.Thread | None = None
+        self._stop_progress = threading.Event()
+        if auto is not None:
+            self.auto_progress(auto)
+
+    # ------------------------------------------------------------ lookup and routing
+
+    @property
+    def root_key_der(self) -> bytes:
+        return self.keys.root_key_der
+
+    def subnet_by_id(self, subnet_id: bytes) -> Subnet | None:
+        return next((s for s in self.subnets if s.subnet_id == subnet_id), None)
+
+    def subnet_hosting(self, canister_id: bytes) -> Subnet | None:
+        return next((s for s in self.subnets if s.plan.hosts(canister_id)), None)
+
+    def default_subnet(self) -> Subnet:
+        for kind in ("Application", "VerifiedApplication", "System"):
+            for s in self.subnets:
+                if s.plan.kind == kind:
+                    return s
+        return self.subnets[0]
+
+    def _hosting_or_fail(self, canister_id: bytes) -> Subnet:
+        subnet = self.subnet_hosting(canister_id)
+        if subnet is None:
+            raise ApiError(f"CanisterNotFound({rest.canister_debug(canister_id)})")
+        return subnet
+
+    def existing(self, canister_id: bytes) -> tuple[Subnet, Any]:
+        subnet = self.subnet_hosting(canister_id)
+        canister = subnet.replica.canisters.get(canister_id) if subnet else None
+        if subnet is None or canister is None:
+            raise ApiError(f"CanisterNotFound({rest.canister_debug(canister_id)})")
+        return subnet, canister
+
+    def route(self, call: CanisterCall) -> tuple[Subnet, Effective]:
+        """The subnet a call goes to, and the effective principal that names it (returned to the client in
+        the message id, so `await_ingress_message` finds the subnet again)."""
+        if call.canister_id != MANAGEMENT.raw:
+            return self._hosting_or_fail(call.canister_id), Effective("CanisterId", call.canister_id)
+        eff = call.effective
+        if eff.kind == "SubnetId":
+            subnet = self.subnet_by_id(eff.raw)
+            if subnet is None:
+                raise ApiError(f"SubnetNotFound({rest.text(eff.raw)})")
+            return subnet, eff
+        if eff.kind == "CanisterId":
+            return self._hosting_or_fail(eff.raw), eff
+        if call.method in ("provisional_create_canister_with_cycles", "create_canister"):
+            specified = self._specified_id(call)
+            if specified is not None:
+                subnet = self.subnet_hosting(specified)
+                if subnet is None:
+                    raise ApiError(f"The `specified_id` {rest.text(specified)} is not in the canister ranges of "
+                                   "any subnet of this instance (see read/topology)")
+                return subnet, Effective("SubnetId", subnet.subnet_id)
+            subnet = self.default_subnet()
+            return subnet, Effective("SubnetId", subnet.subnet_id)
+        target = self._management_target(call)
+        if target is not None:
+            return self._hosting_or_fail(target), Effective("CanisterId", target)
+        subnet = self.default_subnet()
+        return subnet, Effective("SubnetId", subnet.subnet_id)
+
+    @staticmethod
+    def _specified_id(call: CanisterCall) -> bytes | None:
+        if call.method != "provisional_create_canister_with_cycles":
+            return None
+        try:
+            args = management.decode_args(call.method, call.payload)
+        except (management.ManagementError, CandidError):
+            return None  # the management canister rejects it properly
+        ids = args.get("specified_id") or []
+        return ids[0].raw if ids else None
+
+    @staticmethod
+    def _management_target(call: CanisterCall) -> bytes | None:
+        if call.method not in management.METHOD_NAMES:
+            return None
+        try:
+            return management.target_of(management.decode_args(call.method, call.payload))
+        except (management.ManagementError, CandidError):
+            return None
+
+    def _check_specified_on_subnet(self, call: CanisterCall, subnet: Subnet) -> None:
+        specified = self._specified_id(call)
+        if specified is not None and not subnet.plan.hosts(specified):
+            raise ApiError(f"The `specified_id` {rest.text(specified)} is not hosted by subnet "
+                           f"{rest.text(subnet.subnet_id)} (see read/topology for its canister ranges)")
+
+    # ------------------------------------------------------------ clock and rounds
+
+    def get_time(self) -> int:
+        with self.lock:
+            return self.subnets[0].replica.get_time()
+
+    def set_time(self, nanos: int) -> None:
+        with self.lock:
+            current = self.get_time()
+            if nanos < current:
+                raise ApiError(f"SettingTimeIntoPast(({current}, {nanos}))")
+            for s in self.subnets:
+                s.replica.set_time(nanos)
+
+    def tick(self, rounds: int = 1) -> None:
+        with self.lock:
+            for _ in range(rounds):
+                for s in self.subnets:
+                    s.replica.tick()
+
+    def auto_progress(self, config: Any) -> None:
+        """Follow wall-clock time and run rounds in a thread, every `artificial_delay_ms` (at least 10 ms)."""
+        delay_ms = config.get("artificial_delay_ms") if isinstance(config, dict) else None
+        delay = max(AUTO_PROGRESS_MIN_DELAY_S, (delay_ms or 0) / 1000)
+        with self.lock:
+            if self._progress is not None:
+                return
+            for s in self.subnets:
+                s.replica.live_time = True
+                s.replica.sync_clock()
+            self._stop_progress = threading.Event()
+            self._progress = threading.Thread(target=self._progress_loop, args=(self._stop_progress, delay),
+                                              daemon=True, name=f"pocket-ic-progress-{self.instance_id}")
+            self._progress.start()
+
+    def _progress_loop(self, stop: threading.Event, delay: float) -> None:
+        while not stop.wait(delay):
+            try:
+                self.tick()
+            except Exception:  # noqa: BLE001 - a round never stops the instance
+                import logging
+
+                logging.getLogger(__name__).exception("round failed in auto progress")
+
+    def auto_progress_enabled(self) -> bool:
+        return self._progress is not None
+
+    def stop_progress(self) -> None:
+        thread = self._progress
+        if thread is None:
+            return
+        self._stop_progress.set()
+        thread.join(timeout=10)
+        with self.lock:
+            self._progress = None
+            for s in self.subnets:
+                s.replica.live_time = False
+
+    # ------------------------------------------------------------ calls
+
+    def _route_call(self, call: CanisterCall) -> tuple[Subnet, Effective]:
+        """`route`, with a canister outside every subnet's ranges rejected as not found (DestinationInvalid,
+        IC0301) rather than failing the request, so clients see the reject an unknown canister gets."""
+        if call.canister_id != MANAGEMENT.raw and self.subnet_hosting(call.canister_id) is None:
+            raise CallRejected(reject_for(ErrorCode.CANISTER_NOT_FOUND,
+                                          f"Canister {rest.text(call.canister_id)} not found."))
+        return self.route(call)
+
+    def query(self, call: CanisterCall) -> dict[str, Any]:
+        with self.lock:
+            try:
+                subnet, eff = self._route_call(call)
+            except CallRejected as exc:
+                return rest.err(exc.reject, certified=False)
+            try:
+                reply = subnet.replica.query_call(call.canister_id, call.method, call.payload, call.sender,
+                                                  effective_canister_id=eff.raw if eff.kind == "CanisterId" else None)
+            except CallRejected as exc:
+                return rest.err(exc.reject, certified=False)
+            return rest.ok(reply)
+
+    def submit(self, call: CanisterCall) -> dict[str, Any]:
+        with self.lock:
+            try:
+                subnet, eff = self._route_call(call)
+            except CallRejected as exc:
+                return rest.err(exc.reject, certified=False)
+            self._check_specified_on_subnet(call, subnet)
+            try:
+                message_id = subnet.replica.submit_call(
+                    call.canister_id, call.method, call.payload, call.sender,
+                    effective_canister_id=eff.raw if eff.kind == "CanisterId" else None)
+            except CallRejected as exc:
+                return rest.err(exc.reject, certified=False)
+            return {"Ok": {"effective_principal": eff.to_json(), "message_id": rest.b64(message_id)}}
+
+    def _subnet_of_message(self, effective: Effective, message_id: bytes) -> tuple[Subnet, IngressStatus]:
+        candidates = self.subnets
+        if effective.kind == "SubnetId":
+            candidates = [s for s in self.subnets if s.subnet_id == effective.raw]
+        elif effective.kind == "CanisterId":
+            candidates = [s for s in self.subnets if s.plan.hosts(effective.raw)]
+        for s in candidates:
+            status = s.replica.ingress_status(message_id)
+            if status is not None:
+                return s, status
+        raise ApiError(f"BadIngressMessage(\"no ingress message with id {message_id.hex()} "
+                       f"(effective principal {effective.to_json()})\")")
+
+    def await_message(self, effective: Effective, message_id: bytes) -> dict[str, Any]:
+        with self.lock:
+            _, status = self._subnet_of_message(effective, message_id)
+            for _ in range(MAX_AWAIT_ROUNDS):
+                if status.final:
+                    break
+                self.tick()
+            return self._result(status, await_rounds=True)
+
+    def ingress_status(self, effective: Effective, message_id: bytes, caller: bytes | None) -> dict[str, Any] | None:
+        with self.lock:
+            try:
+                _, status = self._subnet_of_message(effective, message_id)
+            except ApiError:
+                return None
+            if caller is not None and caller != status.sender:
+                raise ApiError(f"The user tries to access Request ID {message_id.hex()} signed by a different "
+                               "user.", status=403)
+            if not status.final:
+                return None
+            return self._result(status)
+
+    @staticmethod
+    def _result(status: IngressStatus, await_rounds: bool = False) -> dict[str, Any]:
+        if not status.final:
+            raise ApiError(f"the ingress message {status.message_id.hex()} did not complete within "
+                           f"{MAX_AWAIT_ROUNDS} rounds")
+        if status.reject is not None:
+            return rest.err(status.reject, certified=True)
+        if status.reply is None:
+            raise ApiError(f"IngressMessageTimeout: the reply of ingress message {status.message_id.hex()} "
+                           "was already pruned from the ingress history")
+        return rest.ok(status.reply)
+
+    # ------------------------------------------------------------ canister state
+
+    def get_subnet(self, canister_id: bytes) -> bytes | None:
+        with self.lock:
+            subnet = self.subnet_hosting(canister_id)
+            if subnet is None or canister_id not in subnet.replica.canisters:
+                return None
+            return subnet.subnet_id
+
+    def controllers(self, canister_id: bytes) -> list[bytes]:
+        with self.lock:
+            return list(self.existing(canister_id)[1].controllers)
+
+    def cycles(self, canister_id: bytes) -> int:
+        with self.lock:
+            return int(self.existing(canister_id)[1].cycles)
+
+    def add_cycles(self, canister_id: bytes, amount: int) -> int:
+        with self.lock:
+            canister = self.existing(canister_id)[1]
+            canister.cycles += amount
+            return int(canister.cycles)
+
+    def stable_memory(self, canister_id: bytes) -> bytes:
+        with self.lock:
+            stable = self.existing(canister_id)[1].stable
+            return stable.read(0, stable.size_bytes)
+
+    def set_stable_memory(self, canister_id: bytes, data: bytes) -> None:
+        """Replace the stable memory: `data`, zero-padded to whole pages (its size grows if needed)."""
+        with self.lock:
+            canister = self.existing(canister_id)[1]
+            if canister.runtime is None:
+                raise ApiError(f"CanisterIsEmpty({rest.canister_debug(canister_id)})")
+            stable = canister.stable
+            pages = max(stable.pages, (len(data) + PAGE - 1) // PAGE)
+            if pages > stable.max_pages:
+                raise ApiError(f"the stable memory of {len(data)} bytes exceeds the canister's maximum")
+            stable.clear()
+            stable.pages = pages
+            stable.write(0, data)
+
+    def pub_key(self, subnet_id: bytes) -> bytes:
+        if self.subnet_by_id(subnet_id) is None:
+            raise ApiError(f"SubnetNotFound({rest.text(subnet_id)})")
+        return self.root_key_der
+
+    def close(self) -> None:
+        self.stop_progress()
+        with self.lock:
+            self.deleted = True
+            for s in self.subnets:
+                try:
+                    s.replica.close()
+                except (ReplicaError, OSError):
+                    pass
+
+
+def principal_text(raw: bytes) -> str:
+    return Principal(raw).to_text()

@@ -1,0 +1,428 @@
+"""PocketIC's REST API over embedded replica instances, on the standard library's `ThreadingHTTPServer`.
+
+Server routes: `GET /status`, `GET|POST /instances`, `DELETE /instances/<id>`, `POST /blobstore`,
+`GET /blobstore/<hex id>`, `GET|POST /http_gateway`, `POST /http_gateway/<id>/stop`. Instance routes
+(`/instances/<id>/...`): `read/{topology,get_time,get_subnet,get_controllers,pub_key,get_cycles,
+get_stable_memory,query,ingress_status,get_canister_http}`, `update/{set_time,set_certified_time,tick,
+add_cycles,set_stable_memory,submit_ingress_message,await_ingress_message,execute_ingress_message}`,
+`auto_progress` (GET and POST), `stop_progress`, `_/topology`, `_/dashboard`, and the IC HTTP interface
+`api/v2/status`, `api/v2|v3|v4/canister/<ecid>/{call,query,read_state}`, `api/v2|v3/subnet/<sid>/read_state`.
+
+Every operation completes before its response (never `202 Started`), so a client never needs
+`/read_graph`. Failures are HTTP 400 (404 for an unknown instance) with `{"message": ...}` as on PocketIC.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import logging
+import re
+import threading
+import time
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import urlsplit
+
+from ic_replica.http_server import HttpError
+from ic_replica.pocket_ic import gateway, rest
+from ic_replica.pocket_ic.gateway import HttpGateway
+from ic_replica.pocket_ic.instance import Instance
+from ic_replica.pocket_ic.rest import ApiError, CanisterCall, Effective
+
+MAX_BODY_BYTES = 256 * 1024 * 1024  # blobs (wasm, stable memory) can be large
+_INSTANCE = re.compile(r"^/instances/(\d+)(?:/(.*))?$")
+_log = logging.getLogger(__name__)
+
+
+class PocketIcServer:
+    """The server's state: instances, blobs, HTTP gateways, and the time of the last request (for TTL)."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.instances: dict[int, Instance | None] = {}  # None: deleted (listed as "Deleted", as on PocketIC)
+        self.blobs: dict[bytes, tuple[bytes, bool]] = {}  # id -> (data as sent, gzip-compressed)
+        self.gateways: dict[int, HttpGateway] = {}
+        self.lock = threading.Lock()
+        self.last_request = time.monotonic()
+        self.active = 0  # requests being answered (a long one must not let the TTL expire under it)
+        handler = type("PocketIcHandler", (_Handler,), {"server_state": self})
+        self.httpd = ThreadingHTTPServer((host, port), handler)
+        self.httpd.daemon_threads = True
+
+    @property
+    def port(self) -> int:
+        return int(self.httpd.server_address[1])
+
+    def idle_for(self) -> float:
+        """Seconds since the last request ended (0 while one is being answered)."""
+        with self.lock:
+            return 0.0 if self.active else time.monotonic() - self.last_request
+
+    def serve_forever(self) -> None:
+        self.httpd.serve_forever(poll_interval=0.2)
+
+    def shutdown(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        for gw in list(self.gateways.values()):
+            gw.stop()
+        for inst in list(self.instances.values()):
+            if inst is not None:
+                inst.close()
+
+    # ------------------------------------------------------------ server routes
+
+    def create_instance(self, body: Any) -> tuple[int, Any]:
+        with self.lock:
+            instance_id = len(self.instances)
+            self.instances[instance_id] = None  # reserve the id
+        try:
+            inst = Instance(instance_id, body)
+        except ApiError as exc:
+            with self.lock:
+                del self.instances[instance_id]
+            return HTTPStatus.BAD_REQUEST, {"Error": {"message": exc.message}}
+        with self.lock:
+            self.instances[instance_id] = inst
+        return HTTPStatus.CREATED, {"Created": {"instance_id": instance_id, "topology": inst.topology,
+                                                "http_gateway_info": None}}
+
+    def list_instances(self) -> list[str]:
+        with self.lock:
+            return ["Available" if inst is not None else "Deleted" for inst in self.instances.values()]
+
+    def delete_instance(self, instance_id: int) -> None:
+        with self.lock:
+            inst = self.instances.get(instance_id)
+            if instance_id in self.instances:
+                self.instances[instance_id] = None
+            gateways = [g for g in self.gateways.values() if g.instance is inst]
+        for gw in gateways:
+            gw.stop()
+        if inst is not None:
+            inst.close()
+
+    def instance(self, instance_id: int) -> Instance:
+        with self.lock:
+            if instance_id not in self.instances:
+                raise ApiError(f"Instance with ID {instance_id} was not found.", status=HTTPStatus.NOT_FOUND)
+            inst = self.instances[instance_id]
+        if inst is None:
+            raise ApiError(f"Instance with ID {instance_id} was deleted.", status=HTTPStatus.BAD_REQUEST)
+        return inst
+
+    def put_blob(self, data: bytes, gzipped: bool) -> str:
+        blob_id = hashlib.sha256(data).digest()
+        with self.lock:
+            self.blobs[blob_id] = (data, gzipped)
+        return blob_id.hex()
+
+    def blob(self, blob_id: bytes) -> bytes:
+        with self.lock:
+            entry = self.blobs.get(blob_id)
+        if entry is None:
+            raise ApiError(f"BlobNotFound({blob_id.hex()})")
+        data, gzipped = entry
+        if not gzipped:
+            return data
+        try:
+            return gzip.decompress(data)
+        except (OSError, EOFError) as exc:
+            raise ApiError(f"BlobDecompressionFailed({blob_id.hex()}): {exc}") from exc
+
+    def create_gateway(self, body: Any) -> tuple[int, Any]:
+        forward = body.get("forward_to") if isinstance(body, dict) else None
+        if not isinstance(forward, dict) or "PocketIcInstance" not in forward:
+            return HTTPStatus.BAD_REQUEST, {"Error": {"message": "only `forward_to: {\"PocketIcInstance\": <id>}` "
+                                                                 "is supported by this server"}}
+        if body.get("https_config") is not None:
+            return HTTPStatus.BAD_REQUEST, {"Error": {"message": "HTTPS gateways are not supported"}}
+        try:
+            inst = self.instance(int(forward["PocketIcInstance"]))
+            host = body.get("ip_addr") or "127.0.0.1"
+            with self.lock:
+                gateway_id = len(self.gateways)
+            gw = HttpGateway(gateway_id, inst, host, int(body.get("port") or 0))
+        except (ApiError, OSError, ValueError) as exc:
+            return HTTPStatus.BAD_REQUEST, {"Error": {"message": str(exc)}}
+        with self.lock:
+            self.gateways[gateway_id] = gw
+        return HTTPStatus.CREATED, {"Created": {"instance_id": gateway_id, "port": gw.port}}
+
+    # ------------------------------------------------------------ instance routes
+
+    def instance_get(self, inst: Instance, route: str) -> Any:
+        if route in ("read/topology", "_/topology"):
+            return inst.topology
+        if route == "read/get_time":
+            return {"nanos_since_epoch": inst.get_time()}
+        if route == "auto_progress":
+            return inst.auto_progress_enabled()
+        if route == "read/get_canister_http":
+            return []  # HTTPS outcalls are not supported: never pending
+        raise ApiError(f"unknown endpoint GET /instances/{inst.instance_id}/{route}", status=HTTPStatus.NOT_FOUND)
+
+    def instance_post(self, inst: Instance, route: str, body: Any) -> Any:
+        handler = _POST.get(route)
+        if handler is None:
+            raise ApiError(f"unknown endpoint POST /instances/{inst.instance_id}/{route}",
+                           status=HTTPStatus.NOT_FOUND)
+        return handler(self, inst, body)
+
+
+def _set_time(_: PocketIcServer, inst: Instance, body: Any) -> None:
+    inst.set_time(rest.nat_field(body, "nanos_since_epoch"))
+
+
+def _tick(_: PocketIcServer, inst: Instance, body: Any) -> None:
+    inst.tick()
+
+
+def _get_subnet(_: PocketIcServer, inst: Instance, body: Any) -> Any:
+    subnet = inst.get_subnet(rest.principal_field(body, "canister_id"))
+    return None if subnet is None else {"subnet_id": rest.b64(subnet)}
+
+
+def _controllers(_: PocketIcServer, inst: Instance, body: Any) -> Any:
+    return [{"principal_id": rest.b64(c)} for c in inst.controllers(rest.principal_field(body, "canister_id"))]
+
+
+def _pub_key(_: PocketIcServer, inst: Instance, body: Any) -> Any:
+    return list(inst.pub_key(rest.principal_field(body, "subnet_id")))
+
+
+def _cycles(_: PocketIcServer, inst: Instance, body: Any) -> Any:
+    return {"cycles": inst.cycles(rest.principal_field(body, "canister_id"))}
+
+
+def _add_cycles(_: PocketIcServer, inst: Instance, body: Any) -> Any:
+    return {"cycles": inst.add_cycles(rest.principal_field(body, "canister_id"), rest.nat_field(body, "amount"))}
+
+
+def _get_stable(_: PocketIcServer, inst: Instance, body: Any) -> Any:
+    return {"blob": rest.b64(inst.stable_memory(rest.principal_field(body, "canister_id")))}
+
+
+def _set_stable(server: PocketIcServer, inst: Instance, body: Any) -> None:
+    blob_id = rest.unb64(body.get("blob_id") if isinstance(body, dict) else None, "blob_id")
+    inst.set_stable_memory(rest.principal_field(body, "canister_id"), server.blob(blob_id))
+
+
+def _query(_: PocketIcServer, inst: Instance, body: Any) -> Any:
+    return inst.query(CanisterCall.parse(body))
+
+
+def _submit(_: PocketIcServer, inst: Instance, body: Any) -> Any:
+    return inst.submit(CanisterCall.parse(body))
+
+
+def _message_id(body: Any) -> tuple[Effective, bytes]:
+    if not isinstance(body, dict):
+        raise ApiError("Failed to deserialize the JSON body: expected a RawMessageId object")
+    return Effective.parse(body.get("effective_principal", "None")), rest.unb64(body.get("message_id"), "message_id")
+
+
+def _await(_: PocketIcServer, inst: Instance, body: Any) -> Any:
+    return inst.await_message(*_message_id(body))
+
+
+def _execute(_: PocketIcServer, inst: Instance, body: Any) -> Any:
+    submitted = inst.submit(CanisterCall.parse(body))
+    if "Err" in submitted:
+        return submitted
+    return inst.await_message(*_message_id(submitted["Ok"]))
+
+
+def _ingress_status(_: PocketIcServer, inst: Instance, body: Any) -> Any:
+    if not isinstance(body, dict):
+        raise ApiError("Failed to deserialize the JSON body: expected RawIngressStatusArgs")
+    effective, message_id = _message_id(body.get("raw_message_id"))
+    caller_field = body.get("raw_caller")
+    caller = None
+    if isinstance(caller_field, dict):
+        caller = rest.principal_field(caller_field, "principal_id")
+    elif isinstance(caller_field, str):  # PicJS sends the principal itself
+        caller = rest.unb64(caller_field, "raw_caller")
+    return inst.ingress_status(effective, message_id, caller)
+
+
+def _auto_progress(_: PocketIcServer, inst: Instance, body: Any) -> None:
+    inst.auto_progress(body or {})
+
+
+def _stop_progress(_: PocketIcServer, inst: Instance, body: Any) -> None:
+    inst.stop_progress()
+
+
+def _mock_http(_: PocketIcServer, inst: Instance, body: Any) -> None:
+    raise ApiError("HTTPS outcalls are not supported by this server (no request is ever pending)")
+
+
+_POST = {
+    "update/set_time": _set_time, "update/set_certified_time": _set_time, "update/tick": _tick,
+    "read/get_subnet": _get_subnet, "read/get_controllers": _controllers, "read/pub_key": _pub_key,
+    "read/get_cycles": _cycles, "update/add_cycles": _add_cycles, "read/get_stable_memory": _get_stable,
+    "update/set_stable_memory": _set_stable, "read/query": _query, "update/submit_ingress_message": _submit,
+    "update/await_ingress_message": _await, "update/execute_ingress_message": _execute,
+    "read/ingress_status": _ingress_status, "auto_progress": _auto_progress, "stop_progress": _stop_progress,
+    "update/mock_canister_http": _mock_http,
+}
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
+    server_state: PocketIcServer
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        pass
+
+    def _send(self, status: int, body: bytes, content_type: str = "application/json",
+              extra: dict[str, str] | None = None) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Access-Control-Allow-Origin", "*")
+        for k, v in (extra or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        if body:
+            self.wfile.write(body)
+
+    def _json(self, status: int, value: Any) -> None:
+        self._send(status, json.dumps(value).encode())
+
+    def _body(self) -> bytes:
+        length = self.headers.get("Content-Length")
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            chunks = []
+            while True:
+                size = int(self.rfile.readline().strip().split(b";")[0] or b"0", 16)
+                if size == 0:
+                    self.rfile.readline()
+                    break
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline()
+            return b"".join(chunks)
+        if not length:
+            return b""
+        if not length.isdigit() or int(length) > MAX_BODY_BYTES:
+            raise ApiError(f"invalid or too large Content-Length {length!r}",
+                           status=HTTPStatus.REQUEST_ENTITY_TOO_LARGE)
+        return self.rfile.read(int(length))
+
+    def _dispatch(self) -> None:
+        state = self.server_state
+        with state.lock:
+            state.active += 1
+            state.last_request = time.monotonic()
+        path = urlsplit(self.path).path.rstrip("/") or "/"
+        try:
+            body = self._body()
+            self._route(state, self.command, path, body)
+        except ApiError as exc:
+            self._json(exc.status, {"message": exc.message})
+        except HttpError as exc:
+            self._send(exc.status, (exc.message + "\n").encode(), "text/plain")
+        except Exception as exc:  # the server keeps serving whatever one request does
+            _log.exception("internal error answering %s %s", self.command, self.path)
+            self._json(HTTPStatus.INTERNAL_SERVER_ERROR, {"message": f"internal error: {type(exc).__name__}: {exc}"})
+        finally:
+            with state.lock:
+                state.active -= 1
+                state.last_request = time.monotonic()
+
+    def _route(self, state: PocketIcServer, method: str, path: str, body: bytes) -> None:
+        if path == "/status" and method in ("GET", "HEAD"):
+            self._send(HTTPStatus.OK, b"", "text/plain")
+            return
+        if path == "/instances":
+            if method == "GET":
+                self._json(HTTPStatus.OK, state.list_instances())
+            elif method == "POST":
+                self._json(*state.create_instance(_parse_json(body)))
+            else:
+                raise ApiError("method not allowed", status=HTTPStatus.METHOD_NOT_ALLOWED)
+            return
+        if path == "/blobstore" and method == "POST":
+            gzipped = self.headers.get("Content-Encoding", "").lower() == "gzip"
+            self._send(HTTPStatus.OK, state.put_blob(body, gzipped).encode(), "text/plain")
+            return
+        if path.startswith("/blobstore/") and method == "GET":
+            try:
+                blob_id = bytes.fromhex(path.rsplit("/", 1)[1])
+            except ValueError as exc:
+                raise ApiError("the blob id must be hex") from exc
+            with state.lock:
+                entry = state.blobs.get(blob_id)
+            if entry is None:
+                raise ApiError(f"BlobNotFound({blob_id.hex()})", status=HTTPStatus.NOT_FOUND)
+            self._send(HTTPStatus.OK, entry[0], "application/octet-stream",
+                       {"Content-Encoding": "gzip"} if entry[1] else None)
+            return
+        if path == "/http_gateway":
+            if method == "POST":
+                self._json(*state.create_gateway(_parse_json(body)))
+            else:
+                self._json(HTTPStatus.OK, [{"instance_id": g.gateway_id, "port": g.port,
+                                            "forward_to": {"PocketIcInstance": g.instance.instance_id},
+                                            "domains": None, "https_config": None}
+                                           for g in state.gateways.values()])
+            return
+        gw_stop = re.match(r"^/http_gateway/(\d+)/stop$", path)
+        if gw_stop and method == "POST":
+            gw = state.gateways.pop(int(gw_stop.group(1)), None)
+            if gw is not None:
+                gw.stop()
+            self._json(HTTPStatus.OK, None)
+            return
+        match = _INSTANCE.match(path)
+        if match is None:
+            raise ApiError(f"unknown endpoint {method} {path}", status=HTTPStatus.NOT_FOUND)
+        instance_id, route = int(match.group(1)), match.group(2) or ""
+        if route == "":
+            if method != "DELETE":
+                raise ApiError("method not allowed", status=HTTPStatus.METHOD_NOT_ALLOWED)
+            state.delete_instance(instance_id)
+            self._send(HTTPStatus.OK, b"")
+            return
+        inst = state.instance(instance_id)
+        if route == "api/v2/status" and method == "GET":
+            self._send(HTTPStatus.OK, gateway.status(inst), "application/cbor")
+        elif route.startswith("api/") and method == "POST":
+            status, payload = gateway.handle_api(inst, "/" + route, body)
+            self._send(status, payload, "application/cbor")
+        elif route == "_/dashboard" and method == "GET":
+            self._send(HTTPStatus.OK, _dashboard(inst).encode(), "text/html; charset=utf-8")
+        elif method == "GET":
+            self._json(HTTPStatus.OK, state.instance_get(inst, route))
+        elif method == "POST":
+            self._json(HTTPStatus.OK, state.instance_post(inst, route, _parse_json(body)))
+        else:
+            raise ApiError("method not allowed", status=HTTPStatus.METHOD_NOT_ALLOWED)
+
+    def do_OPTIONS(self) -> None:  # noqa: N802 - CORS preflight (browsers running PicJS-like clients)
+        self._send(HTTPStatus.OK, b"", "text/plain", {"Access-Control-Allow-Methods": "GET, POST, DELETE",
+                                                      "Access-Control-Allow-Headers": "*"})
+
+    do_GET = do_POST = do_DELETE = do_HEAD = _dispatch  # noqa: N815
+
+
+def _parse_json(body: bytes) -> Any:
+    if not body.strip():
+        return None
+    try:
+        return json.loads(body)
+    except ValueError as exc:
+        raise ApiError(f"Failed to parse the request body as JSON: {exc}") from exc
+
+
+def _dashboard(inst: Instance) -> str:
+    rows = []
+    for s in inst.subnets:
+        for cid in s.replica.canister_ids():
+            rows.append(f"<tr><td>{rest.text(s.subnet_id)}</td><td>{s.plan.kind}</td><td>{cid}</td></tr>")
+    return (f"<html><body><h1>Instance {inst.instance_id}</h1><p>time {inst.get_time()} ns</p>"
+            f"<table><tr><th>subnet</th><th>kind</th><th>canister</th></tr>{''.join(rows)}</table></body></html>")

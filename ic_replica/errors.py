@@ -18,10 +18,15 @@ class RejectCode(IntEnum):
 
 
 class ErrorCode:
-    """IC error codes (`IC0xxx`) the replica produces."""
+    """IC error codes (`IC0xxx`) the replica produces: the numbers of the IC's `ErrorCode` enum
+    (`rs/types/error_types` in dfinity/ic); the hundreds digit is the reject code."""
 
-    CANISTER_OUT_OF_CYCLES = "IC0207"
+    INGRESS_MESSAGE_TIMEOUT = "IC0202"
+    CANISTER_OUT_OF_CYCLES = "IC0207"  # reject 2 (SYS_TRANSIENT), as on the IC
     CANISTER_NOT_FOUND = "IC0301"
+    CANISTER_SNAPSHOT_NOT_FOUND = "IC0305"
+    SUBNET_NOT_FOUND = "IC0404"
+    CANISTER_NOT_HOSTED_BY_SUBNET = "IC0405"
     CANISTER_REJECTED_MESSAGE = "IC0406"
     UNKNOWN_MANAGEMENT_MESSAGE = "IC0407"
     INVALID_MANAGEMENT_PAYLOAD = "IC0408"
@@ -40,6 +45,7 @@ class ErrorCode:
     CANISTER_INSTRUCTION_LIMIT_EXCEEDED = "IC0522"
     CANISTER_METHOD_NOT_FOUND = "IC0536"
     CANISTER_WASM_MODULE_NOT_FOUND = "IC0537"
+    CANISTER_ALREADY_INSTALLED = "IC0538"  # creating a canister with a `specified_id` that exists
     DELETED_CANISTER_CONTEXT = "IC0535"
 
 

@@ -154,6 +154,29 @@ class IcHttpServer:
                     "subnet_id": str(Principal(self.replica.subnet_id)), "root_key": self.replica.root_key_der.hex()}
         return json.dumps(info).encode()
 
+    def check_routing(self, kind: str, effective_text: str) -> None:
+        """What the IC's boundary does before a request reaches a node: an effective canister id outside this
+        subnet's canister ranges (`Replica.canister_ranges`, which cover every canister it hosts), or a subnet
+        id that is not this subnet's, cannot be routed and is answered HTTP 400 -- never with a reply signed by
+        this node, whose key a client rightly refuses for a canister outside the subnet's ranges. The
+        management canister's id is accepted as an effective canister id (local tools send
+        provisional_create_canister_with_cycles there). A canister id inside the ranges that does not exist
+        reaches the replica and is rejected there (IC0301, signed)."""
+        try:
+            raw = Principal.from_text(effective_text).raw
+        except InvalidPrincipal:
+            return  # `handle` answers 400 with the reason
+        if kind == "subnet":
+            if raw != self.replica.subnet_id:
+                raise HttpError(HTTPStatus.BAD_REQUEST, f"subnet_not_found: subnet {effective_text} is not known "
+                                                        f"here (this subnet is {Principal(self.replica.subnet_id)})")
+            return
+        if raw != MANAGEMENT.raw and not self.replica.hosts(raw):  # a dict lookup and a comparison: no lock
+            ranges = ", ".join(f"{Principal(lo)} to {Principal(hi)}" for lo, hi in self.replica.canister_ranges())
+            raise HttpError(HTTPStatus.BAD_REQUEST,
+                            f"canister_not_found: the effective canister id {effective_text} is not in the canister "
+                            f"ranges of any subnet here ({ranges})")
+
     def handle(self, version: str, kind: str, effective_text: str, endpoint: str, body: bytes) -> tuple[int, bytes]:
         if (version, kind, endpoint) not in _ALLOWED:
             raise HttpError(HTTPStatus.NOT_FOUND, f"unknown endpoint /api/{version}/{kind}/.../{endpoint}")
@@ -225,15 +248,13 @@ class IcHttpServer:
             return HTTPStatus.ACCEPTED, b""
         deadline = time.monotonic() + SYNC_CALL_TIMEOUT_S
         while time.monotonic() < deadline:
-            with self.replica.lock:
+            with self.replica.lock:  # certified in the same critical section, before any pruning
                 status = self.replica.ingress_status(rid)
                 if status is None or status.final:
-                    break
+                    certificate = self._certificate([[b"request_status", rid], [b"time"]], {rid})
+                    return HTTPStatus.OK, cbor_dumps({"status": "replied", "certificate": certificate})
                 self.replica.tick()
-        else:
-            return HTTPStatus.ACCEPTED, b""
-        certificate = self._certificate([[b"request_status", rid], [b"time"]], {rid})
-        return HTTPStatus.OK, cbor_dumps({"status": "replied", "certificate": certificate})
+        return HTTPStatus.ACCEPTED, b""
 
     def _query(self, content: dict[str, Any], rid: bytes, sender: bytes, effective: bytes) -> tuple[int, bytes]:
         canister_id, method, arg = content["canister_id"], content["method_name"], content["arg"]
@@ -454,6 +475,8 @@ class _Handler(BaseHTTPRequestHandler):
             return
         try:
             version, kind, effective, endpoint = match.groups()
+            if (version, kind, endpoint) in _ALLOWED:
+                self.ic.check_routing(kind, effective)
             status, payload = self.ic.handle(version, kind, effective, endpoint, body)
             self._send(status, payload)
         except HttpError as exc:

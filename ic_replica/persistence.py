@@ -83,7 +83,7 @@ def save(replica: Replica, state_dir: Path) -> None:
         if folder.name not in live:
             shutil.rmtree(folder, ignore_errors=True)
     state = {"format": FORMAT_VERSION, "time_ns": replica.time_ns, "next_canister_index": replica.next_canister_index,
-             "canisters": entries, "ingress": [_save_ingress(s) for s in replica.ingress.values()
+             "canisters": entries, "ingress": [_save_ingress(s) for s in replica.ingress_history()
                                                if s.expiry >= replica.time_ns]}
     _write(state_dir / "state.json", json.dumps(state, indent=1).encode())
 

@@ -5,10 +5,35 @@ heartbeats, then every message queued before the round began, in FIFO order, whi
 ordering); messages produced in a round run in the next one. `update_call` is submit + ticks until the
 message is final. Queries run at once against the current state and never persist changes.
 
-Hostile input: an ingress message id is remembered (with its status) until the message's own
-`ingress_expiry` has passed, and a message submitted after its expiry is refused, so the same signed request
-can never execute twice (`INGRESS_EXPIRY_WINDOW_NS` is the one window, used by the HTTP server too). Any
-exception while one message executes becomes a reject of that message (management canister: SYS_FATAL;
+Ingress history, pruned so that a call costs the same however many came before it. Two structures:
+
+- `ingress`: the full status of a message (reply or reject included), as `/request_status` reports it. A
+  final status is dropped when its `ingress_expiry` has passed, or `INGRESS_HISTORY_ROUNDS` rounds after it
+  became final, or earlier (oldest first) when the replies kept exceed `INGRESS_HISTORY_MAX_BYTES` -- like
+  the IC, which turns terminal statuses into `done` when its ingress history is over capacity. On the
+  deterministic clock (1 ns per round) the expiry never passes in practice, so the rounds rule is what
+  bounds this map: at most the messages answered in the last `INGRESS_HISTORY_ROUNDS` rounds.
+- `_replay`: request id -> (expiry, sender, effective canister id) for every *replayable* message (one whose
+  id the caller chose: a signed HTTP request, or `submit_call(message_id=...)`) whose full status was
+  dropped before its expiry. Such a message reads as `done` (no reply) until its expiry, as on the IC. This
+  set is pruned by expiry only, never by rounds or size.
+
+Why this keeps replay protection: a request is executed only if its id is in neither structure and its
+`ingress_expiry` has not passed. A replayable id leaves `ingress` either because its expiry passed (then any
+replay is refused as expired) or for rounds/size (then it enters `_replay` until its expiry has passed, and
+the replay is recognised there). So from the first submission until its expiry, the id is always known.
+Ids the replica makes up itself (`update_call` without `message_id`) hash a fresh nonce and can never be
+submitted again, so they need no replay entry and are forgotten by rounds alone: memory stays flat however
+many such calls run in little IC time. The replayable entries are bounded by what arrives within one expiry
+window (5 min + 30 s of IC time). Pruning costs what it removes: answered messages wait in a deque in the
+order they became final, replayable ids in a min-heap by expiry.
+
+The clock may be set backwards (`set_time`). Ids forgotten because their expiry had passed could then be
+within their expiry again; so a replayable message whose `ingress_expiry` is at or below the latest expiry
+ever forgotten (`_forgotten_expiry`, the checkpoint's time after a restart) is refused as expired. With a
+clock that only moves forward this never refuses anything the expiry check would accept.
+
+Any exception while one message executes becomes a reject of that message (management canister: SYS_FATAL;
 canister: CANISTER_ERROR, IC0521) and the round goes on: rounds never stop.
 """
 
@@ -40,7 +65,7 @@ from ic_replica.errors import (
 )
 from ic_replica.faults import Fault, FaultKind, Faults
 from ic_replica.messages import IngressState, IngressStatus, Request, Response
-from ic_replica.principal import ANONYMOUS, MANAGEMENT, Principal, canister_id_from_index
+from ic_replica.principal import ANONYMOUS, MANAGEMENT, Principal, canister_id_from_index, canister_index
 from ic_replica.runtime import ModuleCache, RollbackBuffer, new_engine
 
 # The first canister id handed out is the one a local dfx network hands out first.
@@ -52,6 +77,10 @@ MAX_TICKS_PER_CALL = 10_000
 # How far ahead an ingress_expiry may be: 5 minutes, plus 30 s of clock skew (the IC's window). A message id
 # is kept until its own expiry has passed, and an expired message is refused, so nothing executes twice.
 INGRESS_EXPIRY_WINDOW_NS = (5 * 60 + 30) * 1_000_000_000
+# A final status keeps its reply this many rounds (or until its expiry, or until the replies kept pass
+# INGRESS_HISTORY_MAX_BYTES); then a replayable id reads `done` until its expiry and any other is forgotten.
+INGRESS_HISTORY_ROUNDS = 10_000
+INGRESS_HISTORY_MAX_BYTES = 256 * 1024 * 1024
 
 _log = logging.getLogger(__name__)
 
@@ -110,13 +139,20 @@ class Replica:
         self._nonce = itertools.count()
         self.log_listeners: list[Callable[[bytes, bytes], None]] = []
         self.faults = Faults()  # injected failures of canister-to-canister calls (tests only)
-        self._expiries: list[tuple[int, bytes]] = []  # min-heap of (ingress_expiry, message id)
+        self.round = 0  # rounds executed by this instance
+        self._expiries: list[tuple[int, bytes]] = []  # min-heap of (ingress_expiry, id) of replayable ids
+        self._answered: deque[tuple[int, IngressStatus]] = deque()  # (round it became final, status), in order
+        self._replay: dict[bytes, tuple[int, bytes, bytes]] = {}  # id -> (expiry, sender, effective): `done`
+        self._replayable: set[bytes] = set()  # ids in `ingress` whose caller chose them (signed requests)
+        self._history_bytes = 0  # reply / reject bytes of the final statuses in `ingress`
+        self._forgotten_expiry = 0  # the latest expiry of a replayable id forgotten (see the module docstring)
         self.instructions_executed = 0  # every message's instructions, for benchmarks
         self.state_dir = Path(state_dir) if state_dir else None
         if self.state_dir is not None:
             from ic_replica import persistence
 
             persistence.load(self, self.state_dir)
+            self._forgotten_expiry = self.time_ns - 1  # the checkpoint dropped what had expired by then
 
     # ------------------------------------------------------------ clock
 
@@ -124,9 +160,12 @@ class Replica:
         return self.time_ns
 
     def set_time(self, time_ns: int) -> None:
+        """Set the replica's time, forwards or backwards (the next certificate and `ic0.time` show it). A
+        backward move keeps replay protection (see the module docstring); in live mode the clock catches up
+        with wall time again at the next round or certificate."""
+        if not 0 <= time_ns < 1 << 64:
+            raise ReplicaError(f"time {time_ns} is not a nat64")
         with self.lock:
-            if time_ns < self.time_ns:
-                raise ReplicaError("time cannot go backwards")
             self.time_ns = time_ns
 
     def advance_time(self, nanos: int) -> None:
@@ -167,6 +206,25 @@ class Replica:
             raise CallRejected(self._not_found(raw_principal(canister_id)))
         return c
 
+    def canister_ranges(self) -> list[tuple[bytes, bytes]]:
+        """The canister id ranges this subnet advertises (certified at `/subnet/<id>/canister_ranges` and
+        `/canister_ranges/<id>`), sorted: `CANISTER_RANGE`, plus one single-id range for each canister created
+        outside it with a `specified_id`, so that every canister it hosts is inside its advertised ranges."""
+        lo, hi = CANISTER_RANGE
+        ranges = [(canister_id_from_index(lo).raw, canister_id_from_index(hi).raw)]
+        for cid in self.canisters:
+            index = canister_index(Principal(cid))
+            if index is None or not lo <= index <= hi:
+                ranges.append((cid, cid))
+        return sorted(ranges)
+
+    def hosts(self, canister_id: bytes) -> bool:
+        """Whether requests for this effective canister id are routed here: inside `CANISTER_RANGE` or an
+        existing canister (one created with a `specified_id` elsewhere is advertised as its own range)."""
+        index = canister_index(Principal(canister_id))
+        return (index is not None and CANISTER_RANGE[0] <= index <= CANISTER_RANGE[1]) \
+            or canister_id in self.canisters
+
     def canister_ids(self) -> list[Principal]:
         with self.lock:
             return [Principal(cid) for cid in self.canisters]
@@ -179,7 +237,7 @@ class Replica:
         if specified_id is not None:
             if specified_id in self.canisters:
                 raise management.ManagementError(reject_for(
-                    ErrorCode.INVALID_MANAGEMENT_PAYLOAD,
+                    ErrorCode.CANISTER_ALREADY_INSTALLED,
                     f"Canister {Principal(specified_id)} is already installed."))
             cid = specified_id
         else:
@@ -210,8 +268,12 @@ class Replica:
         with self.lock:
             if ingress_expiry is not None and ingress_expiry < self.time_ns:
                 raise IngressExpired(f"ingress_expiry {ingress_expiry} has passed (replica time {self.time_ns})")
-            if message_id is not None and message_id in self.ingress:
+            if message_id is not None and (message_id in self.ingress or message_id in self._replay):
                 return message_id  # the same signed request submitted twice is processed once
+            if message_id is not None and ingress_expiry is not None and ingress_expiry <= self._forgotten_expiry:
+                raise IngressExpired(f"ingress_expiry {ingress_expiry} is not after {self._forgotten_expiry}, the "
+                                     "latest expiry of a request id already forgotten (the clock was set back): "
+                                     "this request may have executed already")
             cid, src = raw_principal(canister_id), raw_principal(sender)
             if len(arg) > MAX_INGRESS_ARG_BYTES:
                 raise CallRejected(Reject(RejectCode.SYS_FATAL,
@@ -222,6 +284,7 @@ class Replica:
                 management.check_ingress(self, src, method, arg, effective_canister_id)
             else:
                 self._check_ingress(cid, method, arg, src)
+            replayable = message_id is not None
             if message_id is None:
                 message_id = hashlib.sha256(
                     b"replica-ingress" + src + cid + method.encode() + arg
@@ -230,7 +293,7 @@ class Replica:
             expiry = ingress_expiry if ingress_expiry is not None else self.time_ns + INGRESS_EXPIRY_WINDOW_NS
             self.remember_ingress(IngressStatus(message_id, src, cid, method, IngressState.RECEIVED,
                                                 updated_at=self.time_ns, effective_canister_id=effective,
-                                                expiry=expiry))
+                                                expiry=expiry), replayable=replayable)
             self.queue.append(Request(src, cid, method, bytes(arg), message_id=message_id))
             return message_id
 
@@ -252,15 +315,40 @@ class Replica:
                                               f"Canister {Principal(cid)} rejected the message{why}"))
 
     def ingress_status(self, message_id: bytes) -> IngressStatus | None:
+        """The message's status; `done` (no reply) once its reply was pruned, None once forgotten."""
         with self.lock:
-            return self.ingress.get(message_id)
+            status = self.ingress.get(message_id)
+            if status is not None:
+                return status
+            done = self._replay.get(message_id)
+            if done is None:
+                return None
+            expiry, sender, effective = done
+            return IngressStatus(message_id, sender, effective, "", IngressState.DONE,
+                                 effective_canister_id=effective, expiry=expiry)
+
+    def ingress_history(self) -> list[IngressStatus]:
+        """Every status still known, `done` ones included (for checkpoints)."""
+        with self.lock:
+            done = [self.ingress_status(rid) for rid in self._replay]
+            return list(self.ingress.values()) + [s for s in done if s is not None]
+
+    def ingress_counts(self) -> dict[str, int]:
+        """Sizes of the ingress structures: full statuses, replay (`done`) entries, expiry heap, answered
+        queue, reply bytes kept (for tests and benchmarks)."""
+        with self.lock:
+            return {"statuses": len(self.ingress), "replay": len(self._replay), "expiry_heap": len(self._expiries),
+                    "answered_queue": len(self._answered), "history_bytes": self._history_bytes}
 
     def await_call(self, message_id: bytes, max_ticks: int = MAX_TICKS_PER_CALL) -> bytes:
         """Run rounds until the message is answered; returns the reply or raises `CallRejected`."""
         with self.lock:
-            status = self.ingress.get(message_id)
+            status = self.ingress_status(message_id)
             if status is None:
                 raise ReplicaError(f"unknown message id {message_id.hex()}")
+            if status.state is IngressState.DONE:
+                raise ReplicaError(f"the reply of call {message_id.hex()} was pruned from the ingress history "
+                                   f"(status done; replies are kept {INGRESS_HISTORY_ROUNDS} rounds)")
             for _ in range(max_ticks):
                 if status.final:
                     break
@@ -334,6 +422,7 @@ class Replica:
         """Execute rounds: due timers and heartbeats, then the messages queued before each round."""
         with self.lock:
             for _ in range(rounds):
+                self.round += 1
                 self._round_time()
                 self._run_system_tasks()
                 for _ in range(len(self.queue)):
@@ -342,7 +431,7 @@ class Replica:
                     self._finish_stopping()
                 except Exception:  # noqa: BLE001 - a round never stops
                     _log.exception("internal error while finishing stopping canisters")
-            self._prune_ingress()
+                self._prune_ingress()
 
     def _execute_message(self, message: Request | Response) -> None:
         """Deliver one message; an internal error becomes a reject of that message, never a stopped round."""
@@ -385,26 +474,69 @@ class Replica:
                 refund=refund)
             self._close_if_done(canister, cc)
 
-    def remember_ingress(self, status: IngressStatus) -> None:
-        """Record a message's status until its expiry (the expiry heap makes pruning cost what it removes)."""
-        self.ingress[status.message_id] = status
-        heapq.heappush(self._expiries, (status.expiry, status.message_id))
+    def remember_ingress(self, status: IngressStatus, *, replayable: bool = True) -> None:
+        """Record a message's status. `replayable`: its id was chosen by the caller (a signed request), so it
+        must stay known until its expiry; a status restored from a checkpoint counts as replayable."""
+        rid = status.message_id
+        self._forget(rid)
+        if status.state is IngressState.DONE:
+            if replayable and status.expiry >= self.time_ns:
+                self._replay[rid] = (status.expiry, status.sender, status.effective_canister_id)
+                heapq.heappush(self._expiries, (status.expiry, rid))
+            return
+        self.ingress[rid] = status
+        if replayable:
+            self._replayable.add(rid)
+            heapq.heappush(self._expiries, (status.expiry, rid))
+        if status.final:
+            self._answered_now(status)
+
+    def _answered_now(self, status: IngressStatus) -> None:
+        """A status in `ingress` just became final: queue it for pruning by rounds and size."""
+        self._history_bytes += _status_bytes(status)
+        self._answered.append((self.round, status))
+
+    def _forget(self, rid: bytes) -> None:
+        """Drop whatever is known of `rid` (a stale heap or deque entry is skipped when it comes up)."""
+        status = self.ingress.pop(rid, None)
+        if status is not None and status.final:
+            self._history_bytes -= _status_bytes(status)
+        self._replayable.discard(rid)
+        self._replay.pop(rid, None)
 
     def _prune_ingress(self) -> None:
-        """Forget answered messages whose ingress_expiry has passed (never earlier: that would allow a replay)."""
+        """Prune the ingress history (see the module docstring); costs what it removes, not what it keeps.
+
+        By expiry: a replayable id whose expiry has passed is forgotten (a status still running waits until it
+        is answered). By rounds and size: an answered status older than INGRESS_HISTORY_ROUNDS rounds, or the
+        oldest ones while the replies kept exceed INGRESS_HISTORY_MAX_BYTES, loses its reply: a replayable id
+        reads `done` until its expiry, any other is forgotten."""
         now = self.time_ns
-        unfinished = []
         while self._expiries and self._expiries[0][0] < now:
-            _, rid = heapq.heappop(self._expiries)
+            expiry, rid = heapq.heappop(self._expiries)
             status = self.ingress.get(rid)
-            if status is None:
+            if status is not None and status.expiry == expiry and rid in self._replayable:
+                if status.final:  # else: forgotten once answered, by the rounds rule below
+                    self._forget(rid)
+                    self._forgotten_expiry = max(self._forgotten_expiry, expiry)
+            elif rid in self._replay and self._replay[rid][0] == expiry:
+                del self._replay[rid]
+                self._forgotten_expiry = max(self._forgotten_expiry, expiry)
+        horizon = self.round - INGRESS_HISTORY_ROUNDS
+        while self._answered and (self._answered[0][0] <= horizon
+                                  or self._history_bytes > INGRESS_HISTORY_MAX_BYTES):
+            _, status = self._answered.popleft()
+            rid = status.message_id
+            if self.ingress.get(rid) is not status:
+                continue  # already forgotten by expiry
+            replayable = rid in self._replayable
+            self._forget(rid)
+            if not replayable:
                 continue
-            if status.final:
-                del self.ingress[rid]
+            if status.expiry >= now:
+                self._replay[rid] = (status.expiry, status.sender, status.effective_canister_id)  # heap entry kept
             else:
-                unfinished.append(rid)  # still running: kept, and looked at again once it is answered
-        for rid in unfinished:
-            heapq.heappush(self._expiries, (now + 1, rid))
+                self._forgotten_expiry = max(self._forgotten_expiry, status.expiry)
 
     def _run_system_tasks(self) -> None:
         for canister in list(self.canisters.values()):
@@ -558,6 +690,7 @@ class Replica:
             if status is not None and not status.final:
                 status.state = IngressState.REPLIED if reject is None else IngressState.REJECTED
                 status.reply, status.reject, status.updated_at = reply, reject, self.time_ns
+                self._answered_now(status)
         elif origin[0] == "canister":
             lost = self.faults.replace_reply(origin[1], origin[2])
             if lost is not None:
@@ -675,6 +808,13 @@ class Replica:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _status_bytes(status: IngressStatus) -> int:
+    """What a final status keeps besides its fixed fields: the reply or the reject message."""
+    if status.reply is not None:
+        return len(status.reply)
+    return len(status.reject.message) if status.reject is not None else 0
 
 
 def _no_module() -> Reject:

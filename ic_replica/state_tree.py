@@ -11,7 +11,6 @@ from ic_replica.candid import leb
 from ic_replica.certification import CBOR_SELF_DESCRIBE
 from ic_replica.hash_tree import State
 from ic_replica.messages import IngressState
-from ic_replica.principal import canister_id_from_index
 
 if TYPE_CHECKING:
     from ic_replica.replica import Replica
@@ -21,11 +20,8 @@ class PathRejected(ValueError):
     """A read_state path the sender may not read (HTTP 403)."""
 
 
-def _ranges_cbor(replica: Replica) -> bytes:
-    from ic_replica.replica import CANISTER_RANGE
-
-    start, end = (canister_id_from_index(i).raw for i in CANISTER_RANGE)
-    return cbor2.dumps(cbor2.CBORTag(CBOR_SELF_DESCRIBE, [[start, end]]))
+def _ranges_cbor(ranges: list[tuple[bytes, bytes]]) -> bytes:
+    return cbor2.dumps(cbor2.CBORTag(CBOR_SELF_DESCRIBE, [[start, end] for start, end in ranges]))
 
 
 def build(replica: Replica, request_ids: set[bytes]) -> State:
@@ -34,11 +30,10 @@ def build(replica: Replica, request_ids: set[bytes]) -> State:
     Each certificate certifies a view of the state: every canister and subnet entry, but only the request
     statuses asked for, so certificate cost does not grow with the ingress history.
     """
-    from ic_replica.replica import CANISTER_RANGE
 
     requests: State = {}
     for rid in request_ids:
-        status = replica.ingress.get(rid)
+        status = replica.ingress_status(rid)  # a pruned reply reads `done` until the request's expiry
         if status is not None:
             entry: State = {b"status": status.state.value.encode()}
             if status.state is IngressState.REPLIED:
@@ -61,7 +56,8 @@ def build(replica: Replica, request_ids: set[bytes]) -> State:
                                  (c.module.private_metadata | c.module.public_metadata).items()}
         canisters[cid] = node
     keys = replica.keys
-    ranges = _ranges_cbor(replica)
+    advertised = replica.canister_ranges()  # every canister this subnet hosts is inside them
+    ranges = _ranges_cbor(advertised)
     subnet: State = {
         b"public_key": keys.root_key_der,
         b"canister_ranges": ranges,
@@ -71,7 +67,7 @@ def build(replica: Replica, request_ids: set[bytes]) -> State:
     state: State = {
         b"time": leb(replica.time_ns),
         b"subnet": {replica.subnet_id: subnet},
-        b"canister_ranges": {replica.subnet_id: {canister_id_from_index(CANISTER_RANGE[0]).raw: ranges}},
+        b"canister_ranges": {replica.subnet_id: {advertised[0][0]: ranges}},
         b"canister": canisters,
     }
     if requests:
@@ -102,7 +98,7 @@ def check_paths(replica: Replica, paths: list[list[bytes]], sender: bytes, effec
             if len(path) == 3 and path[2] not in (b"status", b"reply", b"reject_code", b"reject_message",
                                                   b"error_code"):
                 raise PathRejected(f"unknown request_status path {path[2]!r}")
-            status = replica.ingress.get(path[1])
+            status = replica.ingress_status(path[1])
             if status is not None and (status.sender != sender or status.effective_canister_id != effective):
                 raise PathRejected("the request was made by another sender or to another canister")
             continue

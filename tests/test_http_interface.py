@@ -18,8 +18,8 @@ import pytest
 from ic_replica import candid, hash_tree
 from ic_replica.certification import STATE_ROOT_SEPARATOR, bls_verify
 from ic_replica.http_server import IcHttpServer
-from ic_replica.principal import Principal
-from ic_replica.replica import Replica
+from ic_replica.principal import Principal, canister_id_from_index
+from ic_replica.replica import CANISTER_RANGE, Replica
 from ic_replica.request_auth import REQUEST_SEPARATOR, request_id
 from prometheus_sdk import CallRejectedError, CertificateError, Network, connect
 from testkit.http_helpers import (
@@ -183,7 +183,10 @@ def test_malformed_requests_get_errors_and_the_server_keeps_serving(served: Any)
         response = post(server, path, body)
         assert response.status_code == status, f"{name}: {response.status_code} {response.text}"
         assert response.text.strip(), name
-    unknown = Principal.from_text("rrkah-fqaaa-aaaaa-aaaaq-cai")
+    outside = Principal.from_text("rrkah-fqaaa-aaaaa-aaaaq-cai")  # outside the subnet's ranges: not routed
+    response = post(server, f"/api/v4/canister/{outside}/call", envelope(content("call", outside, "inc", no_args())))
+    assert response.status_code == 400 and "canister_not_found" in response.text
+    unknown = canister_id_from_index(CANISTER_RANGE[0] + 999)  # inside the ranges, no such canister
     response = post(server, f"/api/v4/canister/{unknown}/call", envelope(content("call", unknown, "inc", no_args())))
     body = decode(response.content)
     assert response.status_code == 200 and body["status"] == "non_replicated_rejection" and body["reject_code"] == 3

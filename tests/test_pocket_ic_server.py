@@ -412,3 +412,39 @@ def test_cli_port_file_reuse_ttl_and_version(tmp_path: Path) -> None:
         if first.poll() is None:
             first.kill()
             first.wait()
+
+
+# ------------------------------------------------------------------ PicJS
+
+
+PIC_DIR = Path(__file__).parent / "js" / "pic"
+
+
+def test_picjs_runs_unmodified_against_the_server(wasms: dict[str, bytes], tmp_path: Path) -> None:
+    """@dfinity/pic (installed with scripts disabled: no PocketIC download) starts our binary through
+    POCKET_IC_BIN, creates an NNS + two application subnets, sets up canisters, moves time, reads cycles,
+    stable memory, controllers and the root key, then goes live behind the HTTP gateway for an HttpAgent."""
+    import shutil
+
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if node is None or npm is None:
+        pytest.fail("node and npm are required for the PicJS test")
+    if not (PIC_DIR / "node_modules" / "@dfinity" / "pic").is_dir():
+        subprocess.run([npm, "ci", "--ignore-scripts", "--no-audit", "--no-fund", "--loglevel=error"], cwd=PIC_DIR,
+                       check=True, timeout=300)
+    wasm = tmp_path / "counter.wasm"
+    wasm.write_bytes(wasms["counter"])
+    # TMPDIR: PicJS's port file is named after the parent pid (ours); keep it apart from the module's server
+    env = {**os.environ, "POCKET_IC_BIN": str(BIN), "TMPDIR": str(tmp_path)}
+    run = subprocess.run([node, str(PIC_DIR / "pic_probe.mjs"), str(wasm)], cwd=PIC_DIR, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    out = json.loads(run.stdout.strip().splitlines()[-1])
+    assert out["kinds"] == ["Application", "Application", "NNS"] and out["apps"] == 2
+    assert (out["get"], out["inc"]) == (5, 6) and out["onApp"] and out["onNns"] and out["nnsInc"] == 6
+    assert "Reject code: CanisterError. Error code: CanisterCalledTrap. Certified: true" in out["trap"]
+    assert out["advanced"] == 60000 and out["nowMatches"]
+    assert "SettingTimeIntoPast" in out["backwards"]
+    assert out["addCycles"] == "1000" and out["stable"] == "from picjs"
+    assert out["controllers"] == ["2vxsx-fae"] and out["rootKey"] == 133
+    assert (out["liveInc"], out["liveGet"]) == (7, 7) and out["ok"]

@@ -21,7 +21,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-VERSION = "pocket-ic-server 10.0.0 (prometheus-pocket-ic, embedded replica)"
+VERSION = "pocket-ic-server 14.0.0 (prometheus-pocket-ic, embedded replica)"
 STARTING_GRACE_S = 10.0  # an empty port file younger than this belongs to a server still starting
 
 

@@ -25,7 +25,7 @@ from ic_replica.messages import IngressStatus
 from ic_replica.pocket_ic import rest, topology
 from ic_replica.pocket_ic.rest import ApiError, CanisterCall, Effective
 from ic_replica.pocket_ic.topology import SubnetPlan
-from ic_replica.principal import MANAGEMENT, Principal
+from ic_replica.principal import MANAGEMENT, Principal, canister_id_from_index
 from ic_replica.replica import Limits, Replica
 from ic_replica.stable_memory import PAGE
 
@@ -37,6 +37,21 @@ AUTO_PROGRESS_MIN_DELAY_S = 0.01
 _UNSUPPORTED = {"state_dir": "loading or persisting instance state (`state_dir`)",
                 "icp_features": None, "bitcoind_addr": None, "dogecoind_addr": None,
                 "http_gateway_config": "an HTTP gateway created with the instance (use POST /http_gateway)"}
+
+
+class SubnetReplica(Replica):
+    """The replica of one subnet: it accepts requests for, and certifies (`/canister_ranges`), the canister
+    ranges of its subnet, plus any canister it hosts outside them."""
+
+    plan: SubnetPlan
+
+    def canister_ranges(self) -> list[tuple[bytes, bytes]]:
+        ranges = [(canister_id_from_index(lo).raw, canister_id_from_index(hi).raw) for lo, hi in self.plan.ranges]
+        ranges += [(cid, cid) for cid in self.canisters if not self.plan.hosts(cid)]
+        return sorted(ranges)
+
+    def hosts(self, canister_id: bytes) -> bool:
+        return self.plan.hosts(canister_id) or canister_id in self.canisters
 
 
 class Subnet:
@@ -62,7 +77,9 @@ class Instance:
         self.instance_id = instance_id
         self.lock = threading.RLock()
         self.keys = NetworkKeys.generate()
-        plans = topology.plan(config.get("subnet_config_set"), os.urandom(16))
+        # The first subnet (the NNS when there is one) is the root subnet: its id derives from the root key, as
+        # agents expect of a certificate without delegation. Every replica certifies under that id.
+        plans = topology.plan(config.get("subnet_config_set"), os.urandom(16), root_subnet_id=self.keys.subnet_id.raw)
         now, auto = _time.time_ns(), None
         initial = config.get("initial_time")
         if isinstance(initial, dict) and "Timestamp" in initial:
@@ -72,9 +89,11 @@ class Instance:
         self.subnets: list[Subnet] = []
         for p in plans:
             p.node_ids = [self.keys.node_id.raw]
-            replica = Replica(limits=BENCHMARKING_LIMITS if p.benchmarking else None, time_ns=now,
-                              first_canister_index=p.allocation[0])
-            replica.keys, replica.root_key_der, replica.subnet_id = self.keys, self.keys.root_key_der, p.subnet_id
+            replica = SubnetReplica(limits=BENCHMARKING_LIMITS if p.benchmarking else None, time_ns=now,
+                                    first_canister_index=p.allocation[0])
+            replica.plan = p
+            replica.keys, replica.root_key_der, replica.subnet_id = self.keys, self.keys.root_key_der, \
+                self.keys.subnet_id.raw
             self.subnets.append(Subnet(p, replica))
         self.topology = topology.topology_json(plans)
         self.deleted = False

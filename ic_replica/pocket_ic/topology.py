@@ -89,9 +89,10 @@ def _spec(value: Any, where: str) -> bool:
     return value.get("instruction_config", "Production") == "Benchmarking"
 
 
-def plan(config: Any, instance_seed: bytes) -> list[SubnetPlan]:
+def plan(config: Any, instance_seed: bytes, root_subnet_id: bytes) -> list[SubnetPlan]:
     """The subnets an `ExtendedSubnetConfigSet` asks for, in PocketIC's order: named subnets, then system,
-    application and verified-application subnets. Raises ApiError for an empty or unsupported set."""
+    application and verified-application subnets; the first is the root subnet (`root_subnet_id`). Raises
+    ApiError for an empty or unsupported set."""
     if not isinstance(config, dict):
         raise ApiError("Failed to deserialize the JSON body: subnet_config_set must be an object")
     wanted: list[tuple[str, bool]] = []
@@ -110,7 +111,7 @@ def plan(config: Any, instance_seed: bytes) -> list[SubnetPlan]:
     plans = []
     for k, (kind, benchmarking) in enumerate(wanted):
         seed = hashlib.sha256(instance_seed + k.to_bytes(4, "big") + kind.encode()).digest()
-        subnet_id = Principal.self_authenticating(b"pocket-ic-subnet" + seed).raw
+        subnet_id = root_subnet_id if k == 0 else Principal.self_authenticating(b"pocket-ic-subnet" + seed).raw
         allocation = generated_range(k)
         ranges = [*FIXED_RANGES.get(kind, []), allocation]
         plans.append(SubnetPlan(kind, seed, subnet_id, ranges, allocation, benchmarking))

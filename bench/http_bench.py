@@ -25,8 +25,9 @@ from ic_replica.http_server import IcHttpServer  # noqa: E402
 from ic_replica.replica import Replica  # noqa: E402
 from prometheus_build.recipe import build_all  # noqa: E402
 from prometheus_sdk import Network, connect  # noqa: E402
+from prometheus_sdk import candid as sdk_candid  # noqa: E402
 
-NO_ARGS = candid.encode([], [])
+NO_ARGS = sdk_candid.encode([], [])  # the client side encodes with the SDK's codec
 
 
 def percentiles(samples: list[float]) -> dict[str, float]:

@@ -4,10 +4,12 @@ Deterministic by default: time moves only on `tick` (1 ns per round, as on Pocke
 auto progress a thread follows wall-clock time and runs rounds. Every operation takes the instance lock, so
 requests to one instance are serialized (PocketIC serializes them too); instances are independent.
 
-Each subnet is its own `Replica` hosting its own canister ranges. They share the network keys, so every
-certificate verifies under the one root key `read/pub_key` and `/api/v2/status` report. A canister calling
-a canister on another subnet is not supported: the call is rejected as the callee is not found on the
-caller's subnet (documented in docs/pocket-ic.md).
+Each subnet is its own `Replica` (`SubnetReplica`) hosting its own canister ranges. They share the network
+keys and all certify under the root subnet's id (self-authenticating of the root key; the first subnet's id
+in the topology), since there are no subnet delegations: every certificate verifies under the one root key
+`read/pub_key` and `/api/v2/status` report, and agents find the canister ranges where they look for them.
+A canister calling a canister on another subnet is not supported: the call is rejected as the callee is not
+found on the caller's subnet (documented in docs/pocket-ic.md).
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import itertools
 import json
 import logging
 import re
@@ -44,6 +45,7 @@ class PocketIcServer:
         self.instances: dict[int, Instance | None] = {}  # None: deleted (listed as "Deleted", as on PocketIC)
         self.blobs: dict[bytes, tuple[bytes, bool]] = {}  # id -> (data as sent, gzip-compressed)
         self.gateways: dict[int, HttpGateway] = {}
+        self._instance_ids, self._gateway_ids = itertools.count(), itertools.count()
         self.lock = threading.Lock()
         self.last_request = time.monotonic()
         self.active = 0  # requests being answered (a long one must not let the TTL expire under it)
@@ -76,7 +78,7 @@ class PocketIcServer:
 
     def create_instance(self, body: Any) -> tuple[int, Any]:
         with self.lock:
-            instance_id = len(self.instances)
+            instance_id = next(self._instance_ids)
             self.instances[instance_id] = None  # reserve the id
         try:
             inst = Instance(instance_id, body)
@@ -143,7 +145,7 @@ class PocketIcServer:
             inst = self.instance(int(forward["PocketIcInstance"]))
             host = body.get("ip_addr") or "127.0.0.1"
             with self.lock:
-                gateway_id = len(self.gateways)
+                gateway_id = next(self._gateway_ids)
             gw = HttpGateway(gateway_id, inst, host, int(body.get("port") or 0))
         except (ApiError, OSError, ValueError) as exc:
             return HTTPStatus.BAD_REQUEST, {"Error": {"message": str(exc)}}

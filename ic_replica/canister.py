@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ic_replica.context import Closure, ExecutionContext, OutgoingCall, Trap
 from ic_replica.runtime import Snapshot, WasmRuntime
+from ic_replica.snapshots import CanisterSnapshot
 from ic_replica.stable_memory import StableMemory
 from ic_replica.wasm_module import ModuleInfo
 
@@ -15,6 +16,18 @@ if TYPE_CHECKING:
     from ic_replica.replica import Replica
 
 MAX_LOG_RECORDS = 4096
+
+
+def default_settings() -> dict[str, Any]:
+    """The settings a canister has unless told otherwise (the IC's defaults); visibilities are
+    `(kind, allowed viewers)`."""
+    return {
+        "compute_allocation": 0, "memory_allocation": 0, "reserved_cycles_limit": 5_000_000_000_000,
+        "minimum_incoming_canister_call_cycles": 0, "log_memory_limit": 4096,
+        "wasm_memory_limit": 3 * 1024 ** 3, "wasm_memory_threshold": 0,
+        "log_visibility": ("controllers", []), "snapshot_visibility": ("controllers", []),
+        "status_visibility": ("controllers", []),
+    }
 
 
 class Status(str, Enum):
@@ -87,7 +100,6 @@ class Canister:
     global_timer: int = 0
     env_vars: dict[str, str] = field(default_factory=dict)
     freezing_threshold: int = 2_592_000
-    log_visibility: str = "controllers"
     logs: list[LogRecord] = field(default_factory=list)
     next_log_idx: int = 0
     call_contexts: dict[int, CallContext] = field(default_factory=dict)
@@ -96,6 +108,17 @@ class Canister:
     history: list[Change] = field(default_factory=list)
     total_changes: int = 0
     stop_waiters: list[object] = field(default_factory=list)
+    settings: dict[str, Any] = field(default_factory=default_settings)  # the rest of `canister_settings`
+    snapshots: dict[bytes, CanisterSnapshot] = field(default_factory=dict)
+    next_snapshot_id: int = 0
+
+    @property
+    def log_visibility(self) -> str:
+        return str(self.settings["log_visibility"][0])
+
+    @log_visibility.setter
+    def log_visibility(self, kind: str) -> None:
+        self.settings["log_visibility"] = (kind, [])
 
     # ------------------------------------------------------------ CanisterEnv (read by the System API)
 
@@ -142,9 +165,25 @@ class Canister:
         if len(self.history) > 20:
             del self.history[0]
 
+    def snapshots_size(self) -> int:
+        return sum(s.total_size for s in self.snapshots.values())
+
+    def log_memory_store_size(self) -> int:
+        return sum(len(r.content) for r in self.logs)
+
     def memory_size(self) -> int:
+        """Execution memory (heap, stable memory, globals, module) plus system memory (chunk store, snapshots,
+        logs), as `canister_status` reports it."""
         wasm = self.runtime.memory_size() if self.runtime else 0
-        return wasm + self.stable.size_bytes + len(self.wasm)
+        globals_size = 8 * (self.module.global_count if self.module else 0)
+        chunks = sum(len(c) for c in self.chunk_store.values())
+        return (wasm + self.stable.size_bytes + globals_size + len(self.wasm) + chunks + self.snapshots_size()
+                + self.log_memory_store_size())
+
+    def may_view(self, setting: str, caller: bytes) -> bool:
+        """Whether `caller` may see what a visibility setting guards (controllers always may)."""
+        kind, viewers = self.settings[setting]
+        return caller in self.controllers or kind == "public" or (kind == "allowed_viewers" and caller in viewers)
 
     def rebuild_runtime(self, snap: Snapshot) -> None:
         """A fresh instance loaded from a snapshot (used after a trap that grew memory, and on restart)."""

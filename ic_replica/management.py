@@ -1,9 +1,11 @@
-"""The management canister (`aaaaa-aa`): canister lifecycle, code installation, status, chunks, logs.
+"""The management canister (`aaaaa-aa`): canister lifecycle, code installation, status, chunks, logs,
+snapshots, threshold signatures.
 
 Reached by users (ingress) and by canisters (inter-canister requests) through the same `handle`; every
-method that changes or reveals a canister checks that the caller controls it. Arguments are decoded at their
-`ic.did` types (the Candid decoder checks wire types and caps its work by the argument's size): a mistyped
-argument is an IC0408 reject, never an exception inside a round.
+method that changes or reveals a canister checks that the caller controls it (or, where the canister's
+visibility settings allow, may view it). Arguments are decoded at their `ic.did` types (the current `ic.did`
+of the interface specification, written out below; the Candid decoder checks wire types and caps its work by
+the argument's size): a mistyped argument is an IC0408 reject, never an exception inside a round.
 """
 
 from __future__ import annotations
@@ -14,13 +16,13 @@ from typing import TYPE_CHECKING, Any
 
 import wasmtime
 
-from ic_replica import candid
-from ic_replica.candid import BLOB, BOOL, NAT, NAT64, NULL, PRINCIPAL, TEXT, Opt, Record, Variant, Vec
+from ic_replica import candid, snapshots, threshold_keys
+from ic_replica.candid import BLOB, BOOL, NAT, NAT64, NULL, PRINCIPAL, RESERVED, TEXT, Opt, Record, Variant, Vec
 from ic_replica.canister import Canister, Status
 from ic_replica.context import ExecutionContext, Kind, Trap
 from ic_replica.errors import CallRejected, ErrorCode, Reject, RejectCode, reject_for
 from ic_replica.messages import Request
-from ic_replica.principal import Principal
+from ic_replica.principal import Principal, canister_index
 from ic_replica.runtime import WasmRuntime
 from ic_replica.stable_memory import StableMemory
 from ic_replica.system_api import import_problems
@@ -31,8 +33,17 @@ if TYPE_CHECKING:
 
 MAX_CONTROLLERS = 10
 MAX_CHUNK_BYTES = 1024 * 1024
-MAX_CHUNKS = 10_000
+MAX_CHUNKS = 100  # the IC's chunk store holds 100 MiB: 100 chunks of at most 1 MiB
 MAX_CYCLES = (1 << 128) - 1  # cycles are a nat128 on the IC
+MAX_LOG_MEMORY_LIMIT = 2 * 1024 * 1024
+MAX_WASM_MEMORY_THRESHOLD = 1 << 48
+MAX_ENV_VARS = 20
+MAX_ENV_NAME, MAX_ENV_VALUE = 128, 128
+# error codes of the IC's `ErrorCode` not in errors.py (which another part of the replica owns)
+CANISTER_SNAPSHOT_NOT_FOUND = "IC0305"
+CANISTER_NOT_HOSTED_BY_SUBNET = "IC0405"
+CANISTER_ALREADY_INSTALLED = "IC0538"
+MAINNET_CANISTER_INDEX_LIMIT = 1 << 63  # canister ids below this are the IC's own ranges (no subnet holds more)
 
 # ---------------------------------------------------------------- candid types (ic.did)
 
@@ -41,13 +52,14 @@ ENV_VAR = Record.of(name=TEXT, value=TEXT)
 CANISTER_SETTINGS = Record.of(
     controllers=Opt(Vec(PRINCIPAL)), compute_allocation=Opt(NAT), memory_allocation=Opt(NAT),
     freezing_threshold=Opt(NAT), reserved_cycles_limit=Opt(NAT), minimum_incoming_canister_call_cycles=Opt(NAT),
-    log_visibility=Opt(VISIBILITY), snapshot_visibility=Opt(VISIBILITY), status_visibility=Opt(VISIBILITY),
-    wasm_memory_limit=Opt(NAT), wasm_memory_threshold=Opt(NAT), environment_variables=Opt(Vec(ENV_VAR)),
+    log_visibility=Opt(VISIBILITY), log_memory_limit=Opt(NAT), snapshot_visibility=Opt(VISIBILITY),
+    status_visibility=Opt(VISIBILITY), wasm_memory_limit=Opt(NAT), wasm_memory_threshold=Opt(NAT),
+    environment_variables=Opt(Vec(ENV_VAR)),
 )
 DEFINITE_SETTINGS = Record.of(
     controllers=Vec(PRINCIPAL), compute_allocation=NAT, memory_allocation=NAT, freezing_threshold=NAT,
     reserved_cycles_limit=NAT, minimum_incoming_canister_call_cycles=NAT, log_visibility=VISIBILITY,
-    snapshot_visibility=VISIBILITY, status_visibility=VISIBILITY, wasm_memory_limit=NAT,
+    log_memory_limit=NAT, snapshot_visibility=VISIBILITY, status_visibility=VISIBILITY, wasm_memory_limit=NAT,
     wasm_memory_threshold=NAT, environment_variables=Vec(ENV_VAR),
 )
 CANISTER_ID_ARGS = Record.of(canister_id=PRINCIPAL)
@@ -75,7 +87,7 @@ CANISTER_STATUS_RESULT = Record.of(
     settings=DEFINITE_SETTINGS, module_hash=Opt(BLOB), memory_size=NAT,
     memory_metrics=Record.of(wasm_memory_size=NAT, stable_memory_size=NAT, global_memory_size=NAT,
                              wasm_binary_size=NAT, custom_sections_size=NAT, canister_history_size=NAT,
-                             wasm_chunk_store_size=NAT, snapshots_size=NAT),
+                             wasm_chunk_store_size=NAT, snapshots_size=NAT, log_memory_store_size=NAT),
     cycles=NAT, reserved_cycles=NAT, idle_cycles_burned_per_day=NAT,
     query_stats=Record.of(num_calls_total=NAT, num_instructions_total=NAT, request_payload_bytes_total=NAT,
                           response_payload_bytes_total=NAT),
@@ -86,14 +98,39 @@ CHANGE_DETAILS = Variant.of(
     creation=Record.of(controllers=Vec(PRINCIPAL), environment_variables_hash=Opt(BLOB)),
     code_uninstall=NULL,
     code_deployment=Record.of(mode=Variant.of(install=NULL, reinstall=NULL, upgrade=NULL), module_hash=BLOB),
+    load_snapshot=Record.of(from_canister_id=Opt(PRINCIPAL), snapshot_id=BLOB, canister_version=NAT64,
+                            taken_at_timestamp=NAT64,
+                            source=Variant.of(taken_from_canister=RESERVED, metadata_upload=RESERVED)),
     controllers_change=Record.of(controllers=Vec(PRINCIPAL)),
+    rename_canister=Record.of(canister_id=PRINCIPAL, total_num_changes=NAT64,
+                              rename_to=Record.of(canister_id=PRINCIPAL, version=NAT64, total_num_changes=NAT64),
+                              requested_by=PRINCIPAL),
 )
-CHANGE = Record.of(timestamp_nanos=NAT64, canister_version=NAT64, origin=CHANGE_ORIGIN, details=CHANGE_DETAILS)
+CHANGE = Record.of(timestamp_nanos=NAT64, canister_version=NAT64, origin=CHANGE_ORIGIN, details=Opt(CHANGE_DETAILS))
 CANISTER_INFO_ARGS = Record.of(canister_id=PRINCIPAL, num_requested_changes=Opt(NAT64))
 CANISTER_INFO_RESULT = Record.of(total_num_changes=NAT64, recent_changes=Vec(CHANGE), module_hash=Opt(BLOB),
                                  controllers=Vec(PRINCIPAL))
+CANISTER_METADATA_ARGS = Record.of(canister_id=PRINCIPAL, name=TEXT)
+CANISTER_METADATA_RESULT = Record.of(value=BLOB)
+LOG_RANGE = Record.of(start=NAT64, end=NAT64)
+FETCH_LOGS_ARGS = Record.of(canister_id=PRINCIPAL,
+                            filter=Opt(Variant.of(by_idx=LOG_RANGE, by_timestamp_nanos=LOG_RANGE)))
 FETCH_LOGS_RESULT = Record.of(canister_log_records=Vec(Record.of(idx=NAT64, timestamp_nanos=NAT64, content=BLOB)))
 TOP_UP_ARGS = Record.of(canister_id=PRINCIPAL, amount=NAT)
+SNAPSHOT = Record.of(id=BLOB, taken_at_timestamp=NAT64, total_size=NAT64)
+TAKE_SNAPSHOT_ARGS = Record.of(canister_id=PRINCIPAL, replace_snapshot=Opt(BLOB), uninstall_code=Opt(BOOL),
+                               sender_canister_version=Opt(NAT64))
+LOAD_SNAPSHOT_ARGS = Record.of(canister_id=PRINCIPAL, snapshot_id=BLOB, sender_canister_version=Opt(NAT64))
+DELETE_SNAPSHOT_ARGS = Record.of(canister_id=PRINCIPAL, snapshot_id=BLOB)
+ECDSA_KEY_ID = Record.of(curve=Variant.of(secp256k1=NULL), name=TEXT)
+SCHNORR_KEY_ID = Record.of(algorithm=Variant.of(bip340secp256k1=NULL, ed25519=NULL), name=TEXT)
+ECDSA_PUBLIC_KEY_ARGS = Record.of(canister_id=Opt(PRINCIPAL), derivation_path=Vec(BLOB), key_id=ECDSA_KEY_ID)
+SCHNORR_PUBLIC_KEY_ARGS = Record.of(canister_id=Opt(PRINCIPAL), derivation_path=Vec(BLOB), key_id=SCHNORR_KEY_ID)
+PUBLIC_KEY_RESULT = Record.of(public_key=BLOB, chain_code=BLOB)
+SIGN_WITH_ECDSA_ARGS = Record.of(message_hash=BLOB, derivation_path=Vec(BLOB), key_id=ECDSA_KEY_ID)
+SCHNORR_AUX = Variant.of(bip341=Record.of(merkle_root_hash=BLOB))
+SIGN_WITH_SCHNORR_ARGS = Record.of(message=BLOB, derivation_path=Vec(BLOB), key_id=SCHNORR_KEY_ID, aux=Opt(SCHNORR_AUX))
+SIGNATURE_RESULT = Record.of(signature=BLOB)
 
 
 class ManagementError(Exception):
@@ -129,6 +166,15 @@ _METHODS: dict[str, tuple[candid.Type, bool]] = {
     "deposit_cycles": (CANISTER_ID_ARGS, False),
     "raw_rand": (Record(()), False),
     "canister_info": (CANISTER_INFO_ARGS, False),
+    "canister_metadata": (CANISTER_METADATA_ARGS, False),
+    "take_canister_snapshot": (TAKE_SNAPSHOT_ARGS, True),
+    "load_canister_snapshot": (LOAD_SNAPSHOT_ARGS, True),
+    "list_canister_snapshots": (CANISTER_ID_ARGS, True),
+    "delete_canister_snapshot": (DELETE_SNAPSHOT_ARGS, True),
+    "ecdsa_public_key": (ECDSA_PUBLIC_KEY_ARGS, False),
+    "sign_with_ecdsa": (SIGN_WITH_ECDSA_ARGS, False),
+    "schnorr_public_key": (SCHNORR_PUBLIC_KEY_ARGS, False),
+    "sign_with_schnorr": (SIGN_WITH_SCHNORR_ARGS, False),
 }
 
 
@@ -137,9 +183,10 @@ METHOD_NAMES = frozenset(_METHODS)
 
 def decode_args(method: str, arg: bytes) -> dict[str, Any]:
     arg_type = _METHODS[method][0]
-    if method == "raw_rand":
-        return {}
     try:
+        if method == "raw_rand":  # `() -> (blob)`: any well-formed Candid message (extra arguments are skipped)
+            candid.decode(arg, [])
+            return {}
         return candid.decode(arg, [arg_type])[0]  # type: ignore[no-any-return]
     except candid.CandidError as exc:
         raise _fail(ErrorCode.INVALID_MANAGEMENT_PAYLOAD,
@@ -186,22 +233,42 @@ def handle(replica: Replica, req: Request) -> None:
         replica.respond(origin, reply=result, refund=0 if req.method in _KEEPS_CYCLES else req.cycles)
 
 
+_QUERY_METHODS = {"fetch_canister_logs": FETCH_LOGS_ARGS, "canister_status": CANISTER_ID_ARGS,
+                  "canister_info": CANISTER_INFO_ARGS}
+
+
 def query(replica: Replica, sender: bytes, method: str, arg: bytes, effective: object) -> bytes:
-    """The management canister's query methods (fetch_canister_logs)."""
-    if method != "fetch_canister_logs":
+    """The management canister's query methods: fetch_canister_logs, canister_status, canister_info."""
+    if method not in _QUERY_METHODS:
         raise CallRejected(reject_for(ErrorCode.CANISTER_METHOD_NOT_FOUND,
                                       f"Management canister has no query method '{method}'"))
     try:
-        args = candid.decode(arg, [CANISTER_ID_ARGS])[0]
+        try:
+            args = candid.decode(arg, [_QUERY_METHODS[method]])[0]
+        except candid.CandidError as exc:
+            raise _fail(ErrorCode.INVALID_MANAGEMENT_PAYLOAD,
+                        f"Error decoding candid arguments of management method '{method}': {exc}") from exc
         canister = _canister(replica, args["canister_id"].raw)
-        if canister.log_visibility != "public":
-            _require_controller(canister, sender)
-    except candid.CandidError as exc:
-        raise CallRejected(reject_for(ErrorCode.INVALID_MANAGEMENT_PAYLOAD, str(exc))) from exc
+        if method == "canister_status":
+            _require_viewer(canister, sender, "status_visibility")
+            return candid.encode([CANISTER_STATUS_RESULT], [status_record(canister)])
+        if method == "canister_info":
+            return info_reply(canister, args)
+        _require_viewer(canister, sender, "log_visibility")
+        return logs_reply(canister, args)
     except ManagementError as exc:
         raise CallRejected(exc.reject) from exc
-    records = [{"idx": r.idx, "timestamp_nanos": r.timestamp_nanos, "content": r.content} for r in canister.logs]
-    return candid.encode([FETCH_LOGS_RESULT], [{"canister_log_records": records}])
+
+
+def logs_reply(canister: Canister, args: dict[str, Any]) -> bytes:
+    records = canister.logs
+    if args.get("filter"):
+        kind, bounds = next(iter(args["filter"][0].items()))
+        start, end = bounds["start"], bounds["end"]  # a half-open range [start, end)
+        field_of = (lambda r: r.idx) if kind == "by_idx" else (lambda r: r.timestamp_nanos)
+        records = [r for r in records if start <= field_of(r) < end]
+    values = [{"idx": r.idx, "timestamp_nanos": r.timestamp_nanos, "content": r.content} for r in records]
+    return candid.encode([FETCH_LOGS_RESULT], [{"canister_log_records": values}])
 
 
 # ---------------------------------------------------------------- helpers
@@ -220,6 +287,16 @@ def _require_controller(canister: Canister, caller: bytes) -> None:
         raise _fail(ErrorCode.CANISTER_INVALID_CONTROLLER,
                     f"Only the controllers of the canister {Principal(canister.canister_id)} can control it.\n"
                     f"Canister's controllers: {controllers}\nSender's ID: {Principal(caller)}")
+
+
+def _require_viewer(canister: Canister, caller: bytes, setting: str) -> None:
+    """Controllers, and whoever the visibility setting lets see what it guards."""
+    if canister.may_view(setting, caller):
+        return
+    if setting != "log_visibility":
+        _require_controller(canister, caller)  # as the IC: IC0512, naming the controllers
+    raise _fail(ErrorCode.CANISTER_REJECTED_MESSAGE,
+                f"Caller {Principal(caller)} is not allowed to query ic00 method fetch_canister_logs")
 
 
 def _cycles(amount: int) -> int:
@@ -251,11 +328,49 @@ def _controllers_from(settings: dict[str, Any] | None, default: list[bytes]) -> 
     return default
 
 
+_SETTING_BOUNDS = {"compute_allocation": 100, "memory_allocation": 1 << 48, "freezing_threshold": (1 << 64) - 1,
+                   "reserved_cycles_limit": MAX_CYCLES, "minimum_incoming_canister_call_cycles": MAX_CYCLES,
+                   "log_memory_limit": MAX_LOG_MEMORY_LIMIT, "wasm_memory_limit": 1 << 48,
+                   "wasm_memory_threshold": MAX_WASM_MEMORY_THRESHOLD}
+
+
+def _check_settings(settings: dict[str, Any]) -> None:
+    """Validate every field before any is applied (a bad one changes nothing)."""
+    for name, bound in _SETTING_BOUNDS.items():
+        if settings.get(name) and settings[name][0] > bound:
+            raise _fail(ErrorCode.INVALID_MANAGEMENT_PAYLOAD,
+                        f"Invalid settings: {name} must be at most {bound}, got {settings[name][0]}")
+    for name in ("log_visibility", "snapshot_visibility", "status_visibility"):
+        if settings.get(name):
+            viewers = settings[name][0].get("allowed_viewers")
+            if viewers is not None and len(viewers) > MAX_CONTROLLERS:
+                raise _fail(ErrorCode.INVALID_MANAGEMENT_PAYLOAD,
+                            f"Invalid settings: at most {MAX_CONTROLLERS} allowed viewers, got {len(viewers)}")
+    if settings.get("environment_variables"):
+        env = settings["environment_variables"][0]
+        if len(env) > MAX_ENV_VARS:
+            raise _fail(ErrorCode.INVALID_MANAGEMENT_PAYLOAD,
+                        f"Invalid settings: at most {MAX_ENV_VARS} environment variables, got {len(env)}")
+        for v in env:
+            if len(v["name"].encode()) > MAX_ENV_NAME or len(v["value"].encode()) > MAX_ENV_VALUE:
+                raise _fail(ErrorCode.INVALID_MANAGEMENT_PAYLOAD,
+                            f"Invalid settings: environment variable names and values are at most "
+                            f"{MAX_ENV_NAME} bytes ({v['name'][:40]!r})")
+        if len({v["name"] for v in env}) != len(env):
+            raise _fail(ErrorCode.INVALID_MANAGEMENT_PAYLOAD, "Invalid settings: duplicate environment variable")
+
+
 def _apply_settings(canister: Canister, settings: dict[str, Any]) -> None:
+    _check_settings(settings)
     if settings.get("freezing_threshold"):
         canister.freezing_threshold = settings["freezing_threshold"][0]
-    if settings.get("log_visibility"):
-        canister.log_visibility = next(iter(settings["log_visibility"][0]))
+    for name in _SETTING_BOUNDS:
+        if name != "freezing_threshold" and settings.get(name):
+            canister.settings[name] = settings[name][0]
+    for name in ("log_visibility", "snapshot_visibility", "status_visibility"):
+        if settings.get(name):
+            kind, value = next(iter(settings[name][0].items()))
+            canister.settings[name] = (kind, [p.raw for p in value] if kind == "allowed_viewers" else [])
     if settings.get("environment_variables"):
         canister.env_vars = {v["name"]: v["value"] for v in settings["environment_variables"][0]}
 
@@ -269,7 +384,11 @@ _EMPTY_REPLY = candid.encode([], [])
 def _provisional_create(replica: Replica, req: Request, origin: tuple, args: dict[str, Any]) -> bytes:
     settings = args["settings"][0] if args["settings"] else None
     controllers = _controllers_from(settings, [req.src])
+    if settings:
+        _check_settings(settings)
     specified = args["specified_id"][0].raw if args["specified_id"] else None
+    if specified is not None:
+        _check_specified_id(replica, specified)
     amount = _cycles(args["amount"][0]) if args["amount"] else 100_000_000_000_000
     canister = replica.new_canister(controllers, amount, specified)
     if settings:
@@ -278,8 +397,23 @@ def _provisional_create(replica: Replica, req: Request, origin: tuple, args: dic
     return candid.encode([CREATE_RESULT], [{"canister_id": Principal(canister.canister_id)}])
 
 
+def _check_specified_id(replica: Replica, specified: bytes) -> None:
+    """As the IC: an id of this subnet's range (or of the IC's own ranges, which this one subnet hosts too, as
+    PocketIC hosts mainnet canister ids), not taken yet."""
+    if specified in replica.canisters:
+        raise _fail(CANISTER_ALREADY_INSTALLED, f"Canister {Principal(specified)} is already installed.")
+    index = canister_index(Principal(specified))
+    own = replica.next_canister_index >> 20  # this subnet's range: the 2^20 ids its allocation runs in
+    if index is None or not (index < MAINNET_CANISTER_INDEX_LIMIT or index >> 20 == own):
+        raise _fail(CANISTER_NOT_HOSTED_BY_SUBNET,
+                    f"Specified CanisterId {Principal(specified)} is not hosted by subnet "
+                    f"{Principal(replica.subnet_id)}.")
+
+
 def _create(replica: Replica, req: Request, origin: tuple, args: dict[str, Any]) -> bytes:
     settings = args["settings"][0] if args["settings"] else None
+    if settings:
+        _check_settings(settings)
     canister = replica.new_canister(_controllers_from(settings, [req.src]), req.cycles)
     if settings:
         _apply_settings(canister, settings)
@@ -328,7 +462,11 @@ def _install_code(replica: Replica, req: Request, origin: tuple, args: dict[str,
 
 def _install_chunked(replica: Replica, req: Request, origin: tuple, args: dict[str, Any]) -> bytes:
     target = _controlled(replica, req, args, "target_canister")
-    store = _controlled(replica, req, {"canister_id": args["store_canister"][0]}) if args["store_canister"] else target
+    store = target
+    if args["store_canister"]:  # the caller controls the store canister, or is it (this subnet holds every canister)
+        store = _canister(replica, args["store_canister"][0].raw)
+        if req.src != store.canister_id:
+            _require_controller(store, req.src)
     parts = []
     for entry in args["chunk_hashes_list"]:
         chunk = store.chunk_store.get(entry["hash"])
@@ -393,25 +531,36 @@ def uninstall(replica: Replica, canister: Canister) -> None:
 
 
 def _status(replica: Replica, req: Request, origin: tuple, args: dict[str, Any]) -> bytes:
-    canister = _controlled(replica, req, args)
+    canister = _canister(replica, args["canister_id"].raw)
+    _require_viewer(canister, req.src, "status_visibility")
     return candid.encode([CANISTER_STATUS_RESULT], [status_record(canister)])
 
 
+def _visibility_value(setting: tuple[str, list[bytes]]) -> dict[str, Any]:
+    kind, viewers = setting
+    return {kind: [Principal(v) for v in viewers] if kind == "allowed_viewers" else None}
+
+
 def status_record(canister: Canister) -> dict[str, Any]:
+    """Every field of `canister_status_result` in the current `ic.did`."""
     wasm_memory = canister.runtime.memory_size() if canister.runtime else 0
-    visibility: dict[str, Any] = ({canister.log_visibility: None} if canister.log_visibility != "allowed_viewers"
-                                  else {"allowed_viewers": []})
+    settings = canister.settings
     return {
         "status": {canister.status.value: None},
         "ready_for_migration": False,
         "version": canister.version,
         "settings": {
-            "controllers": [Principal(c) for c in canister.controllers], "compute_allocation": 0,
-            "memory_allocation": 0, "freezing_threshold": canister.freezing_threshold,
-            "reserved_cycles_limit": 5_000_000_000_000, "minimum_incoming_canister_call_cycles": 0,
-            "log_visibility": visibility, "snapshot_visibility": {"controllers": None},
-            "status_visibility": {"controllers": None}, "wasm_memory_limit": 3 * 1024 ** 3,
-            "wasm_memory_threshold": 0,
+            "controllers": [Principal(c) for c in canister.controllers],
+            "compute_allocation": settings["compute_allocation"],
+            "memory_allocation": settings["memory_allocation"], "freezing_threshold": canister.freezing_threshold,
+            "reserved_cycles_limit": settings["reserved_cycles_limit"],
+            "minimum_incoming_canister_call_cycles": settings["minimum_incoming_canister_call_cycles"],
+            "log_visibility": _visibility_value(settings["log_visibility"]),
+            "log_memory_limit": settings["log_memory_limit"],
+            "snapshot_visibility": _visibility_value(settings["snapshot_visibility"]),
+            "status_visibility": _visibility_value(settings["status_visibility"]),
+            "wasm_memory_limit": settings["wasm_memory_limit"],
+            "wasm_memory_threshold": settings["wasm_memory_threshold"],
             "environment_variables": [{"name": k, "value": v} for k, v in sorted(canister.env_vars.items())],
         },
         "module_hash": [canister.module.module_hash] if canister.module else [],
@@ -422,7 +571,9 @@ def status_record(canister: Canister) -> dict[str, Any]:
             "wasm_binary_size": len(canister.wasm),
             "custom_sections_size": _custom_sections_size(canister),
             "canister_history_size": 0,
-            "wasm_chunk_store_size": sum(len(c) for c in canister.chunk_store.values()), "snapshots_size": 0,
+            "wasm_chunk_store_size": sum(len(c) for c in canister.chunk_store.values()),
+            "snapshots_size": canister.snapshots_size(),
+            "log_memory_store_size": canister.log_memory_store_size(),
         },
         "cycles": canister.cycles, "reserved_cycles": 0, "idle_cycles_burned_per_day": 0,
         "query_stats": {"num_calls_total": 0, "num_instructions_total": 0, "request_payload_bytes_total": 0,
@@ -440,6 +591,7 @@ def _custom_sections_size(canister: Canister) -> int:
 def _update_settings(replica: Replica, req: Request, origin: tuple, args: dict[str, Any]) -> bytes:
     canister = _controlled(replica, req, args)
     settings = args["settings"]
+    _check_settings(settings)
     if settings.get("controllers"):
         canister.controllers = _controllers_from(settings, canister.controllers)
         canister.record_change(_change_origin(replica, req), ("controllers_change", list(canister.controllers)))
@@ -488,9 +640,161 @@ def _raw_rand(replica: Replica, req: Request, origin: tuple, args: dict[str, Any
     return candid.encode([BLOB], [os.urandom(32)])
 
 
-def _info(replica: Replica, req: Request, origin: tuple, args: dict[str, Any]) -> bytes:
+def _metadata(replica: Replica, req: Request, origin: tuple, args: dict[str, Any]) -> bytes:
+    """A `icp:public` custom section for anyone, an `icp:private` one for controllers."""
     canister = _canister(replica, args["canister_id"].raw)
-    n = args["num_requested_changes"][0] if args["num_requested_changes"] else 0
+    name, module = args["name"], canister.module
+    if module is not None and name in module.public_metadata:
+        return candid.encode([CANISTER_METADATA_RESULT], [{"value": module.public_metadata[name]}])
+    if module is not None and name in module.private_metadata:
+        _require_controller(canister, req.src)
+        return candid.encode([CANISTER_METADATA_RESULT], [{"value": module.private_metadata[name]}])
+    raise _fail(ErrorCode.CANISTER_CONTRACT_VIOLATION,
+                f"Custom section {name} not found in the Wasm module of canister {Principal(canister.canister_id)}")
+
+
+# ---------------------------------------------------------------- snapshots
+
+
+def _snapshot_value(snap: snapshots.CanisterSnapshot) -> dict[str, Any]:
+    return {"id": snap.snapshot_id, "taken_at_timestamp": snap.taken_at_timestamp, "total_size": snap.total_size}
+
+
+def _find_snapshot(canister: Canister, snapshot_id: bytes) -> snapshots.CanisterSnapshot:
+    snap = canister.snapshots.get(snapshot_id)
+    if snap is None:
+        if len(snapshot_id) > 8 and snapshot_id[8:] != canister.canister_id:
+            raise _fail(ErrorCode.INVALID_MANAGEMENT_PAYLOAD,
+                        f"The snapshot {snapshot_id.hex()} does not belong to canister "
+                        f"{Principal(canister.canister_id)}")
+        raise _fail(CANISTER_SNAPSHOT_NOT_FOUND, f"Could not find the snapshot ID {snapshot_id.hex()} for canister "
+                                                 f"{Principal(canister.canister_id)}.")
+    return snap
+
+
+def _take_snapshot(replica: Replica, req: Request, origin: tuple, args: dict[str, Any]) -> bytes:
+    canister = _controlled(replica, req, args)
+    cid = Principal(canister.canister_id)
+    replaced = _find_snapshot(canister, args["replace_snapshot"][0]) if args["replace_snapshot"] else None
+    if canister.runtime is None:
+        raise _fail(ErrorCode.CANISTER_CONTRACT_VIOLATION, f"Canister {cid} is empty: it has no state to snapshot.")
+    if replaced is None and len(canister.snapshots) >= snapshots.MAX_SNAPSHOTS_PER_CANISTER:
+        raise _fail(ErrorCode.CANISTER_REJECTED_MESSAGE,
+                    f"Canister {cid} has reached the maximum number of snapshots allowed: "
+                    f"{snapshots.MAX_SNAPSHOTS_PER_CANISTER}.")
+    snap = snapshots.take(canister, canister.next_snapshot_id, replica.time_ns)
+    canister.next_snapshot_id += 1
+    if replaced is not None:
+        del canister.snapshots[replaced.snapshot_id]
+    canister.snapshots[snap.snapshot_id] = snap
+    if args.get("uninstall_code") and args["uninstall_code"][0]:
+        uninstall(replica, canister)
+        canister.record_change(_change_origin(replica, req), ("code_uninstall",))
+    return candid.encode([SNAPSHOT], [_snapshot_value(snap)])
+
+
+def _load_snapshot(replica: Replica, req: Request, origin: tuple, args: dict[str, Any]) -> bytes:
+    canister = _controlled(replica, req, args)
+    snap = _find_snapshot(canister, args["snapshot_id"])
+    try:
+        snapshots.load(canister, snap)
+    except wasmtime.WasmtimeError as exc:  # the module compiled before; only a resource failure gets here
+        raise _fail(ErrorCode.CANISTER_INVALID_WASM,
+                    f"Snapshot could not be loaded: {str(exc).splitlines()[0]}") from None
+    canister.version += 1
+    canister.record_change(_change_origin(replica, req),
+                           ("load_snapshot", snap.snapshot_id, snap.canister_version, snap.taken_at_timestamp))
+    return _EMPTY_REPLY
+
+
+def _list_snapshots(replica: Replica, req: Request, origin: tuple, args: dict[str, Any]) -> bytes:
+    canister = _canister(replica, args["canister_id"].raw)
+    _require_viewer(canister, req.src, "snapshot_visibility")
+    return candid.encode([Vec(SNAPSHOT)], [[_snapshot_value(s) for s in canister.snapshots.values()]])
+
+
+def _delete_snapshot(replica: Replica, req: Request, origin: tuple, args: dict[str, Any]) -> bytes:
+    canister = _controlled(replica, req, args)
+    del canister.snapshots[_find_snapshot(canister, args["snapshot_id"]).snapshot_id]
+    return _EMPTY_REPLY
+
+
+# ---------------------------------------------------------------- threshold keys
+
+
+def _key_seed(replica: Replica) -> bytes:
+    return hashlib.sha256(b"ic_replica threshold keys" + replica.subnet_id).digest()
+
+
+def _key_name(kind: str, detail: str, name: str) -> str:
+    if name not in threshold_keys.KEY_NAMES:
+        existing = ", ".join(f"{kind}:{detail}:{n}" for n in threshold_keys.KEY_NAMES)
+        raise _fail(ErrorCode.CANISTER_REJECTED_MESSAGE,
+                    f"Requested unknown threshold key: {kind}:{detail}:{name}, existing enabled keys: [{existing}]")
+    return name
+
+
+def _derivation_path(caller: bytes, path: list[bytes]) -> list[bytes]:
+    if len(path) > threshold_keys.MAX_DERIVATION_PATH:
+        raise _fail(ErrorCode.INVALID_MANAGEMENT_PAYLOAD,
+                    f"The derivation path has {len(path)} elements, at most {threshold_keys.MAX_DERIVATION_PATH}")
+    return [caller, *path]
+
+
+def _ecdsa_public_key(replica: Replica, req: Request, origin: tuple, args: dict[str, Any]) -> bytes:
+    name = _key_name("ecdsa", "Secp256k1", args["key_id"]["name"])
+    owner = args["canister_id"][0].raw if args["canister_id"] else req.src
+    public_key, chain = threshold_keys.ecdsa_public_key(_key_seed(replica), name,
+                                                        _derivation_path(owner, args["derivation_path"]))
+    return candid.encode([PUBLIC_KEY_RESULT], [{"public_key": public_key, "chain_code": chain}])
+
+
+def _sign_with_ecdsa(replica: Replica, req: Request, origin: tuple, args: dict[str, Any]) -> bytes:
+    name = _key_name("ecdsa", "Secp256k1", args["key_id"]["name"])
+    try:
+        signature = threshold_keys.sign_with_ecdsa(_key_seed(replica), name,
+                                                   _derivation_path(req.src, args["derivation_path"]),
+                                                   args["message_hash"])
+    except threshold_keys.ThresholdKeyError as exc:
+        raise _fail(ErrorCode.INVALID_MANAGEMENT_PAYLOAD, str(exc)) from None
+    return candid.encode([SIGNATURE_RESULT], [{"signature": signature}])
+
+
+def _schnorr_public_key(replica: Replica, req: Request, origin: tuple, args: dict[str, Any]) -> bytes:
+    algorithm = next(iter(args["key_id"]["algorithm"]))
+    name = _key_name("schnorr", {"ed25519": "Ed25519", "bip340secp256k1": "Bip340Secp256k1"}[algorithm],
+                     args["key_id"]["name"])
+    owner = args["canister_id"][0].raw if args["canister_id"] else req.src
+    public_key, chain = threshold_keys.schnorr_public_key(_key_seed(replica), algorithm, name,
+                                                          _derivation_path(owner, args["derivation_path"]))
+    return candid.encode([PUBLIC_KEY_RESULT], [{"public_key": public_key, "chain_code": chain}])
+
+
+def _sign_with_schnorr(replica: Replica, req: Request, origin: tuple, args: dict[str, Any]) -> bytes:
+    algorithm = next(iter(args["key_id"]["algorithm"]))
+    name = _key_name("schnorr", {"ed25519": "Ed25519", "bip340secp256k1": "Bip340Secp256k1"}[algorithm],
+                     args["key_id"]["name"])
+    path = _derivation_path(req.src, args["derivation_path"])
+    aux = args["aux"][0] if args.get("aux") else None
+    try:
+        if algorithm == "ed25519":
+            if aux is not None:
+                raise threshold_keys.ThresholdKeyError("auxiliary inputs are only for bip340secp256k1")
+            signature = threshold_keys.sign_ed25519(_key_seed(replica), name, path, args["message"])
+        else:
+            merkle_root = aux["bip341"]["merkle_root_hash"] if aux is not None else None
+            signature = threshold_keys.sign_bip340(_key_seed(replica), name, path, args["message"], merkle_root)
+    except threshold_keys.ThresholdKeyError as exc:
+        raise _fail(ErrorCode.INVALID_MANAGEMENT_PAYLOAD, str(exc)) from None
+    return candid.encode([SIGNATURE_RESULT], [{"signature": signature}])
+
+
+def _info(replica: Replica, req: Request, origin: tuple, args: dict[str, Any]) -> bytes:
+    return info_reply(_canister(replica, args["canister_id"].raw), args)
+
+
+def info_reply(canister: Canister, args: dict[str, Any]) -> bytes:
+    n = args["num_requested_changes"][0] if args.get("num_requested_changes") else 0
     changes = canister.history[-n:] if n else []
     return candid.encode([CANISTER_INFO_RESULT], [{
         "total_num_changes": canister.total_changes,
@@ -516,10 +820,14 @@ def _change_value(change: Any) -> dict[str, Any]:
         details = {"code_deployment": {"mode": {change.details[1]: None}, "module_hash": change.details[2]}}
     elif kind == "controllers_change":
         details = {"controllers_change": {"controllers": [Principal(c) for c in change.details[1]]}}
+    elif kind == "load_snapshot":
+        _, snapshot_id, version, taken_at = change.details
+        details = {"load_snapshot": {"from_canister_id": [], "snapshot_id": snapshot_id, "canister_version": version,
+                                     "taken_at_timestamp": taken_at, "source": {"taken_from_canister": None}}}
     else:
         details = {"code_uninstall": None}
     return {"timestamp_nanos": change.timestamp_nanos, "canister_version": change.canister_version,
-            "origin": origin_value, "details": details}
+            "origin": origin_value, "details": [details]}
 
 
 _HANDLERS = {
@@ -540,6 +848,15 @@ _HANDLERS = {
     "deposit_cycles": _deposit_cycles,
     "raw_rand": _raw_rand,
     "canister_info": _info,
+    "canister_metadata": _metadata,
+    "take_canister_snapshot": _take_snapshot,
+    "load_canister_snapshot": _load_snapshot,
+    "list_canister_snapshots": _list_snapshots,
+    "delete_canister_snapshot": _delete_snapshot,
+    "ecdsa_public_key": _ecdsa_public_key,
+    "sign_with_ecdsa": _sign_with_ecdsa,
+    "schnorr_public_key": _schnorr_public_key,
+    "sign_with_schnorr": _sign_with_schnorr,
 }
 _KEEPS_CYCLES = {"create_canister", "deposit_cycles"}
 

@@ -4,7 +4,8 @@ globals, stable memory, controllers, settings, timers and logs; and the ingress 
 is replayed after it (messages still in flight at the checkpoint come back rejected: queues and call contexts
 are not saved, so they will never complete).
 
-Layout: `state.json` (replica and canister metadata) and `canisters/<id>/{module.wasm,memory.bin,stable.bin}`.
+Layout: `state.json` (replica and canister metadata) and `canisters/<id>/{module.wasm,memory.bin,stable.bin}`;
+each canister snapshot in `canisters/<id>/snapshots/<snapshot id hex>/` (the same three files).
 Files are written to a temporary name and renamed, and `state.json` last, so a crash mid-save leaves the
 previous checkpoint usable.
 """
@@ -24,6 +25,7 @@ from ic_replica.errors import Reject, RejectCode
 from ic_replica.messages import IngressState, IngressStatus
 from ic_replica.principal import Principal
 from ic_replica.runtime import Snapshot
+from ic_replica.snapshots import CanisterSnapshot
 from ic_replica.stable_memory import StableMemory
 from ic_replica.wasm_module import prepare
 
@@ -77,7 +79,15 @@ def save(replica: Replica, state_dir: Path) -> None:
             "history": [[h.timestamp_nanos, h.canister_version, _encode_tuple(h.origin), _encode_tuple(h.details)]
                         for h in c.history],
             "total_changes": c.total_changes,
+            "settings": _save_settings(c.settings),
+            "snapshots": [_save_snapshot(folder, snap) for snap in c.snapshots.values()],
+            "next_snapshot_id": c.next_snapshot_id,
         })
+        snapshot_dir = folder / "snapshots"
+        if snapshot_dir.is_dir():
+            for old in snapshot_dir.iterdir():
+                if bytes.fromhex(old.name) not in c.snapshots:
+                    shutil.rmtree(old, ignore_errors=True)
     live = {e["id"] for e in entries}
     for folder in canisters_dir.iterdir():
         if folder.name not in live:
@@ -86,6 +96,39 @@ def save(replica: Replica, state_dir: Path) -> None:
              "canisters": entries, "ingress": [_save_ingress(s) for s in replica.ingress_history()
                                                if s.expiry >= replica.time_ns]}
     _write(state_dir / "state.json", json.dumps(state, indent=1).encode())
+
+
+def _save_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    return {k: [v[0], [_b64(p) for p in v[1]]] if isinstance(v, tuple) else v for k, v in settings.items()}
+
+
+def _load_settings(c: Canister, saved: dict[str, Any]) -> None:
+    for k, v in saved.items():
+        c.settings[k] = (v[0], [_unb64(p) for p in v[1]]) if isinstance(v, list) else v
+
+
+def _save_snapshot(folder: Path, snap: CanisterSnapshot) -> dict[str, Any]:
+    where = folder / "snapshots" / snap.snapshot_id.hex()
+    where.mkdir(parents=True, exist_ok=True)
+    if not (where / "stable.bin").exists():  # snapshots never change once taken
+        _write(where / "module.wasm", snap.wasm)
+        _write(where / "memory.bin", snap.heap)
+        _write(where / "stable.bin", bytes(snap.stable_memory().data))
+    return {"id": snap.snapshot_id.hex(), "taken_at": snap.taken_at_timestamp, "version": snap.canister_version,
+            "globals": snap.globals, "stable_pages": snap.stable_pages, "certified_data": _b64(snap.certified_data),
+            "global_timer": snap.global_timer, "chunks": [_b64(chunk) for chunk in snap.chunk_store.values()]}
+
+
+def _load_snapshot(folder: Path, e: dict[str, Any]) -> CanisterSnapshot:
+    where = folder / "snapshots" / e["id"]
+    wasm = (where / "module.wasm").read_bytes()
+    stable = StableMemory((where / "stable.bin").read_bytes(), e["stable_pages"])
+    return CanisterSnapshot(
+        snapshot_id=bytes.fromhex(e["id"]), taken_at_timestamp=e["taken_at"], canister_version=e["version"],
+        wasm=wasm, module=prepare(wasm), heap=(where / "memory.bin").read_bytes(), globals=e["globals"],
+        stable_chunks={i: bytes(chunk) for i, chunk in stable.chunks.items()}, stable_pages=e["stable_pages"],
+        certified_data=_unb64(e["certified_data"]), global_timer=e["global_timer"],
+        chunk_store={hashlib.sha256(c).digest(): c for c in (_unb64(x) for x in e["chunks"])})
 
 
 def _save_ingress(s: IngressStatus) -> dict[str, Any]:
@@ -163,6 +206,9 @@ def load(replica: Replica, state_dir: Path) -> None:
             c.chunk_store[hashlib.sha256(chunk).digest()] = chunk
         c.history = [Change(t, v, _decode_tuple(o), _decode_tuple(d)) for t, v, o, d in e["history"]]
         c.total_changes = e["total_changes"]
+        _load_settings(c, e.get("settings", {}))  # checkpoints from before these fields have none
+        c.snapshots = {bytes.fromhex(x["id"]): _load_snapshot(folder, x) for x in e.get("snapshots", [])}
+        c.next_snapshot_id = e.get("next_snapshot_id", 0)
         if e["installed"]:
             c.wasm = (folder / "module.wasm").read_bytes()
             c.module = prepare(c.wasm)

@@ -24,6 +24,7 @@ from ic_replica.context import Closure, ExecutionContext, Kind, OutgoingCall, Tr
 from ic_replica.errors import ErrorCode
 from ic_replica.principal import MAX_PRINCIPAL_BYTES, Principal, canister_id_from_index
 from ic_replica.stable_memory import PAGE, StableMemory
+from ic_replica.threshold_keys import KEY_NAMES
 
 if TYPE_CHECKING:
     from ic_replica.runtime import WasmRuntime
@@ -40,6 +41,8 @@ MAX_CALL_TIMEOUT = 300
 MAX_LOG_RECORD = 4096
 MAX_ENV_VAR_NAME = 128  # bytes: the IC's limit on an environment variable's name
 MAX_KEY_NAME = 1024  # a threshold key name longer than this is no key's name
+_THRESHOLD_KEY_NAMES = {name.encode() for name in KEY_NAMES}
+SIGNATURE_FEE = 26_153_846_153  # the IC's price of one threshold signature (keys on the 34-node fiduciary subnet)
 MAX_STABLE32_PAGES = (1 << 32) // PAGE  # the 32-bit stable API works on at most 4 GiB
 CYCLES_MINTING_CANISTER = canister_id_from_index(4).raw  # rkp4c-7iaaa-aaaaa-aaaca-cai
 
@@ -670,14 +673,18 @@ class SystemApi:
     def ic0_cost_http_request(self, ctx: ExecutionContext, request_size: int, max_res_bytes: int, dst: int) -> None:
         self._write128(dst, cost_http_request(request_size, max_res_bytes))
 
-    def _cost_signature(self, src: int, size: int, curve: int, valid_curves: set[int], dst: int) -> int:
-        """0 with the cost at `dst`, 1 for an unknown curve or algorithm, 2 for an unknown key name: this
-        replica holds no threshold keys, so every name is unknown (the management canister signs nothing)."""
+    def _cost_signature(self, src: int, size: int, curve: int, valid_curves: set[int], dst: int,
+                        has_keys: bool = True) -> int:
+        """0 with the cost at `dst` for a key the management canister holds (`threshold_keys.KEY_NAMES`), 1 for
+        an unknown curve or algorithm, 2 for an unknown key name (every vetKD key: this replica has none)."""
         self._mem_bounds(src, size)
         self._mem_bounds(dst, 16)
         if curve not in valid_curves:
             return 1
-        return 2
+        if not has_keys or size > MAX_KEY_NAME or self.read(src, size) not in _THRESHOLD_KEY_NAMES:
+            return 2
+        self._write128(dst, SIGNATURE_FEE)
+        return 0
 
     def ic0_cost_sign_with_ecdsa(self, ctx: ExecutionContext, src: int, size: int, curve: int, dst: int) -> int:
         return self._cost_signature(src, size, curve, {0}, dst)  # 0: secp256k1
@@ -686,7 +693,7 @@ class SystemApi:
         return self._cost_signature(src, size, alg, {0, 1}, dst)  # 0: bip340secp256k1, 1: ed25519
 
     def ic0_cost_vetkd_derive_key(self, ctx: ExecutionContext, src: int, size: int, curve: int, dst: int) -> int:
-        return self._cost_signature(src, size, curve, {0}, dst)  # 0: bls12_381
+        return self._cost_signature(src, size, curve, {0}, dst, has_keys=False)  # 0: bls12_381
 
     # ------------------------------------------------------------ environment variables
 

@@ -751,8 +751,9 @@ def test_costs(ic: Replica) -> None:
     assert r.u128() == cost_call(3, 10) == 260_000 + 13_000 + 2_097_152_000 + 5_005_000_000
     assert r.u128() == 500_000_000_000
     assert r.u128() == cost_http_request(100, 2000) == 49_140_000 + 5_200 * 100 + 10_400 * 2000
-    # no threshold keys on this replica: a known curve answers 2 (unknown key), an unknown curve 1
-    assert [r.u32() for _ in range(6)] == [2, 1, 2, 1, 2, 1]
+    # "key_1" is a threshold key of the management canister (ECDSA, Schnorr): 0 and the fee; an unknown curve 1;
+    # no vetKD keys: 2 (unknown key)
+    assert [r.u32() for _ in range(6)] == [0, 1, 0, 1, 2, 1]
     assert "heap out of bounds" in rejected(ic.query_call, cid, "cost_oob").reject.message
 
 

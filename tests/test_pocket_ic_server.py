@@ -448,3 +448,32 @@ def test_picjs_runs_unmodified_against_the_server(wasms: dict[str, bytes], tmp_p
     assert out["addCycles"] == "1000" and out["stable"] == "from picjs"
     assert out["controllers"] == ["2vxsx-fae"] and out["rootKey"] == 133
     assert (out["liveInc"], out["liveGet"]) == (7, 7) and out["ok"]
+
+
+def test_canisters_call_canisters_on_other_subnets(pic: Any, wasms: dict[str, bytes]) -> None:
+    """relay (application subnet) -> counter (NNS subnet) and back; rejects travel back too."""
+    from ic_replica.candid import BLOB, PRINCIPAL, TEXT, Tuple, Variant
+
+    nns = next(k for k, v in pic.topology().items() if v.value == "NNS")
+    counter = install_counter(pic, wasms, 9, subnet=nns)
+    relay = pic.create_canister()
+    payload = candid.encode([candid.Record.of(mode=candid.Variant.of(install=candid.NULL),
+                                              canister_id=candid.PRINCIPAL, wasm_module=candid.BLOB,
+                                              arg=candid.BLOB)],
+                            [{"mode": {"install": None}, "canister_id": Principal(raw(relay)),
+                              "wasm_module": wasms["relay"], "arg": no_args()}])
+    pic.update_call_with_effective_principal(None, {"CanisterId": b64(raw(relay))}, "install_code", payload)
+    assert pic.get_subnet(relay).to_str() != pic.get_subnet(counter).to_str()
+    result_type = Variant.of(ok=BLOB, err=Tuple(TEXT, TEXT))
+
+    def forward(method: str) -> Any:
+        arg = candid.encode([PRINCIPAL, TEXT, BLOB], [Principal(raw(counter)), method, no_args()])
+        return decode1(bytes(pic.update_call(relay, "forward", arg)), result_type)
+
+    assert decode1(forward("inc")["ok"]) == 10
+    assert call(pic, counter, "get", query=True) == 10
+    direct_type = Variant.of(ok=candid.NAT, err=Tuple(TEXT, TEXT))
+    arg = candid.encode([PRINCIPAL, TEXT], [Principal(raw(counter)), "incThenTrap"])
+    trapped = decode1(bytes(pic.update_call(relay, "direct", arg)), direct_type)["err"]
+    assert trapped[0] == "canister_error" and "deliberate trap" in trapped[1]  # the reject code travels back
+    assert call(pic, counter, "get", query=True) == 10

@@ -8,8 +8,9 @@ Each subnet is its own `Replica` (`SubnetReplica`) hosting its own canister rang
 keys and all certify under the root subnet's id (self-authenticating of the root key; the first subnet's id
 in the topology), since there are no subnet delegations: every certificate verifies under the one root key
 `read/pub_key` and `/api/v2/status` report, and agents find the canister ranges where they look for them.
-A canister calling a canister on another subnet is not supported: the call is rejected as the callee is not
-found on the caller's subnet (documented in docs/pocket-ic.md).
+Calls between canisters on different subnets work: before each round, requests for a canister hosted by
+another subnet and the responses going back move to that subnet's queue (`_exchange_messages`). Management
+canister calls made by canisters are executed by the caller's subnet (so they reach only its canisters).
 """
 
 from __future__ import annotations
@@ -17,13 +18,14 @@ from __future__ import annotations
 import os
 import threading
 import time as _time
+from collections import deque
 from typing import Any
 
 from ic_replica import management
 from ic_replica.candid import CandidError
 from ic_replica.certification import NetworkKeys
 from ic_replica.errors import CallRejected, ErrorCode, ReplicaError, reject_for
-from ic_replica.messages import IngressStatus
+from ic_replica.messages import IngressStatus, Request, Response
 from ic_replica.pocket_ic import rest, topology
 from ic_replica.pocket_ic.rest import ApiError, CanisterCall, Effective
 from ic_replica.pocket_ic.topology import SubnetPlan
@@ -206,10 +208,48 @@ class Instance:
                 s.replica.set_time(nanos)
 
     def tick(self, rounds: int = 1) -> None:
+        """Rounds on every subnet; before each, canister-to-canister messages for another subnet move there."""
         with self.lock:
             for _ in range(rounds):
+                self._exchange_messages()
                 for s in self.subnets:
                     s.replica.tick()
+
+    def _exchange_messages(self) -> None:
+        """Cross-subnet calls: a request a canister sent to a canister hosted by another subnet (and the
+        response coming back) moves to that subnet's queue, to run in its next round, as the IC's XNet
+        streams deliver it. Ingress messages are routed at submission; management calls stay local."""
+        if len(self.subnets) < 2:
+            return
+        moves: list[tuple[Subnet, Request | Response]] = []
+        for s in self.subnets:
+            replica = s.replica
+            with replica.lock:
+                if not replica.queue:
+                    continue
+                kept: deque[Request | Response] = deque()
+                for message in replica.queue:
+                    target = self._foreign_home(s, message)
+                    if target is None:
+                        kept.append(message)
+                    else:
+                        moves.append((target, message))
+                replica.queue.clear()
+                replica.queue.extend(kept)
+        for target, message in moves:
+            with target.replica.lock:
+                target.replica.queue.append(message)
+
+    def _foreign_home(self, subnet: Subnet, message: Request | Response) -> Subnet | None:
+        dst = message.dst
+        if isinstance(message, Request) and (message.callback_id is None or dst == MANAGEMENT.raw):
+            return None
+        if dst in subnet.replica.canisters:
+            return None
+        if isinstance(message, Response):  # back to the caller, wherever it lives
+            return next((o for o in self.subnets if o is not subnet and dst in o.replica.canisters), None)
+        home = self.subnet_hosting(dst)
+        return home if home is not None and home is not subnet else None
 
     def auto_progress(self, config: Any) -> None:
         """Follow wall-clock time and run rounds in a thread, every `artificial_delay_ms` (at least 10 ms)."""

@@ -477,3 +477,46 @@ def test_canisters_call_canisters_on_other_subnets(pic: Any, wasms: dict[str, by
     trapped = decode1(bytes(pic.update_call(relay, "direct", arg)), direct_type)["err"]
     assert trapped[0] == "canister_error" and "deliberate trap" in trapped[1]  # the reject code travels back
     assert call(pic, counter, "get", query=True) == 10
+
+
+def _http_canister() -> bytes:
+    """A canister whose `http_request` query answers 200 "hello from the gateway" (WAT, reply bytes baked in)."""
+    import wasmtime
+
+    from ic_replica.pocket_ic.gateway import HTTP_RESPONSE
+
+    reply = candid.encode([HTTP_RESPONSE], [{"status_code": 200, "headers": [("content-type", "text/plain")],
+                                             "body": b"hello from the gateway", "upgrade": []}])
+    data = "".join(f"\\{b:02x}" for b in reply)
+    return bytes(wasmtime.wat2wasm(f"""(module
+      (import "ic0" "msg_reply_data_append" (func $append (param i32 i32)))
+      (import "ic0" "msg_reply" (func $reply))
+      (memory 1)
+      (data (i32.const 0) "{data}")
+      (func (export "canister_query http_request") (call $append (i32.const 0) (i32.const {len(reply)})) (call $reply)))
+    """))
+
+
+def test_http_gateway_serves_the_api_and_canister_http_requests(server: Any, pic: Any) -> None:
+    cid = pic.create_canister()
+    payload = candid.encode([candid.Record.of(mode=candid.Variant.of(install=candid.NULL),
+                                              canister_id=candid.PRINCIPAL, wasm_module=candid.BLOB,
+                                              arg=candid.BLOB)],
+                            [{"mode": {"install": None}, "canister_id": Principal(raw(cid)),
+                              "wasm_module": _http_canister(), "arg": b""}])
+    pic.update_call_with_effective_principal(None, {"CanisterId": b64(raw(cid))}, "install_code", payload)
+    status, created = http("POST", f"{server.url}/http_gateway", {"forward_to": {"PocketIcInstance": pic.instance_id}})
+    assert status == 201
+    gateway_id, port = created["Created"]["instance_id"], created["Created"]["port"]
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/index.html?canisterId={cid.to_str()}",
+                                    timeout=10) as resp:
+            assert resp.status == 200 and resp.read() == b"hello from the gateway"
+            assert resp.headers["content-type"] == "text/plain"
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/", headers={"Host": f"{cid.to_str()}.localhost"})
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            assert resp.read() == b"hello from the gateway"
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v2/status", timeout=10) as resp:
+            assert cbor2.loads(resp.read())["root_key"] == pic.get_root_key()
+    finally:
+        http("POST", f"{server.url}/http_gateway/{gateway_id}/stop")

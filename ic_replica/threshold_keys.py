@@ -9,7 +9,7 @@ Derivation follows the IC's, so derived keys relate to the master key as on the 
 - secp256k1 (ECDSA and BIP-340): the IC's extended BIP-32, non-hardened: the path is the caller's principal
   followed by `derivation_path`, each element an arbitrary byte string; per element,
   `I = HMAC-SHA512(chain_code, compressed(P) || element)`, `P' = P + I[:32]·G`, chain code `I[32:]` (if `I[:32]`
-  is not below the group order, the IC's rule retries with `HMAC(chain_code, 0x01 || I[32:] || element)`). The
+  is not below the group order, the IC's rule retries with the element `0x01 || I[32:] || element`). The
   master chain code is 32 zero bytes.
 - Ed25519: the IC's `ic-ed25519` derivation, per element `okm = HKDF-SHA512(salt=chain_code,
   ikm=A || element, info="Ed25519", 96 bytes)`, `A' = A + (okm[:64] mod l)·B`, chain code `okm[64:]`.
@@ -65,13 +65,14 @@ def secp256k1_derive(seed: bytes, name: str, path: list[bytes]) -> tuple[int, Po
     point = _G * d
     chain = bytes(32)
     for element in path:
-        mac = hmac.new(chain, _compressed(point) + element, hashlib.sha512).digest()
+        data = element
         while True:
+            mac = hmac.new(chain, _compressed(point) + data, hashlib.sha512).digest()
             offset, next_chain = int.from_bytes(mac[:32], "big"), mac[32:]
             candidate = point + _G * offset if offset < _N else INFINITY
             if offset < _N and candidate != INFINITY:
                 break
-            mac = hmac.new(chain, b"\x01" + next_chain + element, hashlib.sha512).digest()
+            data = b"\x01" + next_chain + element  # SLIP-10's retry, as the IC does (never happens in practice)
         d, point, chain = (d + offset) % _N, candidate, next_chain
     return d, point, chain
 

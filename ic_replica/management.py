@@ -694,16 +694,25 @@ def _take_snapshot(replica: Replica, req: Request, origin: tuple, args: dict[str
 
 
 def _load_snapshot(replica: Replica, req: Request, origin: tuple, args: dict[str, Any]) -> bytes:
+    """Load a snapshot of this canister, or (as the IC allows) of another canister the caller also controls."""
     canister = _controlled(replica, req, args)
-    snap = _find_snapshot(canister, args["snapshot_id"])
+    snapshot_id, owner = args["snapshot_id"], canister
+    if len(snapshot_id) > 8 and snapshot_id[8:] != canister.canister_id and snapshot_id[8:] in replica.canisters:
+        owner = replica.canisters[snapshot_id[8:]]
+        if req.src not in owner.controllers:
+            raise _fail(ErrorCode.CANISTER_INVALID_CONTROLLER,
+                        f"Only a controller of the canister that snapshot {snapshot_id.hex()} belongs to can load it "
+                        f"on canister {Principal(canister.canister_id)}. Sender: {Principal(req.src)}.")
+    snap = _find_snapshot(owner, snapshot_id)
     try:
         snapshots.load(canister, snap)
     except wasmtime.WasmtimeError as exc:  # the module compiled before; only a resource failure gets here
         raise _fail(ErrorCode.CANISTER_INVALID_WASM,
                     f"Snapshot could not be loaded: {str(exc).splitlines()[0]}") from None
     canister.version += 1
+    source = owner.canister_id if owner is not canister else b""
     canister.record_change(_change_origin(replica, req),
-                           ("load_snapshot", snap.snapshot_id, snap.canister_version, snap.taken_at_timestamp))
+                           ("load_snapshot", snap.snapshot_id, snap.canister_version, snap.taken_at_timestamp, source))
     return _EMPTY_REPLY
 
 
@@ -821,8 +830,9 @@ def _change_value(change: Any) -> dict[str, Any]:
     elif kind == "controllers_change":
         details = {"controllers_change": {"controllers": [Principal(c) for c in change.details[1]]}}
     elif kind == "load_snapshot":
-        _, snapshot_id, version, taken_at = change.details
-        details = {"load_snapshot": {"from_canister_id": [], "snapshot_id": snapshot_id, "canister_version": version,
+        _, snapshot_id, version, taken_at, source = change.details
+        details = {"load_snapshot": {"from_canister_id": [Principal(source)] if source else [],
+                                     "snapshot_id": snapshot_id, "canister_version": version,
                                      "taken_at_timestamp": taken_at, "source": {"taken_from_canister": None}}}
     else:
         details = {"code_uninstall": None}

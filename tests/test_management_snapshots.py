@@ -135,11 +135,24 @@ def test_snapshots_need_a_controller(replica: Replica, counter: Principal) -> No
         with pytest.raises(CallRejected) as exc:
             attempt()
         assert exc.value.error_code == "IC0512"
-    # a snapshot of another canister cannot be loaded
-    other = replica.create_canister(controllers=[ALICE], sender=ALICE)
+    # a snapshot of another canister loads only for a controller of both (the IC allows it since 2025)
+    other = replica.create_canister(controllers=[BOB], sender=BOB)
     with pytest.raises(CallRejected) as exc:
-        load(replica, other, snap["id"])
+        load(replica, other, snap["id"], BOB)
+    assert exc.value.error_code == "IC0512" and "Only a controller of the canister that snapshot" in str(exc.value)
+    with pytest.raises(CallRejected) as exc:  # nor can it be deleted through another canister
+        delete(replica, other, snap["id"], BOB)
     assert exc.value.error_code == "IC0408"
+
+
+def test_load_a_snapshot_of_another_canister(replica: Replica, counter: Principal, wasms: dict[str, bytes]) -> None:
+    replica.update_call(counter, "inc", no_args())
+    snap = take(replica, counter)
+    copy = replica.create_canister(controllers=[ALICE], sender=ALICE)
+    load(replica, copy, snap["id"])
+    assert decode1(replica.query_call(copy, "get", no_args())) == 6
+    value = management._change_value(replica.canisters[copy.raw].history[-1])
+    assert value["details"][0]["load_snapshot"]["from_canister_id"] == [counter]
 
 
 def test_empty_canister_and_uninstall_code(replica: Replica, counter: Principal) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import gc
 import gzip
+import hashlib
 import json
 import os
 import signal
@@ -477,6 +478,12 @@ def test_canisters_call_canisters_on_other_subnets(pic: Any, wasms: dict[str, by
     trapped = decode1(bytes(pic.update_call(relay, "direct", arg)), direct_type)["err"]
     assert trapped[0] == "canister_error" and "deliberate trap" in trapped[1]  # the reject code travels back
     assert call(pic, counter, "get", query=True) == 10
+    # a management call naming a canister of another subnet goes there (canister_info: canisters only)
+    info_type = [candid.NAT64, candid.Opt(BLOB), candid.Vec(PRINCIPAL)]
+    arg = candid.encode([PRINCIPAL], [Principal(raw(counter))])
+    changes, module_hash, controllers = candid.decode(bytes(pic.update_call(relay, "info", arg)), info_type)
+    assert changes >= 2 and module_hash == [hashlib.sha256(wasms["counter"]).digest()]
+    assert controllers == [Principal.anonymous()]
 
 
 def _http_canister() -> bytes:

@@ -9,8 +9,8 @@ keys and all certify under the root subnet's id (self-authenticating of the root
 in the topology), since there are no subnet delegations: every certificate verifies under the one root key
 `read/pub_key` and `/api/v2/status` report, and agents find the canister ranges where they look for them.
 Calls between canisters on different subnets work: before each round, requests for a canister hosted by
-another subnet and the responses going back move to that subnet's queue (`_exchange_messages`). Management
-canister calls made by canisters are executed by the caller's subnet (so they reach only its canisters).
+another subnet (management calls: for the canister they name) and the responses going back move to that
+subnet's queue (`_exchange_messages`).
 """
 
 from __future__ import annotations
@@ -216,9 +216,9 @@ class Instance:
                     s.replica.tick()
 
     def _exchange_messages(self) -> None:
-        """Cross-subnet calls: a request a canister sent to a canister hosted by another subnet (and the
-        response coming back) moves to that subnet's queue, to run in its next round, as the IC's XNet
-        streams deliver it. Ingress messages are routed at submission; management calls stay local."""
+        """Cross-subnet calls: a request a canister sent to a canister hosted by another subnet (a management
+        call: naming such a canister), and the response coming back, moves to that subnet's queue to run in
+        its next round, as the IC's XNet streams deliver it. Ingress messages are routed at submission."""
         if len(self.subnets) < 2:
             return
         moves: list[tuple[Subnet, Request | Response]] = []
@@ -242,8 +242,17 @@ class Instance:
 
     def _foreign_home(self, subnet: Subnet, message: Request | Response) -> Subnet | None:
         dst = message.dst
-        if isinstance(message, Request) and (message.callback_id is None or dst == MANAGEMENT.raw):
-            return None
+        if isinstance(message, Request) and message.callback_id is None:
+            return None  # ingress: routed at submission
+        if isinstance(message, Request) and dst == MANAGEMENT.raw:
+            # a canister's management call goes to the subnet of the canister it names (create_canister,
+            # raw_rand, ... name none and run on the caller's subnet, as on the IC)
+            target = self._management_target(CanisterCall(message.src, dst, Effective("None"), message.method,
+                                                           message.arg))
+            if target is None or target in subnet.replica.canisters:
+                return None
+            home = self.subnet_hosting(target)
+            return home if home is not None and home is not subnet else None
         if dst in subnet.replica.canisters:
             return None
         if isinstance(message, Response):  # back to the caller, wherever it lives

@@ -376,6 +376,7 @@ def _apply_settings(canister: Canister, settings: dict[str, Any]) -> None:
 
 
 _EMPTY_REPLY = candid.encode([], [])
+_EMPTY_HISTORY_BYTES = len(candid.encode([Vec(CHANGE)], [[]]))
 
 
 # ---------------------------------------------------------------- handlers
@@ -545,6 +546,9 @@ def status_record(canister: Canister) -> dict[str, Any]:
     """Every field of `canister_status_result` in the current `ic.did`."""
     wasm_memory = canister.runtime.memory_size() if canister.runtime else 0
     settings = canister.settings
+    # the history's size: its changes as canister_info encodes them (the IC counts their in-memory size)
+    history_size = (len(candid.encode([Vec(CHANGE)], [[_change_value(c) for c in canister.history]]))
+                    - _EMPTY_HISTORY_BYTES)
     return {
         "status": {canister.status.value: None},
         "ready_for_migration": False,
@@ -564,13 +568,14 @@ def status_record(canister: Canister) -> dict[str, Any]:
             "environment_variables": [{"name": k, "value": v} for k, v in sorted(canister.env_vars.items())],
         },
         "module_hash": [canister.module.module_hash] if canister.module else [],
-        "memory_size": canister.memory_size(),
+        # the IC's sum: execution memory (heap, stable, globals, module, custom sections) + system memory
+        "memory_size": canister.memory_size() + history_size + _custom_sections_size(canister),
         "memory_metrics": {
             "wasm_memory_size": wasm_memory, "stable_memory_size": canister.stable.size_bytes,
             "global_memory_size": 8 * (canister.module.global_count if canister.module else 0),
             "wasm_binary_size": len(canister.wasm),
             "custom_sections_size": _custom_sections_size(canister),
-            "canister_history_size": 0,
+            "canister_history_size": history_size,
             "wasm_chunk_store_size": sum(len(c) for c in canister.chunk_store.values()),
             "snapshots_size": canister.snapshots_size(),
             "log_memory_store_size": canister.log_memory_store_size(),
@@ -830,7 +835,8 @@ def _change_value(change: Any) -> dict[str, Any]:
     elif kind == "controllers_change":
         details = {"controllers_change": {"controllers": [Principal(c) for c in change.details[1]]}}
     elif kind == "load_snapshot":
-        _, snapshot_id, version, taken_at, source = change.details
+        snapshot_id, version, taken_at = change.details[1:4]
+        source = change.details[4] if len(change.details) > 4 else b""
         details = {"load_snapshot": {"from_canister_id": [Principal(source)] if source else [],
                                      "snapshot_id": snapshot_id, "canister_version": version,
                                      "taken_at_timestamp": taken_at, "source": {"taken_from_canister": None}}}

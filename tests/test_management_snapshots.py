@@ -286,3 +286,12 @@ def test_snapshots_and_settings_survive_a_restart(tmp_path: Any, wasms: dict[str
     assert decode1(second.query_call(cid, "stableRead", candid.encode([NAT64, NAT], [10, 4]))) == b"kept"
     assert take(second, cid)["id"] == (1).to_bytes(8, "big") + cid.raw
     second.close()
+
+
+def test_memory_size_adds_up(replica: Replica, counter: Principal) -> None:
+    take(replica, counter)
+    replica.update_call(counter, "inc", no_args())
+    status = status_of(replica, counter)
+    metrics = status["memory_metrics"]
+    assert metrics["canister_history_size"] > 0
+    assert status["memory_size"] == sum(metrics.values())

@@ -18,7 +18,7 @@ import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import cbor2
 
@@ -329,9 +329,14 @@ def request_hash(method: str, url: str, headers: Headers, body: bytes, expr: Exp
     wanted = {h.lower() for h in expr.request_headers}
     pairs: list[tuple[str, str | bytes | int]] = [(k.lower(), v) for k, v in headers if k.lower() in wanted]
     pairs.append((":ic-cert-method", method))
-    query = urlsplit(url).query
-    kept = [p for p in query.split("&") if p and p.partition("=")[0] in expr.query_parameters] if query else []
-    pairs.append((":ic-cert-query", _sha("&".join(kept).encode())))
+    # `:ic-cert-query` (only when the URL has a query): the certified parameters, `name=value` as sent, in
+    # their order, joined by `&` -- a text value, hashed as text (ic-http-certification's request_hash)
+    without_fragment = url.partition("#")[0]
+    if "?" in without_fragment:
+        query = without_fragment.partition("?")[2]
+        names = {q.lower() for q in expr.query_parameters}
+        kept = [p for p in query.split("&") if p.split("=", 1)[0].lower() in names]
+        pairs.append((":ic-cert-query", "&".join(kept)))
     return _sha(hash_pairs(pairs) + _sha(body))
 
 
@@ -351,10 +356,17 @@ def response_hash(status: int, headers: Headers, body: bytes, expr: Expression) 
 # ------------------------------------------------------------------------------------------- paths
 
 
+def request_path(url: str) -> str:
+    """The URL's path, percent-decoded (as ic-http-certification's `HttpRequest::get_path`)."""
+    return unquote(urlsplit(url).path or "/")
+
+
 def request_path_segments(url: str) -> list[bytes]:
-    """`/a/b` -> [a, b]; `/` -> [""]; `/a/` -> [a, ""] (segments as sent, percent-encoded)."""
-    path = urlsplit(url).path or "/"
-    return [s.encode() for s in path.split("/")[1:]]
+    """`/a/b` -> [a, b]; `/` -> [""]; `/a/` -> [a, ""]; empty segments dropped (as ic-response-verification's
+    `validate_expr_path` splits the path)."""
+    path = request_path(url)
+    segments = [s.encode() for s in path.split("/") if s]
+    return [*segments, b""] if path.endswith("/") else segments
 
 
 def candidate_expr_paths(segments: list[bytes]) -> list[list[bytes]]:
@@ -464,7 +476,7 @@ def verify(*, canister_id: bytes, root_public_key: bytes, now_ns: int, method: s
 
 
 def _verify_v1(tree: hash_tree.Tree, url: str, headers: Headers, body: bytes) -> Verified:
-    path = urlsplit(url).path or "/"
+    path = request_path(url)
     for candidate in (path, "/index.html"):
         status, leaf = lookup_subtree(tree, [b"http_assets", candidate.encode()])
         if status == "found" and leaf is not None and leaf[0] == 3:
@@ -506,7 +518,7 @@ def _verify_v2(tree: hash_tree.Tree, fields: dict[str, bytes | int | str], metho
     req_label = b"" if expr.no_request_certification else request_hash(method, url, request_headers,
                                                                        request_body, expr)
     found, leaf = lookup_subtree(tree, [*expr_path, _sha(exprs[0].encode()), req_label, resp])
-    if found != "found" or leaf is None or leaf[0] != 3:
+    if found != "found" or leaf is None or leaf != (3, b""):
         what = "response" if expr.no_request_certification else "request and response"
         raise VerificationError(f"the {what} (status, certified headers, body) are not the ones certified")
     return Verified(2, "certified")

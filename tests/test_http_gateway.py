@@ -14,6 +14,7 @@ import cbor2
 import pytest
 
 from ic_replica import Replica, candid, hash_tree
+from ic_replica import response_verification as rv
 from ic_replica.candid import BLOB, BOOL, NAT16, TEXT, Opt, Record, Tuple, Vec
 from ic_replica.http_gateway import MAX_REQUEST_BODY, HttpGateway
 from ic_replica.principal import Principal
@@ -76,10 +77,11 @@ class Site:
 
 # Request and response hashes, written from the specification with `request_auth.hash_of_map` (the IC's
 # representation-independent hash, as request ids use it), separately from the gateway's own code.
-def req_hash(method: str, headers: dict[str, str], query: str, body: bytes = b"") -> bytes:
+def req_hash(method: str, headers: dict[str, str], query: str | None, body: bytes = b"") -> bytes:
     fields: dict[str, Any] = {k.lower(): v for k, v in headers.items()}
     fields[":ic-cert-method"] = method
-    fields[":ic-cert-query"] = sha(query.encode())
+    if query is not None:
+        fields[":ic-cert-query"] = query
     return sha(hash_of_map(fields) + sha(body))
 
 
@@ -87,6 +89,59 @@ def resp_hash(status: int, headers: dict[str, str], body: bytes) -> bytes:
     fields: dict[str, Any] = {k.lower(): v for k, v in headers.items()}
     fields[":ic-cert-status"] = status
     return sha(hash_of_map(fields) + sha(body))
+
+
+# Vectors of dfinity/response-verification (ic-http-certification's request_hash.rs / response_hash.rs tests).
+VECTOR_HEADERS = [("Accept-Language", "en"), ("Accept-Language", "en-US"), ("Host", "https://ic0.app")]
+VECTOR_CEL = """
+    default_certification (
+      ValidationArgs {
+        certification: Certification {
+          no_request_certification: Empty {},
+          response_certification: ResponseCertification {
+            certified_response_headers: ResponseHeaderList {
+              headers: ["Accept-Encoding", "Cache-Control"]
+            }
+          }
+        }
+      }
+    )
+"""
+
+
+def vector_response(cel: str) -> tuple[int, list[tuple[str, str]], bytes]:
+    headers = [("IC-Certificate", "certificate=:SGVsbG8gQ2VydGlmaWNhdGUh:,tree=:SGVsbG8gVHJlZSE=:"),
+               ("IC-CertificateExpression", "".join(cel.split())), ("Accept-Encoding", "gzip"),
+               ("Cache-Control", "no-cache"), ("Cache-Control", "no-store"),
+               ("Content-Security-Policy", "default-src 'self'")]
+    return 200, headers, b"Hello World!"
+
+
+def test_hashes_match_the_ic_libraries_vectors() -> None:
+    expr = rv.Expression(request_headers=["host"], query_parameters=["q", "name"])
+    body = bytes(range(7))
+    assert rv.request_hash("POST", "https://ic0.app", VECTOR_HEADERS, body, expr).hex() == (
+        "10796453466efb3e333891136b8a5931269f77e40ead9d437fcee94a02fa833c")
+    url = "https://ic0.app?q=hello+world&name=foo&name=bar&color=purple"
+    assert rv.request_hash("POST", url, VECTOR_HEADERS, body, expr).hex() == (
+        "3ade1c9054f05bc8bcebd3fd7b884078a6e67c63e5ac4a639fa46a47f5a955c9")
+    assert rv.request_hash("POST", url + "#index.html", VECTOR_HEADERS, body, expr).hex().startswith("3ade1c90")
+    parsed = rv.parse_expression(VECTOR_CEL)
+    assert parsed.no_request_certification and not parsed.response_headers_are_exclusions
+    assert parsed.response_headers == ["accept-encoding", "cache-control"]
+    assert rv.response_hash(*vector_response(VECTOR_CEL), parsed).hex() == (
+        "3393250e3cedc30408dcb7e8963898c3d7549b8a0b76496b82fdfeae99c2ac78")
+    exclusions = VECTOR_CEL.replace("certified_response_headers", "response_header_exclusions").replace(
+        '"Accept-Encoding", "Cache-Control"', '"Content-Security-Policy"')
+    excluding = rv.Expression(no_request_certification=True, response_headers=["accept-encoding", "cache-control"])
+    assert rv.response_hash(*vector_response(exclusions), excluding).hex() == (
+        "a2ffb50ef8971650c2fb46c0a2788b7d5ac5a027d635175e8e06b419ce6c4cda")
+    fields = rv.parse_certificate_header(vector_response(VECTOR_CEL)[1][0][1])
+    assert fields == {"certificate": b"Hello Certificate!", "tree": b"Hello Tree!"}
+    for bad in ("default_certification(ValidationArgs{})", "default_certification(ValidationArgs{no_certification:"
+                "Empty{}, certification: Certification{}})", "default_certification(x)", "rm -rf /", ""):
+        with pytest.raises(rv.VerificationError):
+            rv.parse_expression(bad)
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +169,7 @@ def certified_page(site: Site, url: str, body: bytes, *, served_body: bytes | No
     query = url.partition("?")[2]
     lang = "&".join(p for p in query.split("&") if p.split("=")[0] == "lang")
     headers = {"content-type": "text/html", "IC-CertificateExpression": FULL}
-    request = req_hash("GET", {"accept": "text/html"}, lang)
+    request = req_hash("GET", {"accept": "text/html"}, lang if "?" in url else None)
     response = resp_hash(status, headers, body)
     site.put([p.encode() for p in certified_path] + [sha(FULL.encode()), request, response])
     site.certify()

@@ -73,6 +73,10 @@ def pic(server: Any) -> Iterator[Any]:
     instance.server.delete_instance(instance.instance_id)
 
 
+def server_url(pic: Any) -> str:
+    return str(pic.server.url)
+
+
 def ip(p: Principal | str) -> Any:
     return ic_py.Principal(Principal.from_text(p).raw if isinstance(p, str) else p.raw)
 
@@ -484,6 +488,14 @@ def test_canisters_call_canisters_on_other_subnets(pic: Any, wasms: dict[str, by
     changes, module_hash, controllers = candid.decode(bytes(pic.update_call(relay, "info", arg)), info_type)
     assert changes >= 2 and module_hash == [hashlib.sha256(wasms["counter"]).digest()]
     assert controllers == [Principal.anonymous()]
+    # an agent's synchronous call (/api/v4 call) runs rounds of the whole instance, not only the relay's
+    # subnet, so the cross-subnet call completes without auto progress
+    from prometheus_sdk.agent import connect
+    from prometheus_sdk.network import Network
+
+    conn = connect(Network("pocket", f"{server_url(pic)}/instances/{pic.instance_id}"))
+    arg = candid.encode([PRINCIPAL, TEXT, BLOB], [Principal(raw(counter)), "inc", no_args()])
+    assert decode1(decode1(conn.call(Principal(raw(relay)).to_text(), "forward", arg), result_type)["ok"]) == 11
 
 
 def _http_canister() -> bytes:

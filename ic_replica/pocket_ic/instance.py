@@ -45,9 +45,22 @@ _UNSUPPORTED = {"state_dir": "loading or persisting instance state (`state_dir`)
 
 class SubnetReplica(Replica):
     """The replica of one subnet: it accepts requests for, and certifies (`/canister_ranges`), the canister
-    ranges of its subnet, plus any canister it hosts outside them."""
+    ranges of its subnet, plus any canister it hosts outside them. Its lock is the instance's (one lock per
+    instance: no lock-order inversions), and a round asked of it (`tick`, as the IC HTTP interface's
+    synchronous calls and `await_call` do) is a round of the whole instance, so clocks stay equal and
+    cross-subnet calls progress."""
 
     plan: SubnetPlan
+    owner: Instance | None = None
+
+    def tick(self, rounds: int = 1) -> None:
+        if self.owner is None:
+            self.own_tick(rounds)
+        else:
+            self.owner.tick(rounds)
+
+    def own_tick(self, rounds: int = 1) -> None:
+        super().tick(rounds)
 
     def canister_ranges(self) -> list[tuple[bytes, bytes]]:
         ranges = [(canister_id_from_index(lo).raw, canister_id_from_index(hi).raw) for lo, hi in self.plan.ranges]
@@ -59,7 +72,7 @@ class SubnetReplica(Replica):
 
 
 class Subnet:
-    def __init__(self, plan: SubnetPlan, replica: Replica) -> None:
+    def __init__(self, plan: SubnetPlan, replica: SubnetReplica) -> None:
         self.plan = plan
         self.replica = replica
 
@@ -95,10 +108,12 @@ class Instance:
             p.node_ids = [self.keys.node_id.raw]
             replica = SubnetReplica(limits=BENCHMARKING_LIMITS if p.benchmarking else None, time_ns=now,
                                     first_canister_index=p.allocation[0])
-            replica.plan = p
+            replica.plan, replica.lock = p, self.lock
             replica.keys, replica.root_key_der, replica.subnet_id = self.keys, self.keys.root_key_der, \
                 self.keys.subnet_id.raw
             self.subnets.append(Subnet(p, replica))
+        for s in self.subnets:
+            s.replica.owner = self
         self.topology = topology.topology_json(plans)
         self.deleted = False
         self._progress: threading.Thread | None = None
@@ -213,7 +228,7 @@ class Instance:
             for _ in range(rounds):
                 self._exchange_messages()
                 for s in self.subnets:
-                    s.replica.tick()
+                    s.replica.own_tick()
 
     def _exchange_messages(self) -> None:
         """Cross-subnet calls: a request a canister sent to a canister hosted by another subnet (a management

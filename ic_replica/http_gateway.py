@@ -231,10 +231,14 @@ class HttpGateway:
         if self.verify and not raw and not upgraded:
             with self.replica.lock:
                 now = self.replica.get_time()
+                canister = self.replica.canisters.get(canister_id)
+                module = canister.module if canister is not None else None
+                versions = module.public_metadata.get("supported_certificate_versions") if module else None
             try:
                 verify(canister_id=canister_id, root_public_key=self.keys.root_public_key, now_ns=now,
                        method=method, url=target, request_headers=headers, request_body=body, status=status,
-                       headers=out_headers, body=out_body)
+                       headers=out_headers, body=out_body,
+                       supported_versions=versions.decode(errors="replace") if versions is not None else None)
             except VerificationError as exc:
                 raise GatewayError(503, f"response verification failed for canister {cid_text}: {exc} "
                                         f"(uncertified access: http://{cid_text}.raw.localhost:<port>/...)") from None

@@ -452,8 +452,10 @@ def _decoded_body(headers: Headers, body: bytes) -> bytes:
 
 def verify(*, canister_id: bytes, root_public_key: bytes, now_ns: int, method: str, url: str,
            request_headers: Headers, request_body: bytes, status: int, headers: Headers,
-           body: bytes) -> Verified:
-    """Verify one response (its body fully assembled) for one request; raises `VerificationError`."""
+           body: bytes, supported_versions: str | None = None) -> Verified:
+    """Verify one response (its body fully assembled) for one request; raises `VerificationError`.
+    `supported_versions`: the canister's `supported_certificate_versions` public metadata, if it has it (a
+    canister listing 2 may not be served a v1 response: the spec's version assertion against downgrades)."""
     values = header_values(headers, CERT_HEADER)
     if not values:
         raise VerificationError("the response has no IC-Certificate header")
@@ -469,6 +471,10 @@ def verify(*, canister_id: bytes, root_public_key: bytes, now_ns: int, method: s
         raise VerificationError("the root hash of the tree is not the canister's certified data")
     version = fields.get("version", 1)
     if version == 1:
+        listed = {v.strip() for v in (supported_versions or "").split(",")}
+        if "2" in listed:
+            raise VerificationError("the response uses the legacy version 1 but the canister's "
+                                    "supported_certificate_versions metadata lists 2")
         return _verify_v1(tree, url, headers, body)
     if version != 2:
         raise VerificationError(f"unsupported response verification version {version!r}")

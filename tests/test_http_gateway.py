@@ -272,10 +272,30 @@ def test_streaming_three_chunks_certified(env: Any) -> None:
                cert_rest=site.v2_rest(["http_expr", "big", "<$>"]))
     status, _, body = get(gw, site, "/big")
     assert (status, body) == (200, whole)
+    site.route("/big", body=b"head|", chunks=[b"first|", b"evil|", b"third"], headers=list(headers.items()),
+               cert_rest=site.v2_rest(["http_expr", "big", "<$>"]))
+    status, _, body = get(gw, site, "/big")
+    assert status == 503, body  # a tampered chunk is never passed on
+
+
+def test_wildcards_and_the_root(env: Any) -> None:
+    """An SPA: `/` and every path under it certified by the root wildcard; a more specific exact path wins."""
+    _, site, gw = env
+    headers = {"IC-CertificateExpression": NO_REQUEST}
+    site.put([b"http_expr", b"", b"<*>", sha(NO_REQUEST.encode()), b"", resp_hash(200, headers, b"app")])
+    site.put([b"http_expr", b"big", b"<$>", sha(NO_CERT.encode())])
+    site.certify()
+    for url in ("/", "/deep/link/x", "/caf%C3%A9"):
+        site.route(url, body=b"app", headers=list(headers.items()),
+                   cert_rest=site.v2_rest(["http_expr", "", "<*>"]))
+        assert get(gw, site, url)[:3:2] == (200, b"app"), url
+    site.route("/big", body=b"app", headers=list(headers.items()), cert_rest=site.v2_rest(["http_expr", "", "<*>"]))
+    status, _, body = get(gw, site, "/big")  # /big has its own exact certification
+    assert status == 503 and b"not the most specific" in body
 
 
 def test_legacy_v1_http_assets(env: Any) -> None:
-    _, site, gw = env
+    replica, site, gw = env
     page = b"<html>legacy</html>"
     site.put([b"http_assets", b"/legacy.html"], sha(page))
     site.put([b"http_assets", b"/index.html"], sha(b"index"))
@@ -289,6 +309,14 @@ def test_legacy_v1_http_assets(env: Any) -> None:
     site.route("/legacy.html", body=gzip.compress(b"other"), headers=[("content-encoding", "gzip")],
                cert_rest=f"tree=:{b64(tree)}:")
     assert get(gw, site, "/legacy.html")[0] == 503
+    # a canister that declares v2 support may not be downgraded to v1
+    module = replica.canisters[site.cid.raw].module
+    module.public_metadata["supported_certificate_versions"] = b"1,2"
+    try:
+        status, _, body = get(gw, site, "/spa/route")
+        assert status == 503 and b"supported_certificate_versions" in body
+    finally:
+        del module.public_metadata["supported_certificate_versions"]
 
 
 def test_raw_host_and_canister_id_query(env: Any) -> None:

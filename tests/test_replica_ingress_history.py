@@ -248,3 +248,29 @@ def test_a_canister_created_outside_the_range_is_advertised_and_routed() -> None
         tree = hash_tree.from_cbor(decode(decode(response.content)["certificate"])["tree"])
         found, ranges = hash_tree.lookup(tree, [b"canister_ranges", r.subnet_id, mainnet_id.raw])
         assert found == "found" and [mainnet_id.raw, mainnet_id.raw] in decode(ranges)  # type: ignore[arg-type]
+
+
+def test_done_entries_survive_a_restart(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    monkeypatch.setattr(replica_module, "INGRESS_HISTORY_ROUNDS", 3)
+    r = Replica(tmp_path / "state", time_ns=T0)
+    cid = r.create_canister(controllers=[OWNER], sender=OWNER)
+    r.install_code(cid, counter_wasm(), sender=OWNER)
+    expiry = T0 + 60 * SECOND
+    rid = r.submit_call(cid, "inc", message_id=b"p" * 32, ingress_expiry=expiry, sender=OWNER)
+    r.await_call(rid)
+    r.tick(5)
+    assert r.ingress_status(rid).state is IngressState.DONE  # type: ignore[union-attr]
+    r.close()
+    restarted = Replica(tmp_path / "state")
+    status = restarted.ingress_status(rid)
+    assert status is not None and status.state is IngressState.DONE and status.sender == OWNER.raw
+    assert restarted.submit_call(cid, "inc", message_id=b"p" * 32, ingress_expiry=expiry, sender=OWNER) == rid
+    restarted.tick(2)
+    assert count(restarted, cid) == 1
+    restarted.set_time(expiry + 1)
+    restarted.tick()
+    assert restarted.ingress_status(rid) is None
+    restarted.set_time(T0)  # back again: the forgotten id is refused, not executed
+    with pytest.raises(IngressExpired):
+        restarted.submit_call(cid, "inc", message_id=b"p" * 32, ingress_expiry=expiry, sender=OWNER)
+    assert count(restarted, cid) == 1

@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Sequence
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -297,3 +298,43 @@ class HttpGateway:
                 return b"".join(chunks)
             token_type, token = following
         raise GatewayError(502, f"the streaming callback was called {MAX_CALLBACKS} times without an end")
+
+
+def _read_body(handler: BaseHTTPRequestHandler) -> bytes:
+    if handler.headers.get("Transfer-Encoding") is not None:
+        handler.close_connection = True
+        raise GatewayError(411, "Transfer-Encoding is not accepted: send a Content-Length")
+    declared = (handler.headers.get("Content-Length") or "0").strip()
+    if not declared.isdigit() or len(declared) > 12:
+        handler.close_connection = True
+        raise GatewayError(400, "invalid Content-Length")
+    if int(declared) > MAX_REQUEST_BODY:
+        handler.close_connection = True
+        raise GatewayError(413, f"request body of {declared} bytes, at most {MAX_REQUEST_BODY}")
+    body = handler.rfile.read(int(declared)) if int(declared) else b""
+    if len(body) != int(declared):
+        handler.close_connection = True
+        raise GatewayError(400, f"the body ended after {len(body)} of {declared} bytes")
+    return body
+
+
+def serve(handler: BaseHTTPRequestHandler, replica: Replica, body: bytes | None = None) -> None:
+    """Answer the request `handler` holds (its body already read, or read here) with the gateway: the hook
+    `http_server` calls for every request that is not the IC HTTP interface."""
+    try:
+        if body is None:
+            body = _read_body(handler)
+        status, headers, out = HttpGateway(replica).handle(
+            handler.command, handler.headers.get("Host", ""), handler.path, list(handler.headers.items()), body)
+    except GatewayError as exc:
+        status, headers, out = _text(exc.status, exc.message)
+    except Exception as exc:  # noqa: BLE001 - no traceback reaches the client
+        _log.exception("internal error in the HTTP gateway")
+        status, headers, out = _text(500, f"internal error in the HTTP gateway: {type(exc).__name__}")
+    handler.send_response(status)
+    for name, value in headers:
+        handler.send_header(name, value)
+    handler.send_header("Content-Length", str(len(out)))
+    handler.end_headers()
+    if out and handler.command != "HEAD":
+        handler.wfile.write(out)

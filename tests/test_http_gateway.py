@@ -7,16 +7,19 @@ from __future__ import annotations
 import base64
 import gzip
 import hashlib
+import threading
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import cbor2
+import httpx
 import pytest
 
 from ic_replica import Replica, candid, hash_tree
 from ic_replica import response_verification as rv
 from ic_replica.candid import BLOB, BOOL, NAT16, TEXT, Opt, Record, Tuple, Vec
-from ic_replica.http_gateway import MAX_REQUEST_BODY, HttpGateway
+from ic_replica.http_gateway import MAX_REQUEST_BODY, HttpGateway, serve
 from ic_replica.principal import Principal
 from ic_replica.request_auth import hash_of_map
 from tests.conftest import ALICE
@@ -352,3 +355,38 @@ def test_errors(env: Any, wasms: dict[str, bytes]) -> None:
     assert gw.handle("get me", host(site), "/", [], b"")[0] == 400
     site.route("/badheader", headers=[("x", "a\nb")])
     assert get(gw, site, "/badheader", raw=True)[0] == 502
+
+
+def test_serve_over_a_socket(env: Any) -> None:
+    """`http_gateway.serve`, the function the localnet's server hands requests to, behind a plain stdlib server."""
+    replica, site, _ = env
+    site.route("/plain", body=b"uncertified", headers=[("content-type", "text/plain"), ("content-length", "999")])
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+            pass
+
+        def do_GET(self) -> None:  # noqa: N802 - stdlib naming
+            serve(self, replica)
+
+        do_POST = do_HEAD = do_GET  # noqa: N815
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{httpd.server_address[1]}"
+    try:
+        with httpx.Client(timeout=30) as client:
+            r = client.get(f"{base}/plain", headers={"Host": f"{site.cid}.raw.localhost"})
+            assert (r.status_code, r.content, r.headers["content-length"]) == (200, b"uncertified", "11")
+            r = client.get(f"{base}/plain", headers={"Host": f"{site.cid}.localhost"})
+            assert r.status_code == 503 and b"response verification failed" in r.content
+            r = client.head(f"{base}/plain", headers={"Host": f"{site.cid}.raw.localhost"})
+            assert r.status_code == 200 and r.content == b""
+            r = client.post(f"{base}/x", content=b"x" * (MAX_REQUEST_BODY + 1),
+                            headers={"Host": f"{site.cid}.localhost"})
+            assert r.status_code == 413
+    finally:
+        httpd.shutdown()
+        httpd.server_close()

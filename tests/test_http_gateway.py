@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import gzip
 import hashlib
+import random
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -390,3 +391,44 @@ def test_serve_over_a_socket(env: Any) -> None:
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+def test_verify_survives_garbage(env: Any) -> None:
+    """Mutated certificate headers, expressions and trees fail with VerificationError, never anything else."""
+    replica, site, _ = env
+    certified_page(site, "/fuzz", b"fuzz")
+    status, headers, body = get(HttpGateway(replica), site, "/fuzz", raw=True)
+    args = {"canister_id": site.cid.raw, "root_public_key": replica.keys.root_public_key,
+            "now_ns": replica.get_time(), "method": "GET", "url": "/fuzz",
+            "request_headers": [("accept", "text/html")], "request_body": b"", "status": status, "body": body}
+    assert rv.verify(headers=headers, **args).version == 2
+    rng = random.Random(7)
+    refused = 0
+    for i in range(300):
+        mutated = list(headers)
+        j = rng.randrange(len(mutated))
+        name, value = mutated[j]
+        if i % 3 == 0 and "," in value:  # decode a field, damage its bytes, encode it again
+            parts = value.split(", ")
+            k = rng.randrange(len(parts))
+            key, _, raw = parts[k].partition("=")
+            if raw.startswith(":"):
+                data = bytearray(base64.b64decode(raw[1:-1]))
+                if data:
+                    data[rng.randrange(len(data))] ^= 1 << rng.randrange(8)
+                    cut = bytes(data[: rng.randrange(len(data) + 1)]) if i % 2 else bytes(data)
+                    parts[k] = f"{key}=:{b64(cut)}:"
+            value = ", ".join(parts)
+        else:
+            pos = rng.randrange(len(value) + 1)
+            value = value[:pos] + rng.choice(["", ",", "=", ":", "{", "]", '"', "x", " "]) + value[pos + 1:]
+        mutated[j] = (name, value)
+        if mutated == headers:
+            continue
+        try:
+            rv.verify(headers=mutated, **args)
+        except rv.VerificationError:
+            refused += 1
+        else:  # only a change to the uncertified header verifies
+            assert name == "x-uncertified", (name, value)
+    assert refused > 150

@@ -17,7 +17,24 @@ from typing import TYPE_CHECKING, Any
 import wasmtime
 
 from ic_replica import candid, snapshots, threshold_keys
-from ic_replica.candid import BLOB, BOOL, NAT, NAT64, NULL, PRINCIPAL, RESERVED, TEXT, Opt, Record, Variant, Vec
+from ic_replica.candid import (
+    BLOB,
+    BOOL,
+    FLOAT32,
+    FLOAT64,
+    INT32,
+    INT64,
+    NAT,
+    NAT64,
+    NULL,
+    PRINCIPAL,
+    RESERVED,
+    TEXT,
+    Opt,
+    Record,
+    Variant,
+    Vec,
+)
 from ic_replica.canister import Canister, Status
 from ic_replica.context import ExecutionContext, Kind, Trap
 from ic_replica.errors import CallRejected, ErrorCode, Reject, RejectCode, reject_for
@@ -131,6 +148,27 @@ SIGN_WITH_ECDSA_ARGS = Record.of(message_hash=BLOB, derivation_path=Vec(BLOB), k
 SCHNORR_AUX = Variant.of(bip341=Record.of(merkle_root_hash=BLOB))
 SIGN_WITH_SCHNORR_ARGS = Record.of(message=BLOB, derivation_path=Vec(BLOB), key_id=SCHNORR_KEY_ID, aux=Opt(SCHNORR_AUX))
 SIGNATURE_RESULT = Record.of(signature=BLOB)
+SNAPSHOT_GLOBAL = Variant.of(i32=INT32, i64=INT64, f32=FLOAT32, f64=FLOAT64, v128=NAT)
+SNAPSHOT_SOURCE = Variant.of(taken_from_canister=RESERVED, metadata_upload=RESERVED)
+SNAPSHOT_TIMER = Variant.of(inactive=NULL, active=NAT64)
+LOW_MEMORY_HOOK = Variant.of(condition_not_satisfied=NULL, ready=NULL, executed=NULL)
+READ_SNAPSHOT_METADATA_ARGS = Record.of(canister_id=PRINCIPAL, snapshot_id=BLOB)
+READ_SNAPSHOT_METADATA_RESULT = Record.of(
+    source=Opt(SNAPSHOT_SOURCE), taken_at_timestamp=NAT64, wasm_module_size=NAT64, globals=Vec(Opt(SNAPSHOT_GLOBAL)),
+    wasm_memory_size=NAT64, stable_memory_size=NAT64, wasm_chunk_store=Vec(CHUNK_HASH), canister_version=NAT64,
+    certified_data=BLOB, global_timer=Opt(SNAPSHOT_TIMER), on_low_wasm_memory_hook_status=Opt(LOW_MEMORY_HOOK))
+SLICE = Record.of(offset=NAT64, size=NAT64)
+READ_SNAPSHOT_DATA_ARGS = Record.of(canister_id=PRINCIPAL, snapshot_id=BLOB, kind=Variant.of(
+    wasm_module=SLICE, wasm_memory=SLICE, stable_memory=SLICE, wasm_chunk=Record.of(hash=BLOB)))
+READ_SNAPSHOT_DATA_RESULT = Record.of(chunk=BLOB)
+UPLOAD_SNAPSHOT_METADATA_ARGS = Record.of(
+    canister_id=PRINCIPAL, replace_snapshot=Opt(BLOB), wasm_module_size=NAT64, globals=Vec(SNAPSHOT_GLOBAL),
+    wasm_memory_size=NAT64, stable_memory_size=NAT64, certified_data=BLOB, global_timer=Opt(SNAPSHOT_TIMER),
+    on_low_wasm_memory_hook_status=Opt(LOW_MEMORY_HOOK))
+UPLOAD_SNAPSHOT_METADATA_RESULT = Record.of(snapshot_id=BLOB)
+OFFSET = Record.of(offset=NAT64)
+UPLOAD_SNAPSHOT_DATA_ARGS = Record.of(canister_id=PRINCIPAL, snapshot_id=BLOB, kind=Variant.of(
+    wasm_module=OFFSET, wasm_memory=OFFSET, stable_memory=OFFSET, wasm_chunk=NULL), chunk=BLOB)
 
 
 class ManagementError(Exception):
@@ -171,6 +209,10 @@ _METHODS: dict[str, tuple[candid.Type, bool]] = {
     "load_canister_snapshot": (LOAD_SNAPSHOT_ARGS, True),
     "list_canister_snapshots": (CANISTER_ID_ARGS, True),
     "delete_canister_snapshot": (DELETE_SNAPSHOT_ARGS, True),
+    "read_canister_snapshot_metadata": (READ_SNAPSHOT_METADATA_ARGS, True),
+    "read_canister_snapshot_data": (READ_SNAPSHOT_DATA_ARGS, True),
+    "upload_canister_snapshot_metadata": (UPLOAD_SNAPSHOT_METADATA_ARGS, True),
+    "upload_canister_snapshot_data": (UPLOAD_SNAPSHOT_DATA_ARGS, True),
     "ecdsa_public_key": (ECDSA_PUBLIC_KEY_ARGS, False),
     "sign_with_ecdsa": (SIGN_WITH_ECDSA_ARGS, False),
     "schnorr_public_key": (SCHNORR_PUBLIC_KEY_ARGS, False),
@@ -709,8 +751,12 @@ def _load_snapshot(replica: Replica, req: Request, origin: tuple, args: dict[str
                         f"Only a controller of the canister that snapshot {snapshot_id.hex()} belongs to can load it "
                         f"on canister {Principal(canister.canister_id)}. Sender: {Principal(req.src)}.")
     snap = _find_snapshot(owner, snapshot_id)
+    module = snap.module if snap.module is not None else load_module(replica, bytes(snap.wasm))  # uploaded
     try:
-        snapshots.load(canister, snap)
+        snapshots.load(canister, snap, module)
+    except snapshots.SnapshotMismatch as exc:
+        raise _fail(ErrorCode.INVALID_MANAGEMENT_PAYLOAD, f"Snapshot {snapshot_id.hex()} cannot be loaded: {exc}") \
+            from None
     except wasmtime.WasmtimeError as exc:  # the module compiled before; only a resource failure gets here
         raise _fail(ErrorCode.CANISTER_INVALID_WASM,
                     f"Snapshot could not be loaded: {str(exc).splitlines()[0]}") from None
@@ -725,6 +771,122 @@ def _list_snapshots(replica: Replica, req: Request, origin: tuple, args: dict[st
     canister = _canister(replica, args["canister_id"].raw)
     _require_viewer(canister, req.src, "snapshot_visibility")
     return candid.encode([Vec(SNAPSHOT)], [[_snapshot_value(s) for s in canister.snapshots.values()]])
+
+
+def _global_value(kind: str, value: int | float | None) -> dict[str, Any]:
+    return {kind: value if kind != "v128" else int(value or 0)}
+
+
+def _read_snapshot_metadata(replica: Replica, req: Request, origin: tuple, args: dict[str, Any]) -> bytes:
+    canister = _canister(replica, args["canister_id"].raw)
+    _require_viewer(canister, req.src, "snapshot_visibility")
+    snap = _find_snapshot(canister, args["snapshot_id"])
+    timer = {"active": snap.global_timer} if snap.global_timer else {"inactive": None}
+    return candid.encode([READ_SNAPSHOT_METADATA_RESULT], [{
+        "source": [{snap.source: None}], "taken_at_timestamp": snap.taken_at_timestamp,
+        "wasm_module_size": len(snap.wasm),
+        "globals": [[_global_value(t, v)] for t, v in zip(snap.global_types, snap.globals)],
+        "wasm_memory_size": len(snap.heap), "stable_memory_size": snap.stable_size,
+        "wasm_chunk_store": [{"hash": h} for h in snap.chunk_store], "canister_version": snap.canister_version,
+        "certified_data": snap.certified_data, "global_timer": [timer],
+        "on_low_wasm_memory_hook_status": [{"condition_not_satisfied": None}],
+    }])
+
+
+def _slice(what: str, length: int, offset: int, size: int) -> None:
+    if size > snapshots.MAX_SLICE:
+        raise _fail(ErrorCode.INVALID_MANAGEMENT_PAYLOAD,
+                    f"Invalid snapshot data slice: {size} bytes, at most {snapshots.MAX_SLICE} per call")
+    if offset + size > length:
+        raise _fail(ErrorCode.INVALID_MANAGEMENT_PAYLOAD,
+                    f"Invalid snapshot data slice: offset {offset} + size {size} is past the end of the {what} "
+                    f"({length} bytes)")
+
+
+def _read_snapshot_data(replica: Replica, req: Request, origin: tuple, args: dict[str, Any]) -> bytes:
+    canister = _canister(replica, args["canister_id"].raw)
+    _require_viewer(canister, req.src, "snapshot_visibility")
+    snap = _find_snapshot(canister, args["snapshot_id"])
+    kind, where = next(iter(args["kind"].items()))
+    if kind == "wasm_chunk":
+        chunk = snap.chunk_store.get(where["hash"])
+        if chunk is None:
+            raise _fail(ErrorCode.INVALID_MANAGEMENT_PAYLOAD,
+                        f"The snapshot's chunk store has no chunk {where['hash'].hex()}")
+        return candid.encode([READ_SNAPSHOT_DATA_RESULT], [{"chunk": chunk}])
+    offset, size = where["offset"], where["size"]
+    if kind == "stable_memory":
+        _slice("stable memory", snap.stable_size, offset, size)
+        data = snap.read_stable(offset, size)
+    else:
+        source = snap.wasm if kind == "wasm_module" else snap.heap
+        _slice(kind.replace("_", " "), len(source), offset, size)
+        data = bytes(source[offset : offset + size])
+    return candid.encode([READ_SNAPSHOT_DATA_RESULT], [{"chunk": data}])
+
+
+MAX_UPLOADED_MODULE = 100 * 1024 * 1024
+MAX_UPLOADED_MEMORY = 1 << 36  # 64 GiB: the IC's largest Wasm memory (wasm64) and stable memory
+
+
+def _upload_snapshot_metadata(replica: Replica, req: Request, origin: tuple, args: dict[str, Any]) -> bytes:
+    """A snapshot to be filled by upload_canister_snapshot_data, then loaded; checked against its module then."""
+    canister = _controlled(replica, req, args)
+    replaced = _find_snapshot(canister, args["replace_snapshot"][0]) if args["replace_snapshot"] else None
+    if replaced is None and len(canister.snapshots) >= snapshots.MAX_SNAPSHOTS_PER_CANISTER:
+        raise _fail(ErrorCode.CANISTER_REJECTED_MESSAGE,
+                    f"Canister {Principal(canister.canister_id)} has reached the maximum number of snapshots "
+                    f"allowed: {snapshots.MAX_SNAPSHOTS_PER_CANISTER}.")
+    memory, stable = args["wasm_memory_size"], args["stable_memory_size"]
+    if args["wasm_module_size"] > MAX_UPLOADED_MODULE or memory > MAX_UPLOADED_MEMORY or stable > MAX_UPLOADED_MEMORY:
+        raise _fail(ErrorCode.INVALID_MANAGEMENT_PAYLOAD, "Snapshot metadata: a size is over the IC's limits")
+    if memory % (64 * 1024) or stable % (64 * 1024):
+        raise _fail(ErrorCode.INVALID_MANAGEMENT_PAYLOAD,
+                    "Snapshot metadata: memory sizes must be whole 64 KiB pages")
+    if len(args["certified_data"]) > 32:
+        raise _fail(ErrorCode.INVALID_MANAGEMENT_PAYLOAD, "Snapshot metadata: certified data is at most 32 bytes")
+    if memory > 4 * 1024 ** 3:  # held in this process's memory: keep what a test may upload reasonable
+        raise _fail(ErrorCode.INVALID_MANAGEMENT_PAYLOAD, "Snapshot metadata: this replica takes Wasm memories "
+                                                          "of at most 4 GiB")
+    globals_ = [next(iter(g.items())) for g in args["globals"]]
+    timer = args["global_timer"][0] if args["global_timer"] else {"inactive": None}
+    snap = snapshots.CanisterSnapshot(
+        snapshot_id=snapshots.snapshot_id(canister.next_snapshot_id, canister.canister_id),
+        taken_at_timestamp=replica.time_ns, canister_version=canister.version,
+        wasm=bytearray(args["wasm_module_size"]), module=None, heap=bytearray(memory),
+        globals=[v for _, v in globals_], stable_chunks={}, stable_pages=stable // (64 * 1024),
+        certified_data=args["certified_data"], global_timer=timer.get("active") or 0,
+        global_types=[t for t, _ in globals_], source="metadata_upload")
+    canister.next_snapshot_id += 1
+    if replaced is not None:
+        del canister.snapshots[replaced.snapshot_id]
+    canister.snapshots[snap.snapshot_id] = snap
+    return candid.encode([UPLOAD_SNAPSHOT_METADATA_RESULT], [{"snapshot_id": snap.snapshot_id}])
+
+
+def _upload_snapshot_data(replica: Replica, req: Request, origin: tuple, args: dict[str, Any]) -> bytes:
+    canister = _controlled(replica, req, args)
+    snap = _find_snapshot(canister, args["snapshot_id"])
+    if snap.source != "metadata_upload":
+        raise _fail(ErrorCode.INVALID_MANAGEMENT_PAYLOAD,
+                    f"Snapshot {snap.snapshot_id.hex()} was taken from the canister: only uploaded snapshots take data")
+    kind, where = next(iter(args["kind"].items()))
+    chunk = args["chunk"]
+    if kind == "wasm_chunk":
+        if len(chunk) > MAX_CHUNK_BYTES or len(snap.chunk_store) >= MAX_CHUNKS:
+            raise _fail(ErrorCode.INVALID_MANAGEMENT_PAYLOAD, "Error from Wasm chunk store: chunk too large or "
+                                                              "store full")
+        snap.chunk_store[hashlib.sha256(chunk).digest()] = chunk
+        return _EMPTY_REPLY
+    offset = where["offset"]
+    if kind == "stable_memory":
+        _slice("stable memory", snap.stable_size, offset, len(chunk))
+        snap.write_stable(offset, chunk)
+    else:
+        target = snap.wasm if kind == "wasm_module" else snap.heap
+        _slice(kind.replace("_", " "), len(target), offset, len(chunk))
+        target[offset : offset + len(chunk)] = chunk  # type: ignore[index]
+    return _EMPTY_REPLY
 
 
 def _delete_snapshot(replica: Replica, req: Request, origin: tuple, args: dict[str, Any]) -> bytes:
@@ -869,6 +1031,10 @@ _HANDLERS = {
     "load_canister_snapshot": _load_snapshot,
     "list_canister_snapshots": _list_snapshots,
     "delete_canister_snapshot": _delete_snapshot,
+    "read_canister_snapshot_metadata": _read_snapshot_metadata,
+    "read_canister_snapshot_data": _read_snapshot_data,
+    "upload_canister_snapshot_metadata": _upload_snapshot_metadata,
+    "upload_canister_snapshot_data": _upload_snapshot_data,
     "ecdsa_public_key": _ecdsa_public_key,
     "sign_with_ecdsa": _sign_with_ecdsa,
     "schnorr_public_key": _schnorr_public_key,

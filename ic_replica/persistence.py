@@ -110,13 +110,14 @@ def _load_settings(c: Canister, saved: dict[str, Any]) -> None:
 def _save_snapshot(folder: Path, snap: CanisterSnapshot) -> dict[str, Any]:
     where = folder / "snapshots" / snap.snapshot_id.hex()
     where.mkdir(parents=True, exist_ok=True)
-    if not (where / "stable.bin").exists():  # snapshots never change once taken
-        _write(where / "module.wasm", snap.wasm)
-        _write(where / "memory.bin", snap.heap)
+    if snap.source != "taken_from_canister" or not (where / "stable.bin").exists():  # taken ones never change
+        _write(where / "module.wasm", bytes(snap.wasm))
+        _write(where / "memory.bin", bytes(snap.heap))
         _write(where / "stable.bin", bytes(snap.stable_memory().data))
     return {"id": snap.snapshot_id.hex(), "taken_at": snap.taken_at_timestamp, "version": snap.canister_version,
             "globals": snap.globals, "stable_pages": snap.stable_pages, "certified_data": _b64(snap.certified_data),
-            "global_timer": snap.global_timer, "chunks": [_b64(chunk) for chunk in snap.chunk_store.values()]}
+            "global_timer": snap.global_timer, "chunks": [_b64(chunk) for chunk in snap.chunk_store.values()],
+            "global_types": snap.global_types, "source": snap.source, "checked": snap.module is not None}
 
 
 def _load_snapshot(folder: Path, e: dict[str, Any]) -> CanisterSnapshot:
@@ -125,10 +126,12 @@ def _load_snapshot(folder: Path, e: dict[str, Any]) -> CanisterSnapshot:
     stable = StableMemory((where / "stable.bin").read_bytes(), e["stable_pages"])
     return CanisterSnapshot(
         snapshot_id=bytes.fromhex(e["id"]), taken_at_timestamp=e["taken_at"], canister_version=e["version"],
-        wasm=wasm, module=prepare(wasm), heap=(where / "memory.bin").read_bytes(), globals=e["globals"],
+        wasm=wasm, module=prepare(wasm) if e.get("checked", True) else None,
+        heap=(where / "memory.bin").read_bytes(), globals=e["globals"],
         stable_chunks={i: bytes(chunk) for i, chunk in stable.chunks.items()}, stable_pages=e["stable_pages"],
         certified_data=_unb64(e["certified_data"]), global_timer=e["global_timer"],
-        chunk_store={hashlib.sha256(c).digest(): c for c in (_unb64(x) for x in e["chunks"])})
+        chunk_store={hashlib.sha256(c).digest(): c for c in (_unb64(x) for x in e["chunks"])},
+        global_types=e.get("global_types", []), source=e.get("source", "taken_from_canister"))
 
 
 def _save_ingress(s: IngressStatus) -> dict[str, Any]:

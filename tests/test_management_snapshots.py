@@ -295,3 +295,85 @@ def test_memory_size_adds_up(replica: Replica, counter: Principal) -> None:
     metrics = status["memory_metrics"]
     assert metrics["canister_history_size"] > 0
     assert status["memory_size"] == sum(metrics.values())
+
+
+# ---------------------------------------------------------------- download / upload
+
+
+def mgmt(replica: Replica, method: str, arg_type: candid.Type, value: dict[str, Any], result: candid.Type | None,
+         cid: Principal) -> Any:
+    out = call(replica, method, [arg_type], [value], ALICE, cid)
+    return decode1(out, result) if result is not None else None
+
+
+def download(replica: Replica, cid: Principal, snapshot_id: bytes) -> tuple[dict[str, Any], dict[str, bytes]]:
+    meta = mgmt(replica, "read_canister_snapshot_metadata", management.READ_SNAPSHOT_METADATA_ARGS,
+                {"canister_id": cid, "snapshot_id": snapshot_id}, management.READ_SNAPSHOT_METADATA_RESULT, cid)
+    data = {}
+    for kind, size in (("wasm_module", meta["wasm_module_size"]), ("wasm_memory", meta["wasm_memory_size"]),
+                       ("stable_memory", meta["stable_memory_size"])):
+        parts = []
+        for offset in range(0, size, 1_500_000):
+            parts.append(mgmt(replica, "read_canister_snapshot_data", management.READ_SNAPSHOT_DATA_ARGS,
+                              {"canister_id": cid, "snapshot_id": snapshot_id,
+                               "kind": {kind: {"offset": offset, "size": min(1_500_000, size - offset)}}},
+                              management.READ_SNAPSHOT_DATA_RESULT, cid)["chunk"])
+        data[kind] = b"".join(parts)
+    return meta, data
+
+
+def upload_snapshot(replica: Replica, cid: Principal, meta: dict[str, Any], data: dict[str, bytes]) -> bytes:
+    out = mgmt(replica, "upload_canister_snapshot_metadata", management.UPLOAD_SNAPSHOT_METADATA_ARGS, {
+        "canister_id": cid, "replace_snapshot": [], "wasm_module_size": meta["wasm_module_size"],
+        "globals": [g[0] for g in meta["globals"]], "wasm_memory_size": meta["wasm_memory_size"],
+        "stable_memory_size": meta["stable_memory_size"], "certified_data": meta["certified_data"],
+        "global_timer": meta["global_timer"], "on_low_wasm_memory_hook_status": []},
+        management.UPLOAD_SNAPSHOT_METADATA_RESULT, cid)
+    for kind, blob in data.items():
+        for offset in range(0, len(blob), 1_000_000):
+            mgmt(replica, "upload_canister_snapshot_data", management.UPLOAD_SNAPSHOT_DATA_ARGS,
+                 {"canister_id": cid, "snapshot_id": out["snapshot_id"], "kind": {kind: {"offset": offset}},
+                  "chunk": blob[offset:offset + 1_000_000]}, None, cid)
+    return out["snapshot_id"]  # type: ignore[no-any-return]
+
+
+def test_download_and_upload_a_snapshot(replica: Replica, counter: Principal) -> None:
+    replica.update_call(counter, "inc", no_args())
+    replica.update_call(counter, "stableWrite", candid.encode([NAT64, BLOB], [100_000, b"moved"]))
+    replica.update_call(counter, "certify", candid.encode([BLOB], [b"e" * 32]))
+    before = state_of(replica, counter)
+    snap = take(replica, counter)
+    meta, data = download(replica, counter, snap["id"])
+    assert meta["source"] == [{"taken_from_canister": None}] and meta["certified_data"] == b"e" * 32
+    assert data["wasm_module"] == replica.canisters[counter.raw].wasm
+    with pytest.raises(CallRejected) as exc:  # past the end
+        mgmt(replica, "read_canister_snapshot_data", management.READ_SNAPSHOT_DATA_ARGS,
+             {"canister_id": counter, "snapshot_id": snap["id"],
+              "kind": {"wasm_module": {"offset": meta["wasm_module_size"], "size": 1}}}, None, counter)
+    assert exc.value.error_code == "IC0408"
+
+    target = replica.create_canister(controllers=[ALICE], sender=ALICE)
+    uploaded = upload_snapshot(replica, target, meta, data)
+    with pytest.raises(CallRejected):  # data only goes into uploaded snapshots
+        mgmt(replica, "upload_canister_snapshot_data", management.UPLOAD_SNAPSHOT_DATA_ARGS,
+             {"canister_id": counter, "snapshot_id": snap["id"], "kind": {"wasm_module": {"offset": 0}},
+              "chunk": b"x"}, None, counter)
+    load(replica, target, uploaded)
+    assert state_of(replica, target) == before
+    assert decode1(replica.query_call(target, "get", no_args())) == 6
+    assert decode1(replica.update_call(target, "inc", no_args())) == 7
+
+
+def test_an_uploaded_snapshot_that_does_not_fit_is_refused(replica: Replica, counter: Principal) -> None:
+    snap = take(replica, counter)
+    meta, data = download(replica, counter, snap["id"])
+    meta = dict(meta, globals=meta["globals"][:-1])  # one global short
+    uploaded = upload_snapshot(replica, counter, meta, data)
+    with pytest.raises(CallRejected) as exc:
+        load(replica, counter, uploaded)
+    assert exc.value.error_code == "IC0408" and "globals" in str(exc.value)
+    bad = upload_snapshot(replica, counter, dict(meta, wasm_module_size=8), {"wasm_module": b"\x00asm\x09\x00\x00\x00"})
+    with pytest.raises(CallRejected) as exc:
+        load(replica, counter, bad)
+    assert exc.value.error_code == "IC0505"
+    assert decode1(replica.query_call(counter, "get", no_args())) == 5  # untouched

@@ -377,3 +377,17 @@ def test_an_uploaded_snapshot_that_does_not_fit_is_refused(replica: Replica, cou
         load(replica, counter, bad)
     assert exc.value.error_code == "IC0505"
     assert decode1(replica.query_call(counter, "get", no_args())) == 5  # untouched
+
+
+def test_an_uploaded_snapshot_survives_a_restart(tmp_path: Any, wasms: dict[str, bytes]) -> None:
+    first = Replica(state_dir=tmp_path)
+    cid = first.create_canister(controllers=[ALICE], sender=ALICE)
+    first.install_code(cid, wasms["counter"], nat_arg(8), sender=ALICE)
+    meta, data = download(first, cid, take(first, cid)["id"])
+    first.update_call(cid, "inc", no_args())
+    uploaded = upload_snapshot(first, cid, meta, data)
+    first.close()
+    second = Replica(state_dir=tmp_path)
+    load(second, cid, uploaded)
+    assert decode1(second.query_call(cid, "get", no_args())) == 8
+    second.close()

@@ -97,7 +97,8 @@ def http(method: str, url: str, body: Any = None) -> tuple[int, Any]:
             text = resp.read()
             return resp.status, json.loads(text) if text else None
     except urllib.error.HTTPError as exc:
-        text = exc.read()
+        with exc:
+            text = exc.read()
         return exc.code, json.loads(text) if text else None
 
 

@@ -29,7 +29,7 @@ from ic_replica.messages import IngressStatus, Request, Response
 from ic_replica.pocket_ic import rest, topology
 from ic_replica.pocket_ic.rest import ApiError, CanisterCall, Effective
 from ic_replica.pocket_ic.topology import SubnetPlan
-from ic_replica.principal import MANAGEMENT, Principal, canister_id_from_index
+from ic_replica.principal import MANAGEMENT, canister_id_from_index
 from ic_replica.replica import Limits, Replica
 from ic_replica.stable_memory import PAGE
 
@@ -38,9 +38,10 @@ BENCHMARKING_LIMITS = Limits(update=50_000_000_000_000, query=50_000_000_000_000
                              inspect=200_000_000)
 AUTO_PROGRESS_MIN_DELAY_S = 0.01
 # Fields of InstanceConfig that ask for something this server does not do (present and not null).
-_UNSUPPORTED = {"state_dir": "loading or persisting instance state (`state_dir`)",
-                "icp_features": None, "bitcoind_addr": None, "dogecoind_addr": None,
-                "http_gateway_config": "an HTTP gateway created with the instance (use POST /http_gateway)"}
+_UNSUPPORTED = {"state_dir": "instances live in memory only (no state directory)",
+                "icp_features": "no system canisters (registry, CMC, ICP ledger, II, SNS, ...) are deployed",
+                "bitcoind_addr": "there is no bitcoin adapter", "dogecoind_addr": "there is no dogecoin adapter",
+                "http_gateway_config": "create the HTTP gateway with POST /http_gateway instead"}
 
 
 class SubnetReplica(Replica):
@@ -90,7 +91,7 @@ class Instance:
             if value is None or (key == "icp_features" and isinstance(value, dict)
                                  and all(v is None for v in value.values())):
                 continue
-            raise ApiError(f"`{key}` is not supported by this server: {what or 'ICP features, ' + key}")
+            raise ApiError(f"`{key}` is not supported by this server: {what}")
         self.instance_id = instance_id
         self.lock = threading.RLock()
         self.keys = NetworkKeys.generate()
@@ -455,6 +456,3 @@ class Instance:
                 except (ReplicaError, OSError):
                     pass
 
-
-def principal_text(raw: bytes) -> str:
-    return Principal(raw).to_text()

@@ -148,6 +148,12 @@ SIGN_WITH_ECDSA_ARGS = Record.of(message_hash=BLOB, derivation_path=Vec(BLOB), k
 SCHNORR_AUX = Variant.of(bip341=Record.of(merkle_root_hash=BLOB))
 SIGN_WITH_SCHNORR_ARGS = Record.of(message=BLOB, derivation_path=Vec(BLOB), key_id=SCHNORR_KEY_ID, aux=Opt(SCHNORR_AUX))
 SIGNATURE_RESULT = Record.of(signature=BLOB)
+SUBNET_INFO_ARGS = Record.of(subnet_id=PRINCIPAL)
+SUBNET_INFO_RESULT = Record.of(replica_version=TEXT, registry_version=NAT64)
+CYCLES_CONSUMED = Record.of(memory=NAT, compute_allocation=NAT, ingress_induction=NAT, instructions=NAT,
+                            request_and_response_transmission=NAT, uninstall=NAT, canister_creation=NAT,
+                            http_outcalls=NAT, burned_cycles=NAT)
+CANISTER_METRICS_RESULT = Record.of(cycles_consumed=CYCLES_CONSUMED)
 SNAPSHOT_GLOBAL = Variant.of(i32=INT32, i64=INT64, f32=FLOAT32, f64=FLOAT64, v128=NAT)
 SNAPSHOT_SOURCE = Variant.of(taken_from_canister=RESERVED, metadata_upload=RESERVED)
 SNAPSHOT_TIMER = Variant.of(inactive=NULL, active=NAT64)
@@ -213,6 +219,8 @@ _METHODS: dict[str, tuple[candid.Type, bool]] = {
     "read_canister_snapshot_data": (READ_SNAPSHOT_DATA_ARGS, True),
     "upload_canister_snapshot_metadata": (UPLOAD_SNAPSHOT_METADATA_ARGS, True),
     "upload_canister_snapshot_data": (UPLOAD_SNAPSHOT_DATA_ARGS, True),
+    "subnet_info": (SUBNET_INFO_ARGS, False),
+    "canister_metrics": (CANISTER_ID_ARGS, True),
     "ecdsa_public_key": (ECDSA_PUBLIC_KEY_ARGS, False),
     "sign_with_ecdsa": (SIGN_WITH_ECDSA_ARGS, False),
     "schnorr_public_key": (SCHNORR_PUBLIC_KEY_ARGS, False),
@@ -276,7 +284,7 @@ def handle(replica: Replica, req: Request) -> None:
 
 
 _QUERY_METHODS = {"fetch_canister_logs": FETCH_LOGS_ARGS, "canister_status": CANISTER_ID_ARGS,
-                  "canister_info": CANISTER_INFO_ARGS}
+                  "canister_info": CANISTER_INFO_ARGS, "canister_metrics": CANISTER_ID_ARGS}
 
 
 def query(replica: Replica, sender: bytes, method: str, arg: bytes, effective: object) -> bytes:
@@ -296,6 +304,9 @@ def query(replica: Replica, sender: bytes, method: str, arg: bytes, effective: o
             return candid.encode([CANISTER_STATUS_RESULT], [status_record(canister)])
         if method == "canister_info":
             return info_reply(canister, args)
+        if method == "canister_metrics":
+            _require_viewer(canister, sender, "status_visibility")
+            return _metrics_reply()
         _require_viewer(canister, sender, "log_visibility")
         return logs_reply(canister, args)
     except ManagementError as exc:
@@ -687,6 +698,25 @@ def _raw_rand(replica: Replica, req: Request, origin: tuple, args: dict[str, Any
     return candid.encode([BLOB], [os.urandom(32)])
 
 
+REPLICA_VERSION = "ic_replica"
+
+
+def _subnet_info(replica: Replica, req: Request, origin: tuple, args: dict[str, Any]) -> bytes:
+    if args["subnet_id"].raw != replica.subnet_id:
+        raise _fail("IC0404", f"Subnet {args['subnet_id']} not found.")  # SubnetNotFound
+    return candid.encode([SUBNET_INFO_RESULT], [{"replica_version": REPLICA_VERSION, "registry_version": 1}])
+
+
+def _metrics_reply() -> bytes:
+    """Cycles consumed by kind: all 0, as this replica charges nothing."""
+    return candid.encode([CANISTER_METRICS_RESULT], [{"cycles_consumed": {n: 0 for n, _ in CYCLES_CONSUMED.fields}}])
+
+
+def _canister_metrics(replica: Replica, req: Request, origin: tuple, args: dict[str, Any]) -> bytes:
+    _require_viewer(_canister(replica, args["canister_id"].raw), req.src, "status_visibility")
+    return _metrics_reply()
+
+
 def _metadata(replica: Replica, req: Request, origin: tuple, args: dict[str, Any]) -> bytes:
     """A `icp:public` custom section for anyone, an `icp:private` one for controllers."""
     canister = _canister(replica, args["canister_id"].raw)
@@ -1035,6 +1065,8 @@ _HANDLERS = {
     "read_canister_snapshot_data": _read_snapshot_data,
     "upload_canister_snapshot_metadata": _upload_snapshot_metadata,
     "upload_canister_snapshot_data": _upload_snapshot_data,
+    "subnet_info": _subnet_info,
+    "canister_metrics": _canister_metrics,
     "ecdsa_public_key": _ecdsa_public_key,
     "sign_with_ecdsa": _sign_with_ecdsa,
     "schnorr_public_key": _schnorr_public_key,

@@ -46,6 +46,14 @@ def fits(method: str, arg: bytes) -> bool:
     return True
 
 
+def decodes(arg: bytes, t: candid.Type) -> bool:
+    try:
+        candid.decode(arg, [t])
+    except candid.CandidError:
+        return False
+    return True
+
+
 @pytest.fixture(scope="module")
 def env(wasms: dict[str, bytes]) -> tuple[Replica, Principal, Principal, Principal]:
     replica = Replica()
@@ -94,3 +102,33 @@ def test_raw_rand_from_a_canister(env: tuple[Replica, Principal, Principal, Prin
                                                               [MANAGEMENT, "raw_rand", no_args()]))
     result: Any = decode1(out, FORWARD_RESULT)
     assert len(decode1(result["ok"], BLOB)) == 32
+
+
+@pytest.mark.parametrize("method", ["canister_status", "canister_info", "fetch_canister_logs", "canister_metrics",
+                                    "raw_rand", "no_such_method"])
+def test_garbage_queries_are_rejected(env: tuple[Replica, Principal, Principal, Principal], method: str) -> None:
+    replica, _, counter, target = env
+    for arg in bad_arguments(target):
+        typed = method in management._QUERY_METHODS and decodes(arg, management._QUERY_METHODS[method])
+        try:
+            replica.query_call(MANAGEMENT, method, arg, ALICE, effective_canister_id=target)
+            assert typed, (method, arg)
+        except CallRejected as exc:
+            assert exc.code != RejectCode.SYS_FATAL, exc
+    assert decode1(replica.query_call(counter, "get", no_args())) >= 0
+
+
+def test_subnet_info_and_canister_metrics(env: tuple[Replica, Principal, Principal, Principal]) -> None:
+    replica, relay, counter, _ = env
+    arg = candid.encode([management.SUBNET_INFO_ARGS], [{"subnet_id": Principal(replica.subnet_id)}])
+    out = replica.update_call(relay, "forward", candid.encode([PRINCIPAL, TEXT, BLOB],
+                                                              [MANAGEMENT, "subnet_info", arg]))
+    info = decode1(decode1(out, FORWARD_RESULT)["ok"], management.SUBNET_INFO_RESULT)
+    assert info["registry_version"] == 1
+    other = candid.encode([management.SUBNET_INFO_ARGS], [{"subnet_id": ALICE}])
+    out = replica.update_call(relay, "forward", candid.encode([PRINCIPAL, TEXT, BLOB],
+                                                              [MANAGEMENT, "subnet_info", other]))
+    assert "not found" in decode1(out, FORWARD_RESULT)["err"][1]
+    metrics = replica.query_call(MANAGEMENT, "canister_metrics", candid.encode(
+        [management.CANISTER_ID_ARGS], [{"canister_id": counter}]), ALICE, effective_canister_id=counter)
+    assert decode1(metrics, management.CANISTER_METRICS_RESULT)["cycles_consumed"]["instructions"] == 0

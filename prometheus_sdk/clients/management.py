@@ -242,7 +242,7 @@ class Change(TypedDict):
     timestamp_nanos: int
     canister_version: int
     origin: ChangeOrigin
-    details: ChangeDetails
+    details: list[ChangeDetails]
 
 
 class CanisterInfoArgs(TypedDict):
@@ -328,7 +328,7 @@ _T['uninstall_code_args'].define(c.Record((('canister_id', _T['canister_id']), (
 _T['canister_status_result'].define(c.Record((('status', c.Variant((('stopped', c.NULL), ('stopping', c.NULL), ('running', c.NULL), ))), ('memory_size', c.NAT), ('cycles', c.NAT), ('settings', _T['definite_canister_settings']), ('idle_cycles_burned_per_day', c.NAT), ('module_hash', c.Opt(c.BLOB)), ('reserved_cycles', c.NAT), )))
 _T['change_origin'].define(c.Variant((('from_user', c.Record((('user_id', c.PRINCIPAL), ))), ('from_canister', c.Record((('canister_version', c.Opt(c.NAT64)), ('canister_id', c.PRINCIPAL), ))), )))
 _T['change_details'].define(c.Variant((('creation', c.Record((('controllers', c.Vec(c.PRINCIPAL)), ))), ('code_deployment', c.Record((('mode', c.Variant((('reinstall', c.NULL), ('upgrade', c.NULL), ('install', c.NULL), ))), ('module_hash', c.BLOB), ))), ('controllers_change', c.Record((('controllers', c.Vec(c.PRINCIPAL)), ))), ('code_uninstall', c.NULL), )))
-_T['change'].define(c.Record((('timestamp_nanos', c.NAT64), ('canister_version', c.NAT64), ('origin', _T['change_origin']), ('details', _T['change_details']), )))
+_T['change'].define(c.Record((('timestamp_nanos', c.NAT64), ('canister_version', c.NAT64), ('origin', _T['change_origin']), ('details', c.Opt(_T['change_details'])), )))
 _T['canister_info_args'].define(c.Record((('canister_id', _T['canister_id']), ('num_requested_changes', c.Opt(c.NAT64)), )))
 _T['canister_info_result'].define(c.Record((('controllers', c.Vec(c.PRINCIPAL)), ('module_hash', c.Opt(c.BLOB)), ('recent_changes', c.Vec(_T['change'])), ('total_num_changes', c.NAT64), )))
 _T['canister_log_record'].define(c.Record((('idx', c.NAT64), ('timestamp_nanos', c.NAT64), ('content', c.BLOB), )))

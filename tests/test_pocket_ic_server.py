@@ -503,9 +503,10 @@ def _http_canister() -> bytes:
     """A canister whose `http_request` query answers 200 "hello from the gateway" (WAT, reply bytes baked in)."""
     import wasmtime
 
-    from ic_replica.pocket_ic.gateway import HTTP_RESPONSE
-
-    reply = candid.encode([HTTP_RESPONSE], [{"status_code": 200, "headers": [("content-type", "text/plain")],
+    headers = candid.Vec(candid.Tuple(candid.TEXT, candid.TEXT))
+    http_response = candid.Record.of(status_code=candid.NAT16, headers=headers, body=candid.BLOB,
+                                     upgrade=candid.Opt(candid.BOOL))
+    reply = candid.encode([http_response], [{"status_code": 200, "headers": [("content-type", "text/plain")],
                                              "body": b"hello from the gateway", "upgrade": []}])
     data = "".join(f"\\{b:02x}" for b in reply)
     return bytes(wasmtime.wat2wasm(f"""(module
@@ -518,6 +519,7 @@ def _http_canister() -> bytes:
 
 
 def test_http_gateway_serves_the_api_and_canister_http_requests(server: Any, pic: Any) -> None:
+    """POST /http_gateway: the instance's IC API at /api/..., canisters through ic_replica.http_gateway."""
     cid = pic.create_canister()
     payload = candid.encode([candid.Record.of(mode=candid.Variant.of(install=candid.NULL),
                                               canister_id=candid.PRINCIPAL, wasm_module=candid.BLOB,
@@ -529,13 +531,16 @@ def test_http_gateway_serves_the_api_and_canister_http_requests(server: Any, pic
     assert status == 201
     gateway_id, port = created["Created"]["instance_id"], created["Created"]["port"]
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/index.html?canisterId={cid.to_str()}",
-                                    timeout=10) as resp:
+        # the canister certifies nothing: raw access serves it, certified access refuses it (503), as on PocketIC
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/index.html",
+                                     headers={"Host": f"{cid.to_str()}.raw.localhost"})
+        with urllib.request.urlopen(req, timeout=10) as resp:
             assert resp.status == 200 and resp.read() == b"hello from the gateway"
             assert resp.headers["content-type"] == "text/plain"
-        req = urllib.request.Request(f"http://127.0.0.1:{port}/", headers={"Host": f"{cid.to_str()}.localhost"})
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            assert resp.read() == b"hello from the gateway"
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/?canisterId={cid.to_str()}", timeout=10)
+        with refused.value as resp:
+            assert resp.code == 503 and b"verification" in resp.read()
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v2/status", timeout=10) as resp:
             assert cbor2.loads(resp.read())["root_key"] == pic.get_root_key()
     finally:

@@ -1,10 +1,9 @@
 """The IC HTTP interface of an instance (`/instances/<id>/api/v2|v3|v4/...`), reusing
 `ic_replica.http_server`'s request handling on the replica of the subnet a request is for, and the HTTP
 gateway (`POST /http_gateway`): a listener that serves that interface at `/api/...` and answers every other
-request with the canister's `http_request` (named by `?canisterId=` or a `<canister id>.localhost` host).
-
-The gateway does not verify response certification (`ic-response-verification`) and does not follow
-streaming callbacks; `upgrade = opt true` is honoured with `http_request_update`.
+request with `ic_replica.http_gateway` (the canister's `http_request` by `<canister id>.localhost` host or
+`?canisterId=`, response verification against the instance's root key, `<id>.raw.localhost` for uncertified
+access, streaming callbacks, `http_request_update` on upgrade) on the subnet hosting the canister.
 """
 
 from __future__ import annotations
@@ -14,11 +13,11 @@ import threading
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
 
-from ic_replica import candid
 from ic_replica.certification import cbor_dumps
-from ic_replica.errors import CallRejected
+from ic_replica.http_gateway import GatewayError, resolve_canister
+from ic_replica.http_gateway import HttpGateway as IcGateway
 from ic_replica.http_server import IC_API_VERSION, HttpError, IcHttpServer
 from ic_replica.principal import InvalidPrincipal, Principal
 from ic_replica.replica import Replica
@@ -27,16 +26,6 @@ if TYPE_CHECKING:
     from ic_replica.pocket_ic.instance import Instance
 
 API_ROUTE = re.compile(r"^/api/(v2|v3|v4)/(canister|subnet)/([0-9a-z-]+)/(call|query|read_state)$")
-HTTP_REQUEST = candid.Record.of(method=candid.TEXT, url=candid.TEXT,
-                                headers=candid.Vec(candid.Tuple(candid.TEXT, candid.TEXT)), body=candid.BLOB,
-                                certificate_version=candid.Opt(candid.NAT16))
-HTTP_UPDATE_REQUEST = candid.Record.of(method=candid.TEXT, url=candid.TEXT,
-                                       headers=candid.Vec(candid.Tuple(candid.TEXT, candid.TEXT)),
-                                       body=candid.BLOB)
-HTTP_RESPONSE = candid.Record.of(status_code=candid.NAT16,
-                                 headers=candid.Vec(candid.Tuple(candid.TEXT, candid.TEXT)), body=candid.BLOB,
-                                 upgrade=candid.Opt(candid.BOOL))
-_HOST_CANISTER = re.compile(r"^([a-z0-9]{5}(?:-[a-z0-9]{5}){3}-cai)(?:\.raw)?\.")
 
 
 class _SubnetApi(IcHttpServer):
@@ -69,42 +58,20 @@ def handle_api(instance: Instance, path: str, body: bytes) -> tuple[int, bytes]:
     return _SubnetApi(subnet.replica).handle(version, kind, target, endpoint, body)
 
 
-def canister_of(path: str, host: str) -> bytes | None:
-    query = parse_qs(urlsplit(path).query)
-    names = query.get("canisterId") or []
-    match = _HOST_CANISTER.match(host.lower())
-    text = names[0] if names else (match.group(1) if match else None)
-    if text is None:
-        return None
-    try:
-        return Principal.from_text(text).raw
-    except InvalidPrincipal:
-        return None
-
-
-def http_request(instance: Instance, canister_id: bytes, method: str, url: str, headers: list[tuple[str, str]],
+def http_request(instance: Instance, method: str, host: str, target: str, headers: list[tuple[str, str]],
                  body: bytes) -> tuple[int, list[tuple[str, str]], bytes]:
-    """Serve one HTTP request with the canister's `http_request` (and `http_request_update` on upgrade)."""
-    subnet = instance.subnet_hosting(canister_id)
-    if subnet is None:
-        return 400, [("content-type", "text/plain")], b"canister id not in any subnet of this instance\n"
-    arg = candid.encode([HTTP_REQUEST], [{"method": method, "url": url, "headers": headers, "body": body,
-                                          "certificate_version": [2]}])
+    """Serve one HTTP request with `ic_replica.http_gateway` on the subnet hosting the named canister."""
     try:
-        reply = subnet.replica.query_call(canister_id, "http_request", arg)
-        response = candid.decode(reply, [HTTP_RESPONSE])[0]
-        if response["upgrade"] == [True]:
-            arg = candid.encode([HTTP_UPDATE_REQUEST], [{"method": method, "url": url, "headers": headers,
-                                                         "body": body}])
-            with instance.lock:
-                reply = subnet.replica.update_call(canister_id, "http_request_update", arg)
-            response = candid.decode(reply, [HTTP_RESPONSE])[0]
-    except CallRejected as exc:
-        return 502, [("content-type", "text/plain")], f"canister rejected the request: {exc}\n".encode()
-    except candid.CandidError as exc:
-        why = f"the canister's response is not an HttpResponse: {exc}\n"
-        return 502, [("content-type", "text/plain")], why.encode()
-    return int(response["status_code"]), [tuple(h) for h in response["headers"]], bytes(response["body"])  # type: ignore[misc]
+        canister_id, _ = resolve_canister(host, target)
+    except GatewayError as exc:
+        return exc.status, [("content-type", "text/plain")], (exc.message + "\n").encode()
+    subnet = instance.subnet_hosting(canister_id) if canister_id is not None else None
+    if canister_id is not None and subnet is None:
+        return 400, [("content-type", "text/plain")], (
+            f"canister {Principal(canister_id)} is not in the canister ranges of any subnet of instance "
+            f"{instance.instance_id}\n").encode()
+    replica = subnet.replica if subnet is not None else instance.default_subnet().replica
+    return IcGateway(replica).handle(method, host, target, headers, body)
 
 
 class HttpGateway:
@@ -166,13 +133,8 @@ class _GatewayHandler(BaseHTTPRequestHandler):
         except HttpError as exc:
             self._reply(exc.status, [("content-type", "text/plain")], (exc.message + "\n").encode())
             return
-        canister_id = canister_of(self.path, self.headers.get("Host", ""))
-        if canister_id is None:
-            self._reply(400, [("content-type", "text/plain")],
-                        b"name the canister: ?canisterId=<id> or a <canister id>.localhost host\n")
-            return
-        headers = [(k, v) for k, v in self.headers.items()]
-        code, out_headers, out = http_request(instance, canister_id, self.command, self.path, headers, body)
+        code, out_headers, out = http_request(instance, self.command, self.headers.get("Host", ""), self.path,
+                                              list(self.headers.items()), body)
         self._reply(code, out_headers, out)
 
     do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = do_PATCH = do_OPTIONS = _serve  # noqa: N815

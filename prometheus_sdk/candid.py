@@ -39,6 +39,7 @@ from prometheus_sdk.principal import InvalidPrincipal, Principal
 
 MAGIC = b"DIDL"
 MAX_DEPTH = 64  # nested values (and nested types inside a value) a message may have
+MAX_TABLE_ENTRIES = 10_000  # as Rust's candid: each entry costs far more than a byte to set up
 MAX_LEB_BYTES = 100  # numbers up to 700 bits: far beyond any real nat, short enough to stay cheap
 DECODE_BUDGET_BASE = 100_000
 DECODE_BUDGET_PER_BYTE = 4
@@ -343,7 +344,10 @@ def encode(types: Sequence[Type], values: Sequence[Any]) -> bytes:
     if len(types) != len(values):
         raise CandidError(f"{len(types)} type(s) but {len(values)} value(s)")
     table = _Table()
-    refs = b"".join(table.ref(t) for t in types)
+    try:
+        refs = b"".join(table.ref(t) for t in types)
+    except RecursionError:
+        raise CandidError("a type is nested too deeply to encode") from None
     out = bytearray(MAGIC)
     out += _leb(len(table.entries)) + b"".join(table.entries) + _leb(len(types)) + refs
     for i, (t, v) in enumerate(zip(types, values)):
@@ -422,6 +426,8 @@ def _encode_prim(t: Prim, v: Any, out: bytearray) -> None:
     elif op in (-3, -4):
         if not isinstance(v, int) or isinstance(v, bool) or (op == -3 and v < 0):
             raise _Mismatch(f"expected {t.name}, got {_describe(v)}")
+        if v.bit_length() > 7 * MAX_LEB_BYTES - 1:
+            raise _Mismatch(f"{t.name} of {v.bit_length()} bits: decoders here accept at most {7 * MAX_LEB_BYTES - 1}")
         out += _leb(v) if op == -3 else _sleb(v)
     elif op in (-13, -14):
         if not isinstance(v, (int, float)) or isinstance(v, bool):
@@ -466,7 +472,7 @@ def _encode_vec(t: Vec, v: Any, out: bytearray, depth: int) -> None:
         data = bytes(v)
         out += _leb(len(data)) + data
         return
-    if not isinstance(v, Sequence) or isinstance(v, (str, Mapping)):
+    if not isinstance(v, Sequence) or isinstance(v, (str, Mapping, bytes, bytearray, memoryview)):
         raise _Mismatch(f"expected a list for vec {_kind(inner)}, got {_describe(v)}")
     out += _leb(len(v))
     if isinstance(inner, Prim) and inner.opcode in _FIXED_INTS and all(type(x) is int for x in v):
@@ -611,6 +617,8 @@ def _read_table(r: _Reader) -> list[_W]:
         raise CandidError("not a Candid message: it does not start with DIDL")
     r.pos = 4
     size = r.count("the type table")
+    if size > MAX_TABLE_ENTRIES:
+        raise CandidError(f"the type table has {size} entries, at most {MAX_TABLE_ENTRIES}")
     raw: list[tuple[int, Any]] = []
 
     def ref() -> int:
@@ -657,7 +665,8 @@ def _read_table(r: _Reader) -> list[_W]:
             r.take(r.leb())  # a future type: its description is skipped
             raw.append((op, None))
         elif op in _PRIMS:
-            raw.append((op, None))
+            raise CandidError(f"type table entry at byte {at} is the primitive type {op}: the table holds only "
+                              "composite types")
         else:
             raise CandidError(f"type table entry at byte {at} has invalid opcode {op}")
     table = [_WIRE_PRIMS[op] if op in _PRIMS else _W(op) for op, _ in raw]
@@ -800,7 +809,7 @@ def decode(data: bytes, types: Sequence[Type] | None = None) -> list[Any]:
     for i, t in enumerate(types):
         try:
             if i < len(values):
-                out.append(_coerce(wire_types[i], values[i], t, 0))
+                out.append(_coerce(r, wire_types[i], values[i], t, 0))
             elif _nullable(t):
                 out.append(_absent(t))
             else:
@@ -810,23 +819,25 @@ def decode(data: bytes, types: Sequence[Type] | None = None) -> list[Any]:
     return out
 
 
-def _coerce(w: _W, v: Any, t: Type, depth: int) -> Any:
-    """The wire value `v` (of wire type `w`) read at the expected type `t`, or `_Mismatch`."""
+def _coerce(r: _Reader, w: _W, v: Any, t: Type, depth: int) -> Any:
+    """The wire value `v` (of wire type `w`) read at the expected type `t`, or `_Mismatch`; charged to the
+    message's budget like reading (absent fields filled in at the expected type cost a step each)."""
+    r.charge(1)
     t = _deref(t)
     if depth > 2 * MAX_DEPTH:
         raise CandidError(f"expected type is nested deeper than {MAX_DEPTH} levels")
     op = w.op
     if isinstance(t, Prim):
-        if t.opcode == op or t.opcode == -16 or (t.opcode == -4 and op == -3):
-            return None if t.opcode == -16 else v
+        if t.opcode == op or t.opcode == -16 or (t.opcode == -4 and op == -3) or (t.opcode == -24 and op == -23):
+            return None if t.opcode == -16 else v  # nat <: int, service <: principal
         raise _Mismatch(f"expected {t.name}, the message has {_wire_name(w)}")
     if isinstance(t, Opt):
         if op in (-1, -16) or (op == -18 and not v):
             return []
-        if op != -18 and _nullable(t.inner):
-            return []  # an opt-like expected inner type would make a bare value ambiguous: absent
         try:
-            return [_coerce(w.inner, v[0], t.inner, depth + 1) if op == -18 else _coerce(w, v, t.inner, depth + 1)]
+            if op == -18:
+                return [_coerce(r, w.inner, v[0], t.inner, depth + 1)]
+            return [_coerce(r, w, v, t.inner, depth + 1)]  # a bare value at opt T: ?(value at T), any T
         except _Mismatch:
             return []  # opt v :? opt t when v does not decode at t: absent, not failure
     if isinstance(t, Vec):
@@ -838,7 +849,7 @@ def _coerce(w: _W, v: Any, t: Type, depth: int) -> Any:
         items = []
         for i, x in enumerate(v):
             try:
-                items.append(_coerce(wi, x, inner, depth + 1))
+                items.append(_coerce(r, wi, x, inner, depth + 1))
             except _Mismatch as exc:
                 exc.path.append(f"[{i}]")
                 raise
@@ -849,10 +860,11 @@ def _coerce(w: _W, v: Any, t: Type, depth: int) -> Any:
         if w.by_id is None:
             w.by_id = dict(w.fields)
         out = {}
+        r.charge(len(t._sorted))
         for fid, name, ft in t._sorted:
             if fid in v:
                 try:
-                    out[name] = _coerce(w.by_id[fid], v[fid], ft, depth + 1)
+                    out[name] = _coerce(r, w.by_id[fid], v[fid], ft, depth + 1)
                 except _Mismatch as exc:
                     exc.path.append(f".{name}")
                     raise
@@ -871,7 +883,7 @@ def _coerce(w: _W, v: Any, t: Type, depth: int) -> Any:
         if w.by_id is None:
             w.by_id = dict(w.fields)
         try:
-            return {name: _coerce(w.by_id[fid], payload, ft, depth + 1)}
+            return {name: _coerce(r, w.by_id[fid], payload, ft, depth + 1)}
         except _Mismatch as exc:
             exc.path.append(f".{name}")
             raise

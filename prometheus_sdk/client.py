@@ -42,6 +42,7 @@ class MethodSpec:
     query: bool = False
     ok_tag: str | None = None
     err_tag: str | None = None
+    err_is_variant: bool = True  # whether the error payload is a variant (its case becomes `kind`)
 
 
 class CanisterError(SdkError):
@@ -51,9 +52,9 @@ class CanisterError(SdkError):
     the case's payload (None for a case without one), else `kind` is None and `detail` is the value.
     """
 
-    def __init__(self, canister_id: str, method: str, error: Any) -> None:
+    def __init__(self, canister_id: str, method: str, error: Any, is_variant: bool = True) -> None:
         self.canister_id, self.method, self.error = canister_id, method, error
-        if isinstance(error, dict) and len(error) == 1 and isinstance(next(iter(error)), str):
+        if is_variant and isinstance(error, dict) and len(error) == 1 and isinstance(next(iter(error)), str):
             ((self.kind, self.detail),) = error.items()
         else:
             self.kind, self.detail = None, error
@@ -96,7 +97,7 @@ class Client:
         if isinstance(value, dict) and spec.ok_tag in value:
             return value[spec.ok_tag]
         raise self.error_class(self.canister_id, spec.name, value.get(spec.err_tag) if isinstance(value, dict)
-                               else value)
+                               else value, spec.err_is_variant)
 
     def _send(self, spec: MethodSpec, args: Sequence[Any]) -> Any:
         if len(args) != len(spec.args):

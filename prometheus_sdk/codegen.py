@@ -48,12 +48,37 @@ _PRIM_ANN = {"null": "None", "bool": "bool", "text": "str", "reserved": "Any", "
              "float32": "float", "float64": "float"}
 _INTS = {"nat", "int", "nat8", "nat16", "nat32", "nat64", "int8", "int16", "int32", "int64"}
 _CLIENT_ATTRS = {"caller", "canister_id", "invoke", "methods", "error_class", "effective_canister_id"}
+# names a generated module defines or imports: a .did type may not take them
+_MODULE_NAMES = {"Principal", "Any", "TypedDict", "c", "MethodSpec", "CanisterError", "Client", "ManagementClient",
+                 "INIT_ARGS", "encode_init", "None", "True", "False", "_T", "_M"}
+_RESERVED_PARAMS = {"self", "c", "_T", "_M"}
+
+
+def _by_name(method: dict[str, Any]) -> str:
+    return str(method["name"])
+
+
+def _method_name(name: str) -> str:
+    """A Python method name for a canister method: private, dunder or client names get a distinct spelling."""
+    py = _ident(name)
+    if py.startswith("_"):
+        py = f"m{py}"
+    return f"{py}_" if py in _CLIENT_ATTRS else py
+
+
+def _doc(text: str) -> str:
+    """`text` safe inside a triple-quoted docstring."""
+    return text.replace(BACKSLASH, BACKSLASH * 2).replace(QUOTES, SINGLE_QUOTES)
+
+
+BACKSLASH, QUOTES, SINGLE_QUOTES = chr(92), chr(34) * 3, chr(39) * 3
 
 
 def _camel(name: str) -> str:
     parts = re.split(r"[^0-9A-Za-z]+", name)
     out = "".join(p[:1].upper() + p[1:] for p in parts if p)
-    return out if out and not out[0].isdigit() else f"T{out}"
+    out = out if out and not out[0].isdigit() else f"T{out}"
+    return f"{out}_" if keyword.iskeyword(out) else out
 
 
 def _ident(name: str) -> str:
@@ -119,33 +144,45 @@ class _Signature:
 
 
 def _signatures(did_text: str) -> tuple[dict[str, _Signature], list[str | None]]:
-    """Method signatures as written in every `service { ... }` block (Motoko puts them in a named service
-    type), and the init argument names of the actor's `service : (...) -> ...`."""
+    """The actor's method signatures as written (in its own `service : { ... }` block, or in the named
+    service type it refers to, as Motoko writes it), and the init argument names of `service : (...) -> ...`."""
     text = _strip_comments(did_text)
-    sigs: dict[str, _Signature] = {}
+    blocks: dict[str, dict[str, _Signature]] = {}
     init_names: list[str | None] = []
+    actor_block: str | None = None
     for found in re.finditer(r"\bservice\b", text):
+        named = re.search(r"\btype\s+([A-Za-z_][A-Za-z0-9_]*)\s*=\s*$", text[:found.start()])
         at = found.end()
         head = re.match(r"\s*(?:[A-Za-z_][A-Za-z0-9_]*\s*)?:?\s*", text[at:])
         at += head.end() if head else 0
-        if text.startswith("(", at):  # the actor's init arguments
+        if named is None and text.startswith("(", at):  # the actor's init arguments
             close = _closing(text, at)
             init_names = _arg_names(text[at + 1:close])
             arrow = re.match(r"\s*->\s*", text[close + 1:])
             at = close + 1 + (arrow.end() if arrow else 0)
+        if named is None:
+            target = re.match(r"[A-Za-z_][A-Za-z0-9_]*", text[at:])
+            actor_block = target.group(0) if target else "<actor>"
         if not text.startswith("{", at):
             continue
+        sigs = blocks.setdefault(named.group(1) if named else "<actor>", {})
         for entry in _split_top(text[at + 1:_closing(text, at)], ";"):
             match = re.match(r'\s*"?([A-Za-z_][A-Za-z0-9_]*)"?\s*:', entry)
             if not match:
                 continue
             rest = entry[match.end():]
             names: list[str | None] = []
-            if "(" in rest:
+            if rest.lstrip().startswith("("):
                 start = rest.index("(")
                 names = _arg_names(rest[start + 1:_closing(rest, start)])
             sigs[match.group(1)] = _Signature(" ".join(entry.split()), names)
-    return sigs, init_names
+    if actor_block in blocks:
+        return blocks[actor_block], init_names
+    merged: dict[str, _Signature] = {}
+    for sigs in blocks.values():
+        for name, sig in sigs.items():
+            merged.setdefault(name, sig)
+    return merged, init_names
 
 
 @dataclass
@@ -157,6 +194,7 @@ class _Module:
     used: set[str] = field(default_factory=set)
     typed_dicts: list[str] = field(default_factory=list)
     anonymous: list[str] = field(default_factory=list)  # TypedDicts named after where they appear
+    expanding: set[str] = field(default_factory=set)  # named non-class types being spelled out (recursion)
 
     def unique(self, name: str) -> str:
         candidate, n = name, 2
@@ -190,7 +228,13 @@ class _Module:
         if kind == "Id":
             if value in self.class_names:
                 return self.class_names[value]
-            return self.ann(self.env[value], _camel(value), depth + 1)
+            if value in self.expanding:  # e.g. `type List = opt record { head : int; tail : List }`
+                return "Any"
+            self.expanding.add(value)
+            try:
+                return self.ann(self.env[value], _camel(value), depth + 1)
+            finally:
+                self.expanding.discard(value)
         if kind == "Opt":
             return f"list[{self.ann(value, hint, depth + 1)}]"
         if kind == "Vec":
@@ -229,7 +273,8 @@ class _Module:
         if kind == "Principal":
             return "c.PRINCIPAL"
         if kind == "Service":
-            return "c.Service()"
+            methods = "".join(f"({m['name']!r}, {self._func(m)}), " for m in sorted(value or [], key=_by_name))
+            return f"c.Service(({methods}))"
         if kind == "Id":
             return f"_T[{value!r}]"
         if kind == "Opt":
@@ -240,11 +285,14 @@ class _Module:
             fields = "".join(f"({_key(n)!r}, {self.expr(t)}), " for n, t in value)
             return f"c.{kind}(({fields}))"
         if kind == "Func":
-            args = "".join(f"{self.expr(a)}, " for a in value["args"])
-            rets = "".join(f"{self.expr(r)}, " for r in value["rets"])
-            modes = "".join(f"{m!r}, " for m in value.get("modes", []))
-            return f"c.Func(({args}), ({rets}), ({modes}))"
+            return self._func(value)
         raise ValueError(f"unsupported Candid type {kind}")
+
+    def _func(self, value: dict[str, Any]) -> str:
+        args = "".join(f"{self.expr(a)}, " for a in value["args"])
+        rets = "".join(f"{self.expr(r)}, " for r in value["rets"])
+        modes = "".join(f"{m!r}, " for m in value.get("modes", []))
+        return f"c.Func(({args}), ({rets}), ({modes}))"
 
     def resolve(self, node: dict[str, Any]) -> dict[str, Any]:
         seen = 0
@@ -272,7 +320,7 @@ def _param_names(names: list[str | None], count: int) -> list[str]:
     for i in range(count):
         name = names[i] if i < len(names) and names[i] else ("arg" if count == 1 else f"arg{i}")
         name = _ident(name)  # type: ignore[arg-type]
-        while name in out or name == "self":
+        while name in out or name in _RESERVED_PARAMS:
             name += "_"
         out.append(name)
     return out
@@ -285,7 +333,7 @@ def generate(source: Source, did_text: str) -> str:
     ast = json.loads(ic_candid_parser.parse_did(did_text))
     env = {e["name"]: e["datatype"] for e in ast.get("env", [])}
     mod = _Module(env)
-    mod.used.update({source.client, source.error, "Principal", "Any", "TypedDict", "c"})
+    mod.used.update({source.client, source.error, *_MODULE_NAMES})
     mod.declare_named()
     sigs, init_names = _signatures(did_text)
     actor = ast.get("actor") or {}
@@ -296,6 +344,9 @@ def generate(source: Source, did_text: str) -> str:
         name, hint = m["name"], _camel(m["name"])
         query = "query" in m.get("modes", []) or "composite_query" in m.get("modes", [])
         sig = sigs.get(name, _Signature(name, []))
+        if name in sigs and not re.match(r'\s*"?[^":]*"?\s*:\s*\(', sig.text):
+            raise ValueError(f"method {name} is declared by naming a func type ({sig.text!r}): the parser drops its "
+                             "arguments and results, so write its signature inline")
         params = _param_names(sig.arg_names, len(m["args"]))
         arg_anns = [mod.ann(a, f"{hint}Arg" if len(m["args"]) == 1 else f"{hint}Arg{i}")
                     for i, a in enumerate(m["args"])]
@@ -305,7 +356,8 @@ def generate(source: Source, did_text: str) -> str:
             ok, err, ok_type, err_type = result
             ret_ann = mod.ann(ok_type, f"{hint}Ok")
             error_types.add(mod.ann(err_type, f"{hint}Err"))
-            tags = f", ok_tag={ok!r}, err_tag={err!r}"
+            err_variant = mod.resolve(err_type)["type"] == "Variant"
+            tags = f", ok_tag={ok!r}, err_tag={err!r}" + ("" if err_variant else ", err_is_variant=False")
             raises = f" Raises `{source.error}` for `{err}`."
         else:
             tags = ""
@@ -315,12 +367,13 @@ def generate(source: Source, did_text: str) -> str:
         args = "".join(f"{mod.expr(a)}, " for a in m["args"])
         rets_expr = "".join(f"{mod.expr(r)}, " for r in m["rets"])
         specs.append(f"    {name!r}: MethodSpec({name!r}, ({args}), ({rets_expr}), query={query}{tags}),")
-        py_name = f"{name}_" if name in _CLIENT_ATTRS or keyword.iskeyword(name) else name
+        py_name = _method_name(name)
+        query_note = " (query)" if query and "query" not in sig.text else ""
         signature = ", ".join(["self", *(f"{p}: {a}" for p, a in zip(params, arg_anns))])
         call_args = "".join(f"{p}, " for p in params)
         methods.append(
             f"    def {py_name}({signature}) -> {ret_ann}:\n"
-            f"        \"\"\"`{sig.text}`{' (query)' if query and 'query' not in sig.text else ''}.{raises}\"\"\"\n"
+            f"        \"\"\"`{_doc(sig.text)}`{query_note}.{raises}\"\"\"\n"
             f"        return self._invoke(_M[{name!r}], ({call_args}))  # type: ignore[no-any-return]\n")
 
     init_params = _param_names(init_names, len(init))

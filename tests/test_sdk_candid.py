@@ -212,8 +212,14 @@ def test_opt_rules() -> None:
     assert decode(wire(c.NAT, 5), [opt_nat]) == [[5]]  # a bare value at an opt type
     assert decode(wire(c.NAT, 5), [c.Opt(c.INT)]) == [[5]]
     assert decode(wire(c.TEXT, "x"), [opt_nat]) == [[]]  # ... that does not decode: absent
-    assert decode(wire(c.NAT, 5), [c.Opt(opt_nat)]) == [[]]  # opt opt t: a bare value would be ambiguous
-    assert decode(wire(c.NAT, 5), [c.Opt(c.NULL)]) == [[]]
+    assert decode(wire(c.NAT, 5), [c.Opt(opt_nat)]) == [[[5]]]  # ?(?5): the official construct test line 123
+    assert decode(wire(c.BOOL, True), [c.Opt(c.Opt(c.BOOL))]) == [[[True]]]
+    assert decode(wire(c.NAT, 5), [c.Opt(c.RESERVED)]) == [[None]]
+    assert decode(wire(c.NAT, 5), [c.Opt(c.NULL)]) == [[]]  # 5 is no null: absent
+    endless = c.Rec()
+    endless.define(c.Opt(endless))  # type Opt = opt Opt: a bool never reaches a non-opt type
+    with pytest.raises(CandidError):
+        decode(wire(c.BOOL, True), [endless])
     assert decode(wire(opt_nat, [5]), [c.Opt(opt_nat)]) == [[[5]]]
     assert decode(wire(c.Opt(opt_nat), [[]]), [c.Opt(opt_nat)]) == [[[]]]
     assert decode(wire(opt_nat, [5]), [c.Opt(c.RESERVED)]) == [[None]]
@@ -258,8 +264,9 @@ def test_references_decode_at_their_own_kind() -> None:
     f = c.Func((c.NAT,), ())
     assert decode(wire(f, (P, "m")), [c.Func((c.TEXT,), (c.NAT,))]) == [(P, "m")]
     assert decode(wire(c.Service(), P), [c.Service((("x", f),))]) == [P]
-    with pytest.raises(CandidError, match="expected principal, the message has service"):
-        decode(wire(c.Service(), P), [c.PRINCIPAL])
+    assert decode(wire(c.Service(), P), [c.PRINCIPAL]) == [P]  # service <: principal (spec 0.1.8)
+    with pytest.raises(CandidError, match="expected principal, the message has func"):
+        decode(wire(f, (P, "m")), [c.PRINCIPAL])
     with pytest.raises(CandidError, match="expected empty"):
         decode(wire(c.NAT, 1), [c.EMPTY])
 
@@ -401,8 +408,12 @@ def test_type_tables_that_are_valid_but_unusual() -> None:
     future = b"DIDL\x01\x67\x02\xaa\xbb\x02\x00\x7d\x03\x00\x01\x02\x03\x05"
     assert decode(future) == [None, 5]
     assert decode(future, [c.Opt(c.NAT), c.NAT]) == [[], 5]
-    # a primitive type as a table entry is only an indirection
-    assert decode(b"DIDL\x01\x7d\x01\x00\x05", [c.NAT]) == [5]
+    # a primitive type is no table entry (the official construct tests: "principal: not construct")
+    for prim in (b"\x7d", b"\x7f", b"\x68"):
+        with pytest.raises(CandidError, match="the table holds only composite types"):
+            decode(b"DIDL\x01" + prim + b"\x00")
+    with pytest.raises(CandidError, match="at most 10000"):  # a table costs far more than its bytes to set up
+        decode(b"DIDL" + _leb(10_001) + b"\x6c\x00" * 10_001 + b"\x00")
     # deep (non-recursive) type tables cost nothing until a value is nested as deep
     deep = b"DIDL" + _leb(1000) + b"".join(b"\x6e" + _sleb(i + 1) for i in range(999)) + b"\x6e\x7d\x01\x00\x00"
     assert decode(deep) == [[]]
@@ -534,3 +545,24 @@ def test_decoding_at_any_other_type_returns_or_raises_candid_error(t: c.Type, ot
     # an opt expected type never fails: a value that does not fit reads as absent
     out = decode(encode([t], [v]), [c.Opt(other)])
     assert isinstance(out[0], list) and len(out[0]) <= 1
+
+
+def test_reading_at_the_expected_type_is_charged_to_the_budget() -> None:
+    """A vec of empty records read at a record of 40 optional fields would make 40 values per wire byte."""
+    wide = c.Vec(c.Record(tuple((f"f{i}", c.Opt(c.NAT)) for i in range(40))))
+    message = b"DIDL\x02\x6d\x01\x6c\x00\x01\x00" + _leb(49_000)
+    with pytest.raises(CandidError, match="more decoding work"):
+        decode(message, [wide])
+
+
+def test_encoding_refuses_what_no_decoder_here_reads() -> None:
+    with pytest.raises(CandidError, match="bits"):
+        encode([c.NAT], [2**800])
+    assert decode(encode([c.INT], [-(2**600)]), [c.INT]) == [-(2**600)]
+    with pytest.raises(CandidError, match="expected a list for vec nat16"):
+        encode([c.Vec(c.NAT16)], [b"\x01\x02"])
+    deep: c.Type = c.NAT
+    for _ in range(3000):
+        deep = c.Opt(deep)
+    with pytest.raises(CandidError):
+        encode([deep], [[]])

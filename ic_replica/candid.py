@@ -647,6 +647,8 @@ class _Decoder:
 
     def optional(self, ref: int, t: Opt, depth: int) -> list[Any]:
         self.charge()
+        if depth > 2 * MAX_DEPTH:  # e.g. `type t = opt t` expected where the message has a bare value
+            raise CandidError(f"the expected type nests opt deeper than {2 * MAX_DEPTH} levels")
         if ref in (NULL.opcode, RESERVED.opcode):
             return []
         if ref >= 0 and self.table[ref].opcode == _OPT:
@@ -654,10 +656,7 @@ class _Decoder:
             if flag > 1:
                 raise CandidError("invalid opt flag")
             return self.attempt(self.table[ref].inner, t.inner, depth + 1) if flag else []
-        if _nullable(t.inner):  # `null <: t.inner`: a bare value cannot mean `opt` of it unambiguously
-            self.value(ref, depth)
-            return []
-        return self.attempt(ref, t.inner, depth + 1)
+        return self.attempt(ref, t.inner, depth + 1)  # a bare value at opt T: ?(value at T), whatever T is
 
     def attempt(self, ref: int, t: Type, depth: int) -> list[Any]:
         """`[value]`, or `[]` if the value does not fit `t` (it is then skipped): the spec's rule for opt."""

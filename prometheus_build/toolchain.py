@@ -12,6 +12,22 @@ Where a toolchain is looked for, in order (`find_toolchain`):
    (`~/.cache/...`), where `prometheus toolchain install` puts it — never site-packages. A new lockfile gets
    a new folder, so an upgrade never mixes versions.
 A folder is always one holding `node_modules/`. The bytes a toolchain produces do not depend on where it is.
+`$PROMETHEUS_TOOLCHAIN_DIR` must be absolute: a relative one would name another folder in every working
+directory (inside an app, that app's `tc/` and its `ic-wasm`).
+
+What is used is checked (`check_folder`): a folder `install_toolchain` made carries the marker
+`.prometheus-toolchain.json`, written last, with the sha256 of the lockfile it was installed from; at use it
+must equal the packaged lockfile's, else the folder is for another lockfile or incomplete. A folder without
+the marker is accepted only as `make setup` leaves a checkout's `toolchain/` (as it always was): `npm ci`
+verified every package against the lockfile next to it, so that lockfile must be the packaged one and npm's
+record of a finished install (`node_modules/.package-lock.json`) must be there. The marker also records the
+sha256 of each toolchain's executable files (moc.min.js, ic-wasm), checked on demand by `verify_files`
+(`prometheus toolchain list --verify`), not at each use: npm checked them at install, and whoever can change
+them can change the marker too, so a per-use check would only catch accidental corruption.
+
+`install_toolchain` installs only into a missing or empty folder or one carrying the marker (never over a
+JS project of the user's), makes the folder readable by others as the umask allows (a shared
+`/opt/prometheus-toolchain` for the verifier's user), and removes what a killed install left behind.
 """
 
 from __future__ import annotations
@@ -27,6 +43,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from prometheus_build import assets
 
@@ -34,6 +51,9 @@ IC_WASM_VERSION = "0.11.1"
 IC_WASM_PACKAGE = "@icp-sdk/ic-wasm-linux-x64"
 ENV_DIR = "PROMETHEUS_TOOLCHAIN_DIR"
 MARKER = ".prometheus-toolchain.json"  # written after a verified install: which lockfile it came from
+INSTALLING = ".installing-"  # the temporary sibling: .<folder name>.installing-<random>
+STALE_AFTER_S = 3600  # a temporary folder of another lockfile's install whose lock cannot be tested
+REINSTALL_HINT = "run `prometheus toolchain install`"
 NPM_TIMEOUT_S = 900
 INSTALL_HINT = "run `prometheus toolchain install` (downloads it once from the npm registry)"
 Progress = Callable[[str], None]
@@ -68,6 +88,10 @@ class ToolchainMissing(RuntimeError):
     def __init__(self, message: str, hint: str = INSTALL_HINT) -> None:
         super().__init__(message)
         self.hint = hint
+
+
+class ToolchainDirRefused(ToolchainMissing):
+    """$PROMETHEUS_TOOLCHAIN_DIR is relative, or names a folder that is not a toolchain folder of ours."""
 
 
 class UnknownToolchain(ValueError):
@@ -132,10 +156,24 @@ def cache_dir(env: Mapping[str, str] | None = None) -> Path:
     return assets.user_cache_dir(env) / "toolchain" / lock_sha256()[:16]
 
 
+def env_dir(env: Mapping[str, str] | None = None) -> Path | None:
+    """`$PROMETHEUS_TOOLCHAIN_DIR` as a Path (None when unset or empty); a relative value is refused."""
+    env = os.environ if env is None else env
+    value = env.get(ENV_DIR)
+    if not value:
+        return None
+    path = Path(value)
+    if not path.is_absolute():
+        raise ToolchainDirRefused(
+            f"{ENV_DIR}={value} is a relative path: it would name another folder in each folder a command runs in",
+            f"give an absolute path, e.g. {ENV_DIR}=\"$PWD/{value.removeprefix('./')}\" or {ENV_DIR}=$HOME/...")
+    return path
+
+
 def install_dir(env: Mapping[str, str] | None = None) -> Path:
     """Where `prometheus toolchain install` puts the toolchain: `$PROMETHEUS_TOOLCHAIN_DIR`, else the cache."""
     env = os.environ if env is None else env
-    return Path(env[ENV_DIR]) if env.get(ENV_DIR) else cache_dir(env)
+    return env_dir(env) or cache_dir(env)
 
 
 def checkout_dir() -> Path | None:
@@ -152,23 +190,105 @@ def locate(toolchain_dir: Path | None = None, env: Mapping[str, str] | None = No
     env = os.environ if env is None else env
     if toolchain_dir is not None:
         return Path(toolchain_dir), "argument"
-    if env.get(ENV_DIR):
-        return Path(env[ENV_DIR]), f"${ENV_DIR}"
+    explicit = env_dir(env)
+    if explicit is not None:
+        return explicit, f"${ENV_DIR}"
     checkout = checkout_dir()
     if checkout is not None:
         return checkout, "checkout"
     return cache_dir(env), "user cache"
 
 
+def read_marker(folder: Path) -> dict[str, Any] | None:
+    """The install marker's record, None when there is none (or it is unreadable)."""
+    try:
+        data = json.loads((folder / MARKER).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def check_folder(folder: Path) -> str | None:
+    """Why `folder` is not a complete install for the packaged lockfile (None: it is); see the module docstring.
+    The pinned versions are checked separately (`installed`)."""
+    if folder == checkout_dir():
+        return None  # `make setup` ran npm ci from this very lockfile (kept as it always was)
+    marker = read_marker(folder)
+    if marker is not None:
+        recorded = str(marker.get("lock_sha256", ""))
+        if recorded != lock_sha256():
+            return (f"the installed toolchain in {folder} is for another lockfile (sha256 {recorded[:12] or '?'}, "
+                    f"this Prometheus pins {lock_sha256()[:12]})")
+        return None
+    if (folder / MARKER).exists():
+        return f"the installed toolchain in {folder} is incomplete (its {MARKER} is unreadable)"
+    if is_checkout_toolchain(folder):
+        return None
+    if not (folder / "node_modules").exists():
+        return None  # nothing installed: `installed` says so, with the usual hint
+    return (f"the installed toolchain in {folder} is for another lockfile or incomplete (no {MARKER}, which "
+            "`prometheus toolchain install` writes last; only a checkout's `make setup` toolchain/ goes without)")
+
+
+def is_checkout_toolchain(folder: Path) -> bool:
+    """Whether `folder` is a Prometheus checkout's `toolchain/` as `make setup` leaves it (named, say, by
+    $PROMETHEUS_TOOLCHAIN_DIR from an installed wheel): `npm ci` installed it from the lockfile next to it, which
+    must be the packaged one, and finished (npm's `node_modules/.package-lock.json`)."""
+    root = folder.parent
+    if folder.name != "toolchain" or not ((root / "pyproject.toml").is_file()
+                                          and (root / "prometheus_build" / "compile.js").is_file()):
+        return False
+    try:
+        same_lock = hashlib.sha256((folder / "package-lock.json").read_bytes()).hexdigest() == lock_sha256()
+    except OSError:
+        return False
+    return same_lock and (folder / "node_modules" / ".package-lock.json").is_file()
+
+
 def installed(folder: Path, spec: ToolchainSpec | None = None) -> bool:
-    """Whether `folder/node_modules` holds the pinned versions of `spec` (default: every supported toolchain)."""
+    """Whether `folder/node_modules` holds the pinned versions of `spec` (default: every supported toolchain),
+    installed from the packaged lockfile (`check_folder`)."""
     specs = [spec] if spec is not None else list(TOOLCHAINS.values())
     modules = folder / "node_modules"
     try:
-        return (_installed_version(modules / IC_WASM_PACKAGE) == IC_WASM_VERSION
-                and all(_installed_version(modules / s.folder) == s.npm for s in specs))
+        versions = (_installed_version(modules / IC_WASM_PACKAGE) == IC_WASM_VERSION
+                    and all(_installed_version(modules / s.folder) == s.npm for s in specs))
     except ToolchainMissing:
         return False
+    return versions and check_folder(folder) is None
+
+
+def executable_files(spec: ToolchainSpec | None = None) -> list[str]:
+    """The files (relative to node_modules) whose sha256 the marker records: each moc.min.js and ic-wasm."""
+    specs = [spec] if spec is not None else list(TOOLCHAINS.values())
+    return [f"{s.folder}/versions/latest/moc.min.js" for s in specs] + [f"{IC_WASM_PACKAGE}/bin/ic-wasm"]
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verify_files(folder: Path, spec: ToolchainSpec | None = None) -> list[str] | None:
+    """Compare the executable files with the sha256 the marker recorded at install: the problems found (empty:
+    all match); None when the folder records no hashes (a checkout's `make setup`, an older install)."""
+    recorded = (read_marker(folder) or {}).get("files")
+    if not isinstance(recorded, dict):
+        return None
+    problems = []
+    for rel in executable_files(spec):
+        try:
+            actual = _file_sha256(folder / "node_modules" / rel)
+        except OSError:
+            problems.append(f"{rel} is missing")
+            continue
+        if recorded.get(rel) != actual:
+            problems.append(f"{rel} changed since install (sha256 {actual[:12]}, recorded "
+                            f"{str(recorded.get(rel) or 'nothing')[:12]})")
+    return problems
 
 
 def _installed_version(package_dir: Path) -> str:
@@ -223,6 +343,10 @@ def find_toolchain(toolchain_dir: Path | None = None, moc: str | None = None) ->
         ic_wasm = _installed_version(modules / IC_WASM_PACKAGE)
     except ToolchainMissing:
         raise _missing(spec, folder, origin) from None
+    problem = check_folder(folder) if origin != "checkout" else None  # a checkout's: `make setup` (npm ci) made it
+    if problem is not None:
+        raise ToolchainMissing(problem, REINSTALL_HINT if origin != "argument" else
+                               f"install it there with `{ENV_DIR}={folder} prometheus toolchain install`")
     if (motoko, ic_wasm) != (spec.npm, IC_WASM_VERSION):
         hint = ("run `make setup` in the checkout" if origin == "checkout"
                 else "run `prometheus toolchain install --force`")
@@ -258,9 +382,12 @@ def install_toolchain(dest: Path | None = None, progress: Progress | None = None
 
     say = progress or (lambda _line: None)
     dest = Path(dest) if dest is not None else install_dir()
+    if not dest.is_absolute():
+        raise ToolchainDirRefused(f"the toolchain folder {dest} is a relative path", "give an absolute path")
     if installed(dest) and not force:
         say(f"the Motoko toolchain is already installed in {dest}")
         return dest
+    refuse_foreign(dest)
     npm = npm or shutil.which("npm")
     if npm is None:
         raise ToolchainMissing(
@@ -274,7 +401,10 @@ def install_toolchain(dest: Path | None = None, progress: Progress | None = None
         if installed(dest) and not force:  # another process installed it while this one waited
             say(f"the Motoko toolchain is already installed in {dest}")
             return dest
-        tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.installing-", dir=dest.parent))
+        refuse_foreign(dest)
+        for stale in remove_stale(dest):
+            say(f"removed {stale}, left by an interrupted install")
+        tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}{INSTALLING}", dir=dest.parent))
         try:
             for name in ("package.json", "package-lock.json"):
                 shutil.copyfile(manifest / name, tmp / name)
@@ -295,13 +425,24 @@ def install_toolchain(dest: Path | None = None, progress: Progress | None = None
                 raise ToolchainMissing(f"npm ci failed (exit {run.returncode}): {tail}",
                                        "check the network to the npm registry (or npm's proxy settings), then "
                                        "`prometheus toolchain install` again")
-            if not installed(tmp):
+            modules = tmp / "node_modules"
+            try:
+                versions_ok = (_installed_version(modules / IC_WASM_PACKAGE) == IC_WASM_VERSION
+                               and all(_installed_version(modules / s.folder) == s.npm for s in TOOLCHAINS.values()))
+                files = {rel: _file_sha256(modules / rel) for rel in executable_files()}
+            except (ToolchainMissing, OSError):
+                versions_ok = False
+            if not versions_ok:
                 raise ToolchainMissing(f"npm ci finished but {tmp}/node_modules lacks a pinned package",
                                        "run `prometheus toolchain install --force`")
-            (tmp / MARKER).write_text(json.dumps({"lock_sha256": lock_sha256(), "packages": packages_text()}) + "\n")
+            (tmp / MARKER).write_text(json.dumps({"lock_sha256": lock_sha256(), "packages": packages_text(),
+                                                  "files": files}, indent=1, sort_keys=True) + "\n")
+            # mkdtemp made it 0700: the final folder is readable (and its tools runnable) by others as the umask
+            # allows, so a shared /opt/prometheus-toolchain serves the verifier's user too
+            tmp.chmod(0o755 & ~_umask())
             if not dest.exists():
                 os.rename(tmp, dest)
-            else:  # a folder the user named, or a reinstall: swap node_modules only, keep whatever else is there
+            else:  # empty, or ours (refuse_foreign): swap node_modules, the marker last; keep whatever else is there
                 old = dest / f".node_modules.old-{os.getpid()}"
                 if (dest / "node_modules").exists():
                     os.rename(dest / "node_modules", old)
@@ -314,3 +455,69 @@ def install_toolchain(dest: Path | None = None, progress: Progress | None = None
     size = sum(p.stat().st_size for p in dest.rglob("*") if p.is_file() and not p.is_symlink())
     say(f"installed in {time.monotonic() - started:.0f} s: {size / 2**20:.0f} MB in {dest}")
     return dest
+
+
+def refuse_foreign(dest: Path) -> None:
+    """Install only into a missing or empty folder, or one an install of ours made (it carries the marker):
+    never over a JS project's package.json, package-lock.json and node_modules."""
+    if not dest.exists() and not dest.is_symlink():
+        return
+    if not dest.is_dir():
+        raise ToolchainDirRefused(f"{dest} is not a folder: the Motoko toolchain is not installed over it",
+                                  f"point {ENV_DIR} at a new or empty folder")
+    if (dest / MARKER).exists() or not any(dest.iterdir()):
+        return
+    raise ToolchainDirRefused(
+        f"{dest} is neither empty nor a toolchain folder of Prometheus (it has no {MARKER}): installing would "
+        "replace its package.json, package-lock.json and node_modules",
+        f"point {ENV_DIR} at a new or empty folder (e.g. {dest.parent / 'prometheus-toolchain'}), or unset it "
+        "to use the per-user cache")
+
+
+def remove_stale(dest: Path) -> list[Path]:
+    """Remove what killed installs left: temporary `.<name>.installing-*` siblings and `.node_modules.old-*` in
+    `dest`. Called with the install lock of `dest` held, so no live install of `dest` owns one; another
+    folder's temporary sibling is removed when its lock is free (or, lacking a lock file, after an hour)."""
+    import fcntl
+
+    removed = []
+    for path in sorted(dest.parent.glob(f".*{INSTALLING}*")):
+        name = path.name[1:].split(INSTALLING, 1)[0]
+        if not path.is_dir() or path.is_symlink():
+            continue
+        if name != dest.name:
+            lock_path = dest.parent / f".{name}.lock"
+            if lock_path.is_file():
+                with open(lock_path, "a") as other:
+                    try:
+                        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    except OSError:
+                        continue  # that install is running
+                    shutil.rmtree(path, ignore_errors=True)
+                    removed.append(path)
+                continue
+            try:
+                if time.time() - path.stat().st_mtime < STALE_AFTER_S:
+                    continue
+            except OSError:
+                continue
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+    if dest.is_dir() and (dest / MARKER).exists():
+        for path in sorted(dest.glob(".node_modules.old-*")):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
+def _umask() -> int:
+    """The process's umask, read without changing it where Linux allows (/proc), else set and restored."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask

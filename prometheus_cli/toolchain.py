@@ -89,41 +89,58 @@ def install(
         emit(result, as_json, lambda r: console().print(f"Motoko toolchain ready in {r['path']}", soft_wrap=True))
 
 
-def rows() -> list[dict[str, Any]]:
-    """One row per supported moc version: npm package, default or not, installed or not, where."""
+def rows(verify: bool = False) -> list[dict[str, Any]]:
+    """One row per supported moc version: npm package, default or not, installed or not, where; with `verify`,
+    also `verified` (whether its moc.js and ic-wasm match the sha256 recorded at install; None: none recorded)
+    and `problems` (what differs)."""
     from prometheus_build import toolchain
 
     folder, origin = toolchain.locate()
     out = []
     for moc, spec in toolchain.TOOLCHAINS.items():
-        out.append({"moc": moc, "npm": f"motoko@{spec.npm}", "bundles": spec.bundles,
-                    "default": moc == toolchain.DEFAULT_MOC, "installed": toolchain.installed(folder, spec),
-                    "path": str(folder / "node_modules" / spec.folder), "from": origin})
+        row = {"moc": moc, "npm": f"motoko@{spec.npm}", "bundles": spec.bundles,
+               "default": moc == toolchain.DEFAULT_MOC, "installed": toolchain.installed(folder, spec),
+               "path": str(folder / "node_modules" / spec.folder), "from": origin}
+        if verify and row["installed"]:
+            problems = toolchain.verify_files(folder, spec)
+            row["verified"] = None if problems is None else not problems
+            row["problems"] = problems or []
+        out.append(row)
     return out
 
 
 @app.command("list")
-def list_command(as_json: bool = JsonOut) -> None:
+def list_command(
+    verify: bool = typer.Option(False, "--verify", help="Also check each installed toolchain's moc.js and ic-wasm "
+                                "against the sha256 recorded at install (exit 1 on a difference)."),
+    as_json: bool = JsonOut,
+) -> None:
     """The moc versions this Prometheus supports, their npm packages, and whether each is installed (and where).
 
-    Example: prometheus toolchain list
+    Example: prometheus toolchain list --verify
     """
     from prometheus_build import assets, toolchain
 
     as_json = _json(as_json)
     with user_errors(as_json):
         try:
-            found = rows()
-        except (assets.AssetsMissing, OSError) as exc:
+            found = rows(verify)
+        except (toolchain.ToolchainMissing, assets.AssetsMissing, OSError) as exc:
             _failed(exc)
+        problems = [p for r in found for p in r.get("problems", [])]
+        if problems:
+            fail(f"the installed toolchain differs from what was installed: {'; '.join(dict.fromkeys(problems))}",
+                 "run `prometheus toolchain install --force`", details={"toolchains": found})
 
         def render(items: list[dict[str, Any]]) -> None:
             from prometheus_cli.output import table
 
             t = table("moc", "npm package", "bundles", "installed", "path", full=("path",))
             for r in items:
-                t.add_row(r["moc"] + (" (default)" if r["default"] else ""), r["npm"], r["bundles"],
-                          "yes" if r["installed"] else "no", r["path"])
+                state = ("no" if not r["installed"] else "yes" if "verified" not in r
+                         else "yes, files verified" if r["verified"]
+                         else "yes (no hashes recorded)" if r["verified"] is None else "yes, FILES CHANGED")
+                t.add_row(r["moc"] + (" (default)" if r["default"] else ""), r["npm"], r["bundles"], state, r["path"])
             console().print(t)
             folder, origin = toolchain.locate()
             console().print(f"toolchain folder: {folder} ({origin}); ic-wasm {toolchain.IC_WASM_VERSION}",
@@ -150,12 +167,16 @@ def path(
     with user_errors(as_json):
         try:
             spec = toolchain.resolve_moc(moc)
-            folder, origin = toolchain.locate()
         except (toolchain.UnknownToolchain, assets.AssetsMissing) as exc:
             fail(str(exc), "`prometheus toolchain list` shows the supported versions")
+        try:
+            folder, origin = toolchain.locate()
+        except toolchain.ToolchainMissing as exc:
+            _failed(exc)
         where = folder / "node_modules" / spec.folder
         if not toolchain.installed(folder, spec):
-            fail(f"moc {spec.moc} (npm motoko@{spec.npm}) is not installed; it goes to {where} ({origin})",
+            problem = toolchain.check_folder(folder) if origin != "checkout" else None
+            fail(problem or f"moc {spec.moc} (npm motoko@{spec.npm}) is not installed; it goes to {where} ({origin})",
                  "run `prometheus toolchain install`", details={"path": str(where), "installed": False})
         emit({"moc": spec.moc, "npm": f"motoko@{spec.npm}", "path": str(where), "toolchain_dir": str(folder),
               "from": origin}, as_json, lambda r: print(r["path"]))

@@ -95,6 +95,8 @@ def test_the_wheel_carries_the_assets_and_nothing_of_the_checkout(wheel: Path) -
                 f"{prefix}toolchain/package-lock.json", *(f"{prefix}candid/{n}.did" for n in PROTOCOL),
                 *(f"{prefix}canister_src/{n}/main.mo" for n in PROTOCOL)}
     assert expected <= names, sorted(expected - names)
+    # PEP 561: users' mypy reads the typed SDK clients (prometheus_sdk/clients/) instead of treating them as untyped
+    assert {"prometheus_sdk/py.typed", "prometheus_sdk/clients/ledger.py"} <= names
     # every canister source file, as in the repository
     sources = {p.relative_to(ROOT).as_posix() for p in (ROOT / "canister_src").rglob("*.mo")}
     assert {f"{prefix}{s}" for s in sources} <= names

@@ -6,12 +6,13 @@ PY := $(VENV)/bin/python
 STAMPS := build/stamps
 
 .DEFAULT_GOAL := help
-.PHONY: help setup build test test-fast lint bench demo wheel clean
+.PHONY: help setup build test test-pocketic test-fast lint bench demo wheel clean
 
 help:
 	@echo "make setup   - create .venv, install pinned Python deps, the pinned Motoko toolchain and docker.io (idempotent)"
 	@echo "make build   - build every canister in canister_src/ with the reproducible recipe, print sha256"
 	@echo "make test    - set up, then run the whole test suite"
+	@echo "make test-pocketic - the integration tests again through PocketIC's API (our prometheus-pocket-ic)"
 	@echo "make lint    - ruff + mypy"
 	@echo "make bench   - replica benchmarks (figures recorded in docs/benchmarks.md)"
 	@echo "make demo    - set up, then the whole lifecycle as a user types it (prometheus + prometheus-verifier commands)"
@@ -50,6 +51,11 @@ build: setup
 
 test: setup
 	$(PY) -m pytest -q -n 2 --dist loadfile
+
+# The backend-parametrized integration tests a second time, through PocketIC's client and REST API as served by
+# our prometheus-pocket-ic (the code path that targets real PocketIC, exercised on every change).
+test-pocketic: setup
+	POCKET_IC_BIN=$(CURDIR)/$(VENV)/bin/prometheus-pocket-ic $(PY) -m pytest -q -n 2 --dist loadfile -k pocketic
 
 test-fast: setup
 	$(PY) -m pytest -q -x

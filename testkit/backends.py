@@ -26,6 +26,11 @@ class EmbeddedBackend:
     def __getattr__(self, item: str) -> Any:
         return getattr(self.replica, item)
 
+    @property
+    def root_public_key(self) -> bytes:
+        """The network's BLS root key (96 bytes), which certificates chain to."""
+        return self.replica.keys.root_public_key  # type: ignore[no-any-return]
+
 
 class PocketIcBackend:
     """Real PocketIC through the `pocket-ic` client; management calls are encoded with our Candid codec."""
@@ -54,19 +59,62 @@ class PocketIcBackend:
             else:
                 out = self.pic.query_call(target, method, arg)
         except ValueError as exc:
-            match = re.search(r"reject code (\w+), reject message (.*), error code (\w+)", str(exc), re.S)
-            if not match:
-                raise
-            code = match.group(1)
-            code_num = int(code) if code.isdigit() else {
-                "SysFatal": 1, "SysTransient": 2, "DestinationInvalid": 3, "CanisterReject": 4,
-                "CanisterError": 5, "SysUnknown": 6}.get(code, 6)
-            raise CallRejected(Reject(RejectCode(code_num), match.group(2), match.group(3))) from exc
+            raise self._reject(exc) from exc
         return bytes(out) if not isinstance(out, bytes) else out
+
+    @staticmethod
+    def _reject(exc: ValueError) -> Exception:
+        """The client's rejection text as our CallRejected (or the error itself when it is something else)."""
+        match = re.search(r"reject code (\w+), reject message (.*), error code (\w+)", str(exc), re.S)
+        if not match:
+            return exc
+        code = match.group(1)
+        code_num = int(code) if code.isdigit() else {
+            "SysFatal": 1, "SysTransient": 2, "DestinationInvalid": 3, "CanisterReject": 4,
+            "CanisterError": 5, "SysUnknown": 6}.get(code, 6)
+        return CallRejected(Reject(RejectCode(code_num), match.group(2), match.group(3)))
 
     def update_call(self, canister_id: Principal, method: str, arg: bytes = b"",
                     sender: Principal = ANONYMOUS) -> bytes:
         return self._call(True, canister_id, method, arg, sender)
+
+    def submit_call(self, canister_id: Principal, method: str, arg: bytes = b"",
+                    sender: Principal = ANONYMOUS) -> Any:
+        """Queue an ingress message without executing it (the next `tick` runs everything queued together)."""
+        import base64
+
+        body = {"sender": base64.b64encode(sender.raw).decode(), "effective_principal": {
+                    "CanisterId": base64.b64encode(canister_id.raw).decode()},
+                "canister_id": base64.b64encode(canister_id.raw).decode(), "method": method,
+                "payload": base64.b64encode(arg).decode()}
+        return self.pic._get_ok(self.pic._instance_post("update/submit_ingress_message", body))
+
+    def await_call(self, message_id: Any, rounds: int = 100) -> bytes:
+        """The reply of a submitted message, ticking until it is done (CallRejected if it was rejected)."""
+        for _ in range(rounds):
+            status = self.pic._ingress_status(message_id)
+            if status:
+                try:
+                    data = self.pic._get_ok_data(status)
+                except ValueError as exc:
+                    raise self._reject(exc) from exc
+                return bytes(data)
+            self.pic.tick()
+        raise TimeoutError(f"the message did not complete within {rounds} rounds")
+
+    @property
+    def root_public_key(self) -> bytes:
+        """The instance's BLS root key (96 bytes: the end of its DER form)."""
+        import cbor2
+        import httpx
+
+        status = cbor2.loads(httpx.get(f"{self.http_url}/api/v2/status", timeout=30).content)
+        return bytes(status.value["root_key"] if hasattr(status, "value") else status["root_key"])[-96:]
+
+    @property
+    def http_url(self) -> str:
+        """The instance's IC HTTP interface (agents use it as their network URL)."""
+        return f"{self.pic.server.url}/instances/{self.pic.instance_id}"
 
     def query_call(self, canister_id: Principal, method: str, arg: bytes = b"",
                    sender: Principal = ANONYMOUS) -> bytes:

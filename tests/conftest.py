@@ -65,6 +65,9 @@ def stack(request: pytest.FixtureRequest, ic: Any, product: dict[str, Any]) -> I
     if request.param == "inproc":
         yield Stack.deploy(ic, product)
         return
+    if ic.name == "pocketic":  # the instance's own IC HTTP interface
+        yield Stack.deploy(ic, product, ic.http_url)
+        return
     from ic_replica.http_server import IcHttpServer
 
     server = IcHttpServer(ic.replica).start()

@@ -14,10 +14,6 @@ from ic_replica.principal import ANONYMOUS
 from prometheus_sdk.icrc16 import to_icrc16, to_map
 from testkit.protocol import AUDIT, DEV, GOV, REWARD, SPONSOR, STAKE, STRANGER, VERIFIERS, Stack, account
 
-pytestmark = pytest.mark.embedded_only
-
-
-
 
 def not_authorized(result: Any) -> bool:
     return result == {"err": {"NotAuthorized": None}}

@@ -15,8 +15,6 @@ from prometheus_sdk.icrc16 import to_icrc16, to_map
 from testkit.invariants import Books, check_exact, quiesce
 from testkit.protocol import AUDIT, COMMIT, DEV, GOV, REWARD, SPONSOR, STAKE, STRANGER, VERIFIERS, Stack
 
-pytestmark = pytest.mark.embedded_only
-
 HOUR = 3600 * 10**9
 DAY = 24 * HOUR
 V0, V1, V2 = VERIFIERS[0], VERIFIERS[1], VERIFIERS[2]
@@ -59,6 +57,7 @@ def test_refund_and_settle_in_one_round_refund_once(stack: Stack) -> None:
 
 
 @pytest.mark.inproc_only
+@pytest.mark.embedded_only  # injected faults / instruction counters
 def test_a_lost_refund_reply_is_retried_without_paying_twice(stack: Stack) -> None:
     books, bounty = bounty_past_its_timeout(stack)
     before = stack.balance(SPONSOR)
@@ -74,6 +73,7 @@ def test_a_lost_refund_reply_is_retried_without_paying_twice(stack: Stack) -> No
 
 
 @pytest.mark.inproc_only
+@pytest.mark.embedded_only  # injected faults / instruction counters
 def test_a_lost_escrow_reply_leaves_a_retryable_bounty_not_a_free_one(stack: Stack) -> None:
     books = Books.open(stack, [V0])
     wasm_id = stack.submit()
@@ -331,6 +331,7 @@ def test_bounties_have_a_minimum_and_a_cap_per_round(stack: Stack) -> None:
 
 
 @pytest.mark.inproc_only
+@pytest.mark.embedded_only  # injected faults / instruction counters
 def test_query_cost_follows_the_page_not_the_totals(stack: Stack) -> None:
     replica = stack.ic.replica
 
@@ -478,6 +479,7 @@ def test_empty_metadata_nodes_are_not_free(stack: Stack) -> None:
 
 
 @pytest.mark.inproc_only
+@pytest.mark.embedded_only  # injected faults / instruction counters
 def test_query_cost_does_not_grow_with_the_namespaces_holding_a_wasm(stack: Stack) -> None:
     from ic_replica.principal import Principal
 

@@ -31,7 +31,7 @@ from typing import Any
 
 import cbor2
 
-from ic_replica import hash_tree, management, state_tree
+from ic_replica import hash_tree, http_gateway, management, state_tree
 from ic_replica.candid import CandidError
 from ic_replica.certification import CBOR_SELF_DESCRIBE, cbor_dumps
 from ic_replica.errors import CallRejected, IngressExpired, Reject
@@ -439,8 +439,15 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(HTTPStatus.OK, self.ic.status())
         elif self.path == "/_/replica":  # local-only extension for `prometheus localnet status`
             self._send(HTTPStatus.OK, self.ic.describe(), "application/json")
+        elif not self.path.startswith("/api/"):  # everything else is the HTTP gateway's (ic_replica.http_gateway)
+            http_gateway.serve(self, self.ic.replica)
         else:
             self._send(HTTPStatus.NOT_FOUND, b"not found\n", "text/plain")
+
+    def _gateway(self) -> None:
+        http_gateway.serve(self, self.ic.replica)
+
+    do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _gateway  # noqa: N815 - stdlib naming
 
     def _read_body(self) -> bytes:
         """The body, after its declared length was checked: numeric, present, at most MAX_BODY_BYTES."""
@@ -470,6 +477,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(exc.status, (exc.message + "\n").encode(), "text/plain")
             return
         match = _ROUTE.match(self.path)
+        if match is None and not self.path.startswith("/api/"):
+            http_gateway.serve(self, self.ic.replica, body)
+            return
         if match is None:
             self._send(HTTPStatus.NOT_FOUND, b"not found\n", "text/plain")
             return

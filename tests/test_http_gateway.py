@@ -21,6 +21,7 @@ from ic_replica import Replica, candid, hash_tree
 from ic_replica import response_verification as rv
 from ic_replica.candid import BLOB, BOOL, NAT16, TEXT, Opt, Record, Tuple, Vec
 from ic_replica.http_gateway import MAX_REQUEST_BODY, HttpGateway, serve
+from ic_replica.http_server import IcHttpServer
 from ic_replica.principal import Principal
 from ic_replica.request_auth import hash_of_map
 from tests.conftest import ALICE
@@ -432,3 +433,30 @@ def test_verify_survives_garbage(env: Any) -> None:
         else:  # only a change to the uncertified header verifies
             assert name == "x-uncertified", (name, value)
     assert refused > 150
+
+
+def test_through_the_localnet_server(wasms: dict[str, bytes]) -> None:
+    """The hook in `http_server`: every request that is not `/api/...` reaches the gateway."""
+    replica = Replica()
+    cid = replica.create_canister(controllers=[ALICE], sender=ALICE)
+    replica.install_code(cid, wasms["web"], candid.encode([], []), sender=ALICE)
+    server = IcHttpServer(replica).start()
+    try:
+        site = Site(replica, cid)
+        certified_page(site, "/hello", b"<h1>hello</h1>")
+        site.route(f"/plain?canisterId={cid}", body=b"by query")
+        with httpx.Client(timeout=30) as client:
+            r = client.get(f"{server.url}/hello", headers={"Host": f"{cid}.localhost", "accept": "text/html"})
+            assert (r.status_code, r.content, r.headers["content-type"]) == (200, b"<h1>hello</h1>", "text/html")
+            r = client.get(f"{server.url}/hello", headers={"Host": f"{cid}.localhost", "accept": "*/*"})
+            assert r.status_code == 503  # the certified request header differs
+            r = client.get(f"{server.url}/plain", params={"canisterId": str(cid)}, headers={"Host": "raw.localhost"})
+            assert (r.status_code, r.content) == (200, b"by query")
+            r = client.post(f"{server.url}/hello", content=b"x" * (MAX_REQUEST_BODY + 1),
+                            headers={"Host": f"{cid}.localhost"})
+            assert r.status_code == 413
+            assert client.get(f"{server.url}/api/v2/status").status_code == 200  # the IC interface is untouched
+            assert client.post(f"{server.url}/api/v9/nothing", content=b"").status_code == 404
+    finally:
+        server.stop()
+        replica.close()

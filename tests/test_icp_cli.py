@@ -48,7 +48,7 @@ def icp_binary() -> Path:
         data = npm_package_file(*ICP_CLI)  # skips if npm or the registry is unreachable
         assert hashlib.sha256(data).hexdigest() == ICP_CLI_SHA256, "package/bin/icp is not the pinned binary"
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")  # xdist workers may fetch at once
         tmp.write_bytes(data)
         tmp.chmod(0o755)
         tmp.replace(path)

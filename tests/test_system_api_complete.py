@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import gzip
 import hashlib
+import os
 import shutil
 import struct
 import subprocess
@@ -917,7 +918,7 @@ def cached_modules(name: str, fetch: Callable[[], dict[str, bytes]], digests: di
         modules = fetch()
         cache.mkdir(parents=True, exist_ok=True)
         for key in digests:
-            tmp = cache / f"{key}.wasm.tmp"
+            tmp = cache / f"{key}.wasm.{os.getpid()}.tmp"  # xdist workers may fetch at once
             tmp.write_bytes(modules[key])
             tmp.replace(cache / f"{key}.wasm")
     out = {key: (cache / f"{key}.wasm").read_bytes() for key in digests}

@@ -929,7 +929,10 @@ def _delete_snapshot(replica: Replica, req: Request, origin: tuple, args: dict[s
 
 
 def _key_seed(replica: Replica) -> bytes:
-    return hashlib.sha256(b"ic_replica threshold keys" + replica.subnet_id).digest()
+    """Seeded by the root subnet's id, not this subnet's: the IC's threshold keys serve canisters on every
+    subnet, so every subnet of a PocketIC instance derives the same keys."""
+    root_subnet_id = Principal.self_authenticating(replica.root_key_der).raw
+    return hashlib.sha256(b"ic_replica threshold keys" + root_subnet_id).digest()
 
 
 def _key_name(kind: str, detail: str, name: str) -> str:

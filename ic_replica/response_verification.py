@@ -1,8 +1,8 @@
 """Response verification for the HTTP gateway (the HTTP Gateway Protocol Specification, "Response Verification"
 and "Legacy Response Verification"): the `IC-Certificate` structured header, certificate validation against the
-network's root key, the `IC-CertificateExpression` header (`default_certification(ValidationArgs{...})`),
-expression paths (`http_expr` ... `<$>` / `<*>`, the most specific one), request and response hashes, and
-the legacy (v1) `http_assets` tree.
+network's root key (directly or through a subnet delegation), the `IC-CertificateExpression` header
+(`default_certification(ValidationArgs{...})`), expression paths (`http_expr` ... `<$>` / `<*>`, the most
+specific one), request and response hashes, and the legacy (v1) `http_assets` tree.
 
 Every failure raises `VerificationError` with a sentence naming what did not verify; nothing else escapes
 `verify` for any input a canister can produce.
@@ -23,7 +23,7 @@ from urllib.parse import unquote, urlsplit
 import cbor2
 
 from ic_replica import hash_tree
-from ic_replica.certification import STATE_ROOT_SEPARATOR, bls_verify
+from ic_replica.certification import BLS_DER_PREFIX, STATE_ROOT_SEPARATOR, bls_verify
 
 MAX_CERT_TIME_OFFSET_NS = 5 * 60 * 1_000_000_000  # what the IC's gateways accept (ic-response-verification)
 MAX_DECODED_BODY = 100 * 1024 * 1024  # a legacy body decoded for hashing (gzip/deflate) may not exceed this
@@ -393,19 +393,57 @@ class Verified:
     detail: str
 
 
-def validate_certificate(cert_bytes: bytes, canister_id: bytes, root_public_key: bytes, now_ns: int) -> bytes:
-    """Check a certificate (signature by the root key, no delegation, recent `/time`) and return the
-    canister's certified data it reveals."""
-    cert = _cbor(cert_bytes, "certificate")
+def _signed_tree(cert: Any, public_key: bytes, who: str) -> hash_tree.Tree:
+    """The tree of a certificate map whose signature `public_key` (raw BLS) made."""
     if not isinstance(cert, dict) or not isinstance(cert.get("tree"), list) or not isinstance(
             cert.get("signature"), bytes):
-        raise VerificationError("the certificate is not a CBOR map with a tree and a signature")
-    if cert.get("delegation") is not None:
-        raise VerificationError("the certificate carries a subnet delegation; this replica certifies under the "
-                                "root key directly and accepts none")
+        raise VerificationError(f"the {who} is not a CBOR map with a tree and a signature")
     tree = _tree_from_cbor(cert["tree"])
-    if not bls_verify(root_public_key, cert["signature"], STATE_ROOT_SEPARATOR + hash_tree.reconstruct(tree)):
-        raise VerificationError("the certificate's signature does not verify against the network's root key")
+    if not bls_verify(public_key, cert["signature"], STATE_ROOT_SEPARATOR + hash_tree.reconstruct(tree)):
+        raise VerificationError(f"the {who}'s signature does not verify")
+    return tree
+
+
+def _delegated_key(delegation: Any, canister_id: bytes, root_public_key: bytes) -> bytes:
+    """The subnet key a delegation vouches for (spec, "Delegation"): its certificate is the root key's, has no
+    delegation itself, and its `/canister_ranges/<subnet id>` include the canister."""
+    if not isinstance(delegation, dict) or not isinstance(delegation.get("subnet_id"), bytes) or not isinstance(
+            delegation.get("certificate"), bytes):
+        raise VerificationError("the certificate's delegation is not a map with a subnet_id and a certificate")
+    inner = _cbor(delegation["certificate"], "delegation's certificate")
+    if isinstance(inner, dict) and inner.get("delegation") is not None:
+        raise VerificationError("the delegation's certificate carries a delegation itself")
+    tree = _signed_tree(inner, root_public_key, "delegation's certificate (by the network's root key)")
+    subnet_id = delegation["subnet_id"]
+    status, shards = lookup_subtree(tree, [b"canister_ranges", subnet_id])
+    if status != "found" or shards is None or not _in_ranges(shards, canister_id):
+        raise VerificationError("the canister is not in the canister ranges of the subnet that certified it")
+    status, key = lookup_subtree(tree, [b"subnet", subnet_id, b"public_key"])
+    if status != "found" or key is None or key[0] != 3 or not key[1].startswith(BLS_DER_PREFIX):
+        raise VerificationError("the delegation's certificate does not reveal the subnet's BLS public key")
+    return bytes(key[1][len(BLS_DER_PREFIX):])
+
+
+def _in_ranges(shards: hash_tree.Tree, canister_id: bytes) -> bool:
+    """Whether a `/canister_ranges/<subnet id>` subtree (shards of CBOR `[[start, end], ...]`) holds the id."""
+    for shard in _flatten(shards):
+        if shard[0] != 2 or shard[2][0] != 3:
+            continue
+        ranges = _cbor(shard[2][1], "canister ranges")
+        if isinstance(ranges, list) and any(
+                isinstance(r, list) and len(r) == 2 and all(isinstance(b, bytes) for b in r)
+                and r[0] <= canister_id <= r[1] for r in ranges):
+            return True
+    return False
+
+
+def validate_certificate(cert_bytes: bytes, canister_id: bytes, root_public_key: bytes, now_ns: int) -> bytes:
+    """Check a certificate (signature by the root key, or by a subnet key delegated for the canister; recent
+    `/time`) and return the canister's certified data it reveals."""
+    cert = _cbor(cert_bytes, "certificate")
+    delegation = cert.get("delegation") if isinstance(cert, dict) else None
+    key = root_public_key if delegation is None else _delegated_key(delegation, canister_id, root_public_key)
+    tree = _signed_tree(cert, key, "certificate (by the network's root key or a delegated subnet key)")
     status, time_tree = lookup_subtree(tree, [b"time"])
     if status != "found" or time_tree is None or time_tree[0] != 3:
         raise VerificationError("the certificate has no /time")

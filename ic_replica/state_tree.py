@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import cbor2
 
 from ic_replica.candid import leb
-from ic_replica.certification import CBOR_SELF_DESCRIBE
+from ic_replica.certification import CBOR_SELF_DESCRIBE, ranges_cbor
 from ic_replica.hash_tree import State
 from ic_replica.messages import IngressState
 
@@ -18,10 +18,6 @@ if TYPE_CHECKING:
 
 class PathRejected(ValueError):
     """A read_state path the sender may not read (HTTP 403)."""
-
-
-def _ranges_cbor(ranges: list[tuple[bytes, bytes]]) -> bytes:
-    return cbor2.dumps(cbor2.CBORTag(CBOR_SELF_DESCRIBE, [[start, end] for start, end in ranges]))
 
 
 def build(replica: Replica, request_ids: set[bytes]) -> State:
@@ -57,9 +53,9 @@ def build(replica: Replica, request_ids: set[bytes]) -> State:
         canisters[cid] = node
     keys = replica.keys
     advertised = replica.canister_ranges()  # every canister this subnet hosts is inside them
-    ranges = _ranges_cbor(advertised)
+    ranges = ranges_cbor(advertised)
     subnet: State = {
-        b"public_key": keys.root_key_der,
+        b"public_key": keys.public_key_der,  # this subnet's own key (the root key on the root subnet)
         b"canister_ranges": ranges,
         b"type": b"application",
         b"node": {keys.node_id.raw: {b"public_key": keys.node_public_key_der}},

@@ -4,10 +4,11 @@ Deterministic by default: time moves only on `tick` (1 ns per round, as on Pocke
 auto progress a thread follows wall-clock time and runs rounds. Every operation takes the instance lock, so
 requests to one instance are serialized (PocketIC serializes them too); instances are independent.
 
-Each subnet is its own `Replica` (`SubnetReplica`) hosting its own canister ranges. They share the network
-keys and all certify under the root subnet's id (self-authenticating of the root key; the first subnet's id
-in the topology), since there are no subnet delegations: every certificate verifies under the one root key
-`read/pub_key` and `/api/v2/status` report, and agents find the canister ranges where they look for them.
+Each subnet is its own `Replica` (`SubnetReplica`) hosting its own canister ranges, with keys of its own, as on
+the IC: the first subnet in the topology (the NNS when there is one) is the root subnet, whose key is the root key
+`read/pub_key` and `/api/v2/status` report and whose id derives from it; every other subnet has its own BLS key
+(its id derives from that key) and node key, and its certificates carry a delegation from the root key for its
+canister ranges (`certification.SubnetKeys`), so they verify under the root key too.
 Calls between canisters on different subnets work: before each round, requests for a canister hosted by
 another subnet (management calls: for the canister they name) and the responses going back move to that
 subnet's queue (`_exchange_messages`).
@@ -15,6 +16,7 @@ subnet's queue (`_exchange_messages`).
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 import time as _time
@@ -23,7 +25,7 @@ from typing import Any
 
 from ic_replica import management
 from ic_replica.candid import CandidError
-from ic_replica.certification import NetworkKeys
+from ic_replica.certification import NetworkKeys, SubnetKeys
 from ic_replica.errors import CallRejected, ErrorCode, ReplicaError, reject_for
 from ic_replica.messages import IngressStatus, Request, Response
 from ic_replica.pocket_ic import rest, topology
@@ -94,10 +96,14 @@ class Instance:
             raise ApiError(f"`{key}` is not supported by this server: {what}")
         self.instance_id = instance_id
         self.lock = threading.RLock()
+        wanted = topology.requested(config.get("subnet_config_set"))
         self.keys = NetworkKeys.generate()
-        # The first subnet (the NNS when there is one) is the root subnet: its id derives from the root key, as
-        # agents expect of a certificate without delegation. Every replica certifies under that id.
-        plans = topology.plan(config.get("subnet_config_set"), os.urandom(16), root_subnet_id=self.keys.subnet_id.raw)
+        # The first subnet (the NNS when there is one) is the root subnet: the root key is its key, its id derives
+        # from it and its certificates carry no delegation. Every other subnet has keys (and an id) of its own
+        # and certifies with a delegation from the root key.
+        keys = [self.keys, *(SubnetKeys.for_subnet(self.keys, functools.partial(self._delegation_scope, k))
+                             for k in range(1, len(wanted)))]
+        plans = topology.plan(wanted, os.urandom(16), [k.subnet_id.raw for k in keys])
         now, auto = _time.time_ns(), None
         initial = config.get("initial_time")
         if isinstance(initial, dict) and "Timestamp" in initial:
@@ -105,13 +111,13 @@ class Instance:
         elif isinstance(initial, dict) and "AutoProgress" in initial:
             auto = initial["AutoProgress"] or {}
         self.subnets: list[Subnet] = []
-        for p in plans:
-            p.node_ids = [self.keys.node_id.raw]
+        for p, subnet_keys in zip(plans, keys, strict=True):
+            p.node_ids = [subnet_keys.node_id.raw]
             replica = SubnetReplica(limits=BENCHMARKING_LIMITS if p.benchmarking else None, time_ns=now,
                                     first_canister_index=p.allocation[0])
             replica.plan, replica.lock = p, self.lock
-            replica.keys, replica.root_key_der, replica.subnet_id = self.keys, self.keys.root_key_der, \
-                self.keys.subnet_id.raw
+            replica.keys, replica.root_key_der, replica.subnet_id = subnet_keys, subnet_keys.root_key_der, \
+                subnet_keys.subnet_id.raw
             self.subnets.append(Subnet(p, replica))
         for s in self.subnets:
             s.replica.owner = self
@@ -121,6 +127,11 @@ class Instance:
         self._stop_progress = threading.Event()
         if auto is not None:
             self.auto_progress(auto)
+
+    def _delegation_scope(self, index: int) -> tuple[list[tuple[bytes, bytes]], int]:
+        """What subnet `index`'s delegation certifies: the canister ranges it hosts now, at its time."""
+        replica = self.subnets[index].replica
+        return replica.canister_ranges(), replica.time_ns
 
     # ------------------------------------------------------------ lookup and routing
 

@@ -1,4 +1,4 @@
-"""Subnet kinds, canister id ranges and subnet ids, as PocketIC lays them out.
+"""Subnet kinds, canister id ranges and seeds, as PocketIC lays them out (subnet ids come from the subnets' keys).
 
 Named subnets (NNS, SNS, II, Fiduciary, Bitcoin) host their mainnet canister ranges (so mainnet ids such as
 the ledger's can be created with `specified_id` there) and allocate new canisters from a generated range;
@@ -89,10 +89,10 @@ def _spec(value: Any, where: str) -> bool:
     return value.get("instruction_config", "Production") == "Benchmarking"
 
 
-def plan(config: Any, instance_seed: bytes, root_subnet_id: bytes) -> list[SubnetPlan]:
-    """The subnets an `ExtendedSubnetConfigSet` asks for, in PocketIC's order: named subnets, then system,
-    application and verified-application subnets; the first is the root subnet (`root_subnet_id`). Raises
-    ApiError for an empty or unsupported set."""
+def requested(config: Any) -> list[tuple[str, bool]]:
+    """The subnets an `ExtendedSubnetConfigSet` asks for, as (kind, benchmarking), in PocketIC's order: named
+    subnets, then system, application and verified-application subnets. Raises ApiError for an empty or
+    unsupported set."""
     if not isinstance(config, dict):
         raise ApiError("Failed to deserialize the JSON body: subnet_config_set must be an object")
     wanted: list[tuple[str, bool]] = []
@@ -108,10 +108,15 @@ def plan(config: Any, instance_seed: bytes, root_subnet_id: bytes) -> list[Subne
         raise ApiError("cloud_engine subnets are not supported by this server")
     if not wanted:
         raise ApiError("ExtendedSubnetConfigSet must contain at least one subnet")
+    return wanted
+
+
+def plan(wanted: list[tuple[str, bool]], instance_seed: bytes, subnet_ids: list[bytes]) -> list[SubnetPlan]:
+    """The plans of the `requested` subnets, with their ids (derived from each subnet's key by the caller; the
+    first subnet is the root subnet), seeds, hosted ranges and allocation ranges."""
     plans = []
-    for k, (kind, benchmarking) in enumerate(wanted):
+    for k, ((kind, benchmarking), subnet_id) in enumerate(zip(wanted, subnet_ids, strict=True)):
         seed = hashlib.sha256(instance_seed + k.to_bytes(4, "big") + kind.encode()).digest()
-        subnet_id = root_subnet_id if k == 0 else Principal.self_authenticating(b"pocket-ic-subnet" + seed).raw
         allocation = generated_range(k)
         ranges = [*FIXED_RANGES.get(kind, []), allocation]
         plans.append(SubnetPlan(kind, seed, subnet_id, ranges, allocation, benchmarking))

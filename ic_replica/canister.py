@@ -144,11 +144,25 @@ class Canister:
         return self.idle_cycles_burned_per_day() * self.freezing_threshold // 86_400
 
     def log(self, message: bytes) -> None:
-        self.logs.append(LogRecord(self.next_log_idx, self.replica.time_ns, message))
+        """Append a record (its content cut to the log memory limit), then drop the oldest records until the
+        log fits `log_memory_limit` again."""
+        limit = int(self.settings["log_memory_limit"])
+        self.logs.append(LogRecord(self.next_log_idx, self.replica.time_ns, message[:limit]))
         self.next_log_idx += 1
-        if len(self.logs) > MAX_LOG_RECORDS:
-            del self.logs[: len(self.logs) - MAX_LOG_RECORDS]
+        self.trim_logs()
         self.replica.on_canister_log(self.canister_id, message)
+
+    def trim_logs(self) -> None:
+        """Keep the newest records whose total size (their contents' bytes, what `canister_status` reports as
+        `log_memory_store_size`) fits `log_memory_limit`, at most `MAX_LOG_RECORDS` of them."""
+        limit, total, keep = int(self.settings["log_memory_limit"]), 0, 0
+        for record in reversed(self.logs):
+            if keep == MAX_LOG_RECORDS or total + len(record.content) > limit:
+                break
+            total += len(record.content)
+            keep += 1
+        if keep < len(self.logs):
+            del self.logs[: len(self.logs) - keep]
 
     # ------------------------------------------------------------ helpers
 

@@ -10,16 +10,18 @@ HTTP server (tests call it directly; `http_server` delegates every request that 
   anonymous ingress update to `http_request_update`, awaited (its reply is certified by consensus, so it is
   served without response verification, as the IC's gateways do);
 - `streaming_strategy = opt variant { Callback }`: the callback (a query of the same canister) is called with
-  the token, re-encoded at the token's own wire type, until it returns no token;
+  the token, re-encoded at the token's own wire type, until it returns no token; its reply is the spec's
+  `StreamingCallbackHttpResponse` record or an `opt` of one (anything else is 502, never a truncated body);
 - response verification v2 and legacy v1 (`response_verification.py`) on the assembled body, against the
   network's root key and the replica's clock; a response that does not verify is answered
   503 with `response verification failed: <why>`;
 - raw access (uncertified): a `raw` label in the host (`<id>.raw.localhost`), when the gateway allows it
   (`allow_raw`, on by default on the localnet), or every request with `verify=False`.
 
-Limits: request bodies over `MAX_REQUEST_BODY` (413), request header names/values that are not valid HTTP
-(400), response headers a canister sends that are not valid HTTP (502), a streamed body over
-`MAX_STREAMED_BODY` or more than `MAX_CALLBACKS` callbacks (502). No traceback reaches the client.
+Limits: request bodies over `MAX_REQUEST_BODY` (413, from `Content-Length`, before reading), request header
+names/values that are not valid HTTP (400), response headers a canister sends that are not valid HTTP (502), a
+streamed body over `MAX_STREAMED_BODY` or more than `MAX_CALLBACKS` callbacks (502). Response header values go out
+as UTF-8 bytes (`wire_value`). No traceback reaches the client.
 """
 
 from __future__ import annotations
@@ -166,6 +168,24 @@ def _streaming(reply: bytes, canister_id: bytes) -> tuple[str, candid.Type, Any]
     return method, token[0], token[1]
 
 
+def _callback_response(out: bytes) -> tuple[candid.Type, Any] | None:
+    """A streaming callback's reply, as (record type, value), or None for `null` (no more chunks). The spec's
+    type is `StreamingCallbackHttpResponse`, a record; some canisters (the asset canister) return
+    `opt StreamingCallbackHttpResponse`. Anything else is an error, never a silent end of the body."""
+    try:
+        types = _wire_types(out)
+        value = candid.decode(out, types[:1])[0] if types else None
+    except candid.CandidError as exc:
+        raise GatewayError(502, f"the streaming callback's reply does not decode: {exc}") from None
+    wire = candid._deref(types[0]) if types else None  # noqa: SLF001
+    if isinstance(wire, candid.Record):
+        return types[0], value
+    if isinstance(wire, candid.Opt):
+        return _opt(types[0], value)
+    raise GatewayError(502, "the streaming callback's reply is not a StreamingCallbackHttpResponse record "
+                            "(nor an opt of one)")
+
+
 def _check_headers(headers: Sequence[tuple[str, str]], who: str, status: int) -> None:
     for name, value in headers:
         if not _TOKEN.match(name) or len(name) > 256:
@@ -277,12 +297,7 @@ class HttpGateway:
         for _ in range(MAX_CALLBACKS):
             arg = candid.encode([token_type], [token])
             out = self._call(canister_id, method, arg, query=True)
-            try:
-                types = _wire_types(out)
-                value = candid.decode(out, types[:1])[0] if types else None
-            except candid.CandidError as exc:
-                raise GatewayError(502, f"the streaming callback's reply does not decode: {exc}") from None
-            resp = _opt(types[0], value) if types else None
+            resp = _callback_response(out)
             if resp is None:  # `null`: no more chunks
                 return b"".join(chunks)
             chunk = _field(*resp, "body")
@@ -300,7 +315,9 @@ class HttpGateway:
         raise GatewayError(502, f"the streaming callback was called {MAX_CALLBACKS} times without an end")
 
 
-def _read_body(handler: BaseHTTPRequestHandler) -> bytes:
+def read_body(handler: BaseHTTPRequestHandler, limit: int = MAX_REQUEST_BODY) -> bytes:
+    """The request body, its Content-Length checked before anything is read (a body over `limit` is refused
+    with 413 unread; a missing length means no body, a malformed one is 400, chunked bodies are 411)."""
     if handler.headers.get("Transfer-Encoding") is not None:
         handler.close_connection = True
         raise GatewayError(411, "Transfer-Encoding is not accepted: send a Content-Length")
@@ -308,9 +325,9 @@ def _read_body(handler: BaseHTTPRequestHandler) -> bytes:
     if not declared.isdigit() or len(declared) > 12:
         handler.close_connection = True
         raise GatewayError(400, "invalid Content-Length")
-    if int(declared) > MAX_REQUEST_BODY:
+    if int(declared) > limit:
         handler.close_connection = True
-        raise GatewayError(413, f"request body of {declared} bytes, at most {MAX_REQUEST_BODY}")
+        raise GatewayError(413, f"request body of {declared} bytes, at most {limit}")
     body = handler.rfile.read(int(declared)) if int(declared) else b""
     if len(body) != int(declared):
         handler.close_connection = True
@@ -318,12 +335,20 @@ def _read_body(handler: BaseHTTPRequestHandler) -> bytes:
     return body
 
 
+def wire_value(value: str) -> str:
+    """A response header value as `BaseHTTPRequestHandler.send_header` must get it (it encodes Latin-1): the
+    value's UTF-8 bytes, one character per byte. RFC 9110 allows octets 0x80-0xFF (obs-text) in field values
+    and the IC's gateways (Rust `http::HeaderValue::from_bytes`, hyper) pass a canister's UTF-8 through as
+    bytes, so a non-Latin-1 value is served, not a dropped connection."""
+    return value.encode("utf-8").decode("latin-1")
+
+
 def serve(handler: BaseHTTPRequestHandler, replica: Replica, body: bytes | None = None) -> None:
     """Answer the request `handler` holds (its body already read, or read here) with the gateway: the hook
     `http_server` calls for every request that is not the IC HTTP interface."""
     try:
         if body is None:
-            body = _read_body(handler)
+            body = read_body(handler)
         status, headers, out = HttpGateway(replica).handle(
             handler.command, handler.headers.get("Host", ""), handler.path, list(handler.headers.items()), body)
     except GatewayError as exc:
@@ -333,7 +358,7 @@ def serve(handler: BaseHTTPRequestHandler, replica: Replica, body: bytes | None 
         status, headers, out = _text(500, f"internal error in the HTTP gateway: {type(exc).__name__}")
     handler.send_response(status)
     for name, value in headers:
-        handler.send_header(name, value)
+        handler.send_header(name, wire_value(value))
     handler.send_header("Content-Length", str(len(out)))
     handler.end_headers()
     if out and handler.command != "HEAD":

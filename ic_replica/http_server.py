@@ -47,6 +47,7 @@ MAX_CBOR_ITEMS = 200_000  # 1000 read_state paths of up to 127 labels fit
 MAX_PATHS, MAX_PATH_LABELS = 1000, 127
 MAX_NONCE_BYTES = 32
 SYNC_CALL_TIMEOUT_S = 10.0
+MAX_SYNC_CALL_ROUNDS = 100  # rounds one synchronous call may run (as PocketIC's await_ingress_message)
 RESPONSE_SEPARATOR = b"\x0bic-response"
 IC_API_VERSION = "0.18.0"
 _ROUTE = re.compile(r"^/api/(v2|v3|v4)/(canister|subnet)/([0-9a-z-]+)/(call|query|read_state)$")
@@ -246,13 +247,21 @@ class IcHttpServer:
             return HTTPStatus.OK, cbor_dumps({"status": "non_replicated_rejection", **rejection})
         if version == "v2":
             return HTTPStatus.ACCEPTED, b""
+        return self._await_synchronously(rid)
+
+    def _await_synchronously(self, rid: bytes) -> tuple[int, bytes]:
+        """v3/v4: run rounds until the call is final, within `SYNC_CALL_TIMEOUT_S` and at most
+        `MAX_SYNC_CALL_ROUNDS` rounds (a call that never completes must not keep the replica busy-ticking);
+        otherwise 202, as the IC answers a call not done in time (the agent then polls read_state)."""
         deadline = time.monotonic() + SYNC_CALL_TIMEOUT_S
-        while time.monotonic() < deadline:
+        for rounds in range(MAX_SYNC_CALL_ROUNDS + 1):
             with self.replica.lock:  # certified in the same critical section, before any pruning
                 status = self.replica.ingress_status(rid)
                 if status is None or status.final:
                     certificate = self._certificate([[b"request_status", rid], [b"time"]], {rid})
                     return HTTPStatus.OK, cbor_dumps({"status": "replied", "certificate": certificate})
+                if rounds == MAX_SYNC_CALL_ROUNDS or time.monotonic() >= deadline:
+                    break
                 self.replica.tick()
         return HTTPStatus.ACCEPTED, b""
 

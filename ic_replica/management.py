@@ -284,11 +284,16 @@ def handle(replica: Replica, req: Request) -> None:
 
 
 _QUERY_METHODS = {"fetch_canister_logs": FETCH_LOGS_ARGS, "canister_status": CANISTER_ID_ARGS,
-                  "canister_info": CANISTER_INFO_ARGS, "canister_metrics": CANISTER_ID_ARGS}
+                  "canister_metrics": CANISTER_ID_ARGS}
 
 
 def query(replica: Replica, sender: bytes, method: str, arg: bytes, effective: object) -> bytes:
-    """The management canister's query methods: fetch_canister_logs, canister_status, canister_info."""
+    """The management canister's query methods for users: fetch_canister_logs, canister_status,
+    canister_metrics. A canister-only method (canister_info: "Users cannot call this method") is rejected as
+    the IC rejects it from a user."""
+    if method in _METHODS and not _METHODS[method][1]:
+        raise CallRejected(reject_for(ErrorCode.CANISTER_REJECTED_MESSAGE,
+                                      f"Only canisters can call ic00 method {method}"))
     if method not in _QUERY_METHODS:
         raise CallRejected(reject_for(ErrorCode.CANISTER_METHOD_NOT_FOUND,
                                       f"Management canister has no query method '{method}'"))
@@ -302,8 +307,6 @@ def query(replica: Replica, sender: bytes, method: str, arg: bytes, effective: o
         if method == "canister_status":
             _require_viewer(canister, sender, "status_visibility")
             return candid.encode([CANISTER_STATUS_RESULT], [status_record(canister)])
-        if method == "canister_info":
-            return info_reply(canister, args)
         if method == "canister_metrics":
             _require_viewer(canister, sender, "status_visibility")
             return _metrics_reply()
@@ -426,6 +429,8 @@ def _apply_settings(canister: Canister, settings: dict[str, Any]) -> None:
             canister.settings[name] = (kind, [p.raw for p in value] if kind == "allowed_viewers" else [])
     if settings.get("environment_variables"):
         canister.env_vars = {v["name"]: v["value"] for v in settings["environment_variables"][0]}
+    if settings.get("log_memory_limit"):
+        canister.trim_logs()  # a lower limit drops the oldest records at once
 
 
 _EMPTY_REPLY = candid.encode([], [])

@@ -65,6 +65,14 @@ def claim_port_file(path: Path) -> int | None:
     raise SystemExit(f"error: cannot create the port file {path}")
 
 
+def release_port_file(path: Path, port: int) -> None:
+    """Remove the port file only if it still names this server: once this server was taken for dead (its file
+    replaced), the file belongs to the server that replaced it."""
+    with contextlib.suppress(OSError):
+        if path.read_text() == f"{port}\n":
+            path.unlink()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.version:
@@ -100,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
                 break
     finally:
         if args.port_file is not None:
-            args.port_file.unlink(missing_ok=True)
+            release_port_file(args.port_file, server.port)
         server.shutdown()
     return 0
 

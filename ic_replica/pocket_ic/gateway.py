@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from ic_replica.certification import cbor_dumps
-from ic_replica.http_gateway import GatewayError, resolve_canister
+from ic_replica.http_gateway import MAX_REQUEST_BODY, GatewayError, read_body, resolve_canister, wire_value
 from ic_replica.http_gateway import HttpGateway as IcGateway
 from ic_replica.http_server import IC_API_VERSION, HttpError, IcHttpServer
 from ic_replica.principal import InvalidPrincipal, Principal
@@ -25,6 +25,7 @@ from ic_replica.replica import Replica
 if TYPE_CHECKING:
     from ic_replica.pocket_ic.instance import Instance
 
+API_BODY_LIMIT = 4 * 1024 * 1024  # PocketIC's RequestBodyLimitLayer on the IC API routes (the boundary node's)
 API_ROUTE = re.compile(r"^/api/(v2|v3|v4)/(canister|subnet)/([0-9a-z-]+)/(call|query|read_state)$")
 
 
@@ -107,21 +108,21 @@ class _GatewayHandler(BaseHTTPRequestHandler):
         self.send_response(status)
         for name, value in headers:
             if name.lower() not in ("content-length", "transfer-encoding", "connection"):
-                self.send_header(name, value)
+                self.send_header(name, wire_value(value))
         self.send_header("Access-Control-Allow-Origin", "*")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         if body and self.command != "HEAD":
             self.wfile.write(body)
 
-    def _body(self) -> bytes:
-        length = int(self.headers.get("Content-Length") or 0)
-        return self.rfile.read(length) if length else b""
-
     def _serve(self) -> None:
         instance = self.gateway.instance
-        body = self._body()
         path = urlsplit(self.path).path
+        try:
+            body = read_body(self, API_BODY_LIMIT if path.startswith("/api/") else MAX_REQUEST_BODY)
+        except GatewayError as exc:  # checked before reading: an oversized body is never buffered
+            self._reply(exc.status, [("content-type", "text/plain")], (exc.message + "\n").encode())
+            return
         try:
             if path == "/api/v2/status" and self.command == "GET":
                 self._reply(200, [("content-type", "application/cbor")], status(instance))

@@ -17,6 +17,7 @@ subnet's queue (`_exchange_messages`).
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import threading
 import time as _time
@@ -29,21 +30,36 @@ from ic_replica.certification import NetworkKeys, SubnetKeys
 from ic_replica.errors import CallRejected, ErrorCode, ReplicaError, reject_for
 from ic_replica.messages import IngressStatus, Request, Response
 from ic_replica.pocket_ic import rest, topology
-from ic_replica.pocket_ic.rest import ApiError, CanisterCall, Effective
+from ic_replica.pocket_ic.rest import U64_MAX, U128_MAX, ApiError, CanisterCall, Effective
 from ic_replica.pocket_ic.topology import SubnetPlan
 from ic_replica.principal import MANAGEMENT, canister_id_from_index
 from ic_replica.replica import Limits, Replica
 from ic_replica.stable_memory import PAGE
 
-MAX_AWAIT_ROUNDS = 10_000  # rounds `await_ingress_message` runs before giving up
+MAX_AWAIT_ROUNDS = 100  # rounds `await_ingress_message` runs before giving up (as PocketIC)
 BENCHMARKING_LIMITS = Limits(update=50_000_000_000_000, query=50_000_000_000_000, install=50_000_000_000_000,
                              inspect=200_000_000)
 AUTO_PROGRESS_MIN_DELAY_S = 0.01
+_log = logging.getLogger(__name__)
 # Fields of InstanceConfig that ask for something this server does not do (present and not null).
 _UNSUPPORTED = {"state_dir": "instances live in memory only (no state directory)",
                 "icp_features": "no system canisters (registry, CMC, ICP ledger, II, SNS, ...) are deployed",
                 "bitcoind_addr": "there is no bitcoin adapter", "dogecoind_addr": "there is no dogecoin adapter",
                 "http_gateway_config": "create the HTTP gateway with POST /http_gateway instead"}
+
+
+def _artificial_delay_ms(config: Any) -> int:
+    """`AutoProgressConfig.artificial_delay_ms`: null or a u64 (PocketIC's JSON deserialization refuses others)."""
+    if config is None:
+        return 0
+    if not isinstance(config, dict):
+        raise ApiError("Failed to deserialize the JSON body: expected an AutoProgressConfig object")
+    value = config.get("artificial_delay_ms")
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= U64_MAX:
+        raise ApiError("Failed to deserialize the JSON body: `artificial_delay_ms` must be null or a u64")
+    return value
 
 
 class SubnetReplica(Replica):
@@ -103,30 +119,47 @@ class Instance:
         # and certifies with a delegation from the root key.
         keys = [self.keys, *(SubnetKeys.for_subnet(self.keys, functools.partial(self._delegation_scope, k))
                              for k in range(1, len(wanted)))]
-        plans = topology.plan(wanted, os.urandom(16), [k.subnet_id.raw for k in keys])
+        self._seed = os.urandom(16)
+        plans = topology.plan(wanted, self._seed, [k.subnet_id.raw for k in keys])
         now, auto = _time.time_ns(), None
         initial = config.get("initial_time")
         if isinstance(initial, dict) and "Timestamp" in initial:
-            now = rest.nat_field(initial["Timestamp"], "nanos_since_epoch")
+            now = rest.nat_field(initial["Timestamp"], "nanos_since_epoch", U64_MAX)
         elif isinstance(initial, dict) and "AutoProgress" in initial:
             auto = initial["AutoProgress"] or {}
-        self.subnets: list[Subnet] = []
-        for p, subnet_keys in zip(plans, keys, strict=True):
-            p.node_ids = [subnet_keys.node_id.raw]
-            replica = SubnetReplica(limits=BENCHMARKING_LIMITS if p.benchmarking else None, time_ns=now,
-                                    first_canister_index=p.allocation[0])
-            replica.plan, replica.lock = p, self.lock
-            replica.keys, replica.root_key_der, replica.subnet_id = subnet_keys, subnet_keys.root_key_der, \
-                subnet_keys.subnet_id.raw
-            self.subnets.append(Subnet(p, replica))
-        for s in self.subnets:
-            s.replica.owner = self
+        self.subnets = [self._build_subnet(p, subnet_keys, now) for p, subnet_keys in zip(plans, keys, strict=True)]
         self.topology = topology.topology_json(plans)
         self.deleted = False
-        self._progress: threading.Thread | None = None
-        self._stop_progress = threading.Event()
+        self._progress: tuple[threading.Thread, threading.Event] | None = None
+        self._pending_time: int | None = None  # set by `set_time`, not yet certified: the next round's time
         if auto is not None:
             self.auto_progress(auto)
+
+    def _build_subnet(self, plan: SubnetPlan, keys: NetworkKeys, now: int) -> Subnet:
+        plan.node_ids = [keys.node_id.raw]
+        replica = SubnetReplica(limits=BENCHMARKING_LIMITS if plan.benchmarking else None, time_ns=now,
+                                first_canister_index=plan.allocation[0])
+        replica.plan, replica.lock, replica.owner = plan, self.lock, self
+        replica.keys, replica.root_key_der, replica.subnet_id = keys, keys.root_key_der, keys.subnet_id.raw
+        return Subnet(plan, replica)
+
+    def _add_subnet_for(self, canister_id: bytes) -> Subnet:
+        """A new subnet hosting `canister_id`, a `specified_id` no subnet hosts (PocketIC creates one): with its
+        own keys and a delegation, on the instance's clock. A principal that is not a canister id goes to the
+        default subnet, whose management canister rejects it."""
+        index = topology.canister_index(canister_id)
+        if index is None:
+            return self.default_subnet()
+        k = len(self.subnets)
+        keys = SubnetKeys.for_subnet(self.keys, functools.partial(self._delegation_scope, k))
+        taken = [r for s in self.subnets for r in s.plan.ranges]
+        plan = topology.plan_for_canister(index, k, self._seed, keys.subnet_id.raw, taken)
+        clock = self.subnets[0].replica
+        subnet = self._build_subnet(plan, keys, clock.time_ns)
+        subnet.replica.live_time = clock.live_time
+        self.subnets.append(subnet)
+        self.topology = topology.topology_json([s.plan for s in self.subnets])
+        return subnet
 
     def _delegation_scope(self, index: int) -> tuple[list[tuple[bytes, bytes]], int]:
         """What subnet `index`'s delegation certifies: the canister ranges it hosts now, at its time."""
@@ -165,9 +198,11 @@ class Instance:
             raise ApiError(f"CanisterNotFound({rest.canister_debug(canister_id)})")
         return subnet, canister
 
-    def route(self, call: CanisterCall) -> tuple[Subnet, Effective]:
+    def route(self, call: CanisterCall, new_subnet: bool = False) -> tuple[Subnet, Effective]:
         """The subnet a call goes to, and the effective principal that names it (returned to the client in
-        the message id, so `await_ingress_message` finds the subnet again)."""
+        the message id, so `await_ingress_message` finds the subnet again). With `new_subnet` (a submitted
+        call), a `provisional_create_canister_with_cycles` for a `specified_id` (or effective canister id) no
+        subnet hosts gets a new subnet, as on PocketIC."""
         if call.canister_id != MANAGEMENT.raw:
             return self._hosting_or_fail(call.canister_id), Effective("CanisterId", call.canister_id)
         eff = call.effective
@@ -176,13 +211,18 @@ class Instance:
             if subnet is None:
                 raise ApiError(f"SubnetNotFound({rest.text(eff.raw)})")
             return subnet, eff
+        creating = new_subnet and call.method == "provisional_create_canister_with_cycles"
         if eff.kind == "CanisterId":
+            if creating and self.subnet_hosting(eff.raw) is None:
+                return self._add_subnet_for(eff.raw), eff
             return self._hosting_or_fail(eff.raw), eff
         if call.method in ("provisional_create_canister_with_cycles", "create_canister"):
             specified = self._specified_id(call)
             if specified is not None:
                 subnet = self.subnet_hosting(specified)
-                if subnet is None:
+                if subnet is None and creating:
+                    subnet = self._add_subnet_for(specified)
+                elif subnet is None:
                     raise ApiError(f"The `specified_id` {rest.text(specified)} is not in the canister ranges of "
                                    "any subnet of this instance (see read/topology)")
                 return subnet, Effective("SubnetId", subnet.subnet_id)
@@ -223,21 +263,42 @@ class Instance:
     # ------------------------------------------------------------ clock and rounds
 
     def get_time(self) -> int:
+        """PocketIC's time: the time `set_time` set for the next round (not certified yet), else the time of the
+        last round (or of `set_certified_time`)."""
         with self.lock:
+            if self._pending_time is not None:
+                return self._pending_time
             return self.subnets[0].replica.get_time()
 
-    def set_time(self, nanos: int) -> None:
+    def set_time(self, nanos: int, certified: bool = False) -> None:
+        """PocketIC's `set_time`: the next round runs at exactly `nanos` (the one after at `nanos` + 1) and queries
+        see the previous certified time until that round; with `certified` (`set_certified_time`) queries and
+        certificates see it at once and the next round runs 1 ns later. The embedded `Replica.set_time` (the
+        localnet's) is unchanged: this is the PocketIC server's view of time."""
         with self.lock:
             current = self.get_time()
             if nanos < current:
                 raise ApiError(f"SettingTimeIntoPast(({current}, {nanos}))")
-            for s in self.subnets:
-                s.replica.set_time(nanos)
+            if certified:
+                self._pending_time = None
+                for s in self.subnets:
+                    s.replica.set_time(nanos)
+            elif nanos > current:
+                self._pending_time = nanos
+
+    def _apply_pending_time(self) -> None:
+        """Before a round: make the round `Replica._round_time` starts next run at the time `set_time` set."""
+        if self._pending_time is None:
+            return
+        for s in self.subnets:
+            s.replica.set_time(max(s.replica.time_ns, self._pending_time - 1))
+        self._pending_time = None
 
     def tick(self, rounds: int = 1) -> None:
         """Rounds on every subnet; before each, canister-to-canister messages for another subnet move there."""
         with self.lock:
             for _ in range(rounds):
+                self._apply_pending_time()
                 self._exchange_messages()
                 for s in self.subnets:
                     s.replica.own_tick()
@@ -288,52 +349,61 @@ class Instance:
         return home if home is not None and home is not subnet else None
 
     def auto_progress(self, config: Any) -> None:
-        """Follow wall-clock time and run rounds in a thread, every `artificial_delay_ms` (at least 10 ms)."""
-        delay_ms = config.get("artificial_delay_ms") if isinstance(config, dict) else None
-        delay = max(AUTO_PROGRESS_MIN_DELAY_S, (delay_ms or 0) / 1000)
+        """Follow wall-clock time and run rounds in a thread, every `artificial_delay_ms` (at least 10 ms). The
+        thread starts under the instance lock, so concurrent requests start at most one; a second request while
+        it runs is refused as PocketIC refuses it."""
+        delay = max(AUTO_PROGRESS_MIN_DELAY_S, _artificial_delay_ms(config) / 1000)
         with self.lock:
+            if self.deleted:
+                raise ApiError("Instance was deleted")
             if self._progress is not None:
-                return
+                raise ApiError("Auto progress mode has already been enabled.")
+            self._apply_pending_time()
             for s in self.subnets:
                 s.replica.live_time = True
                 s.replica.sync_clock()
-            self._stop_progress = threading.Event()
-            self._progress = threading.Thread(target=self._progress_loop, args=(self._stop_progress, delay),
-                                              daemon=True, name=f"pocket-ic-progress-{self.instance_id}")
-            self._progress.start()
+            stop = threading.Event()
+            thread = threading.Thread(target=self._progress_loop, args=(stop, delay), daemon=True,
+                                      name=f"pocket-ic-progress-{self.instance_id}")
+            thread.start()
+            self._progress = (thread, stop)
 
     def _progress_loop(self, stop: threading.Event, delay: float) -> None:
         while not stop.wait(delay):
-            try:
-                self.tick()
-            except Exception:  # noqa: BLE001 - a round never stops the instance
-                import logging
-
-                logging.getLogger(__name__).exception("round failed in auto progress")
+            with self.lock:
+                if stop.is_set():  # stopped while this thread waited for the lock: no round after the stop
+                    return
+                try:
+                    self.tick()
+                except Exception:  # noqa: BLE001 - a round never stops the instance
+                    _log.exception("round failed in auto progress")
 
     def auto_progress_enabled(self) -> bool:
         return self._progress is not None
 
     def stop_progress(self) -> None:
-        thread = self._progress
-        if thread is None:
-            return
-        self._stop_progress.set()
-        thread.join(timeout=10)
+        """Detach the progress thread under the lock, then wait for it outside the lock (it may be waiting for
+        the lock to run one more round, which the stop event makes it skip)."""
         with self.lock:
-            self._progress = None
+            progress, self._progress = self._progress, None
+            if progress is None:
+                return
+            thread, stop = progress
+            stop.set()
             for s in self.subnets:
                 s.replica.live_time = False
+        if thread is not threading.current_thread():
+            thread.join(timeout=10)
 
     # ------------------------------------------------------------ calls
 
-    def _route_call(self, call: CanisterCall) -> tuple[Subnet, Effective]:
+    def _route_call(self, call: CanisterCall, new_subnet: bool = False) -> tuple[Subnet, Effective]:
         """`route`, with a canister outside every subnet's ranges rejected as not found (DestinationInvalid,
         IC0301) rather than failing the request, so clients see the reject an unknown canister gets."""
         if call.canister_id != MANAGEMENT.raw and self.subnet_hosting(call.canister_id) is None:
             raise CallRejected(reject_for(ErrorCode.CANISTER_NOT_FOUND,
                                           f"Canister {rest.text(call.canister_id)} not found."))
-        return self.route(call)
+        return self.route(call, new_subnet)
 
     def query(self, call: CanisterCall) -> dict[str, Any]:
         with self.lock:
@@ -351,7 +421,7 @@ class Instance:
     def submit(self, call: CanisterCall) -> dict[str, Any]:
         with self.lock:
             try:
-                subnet, eff = self._route_call(call)
+                subnet, eff = self._route_call(call, new_subnet=True)
             except CallRejected as exc:
                 return rest.err(exc.reject, certified=False)
             self._check_specified_on_subnet(call, subnet)
@@ -377,13 +447,18 @@ class Instance:
                        f"(effective principal {effective.to_json()})\")")
 
     def await_message(self, effective: Effective, message_id: bytes) -> dict[str, Any]:
+        """Run rounds until the message is final, at most `MAX_AWAIT_ROUNDS` (PocketIC's `AwaitIngressMessage`
+        gives up after 100 rounds with `BadIngressMessage`)."""
         with self.lock:
             _, status = self._subnet_of_message(effective, message_id)
             for _ in range(MAX_AWAIT_ROUNDS):
                 if status.final:
                     break
                 self.tick()
-            return self._result(status, await_rounds=True)
+            if not status.final:
+                raise ApiError(f"BadIngressMessage(\"Failed to answer to ingress 0x{message_id.hex()} after "
+                               f"{MAX_AWAIT_ROUNDS} rounds.\")")
+            return self._result(status)
 
     def ingress_status(self, effective: Effective, message_id: bytes, caller: bytes | None) -> dict[str, Any] | None:
         with self.lock:
@@ -399,10 +474,7 @@ class Instance:
             return self._result(status)
 
     @staticmethod
-    def _result(status: IngressStatus, await_rounds: bool = False) -> dict[str, Any]:
-        if not status.final:
-            raise ApiError(f"the ingress message {status.message_id.hex()} did not complete within "
-                           f"{MAX_AWAIT_ROUNDS} rounds")
+    def _result(status: IngressStatus) -> dict[str, Any]:
         if status.reject is not None:
             return rest.err(status.reject, certified=True)
         if status.reply is None:
@@ -428,9 +500,10 @@ class Instance:
             return int(self.existing(canister_id)[1].cycles)
 
     def add_cycles(self, canister_id: bytes, amount: int) -> int:
+        """Add cycles, saturating at the u128 maximum (a balance is a nat128 for canisters)."""
         with self.lock:
             canister = self.existing(canister_id)[1]
-            canister.cycles += amount
+            canister.cycles = min(U128_MAX, canister.cycles + amount)
             return int(canister.cycles)
 
     def stable_memory(self, canister_id: bytes) -> bytes:
@@ -439,13 +512,14 @@ class Instance:
             return stable.read(0, stable.size_bytes)
 
     def set_stable_memory(self, canister_id: bytes, data: bytes) -> None:
-        """Replace the stable memory: `data`, zero-padded to whole pages (its size grows if needed)."""
+        """Replace the stable memory with `data`, sized to ceil(len / 64 KiB) pages (shrinking too), as
+        PocketIC's `set_stable_memory`."""
         with self.lock:
             canister = self.existing(canister_id)[1]
             if canister.runtime is None:
                 raise ApiError(f"CanisterIsEmpty({rest.canister_debug(canister_id)})")
             stable = canister.stable
-            pages = max(stable.pages, (len(data) + PAGE - 1) // PAGE)
+            pages = (len(data) + PAGE - 1) // PAGE
             if pages > stable.max_pages:
                 raise ApiError(f"the stable memory of {len(data)} bytes exceeds the canister's maximum")
             stable.clear()
@@ -458,9 +532,11 @@ class Instance:
         return self.root_key_der
 
     def close(self) -> None:
-        self.stop_progress()
+        """Delete the instance: no progress thread survives it (a concurrent `auto_progress` sees `deleted`)."""
         with self.lock:
             self.deleted = True
+        self.stop_progress()
+        with self.lock:
             for s in self.subnets:
                 try:
                     s.replica.close()

@@ -49,6 +49,8 @@ _DEFAULT_ERROR_CODE = {RejectCode.CANISTER_REJECT: "CanisterRejectedMessage",
                        RejectCode.DESTINATION_INVALID: "CanisterNotFound",
                        RejectCode.SYS_FATAL: "SubnetOversubscribed",
                        RejectCode.SYS_TRANSIENT: "CanisterQueueFull", RejectCode.SYS_UNKNOWN: "DeadlineExpired"}
+U64_MAX = (1 << 64) - 1
+U128_MAX = (1 << 128) - 1
 
 
 @dataclass
@@ -85,10 +87,13 @@ def principal_field(body: Any, key: str) -> bytes:
     return raw
 
 
-def nat_field(body: Any, key: str) -> int:
+def nat_field(body: Any, key: str, maximum: int) -> int:
+    """An unsigned integer field: times are u64 and cycles u128 in PocketIC's types, whose deserialization
+    refuses anything else (a float, a string, a number out of range) with 400."""
     value = body.get(key) if isinstance(body, dict) else None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ApiError(f"Failed to deserialize the JSON body: `{key}` must be a non-negative integer")
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= maximum:
+        kind = "u64" if maximum == U64_MAX else "u128" if maximum == U128_MAX else f"integer in [0, {maximum}]"
+        raise ApiError(f"Failed to deserialize the JSON body: `{key}` must be a {kind}")
     return value
 
 

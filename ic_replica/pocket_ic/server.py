@@ -34,7 +34,12 @@ from ic_replica.pocket_ic.instance import Instance
 from ic_replica.pocket_ic.rest import ApiError, CanisterCall, Effective
 
 MAX_BODY_BYTES = 256 * 1024 * 1024  # blobs (wasm, stable memory) can be large
+API_BODY_LIMIT = gateway.API_BODY_LIMIT  # the instance's IC HTTP interface (PocketIC's RequestBodyLimitLayer)
+MAX_TRAILER_LINES = 100
 _INSTANCE = re.compile(r"^/instances/(\d+)(?:/(.*))?$")
+_INSTANCE_API = re.compile(r"^/instances/\d+/api/")
+_CHUNK_SIZE = re.compile(rb"^[0-9A-Fa-f]{1,16}$")
+MAX_ID_DIGITS = 20  # ids are usize on PocketIC
 _log = logging.getLogger(__name__)
 
 
@@ -82,9 +87,7 @@ class PocketIcServer:
             self.instances[instance_id] = None  # reserve the id
         try:
             inst = Instance(instance_id, body)
-        except ApiError as exc:
-            with self.lock:
-                del self.instances[instance_id]
+        except ApiError as exc:  # the id stays listed ("Deleted"): `GET /instances` is indexed by id
             return HTTPStatus.BAD_REQUEST, {"Error": {"message": exc.message}}
         with self.lock:
             self.instances[instance_id] = inst
@@ -92,15 +95,26 @@ class PocketIcServer:
                                                 "http_gateway_info": None}}
 
     def list_instances(self) -> list[str]:
+        """A list indexed by instance id, as PocketIC's `list_instance_states` (deleted and failed ids keep
+        their place as "Deleted")."""
         with self.lock:
-            return ["Available" if inst is not None else "Deleted" for inst in self.instances.values()]
+            return ["Available" if self.instances.get(i) is not None else "Deleted"
+                    for i in range(max(self.instances, default=-1) + 1)]
+
+    def list_gateways(self) -> list[dict[str, Any]]:
+        """The running gateways (PocketIC lists no stopped one)."""
+        with self.lock:
+            return [{"instance_id": g.gateway_id, "port": g.port,
+                     "forward_to": {"PocketIcInstance": g.instance.instance_id}, "domains": None, "https_config": None}
+                    for g in self.gateways.values()]
 
     def delete_instance(self, instance_id: int) -> None:
+        """Delete an instance: its progress thread ends and its gateways stop (and are no longer listed)."""
         with self.lock:
             inst = self.instances.get(instance_id)
             if instance_id in self.instances:
                 self.instances[instance_id] = None
-            gateways = [g for g in self.gateways.values() if g.instance is inst]
+            gateways = [self.gateways.pop(i) for i, g in list(self.gateways.items()) if g.instance is inst]
         for gw in gateways:
             gw.stop()
         if inst is not None:
@@ -141,13 +155,17 @@ class PocketIcServer:
                                                                  "is supported by this server"}}
         if body.get("https_config") is not None:
             return HTTPStatus.BAD_REQUEST, {"Error": {"message": "HTTPS gateways are not supported"}}
+        target, host, port = forward["PocketIcInstance"], body.get("ip_addr") or "127.0.0.1", body.get("port") or 0
+        if not _is_int(target) or not _is_int(port) or not 0 <= port <= 65535 or not isinstance(host, str):
+            return HTTPStatus.BAD_REQUEST, {"Error": {"message": "Failed to deserialize the JSON body: "
+                                                                 "`PocketIcInstance` and `port` must be integers, "
+                                                                 "`ip_addr` a string"}}
         try:
-            inst = self.instance(int(forward["PocketIcInstance"]))
-            host = body.get("ip_addr") or "127.0.0.1"
+            inst = self.instance(target)
             with self.lock:
                 gateway_id = next(self._gateway_ids)
-            gw = HttpGateway(gateway_id, inst, host, int(body.get("port") or 0))
-        except (ApiError, OSError, ValueError) as exc:
+            gw = HttpGateway(gateway_id, inst, host, port)
+        except (ApiError, OSError, ValueError, OverflowError) as exc:
             return HTTPStatus.BAD_REQUEST, {"Error": {"message": str(exc)}}
         with self.lock:
             self.gateways[gateway_id] = gw
@@ -175,7 +193,11 @@ class PocketIcServer:
 
 
 def _set_time(_: PocketIcServer, inst: Instance, body: Any) -> None:
-    inst.set_time(rest.nat_field(body, "nanos_since_epoch"))
+    inst.set_time(rest.nat_field(body, "nanos_since_epoch", rest.U64_MAX))
+
+
+def _set_certified_time(_: PocketIcServer, inst: Instance, body: Any) -> None:
+    inst.set_time(rest.nat_field(body, "nanos_since_epoch", rest.U64_MAX), certified=True)
 
 
 def _tick(_: PocketIcServer, inst: Instance, body: Any) -> None:
@@ -200,7 +222,8 @@ def _cycles(_: PocketIcServer, inst: Instance, body: Any) -> Any:
 
 
 def _add_cycles(_: PocketIcServer, inst: Instance, body: Any) -> Any:
-    return {"cycles": inst.add_cycles(rest.principal_field(body, "canister_id"), rest.nat_field(body, "amount"))}
+    amount = rest.nat_field(body, "amount", rest.U128_MAX)
+    return {"cycles": inst.add_cycles(rest.principal_field(body, "canister_id"), amount)}
 
 
 def _get_stable(_: PocketIcServer, inst: Instance, body: Any) -> Any:
@@ -251,7 +274,7 @@ def _ingress_status(_: PocketIcServer, inst: Instance, body: Any) -> Any:
 
 
 def _auto_progress(_: PocketIcServer, inst: Instance, body: Any) -> None:
-    inst.auto_progress(body or {})
+    inst.auto_progress(body)
 
 
 def _stop_progress(_: PocketIcServer, inst: Instance, body: Any) -> None:
@@ -263,7 +286,7 @@ def _mock_http(_: PocketIcServer, inst: Instance, body: Any) -> None:
 
 
 _POST = {
-    "update/set_time": _set_time, "update/set_certified_time": _set_time, "update/tick": _tick,
+    "update/set_time": _set_time, "update/set_certified_time": _set_certified_time, "update/tick": _tick,
     "read/get_subnet": _get_subnet, "read/get_controllers": _controllers, "read/pub_key": _pub_key,
     "read/get_cycles": _cycles, "update/add_cycles": _add_cycles, "read/get_stable_memory": _get_stable,
     "update/set_stable_memory": _set_stable, "read/query": _query, "update/submit_ingress_message": _submit,
@@ -296,24 +319,50 @@ class _Handler(BaseHTTPRequestHandler):
     def _json(self, status: int, value: Any) -> None:
         self._send(status, json.dumps(value).encode())
 
-    def _body(self) -> bytes:
-        length = self.headers.get("Content-Length")
+    def _fail_body(self, status: int, message: str) -> ApiError:
+        """A body that cannot be read whole: answered, and the connection closed (its rest is unread)."""
+        self.close_connection = True
+        return ApiError(message, status=status)
+
+    def _body(self, limit: int) -> bytes:
+        """The request body, at most `limit` bytes, checked before reading: a Content-Length body or a chunked
+        one (whose total is capped the same way)."""
         if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-            chunks = []
-            while True:
-                size = int(self.rfile.readline().strip().split(b";")[0] or b"0", 16)
-                if size == 0:
-                    self.rfile.readline()
-                    break
-                chunks.append(self.rfile.read(size))
-                self.rfile.readline()
-            return b"".join(chunks)
+            return self._chunked_body(limit)
+        length = (self.headers.get("Content-Length") or "").strip()
         if not length:
             return b""
-        if not length.isdigit() or int(length) > MAX_BODY_BYTES:
-            raise ApiError(f"invalid or too large Content-Length {length!r}",
-                           status=HTTPStatus.REQUEST_ENTITY_TOO_LARGE)
-        return self.rfile.read(int(length))
+        if not length.isdigit() or len(length) > 20:
+            raise self._fail_body(HTTPStatus.BAD_REQUEST, f"invalid Content-Length {length[:40]!r}")
+        if int(length) > limit:
+            raise self._fail_body(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                                  f"request body of {length} bytes, at most {limit}")
+        body = self.rfile.read(int(length))
+        if len(body) != int(length):
+            raise self._fail_body(HTTPStatus.BAD_REQUEST, f"the body ended after {len(body)} of {length} bytes")
+        return body
+
+    def _chunked_body(self, limit: int) -> bytes:
+        chunks, total = [], 0
+        while True:
+            line = self.rfile.readline(1024)
+            size_text = line.split(b";")[0].strip()
+            if not _CHUNK_SIZE.match(size_text):
+                raise self._fail_body(HTTPStatus.BAD_REQUEST, f"malformed chunk size {size_text[:40]!r}")
+            size = int(size_text, 16)
+            if size == 0:
+                break
+            total += size
+            if total > limit:
+                raise self._fail_body(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"chunked request body over {limit} bytes")
+            chunk = self.rfile.read(size)
+            if len(chunk) != size or self.rfile.readline(3) not in (b"\r\n", b"\n"):
+                raise self._fail_body(HTTPStatus.BAD_REQUEST, "malformed chunked body")
+            chunks.append(chunk)
+        for _ in range(MAX_TRAILER_LINES):  # trailers, up to the empty line
+            if self.rfile.readline(8192) in (b"\r\n", b"\n", b""):
+                return b"".join(chunks)
+        raise self._fail_body(HTTPStatus.BAD_REQUEST, "too many trailer lines in the chunked body")
 
     def _dispatch(self) -> None:
         state = self.server_state
@@ -322,7 +371,7 @@ class _Handler(BaseHTTPRequestHandler):
             state.last_request = time.monotonic()
         path = urlsplit(self.path).path.rstrip("/") or "/"
         try:
-            body = self._body()
+            body = self._body(API_BODY_LIMIT if _INSTANCE_API.match(path) else MAX_BODY_BYTES)
             self._route(state, self.command, path, body)
         except ApiError as exc:
             self._json(exc.status, {"message": exc.message})
@@ -368,14 +417,12 @@ class _Handler(BaseHTTPRequestHandler):
             if method == "POST":
                 self._json(*state.create_gateway(_parse_json(body)))
             else:
-                self._json(HTTPStatus.OK, [{"instance_id": g.gateway_id, "port": g.port,
-                                            "forward_to": {"PocketIcInstance": g.instance.instance_id},
-                                            "domains": None, "https_config": None}
-                                           for g in state.gateways.values()])
+                self._json(HTTPStatus.OK, state.list_gateways())
             return
         gw_stop = re.match(r"^/http_gateway/(\d+)/stop$", path)
         if gw_stop and method == "POST":
-            gw = state.gateways.pop(int(gw_stop.group(1)), None)
+            with state.lock:
+                gw = state.gateways.pop(_path_id(gw_stop.group(1)), None)
             if gw is not None:
                 gw.stop()
             self._json(HTTPStatus.OK, None)
@@ -383,7 +430,7 @@ class _Handler(BaseHTTPRequestHandler):
         match = _INSTANCE.match(path)
         if match is None:
             raise ApiError(f"unknown endpoint {method} {path}", status=HTTPStatus.NOT_FOUND)
-        instance_id, route = int(match.group(1)), match.group(2) or ""
+        instance_id, route = _path_id(match.group(1)), match.group(2) or ""
         if route == "":
             if method != "DELETE":
                 raise ApiError("method not allowed", status=HTTPStatus.METHOD_NOT_ALLOWED)
@@ -417,8 +464,19 @@ def _parse_json(body: bytes) -> Any:
         return None
     try:
         return json.loads(body)
-    except ValueError as exc:
-        raise ApiError(f"Failed to parse the request body as JSON: {exc}") from exc
+    except (ValueError, RecursionError) as exc:  # RecursionError: nesting deeper than the parser goes
+        raise ApiError(f"Failed to parse the request body as JSON: {type(exc).__name__}: {exc}") from exc
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _path_id(text: str) -> int:
+    """An id in a URL path (digits): one longer than a u64 is refused as PocketIC's path extractor does."""
+    if len(text) > MAX_ID_DIGITS or int(text) > rest.U64_MAX:
+        raise ApiError(f"Invalid URL: Cannot parse `{text[:40]}` to a `u64`")
+    return int(text)
 
 
 def _dashboard(inst: Instance) -> str:

@@ -86,7 +86,13 @@ def _spec(value: Any, where: str) -> bool:
     if state != "New":
         raise ApiError(f"{where}: only `state_config: \"New\"` is supported by this server (got {state!r}): "
                        "loading subnet state from a path or the blob store is not implemented")
-    return value.get("instruction_config", "Production") == "Benchmarking"
+    instructions = value.get("instruction_config", "Production")
+    if instructions not in ("Production", "Benchmarking"):
+        raise ApiError(f"Failed to deserialize the JSON body: {where}.instruction_config must be \"Production\" "
+                       f"or \"Benchmarking\" (got {str(instructions)[:60]!r})")
+    if value.get("dts_flag", "Enabled") not in ("Enabled", "Disabled"):
+        raise ApiError(f"Failed to deserialize the JSON body: {where}.dts_flag must be \"Enabled\" or \"Disabled\"")
+    return bool(instructions == "Benchmarking")
 
 
 def requested(config: Any) -> list[tuple[str, bool]]:
@@ -111,16 +117,43 @@ def requested(config: Any) -> list[tuple[str, bool]]:
     return wanted
 
 
+def subnet_plan(kind: str, k: int, instance_seed: bytes, subnet_id: bytes, benchmarking: bool = False,
+                hosted: list[tuple[int, int]] | None = None) -> SubnetPlan:
+    """The k-th subnet of an instance: it hosts `hosted` (by default its kind's mainnet ranges) and allocates
+    new canisters from the k-th generated range."""
+    seed = hashlib.sha256(instance_seed + k.to_bytes(4, "big") + kind.encode()).digest()
+    allocation = generated_range(k)
+    ranges = [*(FIXED_RANGES.get(kind, []) if hosted is None else hosted), allocation]
+    return SubnetPlan(kind, seed, subnet_id, ranges, allocation, benchmarking)
+
+
 def plan(wanted: list[tuple[str, bool]], instance_seed: bytes, subnet_ids: list[bytes]) -> list[SubnetPlan]:
     """The plans of the `requested` subnets, with their ids (derived from each subnet's key by the caller; the
     first subnet is the root subnet), seeds, hosted ranges and allocation ranges."""
-    plans = []
-    for k, ((kind, benchmarking), subnet_id) in enumerate(zip(wanted, subnet_ids, strict=True)):
-        seed = hashlib.sha256(instance_seed + k.to_bytes(4, "big") + kind.encode()).digest()
-        allocation = generated_range(k)
-        ranges = [*FIXED_RANGES.get(kind, []), allocation]
-        plans.append(SubnetPlan(kind, seed, subnet_id, ranges, allocation, benchmarking))
-    return plans
+    return [subnet_plan(kind, k, instance_seed, subnet_id, benchmarking)
+            for k, ((kind, benchmarking), subnet_id) in enumerate(zip(wanted, subnet_ids, strict=True))]
+
+
+def plan_for_canister(index: int, k: int, instance_seed: bytes, subnet_id: bytes,
+                      taken: list[tuple[int, int]]) -> SubnetPlan:
+    """The subnet PocketIC adds for a `specified_id` no subnet hosts: the named subnet whose mainnet ranges hold
+    it (a Bitcoin canister id: a Bitcoin subnet), else an application subnet hosting the id's aligned block of
+    2^20 ids less the ranges other subnets host (`taken`). PocketIC takes that range from the mainnet routing
+    table, which this server does not carry."""
+    kind = next((kind for kind, ranges in FIXED_RANGES.items() if any(lo <= index <= hi for lo, hi in ranges)), None)
+    if kind is not None:
+        return subnet_plan(kind, k, instance_seed, subnet_id)
+    allocation = generated_range(k)
+    if allocation[0] <= index <= allocation[1]:
+        return subnet_plan("Application", k, instance_seed, subnet_id, hosted=[])
+    lo = index - index % CANISTER_IDS_PER_SUBNET
+    hi = lo + CANISTER_IDS_PER_SUBNET - 1
+    for start, end in [*taken, allocation]:
+        if end < index:
+            lo = max(lo, end + 1)
+        elif start > index:
+            hi = min(hi, start - 1)
+    return subnet_plan("Application", k, instance_seed, subnet_id, hosted=[(lo, hi)])
 
 
 def default_effective_canister_id(plans: list[SubnetPlan]) -> bytes:

@@ -1,8 +1,10 @@
 """Benchmark the protocol canisters: `python bench/canister_bench.py [--json]`.
 
 Instructions per call for the main endpoints (wasm instructions counted by the replica's fuel, summed over
-every message a call causes, inter-canister calls included), the registry's memory growth per 10,000
-verification requests, and the cost of a `list_pending_verifications` page at different totals.
+every message a call causes, inter-canister calls included), SHA-256 in Motoko per MiB (the canisters' own
+`canister_src/lib/Sha256.mo`, through a probe canister), the most any one message of a 10 MiB upload costs,
+the registry's memory growth per 10,000 verification requests, and the cost of a `list_pending_verifications`
+page at different totals.
 """
 
 from __future__ import annotations
@@ -20,7 +22,33 @@ sys.path.insert(0, str(ROOT))
 from ic_replica.replica import Limits  # noqa: E402
 from prometheus_build.recipe import build_all  # noqa: E402
 from testkit.backends import EmbeddedBackend  # noqa: E402
-from testkit.protocol import DEV, VERIFIERS, Stack  # noqa: E402
+from testkit.protocol import DEV, MINTER, SPONSOR, VERIFIERS, Stack, account  # noqa: E402
+from testkit.sha256_probe import build_probe  # noqa: E402
+
+MIB = 1024 * 1024
+PUBLISHED_SHA256_PER_MIB = {"Motoko (DFINITY canister-profiling)": 268_000_000, "Rust": 83_000_000}
+
+
+def sha256_per_mib(backend: EmbeddedBackend) -> int:
+    """Instructions the probe's `hash` spends on 1 MiB more than on 0 bytes (the message's own overhead)."""
+    replica = backend.replica
+    probe = replica.create_canister()
+    replica.install_code(probe, build_probe(), b"DIDL\x00\x00")
+    cost = []
+    for size in (0, MIB):
+        before = replica.instructions_executed
+        replica.update_call(probe, "hash", b"DIDL\x01\x6d\x7b\x01\x00" + leb(size) + bytes(size))
+        cost.append(replica.instructions_executed - before)
+    return int(cost[1] - cost[0])
+
+
+def leb(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
 
 
 def instructions(stack: Stack, fn: Any) -> int:
@@ -30,6 +58,34 @@ def instructions(stack: Stack, fn: Any) -> int:
     return int(replica.instructions_executed - before)
 
 
+def memory_mib(stack: Stack) -> dict[str, dict[str, float]]:
+    """Both canisters' runtime memory figures (`memory_stats`), in MiB."""
+    return {name: {key.removesuffix("_bytes"): round(value / 2**20, 1) for key, value in stats.items()}
+            for name, stats in (("mcp_registry", stack.registry("memory_stats")),
+                                ("audit_hub", stack.hub("memory_stats")))}
+
+
+def upload_ten_mib(stack: Stack) -> dict[str, int]:
+    """The most one message costs uploading a 10 MiB wasm: in order, and with each window of 4 chunks sent
+    backwards (the worst order the registry accepts: the last chunk of a window hashes the whole window)."""
+    module = bytes(range(256)) * (10 * MIB // 256)
+    chunks = [module[i:i + MIB] for i in range(0, len(module), MIB)]
+    out = {}
+    for name, order in (("in order", list(range(10))), ("windows backwards", [4, 3, 2, 1, 0, 8, 7, 6, 5, 9])):
+        module = bytes([len(out)]) + module[1:]  # a new module each time
+        chunks[0] = module[:MIB]
+        digest = hashlib.sha256(module).digest()
+        worst = 0
+        for index in order:
+            arg = {"namespace": "com.example.app", "wasm_hash": digest, "total_chunks": 10, "chunk_index": index,
+                   "chunk": chunks[index], "chunk_hash": hashlib.sha256(chunks[index]).digest()}
+            worst = max(worst, instructions(stack, lambda a=arg: stack.registry("icrc118_upload_wasm_chunk", a,
+                                                                                sender=DEV)))
+        assert stack.registry("get_wasm_status", digest.hex(), ["com.example.app"])[0]["complete"]
+        out[name] = worst
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--json", action="store_true")
@@ -37,8 +93,10 @@ def main() -> int:
     args = parser.parse_args()
     built = build_all(ROOT / "canister_src", ROOT / "build" / "canisters", ROOT / "build" / "cache")
     product = {r.name: r for r in built}
-    stack = Stack.deploy(EmbeddedBackend(limits=Limits()), product)  # the IC's instruction limits
-    out: dict[str, Any] = {}
+    backend = EmbeddedBackend(limits=Limits())  # the IC's instruction limits
+    stack = Stack.deploy(backend, product)
+    out: dict[str, Any] = {"sha256_instructions_per_mib": sha256_per_mib(backend),
+                           "published_sha256_per_mib": PUBLISHED_SHA256_PER_MIB}
 
     wasm_id = stack.upload(b"\x00asm" + bytes(3000))
     out["instructions"] = {}
@@ -51,14 +109,18 @@ def main() -> int:
     ins["icrc126_file_attestation (finalize + payout)"] = instructions(
         stack, lambda: stack.attest(VERIFIERS[0], wasm_id, bounty))
     ins["get_wasm_status"] = instructions(stack, lambda: stack.status(wasm_id))
-    chunk = b"\x01" * (1024 * 1024)
+    chunk = b"\x01" * MIB
     digest = hashlib.sha256(chunk).digest()
-    ins["icrc118_upload_wasm_chunk (1 MiB, sha256 twice)"] = instructions(stack, lambda: stack.registry(
+    ins["icrc118_upload_wasm_chunk (1 MiB, incl. the module digest)"] = instructions(stack, lambda: stack.registry(
         "icrc118_upload_wasm_chunk", {"namespace": "com.example.app", "wasm_hash": digest, "total_chunks": 1,
                                       "chunk_index": 0, "chunk": chunk, "chunk_hash": digest}, sender=DEV))
+    out["upload_10_mib_max_instructions_per_message"] = upload_ten_mib(stack)
 
-    registry = stack.ic.canister(stack.registry.canister_id)
-    memory_before = registry.runtime.memory_size()
+    bounties = args.requests // 4 + 1  # the sponsor's balance must cover them (a transfer from the minter mints)
+    assert "Ok" in stack.ledger("icrc1_transfer", {"from_subaccount": [], "to": account(SPONSOR), "fee": [],
+                                                   "amount": bounties * 200_000, "memo": [], "created_at_time": []},
+                                sender=MINTER)
+    memory: dict[str, Any] = {"before": memory_mib(stack)}
     page_cost = {}
     for i in range(args.requests):
         namespace = f"org.bench{i // 1000}.app"  # a namespace holds at most 1,000 wasm modules
@@ -71,12 +133,13 @@ def main() -> int:
         stack.request(h.hex(), namespace=namespace)
         if i % 4 == 0:
             stack.fund(h.hex(), amount=100_000)
+        if (i + 1) % 5_000 == 0 or (i + 1) == args.requests:
+            memory[f"after {i + 1} requests"] = memory_mib(stack)
         if (i + 1) in (1_000, args.requests):
             page_cost[f"{i + 1} requests"] = {
                 f"page of {n}": instructions(stack, lambda n=n: stack.registry(
                     "list_pending_verifications", {"after": [], "limit": n})) for n in (10, 100)}
-    out["registry_memory_mib_per_10k_requests"] = round(
-        (registry.runtime.memory_size() - memory_before) / 2**20 * 10_000 / args.requests, 1)
+    out["memory_mib"] = memory
     out["list_pending_verifications_instructions"] = page_cost
     print(json.dumps(out, indent=2) if args.json else "\n".join(f"{k}: {v}" for k, v in out.items()))
     return 0

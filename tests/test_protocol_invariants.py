@@ -271,7 +271,8 @@ def test_bad_input_gets_typed_errors_and_changes_nothing(stack: Stack) -> None:
     digest = hashlib.sha256(good).digest()
     upload = {"namespace": "com.example.app", "wasm_hash": digest, "total_chunks": 1, "chunk_index": 0,
               "chunk": good, "chunk_hash": digest}
-    for change, expected in [({"chunk_hash": bytes(32)}, "ChunkHashMismatch"), ({"chunk_index": 1}, "InvalidArgument"),
+    for change, expected in [({"chunk_hash": bytes(31)}, "InvalidArgument"), ({"chunk_index": 1}, "InvalidArgument"),
+                             ({"total_chunks": 9, "chunk_index": 5}, "InvalidArgument"),  # too far ahead
                              ({"total_chunks": 0}, "InvalidArgument"), ({"total_chunks": 65}, "InvalidArgument"),
                              ({"wasm_hash": bytes(31)}, "InvalidArgument"),
                              ({"chunk": b"x" * (1024 * 1024 + 1),
@@ -335,6 +336,45 @@ def dump(stack: Stack, wasm_ids: list[str]) -> dict[str, Any]:
         "supply": stack.ledger("icrc1_total_supply"),
         "transactions": stack.ledger("transaction_count"),
     }
+
+
+def test_uploads_hash_the_in_order_prefix_and_accept_chunks_a_window_ahead(stack: Stack) -> None:
+    """The module digest runs over chunks as they come in order (each byte hashed once); a chunk may arrive at
+    most 4 past the first missing one, a stored chunk cannot be replaced, and a wrong module is dropped whole."""
+    reg = stack.registry
+    stack.submit()  # creates com.example.app, controlled by DEV
+    chunks = [bytes([i]) * (1000 + i) for i in range(7)]
+    module = b"".join(chunks)
+
+    def put(index: int, data: bytes | None = None, whole: bytes = module) -> Any:
+        chunk = chunks[index] if data is None else data
+        return reg("icrc118_upload_wasm_chunk", {
+            "namespace": "com.example.app", "wasm_hash": hashlib.sha256(whole).digest(), "total_chunks": 7,
+            "chunk_index": index, "chunk": chunk, "chunk_hash": hashlib.sha256(chunk).digest()}, sender=DEV)
+
+    assert "too far ahead" in put(5)["err"]["InvalidArgument"]  # nothing hashed yet: chunks 0..4 only
+    assert put(4) == {"ok": {"complete": False, "missing": [0, 1, 2, 3, 5, 6]}}
+    assert put(2) == {"ok": {"complete": False, "missing": [0, 1, 3, 5, 6]}}
+    assert put(2) == {"ok": {"complete": False, "missing": [0, 1, 3, 5, 6]}}  # the same bytes again: no change
+    assert "already uploaded" in put(2, b"other")["err"]["InvalidArgument"]
+    assert put(0) == {"ok": {"complete": False, "missing": [1, 3, 5, 6]}}
+    assert put(1) == {"ok": {"complete": False, "missing": [3, 5, 6]}}  # 0..2 hashed now
+    assert put(3) == {"ok": {"complete": False, "missing": [5, 6]}}  # 0..4 hashed
+    assert put(6) == {"ok": {"complete": False, "missing": [5]}}
+    assert put(5) == {"ok": {"complete": True, "missing": []}}
+    wasm_id = hashlib.sha256(module).hexdigest()
+    assert reg("get_wasm_status", wasm_id, ["com.example.app"])[0]["size"] == len(module)
+
+    meant = [*chunks[:6], b"\x07" * 50]  # another module; sent with one wrong byte in chunk 3
+    bad = [c if i != 3 else b"\xff" + c[1:] for i, c in enumerate(meant)]
+    claimed = hashlib.sha256(b"".join(meant)).digest()
+    for i in range(7):
+        reply = reg("icrc118_upload_wasm_chunk", {
+            "namespace": "com.example.app", "wasm_hash": claimed, "total_chunks": 7, "chunk_index": i,
+            "chunk": bad[i], "chunk_hash": hashlib.sha256(bad[i]).digest()}, sender=DEV)
+    assert reply["err"]["WasmHashMismatch"]["computed"] == hashlib.sha256(b"".join(bad)).hexdigest()
+    assert reg("get_wasm_status", claimed.hex(), ["com.example.app"]) == []  # dropped whole
+    assert reg("upload_quota", DEV)["incomplete"] == 0  # and it holds no quota
 
 
 def test_upgrades_lose_nothing(stack: Stack, product: dict[str, Any]) -> None:

@@ -11,6 +11,7 @@ import Nat "mo:core/Nat";
 import Principal "mo:core/Principal";
 import Time "mo:core/Time";
 
+import MemoryStats "../lib/MemoryStats";
 import Stakes "Stakes";
 
 persistent actor class AuditHub(init : { governance : Principal; registry : ?Principal }) {
@@ -272,6 +273,9 @@ persistent actor class AuditHub(init : { governance : Principal; registry : ?Pri
     };
     List.toArray(out);
   };
+
+  // The runtime's memory figures (high-water, heap, live after GC, allocated, reclaimed): see lib/MemoryStats.
+  public query func memory_stats() : async MemoryStats.Stats { MemoryStats.now() };
 
   public query func icrc10_supported_standards() : async [{ name : Text; url : Text }] {
     [{ name = "ICRC-10"; url = "https://github.com/dfinity/ICRC/blob/main/ICRCs/ICRC-10/ICRC-10.md" }];

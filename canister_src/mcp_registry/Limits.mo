@@ -10,6 +10,7 @@ module {
   // Uploads
   public let MAX_CHUNK_BYTES = 1_048_576;
   public let MAX_CHUNKS = 64; // a wasm of at most 64 MiB
+  public let MAX_CHUNKS_AHEAD = 4; // how far past the hashed prefix a chunk may arrive (bounds one message's hashing)
   public let UPLOAD_TTL_NS : Int = 86_400_000_000_000; // an incomplete upload expires a day after it began
   public let MAX_INCOMPLETE_PER_PRINCIPAL = 2;
   public let MAX_WASMS_PER_NAMESPACE = 1000;
@@ -37,6 +38,7 @@ module {
   public let MAX_REPORT_BYTES = 4_096;
   public let NODE_WEIGHT = 16; // what every metadata node costs on top of its content (tags, lengths)
   public let MAX_NAMESPACE_SCAN = 100; // namespaces looked at when a call names a wasm but no namespace
+  public let MAX_AMBIGUOUS_LISTED = 5; // namespaces an Ambiguous error names (the scan stops at one more)
 
   // Replies: the IC caps a reply at 2 MiB; every list reply stays well below.
   public let MAX_PAGE = 100;

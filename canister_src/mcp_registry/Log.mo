@@ -41,12 +41,13 @@ module {
     let fields = List.fromArray<(Text, T.Value)>([("btype", #Text(btype)), ("ts", #Nat(Int.toNat(now))), ("tx", #Map(tx))]);
     switch (s.lastHash) { case (?h) List.add(fields, ("phash", #Blob(h))); case null {} };
     let block = #Map(List.toArray(fields));
-    let blockHash = hashValue(block);
+    let st = Sha256.init();
+    let blockHash = hashWith(st, block);
     s.lastHash := ?blockHash;
     let index = List.size(s.blocks);
     List.add(s.blocks, block);
     List.add(s.sizes, (to_candid (block)).size());
-    CertifiedData.set(tipTreeRoot(index, blockHash));
+    CertifiedData.set(tipTreeRoot(st, index, blockHash));
     index;
   };
 
@@ -75,25 +76,51 @@ module {
   };
 
   // ---------------------------------------------------------------- ICRC-3 hashing
+  // One digest state serves a whole block: a node's children are hashed (each into a 32-byte blob) before the
+  // node's own digest starts, so the state is free whenever it is reset. No byte arrays are built on the way.
 
-  public func hashValue(v : T.Value) : Blob {
+  public func hashValue(v : T.Value) : Blob { hashWith(Sha256.init(), v) };
+
+  func hashWith(st : Sha256.State, v : T.Value) : Blob {
     switch (v) {
-      case (#Blob(b)) Sha256.hash(b);
-      case (#Text(t)) Sha256.hash(Text.encodeUtf8(t));
-      case (#Nat(n)) Sha256.hash(Blob.fromArray(leb(n)));
-      case (#Int(i)) Sha256.hash(Blob.fromArray(sleb(i)));
+      case (#Blob(b)) { Sha256.reset(st); Sha256.write(st, b) };
+      case (#Text(t)) { Sha256.reset(st); Sha256.writeText(st, t) };
+      case (#Nat(n)) { Sha256.reset(st); writeLeb(st, n) };
+      case (#Int(i)) { Sha256.reset(st); writeSleb(st, i) };
       case (#Array(items)) {
-        let d = Sha256.Digest();
-        for (x in items.vals()) d.writeBlob(hashValue(x));
-        d.sum();
+        let hashes = Array.map<T.Value, Blob>(items, func x = hashWith(st, x));
+        Sha256.reset(st);
+        for (h in hashes.vals()) Sha256.write(st, h);
       };
       case (#Map(entries)) {
-        let parts = Array.map<(Text, T.Value), Blob>(entries, func((k, x)) = Blob.fromArray(Array.concat(Blob.toArray(Sha256.hash(Text.encodeUtf8(k))), Blob.toArray(hashValue(x)))));
-        let sorted = Array.sort<Blob>(parts, Blob.compare);
-        let d = Sha256.Digest();
-        for (p in sorted.vals()) d.writeBlob(p);
-        d.sum();
+        let pairs = Array.map<(Text, T.Value), (Blob, Blob)>(entries, func((k, x)) = (hashWith(st, #Text(k)), hashWith(st, x)));
+        // Sorting the pairs by key hash, then value hash, sorts their 64-byte concatenations.
+        let sorted = Array.sort<(Blob, Blob)>(pairs, func((k1, v1), (k2, v2)) = switch (Blob.compare(k1, k2)) { case (#equal) Blob.compare(v1, v2); case o o });
+        Sha256.reset(st);
+        for ((k, x) in sorted.vals()) { Sha256.write(st, k); Sha256.write(st, x) };
       };
+    };
+    Sha256.finish(st);
+  };
+
+  func writeLeb(st : Sha256.State, n : Nat) {
+    var x = n;
+    loop {
+      let byte = x % 128;
+      x /= 128;
+      if (x == 0) return Sha256.writeByte(st, Nat8.fromNat(byte));
+      Sha256.writeByte(st, Nat8.fromNat(byte + 128));
+    };
+  };
+
+  func writeSleb(st : Sha256.State, i : Int) {
+    var x = i;
+    loop {
+      let byte = Int.abs(x % 128);
+      let b = if (x < 0 and byte != 0) 128 - byte else byte;
+      x := (x - b) / 128;
+      if ((x == 0 and b < 64) or (x == -1 and b >= 64)) return Sha256.writeByte(st, Nat8.fromNat(b));
+      Sha256.writeByte(st, Nat8.fromNat(b + 128));
     };
   };
 
@@ -108,36 +135,36 @@ module {
     };
   };
 
-  func sleb(i : Int) : [Nat8] {
-    let out = List.empty<Nat8>();
-    var x = i;
-    loop {
-      let byte = Int.abs(x % 128);
-      let b = if (x < 0 and byte != 0) 128 - byte else byte;
-      x := (x - b) / 128;
-      let done = (x == 0 and b < 64) or (x == -1 and b >= 64);
-      if (done) { List.add(out, Nat8.fromNat(b)); return List.toArray(out) };
-      List.add(out, Nat8.fromNat(b + 128));
-    };
-  };
-
   // ---------------------------------------------------------------- tip certificate
 
-  func domain(s : Text) : [Nat8] {
-    let b = Blob.toArray(Text.encodeUtf8(s));
-    Array.concat([Nat8.fromNat(b.size())], b);
+  func writeDomain(st : Sha256.State, d : Text) {
+    Sha256.writeByte(st, Nat8.fromNat(d.size()));
+    Sha256.writeText(st, d);
   };
 
-  func leafHash(v : [Nat8]) : Blob { Sha256.hash(Blob.fromArray(Array.concat(domain("ic-hashtree-leaf"), v))) };
-
-  func labeledHash(l : Text, sub : Blob) : Blob {
-    Sha256.hash(Blob.fromArray(Array.concat(Array.concat(domain("ic-hashtree-labeled"), Blob.toArray(Text.encodeUtf8(l))), Blob.toArray(sub))));
+  func leafHash(st : Sha256.State, write : () -> ()) : Blob {
+    Sha256.reset(st);
+    writeDomain(st, "ic-hashtree-leaf");
+    write();
+    Sha256.finish(st);
   };
 
-  func tipTreeRoot(index : Nat, blockHash : Blob) : Blob {
-    let left = labeledHash("last_block_hash", leafHash(Blob.toArray(blockHash)));
-    let right = labeledHash("last_block_index", leafHash(leb(index)));
-    Sha256.hash(Blob.fromArray(Array.concat(Array.concat(domain("ic-hashtree-fork"), Blob.toArray(left)), Blob.toArray(right))));
+  func labeledHash(st : Sha256.State, l : Text, sub : Blob) : Blob {
+    Sha256.reset(st);
+    writeDomain(st, "ic-hashtree-labeled");
+    Sha256.writeText(st, l);
+    Sha256.write(st, sub);
+    Sha256.finish(st);
+  };
+
+  func tipTreeRoot(st : Sha256.State, index : Nat, blockHash : Blob) : Blob {
+    let left = labeledHash(st, "last_block_hash", leafHash(st, func() = Sha256.write(st, blockHash)));
+    let right = labeledHash(st, "last_block_index", leafHash(st, func() = writeLeb(st, index)));
+    Sha256.reset(st);
+    writeDomain(st, "ic-hashtree-fork");
+    Sha256.write(st, left);
+    Sha256.write(st, right);
+    Sha256.finish(st);
   };
 
   // CBOR of the same tree: [1, [2, "last_block_hash", [3, hash]], [2, "last_block_index", [3, leb]]]

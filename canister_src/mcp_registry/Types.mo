@@ -43,7 +43,6 @@ module {
     #NamespaceExists;
     #NamespaceNotFound;
     #InvalidArgument : Text;
-    #ChunkHashMismatch : { index : Nat };
     #WasmNotFound;
     #WasmIncomplete : { missing : [Nat] };
     #WasmHashMismatch : { computed : Text };

@@ -1,7 +1,11 @@
 // Wasm uploads, scoped to a namespace: the same wasm may be uploaded under several namespaces and nobody can
 // hold another namespace's upload hostage. An incomplete upload expires a day after it began and counts
-// against its uploader's quota; a complete one counts against its namespace's. Chunk and module hashes are
-// recomputed here. This module is the only writer of upload records.
+// against its uploader's quota; a complete one counts against its namespace's. The module hash is recomputed
+// here, each byte hashed once: the digest runs over the in-order prefix of chunks as they arrive (a chunk up to
+// MAX_CHUNKS_AHEAD past the prefix waits for the gap), so no message hashes more than a few MiB and a 64 MiB
+// wasm costs no more per chunk than a 1 MiB one. A chunk's own `chunk_hash` is the client's claim and is not
+// recomputed (that would hash every byte twice): a wrong chunk fails the module hash and drops the upload.
+// This module is the only writer of upload records.
 import Array "mo:core/Array";
 import Blob "mo:core/Blob";
 import List "mo:core/List";
@@ -22,7 +26,9 @@ module {
     hash : Blob;
     total_chunks : Nat;
     chunks : Map.Map<Nat, Blob>;
-    var size : Nat;
+    var digest : ?Sha256.State; // over chunks 0 ..< absorbed; dropped once complete
+    var absorbed : Nat;
+    var size : Nat; // bytes absorbed
     var complete : Bool;
     uploaded_by : Principal;
     created_at : Int;
@@ -94,14 +100,14 @@ module {
   // How many live incomplete uploads `uploader` holds (they count against its quota).
   public func incompleteCount(s : Store, uploader : Principal, now : Int) : Nat { liveIncomplete(s, uploader, now) };
 
-  // Store one chunk (the caller has checked namespace control). Once every chunk is present the module's
-  // sha256 must equal `wasm_hash`, or the upload is dropped whole.
+  // Store one chunk (the caller has checked namespace control) and advance the module digest over the chunks
+  // now in order. Once every chunk is absorbed the digest must equal `wasm_hash`, or the upload is dropped whole.
+  // A chunk already stored is accepted again only with the same bytes (absorbed bytes cannot be replaced).
   public func put(s : Store, caller : Principal, c : Chunk, now : Int) : { #ok : { complete : Bool; missing : [Nat] }; #err : T.Error } {
     if (c.wasm_hash.size() != 32 or c.chunk_hash.size() != 32) return #err(#InvalidArgument("hashes are 32 bytes"));
     if (c.total_chunks == 0 or c.total_chunks > Limits.MAX_CHUNKS) return #err(#InvalidArgument("1.." # Nat.toText(Limits.MAX_CHUNKS) # " chunks of at most 1 MiB"));
     if (c.chunk_index >= c.total_chunks) return #err(#InvalidArgument("chunk_index out of range"));
     if (c.chunk.size() == 0 or c.chunk.size() > Limits.MAX_CHUNK_BYTES) return #err(#InvalidArgument("a chunk is 1 byte to 1 MiB"));
-    if (not Blob.equal(Sha256.hash(c.chunk), c.chunk_hash)) return #err(#ChunkHashMismatch({ index = c.chunk_index }));
     let wasm_id = Sha256.toHex(c.wasm_hash);
     let k = key(c.namespace, wasm_id);
     let rec = switch (get(s, c.namespace, wasm_id, now)) {
@@ -111,6 +117,7 @@ module {
         r;
       };
       case null {
+        if (c.chunk_index > Limits.MAX_CHUNKS_AHEAD) return #err(tooFarAhead(c.chunk_index, 0));
         if (liveIncomplete(s, caller, now) >= Limits.MAX_INCOMPLETE_PER_PRINCIPAL) {
           return #err(#QuotaExceeded("at most " # Nat.toText(Limits.MAX_INCOMPLETE_PER_PRINCIPAL) # " incomplete uploads per principal; finish one or wait a day for it to expire"));
         };
@@ -122,6 +129,8 @@ module {
           hash = c.wasm_hash;
           total_chunks = c.total_chunks;
           chunks = Map.empty();
+          var digest = ?Sha256.init();
+          var absorbed = 0;
           var size = 0;
           var complete = false;
           uploaded_by = caller;
@@ -136,18 +145,29 @@ module {
         r;
       };
     };
+    switch (Map.get(rec.chunks, Nat.compare, c.chunk_index)) {
+      case (?stored) {
+        if (stored != c.chunk) return #err(#InvalidArgument("chunk " # Nat.toText(c.chunk_index) # " was already uploaded with different bytes"));
+        return #ok({ complete = false; missing = missing(rec) });
+      };
+      case null {};
+    };
+    if (c.chunk_index > rec.absorbed + Limits.MAX_CHUNKS_AHEAD) return #err(tooFarAhead(c.chunk_index, rec.absorbed));
     Map.add(rec.chunks, Nat.compare, c.chunk_index, c.chunk);
-    let gaps = missing(rec);
-    if (gaps.size() > 0) return #ok({ complete = false; missing = gaps });
-    let digest = Sha256.Digest();
-    var size = 0;
-    for ((_, chunk) in Map.entries(rec.chunks)) { digest.writeBlob(chunk); size += chunk.size() };
-    let computed = digest.sum();
+    let digest = switch (rec.digest) { case (?d) d; case null return #err(#InvalidArgument("upload already hashed")) };
+    label absorb loop {
+      switch (Map.get(rec.chunks, Nat.compare, rec.absorbed)) {
+        case (?chunk) { Sha256.write(digest, chunk); rec.size += chunk.size(); rec.absorbed += 1 };
+        case null break absorb;
+      };
+    };
+    if (rec.absorbed < rec.total_chunks) return #ok({ complete = false; missing = missing(rec) });
+    let computed = Sha256.finish(digest);
+    rec.digest := null;
     if (not Blob.equal(computed, rec.hash)) {
       Map.remove(s.wasms, Text.compare, k); // only this namespace's upload; nothing refers to it yet
       return #err(#WasmHashMismatch({ computed = Sha256.toHex(computed) }));
     };
-    rec.size := size;
     rec.complete := true;
     let owners = switch (Map.get(s.byWasm, Text.compare, wasm_id)) {
       case (?l) l;
@@ -157,5 +177,9 @@ module {
     let held = switch (Map.get(s.perNamespace, Text.compare, c.namespace)) { case (?n) n; case null 0 };
     Map.add(s.perNamespace, Text.compare, c.namespace, held + 1);
     #ok({ complete = true; missing = [] });
+  };
+
+  func tooFarAhead(index : Nat, absorbed : Nat) : T.Error {
+    #InvalidArgument("chunk " # Nat.toText(index) # " is too far ahead: send chunks in order, at most " # Nat.toText(Limits.MAX_CHUNKS_AHEAD) # " past the first missing one (" # Nat.toText(absorbed) # ")");
   };
 };

@@ -16,6 +16,7 @@ import Principal "mo:core/Principal";
 import Text "mo:core/Text";
 import Time "mo:core/Time";
 
+import MemoryStats "../lib/MemoryStats";
 import Sha256 "../lib/Sha256";
 import Bounties "Bounties";
 import Limits "Limits";
@@ -373,13 +374,23 @@ persistent actor class Registry(init : { governance : Principal; audit_hub : Pri
       case (?ns) return #ok(ns);
       case null {};
     };
-    let candidates = Array.filter<Text>(Uploads.namespacesOf(uploads, wasmId, Limits.MAX_NAMESPACE_SCAN), fits);
-    if (candidates.size() == 1) return #ok(candidates[0]);
-    if (candidates.size() == 0 and Uploads.holders(uploads, wasmId) > Limits.MAX_NAMESPACE_SCAN) {
+    // Stop at the first few that fit: one answers, more are ambiguous whatever their number.
+    let candidates = List.empty<Text>();
+    label scan for (ns in Uploads.namespacesOf(uploads, wasmId, Limits.MAX_NAMESPACE_SCAN).vals()) {
+      if (fits(ns)) {
+        List.add(candidates, ns);
+        if (List.size(candidates) > Limits.MAX_AMBIGUOUS_LISTED) break scan;
+      };
+    };
+    let found = List.size(candidates);
+    if (found == 1) return #ok(List.at(candidates, 0));
+    if (found == 0 and Uploads.holders(uploads, wasmId) > Limits.MAX_NAMESPACE_SCAN) {
       return #err(#Ambiguous("many namespaces hold this wasm: name yours"));
     };
-    if (candidates.size() == 0) return #err(#WasmNotFound);
-    #err(#Ambiguous("several namespaces hold this wasm: name one (" # Text.join(candidates.vals(), ", ") # ")"));
+    if (found == 0) return #err(#WasmNotFound);
+    let listed = List.sliceToArray(candidates, 0, Nat.min(found, Limits.MAX_AMBIGUOUS_LISTED));
+    let more = if (found > Limits.MAX_AMBIGUOUS_LISTED) ", ..." else "";
+    #err(#Ambiguous("several namespaces hold this wasm: name one (" # Text.join(listed.vals(), ", ") # more # ")"));
   };
 
   // File a verification request: a new round for (namespace, wasm). A round with filings or live reservations
@@ -817,6 +828,9 @@ persistent actor class Registry(init : { governance : Principal; audit_hub : Pri
   };
 
   public query func icrc3_get_archives(_ : { from : ?Principal }) : async [{ canister_id : Principal; start : Nat; end : Nat }] { [] };
+
+  // The runtime's memory figures (high-water, heap, live after GC, allocated, reclaimed): see lib/MemoryStats.
+  public query func memory_stats() : async MemoryStats.Stats { MemoryStats.now() };
 
   public query func icrc10_supported_standards() : async [{ name : Text; url : Text }] {
     [

@@ -8,7 +8,7 @@ from prometheus_sdk import candid as c
 from prometheus_sdk.client import CanisterError, Client, MethodSpec
 from prometheus_sdk.principal import Principal
 
-__all__ = ['AuditHubClient', 'AuditHubError', 'HubError', 'HubErrorAlreadyHolding', 'HubErrorAlreadyReserved', 'HubErrorAuditTypeMismatch', 'HubErrorInsufficientStake', 'HubErrorLockNotExpired', 'Icrc10SupportedStandardsResultItem', 'InitArg', 'Lock', 'LockState', 'Policy', 'Profile', 'Verdict', 'encode_init']
+__all__ = ['AuditHubClient', 'AuditHubError', 'HubError', 'HubErrorAlreadyHolding', 'HubErrorAlreadyReserved', 'HubErrorAuditTypeMismatch', 'HubErrorInsufficientStake', 'HubErrorLockNotExpired', 'Icrc10SupportedStandardsResultItem', 'InitArg', 'Lock', 'LockState', 'Policy', 'Profile', 'Stats', 'Verdict', 'encode_init']
 
 
 class Verdict(TypedDict, total=False):
@@ -17,6 +17,16 @@ class Verdict(TypedDict, total=False):
     Slash: None
     Release: None
     Reward: None
+
+
+class Stats(TypedDict):
+    """A record."""
+
+    wasm_memory_bytes: int
+    max_live_bytes: int
+    allocated_bytes: int
+    reclaimed_bytes: int
+    heap_bytes: int
 
 
 class Profile(TypedDict):
@@ -127,14 +137,15 @@ class InitArg(TypedDict):
 
 
 # The Candid types of the interface, for the codec.
-_T: dict[str, c.Rec] = {name: c.Rec() for name in ('Verdict', 'Profile', 'Policy', 'LockState', 'Lock', 'HubError', 'AuditHub')}
+_T: dict[str, c.Rec] = {name: c.Rec() for name in ('Verdict', 'Stats', 'Profile', 'Policy', 'LockState', 'Lock', 'HubError', 'AuditHub')}
 _T['Verdict'].define(c.Variant((('Slash', c.NULL), ('Release', c.NULL), ('Reward', c.NULL), )))
+_T['Stats'].define(c.Record((('wasm_memory_bytes', c.NAT), ('max_live_bytes', c.NAT), ('allocated_bytes', c.NAT), ('reclaimed_bytes', c.NAT), ('heap_bytes', c.NAT), )))
 _T['Profile'].define(c.Record((('slashed', c.NAT), ('staked', c.Vec(c.Record(((0, c.TEXT), (1, c.NAT), )))), ('principal', c.PRINCIPAL), ('reputation', c.INT), ('available', c.Vec(c.Record(((0, c.TEXT), (1, c.NAT), )))), ('earnings', c.NAT), ('verifications', c.NAT), )))
 _T['Policy'].define(c.Record((('lock_duration_ns', c.NAT), ('stake_per_reservation', c.NAT), )))
 _T['LockState'].define(c.Variant((('Cleaning', c.NULL), ('Reserving', c.NULL), ('Held', c.NULL), ('Filed', c.NULL), )))
 _T['Lock'].define(c.Record((('audit_type', c.TEXT), ('claimant', c.PRINCIPAL), ('lock_id', c.NAT), ('stake', c.NAT), ('state', _T['LockState']), ('wasm_id', c.TEXT), ('bounty_id', c.NAT), ('reserved_at', c.INT), ('expires_at', c.INT), )))
 _T['HubError'].define(c.Variant((('AuditTypeMismatch', c.Record((('expected', c.TEXT), ))), ('BountyNotFound', c.NULL), ('LockNotExpired', c.Record((('expires_at', c.INT), ))), ('LockNotFound', c.NULL), ('RegistryUnavailable', c.TEXT), ('InsufficientStake', c.Record((('available', c.NAT), ('required', c.NAT), ))), ('NotAuthorized', c.NULL), ('RegistryNotSet', c.NULL), ('BountyNotOpen', c.TEXT), ('InvalidArgument', c.TEXT), ('AlreadyReserved', c.Record((('claimant', c.PRINCIPAL), ('expires_at', c.INT), ))), ('AlreadyFiled', c.NULL), ('AlreadyHolding', c.Record((('bounty_id', c.NAT), ))), ('LockFiled', c.NULL), )))
-_T['AuditHub'].define(c.Service((('cleanup_expired_lock', c.Func((c.NAT, ), (c.Variant((('ok', _T['Lock']), ('err', _T['HubError']), )), ), ())), ('get_auditor_profile', c.Func((c.PRINCIPAL, ), (_T['Profile'], ), ('query', ))), ('get_lock', c.Func((c.NAT, ), (c.Opt(_T['Lock']), ), ('query', ))), ('get_locks', c.Func((c.Opt(c.NAT), c.NAT, ), (c.Vec(_T['Lock']), ), ('query', ))), ('get_policy', c.Func((), (_T['Policy'], ), ('query', ))), ('icrc10_supported_standards', c.Func((), (c.Vec(c.Record((('url', c.TEXT), ('name', c.TEXT), ))), ), ('query', ))), ('is_bounty_ready_for_collection', c.Func((c.NAT, c.PRINCIPAL, ), (c.BOOL, ), ('query', ))), ('mint_tokens', c.Func((c.PRINCIPAL, c.TEXT, c.NAT, ), (c.Variant((('ok', c.NAT), ('err', _T['HubError']), )), ), ())), ('reserve_bounty', c.Func((c.NAT, c.TEXT, ), (c.Variant((('ok', _T['Lock']), ('err', _T['HubError']), )), ), ())), ('set_governance', c.Func((c.PRINCIPAL, ), (c.Variant((('ok', c.NULL), ('err', _T['HubError']), )), ), ())), ('set_policy', c.Func((_T['Policy'], ), (c.Variant((('ok', c.NULL), ('err', _T['HubError']), )), ), ())), ('set_registry', c.Func((c.PRINCIPAL, ), (c.Variant((('ok', c.NULL), ('err', _T['HubError']), )), ), ())), ('settle_lock', c.Func((c.NAT, c.PRINCIPAL, _T['Verdict'], c.NAT, ), (c.Variant((('ok', c.NULL), ('err', _T['HubError']), )), ), ())), )))
+_T['AuditHub'].define(c.Service((('cleanup_expired_lock', c.Func((c.NAT, ), (c.Variant((('ok', _T['Lock']), ('err', _T['HubError']), )), ), ())), ('get_auditor_profile', c.Func((c.PRINCIPAL, ), (_T['Profile'], ), ('query', ))), ('get_lock', c.Func((c.NAT, ), (c.Opt(_T['Lock']), ), ('query', ))), ('get_locks', c.Func((c.Opt(c.NAT), c.NAT, ), (c.Vec(_T['Lock']), ), ('query', ))), ('get_policy', c.Func((), (_T['Policy'], ), ('query', ))), ('icrc10_supported_standards', c.Func((), (c.Vec(c.Record((('url', c.TEXT), ('name', c.TEXT), ))), ), ('query', ))), ('is_bounty_ready_for_collection', c.Func((c.NAT, c.PRINCIPAL, ), (c.BOOL, ), ('query', ))), ('memory_stats', c.Func((), (_T['Stats'], ), ('query', ))), ('mint_tokens', c.Func((c.PRINCIPAL, c.TEXT, c.NAT, ), (c.Variant((('ok', c.NAT), ('err', _T['HubError']), )), ), ())), ('reserve_bounty', c.Func((c.NAT, c.TEXT, ), (c.Variant((('ok', _T['Lock']), ('err', _T['HubError']), )), ), ())), ('set_governance', c.Func((c.PRINCIPAL, ), (c.Variant((('ok', c.NULL), ('err', _T['HubError']), )), ), ())), ('set_policy', c.Func((_T['Policy'], ), (c.Variant((('ok', c.NULL), ('err', _T['HubError']), )), ), ())), ('set_registry', c.Func((c.PRINCIPAL, ), (c.Variant((('ok', c.NULL), ('err', _T['HubError']), )), ), ())), ('settle_lock', c.Func((c.NAT, c.PRINCIPAL, _T['Verdict'], c.NAT, ), (c.Variant((('ok', c.NULL), ('err', _T['HubError']), )), ), ())), )))
 
 _M: dict[str, MethodSpec] = {
     'cleanup_expired_lock': MethodSpec('cleanup_expired_lock', (c.NAT, ), (c.Variant((('ok', _T['Lock']), ('err', _T['HubError']), )), ), query=False, ok_tag='ok', err_tag='err'),
@@ -144,6 +155,7 @@ _M: dict[str, MethodSpec] = {
     'get_policy': MethodSpec('get_policy', (), (_T['Policy'], ), query=True),
     'icrc10_supported_standards': MethodSpec('icrc10_supported_standards', (), (c.Vec(c.Record((('url', c.TEXT), ('name', c.TEXT), ))), ), query=True),
     'is_bounty_ready_for_collection': MethodSpec('is_bounty_ready_for_collection', (c.NAT, c.PRINCIPAL, ), (c.BOOL, ), query=True),
+    'memory_stats': MethodSpec('memory_stats', (), (_T['Stats'], ), query=True),
     'mint_tokens': MethodSpec('mint_tokens', (c.PRINCIPAL, c.TEXT, c.NAT, ), (c.Variant((('ok', c.NAT), ('err', _T['HubError']), )), ), query=False, ok_tag='ok', err_tag='err'),
     'reserve_bounty': MethodSpec('reserve_bounty', (c.NAT, c.TEXT, ), (c.Variant((('ok', _T['Lock']), ('err', _T['HubError']), )), ), query=False, ok_tag='ok', err_tag='err'),
     'set_governance': MethodSpec('set_governance', (c.PRINCIPAL, ), (c.Variant((('ok', c.NULL), ('err', _T['HubError']), )), ), query=False, ok_tag='ok', err_tag='err'),
@@ -196,6 +208,10 @@ class AuditHubClient(Client):
     def is_bounty_ready_for_collection(self, bounty_id: int, claimant: Principal) -> bool:
         """`is_bounty_ready_for_collection: (bounty_id: nat, claimant: principal) -> (bool) query`."""
         return self._invoke(_M['is_bounty_ready_for_collection'], (bounty_id, claimant, ))  # type: ignore[no-any-return]
+
+    def memory_stats(self) -> Stats:
+        """`memory_stats: () -> (Stats) query`."""
+        return self._invoke(_M['memory_stats'], ())  # type: ignore[no-any-return]
 
     def mint_tokens(self, verifier: Principal, audit_type: str, amount: int) -> int:
         """`mint_tokens: (verifier: principal, audit_type: text, amount: nat) -> (variant { err: HubError; ok: nat; })`. Raises `AuditHubError` for `err`."""

@@ -1,0 +1,26 @@
+"""A probe canister for the canisters' SHA-256 (`canister_src/lib/Sha256.mo`), built with the product's recipe.
+
+The library lives outside any test canister's source root, so the probe is assembled in a temporary folder
+(its `main.mo` + the library) and built through the recipe's cache like every other canister."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+from prometheus_build.recipe import build_canister
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+LIBRARY = ROOT / "canister_src" / "lib" / "Sha256.mo"
+
+
+def build_probe() -> bytes:
+    """The probe's wasm (compiled once per source change; the recipe's cache keys on the sources)."""
+    with tempfile.TemporaryDirectory(prefix="sha256-probe-") as tmp:
+        src = Path(tmp, "src")
+        (src / "lib").mkdir(parents=True)
+        shutil.copyfile(Path(__file__).with_name("main.mo"), src / "main.mo")
+        shutil.copyfile(LIBRARY, src / "lib" / "Sha256.mo")
+        result = build_canister("sha256_probe", src, "main.mo", Path(tmp, "out"), ROOT / "build" / "cache")
+        return result.wasm.read_bytes()

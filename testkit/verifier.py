@@ -36,6 +36,14 @@ class Net:
     repos: Path
     cache: Path
 
+    def clock(self) -> int:
+        """The replica's time (ns): what a worker under test compares the chain's times with."""
+        return int(self.stack.ic.replica.observed_time())
+
+    def advance(self, seconds: float) -> None:
+        """Move the replica's clock (and so the workers') forward, instead of sleeping until time passes."""
+        self.stack.ic.replica.advance_time(int(seconds * 1e9))
+
     def repo(self, files: dict[str, bytes | str], extra: Any = None) -> tuple[str, str, Path]:
         """Publish a repository; returns (clone URL, commit, working tree)."""
         name = f"repo{next(_names)}"
@@ -88,7 +96,7 @@ def make_worker(net: Net, image: BuilderImage, docker_host: str, state_dir: Path
     log = io.StringIO()
     factory = docker_factory or (lambda: docker.DockerClient(base_url=docker_host, timeout=300))
     worker = Worker(config, lambda: connect(network, IDENTITIES[role]), factory, image,
-                    Journal(config.journal_path), JsonLog(log))
+                    Journal(config.journal_path), JsonLog(log), clock=net.clock)
     return worker, log
 
 

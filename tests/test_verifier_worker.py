@@ -240,7 +240,7 @@ def test_never_files_after_the_lock_expires(net: Net, docker_host: str, builder_
     real_verify = rebuild.verify
 
     def slow_verify(*args: Any, **kwargs: Any) -> Any:
-        time.sleep(8)
+        net.advance(8)  # the build takes 8 s of chain time
         return real_verify(*args, **kwargs)
 
     monkeypatch.setattr(rebuild, "verify", slow_verify)
@@ -355,7 +355,8 @@ def test_an_expired_unused_reservation_is_taken_over(net: Net, docker_host: str,
                                                      tmp_path: Path) -> None:
     """Another verifier reserved the bounty and let its reservation (the hub's shortest, a minute) run out
     unused: the round stays listed, the worker reserves the bounty (the hub slashes the idle verifier's stake
-    as it cleans that lock up), rebuilds and attests. Waits a real minute: over HTTP the IC follows the clock."""
+    as it cleans that lock up), rebuilds and attests. The minute passes by moving the replica's clock (and the
+    worker's, which reads it), not by sleeping."""
     stack = net.stack
     assert "ok" in stack.hub("set_policy", {"lock_duration_ns": 60 * 10**9, "stake_per_reservation": STAKE},
                              sender=GOV)
@@ -369,7 +370,7 @@ def test_an_expired_unused_reservation_is_taken_over(net: Net, docker_host: str,
     try:
         worker.run_once()  # held by the idle verifier: nothing to take yet
         assert worker.journal.jobs() == []
-        time.sleep(max(0.0, (until - time.time_ns()) / 1e9) + 1)
+        net.advance(max(0.0, (until - net.clock()) / 1e9) + 1)
         run_until_idle(worker)
     finally:
         worker.close()

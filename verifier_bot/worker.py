@@ -76,8 +76,9 @@ class StateDirBusy(RuntimeError):
 class Worker:
     def __init__(self, config: Config, connect: Callable[[], Any], docker_client: Callable[[], Any],
                  image: BuilderImage, journal: Journal, log: JsonLog | None = None,
-                 metrics: Metrics | None = None) -> None:
+                 metrics: Metrics | None = None, clock: Callable[[], int] = time.time_ns) -> None:
         self.config = config
+        self.clock = clock  # ns since the epoch, compared with the chain's times (locks, bounty timeouts)
         self.image = image
         self.journal = journal
         self.log = log or JsonLog()
@@ -236,7 +237,7 @@ class Worker:
         if (self.journal.known_round(request_id, wasm_id, self.config.audit_type)
                 or self._filed_by_me(chain, wasm_id, request_id) is not None):
             return 0  # the registry takes one filing per verifier, round and audit: a second lock could only lose
-        now = time.time_ns()
+        now = self.clock()
         headroom = int((self.config.build_timeout_s + self.config.file_margin_s + 60) * 1e9)
         for bounty in chain.registry.get_bounties_for_request(request_id):
             if bounty["audit_type"] != self.config.audit_type or not _free(bounty["state"], now):
@@ -255,7 +256,7 @@ class Worker:
     def _adopt_orphans(self) -> int:
         """Live locks of ours the journal does not know (it was lost, or the reply to `reserve_bounty` was and a
         retry found the bounty held by us) become jobs again: finished and filed, not left to be slashed."""
-        chain, adopted, now = self.chain(), 0, time.time_ns()
+        chain, adopted, now = self.chain(), 0, self.clock()
         after: int | None = None
         while True:
             page = chain.hub.get_locks([] if after is None else [after], LOCK_PAGE)
@@ -355,7 +356,7 @@ class Worker:
     def _confirm_reservation(self, job: Job) -> None:
         """After a crash or a lost reply: the hub's lock says whether the reservation happened."""
         lock = self.chain().hub.get_lock(job.bounty_id)
-        mine = bool(lock) and str(lock[0]["claimant"]) == self.principal and lock[0]["expires_at"] > time.time_ns()
+        mine = bool(lock) and str(lock[0]["claimant"]) == self.principal and lock[0]["expires_at"] > self.clock()
         if mine and _variant(lock[0]["state"]) == "Held":
             self.journal.update(job.bounty_id, state="reserved", expires_at=lock[0]["expires_at"])
         elif mine and _variant(lock[0]["state"]) == "Reserving":
@@ -372,7 +373,7 @@ class Worker:
         ran out) or lost (the bounty is someone else's or closed) and nothing is filed."""
         chain = self.chain()
         found = chain.registry.icrc127_get_bounty(job.bounty_id)
-        deadline = time.time_ns() + int(self.config.file_margin_s * 1e9)
+        deadline = self.clock() + int(self.config.file_margin_s * 1e9)
         reservation = self._reserved_by_me(found[0]) if found else None
         if reservation is None and not (found and _variant(found[0]["state"]) == "Open"):
             state = _variant(found[0]["state"]) if found else "gone"

@@ -167,8 +167,13 @@ class PocketIcServer:
             gw = HttpGateway(gateway_id, inst, host, port)
         except (ApiError, OSError, ValueError, OverflowError) as exc:
             return HTTPStatus.BAD_REQUEST, {"Error": {"message": str(exc)}}
-        with self.lock:
-            self.gateways[gateway_id] = gw
+        with self.lock:  # the same critical section as `delete_instance`'s: a gateway never outlives its instance
+            alive = self.instances.get(target) is inst
+            if alive:
+                self.gateways[gateway_id] = gw
+        if not alive:
+            gw.stop()
+            return HTTPStatus.BAD_REQUEST, {"Error": {"message": f"Instance with ID {target} was deleted."}}
         return HTTPStatus.CREATED, {"Created": {"instance_id": gateway_id, "port": gw.port}}
 
     # ------------------------------------------------------------ instance routes
@@ -327,7 +332,11 @@ class _Handler(BaseHTTPRequestHandler):
     def _body(self, limit: int) -> bytes:
         """The request body, at most `limit` bytes, checked before reading: a Content-Length body or a chunked
         one (whose total is capped the same way)."""
-        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+        coding = self.headers.get("Transfer-Encoding")
+        if coding is not None and coding.strip().lower() != "chunked":
+            raise self._fail_body(HTTPStatus.LENGTH_REQUIRED, f"Transfer-Encoding {coding[:40]!r} is not accepted: "
+                                                              "send a Content-Length or a chunked body")
+        if coding is not None:
             return self._chunked_body(limit)
         length = (self.headers.get("Content-Length") or "").strip()
         if not length:

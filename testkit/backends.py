@@ -183,7 +183,9 @@ class PocketIcBackend:
             self.pic.tick()
 
     def advance_time(self, nanos: int) -> None:
+        """Move time and run a round, so queries see it: PocketIC's `set_time` is uncertified until a round."""
         self.pic.advance_time(nanos)
+        self.pic.tick()
 
     def get_time(self) -> int:
         return int(self.pic.get_time()["nanos_since_epoch"])

@@ -71,7 +71,6 @@ class SubnetReplica(Replica):
 
     plan: SubnetPlan
     owner: Instance | None = None
-    hold_time = False  # after PocketIC's `set_time(T)`: the next round runs at exactly T, not T + 1
 
     def tick(self, rounds: int = 1) -> None:
         if self.owner is None:
@@ -81,11 +80,6 @@ class SubnetReplica(Replica):
 
     def own_tick(self, rounds: int = 1) -> None:
         super().tick(rounds)
-
-    def _round_time(self) -> None:
-        hold, self.hold_time = self.hold_time, False
-        if not hold or self.live_time:
-            super()._round_time()
 
     def canister_ranges(self) -> list[tuple[bytes, bytes]]:
         ranges = [(canister_id_from_index(lo).raw, canister_id_from_index(hi).raw) for lo, hi in self.plan.ranges]
@@ -137,6 +131,7 @@ class Instance:
         self.topology = topology.topology_json(plans)
         self.deleted = False
         self._progress: tuple[threading.Thread, threading.Event] | None = None
+        self._pending_time: int | None = None  # set by `set_time`, not yet certified: the next round's time
         if auto is not None:
             self.auto_progress(auto)
 
@@ -161,7 +156,7 @@ class Instance:
         plan = topology.plan_for_canister(index, k, self._seed, keys.subnet_id.raw, taken)
         clock = self.subnets[0].replica
         subnet = self._build_subnet(plan, keys, clock.time_ns)
-        subnet.replica.live_time, subnet.replica.hold_time = clock.live_time, clock.hold_time
+        subnet.replica.live_time = clock.live_time
         self.subnets.append(subnet)
         self.topology = topology.topology_json([s.plan for s in self.subnets])
         return subnet
@@ -268,27 +263,42 @@ class Instance:
     # ------------------------------------------------------------ clock and rounds
 
     def get_time(self) -> int:
+        """PocketIC's time: the time `set_time` set for the next round (not certified yet), else the time of the
+        last round (or of `set_certified_time`)."""
         with self.lock:
+            if self._pending_time is not None:
+                return self._pending_time
             return self.subnets[0].replica.get_time()
 
     def set_time(self, nanos: int, certified: bool = False) -> None:
-        """PocketIC's `set_time`: the next round runs at exactly `nanos` (the one after at `nanos` + 1); with
-        `certified` (`set_certified_time`) the next round runs at `nanos` + 1. Unlike PocketIC, queries see an
-        uncertified `set_time` at once too (the test backends' `advance_time` relies on it)."""
+        """PocketIC's `set_time`: the next round runs at exactly `nanos` (the one after at `nanos` + 1) and queries
+        see the previous certified time until that round; with `certified` (`set_certified_time`) queries and
+        certificates see it at once and the next round runs 1 ns later. The embedded `Replica.set_time` (the
+        localnet's) is unchanged: this is the PocketIC server's view of time."""
         with self.lock:
             current = self.get_time()
             if nanos < current:
                 raise ApiError(f"SettingTimeIntoPast(({current}, {nanos}))")
-            if nanos == current and not certified:
-                return
-            for s in self.subnets:
-                s.replica.set_time(nanos)
-                s.replica.hold_time = not certified
+            if certified:
+                self._pending_time = None
+                for s in self.subnets:
+                    s.replica.set_time(nanos)
+            elif nanos > current:
+                self._pending_time = nanos
+
+    def _apply_pending_time(self) -> None:
+        """Before a round: make the round `Replica._round_time` starts next run at the time `set_time` set."""
+        if self._pending_time is None:
+            return
+        for s in self.subnets:
+            s.replica.set_time(max(s.replica.time_ns, self._pending_time - 1))
+        self._pending_time = None
 
     def tick(self, rounds: int = 1) -> None:
         """Rounds on every subnet; before each, canister-to-canister messages for another subnet move there."""
         with self.lock:
             for _ in range(rounds):
+                self._apply_pending_time()
                 self._exchange_messages()
                 for s in self.subnets:
                     s.replica.own_tick()
@@ -348,6 +358,7 @@ class Instance:
                 raise ApiError("Instance was deleted")
             if self._progress is not None:
                 raise ApiError("Auto progress mode has already been enabled.")
+            self._apply_pending_time()
             for s in self.subnets:
                 s.replica.live_time = True
                 s.replica.sync_clock()

@@ -66,7 +66,7 @@ from ic_replica.errors import (
 from ic_replica.faults import Fault, FaultKind, Faults
 from ic_replica.messages import IngressState, IngressStatus, Request, Response
 from ic_replica.principal import ANONYMOUS, MANAGEMENT, Principal, canister_id_from_index, canister_index
-from ic_replica.runtime import ModuleCache, RollbackBuffer, new_engine
+from ic_replica.runtime import ModuleCache, RollbackBuffer, shared_engine
 
 # The first canister id handed out is the one a local dfx network hands out first.
 DEFAULT_FIRST_CANISTER_INDEX = 0x8000000000100001  # bkyz2-fmaaa-aaaaa-qaaaq-cai, as on dfx
@@ -120,7 +120,7 @@ class Replica:
         module_cache_dir: Path | str | None = None,
     ) -> None:
         self.limits = limits or Limits()
-        self.engine = new_engine()
+        self.engine = shared_engine()
         cache_dir = Path(module_cache_dir) if module_cache_dir else (
             Path(state_dir) / "module-cache" if state_dir else None)
         self.modules = ModuleCache(self.engine, cache_dir)

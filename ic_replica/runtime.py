@@ -1,7 +1,10 @@
 """One canister's wasm instance under wasmtime: execution with fuel, snapshots for rollback.
 
 Every canister has its own `wasmtime.Store`, so a canister's instances, fuel and memory never mix with
-another's. Compiled modules are shared through `ModuleCache` (in memory and, serialized, on disk).
+another's. Compiled modules are shared through `ModuleCache`: in memory by every replica of the process (they
+use one engine, `shared_engine`, since a compiled module belongs to the engine that compiled it), and serialized
+on disk per state directory. Compiling a 1–2 MB Motoko module takes about a second; a test suite or a PocketIC
+server that creates many replicas compiles each module once.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ import ctypes
 import hashlib
 import importlib.metadata
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,20 +47,38 @@ def new_engine() -> wasmtime.Engine:
     return wasmtime.Engine(config)
 
 
+_shared_engine: wasmtime.Engine | None = None
+_shared_engine_lock = threading.Lock()
+
+
+def shared_engine() -> wasmtime.Engine:
+    """The process's engine (thread-safe in wasmtime); every replica uses it, so they share compiled modules."""
+    global _shared_engine
+    with _shared_engine_lock:
+        if _shared_engine is None:
+            _shared_engine = new_engine()
+        return _shared_engine
+
+
 class ModuleCache:
-    """Compiled modules by hash of the prepared bytes; serialized copies on disk survive restarts."""
+    """Compiled modules by hash of the prepared bytes: the most recent `MAX_IN_MEMORY` in memory (shared by
+    every cache on the shared engine); serialized copies on disk (per cache directory) survive restarts."""
+
+    MAX_IN_MEMORY = 64
+    _shared_modules: OrderedDict[str, wasmtime.Module] = OrderedDict()  # what the shared engine compiled
+    _lock = threading.Lock()  # one lock: compiling the same module twice at once would be wasted work
 
     def __init__(self, engine: wasmtime.Engine, cache_dir: Path | None = None) -> None:
         self.engine = engine
         self.cache_dir = cache_dir
-        self._modules: dict[str, wasmtime.Module] = {}
-        self._lock = threading.Lock()
+        self._modules = self._shared_modules if engine is _shared_engine else OrderedDict()
 
     def get(self, info: ModuleInfo) -> wasmtime.Module:
         key = hashlib.sha256(info.prepared).hexdigest()
         with self._lock:
             module = self._modules.get(key)
             if module is not None:
+                self._modules.move_to_end(key)
                 return module
             path = self.cache_dir / f"{key}-{_WASMTIME_VERSION}.cwasm" if self.cache_dir else None
             if path is not None and path.is_file():
@@ -72,6 +94,8 @@ class ModuleCache:
                     tmp.write_bytes(module.serialize())
                     tmp.replace(path)
             self._modules[key] = module
+            while len(self._modules) > self.MAX_IN_MEMORY:
+                self._modules.popitem(last=False)
             return module
 
 

@@ -1,0 +1,44 @@
+"""Compiled modules are shared by every replica of the process (one wasmtime engine), bounded in number, and
+never mixed across engines: a second deployment of the same code skips compilation."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import wasmtime
+
+from ic_replica import Replica
+from ic_replica.runtime import ModuleCache, new_engine, shared_engine
+from ic_replica.wasm_module import prepare
+from tests.conftest import nat_arg
+
+
+def test_a_second_replica_reuses_the_first_ones_compiled_module(wasms: dict[str, Any]) -> None:
+    first, second = Replica(), Replica()
+    assert first.engine is second.engine is shared_engine()
+    info = prepare(wasms["counter"])
+    compiled = first.modules.get(info)
+    started = time.perf_counter()
+    assert second.modules.get(info) is compiled  # the same compiled object: no second compilation
+    assert time.perf_counter() - started < 0.5
+    cid = second.create_canister()
+    second.install_code(cid, wasms["counter"], nat_arg(5))
+    assert second.query_call(cid, "get", b"DIDL\x00\x00")[-1] == 5
+
+
+def test_the_cache_keeps_the_most_recent_modules_only() -> None:
+    cache = ModuleCache(shared_engine())
+    saved = dict(cache._modules)
+    try:
+        for n in range(ModuleCache.MAX_IN_MEMORY + 3):
+            cache.get(prepare(wasmtime.wat2wasm(f'(module (func (export "f{n}")))')))
+        assert len(cache._modules) == ModuleCache.MAX_IN_MEMORY
+    finally:
+        cache._modules.clear()
+        cache._modules.update(saved)
+
+
+def test_another_engine_gets_a_cache_of_its_own() -> None:
+    engine = new_engine()
+    assert ModuleCache(engine)._modules is not ModuleCache(shared_engine())._modules

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import re
 import signal
 import sys
@@ -506,13 +507,22 @@ class _Handler(BaseHTTPRequestHandler):
                        "text/plain")
 
 
+def default_module_cache() -> Path:
+    """`$XDG_CACHE_HOME/ic_replica/modules` (compiling a 1–2 MB canister takes a second; a new or reset localnet
+    should not pay it again for code this user already ran)."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "ic_replica" / "modules"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ic_replica.http_server", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=4943)
     parser.add_argument("--state-dir", type=Path, default=None, help="persist canisters and keys here")
+    parser.add_argument("--module-cache", type=Path, default=default_module_cache(),
+                        help="keep compiled wasm here, shared by every localnet of this user (default: %(default)s)")
     args = parser.parse_args(argv)
-    replica = Replica(args.state_dir, live_time=True)
+    replica = Replica(args.state_dir, live_time=True, module_cache_dir=args.module_cache)
     try:
         server = IcHttpServer(replica, args.host, args.port).start()
     except OSError as exc:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import importlib.metadata
+import os
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -89,9 +90,9 @@ class ModuleCache:
             if module is None:
                 module = wasmtime.Module(self.engine, info.prepared)
                 if path is not None:
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    tmp = path.with_suffix(".tmp")
-                    tmp.write_bytes(module.serialize())
+                    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+                    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")  # several
+                    tmp.write_bytes(module.serialize())  # processes may share the folder: each its own tmp
                     tmp.replace(path)
             self._modules[key] = module
             while len(self._modules) > self.MAX_IN_MEMORY:

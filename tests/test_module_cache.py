@@ -42,3 +42,24 @@ def test_the_cache_keeps_the_most_recent_modules_only() -> None:
 def test_another_engine_gets_a_cache_of_its_own() -> None:
     engine = new_engine()
     assert ModuleCache(engine)._modules is not ModuleCache(shared_engine())._modules
+
+
+def test_compiled_modules_on_disk_serve_another_process(tmp_path: Any, wasms: dict[str, Any],
+                                                       monkeypatch: Any) -> None:
+    """A localnet keeps compiled modules in a per-user folder (`--module-cache`, default under
+    $XDG_CACHE_HOME): a new or reset localnet loads them instead of compiling (another engine stands in for
+    another process)."""
+    from ic_replica.http_server import default_module_cache
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    folder = default_module_cache()
+    assert folder == tmp_path / "xdg" / "ic_replica" / "modules"
+    info = prepare(wasms["counter"])
+    ModuleCache(new_engine(), folder).get(info)
+    (saved,) = folder.iterdir()
+    assert saved.suffix == ".cwasm" and oct(folder.stat().st_mode & 0o777) == "0o700"
+    other = ModuleCache(new_engine(), folder)
+    started = time.perf_counter()
+    module = other.get(info)  # deserialized: far cheaper than the second it takes to compile
+    assert time.perf_counter() - started < 0.5
+    assert {e.name for e in module.exports} >= {"canister_query get"}

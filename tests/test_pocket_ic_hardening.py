@@ -537,3 +537,28 @@ def test_port_file_is_removed_at_exit_only_if_it_names_this_server(tmp_path: Pat
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)
     assert port_file.read_text() == "1\n"
+
+
+def test_a_gzip_blob_may_not_expand_past_the_limit(srv: PocketIcServer, wasm: bytes,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A gzip bomb in the blob store is refused when used, before it takes the server's memory (PocketIC
+    decompresses without a limit); a blob within the limit still works."""
+    import zlib
+
+    monkeypatch.setattr(server_module, "MAX_GUNZIPPED_BLOB", 1 << 20)
+    inst = new_instance(srv)
+    cid = install(srv, inst, wasm)
+
+    def gzip_blob(size: int) -> str:
+        deflater = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+        data = deflater.compress(bytes(size)) + deflater.flush()
+        request = urllib.request.Request(f"http://127.0.0.1:{srv.port}/blobstore", data=data, method="POST",
+                                         headers={"Content-Encoding": "gzip"})
+        with urllib.request.urlopen(request, timeout=60) as resp:
+            return str(resp.read().decode())
+
+    for size, expected in ((1 << 20, 200), ((1 << 20) + 1, 400)):
+        status, out = req(srv, "POST", f"/instances/{inst}/update/set_stable_memory",
+                          {"canister_id": b64(cid), "blob_id": b64(bytes.fromhex(gzip_blob(size)))})
+        assert status == expected, out
+    assert "expands to more than 1 MiB" in str(out)

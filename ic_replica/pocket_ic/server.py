@@ -14,7 +14,6 @@ Every operation completes before its response (never `202 Started`), so a client
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import itertools
 import json
@@ -22,6 +21,7 @@ import logging
 import re
 import threading
 import time
+import zlib
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -41,6 +41,25 @@ _INSTANCE_API = re.compile(r"^/instances/\d+/api/")
 _CHUNK_SIZE = re.compile(rb"^[0-9A-Fa-f]{1,16}$")
 MAX_ID_DIGITS = 20  # ids are usize on PocketIC
 _log = logging.getLogger(__name__)
+
+
+MAX_GUNZIPPED_BLOB = 1 << 30  # what a gzip blob may expand to: this server keeps stable memory and wasm in RAM
+
+
+def _gunzip(data: bytes, blob_id: bytes) -> bytes:
+    """A gzip blob's content, refused past MAX_GUNZIPPED_BLOB (a small bomb must not take the server's memory;
+    PocketIC decompresses without a limit)."""
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    try:
+        out = inflater.decompress(data, MAX_GUNZIPPED_BLOB + 1)
+    except zlib.error as exc:
+        raise ApiError(f"BlobDecompressionFailed({blob_id.hex()}): {exc}") from exc
+    if len(out) > MAX_GUNZIPPED_BLOB:
+        raise ApiError(f"BlobDecompressionFailed({blob_id.hex()}): it expands to more than "
+                       f"{MAX_GUNZIPPED_BLOB >> 20} MiB")
+    if not inflater.eof:
+        raise ApiError(f"BlobDecompressionFailed({blob_id.hex()}): truncated gzip data")
+    return out
 
 
 class PocketIcServer:
@@ -143,10 +162,7 @@ class PocketIcServer:
         data, gzipped = entry
         if not gzipped:
             return data
-        try:
-            return gzip.decompress(data)
-        except (OSError, EOFError) as exc:
-            raise ApiError(f"BlobDecompressionFailed({blob_id.hex()}): {exc}") from exc
+        return _gunzip(data, blob_id)
 
     def create_gateway(self, body: Any) -> tuple[int, Any]:
         forward = body.get("forward_to") if isinstance(body, dict) else None

@@ -46,11 +46,21 @@ def install(conn: Any, canister_id: str, wasm: bytes, arg: bytes, installed_hash
 
     if installed_hash == hashlib.sha256(wasm).digest():
         return "unchanged"
+    from prometheus_sdk.errors import CallRejectedError
+
     mode: CanisterInstallMode = {"install": None}
     if installed_hash:
         mode = {"upgrade": [{"skip_pre_upgrade": [], "wasm_memory_persistence": [{"keep": None}]}]}
-    ManagementCanister(conn).install_code({"mode": mode, "canister_id": Principal.from_text(canister_id),
-                                           "wasm_module": wasm, "arg": arg, "sender_canister_version": []})
+    try:
+        ManagementCanister(conn).install_code({"mode": mode, "canister_id": Principal.from_text(canister_id),
+                                               "wasm_module": wasm, "arg": arg, "sender_canister_version": []})
+    except CallRejectedError as exc:
+        if installed_hash and "Memory-incompatible program upgrade" in str(exc):
+            fail(f"canister {canister_id} cannot be upgraded in place: the new code keeps its state in a shape the "
+                 "running code's state cannot be read as (the canister is unchanged)",
+                 "on a localnet, `prometheus localnet reset` starts over (its canisters' state is lost); "
+                 "or deploy to another localnet (`--data-dir`)")
+        raise
     return "upgraded" if installed_hash else "installed"
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING, Any
@@ -100,7 +101,8 @@ class Canister:
     global_timer: int = 0
     env_vars: dict[str, str] = field(default_factory=dict)
     freezing_threshold: int = 2_592_000
-    logs: list[LogRecord] = field(default_factory=list)
+    logs: deque[LogRecord] = field(default_factory=deque)
+    log_bytes: int = 0  # the records' contents in all (`log_memory_store_size`), kept as they come and go
     next_log_idx: int = 0
     call_contexts: dict[int, CallContext] = field(default_factory=dict)
     callbacks: dict[int, Callback] = field(default_factory=dict)
@@ -147,7 +149,9 @@ class Canister:
         """Append a record (its content cut to the log memory limit), then drop the oldest records until the
         log fits `log_memory_limit` again."""
         limit = int(self.settings["log_memory_limit"])
-        self.logs.append(LogRecord(self.next_log_idx, self.replica.time_ns, message[:limit]))
+        record = LogRecord(self.next_log_idx, self.replica.time_ns, message[:limit])
+        self.logs.append(record)
+        self.log_bytes += len(record.content)
         self.next_log_idx += 1
         self.trim_logs()
         self.replica.on_canister_log(self.canister_id, message)
@@ -155,14 +159,14 @@ class Canister:
     def trim_logs(self) -> None:
         """Keep the newest records whose total size (their contents' bytes, what `canister_status` reports as
         `log_memory_store_size`) fits `log_memory_limit`, at most `MAX_LOG_RECORDS` of them."""
-        limit, total, keep = int(self.settings["log_memory_limit"]), 0, 0
-        for record in reversed(self.logs):
-            if keep == MAX_LOG_RECORDS or total + len(record.content) > limit:
-                break
-            total += len(record.content)
-            keep += 1
-        if keep < len(self.logs):
-            del self.logs[: len(self.logs) - keep]
+        limit = int(self.settings["log_memory_limit"])
+        while self.logs and (len(self.logs) > MAX_LOG_RECORDS or self.log_bytes > limit):
+            self.log_bytes -= len(self.logs.popleft().content)
+
+    def restore_logs(self, records: list[LogRecord]) -> None:
+        """Put back saved records (a restart; they fitted the limit when saved)."""
+        self.logs = deque(records)
+        self.log_bytes = sum(len(r.content) for r in records)
 
     # ------------------------------------------------------------ helpers
 
@@ -183,7 +187,7 @@ class Canister:
         return sum(s.total_size for s in self.snapshots.values())
 
     def log_memory_store_size(self) -> int:
-        return sum(len(r.content) for r in self.logs)
+        return self.log_bytes
 
     def memory_size(self) -> int:
         """Execution memory (heap, stable memory, globals, module) plus system memory (chunk store, snapshots,

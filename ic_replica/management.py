@@ -317,7 +317,7 @@ def query(replica: Replica, sender: bytes, method: str, arg: bytes, effective: o
 
 
 def logs_reply(canister: Canister, args: dict[str, Any]) -> bytes:
-    records = canister.logs
+    records = list(canister.logs)
     if args.get("filter"):
         kind, bounds = next(iter(args["filter"][0].items()))
         start, end = bounds["start"], bounds["end"]  # a half-open range [start, end)

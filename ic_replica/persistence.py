@@ -203,7 +203,7 @@ def load(replica: Replica, state_dir: Path) -> None:
         c.stable = StableMemory((folder / "stable.bin").read_bytes(), e["stable_pages"])
         c.certified_data, c.global_timer = _unb64(e["certified_data"]), e["global_timer"]
         c.env_vars, c.freezing_threshold, c.log_visibility = e["env_vars"], e["freezing_threshold"], e["log_visibility"]
-        c.logs = [LogRecord(i, t, _unb64(m)) for i, t, m in e["logs"]]
+        c.restore_logs([LogRecord(i, t, _unb64(m)) for i, t, m in e["logs"]])
         c.next_log_idx = e["next_log_idx"]
         for chunk in (_unb64(x) for x in e["chunks"]):
             c.chunk_store[hashlib.sha256(chunk).digest()] = chunk

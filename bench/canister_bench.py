@@ -22,7 +22,7 @@ sys.path.insert(0, str(ROOT))
 from ic_replica.replica import Limits  # noqa: E402
 from prometheus_build.recipe import build_all  # noqa: E402
 from testkit.backends import EmbeddedBackend  # noqa: E402
-from testkit.protocol import DEV, MINTER, SPONSOR, VERIFIERS, Stack, account  # noqa: E402
+from testkit.protocol import DEV, GOV, MINTER, SPONSOR, VERIFIERS, Stack, account  # noqa: E402
 from testkit.sha256_probe import build_probe  # noqa: E402
 
 MIB = 1024 * 1024
@@ -61,8 +61,8 @@ def instructions(stack: Stack, fn: Any) -> int:
 def memory_mib(stack: Stack) -> dict[str, dict[str, float]]:
     """Both canisters' runtime memory figures (`memory_stats`), in MiB."""
     return {name: {key.removesuffix("_bytes"): round(value / 2**20, 1) for key, value in stats.items()}
-            for name, stats in (("mcp_registry", stack.registry("memory_stats")),
-                                ("audit_hub", stack.hub("memory_stats")))}
+            for name, stats in (("mcp_registry", stack.registry("memory_stats", sender=GOV)["ok"]),
+                                ("audit_hub", stack.hub("memory_stats", sender=GOV)["ok"]))}
 
 
 def upload_ten_mib(stack: Stack) -> dict[str, int]:

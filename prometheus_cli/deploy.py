@@ -39,7 +39,8 @@ def ensure_canister(conn: Any, recorded_id: str | None) -> tuple[str, bytes | No
     return recorded_id, status["module_hash"][0] if status["module_hash"] else None
 
 
-def install(conn: Any, canister_id: str, wasm: bytes, arg: bytes, installed_hash: bytes | None) -> str:
+def install(conn: Any, canister_id: str, wasm: bytes, arg: bytes, installed_hash: bytes | None,
+            name: str | None = None) -> str:
     """Install, upgrade (keeping the heap) or leave alone; returns what it did."""
     from prometheus_sdk.clients.management import CanisterInstallMode, ManagementCanister
     from prometheus_sdk.principal import Principal
@@ -56,8 +57,8 @@ def install(conn: Any, canister_id: str, wasm: bytes, arg: bytes, installed_hash
                                                "wasm_module": wasm, "arg": arg, "sender_canister_version": []})
     except CallRejectedError as exc:
         if installed_hash and "Memory-incompatible program upgrade" in str(exc):
-            fail(f"canister {canister_id} cannot be upgraded in place: the new code keeps its state in a shape the "
-                 "running code's state cannot be read as (the canister is unchanged)",
+            fail(f"{name or 'canister'} ({canister_id}) cannot be upgraded in place: the new code keeps its state in "
+                 "a shape the running code's state cannot be read as (that canister is unchanged)",
                  "on a localnet, `prometheus localnet reset` starts over (its canisters' state is lost); "
                  "or deploy to another localnet (`--data-dir`)")
         raise
@@ -100,7 +101,7 @@ def deploy_all(url: str, src: Path, names: list[str] | None, args: dict[str, byt
     for name in wanted:
         canister_id, installed = ensure_canister(conn, known.get(name))
         action = install(conn, canister_id, built[name].wasm.read_bytes(), args.get(name, candid.encode([], [])),
-                         installed)
+                         installed, name)
         record_ids(ids_file, "local", {name: canister_id})
         results.append({"name": name, "canister_id": canister_id, "action": action, "sha256": built[name].sha256,
                         "controller": conn.principal})

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from prometheus_cli.deploy import ensure_canister, install, record_ids, recorded_ids
+from prometheus_cli.output import UserError
 
 PROTOCOL = ("ledger", "audit_hub", "mcp_registry")
 INITIAL_SUPPLY = 1_000_000_000_000
@@ -51,8 +52,15 @@ def deploy_protocol(conn: Any, ids_file: Path, network: str = "local", src: Path
         "mcp_registry": mcp_registry.encode_init({"governance": me, "audit_hub": Principal.from_text(ids["audit_hub"]),
                                                   "ledgers": [Principal.from_text(ids["ledger"])]}),
     }
-    actions = {name: install(conn, ids[name], built[name].wasm.read_bytes(), init[name], installed[name])
-               for name in PROTOCOL}
+    actions: dict[str, str] = {}
+    for name in PROTOCOL:
+        try:
+            actions[name] = install(conn, ids[name], built[name].wasm.read_bytes(), init[name], installed[name], name)
+        except UserError as exc:
+            done = [f"{n} {a}" for n, a in actions.items() if a != "unchanged"]
+            if done:  # say what already changed: the protocol now runs partly new code
+                exc.hint = f"already done: {', '.join(done)}; " + (exc.hint or "")
+            raise
     record_ids(ids_file, network, ids)
     if localnet_dir is not None:
         from prometheus_sdk.localnet import record_deployed

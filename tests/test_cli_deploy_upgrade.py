@@ -35,4 +35,5 @@ def test_an_upgrade_onto_incompatible_state_is_one_clear_error(conn: Any, wasms:
         install(conn, cid, incompatible, sdk_candid.encode([sdk_candid.TEXT], ["x"]),
                 hashlib.sha256(counter).digest())
     assert "cannot be upgraded in place" in str(caught.value) and "localnet reset" in (caught.value.hint or "")
+    assert str(caught.value).startswith("canister (")  # no name given: the id alone
     assert conn.query(cid, "get", sdk_candid.encode([], []))[-1] == 7  # still the counter, state kept

@@ -340,30 +340,36 @@ def dump(stack: Stack, wasm_ids: list[str]) -> dict[str, Any]:
 
 def test_uploads_hash_the_in_order_prefix_and_accept_chunks_a_window_ahead(stack: Stack) -> None:
     """The module digest runs over chunks as they come in order (each byte hashed once); a chunk may arrive at
-    most 4 past the first missing one, a stored chunk cannot be replaced, and a wrong module is dropped whole."""
+    most 4 past the first missing one; a chunk not hashed yet can be replaced, a different one where one was
+    hashed (or another total_chunks) starts the upload over; a wrong module is dropped whole."""
     reg = stack.registry
     stack.submit()  # creates com.example.app, controlled by DEV
     chunks = [bytes([i]) * (1000 + i) for i in range(7)]
     module = b"".join(chunks)
 
-    def put(index: int, data: bytes | None = None, whole: bytes = module) -> Any:
+    def put(index: int, data: bytes | None = None, total: int = 7) -> Any:
         chunk = chunks[index] if data is None else data
         return reg("icrc118_upload_wasm_chunk", {
-            "namespace": "com.example.app", "wasm_hash": hashlib.sha256(whole).digest(), "total_chunks": 7,
+            "namespace": "com.example.app", "wasm_hash": hashlib.sha256(module).digest(), "total_chunks": total,
             "chunk_index": index, "chunk": chunk, "chunk_hash": hashlib.sha256(chunk).digest()}, sender=DEV)
 
     assert "too far ahead" in put(5)["err"]["InvalidArgument"]  # nothing hashed yet: chunks 0..4 only
     assert put(4) == {"ok": {"complete": False, "missing": [0, 1, 2, 3, 5, 6]}}
-    assert put(2) == {"ok": {"complete": False, "missing": [0, 1, 3, 5, 6]}}
+    assert put(2, b"planted") == {"ok": {"complete": False, "missing": [0, 1, 3, 5, 6]}}
+    assert put(2) == {"ok": {"complete": False, "missing": [0, 1, 3, 5, 6]}}  # not hashed yet: replaced
     assert put(2) == {"ok": {"complete": False, "missing": [0, 1, 3, 5, 6]}}  # the same bytes again: no change
-    assert "already uploaded" in put(2, b"other")["err"]["InvalidArgument"]
     assert put(0) == {"ok": {"complete": False, "missing": [1, 3, 5, 6]}}
     assert put(1) == {"ok": {"complete": False, "missing": [3, 5, 6]}}  # 0..2 hashed now
-    assert put(3) == {"ok": {"complete": False, "missing": [5, 6]}}  # 0..4 hashed
-    assert put(6) == {"ok": {"complete": False, "missing": [5]}}
-    assert put(5) == {"ok": {"complete": True, "missing": []}}
+    # a different chunk 1, where one was hashed: the upload starts over from it
+    assert put(1, b"other") == {"ok": {"complete": False, "missing": [0, 2, 3, 4, 5, 6]}}
+    assert put(0, total=8) == {"ok": {"complete": False, "missing": [1, 2, 3, 4, 5, 6, 7]}}  # over again
+    assert reg("upload_quota", DEV)["incomplete"] == 1  # one upload, however often it started over
+    for index in range(7):
+        reply = put(index)
+    assert reply == {"ok": {"complete": True, "missing": []}}
     wasm_id = hashlib.sha256(module).hexdigest()
     assert reg("get_wasm_status", wasm_id, ["com.example.app"])[0]["size"] == len(module)
+    assert "InvalidArgument" in put(0, total=8)["err"]  # a complete upload never starts over
 
     meant = [*chunks[:6], b"\x07" * 50]  # another module; sent with one wrong byte in chunk 3
     bad = [c if i != 3 else b"\xff" + c[1:] for i, c in enumerate(meant)]
@@ -403,6 +409,67 @@ def test_upgrades_lose_nothing(stack: Stack, product: dict[str, Any]) -> None:
     b = stack.bounty(wasm_ids[1])
     stack.stake(VERIFIERS[5])
     assert "ok" in stack.reserve(VERIFIERS[5], b)
+
+
+PREVIOUS_RELEASE = "4c01e47"  # the last commit whose canisters kept uploads and log blocks in the old shapes
+
+
+def previous_release_product(tmp: Any) -> dict[str, Any]:
+    """The protocol canisters as the previous release built them (from git history; skipped without it)."""
+    import subprocess
+    from pathlib import Path
+
+    from prometheus_build.recipe import build_all
+    from testkit import ROOT
+
+    if subprocess.run(["git", "-C", str(ROOT), "cat-file", "-e", f"{PREVIOUS_RELEASE}^{{commit}}"],
+                      capture_output=True, check=False).returncode != 0:
+        pytest.skip(f"this checkout has no history back to {PREVIOUS_RELEASE}")
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", PREVIOUS_RELEASE, "canister_src"],
+                             capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(tmp)], input=archive, check=True)
+    built = build_all(Path(tmp) / "canister_src", Path(tmp) / "out", ROOT / "build" / "cache")
+    return {r.name: r for r in built}
+
+
+@pytest.mark.inproc_only
+def test_the_previous_release_upgrades_in_place(product: dict[str, Any], tmp_path: Any) -> None:
+    """The registry's stable shapes changed (upload records, log blocks): a registry of the previous release
+    upgrades in place, keeping every complete upload, round, bounty and ICRC-3 block (hashes and tip unchanged);
+    only incomplete uploads are dropped (their uploaders send them again), and their quota is freed."""
+    from testkit.backends import EmbeddedBackend
+
+    stack = Stack.deploy(EmbeddedBackend(), previous_release_product(tmp_path))
+    wasm_ids = []
+    for i in range(6):
+        wasm_id = stack.submit(wasm=b"\x00asm" + os.urandom(200 * 1024 + i))  # several chunks each
+        wasm_ids.append(wasm_id)
+        b = stack.bounty(wasm_id)
+        if i % 2 == 0:
+            stack.stake(VERIFIERS[i])
+            stack.reserve(VERIFIERS[i], b)
+            stack.attest(VERIFIERS[i], wasm_id, b)
+    half = b"\x00asm" + bytes(100)
+    assert "ok" in stack.registry("icrc118_upload_wasm_chunk", {
+        "namespace": "com.example.app", "wasm_hash": hashlib.sha256(half + b"rest").digest(), "total_chunks": 2,
+        "chunk_index": 0, "chunk": half, "chunk_hash": hashlib.sha256(half).digest()}, sender=DEV)
+    assert stack.registry("upload_quota", DEV)["incomplete"] == 1
+    before = dump(stack, wasm_ids)
+    tip = stack.registry("icrc3_get_tip_certificate")[0]["hash_tree"]
+    for name, typed in (("ledger", stack.ledger), ("audit_hub", stack.hub), ("mcp_registry", stack.registry)):
+        arg = typed.interface.encode_init(*_init_args(stack, name))
+        stack.ic.upgrade_canister(typed.canister_id, product[name].wasm.read_bytes(), arg, sender=GOV)
+    assert dump(stack, wasm_ids) == before
+    assert stack.registry("icrc3_get_tip_certificate")[0]["hash_tree"] == tip
+    assert stack.registry("upload_quota", DEV)["incomplete"] == 0  # the incomplete upload was dropped
+    # and it keeps working: a new upload and round append a block that chains to the last one
+    wasm_id = stack.submit(wasm=b"\x00asm" + os.urandom(100 * 1024))
+    blocks = stack.registry("icrc3_get_blocks", [{"start": 0, "length": 100_000}])["blocks"]
+    assert len(blocks) > len(before["blocks"]["blocks"]) and stack.status(wasm_id)["request"]
+    arg = stack.registry.interface.encode_init(*_init_args(stack, "mcp_registry"))
+    stack.ic.upgrade_canister(stack.registry.canister_id, product["mcp_registry"].wasm.read_bytes(), arg,
+                              sender=GOV)  # and again: the move happens once
+    assert stack.registry("icrc3_get_blocks", [{"start": 0, "length": 100_000}])["blocks"] == blocks
 
 
 def _init_args(stack: Stack, name: str) -> list[Any]:

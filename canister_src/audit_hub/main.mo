@@ -274,8 +274,12 @@ persistent actor class AuditHub(init : { governance : Principal; registry : ?Pri
     List.toArray(out);
   };
 
-  // The runtime's memory figures (high-water, heap, live after GC, allocated, reclaimed): see lib/MemoryStats.
-  public query func memory_stats() : async MemoryStats.Stats { MemoryStats.now() };
+  // The runtime's memory figures (high-water, heap, live after GC, allocated, reclaimed), for the canister's
+  // controllers and governance (they show how much others store, and when): see lib/MemoryStats.
+  public shared query ({ caller }) func memory_stats() : async { #ok : MemoryStats.Stats; #err : HubError } {
+    if (not (Principal.isController(caller) or isGovernance(caller))) return #err(#NotAuthorized);
+    #ok(MemoryStats.now());
+  };
 
   public query func icrc10_supported_standards() : async [{ name : Text; url : Text }] {
     [{ name = "ICRC-10"; url = "https://github.com/dfinity/ICRC/blob/main/ICRCs/ICRC-10/ICRC-10.md" }];

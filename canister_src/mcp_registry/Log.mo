@@ -6,6 +6,7 @@ import Array "mo:core/Array";
 import Blob "mo:core/Blob";
 import CertifiedData "mo:core/CertifiedData";
 import Int "mo:core/Int";
+import Iter "mo:core/Iter";
 import Int16 "mo:core/Int16";
 import Int32 "mo:core/Int32";
 import Int64 "mo:core/Int64";
@@ -37,6 +38,13 @@ module {
   public func empty() : Store { { blocks = List.empty(); var lastHash = null } };
 
   public func length(s : Store) : Nat { List.size(s.blocks) };
+
+  // Blocks kept elsewhere before (see Legacy), appended as they are, with the hash of the last one. The
+  // certified tip is unchanged: it already names that hash and index.
+  public func adopt(s : Store, blocks : Iter.Iter<T.Value>, lastHash : ?Blob) {
+    for (block in blocks) List.add(s.blocks, to_candid (block));
+    s.lastHash := lastHash;
+  };
 
   public func append(s : Store, now : Int, btype : Text, tx : [(Text, T.Value)]) : Nat {
     let fields = List.fromArray<(Text, T.Value)>([("btype", #Text(btype)), ("ts", #Nat(Int.toNat(now))), ("tx", #Map(tx))]);

@@ -102,7 +102,9 @@ module {
 
   // Store one chunk (the caller has checked namespace control) and advance the module digest over the chunks
   // now in order. Once every chunk is absorbed the digest must equal `wasm_hash`, or the upload is dropped whole.
-  // A chunk already stored is accepted again only with the same bytes (absorbed bytes cannot be replaced).
+  // A chunk not hashed yet may be replaced; a different chunk where one was already hashed, or another
+  // `total_chunks`, starts the upload over with this chunk (a controller's newest intent wins; nothing else
+  // refers to an incomplete upload).
   public func put(s : Store, caller : Principal, c : Chunk, now : Int) : { #ok : { complete : Bool; missing : [Nat] }; #err : T.Error } {
     if (c.wasm_hash.size() != 32 or c.chunk_hash.size() != 32) return #err(#InvalidArgument("hashes are 32 bytes"));
     if (c.total_chunks == 0 or c.total_chunks > Limits.MAX_CHUNKS) return #err(#InvalidArgument("1.." # Nat.toText(Limits.MAX_CHUNKS) # " chunks of at most 1 MiB"));
@@ -112,8 +114,9 @@ module {
     let k = key(c.namespace, wasm_id);
     let rec = switch (get(s, c.namespace, wasm_id, now)) {
       case (?r) {
-        if (r.total_chunks != c.total_chunks) return #err(#InvalidArgument("total_chunks differs from the first chunk's (" # Nat.toText(r.total_chunks) # ")"));
+        if (r.complete and r.total_chunks != c.total_chunks) return #err(#InvalidArgument("total_chunks differs from the complete upload's (" # Nat.toText(r.total_chunks) # ")"));
         if (r.complete) return #ok({ complete = true; missing = [] });
+        if (r.total_chunks != c.total_chunks) return startOver(s, caller, c, now, k);
         r;
       };
       case null {
@@ -147,8 +150,9 @@ module {
     };
     switch (Map.get(rec.chunks, Nat.compare, c.chunk_index)) {
       case (?stored) {
-        if (stored != c.chunk) return #err(#InvalidArgument("chunk " # Nat.toText(c.chunk_index) # " was already uploaded with different bytes"));
-        return #ok({ complete = false; missing = missing(rec) });
+        if (stored == c.chunk) return #ok({ complete = false; missing = missing(rec) });
+        if (c.chunk_index < rec.absorbed) return startOver(s, caller, c, now, k);
+        // not hashed yet: replaced below
       };
       case null {};
     };
@@ -177,6 +181,11 @@ module {
     let held = switch (Map.get(s.perNamespace, Text.compare, c.namespace)) { case (?n) n; case null 0 };
     Map.add(s.perNamespace, Text.compare, c.namespace, held + 1);
     #ok({ complete = true; missing = [] });
+  };
+
+  func startOver(s : Store, caller : Principal, c : Chunk, now : Int, k : Text) : { #ok : { complete : Bool; missing : [Nat] }; #err : T.Error } {
+    Map.remove(s.wasms, Text.compare, k); // the uploaders' quota lists drop the key when they are next counted
+    put(s, caller, c, now);
   };
 
   func tooFarAhead(index : Nat, absorbed : Nat) : T.Error {

@@ -19,6 +19,7 @@ import Time "mo:core/Time";
 import MemoryStats "../lib/MemoryStats";
 import Sha256 "../lib/Sha256";
 import Bounties "Bounties";
+import Legacy "Legacy";
 import Limits "Limits";
 import Log "Log";
 import Namespaces "Namespaces";
@@ -75,11 +76,18 @@ persistent actor class Registry(init : { governance : Principal; audit_hub : Pri
   var policy : T.Policy = { quorum = 1; mode = #Auto; required_audit_types = [DEFAULT_AUDIT_TYPE]; min_bounty_reward = 100_000 };
   var allowedLedgers : [Principal] = init.ledgers;
   let names = Namespaces.empty();
-  let uploads = Uploads.empty();
+  let uploads = Legacy.emptyUploads(); // the previous release's shape: emptied into `wasmUploads` on upgrade
+  let wasmUploads = Uploads.empty();
   let rounds = Rounds.empty();
   let bounties = Bounties.empty();
   let transfers = Transfers.empty();
-  let log = Log.empty();
+  let log = Legacy.emptyLog(); // the previous release's shape: emptied into `blockLog` on upgrade
+  let blockLog = Log.empty();
+
+  system func postupgrade() {
+    Legacy.moveUploads(uploads, wasmUploads);
+    Legacy.moveLog(log, blockLog);
+  };
 
   // ---------------------------------------------------------------- helpers
 
@@ -105,7 +113,7 @@ persistent actor class Registry(init : { governance : Principal; audit_hub : Pri
     switch (lookup(m, key)) { case (?#Principal(p)) ?p; case _ null };
   };
 
-  func block(btype : Text, tx : [(Text, T.Value)]) : Nat { Log.append(log, now(), btype, tx) };
+  func block(btype : Text, tx : [(Text, T.Value)]) : Nat { Log.append(blockLog, now(), btype, tx) };
 
   func principalValue(p : Principal) : T.Value { #Blob(Principal.toBlob(p)) };
 
@@ -319,7 +327,7 @@ persistent actor class Registry(init : { governance : Principal; audit_hub : Pri
   } {
     if (not Namespaces.exists(names, arg.namespace)) return #err(#NamespaceNotFound);
     if (not Namespaces.isController(names, arg.namespace, caller)) return #err(#NotAuthorized);
-    Uploads.put(uploads, caller, arg, now());
+    Uploads.put(wasmUploads, caller, arg, now());
   };
 
   // Publish a version: only a wasm whose current round in this namespace is verified.
@@ -331,7 +339,7 @@ persistent actor class Registry(init : { governance : Principal; audit_hub : Pri
     if (not Namespaces.isController(names, arg.namespace, caller)) return #err(#NotAuthorized);
     if (arg.wasm_hash.size() != 32) return #err(#InvalidArgument("wasm_hash is 32 bytes"));
     let wasmId = Sha256.toHex(arg.wasm_hash);
-    if (not Uploads.isComplete(uploads, arg.namespace, wasmId)) return #err(#WasmNotFound);
+    if (not Uploads.isComplete(wasmUploads, arg.namespace, wasmId)) return #err(#WasmNotFound);
     let r = switch (Rounds.current(rounds, arg.namespace, wasmId)) { case (?r) r; case null return #err(#NotVerified) };
     switch (outcomeOf(r)) {
       case (?#Verified) {};
@@ -361,7 +369,7 @@ persistent actor class Registry(init : { governance : Principal; audit_hub : Pri
   // A client checks this before creating a namespace, so a new namespace and its first upload either both
   // happen or neither does (the registry cannot delete a namespace).
   public query func upload_quota(uploader : Principal) : async { incomplete : Nat; max_incomplete : Nat } {
-    { incomplete = Uploads.incompleteCount(uploads, uploader, now()); max_incomplete = Limits.MAX_INCOMPLETE_PER_PRINCIPAL };
+    { incomplete = Uploads.incompleteCount(wasmUploads, uploader, now()); max_incomplete = Limits.MAX_INCOMPLETE_PER_PRINCIPAL };
   };
 
   public query func icrc118_get_wasms(namespace : Text) : async [T.Version] { Namespaces.versions(names, namespace) };
@@ -376,7 +384,7 @@ persistent actor class Registry(init : { governance : Principal; audit_hub : Pri
     };
     // Stop at the first few that fit: one answers, more are ambiguous whatever their number.
     let candidates = List.empty<Text>();
-    label scan for (ns in Uploads.namespacesOf(uploads, wasmId, Limits.MAX_NAMESPACE_SCAN).vals()) {
+    label scan for (ns in Uploads.namespacesOf(wasmUploads, wasmId, Limits.MAX_NAMESPACE_SCAN).vals()) {
       if (fits(ns)) {
         List.add(candidates, ns);
         if (List.size(candidates) > Limits.MAX_AMBIGUOUS_LISTED) break scan;
@@ -384,7 +392,7 @@ persistent actor class Registry(init : { governance : Principal; audit_hub : Pri
     };
     let found = List.size(candidates);
     if (found == 1) return #ok(List.at(candidates, 0));
-    if (found == 0 and Uploads.holders(uploads, wasmId) > Limits.MAX_NAMESPACE_SCAN) {
+    if (found == 0 and Uploads.holders(wasmUploads, wasmId) > Limits.MAX_NAMESPACE_SCAN) {
       return #err(#Ambiguous("many namespaces hold this wasm: name yours"));
     };
     if (found == 0) return #err(#WasmNotFound);
@@ -407,12 +415,12 @@ persistent actor class Registry(init : { governance : Principal; audit_hub : Pri
     let wasmId = Sha256.toHex(arg.wasm_hash);
     let ns = switch (resolveNamespace(wasmId, arg.namespace, func n = Namespaces.isController(names, n, caller))) {
       case (#ok(n)) n;
-      case (#err(#WasmNotFound)) return #err(if (Uploads.holders(uploads, wasmId) > 0) #NotAuthorized else #WasmNotFound);
+      case (#err(#WasmNotFound)) return #err(if (Uploads.holders(wasmUploads, wasmId) > 0) #NotAuthorized else #WasmNotFound);
       case (#err(e)) return #err(e);
     };
     if (not Namespaces.exists(names, ns)) return #err(#NamespaceNotFound);
     if (not Namespaces.isController(names, ns, caller)) return #err(#NotAuthorized);
-    let rec = switch (Uploads.get(uploads, ns, wasmId, now())) { case (?r) r; case null return #err(#WasmNotFound) };
+    let rec = switch (Uploads.get(wasmUploads, ns, wasmId, now())) { case (?r) r; case null return #err(#WasmNotFound) };
     if (not rec.complete) return #err(#WasmIncomplete({ missing = Uploads.missing(rec) }));
     if (not Limits.repo(arg.repo)) return #err(#InvalidArgument("repo must be an http(s) URL of at most 512 bytes"));
     if (not Limits.lowerHex(arg.commit_hash, 40)) return #err(#InvalidArgument("commit_hash must be a full 40-character lowercase hex SHA"));
@@ -761,7 +769,7 @@ persistent actor class Registry(init : { governance : Principal; audit_hub : Pri
   // Filings of the current round of a wasm in every namespace (one page at most).
   public query func get_audit_records(wasm_id : Text) : async [T.Filing] {
     let out = List.empty<T.Filing>();
-    label all for (ns in Uploads.namespacesOf(uploads, wasm_id, Limits.MAX_NAMESPACE_SCAN).vals()) {
+    label all for (ns in Uploads.namespacesOf(wasmUploads, wasm_id, Limits.MAX_NAMESPACE_SCAN).vals()) {
       switch (Rounds.current(rounds, ns, wasm_id)) {
         case (?r) {
           for (f in Rounds.filingsOf(rounds, r).vals()) {
@@ -779,9 +787,9 @@ persistent actor class Registry(init : { governance : Principal; audit_hub : Pri
   public query func get_wasm_status(wasm_id : Text, namespace : ?Text) : async ?T.WasmStatus {
     let ns = switch (namespace) {
       case (?n) n;
-      case null { let first = Uploads.namespacesOf(uploads, wasm_id, 1); if (first.size() == 0) return null; first[0] };
+      case null { let first = Uploads.namespacesOf(wasmUploads, wasm_id, 1); if (first.size() == 0) return null; first[0] };
     };
-    let rec = switch (Uploads.get(uploads, ns, wasm_id, now())) { case (?r) r; case null return null };
+    let rec = switch (Uploads.get(wasmUploads, ns, wasm_id, now())) { case (?r) r; case null return null };
     let current = Rounds.current(rounds, ns, wasm_id);
     ?{
       wasm_id;
@@ -805,11 +813,11 @@ persistent actor class Registry(init : { governance : Principal; audit_hub : Pri
     blocks : [{ id : Nat; block : T.Value }];
     archived_blocks : [{ args : [Log.BlockRange]; callback : shared query ([Log.BlockRange]) -> async { blocks : [{ id : Nat; block : T.Value }] } }];
   } {
-    let got = Log.get(log, args);
+    let got = Log.get(blockLog, args);
     { log_length = got.log_length; blocks = got.blocks; archived_blocks = [] };
   };
 
-  public query func icrc3_get_tip_certificate() : async ?{ certificate : Blob; hash_tree : Blob } { Log.tipCertificate(log) };
+  public query func icrc3_get_tip_certificate() : async ?{ certificate : Blob; hash_tree : Blob } { Log.tipCertificate(blockLog) };
 
   public query func icrc3_supported_block_types() : async [{ block_type : Text; url : Text }] {
     let url126 = "https://github.com/dfinity/ICRC/blob/main/ICRCs/ICRC-126/ICRC-126.md";
@@ -829,8 +837,12 @@ persistent actor class Registry(init : { governance : Principal; audit_hub : Pri
 
   public query func icrc3_get_archives(_ : { from : ?Principal }) : async [{ canister_id : Principal; start : Nat; end : Nat }] { [] };
 
-  // The runtime's memory figures (high-water, heap, live after GC, allocated, reclaimed): see lib/MemoryStats.
-  public query func memory_stats() : async MemoryStats.Stats { MemoryStats.now() };
+  // The runtime's memory figures (high-water, heap, live after GC, allocated, reclaimed), for the canister's
+  // controllers and governance (they show how much others store, and when): see lib/MemoryStats.
+  public shared query ({ caller }) func memory_stats() : async { #ok : MemoryStats.Stats; #err : T.Error } {
+    if (not (Principal.isController(caller) or isGovernance(caller))) return #err(#NotAuthorized);
+    #ok(MemoryStats.now());
+  };
 
   public query func icrc10_supported_standards() : async [{ name : Text; url : Text }] {
     [

@@ -131,6 +131,27 @@ def build(project: Project, out_dir: Path, cache_dir: Path, name: str | None = N
                           project.toolchain, project.packages)
 
 
+MAX_MANIFEST_DEPTH = 64
+
+
+def _nesting(text: str) -> int:
+    """How deep the YAML's collections nest, from PyYAML's scanner (a loop, not recursion): refused before the
+    composer's recursion could run out of stack (a few KB of `[` would)."""
+    import yaml
+
+    depth = deepest = 0
+    for token in yaml.scan(text):
+        if isinstance(token, (yaml.FlowSequenceStartToken, yaml.FlowMappingStartToken,
+                              yaml.BlockSequenceStartToken, yaml.BlockMappingStartToken)):
+            depth += 1
+            deepest = max(deepest, depth)
+            if deepest > MAX_MANIFEST_DEPTH:
+                break
+        elif isinstance(token, (yaml.FlowSequenceEndToken, yaml.FlowMappingEndToken, yaml.BlockEndToken)):
+            depth -= 1
+    return deepest
+
+
 def load_manifest(root: Path, label: str = MANIFEST, max_bytes: int = 64 * 1024) -> dict[str, Any]:
     """The committed prometheus.yml of `root` as a mapping ({} when there is none)."""
     import yaml
@@ -141,11 +162,12 @@ def load_manifest(root: Path, label: str = MANIFEST, max_bytes: int = 64 * 1024)
     if path.stat().st_size > max_bytes:
         raise ProjectError(f"{label} is larger than {max_bytes} bytes")
     try:
-        data = yaml.safe_load(path.read_text())
+        text = path.read_text()
+        if _nesting(text) > MAX_MANIFEST_DEPTH:
+            raise ProjectError(f"{label} nests too deeply (more than {MAX_MANIFEST_DEPTH} levels)")
+        data = yaml.safe_load(text)
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise ProjectError(f"{label} is not valid YAML: {str(exc).splitlines()[0]}") from None
-    except RecursionError:
-        raise ProjectError(f"{label} nests too deeply") from None
     if data is None:
         return {}
     if not isinstance(data, dict):

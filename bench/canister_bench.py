@@ -23,7 +23,7 @@ from ic_replica.replica import Limits  # noqa: E402
 from prometheus_build.recipe import build_all  # noqa: E402
 from testkit.backends import EmbeddedBackend  # noqa: E402
 from testkit.protocol import DEV, GOV, MINTER, SPONSOR, VERIFIERS, Stack, account  # noqa: E402
-from testkit.sha256_probe import build_probe  # noqa: E402
+from testkit.sha256_probe import blob_arg, build_probe  # noqa: E402
 
 MIB = 1024 * 1024
 PUBLISHED_SHA256_PER_MIB = {"Motoko (DFINITY canister-profiling)": 268_000_000, "Rust": 83_000_000}
@@ -37,18 +37,9 @@ def sha256_per_mib(backend: EmbeddedBackend) -> int:
     cost = []
     for size in (0, MIB):
         before = replica.instructions_executed
-        replica.update_call(probe, "hash", b"DIDL\x01\x6d\x7b\x01\x00" + leb(size) + bytes(size))
+        replica.update_call(probe, "hash", blob_arg(bytes(size)))
         cost.append(replica.instructions_executed - before)
     return int(cost[1] - cost[0])
-
-
-def leb(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n & 0x7F, n >> 7
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
 
 
 def instructions(stack: Stack, fn: Any) -> int:

@@ -15,24 +15,7 @@ import pytest
 from ic_replica import Replica
 from ic_replica.principal import Principal
 from testkit import ROOT
-from testkit.sha256_probe import build_probe
-
-
-def leb(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n & 0x7F, n >> 7
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def blob_arg(data: bytes) -> bytes:
-    return b"DIDL\x01\x6d\x7b\x01\x00" + leb(len(data)) + data
-
-
-def blobs_arg(parts: list[bytes]) -> bytes:
-    return b"DIDL\x02\x6d\x7b\x6d\x00\x01\x01" + leb(len(parts)) + b"".join(leb(len(p)) + p for p in parts)
+from testkit.sha256_probe import blob_arg, blobs_arg, build_probe
 
 
 @functools.cache

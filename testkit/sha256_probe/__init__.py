@@ -15,6 +15,25 @@ ROOT = Path(__file__).resolve().parent.parent.parent
 LIBRARY = ROOT / "canister_src" / "lib" / "Sha256.mo"
 
 
+def blob_arg(data: bytes) -> bytes:
+    """The Candid argument `(blob)` the probe's `hash` takes."""
+    return b"DIDL\x01\x6d\x7b\x01\x00" + _leb(len(data)) + data
+
+
+def blobs_arg(parts: list[bytes]) -> bytes:
+    """The Candid argument `(vec blob)` the probe's `hashParts` takes."""
+    return b"DIDL\x02\x6d\x7b\x6d\x00\x01\x01" + _leb(len(parts)) + b"".join(_leb(len(p)) + p for p in parts)
+
+
+def _leb(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
 def build_probe() -> bytes:
     """The probe's wasm (compiled once per source change; the recipe's cache keys on the sources)."""
     with tempfile.TemporaryDirectory(prefix="sha256-probe-") as tmp:

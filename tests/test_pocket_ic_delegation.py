@@ -6,11 +6,7 @@ checked here independently of `ic_replica` (pyblst, our own hash-tree code), and
 from __future__ import annotations
 
 import base64
-import gc
 import hashlib
-import os
-import signal
-import tempfile
 import urllib.request
 from collections.abc import Iterator
 from typing import Any
@@ -22,7 +18,7 @@ import pytest
 from ic_replica import candid
 from ic_replica.principal import Principal
 from tests.conftest import decode1, no_args
-from tests.test_pocket_ic_server import BIN, _server_pids, b64, http, install_counter, raw
+from tests.test_pocket_ic_server import BIN, b64, http, install_counter, raw, server  # noqa: F401 - fixture
 from tests.test_system_api_complete import Reader, probe_wasm
 
 pocket_ic = pytest.importorskip("pocket_ic")
@@ -35,21 +31,8 @@ G2_GENERATOR = bytes.fromhex(
     "024aa2b2f08f0a91260805272dc51051c6e47ad4fa403b02b4510b647ae3d1770bac0326a805bbefd48056c8c121bdb8")
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[Any]:
-    """One server for the module, started by the client; stopped (by its pid) at the end."""
-    port_file = f"{tempfile.gettempdir()}/pocket_ic_{os.getpid()}.port"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("POCKET_IC_BIN", str(BIN))
-        mp.setenv("POCKET_IC_MUTE_SERVER", "1")
-        yield pocket_ic.PocketICServer()
-    gc.collect()
-    for pid in _server_pids(port_file):
-        os.kill(pid, signal.SIGTERM)
-
-
 @pytest.fixture
-def pic(server: Any) -> Iterator[Any]:
+def pic(server: Any) -> Iterator[Any]:  # noqa: F811 - `server` is the fixture imported above
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("POCKET_IC_BIN", str(BIN))
         mp.setenv("POCKET_IC_MUTE_SERVER", "1")

@@ -484,12 +484,36 @@ class _Handler(BaseHTTPRequestHandler):
     do_GET = do_POST = do_DELETE = do_HEAD = _dispatch  # noqa: N815
 
 
+MAX_JSON_DEPTH = 128  # serde_json's recursion limit, which PocketIC's server parses with
+_JSON_TOKEN = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]')
+
+
+def _json_depth(body: bytes) -> int:
+    """How deep a JSON text's arrays and objects nest (strings skipped), found by a loop: refused before
+    `json.loads` recurses, so no RecursionError is raised deep in the stack."""
+    depth = deepest = 0
+    for token in _JSON_TOKEN.finditer(body):
+        char = token.group()[:1]
+        if char in (b"[", b"{"):
+            depth += 1
+            if depth > deepest:
+                deepest = depth
+                if deepest > MAX_JSON_DEPTH:
+                    break
+        elif char in (b"]", b"}"):
+            depth -= 1
+    return deepest
+
+
 def _parse_json(body: bytes) -> Any:
     if not body.strip():
         return None
+    if _json_depth(body) > MAX_JSON_DEPTH:
+        raise ApiError(f"Failed to parse the request body as JSON: recursion limit exceeded (more than "
+                       f"{MAX_JSON_DEPTH} levels)")
     try:
         return json.loads(body)
-    except (ValueError, RecursionError) as exc:  # RecursionError: nesting deeper than the parser goes
+    except ValueError as exc:
         raise ApiError(f"Failed to parse the request body as JSON: {type(exc).__name__}: {exc}") from exc
 
 

@@ -111,7 +111,8 @@ class Snapshot:
 _libc = ctypes.CDLL(None)
 _libc.memcmp.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t]
 _libc.memcmp.restype = ctypes.c_int
-_COMPARE_PAGE = 64 * 1024
+_COMPARE_PAGE = 64 * 1024  # what a rollback restores at a time
+_COMPARE_BLOCK = 16 * _COMPARE_PAGE  # what it compares at a time first
 
 
 class RollbackBuffer:
@@ -210,10 +211,14 @@ class WasmRuntime:
         if size != rb.size:
             return False
         base, saved = self.memory_address(), ctypes.addressof(rb.buffer)
-        for offset in range(0, size, _COMPARE_PAGE):
-            n = min(_COMPARE_PAGE, size - offset)
-            if _libc.memcmp(base + offset, saved + offset, n):
-                ctypes.memmove(base + offset, saved + offset, n)
+        for block in range(0, size, _COMPARE_BLOCK):  # most of a heap is untouched: skip it a MiB at a time
+            end = min(block + _COMPARE_BLOCK, size)
+            if not _libc.memcmp(base + block, saved + block, end - block):
+                continue
+            for offset in range(block, end, _COMPARE_PAGE):
+                n = min(_COMPARE_PAGE, end - offset)
+                if _libc.memcmp(base + offset, saved + offset, n):
+                    ctypes.memmove(base + offset, saved + offset, n)
         for g, value in zip(self._mutable, rb.globals):
             if g.value(self.store) != value:
                 g.set_value(self.store, value)

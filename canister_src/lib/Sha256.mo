@@ -426,8 +426,6 @@ module {
     if (st.filled == 64) bufBlock(st);
   };
 
-  public func writeArray(st : State, data : [Nat8]) { for (x in data.vals()) writeByte(st, x) };
-
   public func write(st : State, data : Blob) {
     let n = data.size();
     var i = 0;

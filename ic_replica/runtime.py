@@ -1,10 +1,13 @@
 """One canister's wasm instance under wasmtime: execution with fuel, snapshots for rollback.
 
 Every canister has its own `wasmtime.Store`, so a canister's instances, fuel and memory never mix with
-another's. Compiled modules are shared through `ModuleCache`: in memory by every replica of the process (they
-use one engine, `shared_engine`, since a compiled module belongs to the engine that compiled it), and serialized
-on disk per state directory. Compiling a 1–2 MB Motoko module takes about a second; a test suite or a PocketIC
-server that creates many replicas compiles each module once.
+another's. Undoing a message (a trap, or any query) puts back only the pages it wrote where the kernel tracks
+writes (`dirty_pages.Shadow`); elsewhere the heap is copied whole before the message (`RollbackBuffer`).
+
+Compiled modules are shared through `ModuleCache`: in memory by every replica of the process (they use one engine,
+`shared_engine`, since a compiled module belongs to the engine that compiled it), and serialized on disk per state
+directory. Compiling a 1–2 MB Motoko module takes about a second; a test suite or a PocketIC server that creates
+many replicas compiles each module once.
 """
 
 from __future__ import annotations
@@ -19,7 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import wasmtime
+from wasmtime import _ffi as wasmtime_ffi
 
+from ic_replica import dirty_pages
 from ic_replica.context import Closure, ExecutionContext, Trap
 from ic_replica.errors import ErrorCode
 from ic_replica.system_api import CanisterEnv, SystemApi
@@ -135,6 +140,49 @@ class RollbackBuffer:
             self.owner = None
 
 
+class _GlobalsIO:
+    """The mutable globals of an instance, read and written through wasmtime's C API: its Python wrapper costs
+    several microseconds per global, and a Motoko canister has 32, saved before and checked after every message."""
+
+    _NUMERIC = {0: "i32", 1: "i64", 2: "f32", 3: "f64"}  # wasmtime_valkind_t -> union field
+
+    def __init__(self, store: wasmtime.Store, mutable: list[wasmtime.Global]) -> None:
+        self.store, self.mutable = store, mutable
+        self._ctx = store._context()
+        self._refs = [ctypes.byref(g._global) for g in mutable]
+        self._val = wasmtime_ffi.wasmtime_val_t()
+        self._val_ref = ctypes.byref(self._val)
+        self._kinds: list[int] = []
+        for g in mutable:
+            wasmtime_ffi.wasmtime_global_get(self._ctx, ctypes.byref(g._global), self._val_ref)
+            self._kinds.append(int(self._val.kind))
+        self._fast = all(k in self._NUMERIC for k in self._kinds)
+
+    def read(self) -> list[int | float | None]:
+        if not self._fast:
+            return [g.value(self.store) for g in self.mutable]
+        get, ctx, val, out = wasmtime_ffi.wasmtime_global_get, self._ctx, self._val, self._val_ref
+        values: list[int | float | None] = []
+        for ref, kind in zip(self._refs, self._kinds):
+            get(ctx, ref, out)
+            values.append(getattr(val.of, self._NUMERIC[kind]))
+        return values
+
+    def write(self, values: list[int | float | None], only_changed: bool = False) -> None:
+        current = self.read() if only_changed else None
+        for i, (g, value) in enumerate(zip(self.mutable, values)):
+            if current is not None and current[i] == value:
+                continue
+            if not self._fast:
+                g.set_value(self.store, value)
+                continue
+            self._val.kind = self._kinds[i]  # type: ignore[assignment]
+            setattr(self._val.of, self._NUMERIC[self._kinds[i]], value)
+            error = wasmtime_ffi.wasmtime_global_set(self._ctx, self._refs[i], self._val_ref)
+            if error:
+                raise wasmtime.WasmtimeError._from_ptr(error)
+
+
 class WasmRuntime:
     """A live instance of a canister module."""
 
@@ -164,6 +212,10 @@ class WasmRuntime:
             assert isinstance(g, wasmtime.Global)
             self.globals.append(g)
         self._mutable = [g for g in self.globals if g.type(self.store).mutable]
+        self._globals_io = _GlobalsIO(self.store, self._mutable)
+        tracker = dirty_pages.tracker() if self.memory is not None else None
+        self._shadow = dirty_pages.Shadow(tracker) if tracker is not None else None
+        self._saved_globals: list[int | float | None] = []
         self._fuel_limit = 0
 
     # ------------------------------------------------------------ memory
@@ -178,7 +230,7 @@ class WasmRuntime:
     def snapshot(self) -> Snapshot:
         size = self.memory_size()
         memory = ctypes.string_at(self.memory_address(), size) if size else b""
-        return Snapshot(memory, [g.value(self.store) for g in self._mutable])
+        return Snapshot(memory, self._globals_io.read())
 
     def restore(self, snap: Snapshot) -> bool:
         """Put memory and globals back; False if the memory grew meanwhile (rebuild the instance instead)."""
@@ -186,12 +238,16 @@ class WasmRuntime:
             return False
         if snap.memory:
             ctypes.memmove(self.memory_address(), snap.memory, len(snap.memory))
-        for g, value in zip(self._mutable, snap.globals):
-            g.set_value(self.store, value)
+        self._globals_io.write(snap.globals)
         return True
 
     def begin(self) -> None:
         """Remember memory and globals before an execution that may have to be undone."""
+        if self._shadow is not None:
+            if self._shadow.sync(self.memory_address(), self.memory_size()):
+                self._saved_globals = self._globals_io.read()
+                return
+            self._shadow = None  # this memory cannot be tracked: copy it whole from now on
         rb, size = self.rollback_buffer, self.memory_size()
         if rb.owner is self and rb.size == size:
             return
@@ -201,10 +257,15 @@ class WasmRuntime:
         if size:
             ctypes.memmove(rb.buffer, self.memory_address(), size)
         rb.size, rb.owner = size, self
-        rb.globals = [g.value(self.store) for g in self._mutable]
+        rb.globals = self._globals_io.read()
 
     def rollback(self) -> bool:
         """Undo the execution since `begin`; False if memory grew (the caller rebuilds the instance)."""
+        if self._shadow is not None:
+            if not self._shadow.restore(self.memory_address(), self.memory_size()):
+                return False
+            self._globals_io.write(self._saved_globals, only_changed=True)
+            return True
         rb = self.rollback_buffer
         assert rb.owner is self and rb.buffer is not None
         size = self.memory_size()
@@ -219,17 +280,18 @@ class WasmRuntime:
                 n = min(_COMPARE_PAGE, end - offset)
                 if _libc.memcmp(base + offset, saved + offset, n):
                     ctypes.memmove(base + offset, saved + offset, n)
-        for g, value in zip(self._mutable, rb.globals):
-            if g.value(self.store) != value:
-                g.set_value(self.store, value)
+        self._globals_io.write(rb.globals, only_changed=True)
         return True
 
     def commit(self) -> None:
-        """The execution stands: the saved copy no longer matches memory."""
-        self.rollback_buffer.invalidate(self)
+        """The execution stands: the saved copy no longer matches memory (a shadow catches up at `begin`)."""
+        if self._shadow is None:
+            self.rollback_buffer.invalidate(self)
 
     def saved_snapshot(self) -> Snapshot:
         """The state saved by `begin`, to rebuild a fresh instance after memory grew."""
+        if self._shadow is not None:
+            return Snapshot(self._shadow.contents(), list(self._saved_globals))
         rb = self.rollback_buffer
         assert rb.owner is self and rb.buffer is not None
         return Snapshot(ctypes.string_at(rb.buffer, rb.size), list(rb.globals))
@@ -242,12 +304,11 @@ class WasmRuntime:
             if missing > 0:
                 self.memory.grow(self.store, (missing + WASM_PAGE - 1) // WASM_PAGE)
             ctypes.memmove(self.memory_address(), snap.memory, len(snap.memory))
-        for g, value in zip(self._mutable, snap.globals):
-            g.set_value(self.store, value)
+        self._globals_io.write(snap.globals)
 
     def load_memory_only(self, memory: bytes) -> None:
         """Keep the heap across an upgrade (enhanced orthogonal persistence); globals stay fresh."""
-        self.load(Snapshot(memory, [g.value(self.store) for g in self._mutable]))
+        self.load(Snapshot(memory, self._globals_io.read()))
 
     # ------------------------------------------------------------ execution
 

@@ -1,12 +1,27 @@
-"""A trapped message leaves no trace in the heap, wherever it wrote: the rollback compares the heap with the
-copy taken before the message a MiB at a time, then page by page where a MiB differs, and restores those pages."""
+"""A trapped message (and every query) leaves no trace in the heap, wherever it wrote, in both ways the runtime
+undoes one: with the kernel's dirty page tracking (only the written pages are put back from a shadow copy) and
+without it (the heap is copied before the message and compared a MiB, then a page, at a time)."""
 
 from __future__ import annotations
 
+import ctypes
+import mmap
+from collections.abc import Iterator
+
+import pytest
 import wasmtime
 
-from ic_replica import Replica
+from ic_replica import Replica, dirty_pages
 from ic_replica.errors import CallRejected
+
+
+@pytest.fixture(params=["dirty_pages", "whole_heap"], autouse=True)
+def rollback_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    if request.param == "dirty_pages" and dirty_pages.tracker() is None:
+        pytest.skip("this kernel cannot track written pages (Linux 6.7+ with userfaultfd)")
+    if request.param == "whole_heap":
+        monkeypatch.setattr(dirty_pages, "tracker", lambda: None)
+    yield request.param
 
 # 64 pages (4 MiB): `scatter` writes one byte at each offset below and traps (or not, with arg "keep");
 # `peek` replies with those bytes.
@@ -44,3 +59,64 @@ def test_a_trap_anywhere_in_a_four_mib_heap_is_undone() -> None:
     assert replica.query_call(cid, "peek") == zeros  # every write, in every MiB, undone
     replica.update_call(cid, "scatter", b"keep")
     assert replica.query_call(cid, "peek") == bytes(range(1, len(OFFSETS) + 1))  # a committed one stays
+
+
+GROW_WAT = """(module
+  (import "ic0" "trap" (func $trap (param i32 i32)))
+  (import "ic0" "msg_reply" (func $reply))
+  (import "ic0" "msg_reply_data_append" (func $append (param i32 i32)))
+  (memory 2)
+  (func (export "canister_update grow_and_trap")
+    (i32.store8 (i32.const 100) (i32.const 9))
+    (drop (memory.grow (i32.const 3)))
+    (i32.store8 (i32.const 200000) (i32.const 9))
+    (call $trap (i32.const 0) (i32.const 0)))
+  (func (export "canister_update grow")
+    (drop (memory.grow (i32.const 1)))
+    (i32.store8 (i32.sub (i32.mul (memory.size) (i32.const 65536)) (i32.const 1)) (i32.const 7))
+    (i32.store8 (i32.const 101) (i32.add (i32.load8_u (i32.const 101)) (i32.const 1)))
+    (call $reply))
+  (func (export "canister_query size")
+    (i32.store (i32.const 0) (memory.size))
+    (i32.store8 (i32.const 4) (i32.load8_u (i32.const 100)))
+    (i32.store8 (i32.const 5) (i32.load8_u (i32.const 101)))
+    (i32.store8 (i32.const 6) (i32.load8_u (i32.sub (i32.mul (memory.size) (i32.const 65536)) (i32.const 1))))
+    (call $append (i32.const 0) (i32.const 7))
+    (call $reply)))"""
+
+
+def test_growing_memory_is_tracked_and_a_trap_after_growing_is_undone() -> None:
+    replica = Replica()
+    cid = replica.create_canister()
+    replica.install_code(cid, wasmtime.wat2wasm(GROW_WAT))
+    for n in range(1, 6):  # each grows the heap and writes in the new page and in an old one
+        replica.update_call(cid, "grow")
+        assert replica.query_call(cid, "size") == (2 + n).to_bytes(4, "little") + bytes([0, n, 7])
+    with pytest.raises(CallRejected):
+        replica.update_call(cid, "grow_and_trap")  # grew, then trapped: the instance is rebuilt as it was
+    assert replica.query_call(cid, "size") == (7).to_bytes(4, "little") + bytes([0, 5, 7])
+    replica.update_call(cid, "grow")
+    assert replica.query_call(cid, "size") == (8).to_bytes(4, "little") + bytes([0, 6, 7])
+
+
+def test_the_tracker_reports_exactly_the_written_pages(rollback_mode: str) -> None:
+    if rollback_mode != "dirty_pages":
+        pytest.skip("the tracker itself")
+    tracker = dirty_pages.tracker()
+    assert tracker is not None
+    area = mmap.mmap(-1, 64 * dirty_pages.PAGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    try:
+        base = ctypes.addressof(ctypes.c_char.from_buffer(area))
+        assert tracker.register(base, 64 * dirty_pages.PAGE)
+        tracker.take(base, 64 * dirty_pages.PAGE)
+        for page in (0, 1, 2, 40, 63):
+            area[page * dirty_pages.PAGE + 5] = 1
+        ctypes.memmove(base + 10 * dirty_pages.PAGE, b"x" * (2 * dirty_pages.PAGE), 2 * dirty_pages.PAGE)
+        written = tracker.take(base, 64 * dirty_pages.PAGE)
+        pages = [(a * dirty_pages.PAGE, b * dirty_pages.PAGE) for a, b in ((0, 3), (10, 12), (40, 41), (63, 64))]
+        assert written == pages
+        assert tracker.take(base, 64 * dirty_pages.PAGE) == []  # taken: protected again
+        _ = area[7 * dirty_pages.PAGE]  # reading is not writing
+        assert tracker.take(base, 64 * dirty_pages.PAGE) == []
+    finally:
+        area.close()

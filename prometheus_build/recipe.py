@@ -162,10 +162,14 @@ def build_canister(
                        toolchain.moc_version, toolchain.motoko_version, [p.as_dict() for p in packages])
 
 
-def build_all(source_root: Path, out_dir: Path, cache_dir: Path, jobs: int = 2) -> list[BuildResult]:
-    """Build every canister under `source_root` (`<name>/main.mo`), `jobs` compilers at a time."""
+def build_all(source_root: Path, out_dir: Path, cache_dir: Path, jobs: int = 2,
+              names: Sequence[str] | None = None) -> list[BuildResult]:
+    """Build every canister under `source_root` (`<name>/main.mo`), or those in `names` (any other name is left
+    out: the caller reports it), `jobs` compilers at a time."""
     toolchain = find_toolchain()
     canisters = discover_canisters(source_root)
+    if names is not None:
+        canisters = {name: rel for name, rel in canisters.items() if name in set(names)}
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         futures = [
             pool.submit(build_canister, name, source_root, rel, out_dir, cache_dir, toolchain)

@@ -81,20 +81,23 @@ def recorded_ids(ids_file: Path, network: str) -> dict[str, str]:
 
 def deploy_all(url: str, src: Path, names: list[str] | None, args: dict[str, bytes], ids_file: Path,
                identity_name: str | None) -> list[dict[str, Any]]:
-    from prometheus_build.recipe import BuildError, build_all
+    from prometheus_build import assets
+    from prometheus_build.recipe import BuildError, build_all, discover_canisters
     from prometheus_sdk import Network, candid, connect
     from prometheus_sdk import identity as identities
 
     if not src.is_dir():
         fail(f"source folder {src} does not exist", "pass --src with a folder of <name>/main.mo canisters")
-    try:
-        built = {r.name: r for r in build_all(src, Path("build") / "canisters", Path("build") / "cache")}
+    available = discover_canisters(src)
+    unknown = [n for n in names or [] if n not in available]
+    if unknown:
+        fail(f"no canister named {', '.join(unknown)} under {src}", f"available: {', '.join(sorted(available))}")
+    wanted = names or sorted(available)
+    try:  # only what is deployed is built; the cache is per user, by source digest, as `deploy-protocol`'s
+        built = {r.name: r for r in build_all(src, Path("build") / "canisters", assets.build_cache_dir(),
+                                              names=wanted)}
     except BuildError as exc:
         fail(str(exc))
-    wanted = names or sorted(built)
-    unknown = [n for n in wanted if n not in built]
-    if unknown:
-        fail(f"no canister named {', '.join(unknown)} under {src}", f"available: {', '.join(sorted(built))}")
     conn = connect(Network("local", url), identities.load(identity_name))
     known = recorded_ids(ids_file, "local")
     results = []

@@ -74,8 +74,10 @@ def _is_this_localnet(url: str, data: Path | None) -> bool:
 def _ready(url: str) -> bool:
     import httpx
 
+    from prometheus_sdk.transport import http
+
     try:
-        return httpx.get(f"{url}/api/v2/status", timeout=1.0).status_code == 200
+        return http(url).get(f"{url}/api/v2/status", timeout=1.0).status_code == 200
     except httpx.HTTPError:
         return False
 
@@ -172,12 +174,14 @@ def status(data: Path | None = DataDir, as_json: bool = JsonOut) -> None:
 
     import httpx
 
+    from prometheus_sdk.transport import http
+
     as_json = _json(as_json)
     with user_errors(as_json):
         d = data_dir(data)
         info = _require_running(d)
         try:
-            described = httpx.get(f"{info['url']}/_/replica", timeout=5).json()
+            described = http(info["url"]).get(f"{info['url']}/_/replica", timeout=5).json()
         except (httpx.HTTPError, ValueError) as exc:
             fail(f"the replica at {info['url']} does not answer: {exc}")
         root_key = bytes.fromhex(described["root_key"])

@@ -34,10 +34,10 @@ class _PooledHttpx:
     route its synchronous requests through the SDK's one pooled client instead."""
 
     def post(self, url: str, **kwargs: Any) -> httpx.Response:
-        return http().post(url, **kwargs)
+        return http(url).post(url, **kwargs)
 
     def get(self, url: str, **kwargs: Any) -> httpx.Response:
-        return http().get(url, **kwargs)
+        return http(url).get(url, **kwargs)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(httpx, name)

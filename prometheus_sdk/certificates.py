@@ -64,8 +64,10 @@ def verify(raw: bytes, root_key: bytes, effective_canister_id: str, max_age_ns: 
 
 def fetch_root_key(url: str, timeout: float = 5.0) -> bytes:
     """The root key a (local) replica announces at `/api/v2/status`."""
+    from prometheus_sdk.transport import http  # (transport imports this module)
+
     try:
-        response = httpx.get(f"{url}/api/v2/status", timeout=timeout)
+        response = http(url).get(f"{url}/api/v2/status", timeout=timeout)
     except httpx.HTTPError as exc:
         raise TransportError(f"cannot reach {url}: {exc}") from exc
     if response.status_code != 200:

@@ -28,7 +28,7 @@ def project(cli: Any, tmp_path: Path) -> dict[str, Any]:  # noqa: F811
     url = json.loads(cli("localnet", "start", "--background", "--port", str(port), "--json").stdout)["url"]
     deployed = json.loads(cli("localnet", "deploy-protocol", "--json").stdout)
     app = build_canister("hello_mcp", ROOT / "examples", "hello_mcp/main.mo", tmp_path / "project" / "out",
-                         tmp_path / "cache")
+                         ROOT / "build" / "cache")  # content-addressed: shared by every test
     governance = tmp_path / "config" / "prometheus" / "identity" / "default" / "identity.pem"
     return {"url": url, "ids": {n: r["id"] for n, r in deployed["canisters"].items()}, "wasm": app,
             "governance": governance}
@@ -293,7 +293,7 @@ def test_verify_rebuilds_in_the_builder_image_and_compares(cli: Any, tmp_path: P
     project_dir = tmp_path / "project"
     shutil.copytree(ROOT / "examples" / "hello_mcp", project_dir / "src" / "hello_mcp")
     app = build_canister("hello_mcp", project_dir / "src", "hello_mcp/main.mo", project_dir / "out",
-                         tmp_path / "cache")
+                         ROOT / "build" / "cache")  # content-addressed: shared by every test
     cli(*init_args())
     manifest = project_dir / "prometheus.yml"
     manifest.write_text(manifest.read_text().replace("source_dir: .\nmain: src/main.mo\n", "")

@@ -65,6 +65,11 @@ _libc.syscall.restype = ctypes.c_long
 _libc.ioctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_void_p]
 _libc.ioctl.restype = ctypes.c_int
 _libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+_libc.memcmp.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t]
+_libc.memcmp.restype = ctypes.c_int
+_BLOCK = 64 * 1024
+_ZERO_BLOCK = (ctypes.c_ubyte * _BLOCK)()
+_ZEROS = ctypes.addressof(_ZERO_BLOCK)
 
 
 class DirtyPageTracker:
@@ -185,7 +190,7 @@ class Shadow:
 
     def __init__(self, t: DirtyPageTracker) -> None:
         self.tracker = t
-        self.buffer: ctypes.Array[ctypes.c_ubyte] | None = None
+        self.buffer: _Buffer | None = None
         self.base = 0  # the memory's address when last synced (a memory that moved is copied whole again)
         self.tracked_end = 0
         self.size = 0  # bytes of the memory the copy holds
@@ -198,7 +203,7 @@ class Shadow:
         written = self.tracker.take(base, size)
         if written is None:
             return self._copy_whole(base, size)
-        shadow = ctypes.addressof(self.buffer)  # type: ignore[arg-type]
+        shadow = self.buffer.address  # type: ignore[union-attr]
         for start, end in written:
             ctypes.memmove(shadow + start, base + start, end - start)
         self.size = size
@@ -213,22 +218,22 @@ class Shadow:
         written = self.tracker.take(base, size)
         if written is None:
             return False
-        shadow = ctypes.addressof(self.buffer)  # type: ignore[arg-type]
+        shadow = self.buffer.address  # type: ignore[union-attr]
         for start, end in written:
             ctypes.memmove(base + start, shadow + start, end - start)
         self.tracker.take(base, size)  # our own writes are not changes
         return True
 
     def contents(self) -> bytes:
-        return ctypes.string_at(self.buffer, self.size) if self.buffer is not None and self.size else b""
+        return ctypes.string_at(self.buffer.address, self.size) if self.buffer is not None and self.size else b""
 
     def _reserve(self, size: int) -> None:
         """Room for `size` bytes; what lies beyond the copied size is zero, as a memory's fresh pages are."""
-        if self.buffer is not None and len(self.buffer) >= size:
+        if self.buffer is not None and self.buffer.size >= size:
             return
-        grown = (ctypes.c_ubyte * max(size, 2 * (len(self.buffer) if self.buffer is not None else 0)))()
+        grown = _Buffer(max(size, 2 * (self.buffer.size if self.buffer is not None else 0)))
         if self.buffer is not None and self.size:
-            ctypes.memmove(grown, self.buffer, self.size)
+            _copy_nonzero(grown.address, self.buffer.address, self.size)
         self.buffer = grown
 
     def _copy_whole(self, base: int, size: int) -> bool:
@@ -238,13 +243,27 @@ class Shadow:
             return False
         self.base, self.tracked_end = base, end
         self.tracker.take(base, size)  # from here on, writes are tracked
-        if self.buffer is not None and len(self.buffer) >= size:
-            ctypes.memset(ctypes.addressof(self.buffer) + size, 0, len(self.buffer) - size)
-        else:
-            self.buffer = None
-            self.size = 0
-            self._reserve(size)
-        if size:
-            ctypes.memmove(self.buffer, base, size)  # type: ignore[arg-type]
+        self.buffer, self.size = None, 0  # a fresh (zeroed) buffer
+        self._reserve(size)
+        _copy_nonzero(self.buffer.address, base, size)  # type: ignore[union-attr]
         self.size = size
         return True
+
+
+class _Buffer:
+    """Zeroed memory that takes no RAM until written (an anonymous mapping; a ctypes array is memset whole)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._map = mmap.mmap(-1, max(size, PAGE), flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+        self._view = ctypes.c_char.from_buffer(self._map)  # keeps the address valid while this object lives
+        self.address = ctypes.addressof(self._view)
+
+
+def _copy_nonzero(dst: int, src: int, size: int) -> None:
+    """Copy into a zeroed buffer, skipping zero blocks: a fresh buffer's pages take no memory until written,
+    and most of a young heap was never touched."""
+    for offset in range(0, size, _BLOCK):
+        n = min(_BLOCK, size - offset)
+        if _libc.memcmp(src + offset, _ZEROS, n):
+            ctypes.memmove(dst + offset, src + offset, n)

@@ -245,7 +245,8 @@ class Shadow:
         self.tracker.take(base, size)  # from here on, writes are tracked
         self.buffer, self.size = None, 0  # a fresh (zeroed) buffer
         self._reserve(size)
-        _copy_nonzero(self.buffer.address, base, size)  # type: ignore[union-attr]
+        assert self.buffer is not None
+        _copy_nonzero(self.buffer.address, base, size)
         self.size = size
         return True
 

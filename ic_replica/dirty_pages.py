@@ -137,12 +137,31 @@ _probe_lock = threading.Lock()
 def tracker() -> DirtyPageTracker | None:
     """The process's tracker, or None where the kernel cannot track writes (checked once, on a scratch map)."""
     global _tracker, _probed
+    if _probed:
+        return _tracker
     with _probe_lock:
         if not _probed:
             _probed = True
             if os.environ.get("IC_REPLICA_DIRTY_PAGES", "1") != "0":
                 _tracker = _probe()
         return _tracker
+
+
+def _forget_after_fork() -> None:
+    """A forked child must not use its parent's tracker: the inherited pagemap descriptor reads (and re-protects)
+    the parent's pages, and the child's memories are no longer registered. The child probes its own; each
+    runtime sees the tracker changed and starts a new shadow (`WasmRuntime.begin`)."""
+    global _tracker, _probed
+    if _tracker is not None:
+        for fd in (_tracker.uffd, _tracker.pagemap):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+    _tracker, _probed = None, False
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)
 
 
 def _probe() -> DirtyPageTracker | None:

@@ -20,6 +20,7 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import wasmtime
 from wasmtime import _ffi as wasmtime_ffi
@@ -110,7 +111,8 @@ class Snapshot:
     """Linear memory and mutable globals at a point in time."""
 
     memory: bytes
-    globals: list[int | float | None]
+    globals: list[Any]  # typed values; the bits `_GlobalsIO.raw` reads when `raw`
+    raw: bool = False
 
 
 _libc = ctypes.CDLL(None)
@@ -133,7 +135,7 @@ class RollbackBuffer:
         self.buffer: ctypes.Array[ctypes.c_ubyte] | None = None
         self.size = 0
         self.owner: object = None
-        self.globals: list[int | float | None] = []
+        self.globals: list[int | bytes] = []  # bits, as `_GlobalsIO.raw` reads them
 
     def invalidate(self, owner: object) -> None:
         if self.owner is owner:
@@ -142,9 +144,15 @@ class RollbackBuffer:
 
 class _GlobalsIO:
     """The mutable globals of an instance, read and written through wasmtime's C API: its Python wrapper costs
-    several microseconds per global, and a Motoko canister has 32, saved before and checked after every message."""
+    several microseconds per global, and a Motoko canister has 32, saved before and checked after every message.
 
-    _NUMERIC = {0: "i32", 1: "i64", 2: "f32", 3: "f64"}  # wasmtime_valkind_t -> union field
+    `raw`/`restore_raw` (rollback) move bit patterns: a float global is saved and compared as its bits, so -0.0
+    and +0.0 differ and a signalling NaN stays signalling; a v128 global as its 16 bytes. `read`/`write`
+    (snapshots, persistence) use typed values, as wasmtime's API does."""
+
+    _TYPED = {0: "i32", 1: "i64", 2: "f32", 3: "f64"}  # wasmtime_valkind_t -> union field
+    _RAW = {0: "i32", 1: "i64", 2: "i32", 3: "i64"}  # the same bytes, read as integers
+    _V128 = 4
 
     def __init__(self, store: wasmtime.Store, mutable: list[wasmtime.Global]) -> None:
         self.store, self.mutable = store, mutable
@@ -156,31 +164,63 @@ class _GlobalsIO:
         for g in mutable:
             wasmtime_ffi.wasmtime_global_get(self._ctx, ctypes.byref(g._global), self._val_ref)
             self._kinds.append(int(self._val.kind))
-        self._fast = all(k in self._NUMERIC for k in self._kinds)
+        self._typed = all(k in self._TYPED for k in self._kinds)
+        self._raw = all(k in self._RAW or k == self._V128 for k in self._kinds)
 
     def read(self) -> list[int | float | None]:
-        if not self._fast:
+        if not self._typed:
             return [g.value(self.store) for g in self.mutable]
         get, ctx, val, out = wasmtime_ffi.wasmtime_global_get, self._ctx, self._val, self._val_ref
         values: list[int | float | None] = []
         for ref, kind in zip(self._refs, self._kinds):
             get(ctx, ref, out)
-            values.append(getattr(val.of, self._NUMERIC[kind]))
+            values.append(getattr(val.of, self._TYPED[kind]))
         return values
 
-    def write(self, values: list[int | float | None], only_changed: bool = False) -> None:
-        current = self.read() if only_changed else None
+    def write(self, values: list[int | float | None]) -> None:
         for i, (g, value) in enumerate(zip(self.mutable, values)):
-            if current is not None and current[i] == value:
-                continue
-            if not self._fast:
+            if not self._typed:
                 g.set_value(self.store, value)
+            else:
+                self._set(i, self._TYPED[self._kinds[i]], value)
+
+    def raw(self) -> list[int | bytes]:
+        """Every mutable global's bits (None entries never occur: other kinds fall back to `read`)."""
+        if not self._raw:
+            return self.read()  # type: ignore[return-value]
+        get, ctx, val, out = wasmtime_ffi.wasmtime_global_get, self._ctx, self._val, self._val_ref
+        values: list[int | bytes] = []
+        for ref, kind in zip(self._refs, self._kinds):
+            get(ctx, ref, out)
+            values.append(bytes(val.of.v128) if kind == self._V128 else getattr(val.of, self._RAW[kind]))
+        return values
+
+    def restore_raw(self, saved: list[int | bytes]) -> None:
+        """Put back the globals `raw` saved, writing only those whose bits changed."""
+        if not self._raw:
+            for g, typed, now in zip(self.mutable, saved, self.read()):
+                if now != typed:
+                    g.set_value(self.store, typed)
+            return
+        for i, (value, current) in enumerate(zip(saved, self.raw())):
+            if current == value:
                 continue
-            self._val.kind = self._kinds[i]  # type: ignore[assignment]
-            setattr(self._val.of, self._NUMERIC[self._kinds[i]], value)
-            error = wasmtime_ffi.wasmtime_global_set(self._ctx, self._refs[i], self._val_ref)
-            if error:
-                raise wasmtime.WasmtimeError._from_ptr(error)
+            if self._kinds[i] == self._V128:
+                self._val.kind = self._kinds[i]  # type: ignore[assignment]
+                ctypes.memmove(ctypes.addressof(self._val.of.v128), bytes(value), 16)  # type: ignore[arg-type]
+                self._commit(i)
+            else:
+                self._set(i, self._RAW[self._kinds[i]], value)
+
+    def _set(self, i: int, field: str, value: object) -> None:
+        self._val.kind = self._kinds[i]  # type: ignore[assignment]
+        setattr(self._val.of, field, value)
+        self._commit(i)
+
+    def _commit(self, i: int) -> None:
+        error = wasmtime_ffi.wasmtime_global_set(self._ctx, self._refs[i], self._val_ref)
+        if error:
+            raise wasmtime.WasmtimeError._from_ptr(error)
 
 
 class WasmRuntime:
@@ -215,7 +255,7 @@ class WasmRuntime:
         self._globals_io = _GlobalsIO(self.store, self._mutable)
         tracker = dirty_pages.tracker() if self.memory is not None else None
         self._shadow = dirty_pages.Shadow(tracker) if tracker is not None else None
-        self._saved_globals: list[int | float | None] = []
+        self._saved_globals: list[int | bytes] = []  # bits, as `_GlobalsIO.raw` reads them
         self._fuel_limit = 0
 
     # ------------------------------------------------------------ memory
@@ -243,9 +283,12 @@ class WasmRuntime:
 
     def begin(self) -> None:
         """Remember memory and globals before an execution that may have to be undone."""
+        if self._shadow is not None and self._shadow.tracker is not dirty_pages.tracker():
+            tracker = dirty_pages.tracker()  # the process forked: the parent's tracker is not ours
+            self._shadow = dirty_pages.Shadow(tracker) if tracker is not None else None
         if self._shadow is not None:
             if self._shadow.sync(self.memory_address(), self.memory_size()):
-                self._saved_globals = self._globals_io.read()
+                self._saved_globals = self._globals_io.raw()
                 return
             self._shadow = None  # this memory cannot be tracked: copy it whole from now on
         rb, size = self.rollback_buffer, self.memory_size()
@@ -257,14 +300,14 @@ class WasmRuntime:
         if size:
             ctypes.memmove(rb.buffer, self.memory_address(), size)
         rb.size, rb.owner = size, self
-        rb.globals = self._globals_io.read()
+        rb.globals = self._globals_io.raw()
 
     def rollback(self) -> bool:
         """Undo the execution since `begin`; False if memory grew (the caller rebuilds the instance)."""
         if self._shadow is not None:
             if not self._shadow.restore(self.memory_address(), self.memory_size()):
                 return False
-            self._globals_io.write(self._saved_globals, only_changed=True)
+            self._globals_io.restore_raw(self._saved_globals)
             return True
         rb = self.rollback_buffer
         assert rb.owner is self and rb.buffer is not None
@@ -280,7 +323,7 @@ class WasmRuntime:
                 n = min(_COMPARE_PAGE, end - offset)
                 if _libc.memcmp(base + offset, saved + offset, n):
                     ctypes.memmove(base + offset, saved + offset, n)
-        self._globals_io.write(rb.globals, only_changed=True)
+        self._globals_io.restore_raw(rb.globals)
         return True
 
     def commit(self) -> None:
@@ -291,10 +334,10 @@ class WasmRuntime:
     def saved_snapshot(self) -> Snapshot:
         """The state saved by `begin`, to rebuild a fresh instance after memory grew."""
         if self._shadow is not None:
-            return Snapshot(self._shadow.contents(), list(self._saved_globals))
+            return Snapshot(self._shadow.contents(), list(self._saved_globals), raw=True)
         rb = self.rollback_buffer
         assert rb.owner is self and rb.buffer is not None
-        return Snapshot(ctypes.string_at(rb.buffer, rb.size), list(rb.globals))
+        return Snapshot(ctypes.string_at(rb.buffer, rb.size), list(rb.globals), raw=True)
 
     def load(self, snap: Snapshot) -> None:
         """Fill a fresh instance from a snapshot (restart, rollback after growth, upgrade with keep)."""
@@ -304,7 +347,10 @@ class WasmRuntime:
             if missing > 0:
                 self.memory.grow(self.store, (missing + WASM_PAGE - 1) // WASM_PAGE)
             ctypes.memmove(self.memory_address(), snap.memory, len(snap.memory))
-        self._globals_io.write(snap.globals)
+        if snap.raw:
+            self._globals_io.restore_raw(snap.globals)
+        else:
+            self._globals_io.write(snap.globals)
 
     def load_memory_only(self, memory: bytes) -> None:
         """Keep the heap across an upgrade (enhanced orthogonal persistence); globals stay fresh."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ctypes
 import mmap
+import os
 from collections.abc import Iterator
 
 import pytest
@@ -120,3 +121,77 @@ def test_the_tracker_reports_exactly_the_written_pages(rollback_mode: str) -> No
         assert tracker.take(base, 64 * dirty_pages.PAGE) == []
     finally:
         area.close()
+
+
+_IMPORTS = """
+  (import "ic0" "msg_arg_data_size" (func $arg_size (result i32)))
+  (import "ic0" "msg_reply" (func $reply))
+  (import "ic0" "msg_reply_data_append" (func $append (param i32 i32)))
+  (import "ic0" "trap" (func $trap (param i32 i32)))"""
+
+BUMP_WAT = f"""(module {_IMPORTS}
+  (memory 1)
+  (func (export "canister_update bump")  ;; adds one to byte 100; traps without an argument
+    (i32.store8 (i32.const 100) (i32.add (i32.load8_u (i32.const 100)) (i32.const 1)))
+    (if (i32.eqz (call $arg_size)) (then (call $trap (i32.const 0) (i32.const 0))))
+    (call $reply))
+  (func (export "canister_query peek") (call $append (i32.const 100) (i32.const 1)) (call $reply)))"""
+
+
+def _bump(replica: Replica, cid: object, keep: bool) -> None:
+    try:
+        replica.update_call(cid, "bump", b"k" if keep else b"")
+    except CallRejected:
+        assert not keep
+
+
+def test_a_forked_child_undoes_its_own_traps_and_leaves_the_parent_alone() -> None:
+    """`multiprocessing`'s default on Linux forks: the child must not use its parent's tracker."""
+    replica = Replica()
+    cid = replica.create_canister()
+    replica.install_code(cid, wasmtime.wat2wasm(BUMP_WAT))
+    _bump(replica, cid, keep=True)
+    pid = os.fork()
+    if pid == 0:  # the child: exit status 0 only if its trap was undone and its commit stood
+        try:
+            _bump(replica, cid, keep=False)
+            ok = replica.query_call(cid, "peek") == b"\x01"
+            _bump(replica, cid, keep=True)
+            os._exit(0 if ok and replica.query_call(cid, "peek") == b"\x02" else 1)
+        except BaseException:  # noqa: BLE001 - whatever happens, the child must not return into pytest
+            os._exit(2)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    _bump(replica, cid, keep=False)  # the parent's own trap, after the child's scans
+    assert replica.query_call(cid, "peek") == b"\x01"
+    _bump(replica, cid, keep=True)
+    assert replica.query_call(cid, "peek") == b"\x02"
+
+
+FLOATS_WAT = f"""(module {_IMPORTS}
+  (memory 1)
+  (global $g (mut f64) (f64.const -0.0))
+  (global $h (mut f32) (f32.const nan:0x200001))
+  (global $v (mut v128) (v128.const i32x4 1 2 3 4))
+  (func (export "canister_update flip_and_trap")
+    (global.set $g (f64.const 0.0))
+    (global.set $h (f32.const -0.0))
+    (global.set $v (v128.const i32x4 0 0 0 0))
+    (call $trap (i32.const 0) (i32.const 0)))
+  (func (export "canister_query bits")
+    (i64.store (i32.const 0) (i64.reinterpret_f64 (global.get $g)))
+    (i32.store (i32.const 8) (i32.reinterpret_f32 (global.get $h)))
+    (v128.store (i32.const 12) (global.get $v))
+    (call $append (i32.const 0) (i32.const 28)) (call $reply)))"""
+
+
+def test_globals_come_back_bit_for_bit() -> None:
+    """-0.0 is not +0.0, a signalling NaN stays signalling, a v128 global is saved too."""
+    replica = Replica()
+    cid = replica.create_canister()
+    replica.install_code(cid, wasmtime.wat2wasm(FLOATS_WAT))
+    before = replica.query_call(cid, "bits")
+    assert before[7] == 0x80 and before[8:12] == bytes.fromhex("0100a07f")
+    with pytest.raises(CallRejected):
+        replica.update_call(cid, "flip_and_trap")
+    assert replica.query_call(cid, "bits") == before

@@ -59,6 +59,20 @@ module {
     };
   };
 
+  // One chunk of a complete upload (what an installer fetches; an incomplete upload serves nothing).
+  public func chunkOf(s : Store, namespace : Text, wasm_id : Text, index : Nat) : ?{ chunk : Blob; total_chunks : Nat } {
+    switch (Map.get(s.wasms, Text.compare, key(namespace, wasm_id))) {
+      case (?r) {
+        if (not r.complete) return null;
+        switch (Map.get(r.chunks, Nat.compare, index)) {
+          case (?c) ?{ chunk = c; total_chunks = r.total_chunks };
+          case null null;
+        };
+      };
+      case null null;
+    };
+  };
+
   public func isComplete(s : Store, namespace : Text, wasm_id : Text) : Bool {
     switch (Map.get(s.wasms, Text.compare, key(namespace, wasm_id))) { case (?r) r.complete; case null false };
   };

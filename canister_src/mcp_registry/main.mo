@@ -374,6 +374,18 @@ persistent actor class Registry(init : { governance : Principal; audit_hub : Pri
 
   public query func icrc118_get_wasms(namespace : Text) : async [T.Version] { Namespaces.versions(names, namespace) };
 
+  // One chunk of a complete upload: what an installer (the orchestrator) fetches, then hashes itself.
+  public query func icrc118_get_wasm_chunk(arg : { namespace : Text; wasm_hash : Blob; chunk_id : Nat }) : async {
+    #ok : { chunk : Blob; total_chunks : Nat };
+    #err : T.Error;
+  } {
+    if (arg.wasm_hash.size() != 32) return #err(#InvalidArgument("wasm_hash is 32 bytes"));
+    switch (Uploads.chunkOf(wasmUploads, arg.namespace, Sha256.toHex(arg.wasm_hash), arg.chunk_id)) {
+      case (?c) #ok(c);
+      case null #err(#WasmNotFound);
+    };
+  };
+
   // ---------------------------------------------------------------- ICRC-126: rounds and filings
 
   // The namespace a wasm-only call means: the one given, or the only one that fits.

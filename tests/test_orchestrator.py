@@ -1,0 +1,238 @@
+"""mcp_orchestrator on real canisters: it deploys and upgrades only versions the registry publishes as verified
+for the namespace (not deprecated), installs the chunks it hashed itself, snapshots before an upgrade and
+loads the snapshot back when the install fails; everything else is refused with a reason and changes nothing."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from ic_replica import candid
+from ic_replica.principal import ANONYMOUS, Principal
+from testkit.protocol import DEV, GOV, SPONSOR, STRANGER, VERIFIERS, Stack
+from testkit.typed import Typed
+
+NS = "com.example.counter"
+
+
+def nat(n: int) -> bytes:
+    return candid.encode([candid.NAT], [n])
+
+
+def with_note(wasm: bytes, note: bytes) -> bytes:
+    """The same module with a custom section appended: other bytes, other hash, the same code."""
+    name = b"note"
+    body = bytes([len(name)]) + name + note
+    return wasm + bytes([0]) + _leb(len(body)) + body
+
+
+def _leb(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+@dataclass
+class World:
+    stack: Stack
+    orch: Typed
+    counter: bytes
+
+    def publish(self, wasm: bytes, version: tuple[int, int, int], verdict: str = "attest") -> str:
+        """Upload, request, fund, have a verifier file `verdict`, and (when verified) publish `version`."""
+        s = self.stack
+        wasm_id = s.upload(wasm, NS, chunk_size=100_000)
+        assert "ok" in s.request(wasm_id, namespace=NS)
+        bounty = s.bounty(wasm_id)
+        assert "ok" in s.reserve(VERIFIERS[0], bounty)
+        file = s.attest if verdict == "attest" else s.diverge
+        filed = file(VERIFIERS[0], wasm_id, bounty)
+        assert "ok" in filed, filed
+        if verdict == "attest":
+            assert "ok" in s.registry("icrc118_update_wasm", {"namespace": NS, "version": version,
+                                                               "wasm_hash": bytes.fromhex(wasm_id)}, sender=DEV)
+        return wasm_id
+
+    def deploy(self, sender: Principal = DEV, version: tuple[int, int, int] | None = None, arg: bytes = b"") -> Any:
+        return self.orch("deploy", {"namespace": NS, "version": [version] if version else [], "owner": [],
+                                    "arg": arg or nat(5), "cycles": []}, sender=sender)
+
+    def upgrade(self, cid: Principal, version: tuple[int, int, int] | None = None, sender: Principal = DEV,
+                **flags: bool) -> Any:
+        return self.orch("icrc120_upgrade_to", {
+            "canister_id": cid, "version": [version] if version else [], "arg": nat(0),
+            "snapshot": [flags["snapshot"]] if "snapshot" in flags else [],
+            "force_downgrade": [flags["force_downgrade"]] if "force_downgrade" in flags else [],
+            "allow_deprecated": [flags["allow_deprecated"]] if "allow_deprecated" in flags else []}, sender=sender)
+
+    def module_hash(self, cid: Principal) -> str:
+        status = self.stack.ic.canister_status(cid, sender=self.orch.canister_id)
+        return bytes(status["module_hash"][0]).hex()
+
+    def block_types(self) -> list[str]:
+        got = self.orch("icrc3_get_blocks", [{"start": 0, "length": 100}])
+        return [dict(b["block"]["Map"])["btype"]["Text"] for b in got["blocks"]]
+
+
+@pytest.fixture
+def world(ic: Any, product: dict[str, Any], wasms: dict[str, bytes]) -> World:
+    stack = Stack.deploy(ic, product)
+    orch_id = ic.create_canister(controllers=[GOV], sender=GOV)
+    orch = Typed(ic, orch_id, "mcp_orchestrator")
+    ic.install_code(orch_id, product["mcp_orchestrator"].wasm.read_bytes(),
+                    orch.interface.encode_init({"governance": GOV, "registry": stack.registry.canister_id}), sender=GOV)
+    created = stack.registry("icrc118_create_canister_type", {"namespace": NS, "description": "counter"}, sender=DEV)
+    assert "ok" in created
+    stack.namespaces.add(NS)
+    stack.stake(VERIFIERS[0])
+    return World(stack, orch, wasms["counter"])
+
+
+def test_deploys_a_verified_version_and_upgrades_it_keeping_state(world: World) -> None:
+    v1 = world.publish(world.counter, (1, 0, 0))
+    deployed = world.deploy()
+    assert "ok" in deployed, deployed
+    instance = deployed["ok"]
+    cid = instance["canister_id"]
+    assert instance["version"] == (1, 0, 0) and instance["wasm_id"] == v1 and instance["owner"] == DEV
+    assert instance["state"] == {"Running": None}
+    ic = world.stack.ic
+    assert candid.decode(ic.update_call(cid, "inc", candid.encode([], [])))[0] == 6  # init arg 5, then inc
+    assert world.module_hash(cid) == v1
+    status = ic.canister_status(cid, sender=world.orch.canister_id)
+    assert status["settings"]["controllers"] == [world.orch.canister_id]  # only the orchestrator installs code
+
+    v2 = world.publish(with_note(world.counter, b"1.1.0"), (1, 1, 0))
+    upgraded = world.upgrade(cid)  # no version named: the newest verified one
+    assert "ok" in upgraded, upgraded
+    assert upgraded["ok"]["version"] == (1, 1, 0) and world.module_hash(cid) == v2
+    assert candid.decode(ic.query_call(cid, "get", candid.encode([], [])))[0] == 6  # the heap was kept
+    assert world.block_types() == ["121deploy", "121upgrade"]
+    assert world.orch("list_instances", {"namespace": [NS], "after": [], "limit": 10})[0]["version"] == (1, 1, 0)
+
+
+def test_refuses_what_is_not_a_verified_version(world: World) -> None:
+    assert world.deploy() == {"err": {"VersionNotFound": None}}  # nothing published
+    pending = world.stack.upload(with_note(world.counter, b"pending"), NS)
+    assert "ok" in world.stack.request(pending, namespace=NS)
+    assert world.deploy() == {"err": {"VersionNotFound": None}}  # requested, not verified, so not publishable
+    rejected = world.publish(with_note(world.counter, b"rejected"), (9, 9, 9), verdict="diverge")
+    assert world.stack.status(rejected, NS)["outcome"] == [{"Rejected": None}]
+    assert world.deploy() == {"err": {"VersionNotFound": None}}
+
+    world.publish(world.counter, (1, 0, 0))
+    for who in (STRANGER, SPONSOR, ANONYMOUS):
+        assert world.deploy(sender=who) == {"err": {"NotAuthorized": None}}
+    assert world.deploy(version=(2, 0, 0)) == {"err": {"VersionNotFound": None}}
+    assert "ok" in world.stack.registry("icrc118_deprecate", {"namespace": NS, "version": (1, 0, 0),
+                                                               "reason": "a bug"}, sender=DEV)
+    assert world.deploy() == {"err": {"VersionNotFound": None}}  # the only version is deprecated
+    assert world.deploy(version=(1, 0, 0)) == {"err": {"Deprecated": "a bug"}}
+    assert world.orch("list_instances", {"namespace": [], "after": [], "limit": 10}) == []
+    assert world.block_types() == []
+
+
+def test_upgrades_only_forward_by_the_owner_or_a_controller(world: World) -> None:
+    world.publish(world.counter, (1, 0, 0))
+    cid = world.deploy(sender=GOV)["ok"]["canister_id"]  # governance deploys; the instance is governance's
+    world.publish(with_note(world.counter, b"1.1.0"), (1, 1, 0))
+    assert world.upgrade(cid, sender=STRANGER) == {"err": {"NotAuthorized": None}}
+    assert world.upgrade(cid, sender=ANONYMOUS) == {"err": {"NotAuthorized": None}}
+    assert "ok" in world.upgrade(cid, (1, 1, 0), sender=DEV)  # a namespace controller
+    assert world.upgrade(cid, (1, 0, 0)) == {"err": {"Downgrade": {"running": (1, 1, 0), "requested": (1, 0, 0)}}}
+    assert world.upgrade(cid, (1, 1, 0)) == {"err": {"Downgrade": {"running": (1, 1, 0), "requested": (1, 1, 0)}}}
+    assert "ok" in world.upgrade(cid, (1, 0, 0), force_downgrade=True)
+    assert "ok" in world.stack.registry("icrc118_deprecate", {"namespace": NS, "version": (1, 1, 0),
+                                                               "reason": "leaks"}, sender=DEV)
+    assert world.upgrade(cid, (1, 1, 0)) == {"err": {"Deprecated": "leaks"}}
+    assert world.upgrade(cid, (1, 1, 0), sender=GOV, allow_deprecated=True) == {"err": {"NotAuthorized": None}}
+    assert "ok" in world.upgrade(cid, (1, 1, 0), allow_deprecated=True)  # a controller's override, recorded
+    last = world.orch("icrc3_get_blocks", [{"start": 3, "length": 1}])["blocks"][0]["block"]["Map"]
+    assert dict(dict(last)["tx"]["Map"])["deprecated_override"] == {"Nat": 1}
+
+
+def test_a_failed_upgrade_loads_the_snapshot_back(world: World) -> None:
+    v1 = world.publish(world.counter, (1, 0, 0))
+    cid = world.deploy()["ok"]["canister_id"]
+    ic = world.stack.ic
+    no_args = candid.encode([], [])
+    ic.update_call(cid, "inc", no_args)
+    ic.update_call(cid, "setFailPreUpgrade", candid.encode([candid.BOOL], [True]))  # its pre_upgrade will trap
+    world.publish(with_note(world.counter, b"1.1.0"), (1, 1, 0))
+    failed = world.upgrade(cid)
+    assert "ManagementFailed" in failed["err"] and "the snapshot was loaded back" in failed["err"]["ManagementFailed"]
+    assert world.module_hash(cid) == v1
+    assert candid.decode(ic.query_call(cid, "get", no_args))[0] == 6
+    assert candid.decode(ic.update_call(cid, "inc", no_args))[0] == 7  # running again
+    instance = world.orch("get_instance", cid)[0]
+    assert instance["version"] == (1, 0, 0) and instance["state"] == {"Running": None}
+    assert world.block_types() == ["121deploy", "121upgrade_reverted"]
+
+
+def test_chunks_that_do_not_hash_to_the_version_are_never_installed(world: World, product: dict[str, Any],
+                                                                     wasms: dict[str, bytes]) -> None:
+    """A registry that claims a version is verified but serves other bytes: the orchestrator hashes what it
+    would install and refuses."""
+    ic = world.stack.ic
+    liar = ic.create_canister(controllers=[GOV], sender=GOV)
+    ic.install_code(liar, wasms["fake_registry"], candid.encode([], []), sender=GOV)
+    claimed = hashlib.sha256(world.counter).hexdigest()
+    tampered = bytearray(world.counter)
+    tampered[-1] ^= 1
+    version = candid.Record(((0, candid.NAT), (1, candid.NAT), (2, candid.NAT)))
+    t = candid.Record.of(wasm_id=candid.TEXT, version=version, chunks=candid.Vec(candid.BLOB),
+                         controllers=candid.Vec(candid.PRINCIPAL))
+    ic.update_call(liar, "set", candid.encode([t], [{"wasm_id": claimed, "version": {0: 1, 1: 0, 2: 0},
+                                                    "chunks": [bytes(tampered)], "controllers": [DEV]}]), sender=GOV)
+    orch_id = ic.create_canister(controllers=[GOV], sender=GOV)
+    orch = Typed(ic, orch_id, "mcp_orchestrator")
+    ic.install_code(orch_id, product["mcp_orchestrator"].wasm.read_bytes(),
+                    orch.interface.encode_init({"governance": GOV, "registry": liar}), sender=GOV)
+    refused = orch("deploy", {"namespace": NS, "version": [], "owner": [], "arg": nat(1), "cycles": []}, sender=DEV)
+    assert refused == {"err": {"HashMismatch": {"expected": claimed, "computed": hashlib.sha256(tampered).hexdigest()}}}
+    assert orch("list_instances", {"namespace": [], "after": [], "limit": 10}) == []
+
+
+def test_the_orchestrator_upgrades_itself_keeping_its_instances(world: World, product: dict[str, Any]) -> None:
+    world.publish(world.counter, (1, 0, 0))
+    cid = world.deploy()["ok"]["canister_id"]
+    world.stack.ic.upgrade_canister(world.orch.canister_id, product["mcp_orchestrator"].wasm.read_bytes(),
+                                    world.orch.interface.encode_init({"governance": GOV,
+                                                                      "registry": world.stack.registry.canister_id}),
+                                    sender=GOV)
+    assert world.orch("get_instance", cid)[0]["version"] == (1, 0, 0)
+    assert world.block_types() == ["121deploy"]
+
+
+def test_two_upgrades_of_one_canister_in_one_round_do_not_interleave(world: World) -> None:
+    world.publish(world.counter, (1, 0, 0))
+    cid = world.deploy()["ok"]["canister_id"]
+    world.publish(with_note(world.counter, b"1.1.0"), (1, 1, 0))
+    world.publish(with_note(world.counter, b"1.2.0"), (1, 2, 0))
+    ic = world.stack.ic
+
+    def request(version: tuple[int, int, int]) -> dict[str, Any]:
+        return {"canister_id": cid, "version": [version], "arg": nat(0), "snapshot": [], "force_downgrade": [],
+                "allow_deprecated": []}
+
+    first = world.orch.submit("icrc120_upgrade_to", request((1, 1, 0)), sender=DEV)
+    second = world.orch.submit("icrc120_upgrade_to", request((1, 2, 0)), sender=DEV)
+    results = [world.orch.decode("icrc120_upgrade_to", ic.await_call(m)) for m in (first, second)]
+    assert sorted(next(iter(r)) for r in results) == ["err", "ok"]
+    assert {"err": {"Busy": None}} in results
+    done = next(r["ok"] for r in results if "ok" in r)
+    assert world.orch("get_instance", cid)[0]["version"] == done["version"]
+    assert world.module_hash(cid) == done["wasm_id"]
+
+
+def test_oversized_arguments_are_refused_before_anything_happens(world: World) -> None:
+    world.publish(world.counter, (1, 0, 0))
+    refused = world.deploy(arg=b"\x00" * (1_048_576 + 1))
+    assert refused == {"err": {"InvalidArgument": "an init argument of at most 1 MiB"}}
+    assert world.block_types() == []

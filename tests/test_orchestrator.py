@@ -235,4 +235,7 @@ def test_oversized_arguments_are_refused_before_anything_happens(world: World) -
     world.publish(world.counter, (1, 0, 0))
     refused = world.deploy(arg=b"\x00" * (1_048_576 + 1))
     assert refused == {"err": {"InvalidArgument": "an init argument of at most 1 MiB"}}
+    greedy = world.orch("deploy", {"namespace": NS, "version": [], "owner": [], "arg": nat(1),
+                                   "cycles": [10**15]}, sender=DEV)
+    assert greedy == {"err": {"InvalidArgument": "only governance gives an instance more than the default cycles"}}
     assert world.block_types() == []

@@ -248,6 +248,9 @@ persistent actor class Orchestrator(init : { governance : Principal; registry : 
     if (Principal.isAnonymous(caller)) return #err(#NotAuthorized);
     if (arg.arg.size() > MAX_ARG_BYTES) return #err(#InvalidArgument("an init argument of at most 1 MiB"));
     let cycles = switch (arg.cycles) { case (?c) c; case null DEFAULT_CYCLES };
+    if (cycles > DEFAULT_CYCLES and not Principal.equal(caller, governance)) {
+      return #err(#InvalidArgument("only governance gives an instance more than the default cycles"));
+    };
     let controllers = switch (await controllersOf(arg.namespace)) { case (#ok(c)) c; case (#err(e)) return #err(e) };
     if (not Principal.equal(caller, governance) and Array.find<Principal>(controllers, func p = Principal.equal(p, caller)) == null) {
       return #err(#NotAuthorized);

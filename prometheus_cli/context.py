@@ -7,7 +7,7 @@ from typing import Any
 
 from prometheus_cli.output import fail
 
-CANISTERS = ("mcp_registry", "audit_hub", "ledger")
+CANISTERS = ("mcp_registry", "audit_hub", "ledger", "mcp_orchestrator")
 
 
 @dataclass
@@ -45,7 +45,9 @@ def client(conn: Any, name: str) -> Any:
     """The typed client (`prometheus_sdk.clients`) of protocol canister `name` on the connection's network."""
     from prometheus_sdk.clients.audit_hub import AuditHubClient
     from prometheus_sdk.clients.ledger import LedgerClient
+    from prometheus_sdk.clients.mcp_orchestrator import OrchestratorClient
     from prometheus_sdk.clients.mcp_registry import RegistryClient
 
-    kinds = {"mcp_registry": RegistryClient, "audit_hub": AuditHubClient, "ledger": LedgerClient}
+    kinds = {"mcp_registry": RegistryClient, "audit_hub": AuditHubClient, "ledger": LedgerClient,
+             "mcp_orchestrator": OrchestratorClient}
     return kinds[name](conn, canister_id(name, conn.network.name))

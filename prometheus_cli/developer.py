@@ -418,11 +418,17 @@ def status(
     """
     opts = _opts(ctx)
     with user_errors(opts.as_json):
-        wasm_id, ns = target(wasm_hash, namespace, path)
         conn = connection(opts)
+        from_canister = bool(canister and wasm_hash is None and not path.exists())
+        if from_canister:  # no manifest: the wasm the canister runs
+            wasm_hash = _module_hash(conn, str(canister)) or fail(f"canister {canister} is empty (no module installed)")
+        wasm_id, ns = target(wasm_hash, namespace, path)
         registry = client(conn, "mcp_registry")
         while True:
             found = registry.get_wasm_status(wasm_id, [ns] if ns else [])
+            if not found and from_canister:
+                fail(f"canister {canister} runs a module the registry does not know ({wasm_id}): unverified",
+                     "deploy verified versions with `prometheus deploy NAMESPACE`", code=exits.MISMATCH)
             if not found:
                 _not_found(registry, wasm_id, ns)
             st = found[0]
@@ -432,7 +438,7 @@ def status(
             time.sleep(interval)
         data = _status_json(st)
         if canister:
-            data["live"] = _live(conn, canister, wasm_id)
+            data["live"] = _live(conn, registry, canister, wasm_id)
         emit(data, opts.as_json, lambda d: _render_status(st, d.get("live")))
     code = exits.for_status(data["outcome"], data["live"]["matches"] if canister else None)
     if code:
@@ -451,7 +457,8 @@ def _not_found(registry: Any, wasm_id: str, ns: str | None) -> NoReturn:
     fail(f"the registry knows no wasm {wasm_id}" + (f" in {ns}" if ns else ""), "submit it with `prometheus submit`")
 
 
-def _live(conn: Any, canister: str, wasm_id: str) -> dict[str, Any]:
+def _module_hash(conn: Any, canister: str) -> str | None:
+    """The canister's certified module hash (hex), None for an empty canister."""
     from prometheus_sdk.principal import InvalidPrincipal, Principal
 
     try:
@@ -460,8 +467,20 @@ def _live(conn: Any, canister: str, wasm_id: str) -> dict[str, Any]:
         fail(f"invalid canister id {canister!r}", "pass the canister's principal, e.g. "
              "--canister rrkah-fqaaa-aaaaa-aaaaq-cai (`prometheus localnet status` lists local ones)")
     module_hash = conn.module_hash(canister)
-    return {"canister": canister, "module_hash": module_hash.hex() if module_hash else None,
-            "matches": module_hash is not None and module_hash.hex() == wasm_id}
+    return module_hash.hex() if module_hash else None
+
+
+def _live(conn: Any, registry: Any, canister: str, wasm_id: str) -> dict[str, Any]:
+    """Whether the canister runs `wasm_id`, and what the registry says of the module it does run: its
+    namespace, outcome, published versions and attestations (`runs`: None when the registry does not know it)."""
+    module_hash = _module_hash(conn, canister)
+    runs = None
+    if module_hash is not None and (found := registry.get_wasm_status(module_hash, [])):
+        st = found[0]
+        runs = {"namespace": st["namespace"], "outcome": _outcome(st["outcome"]),
+                "versions": [".".join(map(str, v["version"])) for v in st["versions"]],
+                "attestations": sum(a["attestations"] for a in st["audits"])}
+    return {"canister": canister, "module_hash": module_hash, "matches": module_hash == wasm_id, "runs": runs}
 
 
 def _outcome(value: list[Any]) -> str:
@@ -561,6 +580,13 @@ def _render_status(st: dict[str, Any], live: dict[str, Any] | None = None) -> No
         else:
             c.print(f"[bold red]canister {live['canister']} does not run this wasm[/]: module hash "
                     f"{live['module_hash'] or 'none (empty canister)'}")
+        runs = live["runs"]
+        if runs is not None and not live["matches"]:
+            published = f" {', '.join(runs['versions'])}" if runs["versions"] else " (unpublished)"
+            c.print(f"it runs {runs['namespace']}{published}: {runs['outcome']}, {runs['attestations']} "
+                    "attestation(s)", soft_wrap=True)
+        elif runs is None and live["module_hash"]:
+            c.print("[bold red]the registry does not know the module it runs: unverified[/]")
 
 
 def publish(

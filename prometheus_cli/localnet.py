@@ -271,7 +271,7 @@ def deploy_protocol_command(
     data: Path | None = DataDir,
     as_json: bool = JsonOut,
 ) -> None:
-    """Build and deploy ledger, audit_hub and mcp_registry wired to each other; record their ids.
+    """Build and deploy ledger, audit_hub, mcp_registry and mcp_orchestrator wired to each other; record their ids.
 
     Example: prometheus localnet deploy-protocol --json
     """

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from prometheus_cli import bounties, build, developer, identities, localnet, tokens, toolchain
+from prometheus_cli import bounties, build, developer, identities, instances, localnet, tokens, toolchain
 from prometheus_cli.context import Options
 
 app = typer.Typer(
@@ -47,6 +47,9 @@ app.command()(developer.status)
 app.command()(developer.publish)
 app.command()(developer.verify)
 app.command()(build.build)
+app.command()(instances.deploy)
+app.command()(instances.upgrade)
+app.command()(instances.instances)
 app.add_typer(bounties.app, name="bounty")
 app.add_typer(identities.app, name="identity")
 app.add_typer(tokens.app, name="token")

@@ -1,4 +1,5 @@
-"""Deploy the protocol canisters (ledger, audit_hub, mcp_registry) wired to each other, and record their ids.
+"""Deploy the protocol canisters (ledger, audit_hub, mcp_registry, mcp_orchestrator) wired to each other, and
+record their ids.
 
 On a local network the canisters are created with provisional cycles; the deploying identity becomes
 governance and holds the ledger's initial supply (the ledger itself is the minting account, so no one can
@@ -14,19 +15,19 @@ from typing import Any
 from prometheus_cli.deploy import ensure_canister, install, record_ids, recorded_ids
 from prometheus_cli.output import UserError
 
-PROTOCOL = ("ledger", "audit_hub", "mcp_registry")
+PROTOCOL = ("ledger", "audit_hub", "mcp_registry", "mcp_orchestrator")
 INITIAL_SUPPLY = 1_000_000_000_000
 LEDGER_FEE = 10_000
 
 
 def deploy_protocol(conn: Any, ids_file: Path, network: str = "local", src: Path | None = None,
                     localnet_dir: Path | None = None) -> dict[str, Any]:
-    """Deploy (or upgrade in place) the three canisters. With `localnet_dir`, the localnet's own record is
+    """Deploy (or upgrade in place) the four canisters. With `localnet_dir`, the localnet's own record is
     both where existing canisters are looked up (so a second run from another folder upgrades the running
     protocol instead of deploying another) and where the ids are recorded."""
     from prometheus_build import assets
     from prometheus_build.recipe import build_all
-    from prometheus_sdk.clients import audit_hub, ledger, mcp_registry
+    from prometheus_sdk.clients import audit_hub, ledger, mcp_orchestrator, mcp_registry
     from prometheus_sdk.principal import Principal
 
     src = src or assets.canister_src_dir()  # the packaged sources: a wheel's, or the checkout's canister_src/
@@ -51,6 +52,8 @@ def deploy_protocol(conn: Any, ids_file: Path, network: str = "local", src: Path
         "audit_hub": audit_hub.encode_init({"governance": me, "registry": [Principal.from_text(ids["mcp_registry"])]}),
         "mcp_registry": mcp_registry.encode_init({"governance": me, "audit_hub": Principal.from_text(ids["audit_hub"]),
                                                   "ledgers": [Principal.from_text(ids["ledger"])]}),
+        "mcp_orchestrator": mcp_orchestrator.encode_init({"governance": me,
+                                                          "registry": Principal.from_text(ids["mcp_registry"])}),
     }
     actions: dict[str, str] = {}
     for name in PROTOCOL:

@@ -41,6 +41,7 @@ SOURCES = (
     Source("ledger", "ledger.did", "LedgerClient", "LedgerError"),
     Source("audit_hub", "audit_hub.did", "AuditHubClient", "AuditHubError"),
     Source("mcp_registry", "mcp_registry.did", "RegistryClient", "RegistryError"),
+    Source("mcp_orchestrator", "mcp_orchestrator.did", "OrchestratorClient", "OrchestratorError"),
     Source("management", "management.did", "ManagementCanister", "ManagementError", management=True),
 )
 

@@ -98,7 +98,9 @@ def test_developer_lifecycle(cli: Any, project: dict[str, Any]) -> None:  # noqa
     assert "Verified" in watched.stdout
     deployed = json.loads(cli("localnet", "deploy", "--src", str(ROOT / "examples"), "hello_mcp", "--json").stdout)
     live = json.loads(cli("--json", "status", "--canister", deployed[0]["canister_id"]).stdout)["live"]
-    assert live == {"canister": deployed[0]["canister_id"], "module_hash": wasm_id, "matches": True}
+    assert live == {"canister": deployed[0]["canister_id"], "module_hash": wasm_id, "matches": True,
+                    "runs": {"namespace": "com.example.hello", "outcome": "Verified", "versions": [],
+                             "attestations": 1}}
     other = json.loads(cli("--json", "status", "--canister", project["ids"]["ledger"], code=5).stdout)["live"]
     assert other["matches"] is False and other["module_hash"] != wasm_id
     published = json.loads(cli("--json", "publish", "1.0.0").stdout)
@@ -106,6 +108,26 @@ def test_developer_lifecycle(cli: Any, project: dict[str, Any]) -> None:  # noqa
     dup = cli("publish", "1.0.0", check=False)
     assert dup.returncode == 1 and "already published" in dup.stderr
     assert json.loads(cli("--json", "status").stdout)["versions"] == ["1.0.0"]
+
+    # mcp_orchestrator runs the verified version: deploy, list, refuse a downgrade, explain bad input
+    instance = json.loads(cli("--json", "deploy", "com.example.hello@1.0.0").stdout)
+    assert instance["version"] == "1.0.0" and instance["wasm_id"] == wasm_id and instance["state"] == "Running"
+    assert json.loads(cli("--json", "status", "--canister", instance["canister_id"]).stdout)["live"]["matches"]
+    listed = json.loads(cli("--json", "instances", "com.example.hello").stdout)
+    assert [i["canister_id"] for i in listed] == [instance["canister_id"]]
+    again = cli("upgrade", instance["canister_id"], "--version", "1.0.0", check=False)
+    assert again.returncode == 1 and "Downgrade" in again.stderr and "--force-downgrade" in again.stderr
+    bad = cli("deploy", "com.example.hello@one", check=False)
+    assert bad.returncode == 1 and "is not a version" in bad.stderr and "Traceback" not in bad.stderr
+    missing = cli("deploy", "com.example.nothing", check=False)
+    assert missing.returncode == 1 and "NamespaceNotFound" in missing.stderr
+    elsewhere = Path(project["wasm"].wasm).parent  # no prometheus.yml here: status asks the canister what it runs
+    runs = json.loads(cli("--json", "status", "--canister", instance["canister_id"], cwd=elsewhere).stdout)
+    assert runs["wasm_id"] == wasm_id and runs["outcome"] == "Verified" and runs["live"]["matches"]
+    assert runs["live"]["runs"] == {"namespace": "com.example.hello", "outcome": "Verified", "versions": ["1.0.0"],
+                                    "attestations": 1}
+    unknown = cli("status", "--canister", project["ids"]["ledger"], cwd=elsewhere, check=False)
+    assert unknown.returncode == 5 and "unverified" in unknown.stderr and "Traceback" not in unknown.stderr
 
     # A verified round is final: the same wasm from another commit is refused with a reason.
     manifest = Path(project["wasm"].wasm).parent.parent / "prometheus.yml"

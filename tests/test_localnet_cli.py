@@ -116,3 +116,6 @@ def test_deploy_protocol_wires_the_canisters(cli) -> None:  # type: ignore[no-un
     assert registry.get_policy()["min_bounty_reward"] == 100_000
     assert hub.get_locks([], 10) == []
     assert str(hub.get_auditor_profile(conn.agent.identity.sender())["principal"]) == conn.principal
+    orchestrator = CanisterClient.from_did(conn, ids["mcp_orchestrator"], ROOT / "candid" / "mcp_orchestrator.did")
+    assert str(orchestrator.get_governance()) == first["governance"]
+    assert orchestrator.list_instances({"namespace": [], "after": [], "limit": 10}) == []

@@ -1,4 +1,5 @@
-"""`prometheus deploy | upgrade | instances`: canisters run only from verified versions, through mcp_orchestrator.
+"""`prometheus deploy | upgrade | revert | instances`: canisters run only from verified versions, through
+mcp_orchestrator.
 
 The orchestrator checks everything itself (the version is published, verified in its namespace, not deprecated;
 the chunks hash to it; the caller may act); these commands only name what to do and explain its refusals.
@@ -118,9 +119,27 @@ def upgrade(
                    "snapshot": [False] if no_snapshot else [], "force_downgrade": [True] if force_downgrade else [],
                    "allow_deprecated": [True] if allow_deprecated else []}
         try:
-            instance = client(connection(opts), "mcp_orchestrator").icrc120_upgrade_to(request)
+            instance = client(connection(opts), "mcp_orchestrator").upgrade(request)
         except OrchestratorError as exc:
             _refused(f"upgrading {canister_id}", exc)
+        emit(_row(instance), opts.as_json, _show)
+
+
+def revert(ctx: typer.Context,
+           canister_id: str = typer.Argument(..., help="A canister mcp_orchestrator runs.")) -> None:
+    """Load back the snapshot taken before the canister's last upgrade: the module and state it had then.
+
+    Example: prometheus revert bkyz2-fmaaa-aaaaa-qaaaq-cai
+    """
+    opts = _opts(ctx)
+    with user_errors(opts.as_json):
+        from prometheus_sdk.clients.mcp_orchestrator import OrchestratorError
+        from prometheus_sdk.principal import Principal
+
+        try:
+            instance = client(connection(opts), "mcp_orchestrator").revert(Principal.from_text(canister_id))
+        except OrchestratorError as exc:
+            _refused(f"reverting {canister_id}", exc)
         emit(_row(instance), opts.as_json, _show)
 
 

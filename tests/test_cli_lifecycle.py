@@ -117,6 +117,8 @@ def test_developer_lifecycle(cli: Any, project: dict[str, Any]) -> None:  # noqa
     assert [i["canister_id"] for i in listed] == [instance["canister_id"]]
     again = cli("upgrade", instance["canister_id"], "--version", "1.0.0", check=False)
     assert again.returncode == 1 and "Downgrade" in again.stderr and "--force-downgrade" in again.stderr
+    nothing = cli("revert", instance["canister_id"], check=False)
+    assert nothing.returncode == 1 and "no snapshot to revert to" in nothing.stderr
     bad = cli("deploy", "com.example.hello@one", check=False)
     assert bad.returncode == 1 and "is not a version" in bad.stderr and "Traceback" not in bad.stderr
     missing = cli("deploy", "com.example.nothing", check=False)

@@ -65,7 +65,7 @@ class World:
 
     def upgrade(self, cid: Principal, version: tuple[int, int, int] | None = None, sender: Principal = DEV,
                 **flags: bool) -> Any:
-        return self.orch("icrc120_upgrade_to", {
+        return self.orch("upgrade", {
             "canister_id": cid, "version": [version] if version else [], "arg": nat(0),
             "snapshot": [flags["snapshot"]] if "snapshot" in flags else [],
             "force_downgrade": [flags["force_downgrade"]] if "force_downgrade" in flags else [],
@@ -221,9 +221,9 @@ def test_two_upgrades_of_one_canister_in_one_round_do_not_interleave(world: Worl
         return {"canister_id": cid, "version": [version], "arg": nat(0), "snapshot": [], "force_downgrade": [],
                 "allow_deprecated": []}
 
-    first = world.orch.submit("icrc120_upgrade_to", request((1, 1, 0)), sender=DEV)
-    second = world.orch.submit("icrc120_upgrade_to", request((1, 2, 0)), sender=DEV)
-    results = [world.orch.decode("icrc120_upgrade_to", ic.await_call(m)) for m in (first, second)]
+    first = world.orch.submit("upgrade", request((1, 1, 0)), sender=DEV)
+    second = world.orch.submit("upgrade", request((1, 2, 0)), sender=DEV)
+    results = [world.orch.decode("upgrade", ic.await_call(m)) for m in (first, second)]
     assert sorted(next(iter(r)) for r in results) == ["err", "ok"]
     assert {"err": {"Busy": None}} in results
     done = next(r["ok"] for r in results if "ok" in r)
@@ -239,3 +239,50 @@ def test_oversized_arguments_are_refused_before_anything_happens(world: World) -
                                    "cycles": [10**15]}, sender=DEV)
     assert greedy == {"err": {"InvalidArgument": "only governance gives an instance more than the default cycles"}}
     assert world.block_types() == []
+
+
+def test_revert_loads_the_snapshot_taken_before_the_last_upgrade(world: World) -> None:
+    v1 = world.publish(world.counter, (1, 0, 0))
+    cid = world.deploy()["ok"]["canister_id"]
+    ic = world.stack.ic
+    no_args = candid.encode([], [])
+    assert world.orch("revert", cid, sender=DEV) == {"err": {"InvalidArgument": "no snapshot to revert to"}}
+    world.publish(with_note(world.counter, b"1.1.0"), (1, 1, 0))
+    assert "ok" in world.upgrade(cid)
+    ic.update_call(cid, "inc", no_args)  # 6 now; the snapshot taken before the upgrade holds 5
+    assert world.orch("revert", cid, sender=STRANGER) == {"err": {"NotAuthorized": None}}
+    reverted = world.orch("revert", cid, sender=DEV)
+    assert reverted["ok"]["version"] == (1, 0, 0) and reverted["ok"]["wasm_id"] == v1
+    assert world.module_hash(cid) == v1
+    assert candid.decode(ic.query_call(cid, "get", no_args))[0] == 5  # the state before the upgrade
+    assert world.block_types() == ["121deploy", "121upgrade", "121revert_snapshot"]
+
+
+def test_icrc120_upgrade_to_names_the_module_by_hash_and_maintenance_is_governance_only(world: World) -> None:
+    world.publish(world.counter, (1, 0, 0))
+    cid = world.deploy()["ok"]["canister_id"]
+    v2 = world.publish(with_note(world.counter, b"1.1.0"), (1, 1, 0))
+
+    def request(wasm_hash: bytes, mode: Any = None, parameters: list[Any] | None = None) -> dict[str, Any]:
+        return {"canister_id": cid, "hash": wasm_hash, "args": nat(0),
+                "mode": mode or {"upgrade": [{"skip_pre_upgrade": [], "wasm_memory_persistence": []}]},
+                "stop": True, "snapshot": True, "restart": True, "timeout": 0,
+                "parameters": [parameters] if parameters is not None else []}
+
+    unknown = hashlib.sha256(b"not a version").digest()
+    results = world.orch("icrc120_upgrade_to", [request(unknown), request(bytes.fromhex(v2), {"reinstall": None}),
+                                                request(bytes.fromhex(v2), parameters=[("sys:x", {"Nat": 1})])],
+                         sender=DEV)
+    assert results == [{"Err": {"WasmUnavailable": None}},
+                       {"Err": {"Generic": "only #upgrade: new instances come from deploy"}},
+                       {"Err": {"Generic": "parameters are not supported"}}]
+    assert world.orch("icrc120_upgrade_to", [request(bytes.fromhex(v2))], sender=STRANGER) == [
+        {"Err": {"Unauthorized": None}}]
+    (done,) = world.orch("icrc120_upgrade_to", [request(bytes.fromhex(v2))], sender=DEV)
+    assert "Ok" in done and world.module_hash(cid) == v2
+    stop = [{"canister_id": cid, "timeout": 0}]
+    assert world.orch("icrc120_stop_canister", stop, sender=DEV) == [{"Err": {"Unauthorized": None}}]
+    assert "Ok" in world.orch("icrc120_stop_canister", stop, sender=GOV)[0]
+    assert world.stack.ic.canister_status(cid, sender=world.orch.canister_id)["status"] == {"stopped": None}
+    assert "Ok" in world.orch("icrc120_start_canister", stop, sender=GOV)[0]
+    assert world.block_types() == ["121deploy", "121upgrade", "121stop_canister", "121start_canister"]

@@ -68,7 +68,14 @@ persistent actor class Orchestrator(init : { governance : Principal; registry : 
     var version : Version;
     var wasm_id : Text;
     var state : InstanceState;
+    var snapshot : ?Saved; // taken before the last upgrade: what `revert` loads back
   };
+
+  // A snapshot the orchestrator took, and the version the canister ran when it was taken.
+  type Saved = { id : Blob; version : Version; wasm_id : Text; taken_at : Int };
+
+  // Which version to install: the newest usable one, a version, or the version whose module has this hash.
+  type Wanted = { #newest; #version : Version; #wasm : Text };
 
   // The registry's answers (subsets of its records: Candid ignores the fields left out).
   type RegistryVersion = { version : Version; wasm_id : Text; deprecated : ?Text };
@@ -118,6 +125,8 @@ persistent actor class Orchestrator(init : { governance : Principal; registry : 
 
   func now() : Int { Time.now() };
 
+  func isGovernance(p : Principal) : Bool { not Principal.isAnonymous(p) and Principal.equal(p, governance) };
+
   func block(btype : Text, tx : [(Text, T.Value)]) : Nat { Log.append(blockLog, now(), btype, tx) };
 
   func principalValue(p : Principal) : T.Value { #Blob(Principal.toBlob(p)) };
@@ -152,16 +161,22 @@ persistent actor class Orchestrator(init : { governance : Principal; registry : 
   // The version to install (the highest published one that is not deprecated when none is named), checked
   // against the registry's verification record, and its chunks, hashed here. Deprecated versions come back
   // only when `allowDeprecated` (a controller's explicit override).
-  func resolve(namespace : Text, wanted : ?Version, allowDeprecated : Bool) : async* { #ok : Target; #err : Error } {
+  func resolve(namespace : Text, wanted : Wanted, allowDeprecated : Bool) : async* { #ok : Target; #err : Error } {
     let versions = await registry.icrc118_get_wasms(namespace);
     let chosen = switch wanted {
-      case (?w) {
+      case (#version(w)) {
         switch (Array.find<RegistryVersion>(versions, func v = compareVersions(v.version, w) == #equal)) {
           case (?v) v;
           case null return #err(#VersionNotFound);
         };
       };
-      case null {
+      case (#wasm(id)) {
+        switch (Array.find<RegistryVersion>(versions, func v = v.wasm_id == id)) {
+          case (?v) v;
+          case null return #err(#VersionNotFound);
+        };
+      };
+      case (#newest) {
         var best : ?RegistryVersion = null;
         for (v in versions.vals()) {
           if (v.deprecated == null) {
@@ -255,7 +270,8 @@ persistent actor class Orchestrator(init : { governance : Principal; registry : 
     if (not Principal.equal(caller, governance) and Array.find<Principal>(controllers, func p = Principal.equal(p, caller)) == null) {
       return #err(#NotAuthorized);
     };
-    let target = switch (await* resolve(arg.namespace, arg.version, false)) { case (#ok(t)) t; case (#err(e)) return #err(e) };
+    let wanted = switch (arg.version) { case (?v) #version(v); case null #newest };
+    let target = switch (await* resolve(arg.namespace, wanted, false)) { case (#ok(t)) t; case (#err(e)) return #err(e) };
     let balance = Cycles.balance();
     if (balance < cycles + CYCLES_RESERVE) return #err(#InsufficientCycles({ balance; needed = cycles + CYCLES_RESERVE }));
     let created = try {
@@ -266,7 +282,7 @@ persistent actor class Orchestrator(init : { governance : Principal; registry : 
     let owner = switch (arg.owner) { case (?o) o; case null caller };
     let rec : InstanceRec = {
       canister_id = created.canister_id; namespace = arg.namespace; owner; created_at = now();
-      var version = target.version; var wasm_id = target.wasm_id; var state = #Deploying;
+      var version = target.version; var wasm_id = target.wasm_id; var state = #Deploying; var snapshot = null;
     };
     Map.add(instances, Principal.compare, created.canister_id, rec);
     try {
@@ -284,54 +300,73 @@ persistent actor class Orchestrator(init : { governance : Principal; registry : 
     #ok(view(rec));
   };
 
-  // ---------------------------------------------------------------- upgrade (ICRC-120)
+  // ---------------------------------------------------------------- upgrade
 
   public type UpgradeRequest = {
     canister_id : Principal;
     version : ?Version; // the newest published, verified, non-deprecated one when null
     arg : Blob;
-    snapshot : ?Bool; // default true: taken before, loaded back if the install fails
+    snapshot : ?Bool; // default true: taken before, loaded back if the install fails, kept for `revert`
     force_downgrade : ?Bool;
     allow_deprecated : ?Bool; // namespace controllers only; recorded in the block
   };
 
-  public shared ({ caller }) func icrc120_upgrade_to(req : UpgradeRequest) : async { #ok : Instance; #err : Error } {
+  type Steps = { snapshot : Bool; stop : Bool; restart : Bool; forceDowngrade : Bool; allowDeprecated : Bool; skipPreUpgrade : ?Bool };
+
+  // Who may change an instance: its owner or a namespace controller (`#ok(isController)`); marks it busy.
+  func claim(caller : Principal, rec : InstanceRec) : async* { #ok : Bool; #err : Error } {
     if (Principal.isAnonymous(caller)) return #err(#NotAuthorized);
-    if (req.arg.size() > MAX_ARG_BYTES) return #err(#InvalidArgument("an upgrade argument of at most 1 MiB"));
-    let rec = switch (Map.get(instances, Principal.compare, req.canister_id)) { case (?r) r; case null return #err(#InstanceNotFound) };
     if (rec.state != #Running) return #err(#Busy);
     let controllers = switch (await controllersOf(rec.namespace)) { case (#ok(c)) c; case (#err(e)) return #err(e) };
     let isController = Array.find<Principal>(controllers, func p = Principal.equal(p, caller)) != null;
     if (not isController and not Principal.equal(caller, rec.owner)) return #err(#NotAuthorized);
-    let allowDeprecated = req.allow_deprecated == ?true;
-    if (allowDeprecated and not isController) return #err(#NotAuthorized);
     if (rec.state != #Running) return #err(#Busy); // another operation started during the await
+    #ok(isController);
+  };
+
+  // The one upgrade path (`upgrade` and ICRC-120's batch both come here); returns the instance and its block.
+  func upgradeInstance(caller : Principal, canisterId : Principal, wanted : Wanted, arg : Blob, steps : Steps) : async* {
+    #ok : (Instance, Nat);
+    #err : Error;
+  } {
+    if (arg.size() > MAX_ARG_BYTES) return #err(#InvalidArgument("an upgrade argument of at most 1 MiB"));
+    let rec = switch (Map.get(instances, Principal.compare, canisterId)) { case (?r) r; case null return #err(#InstanceNotFound) };
+    let isController = switch (await* claim(caller, rec)) { case (#ok(c)) c; case (#err(e)) return #err(e) };
+    if (steps.allowDeprecated and not isController) return #err(#NotAuthorized);
     rec.state := #Upgrading;
-    let target = switch (await* resolve(rec.namespace, req.version, allowDeprecated)) {
+    let target = switch (await* resolve(rec.namespace, wanted, steps.allowDeprecated)) {
       case (#ok(t)) t;
       case (#err(e)) { rec.state := #Running; return #err(e) };
     };
-    if (compareVersions(target.version, rec.version) != #greater and req.force_downgrade != ?true) {
+    if (compareVersions(target.version, rec.version) != #greater and not steps.forceDowngrade) {
       rec.state := #Running;
       return #err(#Downgrade({ running = rec.version; requested = target.version }));
     };
-    let from = rec.version;
     let fields = [("canister_id", principalValue(rec.canister_id)), ("namespace", #Text(rec.namespace)),
-                  ("from", versionValue(from)), ("to", versionValue(target.version)), ("wasm_id", #Text(target.wasm_id)),
-                  ("caller", principalValue(caller)), ("deprecated_override", #Nat(if (allowDeprecated and target.deprecated != null) 1 else 0))];
-    let snapshot = if (req.snapshot == ?false) null else {
+                  ("from", versionValue(rec.version)), ("to", versionValue(target.version)), ("wasm_id", #Text(target.wasm_id)),
+                  ("caller", principalValue(caller)), ("deprecated_override", #Nat(if (steps.allowDeprecated and target.deprecated != null) 1 else 0))];
+    let before : Saved = { id = ""; version = rec.version; wasm_id = rec.wasm_id; taken_at = now() };
+    let snapshot = if (not steps.snapshot) null else {
       try {
         await ic.stop_canister({ canister_id = rec.canister_id });
-        ?(await ic.take_canister_snapshot({ canister_id = rec.canister_id; replace_snapshot = null })).id;
+        let replace = switch (rec.snapshot) { case (?s) ?s.id; case null null };
+        ?(await ic.take_canister_snapshot({ canister_id = rec.canister_id; replace_snapshot = replace })).id;
       } catch (e) {
-        ignore ic.start_canister({ canister_id = rec.canister_id });
+        try { await ic.start_canister({ canister_id = rec.canister_id }) } catch (_) {};
         rec.state := #Running;
         return #err(#ManagementFailed("snapshot: " # reason(e)));
       };
     };
-    let mode = #upgrade(?{ skip_pre_upgrade = null; wasm_memory_persistence = if (Wasm.declaresEop(target.chunks)) ?#keep else null });
+    switch snapshot { case (?id) rec.snapshot := ?{ before with id }; case null {} };
+    if (steps.stop and snapshot == null) {
+      try { await ic.stop_canister({ canister_id = rec.canister_id }) } catch (e) {
+        rec.state := #Running;
+        return #err(#ManagementFailed("stop: " # reason(e)));
+      };
+    };
+    let persistence = if (Wasm.declaresEop(target.chunks)) ?#keep else null;
     try {
-      await install(rec.canister_id, target, mode, req.arg);
+      await install(rec.canister_id, target, #upgrade(?{ skip_pre_upgrade = steps.skipPreUpgrade; wasm_memory_persistence = persistence }), arg);
     } catch (e) {
       let undone = switch snapshot {
         case (?id) {
@@ -346,12 +381,132 @@ persistent actor class Orchestrator(init : { governance : Principal; registry : 
       ignore block("121upgrade_reverted", Array.concat(fields, [("reason", #Text(reason(e))), ("undone", #Text(undone))]));
       return #err(#ManagementFailed("install: " # reason(e) # "; " # undone));
     };
-    try { await ic.start_canister({ canister_id = rec.canister_id }) } catch (_) {};
+    if (steps.restart) { try { await ic.start_canister({ canister_id = rec.canister_id }) } catch (_) {} };
     rec.version := target.version;
     rec.wasm_id := target.wasm_id;
     rec.state := #Running;
-    ignore block("121upgrade", fields);
+    let index = block("121upgrade", fields);
+    #ok((view(rec), index));
+  };
+
+  public shared ({ caller }) func upgrade(req : UpgradeRequest) : async { #ok : Instance; #err : Error } {
+    let wanted = switch (req.version) { case (?v) #version(v); case null #newest };
+    let steps = { snapshot = req.snapshot != ?false; stop = true; restart = true; forceDowngrade = req.force_downgrade == ?true;
+                  allowDeprecated = req.allow_deprecated == ?true; skipPreUpgrade = null };
+    switch (await* upgradeInstance(caller, req.canister_id, wanted, req.arg, steps)) {
+      case (#ok((instance, _))) #ok(instance);
+      case (#err(e)) #err(e);
+    };
+  };
+
+  // Load back the snapshot taken before the last upgrade (the module and state it had then), and restart.
+  public shared ({ caller }) func revert(canister_id : Principal) : async { #ok : Instance; #err : Error } {
+    let rec = switch (Map.get(instances, Principal.compare, canister_id)) { case (?r) r; case null return #err(#InstanceNotFound) };
+    switch (await* claim(caller, rec)) { case (#ok(_)) {}; case (#err(e)) return #err(e) };
+    let saved = switch (rec.snapshot) { case (?s) s; case null return #err(#InvalidArgument("no snapshot to revert to")) };
+    rec.state := #Upgrading;
+    switch (await* loadBack(rec, saved, true)) { case (?e) return #err(e); case null {} };
+    ignore block("121revert_snapshot", [("canister_id", principalValue(canister_id)), ("to", versionValue(saved.version)),
+                                         ("wasm_id", #Text(saved.wasm_id)), ("caller", principalValue(caller))]);
     #ok(view(rec));
+  };
+
+  // Stop, load `saved`, record its version, start if asked; on failure the instance is marked `#Failed`.
+  func loadBack(rec : InstanceRec, saved : Saved, restart : Bool) : async* ?Error {
+    try {
+      await ic.stop_canister({ canister_id = rec.canister_id });
+      await ic.load_canister_snapshot({ canister_id = rec.canister_id; snapshot_id = saved.id; sender_canister_version = null });
+    } catch (e) {
+      try { await ic.start_canister({ canister_id = rec.canister_id }) } catch (_) {};
+      rec.state := #Failed("revert: " # reason(e));
+      return ?#ManagementFailed("revert: " # reason(e));
+    };
+    if (restart) { try { await ic.start_canister({ canister_id = rec.canister_id }) } catch (_) {} };
+    rec.version := saved.version;
+    rec.wasm_id := saved.wasm_id;
+    rec.state := #Running;
+    null;
+  };
+
+  // ---------------------------------------------------------------- ICRC-120, as its draft types it
+
+  public type InstallMode = { #install; #reinstall; #upgrade : UpgradeMode };
+  public type Icrc120UpgradeToRequest = {
+    canister_id : Principal;
+    hash : Blob; // the module: a version of the instance's namespace
+    args : Blob;
+    mode : InstallMode; // only #upgrade: new instances come from `deploy`
+    stop : Bool;
+    snapshot : Bool;
+    restart : Bool;
+    timeout : Nat; // unused: the call returns when the upgrade is done
+    parameters : ?[(Text, T.ICRC16)]; // none supported yet (refused, never ignored)
+  };
+  public type Icrc120Error = { #Generic : Text; #InvalidPayment; #Unauthorized; #WasmUnavailable };
+  public type Icrc120MaintenanceError = { #Generic : Text; #NotFound; #Unauthorized };
+
+  func icrc120Error(e : Error) : Icrc120Error {
+    switch e {
+      case (#NotAuthorized) #Unauthorized;
+      case (#VersionNotFound or #NotVerified(_) or #Deprecated(_) or #WasmUnavailable(_) or #HashMismatch(_)) #WasmUnavailable;
+      case (#InstanceNotFound) #Generic("not an instance of this orchestrator");
+      case (#Busy) #Generic("another operation on this canister is in progress");
+      case (#Downgrade(_)) #Generic("not newer than the running version");
+      case (#ManagementFailed(t) or #InvalidArgument(t)) #Generic(t);
+      case (#NamespaceNotFound) #Generic("namespace not found");
+      case (#InsufficientCycles(_)) #Generic("insufficient cycles");
+    };
+  };
+
+  let MAX_BATCH = 10;
+
+  public shared ({ caller }) func icrc120_upgrade_to(requests : [Icrc120UpgradeToRequest]) : async [{ #Ok : Nat; #Err : Icrc120Error }] {
+    if (requests.size() > MAX_BATCH) return Array.map<Icrc120UpgradeToRequest, { #Ok : Nat; #Err : Icrc120Error }>(requests, func _ = #Err(#Generic("at most 10 requests per call")));
+    let out = List.empty<{ #Ok : Nat; #Err : Icrc120Error }>();
+    for (r in requests.vals()) {
+      let hasParameters = switch (r.parameters) { case (?ps) ps.size() > 0; case null false };
+      let result = if (hasParameters) #Err(#Generic("parameters are not supported")) else switch (r.mode) {
+        case (#upgrade(opts)) {
+          let skip = switch opts { case (?o) o.skip_pre_upgrade; case null null };
+          let steps = { snapshot = r.snapshot; stop = r.stop; restart = r.restart; forceDowngrade = false; allowDeprecated = false; skipPreUpgrade = skip };
+          switch (await* upgradeInstance(caller, r.canister_id, #wasm(Sha256.toHex(r.hash)), r.args, steps)) {
+            case (#ok((_, index))) #Ok(index);
+            case (#err(e)) #Err(icrc120Error(e));
+          };
+        };
+        case _ #Err(#Generic("only #upgrade: new instances come from deploy"));
+      };
+      List.add(out, result);
+    };
+    List.toArray(out);
+  };
+
+  // Maintenance (governance only): stop or start an instance; each records a block.
+  public shared ({ caller }) func icrc120_stop_canister(requests : [{ canister_id : Principal; timeout : Nat }]) : async [{ #Ok : Nat; #Err : Icrc120MaintenanceError }] {
+    await* maintain(caller, Array.map<{ canister_id : Principal; timeout : Nat }, Principal>(requests, func r = r.canister_id), false);
+  };
+
+  public shared ({ caller }) func icrc120_start_canister(requests : [{ canister_id : Principal; timeout : Nat }]) : async [{ #Ok : Nat; #Err : Icrc120MaintenanceError }] {
+    await* maintain(caller, Array.map<{ canister_id : Principal; timeout : Nat }, Principal>(requests, func r = r.canister_id), true);
+  };
+
+  func maintain(caller : Principal, ids : [Principal], start : Bool) : async* [{ #Ok : Nat; #Err : Icrc120MaintenanceError }] {
+    let out = List.empty<{ #Ok : Nat; #Err : Icrc120MaintenanceError }>();
+    for (id in ids.vals()) {
+      let result = if (not isGovernance(caller) or ids.size() > MAX_BATCH) #Err(if (ids.size() > MAX_BATCH) #Generic("at most 10 requests per call") else #Unauthorized) else {
+        switch (Map.get(instances, Principal.compare, id)) {
+          case null #Err(#NotFound);
+          case (?rec) if (rec.state != #Running) #Err(#Generic("another operation on this canister is in progress")) else {
+            try {
+              if (start) await ic.start_canister({ canister_id = id }) else await ic.stop_canister({ canister_id = id });
+              #Ok(block(if start "121start_canister" else "121stop_canister", [("canister_id", principalValue(id)), ("caller", principalValue(caller))]));
+            } catch (e) { #Err(#Generic(reason(e))) };
+          };
+        };
+      };
+      List.add(out, result);
+    };
+    List.toArray(out);
   };
 
   // ---------------------------------------------------------------- reads

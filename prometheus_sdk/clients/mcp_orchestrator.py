@@ -8,7 +8,7 @@ from prometheus_sdk import candid as c
 from prometheus_sdk.client import CanisterError, Client, MethodSpec
 from prometheus_sdk.principal import Principal
 
-__all__ = ['BlockRange', 'DeployArg', 'Error', 'ErrorDowngrade', 'ErrorHashMismatch', 'ErrorInsufficientCycles', 'Icrc10SupportedStandardsResultItem', 'Icrc3GetBlocksResult', 'Icrc3GetBlocksResultArchivedBlocksItem', 'Icrc3GetBlocksResultBlocksItem', 'Icrc3GetTipCertificateResult', 'InitArg', 'Instance', 'InstanceState', 'ListInstancesArg', 'OrchestratorClient', 'OrchestratorError', 'UpgradeRequest', 'Value1', 'encode_init']
+__all__ = ['BlockRange', 'DeployArg', 'Error', 'ErrorDowngrade', 'ErrorHashMismatch', 'ErrorInsufficientCycles', 'ICRC16', 'ICRC16Property', 'Icrc10SupportedStandardsResultItem', 'Icrc120Error', 'Icrc120MaintenanceError', 'Icrc120StartCanisterArgItem', 'Icrc120StartCanisterResultItem', 'Icrc120StopCanisterArgItem', 'Icrc120StopCanisterResultItem', 'Icrc120UpgradeToRequest', 'Icrc120UpgradeToResultItem', 'Icrc3GetBlocksResult', 'Icrc3GetBlocksResultArchivedBlocksItem', 'Icrc3GetBlocksResultBlocksItem', 'Icrc3GetTipCertificateResult', 'InitArg', 'InstallMode', 'Instance', 'InstanceState', 'ListInstancesArg', 'OrchestratorClient', 'OrchestratorError', 'UpgradeMode', 'UpgradeModeWasmMemoryPersistence', 'UpgradeRequest', 'Value1', 'encode_init']
 
 
 class Value1(TypedDict, total=False):
@@ -52,6 +52,97 @@ class Instance(TypedDict):
     state: InstanceState
     wasm_id: str
     namespace: str
+
+
+class UpgradeModeWasmMemoryPersistence(TypedDict, total=False):
+    """A variant: exactly one of these keys is present."""
+
+    keep: None
+    replace: None
+
+
+class UpgradeMode(TypedDict):
+    """A record."""
+
+    wasm_memory_persistence: list[UpgradeModeWasmMemoryPersistence]
+    skip_pre_upgrade: list[bool]
+
+
+class InstallMode(TypedDict, total=False):
+    """A variant: exactly one of these keys is present."""
+
+    reinstall: None
+    upgrade: list[UpgradeMode]
+    install: None
+
+
+class Icrc120UpgradeToRequest(TypedDict):
+    """A record."""
+
+    snapshot: bool
+    args: bytes
+    hash: bytes
+    mode: InstallMode
+    stop: bool
+    canister_id: Principal
+    parameters: list[list[tuple[str, ICRC16]]]
+    restart: bool
+    timeout: int
+
+
+class Icrc120MaintenanceError(TypedDict, total=False):
+    """A variant: exactly one of these keys is present."""
+
+    NotFound: None
+    Generic: str
+    Unauthorized: None
+
+
+class Icrc120Error(TypedDict, total=False):
+    """A variant: exactly one of these keys is present."""
+
+    InvalidPayment: None
+    Generic: str
+    Unauthorized: None
+    WasmUnavailable: None
+
+
+class ICRC16Property(TypedDict):
+    """A record."""
+
+    value: ICRC16
+    name: str
+    immutable: bool
+
+
+class ICRC16(TypedDict, total=False):
+    """A variant: exactly one of these keys is present."""
+
+    Int: int
+    Map: list[tuple[str, ICRC16]]
+    Nat: int
+    Set: list[ICRC16]
+    Nat16: int
+    Nat32: int
+    Nat64: int
+    Blob: bytes
+    Bool: bool
+    Int8: int
+    Ints: list[int]
+    Nat8: int
+    Nats: list[int]
+    Text: str
+    Bytes: bytes
+    Int16: int
+    Int32: int
+    Int64: int
+    Option: list[ICRC16]
+    Floats: list[float]
+    Float: float
+    Principal: Principal
+    Array: list[ICRC16]
+    ValueMap: list[tuple[ICRC16, ICRC16]]
+    Class: list[ICRC16Property]
 
 
 class ErrorInsufficientCycles(TypedDict):
@@ -117,6 +208,41 @@ class Icrc10SupportedStandardsResultItem(TypedDict):
     name: str
 
 
+class Icrc120StartCanisterArgItem(TypedDict):
+    """A record."""
+
+    canister_id: Principal
+    timeout: int
+
+
+class Icrc120StartCanisterResultItem(TypedDict, total=False):
+    """A variant: exactly one of these keys is present."""
+
+    Ok: int
+    Err: Icrc120MaintenanceError
+
+
+class Icrc120StopCanisterArgItem(TypedDict):
+    """A record."""
+
+    canister_id: Principal
+    timeout: int
+
+
+class Icrc120StopCanisterResultItem(TypedDict, total=False):
+    """A variant: exactly one of these keys is present."""
+
+    Ok: int
+    Err: Icrc120MaintenanceError
+
+
+class Icrc120UpgradeToResultItem(TypedDict, total=False):
+    """A variant: exactly one of these keys is present."""
+
+    Ok: int
+    Err: Icrc120Error
+
+
 class Icrc3GetBlocksResultBlocksItem(TypedDict):
     """A record."""
 
@@ -162,13 +288,21 @@ class InitArg(TypedDict):
 
 
 # The Candid types of the interface, for the codec.
-_T: dict[str, c.Rec] = {name: c.Rec() for name in ('Version', 'Value__1', 'UpgradeRequest', 'Orchestrator', 'InstanceState', 'Instance', 'Error', 'BlockRange')}
+_T: dict[str, c.Rec] = {name: c.Rec() for name in ('Version', 'Value__1', 'UpgradeRequest', 'UpgradeMode', 'Orchestrator', 'InstanceState', 'Instance', 'InstallMode', 'Icrc120UpgradeToRequest', 'Icrc120MaintenanceError', 'Icrc120Error', 'ICRC16Property', 'ICRC16Map', 'ICRC16', 'Error', 'BlockRange')}
 _T['Version'].define(c.Record(((0, c.NAT), (1, c.NAT), (2, c.NAT), )))
 _T['Value__1'].define(c.Variant((('Int', c.INT), ('Map', c.Vec(c.Record(((0, c.TEXT), (1, _T['Value__1']), )))), ('Nat', c.NAT), ('Blob', c.BLOB), ('Text', c.TEXT), ('Array', c.Vec(_T['Value__1'])), )))
 _T['UpgradeRequest'].define(c.Record((('arg', c.BLOB), ('snapshot', c.Opt(c.BOOL)), ('canister_id', c.PRINCIPAL), ('version', c.Opt(_T['Version'])), ('force_downgrade', c.Opt(c.BOOL)), ('allow_deprecated', c.Opt(c.BOOL)), )))
-_T['Orchestrator'].define(c.Service((('deploy', c.Func((c.Record((('arg', c.BLOB), ('owner', c.Opt(c.PRINCIPAL)), ('version', c.Opt(_T['Version'])), ('cycles', c.Opt(c.NAT)), ('namespace', c.TEXT), )), ), (c.Variant((('ok', _T['Instance']), ('err', _T['Error']), )), ), ())), ('get_governance', c.Func((), (c.PRINCIPAL, ), ('query', ))), ('get_instance', c.Func((c.PRINCIPAL, ), (c.Opt(_T['Instance']), ), ('query', ))), ('icrc10_supported_standards', c.Func((), (c.Vec(c.Record((('url', c.TEXT), ('name', c.TEXT), ))), ), ('query', ))), ('icrc120_upgrade_to', c.Func((_T['UpgradeRequest'], ), (c.Variant((('ok', _T['Instance']), ('err', _T['Error']), )), ), ())), ('icrc3_get_blocks', c.Func((c.Vec(_T['BlockRange']), ), (c.Record((('log_length', c.NAT), ('blocks', c.Vec(c.Record((('id', c.NAT), ('block', _T['Value__1']), )))), ('archived_blocks', c.Vec(c.Record((('args', c.Vec(_T['BlockRange'])), ('callback', c.Func((c.Vec(_T['BlockRange']), ), (c.Record((('blocks', c.Vec(c.Record((('id', c.NAT), ('block', _T['Value__1']), )))), )), ), ('query', ))), )))), )), ), ('query', ))), ('icrc3_get_tip_certificate', c.Func((), (c.Opt(c.Record((('certificate', c.BLOB), ('hash_tree', c.BLOB), ))), ), ('query', ))), ('list_instances', c.Func((c.Record((('after', c.Opt(c.PRINCIPAL)), ('limit', c.NAT), ('namespace', c.Opt(c.TEXT)), )), ), (c.Vec(_T['Instance']), ), ('query', ))), )))
+_T['UpgradeMode'].define(c.Opt(c.Record((('wasm_memory_persistence', c.Opt(c.Variant((('keep', c.NULL), ('replace', c.NULL), )))), ('skip_pre_upgrade', c.Opt(c.BOOL)), ))))
+_T['Orchestrator'].define(c.Service((('deploy', c.Func((c.Record((('arg', c.BLOB), ('owner', c.Opt(c.PRINCIPAL)), ('version', c.Opt(_T['Version'])), ('cycles', c.Opt(c.NAT)), ('namespace', c.TEXT), )), ), (c.Variant((('ok', _T['Instance']), ('err', _T['Error']), )), ), ())), ('get_governance', c.Func((), (c.PRINCIPAL, ), ('query', ))), ('get_instance', c.Func((c.PRINCIPAL, ), (c.Opt(_T['Instance']), ), ('query', ))), ('icrc10_supported_standards', c.Func((), (c.Vec(c.Record((('url', c.TEXT), ('name', c.TEXT), ))), ), ('query', ))), ('icrc120_start_canister', c.Func((c.Vec(c.Record((('canister_id', c.PRINCIPAL), ('timeout', c.NAT), ))), ), (c.Vec(c.Variant((('Ok', c.NAT), ('Err', _T['Icrc120MaintenanceError']), ))), ), ())), ('icrc120_stop_canister', c.Func((c.Vec(c.Record((('canister_id', c.PRINCIPAL), ('timeout', c.NAT), ))), ), (c.Vec(c.Variant((('Ok', c.NAT), ('Err', _T['Icrc120MaintenanceError']), ))), ), ())), ('icrc120_upgrade_to', c.Func((c.Vec(_T['Icrc120UpgradeToRequest']), ), (c.Vec(c.Variant((('Ok', c.NAT), ('Err', _T['Icrc120Error']), ))), ), ())), ('icrc3_get_blocks', c.Func((c.Vec(_T['BlockRange']), ), (c.Record((('log_length', c.NAT), ('blocks', c.Vec(c.Record((('id', c.NAT), ('block', _T['Value__1']), )))), ('archived_blocks', c.Vec(c.Record((('args', c.Vec(_T['BlockRange'])), ('callback', c.Func((c.Vec(_T['BlockRange']), ), (c.Record((('blocks', c.Vec(c.Record((('id', c.NAT), ('block', _T['Value__1']), )))), )), ), ('query', ))), )))), )), ), ('query', ))), ('icrc3_get_tip_certificate', c.Func((), (c.Opt(c.Record((('certificate', c.BLOB), ('hash_tree', c.BLOB), ))), ), ('query', ))), ('list_instances', c.Func((c.Record((('after', c.Opt(c.PRINCIPAL)), ('limit', c.NAT), ('namespace', c.Opt(c.TEXT)), )), ), (c.Vec(_T['Instance']), ), ('query', ))), ('revert', c.Func((c.PRINCIPAL, ), (c.Variant((('ok', _T['Instance']), ('err', _T['Error']), )), ), ())), ('upgrade', c.Func((_T['UpgradeRequest'], ), (c.Variant((('ok', _T['Instance']), ('err', _T['Error']), )), ), ())), )))
 _T['InstanceState'].define(c.Variant((('Failed', c.TEXT), ('Deploying', c.NULL), ('Upgrading', c.NULL), ('Running', c.NULL), )))
 _T['Instance'].define(c.Record((('owner', c.PRINCIPAL), ('canister_id', c.PRINCIPAL), ('created_at', c.INT), ('version', _T['Version']), ('state', _T['InstanceState']), ('wasm_id', c.TEXT), ('namespace', c.TEXT), )))
+_T['InstallMode'].define(c.Variant((('reinstall', c.NULL), ('upgrade', _T['UpgradeMode']), ('install', c.NULL), )))
+_T['Icrc120UpgradeToRequest'].define(c.Record((('snapshot', c.BOOL), ('args', c.BLOB), ('hash', c.BLOB), ('mode', _T['InstallMode']), ('stop', c.BOOL), ('canister_id', c.PRINCIPAL), ('parameters', c.Opt(c.Vec(c.Record(((0, c.TEXT), (1, _T['ICRC16']), ))))), ('restart', c.BOOL), ('timeout', c.NAT), )))
+_T['Icrc120MaintenanceError'].define(c.Variant((('NotFound', c.NULL), ('Generic', c.TEXT), ('Unauthorized', c.NULL), )))
+_T['Icrc120Error'].define(c.Variant((('InvalidPayment', c.NULL), ('Generic', c.TEXT), ('Unauthorized', c.NULL), ('WasmUnavailable', c.NULL), )))
+_T['ICRC16Property'].define(c.Record((('value', _T['ICRC16']), ('name', c.TEXT), ('immutable', c.BOOL), )))
+_T['ICRC16Map'].define(c.Vec(c.Record(((0, c.TEXT), (1, _T['ICRC16']), ))))
+_T['ICRC16'].define(c.Variant((('Int', c.INT), ('Map', _T['ICRC16Map']), ('Nat', c.NAT), ('Set', c.Vec(_T['ICRC16'])), ('Nat16', c.NAT16), ('Nat32', c.NAT32), ('Nat64', c.NAT64), ('Blob', c.BLOB), ('Bool', c.BOOL), ('Int8', c.INT8), ('Ints', c.Vec(c.INT)), ('Nat8', c.NAT8), ('Nats', c.Vec(c.NAT)), ('Text', c.TEXT), ('Bytes', c.BLOB), ('Int16', c.INT16), ('Int32', c.INT32), ('Int64', c.INT64), ('Option', c.Opt(_T['ICRC16'])), ('Floats', c.Vec(c.FLOAT64)), ('Float', c.FLOAT64), ('Principal', c.PRINCIPAL), ('Array', c.Vec(_T['ICRC16'])), ('ValueMap', c.Vec(c.Record(((0, _T['ICRC16']), (1, _T['ICRC16']), )))), ('Class', c.Vec(_T['ICRC16Property'])), )))
 _T['Error'].define(c.Variant((('NotVerified', c.TEXT), ('Busy', c.NULL), ('InstanceNotFound', c.NULL), ('ManagementFailed', c.TEXT), ('InsufficientCycles', c.Record((('balance', c.NAT), ('needed', c.NAT), ))), ('Deprecated', c.TEXT), ('NotAuthorized', c.NULL), ('NamespaceNotFound', c.NULL), ('WasmUnavailable', c.TEXT), ('HashMismatch', c.Record((('expected', c.TEXT), ('computed', c.TEXT), ))), ('InvalidArgument', c.TEXT), ('Downgrade', c.Record((('requested', _T['Version']), ('running', _T['Version']), ))), ('VersionNotFound', c.NULL), )))
 _T['BlockRange'].define(c.Record((('start', c.NAT), ('length', c.NAT), )))
 
@@ -177,10 +311,14 @@ _M: dict[str, MethodSpec] = {
     'get_governance': MethodSpec('get_governance', (), (c.PRINCIPAL, ), query=True),
     'get_instance': MethodSpec('get_instance', (c.PRINCIPAL, ), (c.Opt(_T['Instance']), ), query=True),
     'icrc10_supported_standards': MethodSpec('icrc10_supported_standards', (), (c.Vec(c.Record((('url', c.TEXT), ('name', c.TEXT), ))), ), query=True),
-    'icrc120_upgrade_to': MethodSpec('icrc120_upgrade_to', (_T['UpgradeRequest'], ), (c.Variant((('ok', _T['Instance']), ('err', _T['Error']), )), ), query=False, ok_tag='ok', err_tag='err'),
+    'icrc120_start_canister': MethodSpec('icrc120_start_canister', (c.Vec(c.Record((('canister_id', c.PRINCIPAL), ('timeout', c.NAT), ))), ), (c.Vec(c.Variant((('Ok', c.NAT), ('Err', _T['Icrc120MaintenanceError']), ))), ), query=False),
+    'icrc120_stop_canister': MethodSpec('icrc120_stop_canister', (c.Vec(c.Record((('canister_id', c.PRINCIPAL), ('timeout', c.NAT), ))), ), (c.Vec(c.Variant((('Ok', c.NAT), ('Err', _T['Icrc120MaintenanceError']), ))), ), query=False),
+    'icrc120_upgrade_to': MethodSpec('icrc120_upgrade_to', (c.Vec(_T['Icrc120UpgradeToRequest']), ), (c.Vec(c.Variant((('Ok', c.NAT), ('Err', _T['Icrc120Error']), ))), ), query=False),
     'icrc3_get_blocks': MethodSpec('icrc3_get_blocks', (c.Vec(_T['BlockRange']), ), (c.Record((('log_length', c.NAT), ('blocks', c.Vec(c.Record((('id', c.NAT), ('block', _T['Value__1']), )))), ('archived_blocks', c.Vec(c.Record((('args', c.Vec(_T['BlockRange'])), ('callback', c.Func((c.Vec(_T['BlockRange']), ), (c.Record((('blocks', c.Vec(c.Record((('id', c.NAT), ('block', _T['Value__1']), )))), )), ), ('query', ))), )))), )), ), query=True),
     'icrc3_get_tip_certificate': MethodSpec('icrc3_get_tip_certificate', (), (c.Opt(c.Record((('certificate', c.BLOB), ('hash_tree', c.BLOB), ))), ), query=True),
     'list_instances': MethodSpec('list_instances', (c.Record((('after', c.Opt(c.PRINCIPAL)), ('limit', c.NAT), ('namespace', c.Opt(c.TEXT)), )), ), (c.Vec(_T['Instance']), ), query=True),
+    'revert': MethodSpec('revert', (c.PRINCIPAL, ), (c.Variant((('ok', _T['Instance']), ('err', _T['Error']), )), ), query=False, ok_tag='ok', err_tag='err'),
+    'upgrade': MethodSpec('upgrade', (_T['UpgradeRequest'], ), (c.Variant((('ok', _T['Instance']), ('err', _T['Error']), )), ), query=False, ok_tag='ok', err_tag='err'),
 }
 INIT_ARGS: tuple[c.Type, ...] = (c.Record((('governance', c.PRINCIPAL), ('registry', c.PRINCIPAL), )), )
 
@@ -216,9 +354,17 @@ class OrchestratorClient(Client):
         """`icrc10_supported_standards: () -> (vec record { name: text; url: text; }) query`."""
         return self._invoke(_M['icrc10_supported_standards'], ())  # type: ignore[no-any-return]
 
-    def icrc120_upgrade_to(self, req: UpgradeRequest) -> Instance:
-        """`icrc120_upgrade_to: (req: UpgradeRequest) -> (variant { err: Error; ok: Instance; })`. Raises `OrchestratorError` for `err`."""
-        return self._invoke(_M['icrc120_upgrade_to'], (req, ))  # type: ignore[no-any-return]
+    def icrc120_start_canister(self, requests: list[Icrc120StartCanisterArgItem]) -> list[Icrc120StartCanisterResultItem]:
+        """`icrc120_start_canister: (requests: vec record { canister_id: principal; timeout: nat; }) -> (vec variant { Err: Icrc120MaintenanceError; Ok: nat; })`."""
+        return self._invoke(_M['icrc120_start_canister'], (requests, ))  # type: ignore[no-any-return]
+
+    def icrc120_stop_canister(self, requests: list[Icrc120StopCanisterArgItem]) -> list[Icrc120StopCanisterResultItem]:
+        """`icrc120_stop_canister: (requests: vec record { canister_id: principal; timeout: nat; }) -> (vec variant { Err: Icrc120MaintenanceError; Ok: nat; })`."""
+        return self._invoke(_M['icrc120_stop_canister'], (requests, ))  # type: ignore[no-any-return]
+
+    def icrc120_upgrade_to(self, requests: list[Icrc120UpgradeToRequest]) -> list[Icrc120UpgradeToResultItem]:
+        """`icrc120_upgrade_to: (requests: vec Icrc120UpgradeToRequest) -> (vec variant { Err: Icrc120Error; Ok: nat; })`."""
+        return self._invoke(_M['icrc120_upgrade_to'], (requests, ))  # type: ignore[no-any-return]
 
     def icrc3_get_blocks(self, args: list[BlockRange]) -> Icrc3GetBlocksResult:
         """`icrc3_get_blocks: (args: vec BlockRange) -> (record { archived_blocks: vec record { args: vec BlockRange; callback: func (vec BlockRange) -> (record {blocks: vec record { block: Value__1; id: nat; };}) query; }; blocks: vec record { block: Value__1; id: nat; }; log_length: nat; }) query`."""
@@ -231,3 +377,11 @@ class OrchestratorClient(Client):
     def list_instances(self, arg: ListInstancesArg) -> list[Instance]:
         """`list_instances: (arg: record { after: opt principal; limit: nat; namespace: opt text; }) -> (vec Instance) query`."""
         return self._invoke(_M['list_instances'], (arg, ))  # type: ignore[no-any-return]
+
+    def revert(self, canister_id: Principal) -> Instance:
+        """`revert: (canister_id: principal) -> (variant { err: Error; ok: Instance; })`. Raises `OrchestratorError` for `err`."""
+        return self._invoke(_M['revert'], (canister_id, ))  # type: ignore[no-any-return]
+
+    def upgrade(self, req: UpgradeRequest) -> Instance:
+        """`upgrade: (req: UpgradeRequest) -> (variant { err: Error; ok: Instance; })`. Raises `OrchestratorError` for `err`."""
+        return self._invoke(_M['upgrade'], (req, ))  # type: ignore[no-any-return]

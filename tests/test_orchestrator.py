@@ -12,6 +12,7 @@ import pytest
 
 from ic_replica import candid
 from ic_replica.principal import ANONYMOUS, Principal
+from prometheus_sdk.icrc16 import to_map
 from testkit.protocol import DEV, GOV, SPONSOR, STRANGER, VERIFIERS, Stack
 from testkit.typed import Typed
 
@@ -44,11 +45,15 @@ class World:
     orch: Typed
     counter: bytes
 
-    def publish(self, wasm: bytes, version: tuple[int, int, int], verdict: str = "attest") -> str:
-        """Upload, request, fund, have a verifier file `verdict`, and (when verified) publish `version`."""
+    def publish(self, wasm: bytes, version: tuple[int, int, int], verdict: str = "attest",
+                **metadata: str) -> str:
+        """Upload, request (with `metadata`), fund, have a verifier file `verdict`, and (when verified) publish
+        `version`."""
         s = self.stack
         wasm_id = s.upload(wasm, NS, chunk_size=100_000)
-        assert "ok" in s.request(wasm_id, namespace=NS)
+        assert "ok" in s.registry("icrc126_verification_request", {
+            "wasm_hash": bytes.fromhex(wasm_id), "repo": "https://example.com/counter.git", "commit_hash": "ab" * 20,
+            "metadata": to_map({"canister_name": "counter", **metadata}), "namespace": [NS]}, sender=DEV)
         bounty = s.bounty(wasm_id)
         assert "ok" in s.reserve(VERIFIERS[0], bounty)
         file = s.attest if verdict == "attest" else s.diverge
@@ -286,3 +291,20 @@ def test_icrc120_upgrade_to_names_the_module_by_hash_and_maintenance_is_governan
     assert world.stack.ic.canister_status(cid, sender=world.orch.canister_id)["status"] == {"stopped": None}
     assert "Ok" in world.orch("icrc120_start_canister", stop, sender=GOV)[0]
     assert world.block_types() == ["121deploy", "121upgrade", "121stop_canister", "121start_canister"]
+
+
+def test_a_failed_health_check_loads_the_snapshot_back(world: World) -> None:
+    """The version's request names a health check (`health_check` in its metadata): the orchestrator calls it
+    after the upgrade and reverts when it does not answer ok."""
+    v1 = world.publish(world.counter, (1, 0, 0))
+    cid = world.deploy()["ok"]["canister_id"]
+    ic = world.stack.ic
+    ic.update_call(cid, "setFailHealth", candid.encode([candid.BOOL], [True]))
+    v2 = world.publish(with_note(world.counter, b"1.1.0"), (1, 1, 0), health_check="health")
+    failed = world.upgrade(cid)["err"]["ManagementFailed"]
+    assert "the health check health answered err: told to fail" in failed and "the snapshot was loaded back" in failed
+    assert world.module_hash(cid) == v1 and world.orch("get_instance", cid)[0]["version"] == (1, 0, 0)
+    assert candid.decode(ic.query_call(cid, "get", candid.encode([], [])))[0] == 5
+    ic.update_call(cid, "setFailHealth", candid.encode([candid.BOOL], [False]))
+    assert world.upgrade(cid)["ok"]["wasm_id"] == v2  # healthy now
+    assert world.block_types() == ["121deploy", "121upgrade_reverted", "121upgrade"]

@@ -11,6 +11,7 @@ import Array "mo:core/Array";
 import Blob "mo:core/Blob";
 import Cycles "mo:core/Cycles";
 import Error "mo:core/Error";
+import InternetComputer "mo:core/InternetComputer";
 import Int "mo:core/Int";
 import List "mo:core/List";
 import Map "mo:core/Map";
@@ -83,7 +84,12 @@ persistent actor class Orchestrator(init : { governance : Principal; registry : 
   type Registry = actor {
     icrc118_get_wasms : shared query Text -> async [RegistryVersion];
     icrc118_get_canister_type : shared query Text -> async ?{ controllers : [Principal] };
-    get_wasm_status : shared query (Text, ?Text) -> async ?{ namespace : Text; complete : Bool; outcome : ?{ #Verified; #Rejected } };
+    get_wasm_status : shared query (Text, ?Text) -> async ?{
+      namespace : Text;
+      complete : Bool;
+      outcome : ?{ #Verified; #Rejected };
+      request : ?{ metadata : [(Text, T.ICRC16)] };
+    };
     icrc118_get_wasm_chunk : shared query { namespace : Text; wasm_hash : Blob; chunk_id : Nat } -> async {
       #ok : { chunk : Blob; total_chunks : Nat };
       #err : RegistryError;
@@ -147,9 +153,12 @@ persistent actor class Orchestrator(init : { governance : Principal; registry : 
 
   func reason(e : Error.Error) : Text { Error.message(e) };
 
+  func errorText(e : Error) : Text { switch e { case (#ManagementFailed(t)) t; case _ "failed" } };
+
   // ---------------------------------------------------------------- what may be installed
 
-  type Target = { version : Version; wasm_id : Text; hash : Blob; chunks : [Blob]; deprecated : ?Text };
+  // `health_check`: a query method named in the verification request's metadata (key `health_check`).
+  type Target = { version : Version; wasm_id : Text; hash : Blob; chunks : [Blob]; deprecated : ?Text; health_check : ?Text };
 
   func controllersOf(namespace : Text) : async { #ok : [Principal]; #err : Error } {
     switch (await registry.icrc118_get_canister_type(namespace)) {
@@ -190,7 +199,7 @@ persistent actor class Orchestrator(init : { governance : Principal; registry : 
       case (?why) if (not allowDeprecated) return #err(#Deprecated(why));
       case null {};
     };
-    switch (await registry.get_wasm_status(chosen.wasm_id, ?namespace)) {
+    let healthCheck = switch (await registry.get_wasm_status(chosen.wasm_id, ?namespace)) {
       case (?s) {
         if (s.namespace != namespace or not s.complete) return #err(#NotVerified("the wasm is not uploaded in this namespace"));
         switch (s.outcome) {
@@ -198,6 +207,7 @@ persistent actor class Orchestrator(init : { governance : Principal; registry : 
           case (?#Rejected) return #err(#NotVerified("its verification was rejected"));
           case null return #err(#NotVerified("its verification is pending"));
         };
+        switch (s.request) { case (?r) healthMethod(r.metadata); case null null };
       };
       case null return #err(#NotVerified("the registry has no record of this wasm"));
     };
@@ -219,7 +229,31 @@ persistent actor class Orchestrator(init : { governance : Principal; registry : 
     };
     let computed = Sha256.toHex(Sha256.finish(digest));
     if (computed != chosen.wasm_id) return #err(#HashMismatch({ expected = chosen.wasm_id; computed }));
-    #ok({ version = chosen.version; wasm_id = chosen.wasm_id; hash; chunks = List.toArray(chunks); deprecated = chosen.deprecated });
+    #ok({ version = chosen.version; wasm_id = chosen.wasm_id; hash; chunks = List.toArray(chunks); deprecated = chosen.deprecated;
+          health_check = healthCheck });
+  };
+
+  func healthMethod(metadata : [(Text, T.ICRC16)]) : ?Text {
+    for ((k, v) in metadata.vals()) {
+      switch (k, v) { case ("health_check", #Text(m)) if (m.size() > 0 and m.size() <= 100) return ?m; case _ {} };
+    };
+    null;
+  };
+
+  // Healthy: the method answers `variant { ok }` (any payload) or `true`. A trap, a reject or anything else
+  // is not, and says why.
+  func healthy(canister : Principal, method : Text) : async* ?Text {
+    let reply = try { await InternetComputer.call(canister, method, to_candid ()) } catch (e) {
+      return ?("the health check " # method # " failed: " # reason(e));
+    };
+    let asResult : ?{ #ok : ?Null; #err : ?Text } = from_candid (reply);
+    switch asResult {
+      case (?#ok(_)) return null;
+      case (?#err(why)) return ?("the health check " # method # " answered err" # (switch why { case (?t) ": " # t; case null "" }));
+      case null {};
+    };
+    let asBool : ?Bool = from_candid (reply);
+    if (asBool == ?true) null else ?("the health check " # method # " did not answer ok");
   };
 
   func hexToBlob(hex : Text) : ?Blob {
@@ -382,6 +416,27 @@ persistent actor class Orchestrator(init : { governance : Principal; registry : 
       return #err(#ManagementFailed("install: " # reason(e) # "; " # undone));
     };
     if (steps.restart) { try { await ic.start_canister({ canister_id = rec.canister_id }) } catch (_) {} };
+    switch (target.health_check, steps.restart) {
+      case (?method, true) {
+        switch (await* healthy(rec.canister_id, method)) {
+          case (?why) {
+            let undone = switch (snapshot) {
+              case (?_) {
+                switch (rec.snapshot) {
+                  case (?saved) switch (await* loadBack(rec, saved, true)) { case (?e) "loading the snapshot failed: " # errorText(e); case null "the snapshot was loaded back" };
+                  case null "no snapshot";
+                };
+              };
+              case null { rec.version := target.version; rec.wasm_id := target.wasm_id; rec.state := #Running; "no snapshot was taken: the new version stays" };
+            };
+            ignore block("121upgrade_reverted", Array.concat(fields, [("reason", #Text(why)), ("undone", #Text(undone))]));
+            return #err(#ManagementFailed(why # "; " # undone));
+          };
+          case null {};
+        };
+      };
+      case _ {};
+    };
     rec.version := target.version;
     rec.wasm_id := target.wasm_id;
     rec.state := #Running;

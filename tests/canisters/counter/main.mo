@@ -13,6 +13,7 @@ persistent actor class Counter(initial : Nat) {
   var count : Nat = initial;
   var upgrades : Nat = 0;
   var failPreUpgrade : Bool = false;
+  var failHealth : Bool = false;
   var region : ?Region.Region = null;
   var ballast : [Blob] = [];
 
@@ -99,6 +100,10 @@ persistent actor class Counter(initial : Nat) {
   public func setFailPreUpgrade(fail : Bool) : async () { failPreUpgrade := fail };
 
   public query func upgradeCount() : async Nat { upgrades };
+
+  public func setFailHealth(fail : Bool) : async () { failHealth := fail };
+
+  public query func health() : async { #ok; #err : Text } { if failHealth #err("told to fail") else #ok };
 
   system func preupgrade() {
     if (failPreUpgrade) { Runtime.trap("pre-upgrade refused") };

@@ -308,3 +308,23 @@ def test_a_failed_health_check_loads_the_snapshot_back(world: World) -> None:
     ic.update_call(cid, "setFailHealth", candid.encode([candid.BOOL], [False]))
     assert world.upgrade(cid)["ok"]["wasm_id"] == v2  # healthy now
     assert world.block_types() == ["121deploy", "121upgrade_reverted", "121upgrade"]
+
+
+def test_governance_funds_top_ups_that_happen_once_per_need(world: World) -> None:
+    world.publish(world.counter, (1, 0, 0))
+    cid = world.deploy()["ok"]["canister_id"]
+    ic = world.stack.ic
+    policy = [{"threshold": 3 * 10**12, "amount": 10**12}]  # a new instance has 2 T
+    assert world.orch("set_top_up", cid, policy, sender=DEV) == {"err": {"NotAuthorized": None}}
+    assert world.orch("set_top_up", cid, [{"threshold": 1, "amount": 0}], sender=GOV) == {
+        "err": {"InvalidArgument": "an amount of 1..10 T cycles"}}
+    assert world.orch("set_top_up", cid, policy, sender=GOV) == {"ok": None}
+    page = {"after": [], "limit": 10}
+    calls = [world.orch.submit("top_up_instances", page, sender=STRANGER) for _ in range(2)]  # in one round
+    results = [world.orch.decode("top_up_instances", ic.await_call(m)) for m in calls]
+    assert sorted(sum(r["added"] for r in result) for result in results) == [0, 10**12]  # once, not twice
+    before = ic.canister_status(cid, sender=world.orch.canister_id)["cycles"]
+    assert 3 * 10**12 - 10**10 < before <= 3 * 10**12
+    (again,) = world.orch("top_up_instances", page, sender=STRANGER)
+    assert again["added"] == 0  # above the threshold now
+    assert world.block_types() == ["121deploy", "121top_up_policy", "121top_up"]

@@ -22,6 +22,7 @@ import Order "mo:core/Order";
 import Principal "mo:core/Principal";
 import Text "mo:core/Text";
 import Time "mo:core/Time";
+import Timer "mo:core/Timer";
 
 import Sha256 "../lib/Sha256";
 import Log "../mcp_registry/Log";
@@ -70,7 +71,11 @@ persistent actor class Orchestrator(init : { governance : Principal; registry : 
     var wasm_id : Text;
     var state : InstanceState;
     var snapshot : ?Saved; // taken before the last upgrade: what `revert` loads back
+    var top_up : ?TopUp; // set by governance
   };
+
+  // Keep an instance's balance above `threshold` by adding `amount` from the orchestrator's own cycles.
+  public type TopUp = { threshold : Nat; amount : Nat };
 
   // A snapshot the orchestrator took, and the version the canister ran when it was taken.
   type Saved = { id : Blob; version : Version; wasm_id : Text; taken_at : Int };
@@ -114,6 +119,8 @@ persistent actor class Orchestrator(init : { governance : Principal; registry : 
     start_canister : shared { canister_id : Principal } -> async ();
     take_canister_snapshot : shared { canister_id : Principal; replace_snapshot : ?Blob } -> async { id : Blob; taken_at_timestamp : Nat64; total_size : Nat64 };
     load_canister_snapshot : shared { canister_id : Principal; snapshot_id : Blob; sender_canister_version : ?Nat64 } -> async ();
+    canister_status : shared { canister_id : Principal } -> async { cycles : Nat };
+    deposit_cycles : shared { canister_id : Principal } -> async ();
   };
 
   let MAX_ARG_BYTES = 1_048_576;
@@ -317,6 +324,7 @@ persistent actor class Orchestrator(init : { governance : Principal; registry : 
     let rec : InstanceRec = {
       canister_id = created.canister_id; namespace = arg.namespace; owner; created_at = now();
       var version = target.version; var wasm_id = target.wasm_id; var state = #Deploying; var snapshot = null;
+      var top_up = null;
     };
     Map.add(instances, Principal.compare, created.canister_id, rec);
     try {
@@ -563,6 +571,64 @@ persistent actor class Orchestrator(init : { governance : Principal; registry : 
     };
     List.toArray(out);
   };
+
+  // ---------------------------------------------------------------- cycles
+
+  let MAX_TOP_UP = 10_000_000_000_000;
+  transient let toppingUp = Map.empty<Principal, ()>();
+  let TOP_UP_EVERY_S = 3600;
+
+  public shared ({ caller }) func set_top_up(canister_id : Principal, policy : ?TopUp) : async { #ok; #err : Error } {
+    if (not isGovernance(caller)) return #err(#NotAuthorized);
+    let rec = switch (Map.get(instances, Principal.compare, canister_id)) { case (?r) r; case null return #err(#InstanceNotFound) };
+    switch policy {
+      case (?p) if (p.amount == 0 or p.amount > MAX_TOP_UP) return #err(#InvalidArgument("an amount of 1..10 T cycles"));
+      case null {};
+    };
+    rec.top_up := policy;
+    ignore block("121top_up_policy", [("canister_id", principalValue(canister_id)), ("caller", principalValue(caller)),
+                                       ("threshold", #Nat(switch policy { case (?p) p.threshold; case null 0 })),
+                                       ("amount", #Nat(switch policy { case (?p) p.amount; case null 0 }))]);
+    #ok;
+  };
+
+  // Top up, by their policies, the instances of one page (anyone may ask; an hourly timer does it too). An
+  // instance is topped up only below its threshold, and never below the orchestrator's reserve.
+  public func top_up_instances(arg : { after : ?Principal; limit : Nat }) : async [{ canister_id : Principal; cycles : Nat; added : Nat }] {
+    await* topUpPage(arg.after, Nat.min(arg.limit, MAX_PAGE));
+  };
+
+  func topUpPage(after : ?Principal, limit : Nat) : async* [{ canister_id : Principal; cycles : Nat; added : Nat }] {
+    let due = List.empty<(InstanceRec, TopUp)>();
+    let entries = switch after { case (?a) Map.entriesFrom(instances, Principal.compare, a); case null Map.entries(instances) };
+    label scan for ((id, r) in entries) {
+      if (List.size(due) >= limit) break scan;
+      switch (after) { case (?a) if (Principal.equal(id, a)) continue scan; case null {} };
+      switch (r.top_up) { case (?p) List.add(due, (r, p)); case null {} };
+    };
+    let out = List.empty<{ canister_id : Principal; cycles : Nat; added : Nat }>();
+    for ((r, p) in List.values(due)) {
+      if (Map.get(toppingUp, Principal.compare, r.canister_id) == null) { // one top-up per instance at a time
+        Map.add(toppingUp, Principal.compare, r.canister_id, ());
+        let cycles = try { (await ic.canister_status({ canister_id = r.canister_id })).cycles } catch (_) { p.threshold };
+        var added = 0;
+        if (cycles < p.threshold and Cycles.balance() >= p.amount + CYCLES_RESERVE) {
+          try {
+            await (with cycles = p.amount) ic.deposit_cycles({ canister_id = r.canister_id });
+            added := p.amount;
+            ignore block("121top_up", [("canister_id", principalValue(r.canister_id)), ("cycles", #Nat(cycles)), ("added", #Nat(added))]);
+          } catch (_) {};
+        };
+        Map.remove(toppingUp, Principal.compare, r.canister_id);
+        List.add(out, { canister_id = r.canister_id; cycles; added });
+      };
+    };
+    List.toArray(out);
+  };
+
+  transient let _topUpTimer = Timer.recurringTimer<system>(#seconds(TOP_UP_EVERY_S), func() : async () {
+    ignore await* topUpPage(null, MAX_PAGE);
+  });
 
   // ---------------------------------------------------------------- reads
 

@@ -8,7 +8,7 @@ from prometheus_sdk import candid as c
 from prometheus_sdk.client import CanisterError, Client, MethodSpec
 from prometheus_sdk.principal import Principal
 
-__all__ = ['BlockRange', 'DeployArg', 'Error', 'ErrorDowngrade', 'ErrorHashMismatch', 'ErrorInsufficientCycles', 'ICRC16', 'ICRC16Property', 'Icrc10SupportedStandardsResultItem', 'Icrc120Error', 'Icrc120MaintenanceError', 'Icrc120StartCanisterArgItem', 'Icrc120StartCanisterResultItem', 'Icrc120StopCanisterArgItem', 'Icrc120StopCanisterResultItem', 'Icrc120UpgradeToRequest', 'Icrc120UpgradeToResultItem', 'Icrc3GetBlocksResult', 'Icrc3GetBlocksResultArchivedBlocksItem', 'Icrc3GetBlocksResultBlocksItem', 'Icrc3GetTipCertificateResult', 'InitArg', 'InstallMode', 'Instance', 'InstanceState', 'ListInstancesArg', 'OrchestratorClient', 'OrchestratorError', 'UpgradeMode', 'UpgradeModeWasmMemoryPersistence', 'UpgradeRequest', 'Value1', 'encode_init']
+__all__ = ['BlockRange', 'DeployArg', 'Error', 'ErrorDowngrade', 'ErrorHashMismatch', 'ErrorInsufficientCycles', 'ICRC16', 'ICRC16Property', 'Icrc10SupportedStandardsResultItem', 'Icrc120Error', 'Icrc120MaintenanceError', 'Icrc120StartCanisterArgItem', 'Icrc120StartCanisterResultItem', 'Icrc120StopCanisterArgItem', 'Icrc120StopCanisterResultItem', 'Icrc120UpgradeToRequest', 'Icrc120UpgradeToResultItem', 'Icrc3GetBlocksResult', 'Icrc3GetBlocksResultArchivedBlocksItem', 'Icrc3GetBlocksResultBlocksItem', 'Icrc3GetTipCertificateResult', 'InitArg', 'InstallMode', 'Instance', 'InstanceState', 'ListInstancesArg', 'OrchestratorClient', 'OrchestratorError', 'TopUp', 'TopUpInstancesArg', 'TopUpInstancesResultItem', 'UpgradeMode', 'UpgradeModeWasmMemoryPersistence', 'UpgradeRequest', 'Value1', 'encode_init']
 
 
 class Value1(TypedDict, total=False):
@@ -31,6 +31,13 @@ class UpgradeRequest(TypedDict):
     version: list[tuple[int, int, int]]
     force_downgrade: list[bool]
     allow_deprecated: list[bool]
+
+
+class TopUp(TypedDict):
+    """A record."""
+
+    threshold: int
+    amount: int
 
 
 class InstanceState(TypedDict, total=False):
@@ -280,6 +287,21 @@ class ListInstancesArg(TypedDict):
     namespace: list[str]
 
 
+class TopUpInstancesArg(TypedDict):
+    """A record."""
+
+    after: list[Principal]
+    limit: int
+
+
+class TopUpInstancesResultItem(TypedDict):
+    """A record."""
+
+    added: int
+    canister_id: Principal
+    cycles: int
+
+
 class InitArg(TypedDict):
     """A record."""
 
@@ -288,12 +310,13 @@ class InitArg(TypedDict):
 
 
 # The Candid types of the interface, for the codec.
-_T: dict[str, c.Rec] = {name: c.Rec() for name in ('Version', 'Value__1', 'UpgradeRequest', 'UpgradeMode', 'Orchestrator', 'InstanceState', 'Instance', 'InstallMode', 'Icrc120UpgradeToRequest', 'Icrc120MaintenanceError', 'Icrc120Error', 'ICRC16Property', 'ICRC16Map', 'ICRC16', 'Error', 'BlockRange')}
+_T: dict[str, c.Rec] = {name: c.Rec() for name in ('Version', 'Value__1', 'UpgradeRequest', 'UpgradeMode', 'TopUp', 'Orchestrator', 'InstanceState', 'Instance', 'InstallMode', 'Icrc120UpgradeToRequest', 'Icrc120MaintenanceError', 'Icrc120Error', 'ICRC16Property', 'ICRC16Map', 'ICRC16', 'Error', 'BlockRange')}
 _T['Version'].define(c.Record(((0, c.NAT), (1, c.NAT), (2, c.NAT), )))
 _T['Value__1'].define(c.Variant((('Int', c.INT), ('Map', c.Vec(c.Record(((0, c.TEXT), (1, _T['Value__1']), )))), ('Nat', c.NAT), ('Blob', c.BLOB), ('Text', c.TEXT), ('Array', c.Vec(_T['Value__1'])), )))
 _T['UpgradeRequest'].define(c.Record((('arg', c.BLOB), ('snapshot', c.Opt(c.BOOL)), ('canister_id', c.PRINCIPAL), ('version', c.Opt(_T['Version'])), ('force_downgrade', c.Opt(c.BOOL)), ('allow_deprecated', c.Opt(c.BOOL)), )))
 _T['UpgradeMode'].define(c.Opt(c.Record((('wasm_memory_persistence', c.Opt(c.Variant((('keep', c.NULL), ('replace', c.NULL), )))), ('skip_pre_upgrade', c.Opt(c.BOOL)), ))))
-_T['Orchestrator'].define(c.Service((('deploy', c.Func((c.Record((('arg', c.BLOB), ('owner', c.Opt(c.PRINCIPAL)), ('version', c.Opt(_T['Version'])), ('cycles', c.Opt(c.NAT)), ('namespace', c.TEXT), )), ), (c.Variant((('ok', _T['Instance']), ('err', _T['Error']), )), ), ())), ('get_governance', c.Func((), (c.PRINCIPAL, ), ('query', ))), ('get_instance', c.Func((c.PRINCIPAL, ), (c.Opt(_T['Instance']), ), ('query', ))), ('icrc10_supported_standards', c.Func((), (c.Vec(c.Record((('url', c.TEXT), ('name', c.TEXT), ))), ), ('query', ))), ('icrc120_start_canister', c.Func((c.Vec(c.Record((('canister_id', c.PRINCIPAL), ('timeout', c.NAT), ))), ), (c.Vec(c.Variant((('Ok', c.NAT), ('Err', _T['Icrc120MaintenanceError']), ))), ), ())), ('icrc120_stop_canister', c.Func((c.Vec(c.Record((('canister_id', c.PRINCIPAL), ('timeout', c.NAT), ))), ), (c.Vec(c.Variant((('Ok', c.NAT), ('Err', _T['Icrc120MaintenanceError']), ))), ), ())), ('icrc120_upgrade_to', c.Func((c.Vec(_T['Icrc120UpgradeToRequest']), ), (c.Vec(c.Variant((('Ok', c.NAT), ('Err', _T['Icrc120Error']), ))), ), ())), ('icrc3_get_blocks', c.Func((c.Vec(_T['BlockRange']), ), (c.Record((('log_length', c.NAT), ('blocks', c.Vec(c.Record((('id', c.NAT), ('block', _T['Value__1']), )))), ('archived_blocks', c.Vec(c.Record((('args', c.Vec(_T['BlockRange'])), ('callback', c.Func((c.Vec(_T['BlockRange']), ), (c.Record((('blocks', c.Vec(c.Record((('id', c.NAT), ('block', _T['Value__1']), )))), )), ), ('query', ))), )))), )), ), ('query', ))), ('icrc3_get_tip_certificate', c.Func((), (c.Opt(c.Record((('certificate', c.BLOB), ('hash_tree', c.BLOB), ))), ), ('query', ))), ('list_instances', c.Func((c.Record((('after', c.Opt(c.PRINCIPAL)), ('limit', c.NAT), ('namespace', c.Opt(c.TEXT)), )), ), (c.Vec(_T['Instance']), ), ('query', ))), ('revert', c.Func((c.PRINCIPAL, ), (c.Variant((('ok', _T['Instance']), ('err', _T['Error']), )), ), ())), ('upgrade', c.Func((_T['UpgradeRequest'], ), (c.Variant((('ok', _T['Instance']), ('err', _T['Error']), )), ), ())), )))
+_T['TopUp'].define(c.Record((('threshold', c.NAT), ('amount', c.NAT), )))
+_T['Orchestrator'].define(c.Service((('deploy', c.Func((c.Record((('arg', c.BLOB), ('owner', c.Opt(c.PRINCIPAL)), ('version', c.Opt(_T['Version'])), ('cycles', c.Opt(c.NAT)), ('namespace', c.TEXT), )), ), (c.Variant((('ok', _T['Instance']), ('err', _T['Error']), )), ), ())), ('get_governance', c.Func((), (c.PRINCIPAL, ), ('query', ))), ('get_instance', c.Func((c.PRINCIPAL, ), (c.Opt(_T['Instance']), ), ('query', ))), ('icrc10_supported_standards', c.Func((), (c.Vec(c.Record((('url', c.TEXT), ('name', c.TEXT), ))), ), ('query', ))), ('icrc120_start_canister', c.Func((c.Vec(c.Record((('canister_id', c.PRINCIPAL), ('timeout', c.NAT), ))), ), (c.Vec(c.Variant((('Ok', c.NAT), ('Err', _T['Icrc120MaintenanceError']), ))), ), ())), ('icrc120_stop_canister', c.Func((c.Vec(c.Record((('canister_id', c.PRINCIPAL), ('timeout', c.NAT), ))), ), (c.Vec(c.Variant((('Ok', c.NAT), ('Err', _T['Icrc120MaintenanceError']), ))), ), ())), ('icrc120_upgrade_to', c.Func((c.Vec(_T['Icrc120UpgradeToRequest']), ), (c.Vec(c.Variant((('Ok', c.NAT), ('Err', _T['Icrc120Error']), ))), ), ())), ('icrc3_get_blocks', c.Func((c.Vec(_T['BlockRange']), ), (c.Record((('log_length', c.NAT), ('blocks', c.Vec(c.Record((('id', c.NAT), ('block', _T['Value__1']), )))), ('archived_blocks', c.Vec(c.Record((('args', c.Vec(_T['BlockRange'])), ('callback', c.Func((c.Vec(_T['BlockRange']), ), (c.Record((('blocks', c.Vec(c.Record((('id', c.NAT), ('block', _T['Value__1']), )))), )), ), ('query', ))), )))), )), ), ('query', ))), ('icrc3_get_tip_certificate', c.Func((), (c.Opt(c.Record((('certificate', c.BLOB), ('hash_tree', c.BLOB), ))), ), ('query', ))), ('list_instances', c.Func((c.Record((('after', c.Opt(c.PRINCIPAL)), ('limit', c.NAT), ('namespace', c.Opt(c.TEXT)), )), ), (c.Vec(_T['Instance']), ), ('query', ))), ('revert', c.Func((c.PRINCIPAL, ), (c.Variant((('ok', _T['Instance']), ('err', _T['Error']), )), ), ())), ('set_top_up', c.Func((c.PRINCIPAL, c.Opt(_T['TopUp']), ), (c.Variant((('ok', c.NULL), ('err', _T['Error']), )), ), ())), ('top_up_instances', c.Func((c.Record((('after', c.Opt(c.PRINCIPAL)), ('limit', c.NAT), )), ), (c.Vec(c.Record((('added', c.NAT), ('canister_id', c.PRINCIPAL), ('cycles', c.NAT), ))), ), ())), ('upgrade', c.Func((_T['UpgradeRequest'], ), (c.Variant((('ok', _T['Instance']), ('err', _T['Error']), )), ), ())), )))
 _T['InstanceState'].define(c.Variant((('Failed', c.TEXT), ('Deploying', c.NULL), ('Upgrading', c.NULL), ('Running', c.NULL), )))
 _T['Instance'].define(c.Record((('owner', c.PRINCIPAL), ('canister_id', c.PRINCIPAL), ('created_at', c.INT), ('version', _T['Version']), ('state', _T['InstanceState']), ('wasm_id', c.TEXT), ('namespace', c.TEXT), )))
 _T['InstallMode'].define(c.Variant((('reinstall', c.NULL), ('upgrade', _T['UpgradeMode']), ('install', c.NULL), )))
@@ -318,6 +341,8 @@ _M: dict[str, MethodSpec] = {
     'icrc3_get_tip_certificate': MethodSpec('icrc3_get_tip_certificate', (), (c.Opt(c.Record((('certificate', c.BLOB), ('hash_tree', c.BLOB), ))), ), query=True),
     'list_instances': MethodSpec('list_instances', (c.Record((('after', c.Opt(c.PRINCIPAL)), ('limit', c.NAT), ('namespace', c.Opt(c.TEXT)), )), ), (c.Vec(_T['Instance']), ), query=True),
     'revert': MethodSpec('revert', (c.PRINCIPAL, ), (c.Variant((('ok', _T['Instance']), ('err', _T['Error']), )), ), query=False, ok_tag='ok', err_tag='err'),
+    'set_top_up': MethodSpec('set_top_up', (c.PRINCIPAL, c.Opt(_T['TopUp']), ), (c.Variant((('ok', c.NULL), ('err', _T['Error']), )), ), query=False, ok_tag='ok', err_tag='err'),
+    'top_up_instances': MethodSpec('top_up_instances', (c.Record((('after', c.Opt(c.PRINCIPAL)), ('limit', c.NAT), )), ), (c.Vec(c.Record((('added', c.NAT), ('canister_id', c.PRINCIPAL), ('cycles', c.NAT), ))), ), query=False),
     'upgrade': MethodSpec('upgrade', (_T['UpgradeRequest'], ), (c.Variant((('ok', _T['Instance']), ('err', _T['Error']), )), ), query=False, ok_tag='ok', err_tag='err'),
 }
 INIT_ARGS: tuple[c.Type, ...] = (c.Record((('governance', c.PRINCIPAL), ('registry', c.PRINCIPAL), )), )
@@ -381,6 +406,14 @@ class OrchestratorClient(Client):
     def revert(self, canister_id: Principal) -> Instance:
         """`revert: (canister_id: principal) -> (variant { err: Error; ok: Instance; })`. Raises `OrchestratorError` for `err`."""
         return self._invoke(_M['revert'], (canister_id, ))  # type: ignore[no-any-return]
+
+    def set_top_up(self, canister_id: Principal, policy: list[TopUp]) -> None:
+        """`set_top_up: (canister_id: principal, policy: opt TopUp) -> (variant { err: Error; ok; })`. Raises `OrchestratorError` for `err`."""
+        return self._invoke(_M['set_top_up'], (canister_id, policy, ))  # type: ignore[no-any-return]
+
+    def top_up_instances(self, arg: TopUpInstancesArg) -> list[TopUpInstancesResultItem]:
+        """`top_up_instances: (arg: record { after: opt principal; limit: nat; }) -> (vec record { added: nat; canister_id: principal; cycles: nat; })`."""
+        return self._invoke(_M['top_up_instances'], (arg, ))  # type: ignore[no-any-return]
 
     def upgrade(self, req: UpgradeRequest) -> Instance:
         """`upgrade: (req: UpgradeRequest) -> (variant { err: Error; ok: Instance; })`. Raises `OrchestratorError` for `err`."""

@@ -27,16 +27,7 @@ def with_note(wasm: bytes, note: bytes) -> bytes:
     """The same module with a custom section appended: other bytes, other hash, the same code."""
     name = b"note"
     body = bytes([len(name)]) + name + note
-    return wasm + bytes([0]) + _leb(len(body)) + body
-
-
-def _leb(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n & 0x7F, n >> 7
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
+    return wasm + bytes([0]) + candid.leb(len(body)) + body
 
 
 @dataclass

@@ -9,6 +9,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from ic_replica.candid import leb
 from prometheus_build.recipe import build_canister
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -17,21 +18,12 @@ LIBRARY = ROOT / "canister_src" / "lib" / "Sha256.mo"
 
 def blob_arg(data: bytes) -> bytes:
     """The Candid argument `(blob)` the probe's `hash` takes."""
-    return b"DIDL\x01\x6d\x7b\x01\x00" + _leb(len(data)) + data
+    return b"DIDL\x01\x6d\x7b\x01\x00" + leb(len(data)) + data
 
 
 def blobs_arg(parts: list[bytes]) -> bytes:
     """The Candid argument `(vec blob)` the probe's `hashParts` takes."""
-    return b"DIDL\x02\x6d\x7b\x6d\x00\x01\x01" + _leb(len(parts)) + b"".join(_leb(len(p)) + p for p in parts)
-
-
-def _leb(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n & 0x7F, n >> 7
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
+    return b"DIDL\x02\x6d\x7b\x6d\x00\x01\x01" + leb(len(parts)) + b"".join(leb(len(p)) + p for p in parts)
 
 
 def build_probe() -> bytes:

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+import wasmtime
 
 from ic_replica import candid
 from ic_replica.principal import ANONYMOUS, Principal
@@ -319,3 +320,92 @@ def test_governance_funds_top_ups_that_happen_once_per_need(world: World) -> Non
     (again,) = world.orch("top_up_instances", page, sender=STRANGER)
     assert again["added"] == 0  # above the threshold now
     assert world.block_types() == ["121deploy", "121top_up_policy", "121top_up"]
+
+
+def _replying(text: bytes) -> bytes:
+    """A module whose `health` query replies `text`, byte for byte (Candid or not)."""
+    data = "".join(f"\\{b:02x}" for b in text)
+    return wasmtime.wat2wasm(f"""(module
+      (import "ic0" "msg_reply_data_append" (func $append (param i32 i32)))
+      (import "ic0" "msg_reply" (func $reply))
+      (memory {len(text) // 65536 + 1})
+      (data (i32.const 0) "{data}")
+      (func (export "canister_query health") (call $append (i32.const 0) (i32.const {len(text)})) (call $reply)))""")
+
+
+def _err_reply(text: str) -> bytes:
+    return candid.encode([candid.Variant.of(ok=candid.NULL, err=candid.TEXT)], [{"err": text}])
+
+
+def test_bad_health_answers_are_reverted_and_their_text_is_bounded(world: World) -> None:
+    v1 = world.publish(_replying(b"v1"), (1, 0, 0))
+    cid = world.deploy(arg=b"")["ok"]["canister_id"]
+    world.publish(_replying(b"not candid at all"), (1, 1, 0), health_check="health")
+    failed = world.upgrade(cid)["err"]["ManagementFailed"]
+    assert "did not answer ok" in failed and "the snapshot was loaded back" in failed
+    assert world.orch("get_instance", cid)[0]["state"] == {"Running": None} and world.module_hash(cid) == v1
+    world.publish(_replying(_err_reply("x" * 900)), (1, 2, 0), health_check="health")
+    failed = world.upgrade(cid)["err"]["ManagementFailed"]
+    assert len(failed) < 400 and "answered err: xxx" in failed  # the callee's text is cut
+    last = world.orch("icrc3_get_blocks", [{"start": 2, "length": 1}])["blocks"][0]["block"]["Map"]
+    assert len(dict(dict(last)["tx"]["Map"])["reason"]["Text"]) < 400
+    world.publish(_replying(_err_reply("x" * 100_000)), (1, 3, 0), health_check="health")
+    assert world.upgrade(cid)["err"]["ManagementFailed"] == (
+        "the health check health did not answer ok; the snapshot was loaded back")  # too long to read at all
+
+
+def test_revert_to_a_deprecated_version_needs_a_controller(world: World) -> None:
+    world.publish(world.counter, (1, 0, 0))
+    cid = world.orch("deploy", {"namespace": NS, "version": [], "owner": [STRANGER], "arg": nat(5), "cycles": []},
+                     sender=DEV)["ok"]["canister_id"]
+    world.publish(with_note(world.counter, b"1.1.0"), (1, 1, 0))
+    assert "ok" in world.upgrade(cid, sender=STRANGER)  # the owner upgrades
+    assert "ok" in world.stack.registry("icrc118_deprecate", {"namespace": NS, "version": (1, 0, 0),
+                                                               "reason": "a hole"}, sender=DEV)
+    assert world.orch("revert", cid, sender=STRANGER) == {"err": {"Deprecated": "a hole"}}
+    assert world.orch("get_instance", cid)[0]["state"] == {"Running": None}
+    assert "ok" in world.orch("revert", cid, sender=DEV)  # a namespace controller's override, recorded
+    last = world.orch("icrc3_get_blocks", [{"start": 2, "length": 1}])["blocks"][0]["block"]["Map"]
+    assert dict(dict(last)["tx"]["Map"])["deprecated_override"] == {"Nat": 1}
+
+
+def test_failed_deploys_leave_no_instance_and_their_canister_is_reused(world: World) -> None:
+    world.publish(world.counter, (1, 0, 0))
+    ic = world.stack.ic
+    created_before = len(ic.canister_ids()) if hasattr(ic, "canister_ids") else None
+    for _ in range(3):  # the init argument is not a Nat: init traps, nothing is installed
+        assert "ManagementFailed" in world.deploy(arg=b"not candid")["err"]
+    assert world.orch("list_instances", {"namespace": [], "after": [], "limit": 10}) == []
+    if created_before is not None:
+        assert len(ic.canister_ids()) == created_before + 1  # one canister, reused by each attempt
+    good = world.deploy()["ok"]
+    assert candid.decode(ic.update_call(good["canister_id"], "inc", candid.encode([], [])))[0] == 6
+    if created_before is not None:
+        assert len(ic.canister_ids()) == created_before + 1
+    assert world.block_types() == ["121deploy_failed"] * 3 + ["121deploy"]
+
+
+def test_icrc120_refuses_to_leave_a_health_checked_version_stopped(world: World) -> None:
+    world.publish(world.counter, (1, 0, 0))
+    cid = world.deploy()["ok"]["canister_id"]
+    v2 = world.publish(with_note(world.counter, b"1.1.0"), (1, 1, 0), health_check="health")
+    request = {"canister_id": cid, "hash": bytes.fromhex(v2), "args": nat(0),
+               "mode": {"upgrade": []}, "stop": True, "snapshot": True, "restart": False, "timeout": 0,
+               "parameters": []}
+    assert world.orch("icrc120_upgrade_to", [request], sender=DEV) == [{"Err": {"Generic": (
+        "this version has a health check: the canister must be restarted after the upgrade")}}]
+    assert world.orch("get_instance", cid)[0]["state"] == {"Running": None}
+
+
+def test_maintenance_and_an_upgrade_in_one_round_do_not_interleave(world: World) -> None:
+    world.publish(world.counter, (1, 0, 0))
+    cid = world.deploy()["ok"]["canister_id"]
+    world.publish(with_note(world.counter, b"1.1.0"), (1, 1, 0))
+    ic = world.stack.ic
+    stop = world.orch.submit("icrc120_stop_canister", [{"canister_id": cid, "timeout": 0}], sender=GOV)
+    upgrade = world.orch.submit("upgrade", {"canister_id": cid, "version": [], "arg": nat(0), "snapshot": [],
+                                            "force_downgrade": [], "allow_deprecated": []}, sender=DEV)
+    stopped = world.orch.decode("icrc120_stop_canister", ic.await_call(stop))
+    upgraded = world.orch.decode("upgrade", ic.await_call(upgrade))
+    assert "Ok" in stopped[0] and upgraded == {"err": {"Busy": None}}
+    assert ic.canister_status(cid, sender=world.orch.canister_id)["status"] == {"stopped": None}

@@ -120,10 +120,12 @@ persistent actor class Orchestrator(init : { governance : Principal; registry : 
     take_canister_snapshot : shared { canister_id : Principal; replace_snapshot : ?Blob } -> async { id : Blob; taken_at_timestamp : Nat64; total_size : Nat64 };
     load_canister_snapshot : shared { canister_id : Principal; snapshot_id : Blob; sender_canister_version : ?Nat64 } -> async ();
     canister_status : shared { canister_id : Principal } -> async { cycles : Nat };
+    uninstall_code : shared { canister_id : Principal; sender_canister_version : ?Nat64 } -> async ();
     deposit_cycles : shared { canister_id : Principal } -> async ();
   };
 
   let MAX_ARG_BYTES = 1_048_576;
+  let MAX_INSTANCES_PER_NAMESPACE = 20; // deploys by namespace controllers; governance is not limited
   let MAX_PAGE = 100;
   let DEFAULT_CYCLES = 2_000_000_000_000; // for a new instance; the caller may ask for more, up to the reserve
   let CYCLES_RESERVE = 1_000_000_000_000; // never spent on instances
@@ -134,11 +136,18 @@ persistent actor class Orchestrator(init : { governance : Principal; registry : 
   let registry : Registry = actor (Principal.toText(init.registry));
   transient let ic : Management = actor ("aaaaa-aa");
   let instances = Map.empty<Principal, InstanceRec>();
+  let spares = List.empty<Principal>(); // empty canisters of failed deploys, used by the next deploy
   let blockLog = Log.empty();
 
   func now() : Int { Time.now() };
 
   func isGovernance(p : Principal) : Bool { not Principal.isAnonymous(p) and Principal.equal(p, governance) };
+
+  func instancesOf(namespace : Text) : Nat {
+    var n = 0;
+    for (r in Map.values(instances)) { if (r.namespace == namespace) n += 1 };
+    n;
+  };
 
   func block(btype : Text, tx : [(Text, T.Value)]) : Nat { Log.append(blockLog, now(), btype, tx) };
 
@@ -158,7 +167,17 @@ persistent actor class Orchestrator(init : { governance : Principal; registry : 
       created_at = r.created_at; state = r.state };
   };
 
-  func reason(e : Error.Error) : Text { Error.message(e) };
+  func reason(e : Error.Error) : Text { clip(Error.message(e)) };
+
+  // Text from a callee (a reject message, a health check's err) is cut before it reaches a reply or a block.
+  let MAX_REASON_CHARS = 256;
+  func clip(t : Text) : Text {
+    if (t.size() <= MAX_REASON_CHARS) return t;
+    var out = "";
+    var n = 0;
+    label chars for (c in t.chars()) { if (n >= MAX_REASON_CHARS) break chars; out #= Text.fromChar(c); n += 1 };
+    out # "...";
+  };
 
   func errorText(e : Error) : Text { switch e { case (#ManagementFailed(t)) t; case _ "failed" } };
 
@@ -253,10 +272,11 @@ persistent actor class Orchestrator(init : { governance : Principal; registry : 
     let reply = try { await InternetComputer.call(canister, method, to_candid ()) } catch (e) {
       return ?("the health check " # method # " failed: " # reason(e));
     };
+    if (reply.size() < 4 or Blob.toArray(reply)[0] != 0x44 or reply.size() > 1024) return ?("the health check " # method # " did not answer ok");
     let asResult : ?{ #ok : ?Null; #err : ?Text } = from_candid (reply);
     switch asResult {
       case (?#ok(_)) return null;
-      case (?#err(why)) return ?("the health check " # method # " answered err" # (switch why { case (?t) ": " # t; case null "" }));
+      case (?#err(why)) return ?("the health check " # method # " answered err" # (switch why { case (?t) ": " # clip(t); case null "" }));
       case null {};
     };
     let asBool : ?Bool = from_candid (reply);
@@ -266,12 +286,8 @@ persistent actor class Orchestrator(init : { governance : Principal; registry : 
   func hexToBlob(hex : Text) : ?Blob {
     if (hex.size() != 64) return null;
     let digits = Blob.toArray(Text.encodeUtf8(hex));
-    let out = Array.tabulate<Nat8>(32, func i {
-      let hi = hexDigit(digits[2 * i]);
-      let lo = hexDigit(digits[2 * i + 1]);
-      Nat8.fromNat(hi * 16 + lo);
-    });
-    if (Array.any<Nat8>(digits, func d = hexDigit(d) == 16)) null else ?Blob.fromArray(out);
+    if (digits.size() != 64 or Array.any<Nat8>(digits, func d = hexDigit(d) == 16)) return null;
+    ?Blob.fromArray(Array.tabulate<Nat8>(32, func i = Nat8.fromNat(hexDigit(digits[2 * i]) * 16 + hexDigit(digits[2 * i + 1]))));
   };
 
   func hexDigit(d : Nat8) : Nat {
@@ -313,12 +329,21 @@ persistent actor class Orchestrator(init : { governance : Principal; registry : 
     };
     let wanted = switch (arg.version) { case (?v) #version(v); case null #newest };
     let target = switch (await* resolve(arg.namespace, wanted, false)) { case (#ok(t)) t; case (#err(e)) return #err(e) };
-    let balance = Cycles.balance();
-    if (balance < cycles + CYCLES_RESERVE) return #err(#InsufficientCycles({ balance; needed = cycles + CYCLES_RESERVE }));
-    let created = try {
-      await (with cycles) ic.create_canister({ settings = ?{ controllers = ?[Principal.fromActor(self)] }; sender_canister_version = null });
-    } catch (e) {
-      return #err(#ManagementFailed("create_canister: " # reason(e)));
+    if (not isGovernance(caller) and instancesOf(arg.namespace) >= MAX_INSTANCES_PER_NAMESPACE) {
+      return #err(#InvalidArgument("a namespace has at most " # Nat.toText(MAX_INSTANCES_PER_NAMESPACE) # " instances unless governance deploys"));
+    };
+    // A spare (the canister of a failed deploy, emptied) is used before a new one is paid for.
+    let created : { canister_id : Principal } = switch (List.removeLast(spares)) {
+      case (?id) ({ canister_id = id });
+      case null {
+        let balance = Cycles.balance();
+        if (balance < cycles + CYCLES_RESERVE) return #err(#InsufficientCycles({ balance; needed = cycles + CYCLES_RESERVE }));
+        try {
+          await (with cycles) ic.create_canister({ settings = ?{ controllers = ?[Principal.fromActor(self)] }; sender_canister_version = null });
+        } catch (e) {
+          return #err(#ManagementFailed("create_canister: " # reason(e)));
+        };
+      };
     };
     let owner = switch (arg.owner) { case (?o) o; case null caller };
     let rec : InstanceRec = {
@@ -328,13 +353,17 @@ persistent actor class Orchestrator(init : { governance : Principal; registry : 
     };
     Map.add(instances, Principal.compare, created.canister_id, rec);
     try {
-      await install(created.canister_id, target, #install, arg.arg);
-    } catch (e) {
-      rec.state := #Failed("install: " # reason(e));
-      ignore block("121deploy_failed", [("canister_id", principalValue(created.canister_id)), ("namespace", #Text(arg.namespace)),
-                                         ("wasm_id", #Text(target.wasm_id)), ("reason", #Text(reason(e))), ("caller", principalValue(caller))]);
-      return #err(#ManagementFailed("install: " # reason(e)));
-    };
+      try {
+        await install(created.canister_id, target, #install, arg.arg);
+      } catch (e) {
+        // Nothing was installed (a failed install leaves the canister empty): it waits for the next deploy.
+        Map.remove(instances, Principal.compare, created.canister_id);
+        List.add(spares, created.canister_id);
+        ignore block("121deploy_failed", [("canister_id", principalValue(created.canister_id)), ("namespace", #Text(arg.namespace)),
+                                           ("wasm_id", #Text(target.wasm_id)), ("reason", #Text(reason(e))), ("caller", principalValue(caller))]);
+        return #err(#ManagementFailed("install: " # reason(e)));
+      };
+    } finally { interrupted(rec) };
     rec.state := #Running;
     ignore block("121deploy", [("canister_id", principalValue(created.canister_id)), ("namespace", #Text(arg.namespace)),
                                ("version", versionValue(target.version)), ("wasm_id", #Text(target.wasm_id)),
@@ -356,14 +385,24 @@ persistent actor class Orchestrator(init : { governance : Principal; registry : 
   type Steps = { snapshot : Bool; stop : Bool; restart : Bool; forceDowngrade : Bool; allowDeprecated : Bool; skipPreUpgrade : ?Bool };
 
   // Who may change an instance: its owner or a namespace controller (`#ok(isController)`); marks it busy.
+  // Marks the instance busy (`#Upgrading`) before its first await; on `#err` it is `#Running` again.
   func claim(caller : Principal, rec : InstanceRec) : async* { #ok : Bool; #err : Error } {
     if (Principal.isAnonymous(caller)) return #err(#NotAuthorized);
     if (rec.state != #Running) return #err(#Busy);
-    let controllers = switch (await controllersOf(rec.namespace)) { case (#ok(c)) c; case (#err(e)) return #err(e) };
-    let isController = Array.find<Principal>(controllers, func p = Principal.equal(p, caller)) != null;
-    if (not isController and not Principal.equal(caller, rec.owner)) return #err(#NotAuthorized);
-    if (rec.state != #Running) return #err(#Busy); // another operation started during the await
+    rec.state := #Upgrading;
+    let controllers = try { await controllersOf(rec.namespace) } catch (e) { #err(#ManagementFailed("registry: " # reason(e))) };
+    let isController = switch controllers {
+      case (#ok(c)) Array.find<Principal>(c, func p = Principal.equal(p, caller)) != null;
+      case (#err(e)) { rec.state := #Running; return #err(e) };
+    };
+    if (not isController and not Principal.equal(caller, rec.owner)) { rec.state := #Running; return #err(#NotAuthorized) };
     #ok(isController);
+  };
+
+  // After a trap behind an await the rest of the message is undone but the busy mark stays: a `finally`
+  // (run even then) marks the instance `#Failed` so governance can `recover` it.
+  func interrupted(rec : InstanceRec) {
+    if (rec.state == #Upgrading or rec.state == #Deploying) rec.state := #Failed("interrupted: the orchestrator trapped; governance can recover it");
   };
 
   // The one upgrade path (`upgrade` and ICRC-120's batch both come here); returns the instance and its block.
@@ -374,11 +413,21 @@ persistent actor class Orchestrator(init : { governance : Principal; registry : 
     if (arg.size() > MAX_ARG_BYTES) return #err(#InvalidArgument("an upgrade argument of at most 1 MiB"));
     let rec = switch (Map.get(instances, Principal.compare, canisterId)) { case (?r) r; case null return #err(#InstanceNotFound) };
     let isController = switch (await* claim(caller, rec)) { case (#ok(c)) c; case (#err(e)) return #err(e) };
-    if (steps.allowDeprecated and not isController) return #err(#NotAuthorized);
-    rec.state := #Upgrading;
+    if (steps.allowDeprecated and not isController) { rec.state := #Running; return #err(#NotAuthorized) };
+    try { await* upgradeClaimed(caller, rec, wanted, arg, steps) } finally { interrupted(rec) };
+  };
+
+  func upgradeClaimed(caller : Principal, rec : InstanceRec, wanted : Wanted, arg : Blob, steps : Steps) : async* {
+    #ok : (Instance, Nat);
+    #err : Error;
+  } {
     let target = switch (await* resolve(rec.namespace, wanted, steps.allowDeprecated)) {
       case (#ok(t)) t;
       case (#err(e)) { rec.state := #Running; return #err(e) };
+    };
+    if (target.health_check != null and not steps.restart) {
+      rec.state := #Running;
+      return #err(#InvalidArgument("this version has a health check: the canister must be restarted after the upgrade"));
     };
     if (compareVersions(target.version, rec.version) != #greater and not steps.forceDowngrade) {
       rec.state := #Running;
@@ -463,15 +512,59 @@ persistent actor class Orchestrator(init : { governance : Principal; registry : 
   };
 
   // Load back the snapshot taken before the last upgrade (the module and state it had then), and restart.
+  // The snapshot's version must still be published in the namespace; a deprecated one only for a namespace
+  // controller (recorded), as for an upgrade.
   public shared ({ caller }) func revert(canister_id : Principal) : async { #ok : Instance; #err : Error } {
     let rec = switch (Map.get(instances, Principal.compare, canister_id)) { case (?r) r; case null return #err(#InstanceNotFound) };
-    switch (await* claim(caller, rec)) { case (#ok(_)) {}; case (#err(e)) return #err(e) };
     let saved = switch (rec.snapshot) { case (?s) s; case null return #err(#InvalidArgument("no snapshot to revert to")) };
+    let isController = switch (await* claim(caller, rec)) { case (#ok(c)) c; case (#err(e)) return #err(e) };
+    try {
+      let versions = try { await registry.icrc118_get_wasms(rec.namespace) } catch (e) {
+        rec.state := #Running;
+        return #err(#ManagementFailed("registry: " # reason(e)));
+      };
+      let deprecated = switch (Array.find<RegistryVersion>(versions, func v = v.wasm_id == saved.wasm_id)) {
+        case (?v) v.deprecated;
+        case null { rec.state := #Running; return #err(#VersionNotFound) };
+      };
+      switch deprecated {
+        case (?why) if (not isController) { rec.state := #Running; return #err(#Deprecated(why)) };
+        case null {};
+      };
+      switch (await* loadBack(rec, saved, true)) { case (?e) return #err(e); case null {} };
+      ignore block("121revert_snapshot", [("canister_id", principalValue(canister_id)), ("to", versionValue(saved.version)),
+                                           ("wasm_id", #Text(saved.wasm_id)), ("caller", principalValue(caller)),
+                                           ("deprecated_override", #Nat(if (deprecated != null) 1 else 0))]);
+      #ok(view(rec));
+    } finally { interrupted(rec) };
+  };
+
+  // Governance brings a `#Failed` instance back: the snapshot taken before its last upgrade is loaded (the
+  // module and state it had then); without one, the instance is forgotten and its canister kept as a spare.
+  public shared ({ caller }) func recover(canister_id : Principal) : async { #ok : ?Instance; #err : Error } {
+    if (not isGovernance(caller)) return #err(#NotAuthorized);
+    let rec = switch (Map.get(instances, Principal.compare, canister_id)) { case (?r) r; case null return #err(#InstanceNotFound) };
+    switch (rec.state) { case (#Failed(_)) {}; case _ return #err(#InvalidArgument("only a failed instance is recovered")) };
     rec.state := #Upgrading;
-    switch (await* loadBack(rec, saved, true)) { case (?e) return #err(e); case null {} };
-    ignore block("121revert_snapshot", [("canister_id", principalValue(canister_id)), ("to", versionValue(saved.version)),
-                                         ("wasm_id", #Text(saved.wasm_id)), ("caller", principalValue(caller))]);
-    #ok(view(rec));
+    try {
+      switch (rec.snapshot) {
+        case (?saved) {
+          switch (await* loadBack(rec, saved, true)) { case (?e) return #err(e); case null {} };
+          ignore block("121recover", [("canister_id", principalValue(canister_id)), ("to", versionValue(saved.version)), ("caller", principalValue(caller))]);
+          #ok(?view(rec));
+        };
+        case null {
+          try { await ic.uninstall_code({ canister_id; sender_canister_version = null }) } catch (e) {
+            rec.state := #Failed("recover: " # reason(e));
+            return #err(#ManagementFailed("uninstall: " # reason(e)));
+          };
+          Map.remove(instances, Principal.compare, canister_id);
+          List.add(spares, canister_id);
+          ignore block("121recover", [("canister_id", principalValue(canister_id)), ("caller", principalValue(caller))]);
+          #ok(null);
+        };
+      };
+    } finally { interrupted(rec) };
   };
 
   // Stop, load `saved`, record its version, start if asked; on failure the instance is marked `#Failed`.
@@ -560,10 +653,13 @@ persistent actor class Orchestrator(init : { governance : Principal; registry : 
         switch (Map.get(instances, Principal.compare, id)) {
           case null #Err(#NotFound);
           case (?rec) if (rec.state != #Running) #Err(#Generic("another operation on this canister is in progress")) else {
-            try {
+            rec.state := #Upgrading;
+            let r = try {
               if (start) await ic.start_canister({ canister_id = id }) else await ic.stop_canister({ canister_id = id });
               #Ok(block(if start "121start_canister" else "121stop_canister", [("canister_id", principalValue(id)), ("caller", principalValue(caller))]));
             } catch (e) { #Err(#Generic(reason(e))) };
+            rec.state := #Running;
+            r;
           };
         };
       };

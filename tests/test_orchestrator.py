@@ -409,3 +409,12 @@ def test_maintenance_and_an_upgrade_in_one_round_do_not_interleave(world: World)
     upgraded = world.orch.decode("upgrade", ic.await_call(upgrade))
     assert "Ok" in stopped[0] and upgraded == {"err": {"Busy": None}}
     assert ic.canister_status(cid, sender=world.orch.canister_id)["status"] == {"stopped": None}
+
+
+def test_recover_is_for_governance_and_failed_instances_only(world: World) -> None:
+    world.publish(world.counter, (1, 0, 0))
+    cid = world.deploy()["ok"]["canister_id"]
+    assert world.orch("recover", cid, sender=DEV) == {"err": {"NotAuthorized": None}}
+    assert world.orch("recover", cid, sender=ANONYMOUS) == {"err": {"NotAuthorized": None}}
+    assert world.orch("recover", cid, sender=GOV) == {"err": {"InvalidArgument": "only a failed instance is recovered"}}
+    assert world.orch("get_instance", cid)[0]["state"] == {"Running": None}

@@ -256,8 +256,7 @@ class Shadow:
         self.buffer = grown
 
     def _copy_whole(self, base: int, size: int) -> bool:
-        end = self.tracker.register(base, size) if base + size > self.tracked_end or base != self.base else \
-            self.tracked_end
+        end = self.tracker.register(base, size)  # (again, when it grew or a scan failed: registering twice is fine)
         if not end:
             return False
         self.base, self.tracked_end = base, end

@@ -286,7 +286,7 @@ persistent actor class Orchestrator(init : { governance : Principal; registry : 
   func hexToBlob(hex : Text) : ?Blob {
     if (hex.size() != 64) return null;
     let digits = Blob.toArray(Text.encodeUtf8(hex));
-    if (digits.size() != 64 or Array.any<Nat8>(digits, func d = hexDigit(d) == 16)) return null;
+    if (Array.any<Nat8>(digits, func d = hexDigit(d) == 16)) return null; // also every non-ASCII byte
     ?Blob.fromArray(Array.tabulate<Nat8>(32, func i = Nat8.fromNat(hexDigit(digits[2 * i]) * 16 + hexDigit(digits[2 * i + 1]))));
   };
 
@@ -437,19 +437,20 @@ persistent actor class Orchestrator(init : { governance : Principal; registry : 
                   ("from", versionValue(rec.version)), ("to", versionValue(target.version)), ("wasm_id", #Text(target.wasm_id)),
                   ("caller", principalValue(caller)), ("deprecated_override", #Nat(if (steps.allowDeprecated and target.deprecated != null) 1 else 0))];
     let before : Saved = { id = ""; version = rec.version; wasm_id = rec.wasm_id; taken_at = now() };
-    let snapshot = if (not steps.snapshot) null else {
+    let taken : ?Saved = if (not steps.snapshot) null else {
       try {
         await ic.stop_canister({ canister_id = rec.canister_id });
         let replace = switch (rec.snapshot) { case (?s) ?s.id; case null null };
-        ?(await ic.take_canister_snapshot({ canister_id = rec.canister_id; replace_snapshot = replace })).id;
+        let id = (await ic.take_canister_snapshot({ canister_id = rec.canister_id; replace_snapshot = replace })).id;
+        rec.snapshot := ?{ before with id };
+        rec.snapshot;
       } catch (e) {
         try { await ic.start_canister({ canister_id = rec.canister_id }) } catch (_) {};
         rec.state := #Running;
         return #err(#ManagementFailed("snapshot: " # reason(e)));
       };
     };
-    switch snapshot { case (?id) rec.snapshot := ?{ before with id }; case null {} };
-    if (steps.stop and snapshot == null) {
+    if (steps.stop and taken == null) {
       try { await ic.stop_canister({ canister_id = rec.canister_id }) } catch (e) {
         rec.state := #Running;
         return #err(#ManagementFailed("stop: " # reason(e)));
@@ -459,16 +460,14 @@ persistent actor class Orchestrator(init : { governance : Principal; registry : 
     try {
       await install(rec.canister_id, target, #upgrade(?{ skip_pre_upgrade = steps.skipPreUpgrade; wasm_memory_persistence = persistence }), arg);
     } catch (e) {
-      let undone = switch snapshot {
-        case (?id) {
-          try { await ic.load_canister_snapshot({ canister_id = rec.canister_id; snapshot_id = id; sender_canister_version = null }); "the snapshot was loaded back" } catch (e2) {
-            "loading the snapshot failed too: " # reason(e2);
-          };
+      let undone = switch (await* undoUpgrade(rec, taken)) {
+        case (?done) done;
+        case null {
+          try { await ic.start_canister({ canister_id = rec.canister_id }) } catch (_) {};
+          rec.state := #Running;
+          "no snapshot was taken";
         };
-        case null "no snapshot was taken";
       };
-      try { await ic.start_canister({ canister_id = rec.canister_id }) } catch (_) {};
-      rec.state := #Running;
       ignore block("121upgrade_reverted", Array.concat(fields, [("reason", #Text(reason(e))), ("undone", #Text(undone))]));
       return #err(#ManagementFailed("install: " # reason(e) # "; " # undone));
     };
@@ -477,13 +476,8 @@ persistent actor class Orchestrator(init : { governance : Principal; registry : 
       case (?method, true) {
         switch (await* healthy(rec.canister_id, method)) {
           case (?why) {
-            let undone = switch (snapshot) {
-              case (?_) {
-                switch (rec.snapshot) {
-                  case (?saved) switch (await* loadBack(rec, saved, true)) { case (?e) "loading the snapshot failed: " # errorText(e); case null "the snapshot was loaded back" };
-                  case null "no snapshot";
-                };
-              };
+            let undone = switch (await* undoUpgrade(rec, taken)) {
+              case (?done) done;
               case null { rec.version := target.version; rec.wasm_id := target.wasm_id; rec.state := #Running; "no snapshot was taken: the new version stays" };
             };
             ignore block("121upgrade_reverted", Array.concat(fields, [("reason", #Text(why)), ("undone", #Text(undone))]));
@@ -567,6 +561,14 @@ persistent actor class Orchestrator(init : { governance : Principal; registry : 
     } finally { interrupted(rec) };
   };
 
+  // Undo an upgrade with the snapshot it took, if any (null: none was taken); says what happened.
+  func undoUpgrade(rec : InstanceRec, taken : ?Saved) : async* ?Text {
+    switch taken {
+      case (?saved) ?(switch (await* loadBack(rec, saved, true)) { case (?e) "loading the snapshot failed: " # errorText(e); case null "the snapshot was loaded back" });
+      case null null;
+    };
+  };
+
   // Stop, load `saved`, record its version, start if asked; on failure the instance is marked `#Failed`.
   func loadBack(rec : InstanceRec, saved : Saved, restart : Bool) : async* ?Error {
     try {
@@ -647,9 +649,15 @@ persistent actor class Orchestrator(init : { governance : Principal; registry : 
   };
 
   func maintain(caller : Principal, ids : [Principal], start : Bool) : async* [{ #Ok : Nat; #Err : Icrc120MaintenanceError }] {
+    let refusal : ?Icrc120MaintenanceError = if (not isGovernance(caller)) ?#Unauthorized
+      else if (ids.size() > MAX_BATCH) ?#Generic("at most 10 requests per call") else null;
+    switch refusal {
+      case (?e) return Array.map<Principal, { #Ok : Nat; #Err : Icrc120MaintenanceError }>(ids, func _ = #Err(e));
+      case null {};
+    };
     let out = List.empty<{ #Ok : Nat; #Err : Icrc120MaintenanceError }>();
     for (id in ids.vals()) {
-      let result = if (not isGovernance(caller) or ids.size() > MAX_BATCH) #Err(if (ids.size() > MAX_BATCH) #Generic("at most 10 requests per call") else #Unauthorized) else {
+      let result = do {
         switch (Map.get(instances, Principal.compare, id)) {
           case null #Err(#NotFound);
           case (?rec) if (rec.state != #Running) #Err(#Generic("another operation on this canister is in progress")) else {

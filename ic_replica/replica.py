@@ -761,6 +761,11 @@ class Replica:
         out = self._canister_op("canister_status", canister_id, sender, [management.CANISTER_STATUS_RESULT])
         return out[0]  # type: ignore[return-value]
 
+    def list_canister_snapshots(self, canister_id: PrincipalLike,
+                                sender: PrincipalLike = ANONYMOUS) -> list[dict[str, object]]:
+        out = self._canister_op("list_canister_snapshots", canister_id, sender, [candid.Vec(management.SNAPSHOT)])
+        return out[0]  # type: ignore[return-value]
+
     def start_canister(self, canister_id: PrincipalLike, sender: PrincipalLike = ANONYMOUS) -> None:
         self._canister_op("start_canister", canister_id, sender)
 

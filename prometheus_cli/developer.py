@@ -589,40 +589,59 @@ def _render_status(st: dict[str, Any], live: dict[str, Any] | None = None) -> No
             c.print("[bold red]the registry does not know the module it runs: unverified[/]")
 
 
+def _semver(text: str) -> tuple[int, int, int]:
+    parts = text.removeprefix("v").split(".")
+    if len(parts) != 3 or not all(p.isdigit() for p in parts):
+        fail(f"invalid version {text!r}", "use MAJOR.MINOR.PATCH, e.g. 1.0.0")
+    return int(parts[0]), int(parts[1]), int(parts[2])
+
+
 def publish(
     ctx: typer.Context,
     version: str = typer.Argument(..., help="Semantic version, e.g. 1.0.0."),
+    previous: str | None = typer.Option(None, "--previous", metavar="VERSION",
+                                        help="A lower published version this one must be installed over (ICRC-118 "
+                                             "upgrade path): the orchestrator upgrades through it."),
     path: Path = ManifestPath,
 ) -> None:
     """Link the manifest's verified wasm to a version of its namespace (refused if unverified or rejected).
 
-    Example: prometheus publish 1.0.0
+    Example: prometheus publish 1.1.0 --previous 1.0.0
     """
     opts = _opts(ctx)
     with user_errors(opts.as_json):
-        parts = version.removeprefix("v").split(".")
-        if len(parts) != 3 or not all(p.isdigit() for p in parts):
-            fail(f"invalid version {version!r}", "use MAJOR.MINOR.PATCH, e.g. 1.0.0")
-        version = ".".join(str(int(p)) for p in parts)  # as the registry stores it: v1.03.0 is 1.3.0
+        parts = _semver(version)
+        version = ".".join(map(str, parts))  # as the registry stores it: v1.03.0 is 1.3.0
         m = manifests.load(path)
         digest = hashlib.sha256(manifests.wasm_file(m, path).read_bytes()).digest()
         registry = client(connection(opts), "mcp_registry")
         from prometheus_sdk.clients.mcp_registry import RegistryError
 
+        previous_hash: list[bytes] = []
+        if previous is not None:
+            wanted = _semver(previous)
+            found = [v for v in registry.icrc118_get_wasms(m.namespace) if tuple(v["version"]) == wanted]
+            if not found:
+                fail(f"version {'.'.join(map(str, wanted))} is not published in {m.namespace}",
+                     "--previous names a published version; see `prometheus instances` or the registry")
+            previous_hash = [bytes.fromhex(found[0]["wasm_id"])]
         try:
             block, err = registry.icrc118_update_wasm({"namespace": m.namespace, "wasm_hash": digest,
-                                                       "version": {i: int(p) for i, p in enumerate(parts)}}), None
+                                                       "version": dict(enumerate(parts)),
+                                                       "previous": previous_hash}), None
         except RegistryError as exc:
             block, err = None, str(exc.kind)
         hints = {"NotVerified": ("is not verified yet", "follow it with `prometheus status --watch`"),
                  "WasmRejected": ("was rejected by its verifiers", "see `prometheus status` for the divergences"),
                  "VersionExists": (f"cannot take version {version}: it is already published", "use a new version"),
                  "WasmNotFound": ("was never submitted to this namespace", "run `prometheus submit` first"),
-                 "NotAuthorized": ("cannot be published by you", "only the namespace's controllers publish")}
+                 "NotAuthorized": ("cannot be published by you", "only the namespace's controllers publish"),
+                 "InvalidArgument": ("cannot name that --previous", "name a lower published version")}
         if err:
             what, hint = hints.get(err, (f"was refused ({err})", None))
             fail(f"wasm {digest.hex()[:16]}… {what}", hint)
-        emit({"namespace": m.namespace, "version": version, "wasm_id": digest.hex(), "block": block},
+        emit({"namespace": m.namespace, "version": version, "wasm_id": digest.hex(), "block": block,
+              "previous": previous_hash[0].hex() if previous_hash else None},
              opts.as_json, lambda r: console().print(f"published {r['namespace']} {r['version']} ({r['wasm_id']})"))
 
 

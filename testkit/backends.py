@@ -158,6 +158,9 @@ class PocketIcBackend:
     def canister_status(self, canister_id: Principal, sender: Principal = ANONYMOUS) -> dict[str, Any]:
         return self._op("canister_status", canister_id, sender, [management.CANISTER_STATUS_RESULT])[0]  # type: ignore[no-any-return]
 
+    def list_canister_snapshots(self, canister_id: Principal, sender: Principal = ANONYMOUS) -> list[dict[str, Any]]:
+        return self._op("list_canister_snapshots", canister_id, sender, [candid.Vec(management.SNAPSHOT)])[0]  # type: ignore[no-any-return]
+
     def start_canister(self, canister_id: Principal, sender: Principal = ANONYMOUS) -> None:
         self._op("start_canister", canister_id, sender, [])
 

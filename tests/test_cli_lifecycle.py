@@ -119,6 +119,13 @@ def test_developer_lifecycle(cli: Any, project: dict[str, Any]) -> None:  # noqa
     assert again.returncode == 1 and "Downgrade" in again.stderr and "--force-downgrade" in again.stderr
     nothing = cli("revert", instance["canister_id"], check=False)
     assert nothing.returncode == 1 and "no snapshot to revert to" in nothing.stderr
+    # an upgrade path (ICRC-118 `previous`): 1.0.1 must be installed over 1.0.0's module
+    nowhere = cli("publish", "1.0.1", "--previous", "0.9.0", check=False)
+    assert nowhere.returncode == 1 and "0.9.0 is not published" in nowhere.stderr
+    linked = json.loads(cli("--json", "publish", "1.0.1", "--previous", "1.0.0").stdout)
+    assert linked["previous"] == wasm_id
+    upgraded = json.loads(cli("--json", "upgrade", instance["canister_id"]).stdout)
+    assert upgraded["version"] == "1.0.1" and upgraded["state"] == "Running"
     bad = cli("deploy", "com.example.hello@one", check=False)
     assert bad.returncode == 1 and "is not a version" in bad.stderr and "Traceback" not in bad.stderr
     missing = cli("deploy", "com.example.nothing", check=False)
@@ -126,7 +133,7 @@ def test_developer_lifecycle(cli: Any, project: dict[str, Any]) -> None:  # noqa
     elsewhere = Path(project["wasm"].wasm).parent  # no prometheus.yml here: status asks the canister what it runs
     runs = json.loads(cli("--json", "status", "--canister", instance["canister_id"], cwd=elsewhere).stdout)
     assert runs["wasm_id"] == wasm_id and runs["outcome"] == "Verified" and runs["live"]["matches"]
-    assert runs["live"]["runs"] == {"namespace": "com.example.hello", "outcome": "Verified", "versions": ["1.0.0"],
+    assert runs["live"]["runs"] == {"namespace": "com.example.hello", "outcome": "Verified", "versions": ["1.0.0", "1.0.1"],
                                     "attestations": 1}
     unknown = cli("status", "--canister", project["ids"]["ledger"], cwd=elsewhere, check=False)
     assert unknown.returncode == 5 and "unverified" in unknown.stderr and "Traceback" not in unknown.stderr

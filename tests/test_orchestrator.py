@@ -38,9 +38,9 @@ class World:
     counter: bytes
 
     def publish(self, wasm: bytes, version: tuple[int, int, int], verdict: str = "attest",
-                **metadata: str) -> str:
+                previous: str | None = None, **metadata: str) -> str:
         """Upload, request (with `metadata`), fund, have a verifier file `verdict`, and (when verified) publish
-        `version`."""
+        `version` (to be installed over the module `previous`, when given)."""
         s = self.stack
         wasm_id = s.upload(wasm, NS, chunk_size=100_000)
         assert "ok" in s.registry("icrc126_verification_request", {
@@ -52,8 +52,10 @@ class World:
         filed = file(VERIFIERS[0], wasm_id, bounty)
         assert "ok" in filed, filed
         if verdict == "attest":
-            assert "ok" in s.registry("icrc118_update_wasm", {"namespace": NS, "version": version,
-                                                               "wasm_hash": bytes.fromhex(wasm_id)}, sender=DEV)
+            published = s.registry("icrc118_update_wasm", {
+                "namespace": NS, "version": version, "wasm_hash": bytes.fromhex(wasm_id),
+                "previous": [bytes.fromhex(previous)] if previous else []}, sender=DEV)
+            assert "ok" in published, published
         return wasm_id
 
     def deploy(self, sender: Principal = DEV, version: tuple[int, int, int] | None = None, arg: bytes = b"") -> Any:
@@ -75,6 +77,12 @@ class World:
     def block_types(self) -> list[str]:
         got = self.orch("icrc3_get_blocks", [{"start": 0, "length": 100}])
         return [dict(b["block"]["Map"])["btype"]["Text"] for b in got["blocks"]]
+
+    def last_tx(self) -> dict[str, Any]:
+        """The fields of the newest block."""
+        length = self.orch("icrc3_get_blocks", [{"start": 0, "length": 0}])["log_length"]
+        block = self.orch("icrc3_get_blocks", [{"start": length - 1, "length": 1}])["blocks"][0]["block"]["Map"]
+        return dict(dict(block)["tx"]["Map"])
 
 
 @pytest.fixture
@@ -110,7 +118,7 @@ def test_deploys_a_verified_version_and_upgrades_it_keeping_state(world: World) 
     assert "ok" in upgraded, upgraded
     assert upgraded["ok"]["version"] == (1, 1, 0) and world.module_hash(cid) == v2
     assert candid.decode(ic.query_call(cid, "get", candid.encode([], [])))[0] == 6  # the heap was kept
-    assert world.block_types() == ["121deploy", "121upgrade"]
+    assert world.block_types() == ["121deploy", "121upgrade_to", "121upgrade"]
     assert world.orch("list_instances", {"namespace": [NS], "after": [], "limit": 10})[0]["version"] == (1, 1, 0)
 
 
@@ -150,8 +158,7 @@ def test_upgrades_only_forward_by_the_owner_or_a_controller(world: World) -> Non
     assert world.upgrade(cid, (1, 1, 0)) == {"err": {"Deprecated": "leaks"}}
     assert world.upgrade(cid, (1, 1, 0), sender=GOV, allow_deprecated=True) == {"err": {"NotAuthorized": None}}
     assert "ok" in world.upgrade(cid, (1, 1, 0), allow_deprecated=True)  # a controller's override, recorded
-    last = world.orch("icrc3_get_blocks", [{"start": 3, "length": 1}])["blocks"][0]["block"]["Map"]
-    assert dict(dict(last)["tx"]["Map"])["deprecated_override"] == {"Nat": 1}
+    assert world.last_tx()["deprecated_override"] == {"Nat": 1}
 
 
 def test_a_failed_upgrade_loads_the_snapshot_back(world: World) -> None:
@@ -169,7 +176,7 @@ def test_a_failed_upgrade_loads_the_snapshot_back(world: World) -> None:
     assert candid.decode(ic.update_call(cid, "inc", no_args))[0] == 7  # running again
     instance = world.orch("get_instance", cid)[0]
     assert instance["version"] == (1, 0, 0) and instance["state"] == {"Running": None}
-    assert world.block_types() == ["121deploy", "121upgrade_reverted"]
+    assert world.block_types() == ["121deploy", "121upgrade_to", "121upgrade_reverted"]
 
 
 def test_chunks_that_do_not_hash_to_the_version_are_never_installed(world: World, product: dict[str, Any],
@@ -252,7 +259,7 @@ def test_revert_loads_the_snapshot_taken_before_the_last_upgrade(world: World) -
     assert reverted["ok"]["version"] == (1, 0, 0) and reverted["ok"]["wasm_id"] == v1
     assert world.module_hash(cid) == v1
     assert candid.decode(ic.query_call(cid, "get", no_args))[0] == 5  # the state before the upgrade
-    assert world.block_types() == ["121deploy", "121upgrade", "121revert_snapshot"]
+    assert world.block_types() == ["121deploy", "121upgrade_to", "121upgrade", "121revert_snapshot"]
 
 
 def test_icrc120_upgrade_to_names_the_module_by_hash_and_maintenance_is_governance_only(world: World) -> None:
@@ -272,7 +279,7 @@ def test_icrc120_upgrade_to_names_the_module_by_hash_and_maintenance_is_governan
                          sender=DEV)
     assert results == [{"Err": {"WasmUnavailable": None}},
                        {"Err": {"Generic": "only #upgrade: new instances come from deploy"}},
-                       {"Err": {"Generic": "parameters are not supported"}}]
+                       {"Err": {"Generic": "parameters: unsupported setting or value type: sys:x"}}]
     assert world.orch("icrc120_upgrade_to", [request(bytes.fromhex(v2))], sender=STRANGER) == [
         {"Err": {"Unauthorized": None}}]
     (done,) = world.orch("icrc120_upgrade_to", [request(bytes.fromhex(v2))], sender=DEV)
@@ -282,7 +289,7 @@ def test_icrc120_upgrade_to_names_the_module_by_hash_and_maintenance_is_governan
     assert "Ok" in world.orch("icrc120_stop_canister", stop, sender=GOV)[0]
     assert world.stack.ic.canister_status(cid, sender=world.orch.canister_id)["status"] == {"stopped": None}
     assert "Ok" in world.orch("icrc120_start_canister", stop, sender=GOV)[0]
-    assert world.block_types() == ["121deploy", "121upgrade", "121stop_canister", "121start_canister"]
+    assert world.block_types() == ["121deploy", "121upgrade_to", "121upgrade", "121stop_canister", "121start_canister"]
 
 
 def test_a_failed_health_check_loads_the_snapshot_back(world: World) -> None:
@@ -299,7 +306,7 @@ def test_a_failed_health_check_loads_the_snapshot_back(world: World) -> None:
     assert candid.decode(ic.query_call(cid, "get", candid.encode([], [])))[0] == 5
     ic.update_call(cid, "setFailHealth", candid.encode([candid.BOOL], [False]))
     assert world.upgrade(cid)["ok"]["wasm_id"] == v2  # healthy now
-    assert world.block_types() == ["121deploy", "121upgrade_reverted", "121upgrade"]
+    assert world.block_types() == ["121deploy", "121upgrade_to", "121upgrade_reverted", "121upgrade_to", "121upgrade"]
 
 
 def test_governance_funds_top_ups_that_happen_once_per_need(world: World) -> None:
@@ -365,8 +372,7 @@ def test_revert_to_a_deprecated_version_needs_a_controller(world: World) -> None
     assert world.orch("revert", cid, sender=STRANGER) == {"err": {"Deprecated": "a hole"}}
     assert world.orch("get_instance", cid)[0]["state"] == {"Running": None}
     assert "ok" in world.orch("revert", cid, sender=DEV)  # a namespace controller's override, recorded
-    last = world.orch("icrc3_get_blocks", [{"start": 2, "length": 1}])["blocks"][0]["block"]["Map"]
-    assert dict(dict(last)["tx"]["Map"])["deprecated_override"] == {"Nat": 1}
+    assert world.last_tx()["deprecated_override"] == {"Nat": 1}
 
 
 def test_failed_deploys_leave_no_instance_and_their_canister_is_reused(world: World) -> None:
@@ -418,3 +424,198 @@ def test_recover_is_for_governance_and_failed_instances_only(world: World) -> No
     assert world.orch("recover", cid, sender=ANONYMOUS) == {"err": {"NotAuthorized": None}}
     assert world.orch("recover", cid, sender=GOV) == {"err": {"InvalidArgument": "only a failed instance is recovered"}}
     assert world.orch("get_instance", cid)[0]["state"] == {"Running": None}
+
+
+def test_upgrades_follow_the_previous_links_of_icrc118(world: World, wasms: dict[str, bytes]) -> None:
+    """2.0.0 must be installed over 1.1.0 (its `previous`): from 1.0.0 the orchestrator installs 1.1.0 and then
+    2.0.0, in one upgrade, keeping the state; a step that fails loads the snapshot taken before the first."""
+    v1 = world.publish(world.counter, (1, 0, 0))
+    cid = world.deploy()["ok"]["canister_id"]
+    ic = world.stack.ic
+    no_args = candid.encode([], [])
+    v11 = world.publish(with_note(world.counter, b"1.1.0"), (1, 1, 0))
+    refused = world.stack.registry("icrc118_update_wasm", {
+        "namespace": NS, "version": (1, 0, 1), "wasm_hash": bytes.fromhex(v11), "previous": [bytes.fromhex(v11)]},
+        sender=DEV)
+    assert refused == {"err": {"InvalidArgument":
+                               "previous must be the wasm of a lower published version of this namespace"}}
+    v2 = world.publish(with_note(world.counter, b"2.0.0"), (2, 0, 0), previous=v11)
+    path = world.stack.registry("icrc118_get_upgrade_path", {
+        "namespace": NS, "current_version": bytes.fromhex(v1), "target_version": bytes.fromhex(v2)})
+    assert [(p["version"], p["previous"]) for p in path] == [((1, 1, 0), []), ((2, 0, 0), [v11])]
+    assert [p["version"] for p in world.stack.registry("icrc118_get_upgrade_path", {
+        "namespace": NS, "current_version": bytes.fromhex(v11), "target_version": bytes.fromhex(v2)})] == [(2, 0, 0)]
+    assert world.stack.registry("icrc118_get_upgrade_path", {
+        "namespace": NS, "current_version": bytes.fromhex(v2), "target_version": bytes.fromhex(v1)}) == []
+
+    # A deprecated step refuses the whole path before anything changes.
+    assert "ok" in world.stack.registry("icrc118_deprecate", {"namespace": NS, "version": (1, 1, 0),
+                                                               "reason": "a leak"}, sender=DEV)
+    before = world.block_types()
+    assert world.upgrade(cid, (2, 0, 0)) == {"err": {"Deprecated": "a leak"}}
+    assert world.block_types() == before and world.module_hash(cid) == v1
+
+    ic.update_call(cid, "inc", no_args)  # 6
+    done = world.upgrade(cid, (2, 0, 0), allow_deprecated=True)  # a controller's override, recorded
+    assert done["ok"]["version"] == (2, 0, 0) and world.module_hash(cid) == v2, done
+    assert candid.decode(ic.query_call(cid, "get", no_args))[0] == 6
+    tx = world.last_tx()
+    assert tx["path"] == {"Array": [{"Array": [{"Nat": 1}, {"Nat": 1}, {"Nat": 0}]},
+                                    {"Array": [{"Nat": 2}, {"Nat": 0}, {"Nat": 0}]}]}
+    assert tx["deprecated_override"] == {"Nat": 1}
+
+    # 3.0.0 over 2.1.0 over 2.0.0: 3.0.0's module cannot take 2.1.0's state, so the second step fails and the
+    # snapshot taken before the first puts back 2.0.0 with its state.
+    v21 = world.publish(with_note(world.counter, b"2.1.0"), (2, 1, 0), previous=v2)
+    world.publish(wasms["incompatible"], (3, 0, 0), previous=v21)
+    failed = world.upgrade(cid)["err"]["ManagementFailed"]
+    assert failed.startswith("install of 3.0.0:") and "the snapshot was loaded back" in failed, failed
+    assert world.module_hash(cid) == v2 and world.orch("get_instance", cid)[0]["version"] == (2, 0, 0)
+    assert candid.decode(ic.update_call(cid, "inc", no_args))[0] == 7  # running, state kept
+
+
+def test_icrc120_snapshots_are_taken_loaded_and_cleaned_by_the_owner(world: World) -> None:
+    v1 = world.publish(world.counter, (1, 0, 0))
+    cid = world.orch("deploy", {"namespace": NS, "version": [], "owner": [SPONSOR], "arg": nat(5), "cycles": []},
+                     sender=DEV)["ok"]["canister_id"]
+    ic = world.stack.ic
+    no_args = candid.encode([], [])
+    create = [{"canister_id": cid, "restart": True}]
+    assert world.orch("icrc120_create_snapshot", create, sender=STRANGER) == [{"Err": {"Unauthorized": None}}]
+    assert world.orch("icrc120_create_snapshot", create, sender=ANONYMOUS) == [{"Err": {"Unauthorized": None}}]
+    assert world.orch("icrc120_create_snapshot", [{"canister_id": STRANGER, "restart": True}], sender=SPONSOR) == [
+        {"Err": {"NotFound": None}}]
+    assert "Ok" in world.orch("icrc120_create_snapshot", create, sender=SPONSOR)[0]  # the owner
+    (snap,) = world.orch("list_snapshots", cid)
+    assert snap["version"] == (1, 0, 0) and snap["wasm_id"] == v1 and snap["before_upgrade"] is False
+    assert ic.canister_status(cid, sender=world.orch.canister_id)["status"] == {"running": None}
+    for _ in range(3):
+        ic.update_call(cid, "inc", no_args)  # 8
+
+    revert = [{"canister_id": cid, "snapshot_id": snap["snapshot_id"], "restart": True}]
+    assert world.orch("icrc120_revert_snapshot", revert, sender=STRANGER) == [{"Err": {"Unauthorized": None}}]
+    unknown = [{"canister_id": cid, "snapshot_id": b"\x00" * 16, "restart": True}]
+    assert world.orch("icrc120_revert_snapshot", unknown, sender=SPONSOR) == [{"Err": {"NotFound": None}}]
+    assert "Ok" in world.orch("icrc120_revert_snapshot", revert, sender=SPONSOR)[0]
+    assert candid.decode(ic.update_call(cid, "inc", no_args))[0] == 6  # 5 again, then inc
+
+    assert "Ok" in world.orch("icrc120_create_snapshot", create * 2, sender=DEV)[0]  # a namespace controller
+    assert len(world.orch("list_snapshots", cid)) == 3
+    assert world.orch("icrc120_create_snapshot", create, sender=DEV) == [
+        {"Err": {"Generic": "at most 3 snapshots per instance: clean one first"}}]
+    clean = [{"canister_id": cid, "snapshot_id": snap["snapshot_id"]}]
+    assert world.orch("icrc120_clean_snapshot", clean, sender=STRANGER) == [{"Err": {"Unauthorized": None}}]
+    assert "Ok" in world.orch("icrc120_clean_snapshot", clean, sender=SPONSOR)[0]
+    assert world.orch("icrc120_clean_snapshot", clean, sender=SPONSOR) == [{"Err": {"NotFound": None}}]
+    on_chain = ic.list_canister_snapshots(cid, sender=world.orch.canister_id)
+    listed = world.orch("list_snapshots", cid)
+    assert sorted(bytes(s["id"]) for s in on_chain) == sorted(bytes(s["snapshot_id"]) for s in listed)
+    assert len(on_chain) == 2
+    assert world.block_types()[1:] == ["121create_snapshot", "121revert_snapshot", "121create_snapshot",
+                                       "121create_snapshot", "121clean_snapshot"]
+
+
+def test_a_snapshot_and_an_upgrade_in_one_round_do_not_interleave(world: World) -> None:
+    world.publish(world.counter, (1, 0, 0))
+    cid = world.deploy()["ok"]["canister_id"]
+    world.publish(with_note(world.counter, b"1.1.0"), (1, 1, 0))
+    ic = world.stack.ic
+    upgrade = world.orch.submit("upgrade", {"canister_id": cid, "version": [], "arg": nat(0), "snapshot": [],
+                                            "force_downgrade": [], "allow_deprecated": []}, sender=DEV)
+    snap = world.orch.submit("icrc120_create_snapshot", [{"canister_id": cid, "restart": True}], sender=DEV)
+    config = world.orch.submit("icrc120_config_canister", [{"canister_id": cid, "configs": [
+        ("sys:freezing_threshold", {"Nat": 1000})]}], sender=DEV)
+    upgraded = world.orch.decode("upgrade", ic.await_call(upgrade))
+    snapped = world.orch.decode("icrc120_create_snapshot", ic.await_call(snap))
+    configured = world.orch.decode("icrc120_config_canister", ic.await_call(config))
+    assert "ok" in upgraded
+    assert snapped == [{"Err": {"Generic": "another operation on this canister is in progress"}}]
+    assert configured == [{"Err": {"Generic": "another operation on this canister is in progress"}}]
+    assert world.orch("list_snapshots", cid)[0]["before_upgrade"] is True  # only the upgrade's
+    assert world.orch("get_instance", cid)[0]["state"] == {"Running": None}
+
+
+def test_icrc120_config_changes_settings_but_never_the_controllers(world: World) -> None:
+    world.publish(world.counter, (1, 0, 0))
+    cid = world.orch("deploy", {"namespace": NS, "version": [], "owner": [SPONSOR], "arg": nat(5), "cycles": []},
+                     sender=DEV)["ok"]["canister_id"]
+    ic = world.stack.ic
+
+    def config(sender: Principal, *configs: tuple[str, Any]) -> Any:
+        return world.orch("icrc120_config_canister", [{"canister_id": cid, "configs": list(configs)}], sender=sender)
+
+    assert config(STRANGER, ("sys:freezing_threshold", {"Nat": 1})) == [{"Err": {"Unauthorized": None}}]
+    assert config(SPONSOR, ("sys:controllers", {"Array": [{"Blob": SPONSOR.raw}]})) == [
+        {"Err": {"InvalidConfig": "sys:controllers cannot be set: the orchestrator stays the only controller"}}]
+    assert config(SPONSOR, ("sys:compute_allocation", {"Nat": 10})) == [
+        {"Err": {"InvalidConfig": "only governance sets sys:compute_allocation"}}]
+    assert config(SPONSOR, ("sys:freezing_threshold", {"Text": "1"})) == [
+        {"Err": {"InvalidConfig": "unsupported setting or value type: sys:freezing_threshold"}}]
+    assert config(SPONSOR, ("sys:freezing_threshold", {"Nat": 2**64})) == [
+        {"Err": {"InvalidConfig": "sys:freezing_threshold is at most 2^64-1"}}]
+    assert config(SPONSOR) == [{"Err": {"InvalidConfig": "1 to 10 settings"}}]
+    assert "Ok" in config(SPONSOR, ("sys:freezing_threshold", {"Nat": 7_000_000}),
+                          ("sys:log_visibility", {"Text": "public"}))[0]
+    assert "Ok" in config(GOV, ("sys:compute_allocation", {"Nat": 1}))[0]
+    settings = ic.canister_status(cid, sender=world.orch.canister_id)["settings"]
+    assert settings["freezing_threshold"] == 7_000_000 and settings["compute_allocation"] == 1
+    assert settings["log_visibility"] == {"public": None}
+    assert settings["controllers"] == [world.orch.canister_id]
+    assert world.last_tx()["configs"] == {"Map": [("sys:compute_allocation", {"Nat": 1})]}
+
+    # ICRC-120 `parameters` of an upgrade go through the same checks, before anything changes.
+    v2 = world.publish(with_note(world.counter, b"1.1.0"), (1, 1, 0))
+    req = {"canister_id": cid, "hash": bytes.fromhex(v2), "args": nat(0),
+           "mode": {"upgrade": [{"skip_pre_upgrade": [], "wasm_memory_persistence": []}]},
+           "stop": True, "snapshot": True, "restart": True, "timeout": 60_000_000_000}
+    assert world.orch("icrc120_upgrade_to", [{**req, "parameters": [[("sys:controllers", {"Array": []})]]}],
+                      sender=SPONSOR) == [{"Err": {"Generic": "parameters: sys:controllers cannot be set: "
+                                                              "the orchestrator stays the only controller"}}]
+    assert world.module_hash(cid) != v2
+    (done,) = world.orch("icrc120_upgrade_to", [{**req, "parameters": [[("sys:wasm_memory_limit", {"Nat": 2**31})]]}],
+                         sender=SPONSOR)
+    assert "Ok" in done and world.module_hash(cid) == v2
+    assert ic.canister_status(cid, sender=world.orch.canister_id)["settings"]["wasm_memory_limit"] == 2**31
+
+
+def test_icrc120_events_page_by_canister_type_and_time(world: World) -> None:
+    world.publish(world.counter, (1, 0, 0))
+    a = world.deploy()["ok"]["canister_id"]
+    b = world.deploy()["ok"]["canister_id"]
+    world.publish(with_note(world.counter, b"1.1.0"), (1, 1, 0))
+    assert "ok" in world.upgrade(a)
+    stop = [{"canister_id": b, "timeout": 0}]
+    assert "Ok" in world.orch("icrc120_stop_canister", stop, sender=GOV)[0]
+    assert "Ok" in world.orch("icrc120_start_canister", stop, sender=GOV)[0]
+
+    def events(**filter: Any) -> list[Any]:
+        take = filter.pop("take", None)
+        prev = filter.pop("prev", None)
+        f = {"canister": [], "event_types": [], "start_time": [], "end_time": []}
+        f.update({k: [v] for k, v in filter.items()})
+        return world.orch("icrc120_get_events", {"filter": [f], "prev": [prev] if prev is not None else [],
+                                                 "take": [take] if take is not None else []})
+
+    everything = world.orch("icrc120_get_events", {"filter": [], "prev": [], "take": []})
+    assert [(e["canister_id"], next(iter(e["event_type"]))) for e in everything] == [
+        (a, "upgrade_finished"), (b, "upgrade_finished"), (a, "upgrade_initiated"), (a, "upgrade_finished"),
+        (b, "canister_stopped"), (b, "canister_started")]
+    assert [e["id"] for e in everything] == list(range(6))
+    details = dict(everything[3]["details"]["Map"])
+    assert details["btype"] == {"Text": "121upgrade"} and dict(details["tx"]["Map"])["to"] == {
+        "Array": [{"Nat": 1}, {"Nat": 1}, {"Nat": 0}]}
+    assert [e["id"] for e in events(canister=b)] == [1, 4, 5]
+    assert [e["id"] for e in events(event_types=[{"upgrade_finished": None}, {"canister_started": None},
+                                                 {"upgrade_finished": None}])] == [0, 1, 3, 5]
+    assert [e["id"] for e in events(canister=a, event_types=[{"upgrade_finished": None}])] == [0, 3]
+    assert [e["id"] for e in events(canister=a, event_types=[{"canister_stopped": None}])] == []
+    assert [e["id"] for e in events(take=2)] == [0, 1]
+    assert [e["id"] for e in events(take=2, prev=(1).to_bytes(1, "big"))] == [2, 3]
+    assert [e["id"] for e in events(prev=(4).to_bytes(8, "big"))] == [5]
+    t3 = everything[3]["timestamp"]
+    assert [e["id"] for e in events(start_time=t3)] == [e["id"] for e in everything if e["timestamp"] >= t3]
+    assert [e["id"] for e in events(end_time=everything[0]["timestamp"])] == [
+        e["id"] for e in everything if e["timestamp"] <= everything[0]["timestamp"]]
+    assert world.orch("icrc120_get_events", {"filter": [], "prev": [b"\x01" * 17], "take": []}) == []
+    assert len(world.orch("icrc120_get_events", {"filter": [], "prev": [], "take": [10**30]})) == 6
+    assert world.orch("icrc120_metadata") == [("icrc120:canister_type", {"Text": "orchestrator"})]

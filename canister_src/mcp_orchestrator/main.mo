@@ -27,6 +27,7 @@ import Timer "mo:core/Timer";
 import Sha256 "../lib/Sha256";
 import Log "../mcp_registry/Log";
 import T "../mcp_registry/Types";
+import Events "Events";
 import Wasm "Wasm";
 
 persistent actor class Orchestrator(init : { governance : Principal; registry : Principal }) = self {
@@ -43,6 +44,7 @@ persistent actor class Orchestrator(init : { governance : Principal; registry : 
     #WasmUnavailable : Text;
     #HashMismatch : { expected : Text; computed : Text };
     #Downgrade : { running : Version; requested : Version };
+    #NoUpgradePath : { running : Version; requested : Version }; // ICRC-118 `previous` links lead elsewhere
     #InstanceNotFound;
     #Busy;
     #InsufficientCycles : { balance : Nat; needed : Nat };
@@ -84,7 +86,7 @@ persistent actor class Orchestrator(init : { governance : Principal; registry : 
   type Wanted = { #newest; #version : Version; #wasm : Text };
 
   // The registry's answers (subsets of its records: Candid ignores the fields left out).
-  type RegistryVersion = { version : Version; wasm_id : Text; deprecated : ?Text };
+  type RegistryVersion = { version : Version; wasm_id : Text; deprecated : ?Text; previous : ?Text };
   type RegistryError = { #WasmNotFound; #InvalidArgument : Text };
   type Registry = actor {
     icrc118_get_wasms : shared query Text -> async [RegistryVersion];
@@ -95,6 +97,7 @@ persistent actor class Orchestrator(init : { governance : Principal; registry : 
       outcome : ?{ #Verified; #Rejected };
       request : ?{ metadata : [(Text, T.ICRC16)] };
     };
+    icrc118_get_upgrade_path : shared query { namespace : Text; current_version : Blob; target_version : Blob } -> async [RegistryVersion];
     icrc118_get_wasm_chunk : shared query { namespace : Text; wasm_hash : Blob; chunk_id : Nat } -> async {
       #ok : { chunk : Blob; total_chunks : Nat };
       #err : RegistryError;
@@ -102,6 +105,15 @@ persistent actor class Orchestrator(init : { governance : Principal; registry : 
   };
 
   type UpgradeMode = ?{ skip_pre_upgrade : ?Bool; wasm_memory_persistence : ?{ #keep; #replace } };
+  // The settings `icrc120_config_canister` may change (never the controllers: the orchestrator stays the only one).
+  type Settings = {
+    compute_allocation : ?Nat;
+    memory_allocation : ?Nat;
+    freezing_threshold : ?Nat;
+    reserved_cycles_limit : ?Nat;
+    wasm_memory_limit : ?Nat;
+    log_visibility : ?{ #controllers; #public_ };
+  };
   type Management = actor {
     create_canister : shared { settings : ?{ controllers : ?[Principal] }; sender_canister_version : ?Nat64 } -> async { canister_id : Principal };
     upload_chunk : shared { canister_id : Principal; chunk : Blob } -> async { hash : Blob };
@@ -119,6 +131,8 @@ persistent actor class Orchestrator(init : { governance : Principal; registry : 
     start_canister : shared { canister_id : Principal } -> async ();
     take_canister_snapshot : shared { canister_id : Principal; replace_snapshot : ?Blob } -> async { id : Blob; taken_at_timestamp : Nat64; total_size : Nat64 };
     load_canister_snapshot : shared { canister_id : Principal; snapshot_id : Blob; sender_canister_version : ?Nat64 } -> async ();
+    delete_canister_snapshot : shared { canister_id : Principal; snapshot_id : Blob } -> async ();
+    update_settings : shared { canister_id : Principal; settings : Settings; sender_canister_version : ?Nat64 } -> async ();
     canister_status : shared { canister_id : Principal } -> async { cycles : Nat };
     uninstall_code : shared { canister_id : Principal; sender_canister_version : ?Nat64 } -> async ();
     deposit_cycles : shared { canister_id : Principal } -> async ();
@@ -137,7 +151,9 @@ persistent actor class Orchestrator(init : { governance : Principal; registry : 
   transient let ic : Management = actor ("aaaaa-aa");
   let instances = Map.empty<Principal, InstanceRec>();
   let spares = List.empty<Principal>(); // empty canisters of failed deploys, used by the next deploy
+  let kept = Map.empty<Principal, List.List<Saved>>(); // snapshots taken by `icrc120_create_snapshot`, per instance
   let blockLog = Log.empty();
+  let events = Events.empty(); // which blocks are ICRC-120 events on which canister
 
   func now() : Int { Time.now() };
 
@@ -151,9 +167,18 @@ persistent actor class Orchestrator(init : { governance : Principal; registry : 
 
   func block(btype : Text, tx : [(Text, T.Value)]) : Nat { Log.append(blockLog, now(), btype, tx) };
 
+  // A block that is also an ICRC-120 event on `canister`.
+  func event(btype : Text, canister : Principal, kind : Events.EventType, tx : [(Text, T.Value)]) : Nat {
+    let index = block(btype, tx);
+    Events.add(events, { block = index; time = now(); canister; kind });
+    index;
+  };
+
   func principalValue(p : Principal) : T.Value { #Blob(Principal.toBlob(p)) };
 
   func versionValue((a, b, c) : Version) : T.Value { #Array([#Nat(a), #Nat(b), #Nat(c)]) };
+
+  func versionText((a, b, c) : Version) : Text { Nat.toText(a) # "." # Nat.toText(b) # "." # Nat.toText(c) };
 
   func compareVersions(x : Version, y : Version) : Order.Order {
     switch (Nat.compare(x.0, y.0)) {
@@ -179,12 +204,24 @@ persistent actor class Orchestrator(init : { governance : Principal; registry : 
     out # "...";
   };
 
-  func errorText(e : Error) : Text { switch e { case (#ManagementFailed(t)) t; case _ "failed" } };
+  func errorText(e : Error) : Text {
+    switch e {
+      case (#ManagementFailed(t) or #InvalidArgument(t) or #WasmUnavailable(t) or #NotVerified(t) or #Deprecated(t)) t;
+      case (#HashMismatch(m)) "the chunks hash to " # m.computed # ", not " # m.expected;
+      case (#Downgrade(d) or #NoUpgradePath(d)) "no way from " # versionText(d.running) # " to " # versionText(d.requested);
+      case (#NotAuthorized) "not authorized";
+      case (#NamespaceNotFound) "namespace not found";
+      case (#VersionNotFound) "version not found";
+      case (#InstanceNotFound) "not an instance of this orchestrator";
+      case (#Busy) "another operation on this canister is in progress";
+      case (#InsufficientCycles(c)) "insufficient cycles: " # Nat.toText(c.balance) # " of " # Nat.toText(c.needed);
+    };
+  };
 
   // ---------------------------------------------------------------- what may be installed
 
   // `health_check`: a query method named in the verification request's metadata (key `health_check`).
-  type Target = { version : Version; wasm_id : Text; hash : Blob; chunks : [Blob]; deprecated : ?Text; health_check : ?Text };
+  type Target = { version : Version; wasm_id : Text; hash : Blob; deprecated : ?Text; health_check : ?Text };
 
   func controllersOf(namespace : Text) : async { #ok : [Principal]; #err : Error } {
     switch (await registry.icrc118_get_canister_type(namespace)) {
@@ -194,8 +231,8 @@ persistent actor class Orchestrator(init : { governance : Principal; registry : 
   };
 
   // The version to install (the highest published one that is not deprecated when none is named), checked
-  // against the registry's verification record, and its chunks, hashed here. Deprecated versions come back
-  // only when `allowDeprecated` (a controller's explicit override).
+  // against the registry's verification record. Deprecated versions come back only when `allowDeprecated` (a
+  // controller's explicit override).
   func resolve(namespace : Text, wanted : Wanted, allowDeprecated : Bool) : async* { #ok : Target; #err : Error } {
     let versions = await registry.icrc118_get_wasms(namespace);
     let chosen = switch wanted {
@@ -221,6 +258,11 @@ persistent actor class Orchestrator(init : { governance : Principal; registry : 
         switch best { case (?b) b; case null return #err(#VersionNotFound) };
       };
     };
+    await* checked(namespace, chosen, allowDeprecated);
+  };
+
+  // A published version is installable when its wasm is complete in this namespace and its round is verified.
+  func checked(namespace : Text, chosen : RegistryVersion, allowDeprecated : Bool) : async* { #ok : Target; #err : Error } {
     switch (chosen.deprecated) {
       case (?why) if (not allowDeprecated) return #err(#Deprecated(why));
       case null {};
@@ -238,12 +280,17 @@ persistent actor class Orchestrator(init : { governance : Principal; registry : 
       case null return #err(#NotVerified("the registry has no record of this wasm"));
     };
     let hash = switch (hexToBlob(chosen.wasm_id)) { case (?h) h; case null return #err(#WasmUnavailable("bad wasm id")) };
+    #ok({ version = chosen.version; wasm_id = chosen.wasm_id; hash; deprecated = chosen.deprecated; health_check = healthCheck });
+  };
+
+  // The chunks of `t`'s module, hashed here: a module that does not hash to the version's id is never installed.
+  func fetchChunks(namespace : Text, t : Target) : async* { #ok : [Blob]; #err : Error } {
     let chunks = List.empty<Blob>();
     let digest = Sha256.init();
     var total = 1;
     var index = 0;
     while (index < total) {
-      switch (await registry.icrc118_get_wasm_chunk({ namespace; wasm_hash = hash; chunk_id = index })) {
+      switch (await registry.icrc118_get_wasm_chunk({ namespace; wasm_hash = t.hash; chunk_id = index })) {
         case (#ok(c)) {
           if (index == 0) total := c.total_chunks else if (c.total_chunks != total) return #err(#WasmUnavailable("the chunk count changed"));
           Sha256.write(digest, c.chunk);
@@ -254,9 +301,8 @@ persistent actor class Orchestrator(init : { governance : Principal; registry : 
       index += 1;
     };
     let computed = Sha256.toHex(Sha256.finish(digest));
-    if (computed != chosen.wasm_id) return #err(#HashMismatch({ expected = chosen.wasm_id; computed }));
-    #ok({ version = chosen.version; wasm_id = chosen.wasm_id; hash; chunks = List.toArray(chunks); deprecated = chosen.deprecated;
-          health_check = healthCheck });
+    if (computed != t.wasm_id) return #err(#HashMismatch({ expected = t.wasm_id; computed }));
+    #ok(List.toArray(chunks));
   };
 
   func healthMethod(metadata : [(Text, T.ICRC16)]) : ?Text {
@@ -296,9 +342,9 @@ persistent actor class Orchestrator(init : { governance : Principal; registry : 
 
   // Upload the chunks to the target's chunk store and install them (the management canister checks the
   // module hash again against the chunks it holds).
-  func install(target : Principal, t : Target, mode : { #install; #upgrade : UpgradeMode }, arg : Blob) : async () {
+  func install(target : Principal, t : Target, chunks : [Blob], mode : { #install; #upgrade : UpgradeMode }, arg : Blob) : async () {
     let hashes = List.empty<{ hash : Blob }>();
-    for (chunk in t.chunks.vals()) List.add(hashes, await ic.upload_chunk({ canister_id = target; chunk }));
+    for (chunk in chunks.vals()) List.add(hashes, await ic.upload_chunk({ canister_id = target; chunk }));
     try {
       await ic.install_chunked_code({ mode; target_canister = target; store_canister = null; chunk_hashes_list = List.toArray(hashes);
                                       wasm_module_hash = t.hash; arg; sender_canister_version = null });
@@ -329,6 +375,7 @@ persistent actor class Orchestrator(init : { governance : Principal; registry : 
     };
     let wanted = switch (arg.version) { case (?v) #version(v); case null #newest };
     let target = switch (await* resolve(arg.namespace, wanted, false)) { case (#ok(t)) t; case (#err(e)) return #err(e) };
+    let chunks = switch (await* fetchChunks(arg.namespace, target)) { case (#ok(c)) c; case (#err(e)) return #err(e) };
     if (not isGovernance(caller) and instancesOf(arg.namespace) >= MAX_INSTANCES_PER_NAMESPACE) {
       return #err(#InvalidArgument("a namespace has at most " # Nat.toText(MAX_INSTANCES_PER_NAMESPACE) # " instances unless governance deploys"));
     };
@@ -354,18 +401,18 @@ persistent actor class Orchestrator(init : { governance : Principal; registry : 
     Map.add(instances, Principal.compare, created.canister_id, rec);
     try {
       try {
-        await install(created.canister_id, target, #install, arg.arg);
+        await install(created.canister_id, target, chunks, #install, arg.arg);
       } catch (e) {
         // Nothing was installed (a failed install leaves the canister empty): it waits for the next deploy.
         Map.remove(instances, Principal.compare, created.canister_id);
         List.add(spares, created.canister_id);
-        ignore block("121deploy_failed", [("canister_id", principalValue(created.canister_id)), ("namespace", #Text(arg.namespace)),
+        ignore event("121deploy_failed", created.canister_id, #upgrade_finished, [("canister_id", principalValue(created.canister_id)), ("namespace", #Text(arg.namespace)),
                                            ("wasm_id", #Text(target.wasm_id)), ("reason", #Text(reason(e))), ("caller", principalValue(caller))]);
         return #err(#ManagementFailed("install: " # reason(e)));
       };
     } finally { interrupted(rec) };
     rec.state := #Running;
-    ignore block("121deploy", [("canister_id", principalValue(created.canister_id)), ("namespace", #Text(arg.namespace)),
+    ignore event("121deploy", created.canister_id, #upgrade_finished, [("canister_id", principalValue(created.canister_id)), ("namespace", #Text(arg.namespace)),
                                ("version", versionValue(target.version)), ("wasm_id", #Text(target.wasm_id)),
                                ("owner", principalValue(owner)), ("caller", principalValue(caller))]);
     #ok(view(rec));
@@ -382,7 +429,18 @@ persistent actor class Orchestrator(init : { governance : Principal; registry : 
     allow_deprecated : ?Bool; // namespace controllers only; recorded in the block
   };
 
-  type Steps = { snapshot : Bool; stop : Bool; restart : Bool; forceDowngrade : Bool; allowDeprecated : Bool; skipPreUpgrade : ?Bool };
+  type Steps = {
+    snapshot : Bool;
+    stop : Bool;
+    restart : Bool;
+    forceDowngrade : Bool;
+    allowDeprecated : Bool;
+    skipPreUpgrade : ?Bool;
+    settings : ?Settings; // ICRC-120 `parameters`, applied before the first step
+    timeout : Nat; // ICRC-120's, recorded: the call returns when the upgrade is done
+  };
+
+  let MAX_PATH = 10; // versions installed by one upgrade
 
   // Who may change an instance: its owner or a namespace controller (`#ok(isController)`); marks it busy.
   // Marks the instance busy (`#Upgrading`) before its first await; on `#err` it is `#Running` again.
@@ -417,6 +475,26 @@ persistent actor class Orchestrator(init : { governance : Principal; registry : 
     try { await* upgradeClaimed(caller, rec, wanted, arg, steps) } finally { interrupted(rec) };
   };
 
+  // The versions to install, in order, to reach `target` from what `rec` runs: the ICRC-118 `previous` links
+  // when going forward (each step verified and usable, checked before anything changes), just the target
+  // for a forced downgrade or a reinstall of the same version.
+  func pathTo(rec : InstanceRec, target : Target, allowDeprecated : Bool) : async* { #ok : [Target]; #err : Error } {
+    if (compareVersions(target.version, rec.version) != #greater or target.wasm_id == rec.wasm_id) return #ok([target]);
+    let current = switch (hexToBlob(rec.wasm_id)) { case (?h) h; case null return #err(#WasmUnavailable("bad wasm id")) };
+    let path = await registry.icrc118_get_upgrade_path({ namespace = rec.namespace; current_version = current; target_version = target.hash });
+    let refused = #err(#NoUpgradePath({ running = rec.version; requested = target.version }));
+    if (path.size() == 0 or path[path.size() - 1].wasm_id != target.wasm_id) return refused;
+    if (path.size() > MAX_PATH) return #err(#InvalidArgument("an upgrade path of at most " # Nat.toText(MAX_PATH) # " versions"));
+    let steps = List.empty<Target>();
+    for (i in Nat.range(0, path.size() - 1)) {
+      let v = path[i];
+      if (compareVersions(v.version, rec.version) != #greater or compareVersions(v.version, target.version) != #less) return refused;
+      switch (await* checked(rec.namespace, v, allowDeprecated)) { case (#ok(t)) List.add(steps, t); case (#err(e)) return #err(e) };
+    };
+    List.add(steps, target);
+    #ok(List.toArray(steps));
+  };
+
   func upgradeClaimed(caller : Principal, rec : InstanceRec, wanted : Wanted, arg : Blob, steps : Steps) : async* {
     #ok : (Instance, Nat);
     #err : Error;
@@ -433,9 +511,25 @@ persistent actor class Orchestrator(init : { governance : Principal; registry : 
       rec.state := #Running;
       return #err(#Downgrade({ running = rec.version; requested = target.version }));
     };
+    let path = switch (await* pathTo(rec, target, steps.allowDeprecated)) {
+      case (#ok(p)) p;
+      case (#err(e)) { rec.state := #Running; return #err(e) };
+    };
+    switch (steps.settings) {
+      case (?settings) {
+        try { await ic.update_settings({ canister_id = rec.canister_id; settings; sender_canister_version = null }) } catch (e) {
+          rec.state := #Running;
+          return #err(#ManagementFailed("settings: " # reason(e)));
+        };
+      };
+      case null {};
+    };
+    let deprecatedOverride = steps.allowDeprecated and Array.any<Target>(path, func t = t.deprecated != null);
     let fields = [("canister_id", principalValue(rec.canister_id)), ("namespace", #Text(rec.namespace)),
                   ("from", versionValue(rec.version)), ("to", versionValue(target.version)), ("wasm_id", #Text(target.wasm_id)),
-                  ("caller", principalValue(caller)), ("deprecated_override", #Nat(if (steps.allowDeprecated and target.deprecated != null) 1 else 0))];
+                  ("path", #Array(Array.map<Target, T.Value>(path, func t = versionValue(t.version)))),
+                  ("caller", principalValue(caller)), ("deprecated_override", #Nat(if deprecatedOverride 1 else 0))];
+    ignore event("121upgrade_to", rec.canister_id, #upgrade_initiated, Array.concat(fields, [("timeout", #Nat(steps.timeout))]));
     let before : Saved = { id = ""; version = rec.version; wasm_id = rec.wasm_id; taken_at = now() };
     let taken : ?Saved = if (not steps.snapshot) null else {
       try {
@@ -447,29 +541,47 @@ persistent actor class Orchestrator(init : { governance : Principal; registry : 
       } catch (e) {
         try { await ic.start_canister({ canister_id = rec.canister_id }) } catch (_) {};
         rec.state := #Running;
+        ignore event("121upgrade_reverted", rec.canister_id, #upgrade_finished, Array.concat(fields, [("reason", #Text("snapshot: " # reason(e))), ("undone", #Text("nothing was changed"))]));
         return #err(#ManagementFailed("snapshot: " # reason(e)));
       };
     };
     if (steps.stop and taken == null) {
       try { await ic.stop_canister({ canister_id = rec.canister_id }) } catch (e) {
         rec.state := #Running;
+        ignore event("121upgrade_reverted", rec.canister_id, #upgrade_finished, Array.concat(fields, [("reason", #Text("stop: " # reason(e))), ("undone", #Text("nothing was changed"))]));
         return #err(#ManagementFailed("stop: " # reason(e)));
       };
     };
-    let persistence = if (Wasm.declaresEop(target.chunks)) ?#keep else null;
-    try {
-      await install(rec.canister_id, target, #upgrade(?{ skip_pre_upgrade = steps.skipPreUpgrade; wasm_memory_persistence = persistence }), arg);
-    } catch (e) {
-      let undone = switch (await* undoUpgrade(rec, taken)) {
-        case (?done) done;
-        case null {
-          try { await ic.start_canister({ canister_id = rec.canister_id }) } catch (_) {};
-          rec.state := #Running;
-          "no snapshot was taken";
+    // Each step in turn; the instance records each version as soon as the canister runs it, so a failure
+    // without a snapshot leaves it truthfully at the last step installed.
+    for (step in path.vals()) {
+      let failure : ?Text = switch (await* fetchChunks(rec.namespace, step)) {
+        case (#err(e)) ?("chunks of " # versionText(step.version) # ": " # errorText(e));
+        case (#ok(chunks)) {
+          let persistence = if (Wasm.declaresEop(chunks)) ?#keep else null;
+          try {
+            await install(rec.canister_id, step, chunks, #upgrade(?{ skip_pre_upgrade = steps.skipPreUpgrade; wasm_memory_persistence = persistence }), arg);
+            rec.version := step.version;
+            rec.wasm_id := step.wasm_id;
+            null;
+          } catch (e) { ?("install of " # versionText(step.version) # ": " # reason(e)) };
         };
       };
-      ignore block("121upgrade_reverted", Array.concat(fields, [("reason", #Text(reason(e))), ("undone", #Text(undone))]));
-      return #err(#ManagementFailed("install: " # reason(e) # "; " # undone));
+      switch failure {
+        case (?why) {
+          let undone = switch (await* undoUpgrade(rec, taken)) {
+            case (?done) done;
+            case null {
+              try { await ic.start_canister({ canister_id = rec.canister_id }) } catch (_) {};
+              rec.state := #Running;
+              "no snapshot was taken: the canister runs " # versionText(rec.version);
+            };
+          };
+          ignore event("121upgrade_reverted", rec.canister_id, #upgrade_finished, Array.concat(fields, [("reason", #Text(why)), ("undone", #Text(undone))]));
+          return #err(#ManagementFailed(why # "; " # undone));
+        };
+        case null {};
+      };
     };
     if (steps.restart) { try { await ic.start_canister({ canister_id = rec.canister_id }) } catch (_) {} };
     switch (target.health_check, steps.restart) {
@@ -478,9 +590,9 @@ persistent actor class Orchestrator(init : { governance : Principal; registry : 
           case (?why) {
             let undone = switch (await* undoUpgrade(rec, taken)) {
               case (?done) done;
-              case null { rec.version := target.version; rec.wasm_id := target.wasm_id; rec.state := #Running; "no snapshot was taken: the new version stays" };
+              case null { rec.state := #Running; "no snapshot was taken: the new version stays" };
             };
-            ignore block("121upgrade_reverted", Array.concat(fields, [("reason", #Text(why)), ("undone", #Text(undone))]));
+            ignore event("121upgrade_reverted", rec.canister_id, #upgrade_finished, Array.concat(fields, [("reason", #Text(why)), ("undone", #Text(undone))]));
             return #err(#ManagementFailed(why # "; " # undone));
           };
           case null {};
@@ -488,17 +600,15 @@ persistent actor class Orchestrator(init : { governance : Principal; registry : 
       };
       case _ {};
     };
-    rec.version := target.version;
-    rec.wasm_id := target.wasm_id;
     rec.state := #Running;
-    let index = block("121upgrade", fields);
+    let index = event("121upgrade", rec.canister_id, #upgrade_finished, fields);
     #ok((view(rec), index));
   };
 
   public shared ({ caller }) func upgrade(req : UpgradeRequest) : async { #ok : Instance; #err : Error } {
     let wanted = switch (req.version) { case (?v) #version(v); case null #newest };
     let steps = { snapshot = req.snapshot != ?false; stop = true; restart = true; forceDowngrade = req.force_downgrade == ?true;
-                  allowDeprecated = req.allow_deprecated == ?true; skipPreUpgrade = null };
+                  allowDeprecated = req.allow_deprecated == ?true; skipPreUpgrade = null; settings = null; timeout = 0 };
     switch (await* upgradeInstance(caller, req.canister_id, wanted, req.arg, steps)) {
       case (#ok((instance, _))) #ok(instance);
       case (#err(e)) #err(e);
@@ -506,11 +616,15 @@ persistent actor class Orchestrator(init : { governance : Principal; registry : 
   };
 
   // Load back the snapshot taken before the last upgrade (the module and state it had then), and restart.
-  // The snapshot's version must still be published in the namespace; a deprecated one only for a namespace
-  // controller (recorded), as for an upgrade.
   public shared ({ caller }) func revert(canister_id : Principal) : async { #ok : Instance; #err : Error } {
     let rec = switch (Map.get(instances, Principal.compare, canister_id)) { case (?r) r; case null return #err(#InstanceNotFound) };
     let saved = switch (rec.snapshot) { case (?s) s; case null return #err(#InvalidArgument("no snapshot to revert to")) };
+    switch (await* revertClaimed(caller, rec, saved, true)) { case (#ok(_)) #ok(view(rec)); case (#err(e)) #err(e) };
+  };
+
+  // Load `saved` back for the owner or a namespace controller. The snapshot's version must still be published
+  // in the namespace; a deprecated one only for a namespace controller (recorded), as for an upgrade.
+  func revertClaimed(caller : Principal, rec : InstanceRec, saved : Saved, restart : Bool) : async* { #ok : Nat; #err : Error } {
     let isController = switch (await* claim(caller, rec)) { case (#ok(c)) c; case (#err(e)) return #err(e) };
     try {
       let versions = try { await registry.icrc118_get_wasms(rec.namespace) } catch (e) {
@@ -525,11 +639,11 @@ persistent actor class Orchestrator(init : { governance : Principal; registry : 
         case (?why) if (not isController) { rec.state := #Running; return #err(#Deprecated(why)) };
         case null {};
       };
-      switch (await* loadBack(rec, saved, true)) { case (?e) return #err(e); case null {} };
-      ignore block("121revert_snapshot", [("canister_id", principalValue(canister_id)), ("to", versionValue(saved.version)),
-                                           ("wasm_id", #Text(saved.wasm_id)), ("caller", principalValue(caller)),
-                                           ("deprecated_override", #Nat(if (deprecated != null) 1 else 0))]);
-      #ok(view(rec));
+      switch (await* loadBack(rec, saved, restart)) { case (?e) return #err(e); case null {} };
+      #ok(event("121revert_snapshot", rec.canister_id, #snapshot_reverted, [
+        ("canister_id", principalValue(rec.canister_id)), ("to", versionValue(saved.version)), ("wasm_id", #Text(saved.wasm_id)),
+        ("snapshot_id", #Blob(saved.id)), ("caller", principalValue(caller)), ("deprecated_override", #Nat(if (deprecated != null) 1 else 0)),
+      ]));
     } finally { interrupted(rec) };
   };
 
@@ -544,7 +658,7 @@ persistent actor class Orchestrator(init : { governance : Principal; registry : 
       switch (rec.snapshot) {
         case (?saved) {
           switch (await* loadBack(rec, saved, true)) { case (?e) return #err(e); case null {} };
-          ignore block("121recover", [("canister_id", principalValue(canister_id)), ("to", versionValue(saved.version)), ("caller", principalValue(caller))]);
+          ignore event("121recover", canister_id, #snapshot_reverted, [("canister_id", principalValue(canister_id)), ("to", versionValue(saved.version)), ("caller", principalValue(caller))]);
           #ok(?view(rec));
         };
         case null {
@@ -597,36 +711,78 @@ persistent actor class Orchestrator(init : { governance : Principal; registry : 
     stop : Bool;
     snapshot : Bool;
     restart : Bool;
-    timeout : Nat; // unused: the call returns when the upgrade is done
-    parameters : ?[(Text, T.ICRC16)]; // none supported yet (refused, never ignored)
+    timeout : Nat; // recorded: the call returns when the upgrade is done
+    parameters : ?[(Text, T.ICRC16)]; // `sys:` settings applied before the upgrade (as `icrc120_config_canister`)
   };
   public type Icrc120Error = { #Generic : Text; #InvalidPayment; #Unauthorized; #WasmUnavailable };
   public type Icrc120MaintenanceError = { #Generic : Text; #NotFound; #Unauthorized };
+  public type Icrc120ConfigError = { #Generic : Text; #InvalidConfig : Text; #Unauthorized };
+  public type Icrc120Result = { #Ok : Nat; #Err : Icrc120MaintenanceError };
+  public type OrchestrationEvent = { id : Nat; canister_id : Principal; timestamp : Nat; event_type : Events.EventType; details : T.ICRC16 };
 
   func icrc120Error(e : Error) : Icrc120Error {
     switch e {
       case (#NotAuthorized) #Unauthorized;
       case (#VersionNotFound or #NotVerified(_) or #Deprecated(_) or #WasmUnavailable(_) or #HashMismatch(_)) #WasmUnavailable;
-      case (#InstanceNotFound) #Generic("not an instance of this orchestrator");
-      case (#Busy) #Generic("another operation on this canister is in progress");
-      case (#Downgrade(_)) #Generic("not newer than the running version");
-      case (#ManagementFailed(t) or #InvalidArgument(t)) #Generic(t);
-      case (#NamespaceNotFound) #Generic("namespace not found");
-      case (#InsufficientCycles(_)) #Generic("insufficient cycles");
+      case _ #Generic(errorText(e));
     };
   };
 
+  func maintenanceError(e : Error) : Icrc120MaintenanceError {
+    switch e { case (#NotAuthorized) #Unauthorized; case (#InstanceNotFound) #NotFound; case _ #Generic(errorText(e)) };
+  };
+
   let MAX_BATCH = 10;
+  let MAX_NAT64 = 18_446_744_073_709_551_615;
+
+  // ICRC-120 `sys:` settings, checked here and applied with `update_settings`. `sys:controllers` is refused
+  // (the orchestrator stays the only controller of what it deploys, so every change goes through these
+  // checks); allocations reserve capacity paid from the cycles governance funds, so only governance sets them.
+  func parseSettings(configs : [(Text, T.ICRC16)], byGovernance : Bool) : { #ok : Settings; #err : Text } {
+    if (configs.size() == 0 or configs.size() > 10) return #err("1 to 10 settings");
+    var compute : ?Nat = null;
+    var memory : ?Nat = null;
+    var freezing : ?Nat = null;
+    var reserved : ?Nat = null;
+    var wasmLimit : ?Nat = null;
+    var logs : ?{ #controllers; #public_ } = null;
+    for ((key, value) in configs.vals()) {
+      switch (key, value) {
+        case ("sys:controllers", _) return #err("sys:controllers cannot be set: the orchestrator stays the only controller");
+        case ("sys:compute_allocation" or "sys:memory_allocation", #Nat(_)) if (not byGovernance) return #err("only governance sets " # key);
+        case ("sys:log_visibility", #Text("controllers")) logs := ?#controllers;
+        case ("sys:log_visibility", #Text("public")) logs := ?#public_;
+        case (_, #Nat(n)) if (n > MAX_NAT64) return #err(key # " is at most 2^64-1");
+        case _ return #err("unsupported setting or value type: " # clip(key));
+      };
+      switch (key, value) {
+        case ("sys:compute_allocation", #Nat(n)) { if (n > 100) return #err("sys:compute_allocation is 0..100"); compute := ?n };
+        case ("sys:memory_allocation", #Nat(n)) memory := ?n;
+        case ("sys:freezing_threshold", #Nat(n)) freezing := ?n;
+        case ("sys:reserved_cycles_limit", #Nat(n)) reserved := ?n;
+        case ("sys:wasm_memory_limit", #Nat(n)) wasmLimit := ?n;
+        case ("sys:log_visibility", _) {};
+        case _ return #err("unsupported setting or value type: " # clip(key));
+      };
+    };
+    #ok({ compute_allocation = compute; memory_allocation = memory; freezing_threshold = freezing; reserved_cycles_limit = reserved;
+          wasm_memory_limit = wasmLimit; log_visibility = logs });
+  };
 
   public shared ({ caller }) func icrc120_upgrade_to(requests : [Icrc120UpgradeToRequest]) : async [{ #Ok : Nat; #Err : Icrc120Error }] {
     if (requests.size() > MAX_BATCH) return Array.map<Icrc120UpgradeToRequest, { #Ok : Nat; #Err : Icrc120Error }>(requests, func _ = #Err(#Generic("at most 10 requests per call")));
     let out = List.empty<{ #Ok : Nat; #Err : Icrc120Error }>();
     for (r in requests.vals()) {
-      let hasParameters = switch (r.parameters) { case (?ps) ps.size() > 0; case null false };
-      let result = if (hasParameters) #Err(#Generic("parameters are not supported")) else switch (r.mode) {
-        case (#upgrade(opts)) {
+      let settings : { #ok : ?Settings; #err : Text } = switch (r.parameters) {
+        case (?ps) if (ps.size() == 0) #ok(null) else switch (parseSettings(ps, false)) { case (#ok(s)) #ok(?s); case (#err(e)) #err(e) };
+        case null #ok(null);
+      };
+      let result = switch (settings, r.mode) {
+        case (#err(why), _) #Err(#Generic("parameters: " # why));
+        case (#ok(settings), #upgrade(opts)) {
           let skip = switch opts { case (?o) o.skip_pre_upgrade; case null null };
-          let steps = { snapshot = r.snapshot; stop = r.stop; restart = r.restart; forceDowngrade = false; allowDeprecated = false; skipPreUpgrade = skip };
+          let steps = { snapshot = r.snapshot; stop = r.stop; restart = r.restart; forceDowngrade = false; allowDeprecated = false;
+                        skipPreUpgrade = skip; settings; timeout = r.timeout };
           switch (await* upgradeInstance(caller, r.canister_id, #wasm(Sha256.toHex(r.hash)), r.args, steps)) {
             case (#ok((_, index))) #Ok(index);
             case (#err(e)) #Err(icrc120Error(e));
@@ -637,6 +793,181 @@ persistent actor class Orchestrator(init : { governance : Principal; registry : 
       List.add(out, result);
     };
     List.toArray(out);
+  };
+
+  // Settings of an instance, for its owner, a namespace controller or governance (allocations: governance only).
+  public shared ({ caller }) func icrc120_config_canister(requests : [{ canister_id : Principal; configs : [(Text, T.ICRC16)] }]) : async [{
+    #Ok : Nat;
+    #Err : Icrc120ConfigError;
+  }] {
+    if (requests.size() > MAX_BATCH) return Array.map<{ canister_id : Principal; configs : [(Text, T.ICRC16)] }, { #Ok : Nat; #Err : Icrc120ConfigError }>(requests, func _ = #Err(#Generic("at most 10 requests per call")));
+    let out = List.empty<{ #Ok : Nat; #Err : Icrc120ConfigError }>();
+    for (r in requests.vals()) {
+      List.add(out, switch (await* configure(caller, r.canister_id, r.configs)) { case (#ok(i)) #Ok(i); case (#err(e)) #Err(e) });
+    };
+    List.toArray(out);
+  };
+
+  func configure(caller : Principal, canisterId : Principal, configs : [(Text, T.ICRC16)]) : async* { #ok : Nat; #err : Icrc120ConfigError } {
+    let rec = switch (Map.get(instances, Principal.compare, canisterId)) { case (?r) r; case null return #err(#Generic("not an instance of this orchestrator")) };
+    let settings = switch (parseSettings(configs, isGovernance(caller))) { case (#ok(s)) s; case (#err(why)) return #err(#InvalidConfig(why)) };
+    if (isGovernance(caller)) {
+      if (rec.state != #Running) return #err(#Generic("another operation on this canister is in progress"));
+      rec.state := #Upgrading;
+    } else {
+      switch (await* claim(caller, rec)) { case (#ok(_)) {}; case (#err(#NotAuthorized)) return #err(#Unauthorized); case (#err(e)) return #err(#Generic(errorText(e))) };
+    };
+    try {
+      try { await ic.update_settings({ canister_id = canisterId; settings; sender_canister_version = null }) } catch (e) {
+        rec.state := #Running;
+        return #err(#Generic("update_settings: " # reason(e)));
+      };
+      rec.state := #Running;
+      #ok(event("121config_canister", canisterId, #configuration_changed, [
+        ("canister_id", principalValue(canisterId)), ("caller", principalValue(caller)),
+        ("configs", #Map(Array.map<(Text, T.ICRC16), (Text, T.Value)>(configs, func((k, v)) = (k, Log.fromIcrc16(v))))),
+      ]));
+    } finally { interrupted(rec) };
+  };
+
+  // ---------------------------------------------------------------- ICRC-120 snapshots
+
+  // Snapshots the owner or a namespace controller asks for, besides the one every upgrade takes (at most
+  // this many per instance, so the IC's limit of 10 per canister is never what refuses an upgrade).
+  let MAX_KEPT_SNAPSHOTS = 3;
+
+  func keptOf(id : Principal) : List.List<Saved> {
+    switch (Map.get(kept, Principal.compare, id)) {
+      case (?l) l;
+      case null { let l = List.empty<Saved>(); Map.add(kept, Principal.compare, id, l); l };
+    };
+  };
+
+  // A snapshot the orchestrator took of this instance (the upgrade one or a kept one).
+  func findSnapshot(rec : InstanceRec, id : Blob) : ?Saved {
+    switch (rec.snapshot) { case (?s) if (s.id == id) return ?s; case null {} };
+    List.find<Saved>(keptOf(rec.canister_id), func s = s.id == id);
+  };
+
+  public type SnapshotInfo = { snapshot_id : Blob; version : Version; wasm_id : Text; taken_at : Int; before_upgrade : Bool };
+
+  public query func list_snapshots(canister_id : Principal) : async [SnapshotInfo] {
+    let rec = switch (Map.get(instances, Principal.compare, canister_id)) { case (?r) r; case null return [] };
+    let out = List.empty<SnapshotInfo>();
+    switch (rec.snapshot) {
+      case (?s) List.add(out, { snapshot_id = s.id; version = s.version; wasm_id = s.wasm_id; taken_at = s.taken_at; before_upgrade = true });
+      case null {};
+    };
+    switch (Map.get(kept, Principal.compare, canister_id)) {
+      case (?l) for (s in List.values(l)) List.add(out, { snapshot_id = s.id; version = s.version; wasm_id = s.wasm_id; taken_at = s.taken_at; before_upgrade = false });
+      case null {};
+    };
+    List.toArray(out);
+  };
+
+  // The canister is stopped for the snapshot (the IC requires it) and started again when `restart`.
+  public shared ({ caller }) func icrc120_create_snapshot(requests : [{ canister_id : Principal; restart : Bool }]) : async [Icrc120Result] {
+    if (requests.size() > MAX_BATCH) return Array.map<{ canister_id : Principal; restart : Bool }, Icrc120Result>(requests, func _ = #Err(#Generic("at most 10 requests per call")));
+    let out = List.empty<Icrc120Result>();
+    for (r in requests.vals()) List.add(out, switch (await* snapshot(caller, r.canister_id, r.restart)) { case (#ok(i)) #Ok(i); case (#err(e)) #Err(maintenanceError(e)) });
+    List.toArray(out);
+  };
+
+  func snapshot(caller : Principal, canisterId : Principal, restart : Bool) : async* { #ok : Nat; #err : Error } {
+    let rec = switch (Map.get(instances, Principal.compare, canisterId)) { case (?r) r; case null return #err(#InstanceNotFound) };
+    switch (await* claim(caller, rec)) { case (#ok(_)) {}; case (#err(e)) return #err(e) };
+    try {
+      let list = keptOf(canisterId);
+      if (List.size(list) >= MAX_KEPT_SNAPSHOTS) {
+        rec.state := #Running;
+        return #err(#InvalidArgument("at most " # Nat.toText(MAX_KEPT_SNAPSHOTS) # " snapshots per instance: clean one first"));
+      };
+      let id = try {
+        await ic.stop_canister({ canister_id = canisterId });
+        (await ic.take_canister_snapshot({ canister_id = canisterId; replace_snapshot = null })).id;
+      } catch (e) {
+        try { await ic.start_canister({ canister_id = canisterId }) } catch (_) {};
+        rec.state := #Running;
+        return #err(#ManagementFailed("snapshot: " # reason(e)));
+      };
+      List.add(list, { id; version = rec.version; wasm_id = rec.wasm_id; taken_at = now() });
+      if (restart) { try { await ic.start_canister({ canister_id = canisterId }) } catch (_) {} };
+      rec.state := #Running;
+      #ok(event("121create_snapshot", canisterId, #snapshot_created, [
+        ("canister_id", principalValue(canisterId)), ("snapshot_id", #Blob(id)), ("version", versionValue(rec.version)),
+        ("caller", principalValue(caller)),
+      ]));
+    } finally { interrupted(rec) };
+  };
+
+  public shared ({ caller }) func icrc120_clean_snapshot(requests : [{ canister_id : Principal; snapshot_id : Blob }]) : async [Icrc120Result] {
+    if (requests.size() > MAX_BATCH) return Array.map<{ canister_id : Principal; snapshot_id : Blob }, Icrc120Result>(requests, func _ = #Err(#Generic("at most 10 requests per call")));
+    let out = List.empty<Icrc120Result>();
+    for (r in requests.vals()) List.add(out, switch (await* clean(caller, r.canister_id, r.snapshot_id)) { case (#ok(i)) #Ok(i); case (#err(e)) #Err(e) });
+    List.toArray(out);
+  };
+
+  func clean(caller : Principal, canisterId : Principal, snapshotId : Blob) : async* { #ok : Nat; #err : Icrc120MaintenanceError } {
+    let rec = switch (Map.get(instances, Principal.compare, canisterId)) { case (?r) r; case null return #err(#NotFound) };
+    if (findSnapshot(rec, snapshotId) == null) return #err(#NotFound);
+    switch (await* claim(caller, rec)) { case (#ok(_)) {}; case (#err(e)) return #err(maintenanceError(e)) };
+    try {
+      try { await ic.delete_canister_snapshot({ canister_id = canisterId; snapshot_id = snapshotId }) } catch (e) {
+        rec.state := #Running;
+        return #err(#Generic("delete_canister_snapshot: " # reason(e)));
+      };
+      switch (rec.snapshot) { case (?s) if (s.id == snapshotId) rec.snapshot := null; case null {} };
+      let list = keptOf(canisterId);
+      let rest = List.filter<Saved>(list, func s = s.id != snapshotId);
+      List.clear(list);
+      List.addAll(list, List.values(rest));
+      rec.state := #Running;
+      #ok(event("121clean_snapshot", canisterId, #snapshot_cleaned, [
+        ("canister_id", principalValue(canisterId)), ("snapshot_id", #Blob(snapshotId)), ("caller", principalValue(caller)),
+      ]));
+    } finally { interrupted(rec) };
+  };
+
+  public shared ({ caller }) func icrc120_revert_snapshot(requests : [{ canister_id : Principal; snapshot_id : Blob; restart : Bool }]) : async [Icrc120Result] {
+    if (requests.size() > MAX_BATCH) return Array.map<{ canister_id : Principal; snapshot_id : Blob; restart : Bool }, Icrc120Result>(requests, func _ = #Err(#Generic("at most 10 requests per call")));
+    let out = List.empty<Icrc120Result>();
+    for (r in requests.vals()) {
+      let result = switch (Map.get(instances, Principal.compare, r.canister_id)) {
+        case null #Err(#NotFound);
+        case (?rec) switch (findSnapshot(rec, r.snapshot_id)) {
+          case null #Err(#NotFound);
+          case (?saved) switch (await* revertClaimed(caller, rec, saved, r.restart)) { case (#ok(i)) #Ok(i); case (#err(e)) #Err(maintenanceError(e)) };
+        };
+      };
+      List.add(out, result);
+    };
+    List.toArray(out);
+  };
+
+  // ---------------------------------------------------------------- ICRC-120 events and metadata
+
+  // Events after `prev` (an event id, as big-endian bytes), oldest first, at most `take` (default 20, at most
+  // 100). A page costs a binary search and a merge of one list per requested type, whatever the log's size.
+  public query func icrc120_get_events(arg : { filter : ?Events.Filter; prev : ?Blob; take : ?Nat }) : async [OrchestrationEvent] {
+    let after : ?Nat = switch (arg.prev) {
+      case (?b) {
+        if (b.size() > 16) return [];
+        var n = 0;
+        for (byte in b.vals()) n := n * 256 + Nat8.toNat(byte);
+        ?n;
+      };
+      case null null;
+    };
+    let take = switch (arg.take) { case (?t) Nat.min(t, MAX_PAGE); case null 20 };
+    Array.map<Events.Ref, OrchestrationEvent>(Events.page(events, arg.filter, after, take), func r {
+      let got = Log.get(blockLog, [{ start = r.block; length = 1 }]);
+      let details : T.ICRC16 = if (got.blocks.size() == 1) Log.toIcrc16(got.blocks[0].block) else #Map([]);
+      { id = r.block; canister_id = r.canister; timestamp = Int.abs(r.time); event_type = r.kind; details };
+    });
+  };
+
+  public query func icrc120_metadata() : async [(Text, T.ICRC16)] {
+    [("icrc120:canister_type", #Text("orchestrator"))];
   };
 
   // Maintenance (governance only): stop or start an instance; each records a block.
@@ -664,7 +995,8 @@ persistent actor class Orchestrator(init : { governance : Principal; registry : 
             rec.state := #Upgrading;
             let r = try {
               if (start) await ic.start_canister({ canister_id = id }) else await ic.stop_canister({ canister_id = id });
-              #Ok(block(if start "121start_canister" else "121stop_canister", [("canister_id", principalValue(id)), ("caller", principalValue(caller))]));
+              #Ok(event(if start "121start_canister" else "121stop_canister", id, if start #canister_started else #canister_stopped,
+                        [("canister_id", principalValue(id)), ("caller", principalValue(caller))]));
             } catch (e) { #Err(#Generic(reason(e))) };
             rec.state := #Running;
             r;
@@ -690,7 +1022,7 @@ persistent actor class Orchestrator(init : { governance : Principal; registry : 
       case null {};
     };
     rec.top_up := policy;
-    ignore block("121top_up_policy", [("canister_id", principalValue(canister_id)), ("caller", principalValue(caller)),
+    ignore event("121top_up_policy", canister_id, #configuration_changed, [("canister_id", principalValue(canister_id)), ("caller", principalValue(caller)),
                                        ("threshold", #Nat(switch policy { case (?p) p.threshold; case null 0 })),
                                        ("amount", #Nat(switch policy { case (?p) p.amount; case null 0 }))]);
     #ok;

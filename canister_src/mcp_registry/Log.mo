@@ -227,6 +227,18 @@ module {
     };
   };
 
+  // A block (or any ICRC-3 value) as ICRC-16, for interfaces typed that way (ICRC-120's event details).
+  public func toIcrc16(v : T.Value) : T.ICRC16 {
+    switch v {
+      case (#Text(t)) #Text(t);
+      case (#Nat(n)) #Nat(n);
+      case (#Int(i)) #Int(i);
+      case (#Blob(b)) #Blob(b);
+      case (#Array(a)) #Array(Array.map<T.Value, T.ICRC16>(a, toIcrc16));
+      case (#Map(m)) #Map(Array.map<(Text, T.Value), (Text, T.ICRC16)>(m, func((k, x)) = (k, toIcrc16(x))));
+    };
+  };
+
   public func fromMap(m : T.ICRC16Map) : [(Text, T.Value)] {
     Array.map<(Text, T.ICRC16), (Text, T.Value)>(m, func((k, v)) = (k, fromIcrc16(v)));
   };

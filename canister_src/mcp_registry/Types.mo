@@ -179,7 +179,8 @@ module {
     audits : [AuditSummary];
   };
 
-  public type Version = { version : (Nat, Nat, Nat); wasm_id : Text; published_at : Int; publisher : Principal; deprecated : ?Text };
+  // `previous`: the wasm id this version must be installed over (ICRC-118); null: over any lower version.
+  public type Version = { version : (Nat, Nat, Nat); wasm_id : Text; published_at : Int; publisher : Principal; deprecated : ?Text; previous : ?Text };
 
   public type WasmStatus = {
     wasm_id : Text;

@@ -76,6 +76,7 @@ persistent actor class Registry(init : { governance : Principal; audit_hub : Pri
   var policy : T.Policy = { quorum = 1; mode = #Auto; required_audit_types = [DEFAULT_AUDIT_TYPE]; min_bounty_reward = 100_000 };
   var allowedLedgers : [Principal] = init.ledgers;
   let names = Namespaces.empty();
+  let previousOf = Namespaces.emptyPrevious();
   let uploads = Legacy.emptyUploads(); // the previous release's shape: emptied into `wasmUploads` on upgrade
   let wasmUploads = Uploads.empty();
   let rounds = Rounds.empty();
@@ -330,14 +331,19 @@ persistent actor class Registry(init : { governance : Principal; audit_hub : Pri
     Uploads.put(wasmUploads, caller, arg, now());
   };
 
-  // Publish a version: only a wasm whose current round in this namespace is verified.
-  public shared ({ caller }) func icrc118_update_wasm(arg : { namespace : Text; version : (Nat, Nat, Nat); wasm_hash : Blob }) : async {
+  // Publish a version: only a wasm whose current round in this namespace is verified. `previous` (ICRC-118):
+  // the module of a lower published version this one must be installed over.
+  public shared ({ caller }) func icrc118_update_wasm(arg : { namespace : Text; version : (Nat, Nat, Nat); wasm_hash : Blob; previous : ?Blob }) : async {
     #ok : Nat;
     #err : T.Error;
   } {
     if (not Namespaces.exists(names, arg.namespace)) return #err(#NamespaceNotFound);
     if (not Namespaces.isController(names, arg.namespace, caller)) return #err(#NotAuthorized);
     if (arg.wasm_hash.size() != 32) return #err(#InvalidArgument("wasm_hash is 32 bytes"));
+    let previous = switch (arg.previous) {
+      case (?p) if (p.size() != 32) return #err(#InvalidArgument("previous is 32 bytes")) else ?Sha256.toHex(p);
+      case null null;
+    };
     let wasmId = Sha256.toHex(arg.wasm_hash);
     if (not Uploads.isComplete(wasmUploads, arg.namespace, wasmId)) return #err(#WasmNotFound);
     let r = switch (Rounds.current(rounds, arg.namespace, wasmId)) { case (?r) r; case null return #err(#NotVerified) };
@@ -346,15 +352,16 @@ persistent actor class Registry(init : { governance : Principal; audit_hub : Pri
       case (?#Rejected) return #err(#WasmRejected);
       case null return #err(#NotVerified);
     };
-    switch (Namespaces.publish(names, caller, arg.namespace, arg.version, wasmId, now())) {
+    switch (Namespaces.publish(names, previousOf, caller, arg.namespace, arg.version, wasmId, previous, now())) {
       case (#err(e)) return #err(e);
       case (#ok) {};
     };
     let (ma, mi, pa) = arg.version;
-    #ok(block("118version", [
+    let fields = [
       ("namespace", #Text(arg.namespace)), ("wasm_id", #Text(wasmId)), ("request_id", #Nat(r.req.id)),
       ("version", #Array([#Nat(ma), #Nat(mi), #Nat(pa)])), ("caller", principalValue(caller)),
-    ]));
+    ];
+    #ok(block("118version", switch previous { case (?p) Array.concat(fields, [("previous", #Text(p))]); case null fields }));
   };
 
   public shared ({ caller }) func icrc118_deprecate(arg : { namespace : Text; version : (Nat, Nat, Nat); reason : Text }) : async {
@@ -372,7 +379,14 @@ persistent actor class Registry(init : { governance : Principal; audit_hub : Pri
     { incomplete = Uploads.incompleteCount(wasmUploads, uploader, now()); max_incomplete = Limits.MAX_INCOMPLETE_PER_PRINCIPAL };
   };
 
-  public query func icrc118_get_wasms(namespace : Text) : async [T.Version] { Namespaces.versions(names, namespace) };
+  public query func icrc118_get_wasms(namespace : Text) : async [T.Version] { Namespaces.versions(names, previousOf, namespace) };
+
+  // The versions to install, in order (the target last), to go from the running module `current_version` to
+  // `target_version` (both wasm hashes) along `previous` links; empty when there is no such path.
+  public query func icrc118_get_upgrade_path(arg : { namespace : Text; current_version : Blob; target_version : Blob }) : async [T.Version] {
+    if (arg.current_version.size() != 32 or arg.target_version.size() != 32) return [];
+    Namespaces.upgradePath(names, previousOf, arg.namespace, Sha256.toHex(arg.current_version), Sha256.toHex(arg.target_version));
+  };
 
   // One chunk of a complete upload: what an installer (the orchestrator) fetches, then hashes itself.
   public query func icrc118_get_wasm_chunk(arg : { namespace : Text; wasm_hash : Blob; chunk_id : Nat }) : async {
@@ -813,7 +827,7 @@ persistent actor class Registry(init : { governance : Principal; audit_hub : Pri
       outcome = switch current { case (?r) Rounds.outcome(r); case null null };
       bounties = switch current { case (?r) Array.map<Bounties.Rec, T.Bounty>(Bounties.ofRequest(bounties, r.req.id), Bounties.view); case null [] };
       filings = switch current { case (?r) Rounds.filingsOf(rounds, r); case null [] };
-      versions = Namespaces.versionsOf(names, ns, wasm_id);
+      versions = Namespaces.versionsOf(names, previousOf, ns, wasm_id);
       rounds = Rounds.rounds(rounds, ns, wasm_id);
     };
   };

@@ -8,7 +8,7 @@ from prometheus_sdk import candid as c
 from prometheus_sdk.client import CanisterError, Client, MethodSpec
 from prometheus_sdk.principal import Principal
 
-__all__ = ['BlockRange', 'DeployArg', 'Error', 'ErrorDowngrade', 'ErrorHashMismatch', 'ErrorInsufficientCycles', 'ICRC16', 'ICRC16Property', 'Icrc10SupportedStandardsResultItem', 'Icrc120Error', 'Icrc120MaintenanceError', 'Icrc120StartCanisterArgItem', 'Icrc120StartCanisterResultItem', 'Icrc120StopCanisterArgItem', 'Icrc120StopCanisterResultItem', 'Icrc120UpgradeToRequest', 'Icrc120UpgradeToResultItem', 'Icrc3GetBlocksResult', 'Icrc3GetBlocksResultArchivedBlocksItem', 'Icrc3GetBlocksResultBlocksItem', 'Icrc3GetTipCertificateResult', 'InitArg', 'InstallMode', 'Instance', 'InstanceState', 'ListInstancesArg', 'OrchestratorClient', 'OrchestratorError', 'TopUp', 'TopUpInstancesArg', 'TopUpInstancesResultItem', 'UpgradeMode', 'UpgradeModeWasmMemoryPersistence', 'UpgradeRequest', 'Value1', 'encode_init']
+__all__ = ['BlockRange', 'DeployArg', 'Error', 'ErrorDowngrade', 'ErrorHashMismatch', 'ErrorInsufficientCycles', 'ErrorNoUpgradePath', 'EventType', 'Filter', 'ICRC16', 'ICRC16Property', 'Icrc10SupportedStandardsResultItem', 'Icrc120CleanSnapshotArgItem', 'Icrc120ConfigCanisterArgItem', 'Icrc120ConfigCanisterResultItem', 'Icrc120ConfigError', 'Icrc120CreateSnapshotArgItem', 'Icrc120Error', 'Icrc120GetEventsArg', 'Icrc120MaintenanceError', 'Icrc120Result', 'Icrc120RevertSnapshotArgItem', 'Icrc120StartCanisterArgItem', 'Icrc120StartCanisterResultItem', 'Icrc120StopCanisterArgItem', 'Icrc120StopCanisterResultItem', 'Icrc120UpgradeToRequest', 'Icrc120UpgradeToResultItem', 'Icrc3GetBlocksResult', 'Icrc3GetBlocksResultArchivedBlocksItem', 'Icrc3GetBlocksResultBlocksItem', 'Icrc3GetTipCertificateResult', 'InitArg', 'InstallMode', 'Instance', 'InstanceState', 'ListInstancesArg', 'OrchestrationEvent', 'OrchestratorClient', 'OrchestratorError', 'SnapshotInfo', 'TopUp', 'TopUpInstancesArg', 'TopUpInstancesResultItem', 'UpgradeMode', 'UpgradeModeWasmMemoryPersistence', 'UpgradeRequest', 'Value1', 'encode_init']
 
 
 class Value1(TypedDict, total=False):
@@ -38,6 +38,26 @@ class TopUp(TypedDict):
 
     threshold: int
     amount: int
+
+
+class SnapshotInfo(TypedDict):
+    """A record."""
+
+    version: tuple[int, int, int]
+    before_upgrade: bool
+    wasm_id: str
+    taken_at: int
+    snapshot_id: bytes
+
+
+class OrchestrationEvent(TypedDict):
+    """A record."""
+
+    id: int
+    canister_id: Principal
+    timestamp: int
+    details: ICRC16
+    event_type: EventType
 
 
 class InstanceState(TypedDict, total=False):
@@ -97,6 +117,13 @@ class Icrc120UpgradeToRequest(TypedDict):
     timeout: int
 
 
+class Icrc120Result(TypedDict, total=False):
+    """A variant: exactly one of these keys is present."""
+
+    Ok: int
+    Err: Icrc120MaintenanceError
+
+
 class Icrc120MaintenanceError(TypedDict, total=False):
     """A variant: exactly one of these keys is present."""
 
@@ -112,6 +139,14 @@ class Icrc120Error(TypedDict, total=False):
     Generic: str
     Unauthorized: None
     WasmUnavailable: None
+
+
+class Icrc120ConfigError(TypedDict, total=False):
+    """A variant: exactly one of these keys is present."""
+
+    InvalidConfig: str
+    Generic: str
+    Unauthorized: None
 
 
 class ICRC16Property(TypedDict):
@@ -152,6 +187,37 @@ class ICRC16(TypedDict, total=False):
     Class: list[ICRC16Property]
 
 
+class Filter(TypedDict):
+    """A record."""
+
+    event_types: list[list[EventType]]
+    end_time: list[int]
+    start_time: list[int]
+    canister: list[Principal]
+
+
+class EventType(TypedDict, total=False):
+    """A variant: exactly one of these keys is present."""
+
+    upgrade_initiated: None
+    snapshot_requested: None
+    snapshot_revert_requested: None
+    snapshot_cleaned: None
+    upgrade_finished: None
+    configuration_changed: None
+    snapshot_reverted: None
+    canister_started: None
+    snapshot_created: None
+    canister_stopped: None
+
+
+class ErrorNoUpgradePath(TypedDict):
+    """A record."""
+
+    requested: tuple[int, int, int]
+    running: tuple[int, int, int]
+
+
 class ErrorInsufficientCycles(TypedDict):
     """A record."""
 
@@ -176,6 +242,7 @@ class ErrorDowngrade(TypedDict):
 class Error(TypedDict, total=False):
     """A variant: exactly one of these keys is present."""
 
+    NoUpgradePath: ErrorNoUpgradePath
     NotVerified: str
     Busy: None
     InstanceNotFound: None
@@ -213,6 +280,50 @@ class Icrc10SupportedStandardsResultItem(TypedDict):
 
     url: str
     name: str
+
+
+class Icrc120CleanSnapshotArgItem(TypedDict):
+    """A record."""
+
+    canister_id: Principal
+    snapshot_id: bytes
+
+
+class Icrc120ConfigCanisterArgItem(TypedDict):
+    """A record."""
+
+    configs: list[tuple[str, ICRC16]]
+    canister_id: Principal
+
+
+class Icrc120ConfigCanisterResultItem(TypedDict, total=False):
+    """A variant: exactly one of these keys is present."""
+
+    Ok: int
+    Err: Icrc120ConfigError
+
+
+class Icrc120CreateSnapshotArgItem(TypedDict):
+    """A record."""
+
+    canister_id: Principal
+    restart: bool
+
+
+class Icrc120GetEventsArg(TypedDict):
+    """A record."""
+
+    prev: list[bytes]
+    take: list[int]
+    filter: list[Filter]
+
+
+class Icrc120RevertSnapshotArgItem(TypedDict):
+    """A record."""
+
+    canister_id: Principal
+    restart: bool
+    snapshot_id: bytes
 
 
 class Icrc120StartCanisterArgItem(TypedDict):
@@ -310,23 +421,29 @@ class InitArg(TypedDict):
 
 
 # The Candid types of the interface, for the codec.
-_T: dict[str, c.Rec] = {name: c.Rec() for name in ('Version', 'Value__1', 'UpgradeRequest', 'UpgradeMode', 'TopUp', 'Orchestrator', 'InstanceState', 'Instance', 'InstallMode', 'Icrc120UpgradeToRequest', 'Icrc120MaintenanceError', 'Icrc120Error', 'ICRC16Property', 'ICRC16Map', 'ICRC16', 'Error', 'BlockRange')}
+_T: dict[str, c.Rec] = {name: c.Rec() for name in ('Version', 'Value__1', 'UpgradeRequest', 'UpgradeMode', 'TopUp', 'SnapshotInfo', 'Orchestrator', 'OrchestrationEvent', 'InstanceState', 'Instance', 'InstallMode', 'Icrc120UpgradeToRequest', 'Icrc120Result', 'Icrc120MaintenanceError', 'Icrc120Error', 'Icrc120ConfigError', 'ICRC16Property', 'ICRC16Map', 'ICRC16', 'Filter', 'EventType', 'Error', 'BlockRange')}
 _T['Version'].define(c.Record(((0, c.NAT), (1, c.NAT), (2, c.NAT), )))
 _T['Value__1'].define(c.Variant((('Int', c.INT), ('Map', c.Vec(c.Record(((0, c.TEXT), (1, _T['Value__1']), )))), ('Nat', c.NAT), ('Blob', c.BLOB), ('Text', c.TEXT), ('Array', c.Vec(_T['Value__1'])), )))
 _T['UpgradeRequest'].define(c.Record((('arg', c.BLOB), ('snapshot', c.Opt(c.BOOL)), ('canister_id', c.PRINCIPAL), ('version', c.Opt(_T['Version'])), ('force_downgrade', c.Opt(c.BOOL)), ('allow_deprecated', c.Opt(c.BOOL)), )))
 _T['UpgradeMode'].define(c.Opt(c.Record((('wasm_memory_persistence', c.Opt(c.Variant((('keep', c.NULL), ('replace', c.NULL), )))), ('skip_pre_upgrade', c.Opt(c.BOOL)), ))))
 _T['TopUp'].define(c.Record((('threshold', c.NAT), ('amount', c.NAT), )))
-_T['Orchestrator'].define(c.Service((('deploy', c.Func((c.Record((('arg', c.BLOB), ('owner', c.Opt(c.PRINCIPAL)), ('version', c.Opt(_T['Version'])), ('cycles', c.Opt(c.NAT)), ('namespace', c.TEXT), )), ), (c.Variant((('ok', _T['Instance']), ('err', _T['Error']), )), ), ())), ('get_governance', c.Func((), (c.PRINCIPAL, ), ('query', ))), ('get_instance', c.Func((c.PRINCIPAL, ), (c.Opt(_T['Instance']), ), ('query', ))), ('icrc10_supported_standards', c.Func((), (c.Vec(c.Record((('url', c.TEXT), ('name', c.TEXT), ))), ), ('query', ))), ('icrc120_start_canister', c.Func((c.Vec(c.Record((('canister_id', c.PRINCIPAL), ('timeout', c.NAT), ))), ), (c.Vec(c.Variant((('Ok', c.NAT), ('Err', _T['Icrc120MaintenanceError']), ))), ), ())), ('icrc120_stop_canister', c.Func((c.Vec(c.Record((('canister_id', c.PRINCIPAL), ('timeout', c.NAT), ))), ), (c.Vec(c.Variant((('Ok', c.NAT), ('Err', _T['Icrc120MaintenanceError']), ))), ), ())), ('icrc120_upgrade_to', c.Func((c.Vec(_T['Icrc120UpgradeToRequest']), ), (c.Vec(c.Variant((('Ok', c.NAT), ('Err', _T['Icrc120Error']), ))), ), ())), ('icrc3_get_blocks', c.Func((c.Vec(_T['BlockRange']), ), (c.Record((('log_length', c.NAT), ('blocks', c.Vec(c.Record((('id', c.NAT), ('block', _T['Value__1']), )))), ('archived_blocks', c.Vec(c.Record((('args', c.Vec(_T['BlockRange'])), ('callback', c.Func((c.Vec(_T['BlockRange']), ), (c.Record((('blocks', c.Vec(c.Record((('id', c.NAT), ('block', _T['Value__1']), )))), )), ), ('query', ))), )))), )), ), ('query', ))), ('icrc3_get_tip_certificate', c.Func((), (c.Opt(c.Record((('certificate', c.BLOB), ('hash_tree', c.BLOB), ))), ), ('query', ))), ('list_instances', c.Func((c.Record((('after', c.Opt(c.PRINCIPAL)), ('limit', c.NAT), ('namespace', c.Opt(c.TEXT)), )), ), (c.Vec(_T['Instance']), ), ('query', ))), ('recover', c.Func((c.PRINCIPAL, ), (c.Variant((('ok', c.Opt(_T['Instance'])), ('err', _T['Error']), )), ), ())), ('revert', c.Func((c.PRINCIPAL, ), (c.Variant((('ok', _T['Instance']), ('err', _T['Error']), )), ), ())), ('set_top_up', c.Func((c.PRINCIPAL, c.Opt(_T['TopUp']), ), (c.Variant((('ok', c.NULL), ('err', _T['Error']), )), ), ())), ('top_up_instances', c.Func((c.Record((('after', c.Opt(c.PRINCIPAL)), ('limit', c.NAT), )), ), (c.Vec(c.Record((('added', c.NAT), ('canister_id', c.PRINCIPAL), ('cycles', c.NAT), ))), ), ())), ('upgrade', c.Func((_T['UpgradeRequest'], ), (c.Variant((('ok', _T['Instance']), ('err', _T['Error']), )), ), ())), )))
+_T['SnapshotInfo'].define(c.Record((('version', _T['Version']), ('before_upgrade', c.BOOL), ('wasm_id', c.TEXT), ('taken_at', c.INT), ('snapshot_id', c.BLOB), )))
+_T['Orchestrator'].define(c.Service((('deploy', c.Func((c.Record((('arg', c.BLOB), ('owner', c.Opt(c.PRINCIPAL)), ('version', c.Opt(_T['Version'])), ('cycles', c.Opt(c.NAT)), ('namespace', c.TEXT), )), ), (c.Variant((('ok', _T['Instance']), ('err', _T['Error']), )), ), ())), ('get_governance', c.Func((), (c.PRINCIPAL, ), ('query', ))), ('get_instance', c.Func((c.PRINCIPAL, ), (c.Opt(_T['Instance']), ), ('query', ))), ('icrc10_supported_standards', c.Func((), (c.Vec(c.Record((('url', c.TEXT), ('name', c.TEXT), ))), ), ('query', ))), ('icrc120_clean_snapshot', c.Func((c.Vec(c.Record((('canister_id', c.PRINCIPAL), ('snapshot_id', c.BLOB), ))), ), (c.Vec(_T['Icrc120Result']), ), ())), ('icrc120_config_canister', c.Func((c.Vec(c.Record((('configs', c.Vec(c.Record(((0, c.TEXT), (1, _T['ICRC16']), )))), ('canister_id', c.PRINCIPAL), ))), ), (c.Vec(c.Variant((('Ok', c.NAT), ('Err', _T['Icrc120ConfigError']), ))), ), ())), ('icrc120_create_snapshot', c.Func((c.Vec(c.Record((('canister_id', c.PRINCIPAL), ('restart', c.BOOL), ))), ), (c.Vec(_T['Icrc120Result']), ), ())), ('icrc120_get_events', c.Func((c.Record((('prev', c.Opt(c.BLOB)), ('take', c.Opt(c.NAT)), ('filter', c.Opt(_T['Filter'])), )), ), (c.Vec(_T['OrchestrationEvent']), ), ('query', ))), ('icrc120_metadata', c.Func((), (c.Vec(c.Record(((0, c.TEXT), (1, _T['ICRC16']), ))), ), ('query', ))), ('icrc120_revert_snapshot', c.Func((c.Vec(c.Record((('canister_id', c.PRINCIPAL), ('restart', c.BOOL), ('snapshot_id', c.BLOB), ))), ), (c.Vec(_T['Icrc120Result']), ), ())), ('icrc120_start_canister', c.Func((c.Vec(c.Record((('canister_id', c.PRINCIPAL), ('timeout', c.NAT), ))), ), (c.Vec(c.Variant((('Ok', c.NAT), ('Err', _T['Icrc120MaintenanceError']), ))), ), ())), ('icrc120_stop_canister', c.Func((c.Vec(c.Record((('canister_id', c.PRINCIPAL), ('timeout', c.NAT), ))), ), (c.Vec(c.Variant((('Ok', c.NAT), ('Err', _T['Icrc120MaintenanceError']), ))), ), ())), ('icrc120_upgrade_to', c.Func((c.Vec(_T['Icrc120UpgradeToRequest']), ), (c.Vec(c.Variant((('Ok', c.NAT), ('Err', _T['Icrc120Error']), ))), ), ())), ('icrc3_get_blocks', c.Func((c.Vec(_T['BlockRange']), ), (c.Record((('log_length', c.NAT), ('blocks', c.Vec(c.Record((('id', c.NAT), ('block', _T['Value__1']), )))), ('archived_blocks', c.Vec(c.Record((('args', c.Vec(_T['BlockRange'])), ('callback', c.Func((c.Vec(_T['BlockRange']), ), (c.Record((('blocks', c.Vec(c.Record((('id', c.NAT), ('block', _T['Value__1']), )))), )), ), ('query', ))), )))), )), ), ('query', ))), ('icrc3_get_tip_certificate', c.Func((), (c.Opt(c.Record((('certificate', c.BLOB), ('hash_tree', c.BLOB), ))), ), ('query', ))), ('list_instances', c.Func((c.Record((('after', c.Opt(c.PRINCIPAL)), ('limit', c.NAT), ('namespace', c.Opt(c.TEXT)), )), ), (c.Vec(_T['Instance']), ), ('query', ))), ('list_snapshots', c.Func((c.PRINCIPAL, ), (c.Vec(_T['SnapshotInfo']), ), ('query', ))), ('recover', c.Func((c.PRINCIPAL, ), (c.Variant((('ok', c.Opt(_T['Instance'])), ('err', _T['Error']), )), ), ())), ('revert', c.Func((c.PRINCIPAL, ), (c.Variant((('ok', _T['Instance']), ('err', _T['Error']), )), ), ())), ('set_top_up', c.Func((c.PRINCIPAL, c.Opt(_T['TopUp']), ), (c.Variant((('ok', c.NULL), ('err', _T['Error']), )), ), ())), ('top_up_instances', c.Func((c.Record((('after', c.Opt(c.PRINCIPAL)), ('limit', c.NAT), )), ), (c.Vec(c.Record((('added', c.NAT), ('canister_id', c.PRINCIPAL), ('cycles', c.NAT), ))), ), ())), ('upgrade', c.Func((_T['UpgradeRequest'], ), (c.Variant((('ok', _T['Instance']), ('err', _T['Error']), )), ), ())), )))
+_T['OrchestrationEvent'].define(c.Record((('id', c.NAT), ('canister_id', c.PRINCIPAL), ('timestamp', c.NAT), ('details', _T['ICRC16']), ('event_type', _T['EventType']), )))
 _T['InstanceState'].define(c.Variant((('Failed', c.TEXT), ('Deploying', c.NULL), ('Upgrading', c.NULL), ('Running', c.NULL), )))
 _T['Instance'].define(c.Record((('owner', c.PRINCIPAL), ('canister_id', c.PRINCIPAL), ('created_at', c.INT), ('version', _T['Version']), ('state', _T['InstanceState']), ('wasm_id', c.TEXT), ('namespace', c.TEXT), )))
 _T['InstallMode'].define(c.Variant((('reinstall', c.NULL), ('upgrade', _T['UpgradeMode']), ('install', c.NULL), )))
 _T['Icrc120UpgradeToRequest'].define(c.Record((('snapshot', c.BOOL), ('args', c.BLOB), ('hash', c.BLOB), ('mode', _T['InstallMode']), ('stop', c.BOOL), ('canister_id', c.PRINCIPAL), ('parameters', c.Opt(c.Vec(c.Record(((0, c.TEXT), (1, _T['ICRC16']), ))))), ('restart', c.BOOL), ('timeout', c.NAT), )))
+_T['Icrc120Result'].define(c.Variant((('Ok', c.NAT), ('Err', _T['Icrc120MaintenanceError']), )))
 _T['Icrc120MaintenanceError'].define(c.Variant((('NotFound', c.NULL), ('Generic', c.TEXT), ('Unauthorized', c.NULL), )))
 _T['Icrc120Error'].define(c.Variant((('InvalidPayment', c.NULL), ('Generic', c.TEXT), ('Unauthorized', c.NULL), ('WasmUnavailable', c.NULL), )))
+_T['Icrc120ConfigError'].define(c.Variant((('InvalidConfig', c.TEXT), ('Generic', c.TEXT), ('Unauthorized', c.NULL), )))
 _T['ICRC16Property'].define(c.Record((('value', _T['ICRC16']), ('name', c.TEXT), ('immutable', c.BOOL), )))
 _T['ICRC16Map'].define(c.Vec(c.Record(((0, c.TEXT), (1, _T['ICRC16']), ))))
 _T['ICRC16'].define(c.Variant((('Int', c.INT), ('Map', _T['ICRC16Map']), ('Nat', c.NAT), ('Set', c.Vec(_T['ICRC16'])), ('Nat16', c.NAT16), ('Nat32', c.NAT32), ('Nat64', c.NAT64), ('Blob', c.BLOB), ('Bool', c.BOOL), ('Int8', c.INT8), ('Ints', c.Vec(c.INT)), ('Nat8', c.NAT8), ('Nats', c.Vec(c.NAT)), ('Text', c.TEXT), ('Bytes', c.BLOB), ('Int16', c.INT16), ('Int32', c.INT32), ('Int64', c.INT64), ('Option', c.Opt(_T['ICRC16'])), ('Floats', c.Vec(c.FLOAT64)), ('Float', c.FLOAT64), ('Principal', c.PRINCIPAL), ('Array', c.Vec(_T['ICRC16'])), ('ValueMap', c.Vec(c.Record(((0, _T['ICRC16']), (1, _T['ICRC16']), )))), ('Class', c.Vec(_T['ICRC16Property'])), )))
-_T['Error'].define(c.Variant((('NotVerified', c.TEXT), ('Busy', c.NULL), ('InstanceNotFound', c.NULL), ('ManagementFailed', c.TEXT), ('InsufficientCycles', c.Record((('balance', c.NAT), ('needed', c.NAT), ))), ('Deprecated', c.TEXT), ('NotAuthorized', c.NULL), ('NamespaceNotFound', c.NULL), ('WasmUnavailable', c.TEXT), ('HashMismatch', c.Record((('expected', c.TEXT), ('computed', c.TEXT), ))), ('InvalidArgument', c.TEXT), ('Downgrade', c.Record((('requested', _T['Version']), ('running', _T['Version']), ))), ('VersionNotFound', c.NULL), )))
+_T['Filter'].define(c.Record((('event_types', c.Opt(c.Vec(_T['EventType']))), ('end_time', c.Opt(c.NAT)), ('start_time', c.Opt(c.NAT)), ('canister', c.Opt(c.PRINCIPAL)), )))
+_T['EventType'].define(c.Variant((('upgrade_initiated', c.NULL), ('snapshot_requested', c.NULL), ('snapshot_revert_requested', c.NULL), ('snapshot_cleaned', c.NULL), ('upgrade_finished', c.NULL), ('configuration_changed', c.NULL), ('snapshot_reverted', c.NULL), ('canister_started', c.NULL), ('snapshot_created', c.NULL), ('canister_stopped', c.NULL), )))
+_T['Error'].define(c.Variant((('NoUpgradePath', c.Record((('requested', _T['Version']), ('running', _T['Version']), ))), ('NotVerified', c.TEXT), ('Busy', c.NULL), ('InstanceNotFound', c.NULL), ('ManagementFailed', c.TEXT), ('InsufficientCycles', c.Record((('balance', c.NAT), ('needed', c.NAT), ))), ('Deprecated', c.TEXT), ('NotAuthorized', c.NULL), ('NamespaceNotFound', c.NULL), ('WasmUnavailable', c.TEXT), ('HashMismatch', c.Record((('expected', c.TEXT), ('computed', c.TEXT), ))), ('InvalidArgument', c.TEXT), ('Downgrade', c.Record((('requested', _T['Version']), ('running', _T['Version']), ))), ('VersionNotFound', c.NULL), )))
 _T['BlockRange'].define(c.Record((('start', c.NAT), ('length', c.NAT), )))
 
 _M: dict[str, MethodSpec] = {
@@ -334,12 +451,19 @@ _M: dict[str, MethodSpec] = {
     'get_governance': MethodSpec('get_governance', (), (c.PRINCIPAL, ), query=True),
     'get_instance': MethodSpec('get_instance', (c.PRINCIPAL, ), (c.Opt(_T['Instance']), ), query=True),
     'icrc10_supported_standards': MethodSpec('icrc10_supported_standards', (), (c.Vec(c.Record((('url', c.TEXT), ('name', c.TEXT), ))), ), query=True),
+    'icrc120_clean_snapshot': MethodSpec('icrc120_clean_snapshot', (c.Vec(c.Record((('canister_id', c.PRINCIPAL), ('snapshot_id', c.BLOB), ))), ), (c.Vec(_T['Icrc120Result']), ), query=False),
+    'icrc120_config_canister': MethodSpec('icrc120_config_canister', (c.Vec(c.Record((('configs', c.Vec(c.Record(((0, c.TEXT), (1, _T['ICRC16']), )))), ('canister_id', c.PRINCIPAL), ))), ), (c.Vec(c.Variant((('Ok', c.NAT), ('Err', _T['Icrc120ConfigError']), ))), ), query=False),
+    'icrc120_create_snapshot': MethodSpec('icrc120_create_snapshot', (c.Vec(c.Record((('canister_id', c.PRINCIPAL), ('restart', c.BOOL), ))), ), (c.Vec(_T['Icrc120Result']), ), query=False),
+    'icrc120_get_events': MethodSpec('icrc120_get_events', (c.Record((('prev', c.Opt(c.BLOB)), ('take', c.Opt(c.NAT)), ('filter', c.Opt(_T['Filter'])), )), ), (c.Vec(_T['OrchestrationEvent']), ), query=True),
+    'icrc120_metadata': MethodSpec('icrc120_metadata', (), (c.Vec(c.Record(((0, c.TEXT), (1, _T['ICRC16']), ))), ), query=True),
+    'icrc120_revert_snapshot': MethodSpec('icrc120_revert_snapshot', (c.Vec(c.Record((('canister_id', c.PRINCIPAL), ('restart', c.BOOL), ('snapshot_id', c.BLOB), ))), ), (c.Vec(_T['Icrc120Result']), ), query=False),
     'icrc120_start_canister': MethodSpec('icrc120_start_canister', (c.Vec(c.Record((('canister_id', c.PRINCIPAL), ('timeout', c.NAT), ))), ), (c.Vec(c.Variant((('Ok', c.NAT), ('Err', _T['Icrc120MaintenanceError']), ))), ), query=False),
     'icrc120_stop_canister': MethodSpec('icrc120_stop_canister', (c.Vec(c.Record((('canister_id', c.PRINCIPAL), ('timeout', c.NAT), ))), ), (c.Vec(c.Variant((('Ok', c.NAT), ('Err', _T['Icrc120MaintenanceError']), ))), ), query=False),
     'icrc120_upgrade_to': MethodSpec('icrc120_upgrade_to', (c.Vec(_T['Icrc120UpgradeToRequest']), ), (c.Vec(c.Variant((('Ok', c.NAT), ('Err', _T['Icrc120Error']), ))), ), query=False),
     'icrc3_get_blocks': MethodSpec('icrc3_get_blocks', (c.Vec(_T['BlockRange']), ), (c.Record((('log_length', c.NAT), ('blocks', c.Vec(c.Record((('id', c.NAT), ('block', _T['Value__1']), )))), ('archived_blocks', c.Vec(c.Record((('args', c.Vec(_T['BlockRange'])), ('callback', c.Func((c.Vec(_T['BlockRange']), ), (c.Record((('blocks', c.Vec(c.Record((('id', c.NAT), ('block', _T['Value__1']), )))), )), ), ('query', ))), )))), )), ), query=True),
     'icrc3_get_tip_certificate': MethodSpec('icrc3_get_tip_certificate', (), (c.Opt(c.Record((('certificate', c.BLOB), ('hash_tree', c.BLOB), ))), ), query=True),
     'list_instances': MethodSpec('list_instances', (c.Record((('after', c.Opt(c.PRINCIPAL)), ('limit', c.NAT), ('namespace', c.Opt(c.TEXT)), )), ), (c.Vec(_T['Instance']), ), query=True),
+    'list_snapshots': MethodSpec('list_snapshots', (c.PRINCIPAL, ), (c.Vec(_T['SnapshotInfo']), ), query=True),
     'recover': MethodSpec('recover', (c.PRINCIPAL, ), (c.Variant((('ok', c.Opt(_T['Instance'])), ('err', _T['Error']), )), ), query=False, ok_tag='ok', err_tag='err'),
     'revert': MethodSpec('revert', (c.PRINCIPAL, ), (c.Variant((('ok', _T['Instance']), ('err', _T['Error']), )), ), query=False, ok_tag='ok', err_tag='err'),
     'set_top_up': MethodSpec('set_top_up', (c.PRINCIPAL, c.Opt(_T['TopUp']), ), (c.Variant((('ok', c.NULL), ('err', _T['Error']), )), ), query=False, ok_tag='ok', err_tag='err'),
@@ -380,6 +504,30 @@ class OrchestratorClient(Client):
         """`icrc10_supported_standards: () -> (vec record { name: text; url: text; }) query`."""
         return self._invoke(_M['icrc10_supported_standards'], ())  # type: ignore[no-any-return]
 
+    def icrc120_clean_snapshot(self, requests: list[Icrc120CleanSnapshotArgItem]) -> list[Icrc120Result]:
+        """`icrc120_clean_snapshot: (requests: vec record { canister_id: principal; snapshot_id: blob; }) -> (vec Icrc120Result)`."""
+        return self._invoke(_M['icrc120_clean_snapshot'], (requests, ))  # type: ignore[no-any-return]
+
+    def icrc120_config_canister(self, requests: list[Icrc120ConfigCanisterArgItem]) -> list[Icrc120ConfigCanisterResultItem]:
+        """`icrc120_config_canister: (requests: vec record { canister_id: principal; configs: vec record { text; ICRC16; }; }) -> (vec variant { Err: Icrc120ConfigError; Ok: nat; })`."""
+        return self._invoke(_M['icrc120_config_canister'], (requests, ))  # type: ignore[no-any-return]
+
+    def icrc120_create_snapshot(self, requests: list[Icrc120CreateSnapshotArgItem]) -> list[Icrc120Result]:
+        """`icrc120_create_snapshot: (requests: vec record { canister_id: principal; restart: bool; }) -> (vec Icrc120Result)`."""
+        return self._invoke(_M['icrc120_create_snapshot'], (requests, ))  # type: ignore[no-any-return]
+
+    def icrc120_get_events(self, arg: Icrc120GetEventsArg) -> list[OrchestrationEvent]:
+        """`icrc120_get_events: (arg: record { filter: opt Filter; prev: opt blob; take: opt nat; }) -> (vec OrchestrationEvent) query`."""
+        return self._invoke(_M['icrc120_get_events'], (arg, ))  # type: ignore[no-any-return]
+
+    def icrc120_metadata(self) -> list[tuple[str, ICRC16]]:
+        """`icrc120_metadata: () -> (vec record { text; ICRC16; }) query`."""
+        return self._invoke(_M['icrc120_metadata'], ())  # type: ignore[no-any-return]
+
+    def icrc120_revert_snapshot(self, requests: list[Icrc120RevertSnapshotArgItem]) -> list[Icrc120Result]:
+        """`icrc120_revert_snapshot: (requests: vec record { canister_id: principal; restart: bool; snapshot_id: blob; }) -> (vec Icrc120Result)`."""
+        return self._invoke(_M['icrc120_revert_snapshot'], (requests, ))  # type: ignore[no-any-return]
+
     def icrc120_start_canister(self, requests: list[Icrc120StartCanisterArgItem]) -> list[Icrc120StartCanisterResultItem]:
         """`icrc120_start_canister: (requests: vec record { canister_id: principal; timeout: nat; }) -> (vec variant { Err: Icrc120MaintenanceError; Ok: nat; })`."""
         return self._invoke(_M['icrc120_start_canister'], (requests, ))  # type: ignore[no-any-return]
@@ -403,6 +551,10 @@ class OrchestratorClient(Client):
     def list_instances(self, arg: ListInstancesArg) -> list[Instance]:
         """`list_instances: (arg: record { after: opt principal; limit: nat; namespace: opt text; }) -> (vec Instance) query`."""
         return self._invoke(_M['list_instances'], (arg, ))  # type: ignore[no-any-return]
+
+    def list_snapshots(self, canister_id: Principal) -> list[SnapshotInfo]:
+        """`list_snapshots: (canister_id: principal) -> (vec SnapshotInfo) query`."""
+        return self._invoke(_M['list_snapshots'], (canister_id, ))  # type: ignore[no-any-return]
 
     def recover(self, canister_id: Principal) -> list[Instance]:
         """`recover: (canister_id: principal) -> (variant { err: Error; ok: opt Instance; })`. Raises `OrchestratorError` for `err`."""

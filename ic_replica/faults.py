@@ -1,6 +1,6 @@
-"""Fault injection for calls between canisters (embedded replica only; PocketIC has no equivalent): a test
-makes a canister-to-canister call fail, trap or lose its reply, so code that moves money can be tested
-against the failures the IC allows.
+"""Fault injection for calls between canisters, and from a canister to the management canister (embedded
+replica only; PocketIC has no equivalent): a test makes such a call fail, trap or lose its reply, so code that
+moves money or manages canisters can be tested against the failures the IC allows.
 
 - `REJECT`: the call never reaches the callee; the caller gets a `SYS_TRANSIENT` reject.
 - `TRAP`: the callee traps before doing anything (its state is unchanged); the caller gets `CANISTER_ERROR`.

@@ -568,16 +568,16 @@ class Replica:
         if req.is_ingress:
             status = self.ingress[req.message_id]  # type: ignore[index]
             status.state, status.updated_at = IngressState.PROCESSING, self.time_ns
-        if req.dst == MANAGEMENT.raw:
-            management.handle(self, req)
-            return
-        canister = self.canisters.get(req.dst)
         origin: tuple = ("ingress", req.message_id) if req.is_ingress else ("canister", req.src, req.callback_id)
-        fault = self.faults.take(req)
+        fault = self.faults.take(req)  # calls to the management canister too (a refused snapshot load, ...)
         injected = self.faults.reject_before(fault, req) if fault is not None else None
         if injected is not None:
             self.respond(origin, reject=injected, refund=req.cycles)
             return
+        if req.dst == MANAGEMENT.raw:
+            management.handle(self, req)
+            return
+        canister = self.canisters.get(req.dst)
         if canister is None:
             self.respond(origin, reject=self._not_found(req.dst), refund=req.cycles)
             return

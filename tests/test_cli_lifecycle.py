@@ -133,8 +133,8 @@ def test_developer_lifecycle(cli: Any, project: dict[str, Any]) -> None:  # noqa
     elsewhere = Path(project["wasm"].wasm).parent  # no prometheus.yml here: status asks the canister what it runs
     runs = json.loads(cli("--json", "status", "--canister", instance["canister_id"], cwd=elsewhere).stdout)
     assert runs["wasm_id"] == wasm_id and runs["outcome"] == "Verified" and runs["live"]["matches"]
-    assert runs["live"]["runs"] == {"namespace": "com.example.hello", "outcome": "Verified", "versions": ["1.0.0", "1.0.1"],
-                                    "attestations": 1}
+    assert runs["live"]["runs"] == {"namespace": "com.example.hello", "outcome": "Verified",
+                                    "versions": ["1.0.0", "1.0.1"], "attestations": 1}
     unknown = cli("status", "--canister", project["ids"]["ledger"], cwd=elsewhere, check=False)
     assert unknown.returncode == 5 and "unverified" in unknown.stderr and "Traceback" not in unknown.stderr
 

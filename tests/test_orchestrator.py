@@ -619,3 +619,147 @@ def test_icrc120_events_page_by_canister_type_and_time(world: World) -> None:
     assert world.orch("icrc120_get_events", {"filter": [], "prev": [b"\x01" * 17], "take": []}) == []
     assert len(world.orch("icrc120_get_events", {"filter": [], "prev": [], "take": [10**30]})) == 6
     assert world.orch("icrc120_metadata") == [("icrc120:canister_type", {"Text": "orchestrator"})]
+
+
+def _upgrade_request(cid: Principal, snapshot: bool = True) -> dict[str, Any]:
+    return {"canister_id": cid, "version": [], "arg": nat(0), "snapshot": [snapshot], "force_downgrade": [],
+            "allow_deprecated": []}
+
+
+def _status(world: World, cid: Principal) -> str:
+    return next(iter(world.stack.ic.canister_status(cid, sender=world.orch.canister_id)["status"]))
+
+
+@pytest.mark.embedded_only
+def test_a_registry_that_does_not_answer_fails_an_upgrade_cleanly(world: World) -> None:
+    """A registry reject (stopped for its own upgrade, out of cycles) before anything changed, or between the
+    snapshot and the install, is an error that undoes what was done: the instance is Running, the canister
+    running the module it ran before, never `#Failed` and stopped."""
+    v1 = world.publish(world.counter, (1, 0, 0))
+    cid = world.deploy()["ok"]["canister_id"]
+    world.publish(with_note(world.counter, b"1.1.0"), (1, 1, 0))
+    ic = world.stack.ic
+    registry, orch = world.stack.registry.canister_id, world.orch.canister_id
+    for method in ("icrc118_get_canister_type", "icrc118_get_wasms", "get_wasm_status", "icrc118_get_upgrade_path"):
+        ic.inject_fault("reject", registry, method, caller=orch)
+        refused = world.orch("upgrade", _upgrade_request(cid), sender=DEV)
+        assert "RegistryUnavailable" in refused["err"], (method, refused)
+        assert world.orch("get_instance", cid)[0]["state"] == {"Running": None} and _status(world, cid) == "running"
+    assert world.module_hash(cid) == v1 and "121upgrade_to" not in world.block_types()
+
+    for snapshot in (True, False):  # chunks are fetched after the canister was stopped (and snapshotted)
+        ic.inject_fault("reject", registry, "icrc118_get_wasm_chunk", caller=orch)
+        failed = world.orch("upgrade", _upgrade_request(cid, snapshot), sender=DEV)["err"]["ManagementFailed"]
+        assert "the registry did not answer" in failed, failed
+        undone = "the snapshot was loaded back" if snapshot else "no snapshot was taken: the canister runs 1.0.0"
+        assert undone in failed
+        assert world.orch("get_instance", cid)[0]["state"] == {"Running": None} and _status(world, cid) == "running"
+        assert world.module_hash(cid) == v1
+    assert candid.decode(ic.update_call(cid, "inc", candid.encode([], [])))[0] == 6
+
+
+@pytest.mark.embedded_only
+def test_recover_restarts_an_instance_whose_module_is_the_recorded_one(world: World) -> None:
+    """The snapshot cannot be loaded back (the management canister refuses): the instance is `#Failed`;
+    governance's `recover` sees the canister runs the recorded module and restarts it, state intact (an older
+    snapshot is not loaded over newer state)."""
+    v1 = world.publish(world.counter, (1, 0, 0))
+    cid = world.deploy()["ok"]["canister_id"]
+    ic = world.stack.ic
+    no_args = candid.encode([], [])
+    ic.update_call(cid, "setFailPreUpgrade", candid.encode([candid.BOOL], [True]))
+    world.publish(with_note(world.counter, b"1.1.0"), (1, 1, 0))
+    ic.inject_fault("reject", Principal.management(), "load_canister_snapshot", caller=world.orch.canister_id)
+    failed = world.upgrade(cid)["err"]["ManagementFailed"]
+    assert "loading the snapshot failed" in failed, failed
+    assert "Failed" in world.orch("get_instance", cid)[0]["state"]
+    assert world.orch("recover", cid, sender=DEV) == {"err": {"NotAuthorized": None}}
+    recovered = world.orch("recover", cid, sender=GOV)["ok"][0]
+    assert recovered["state"] == {"Running": None} and recovered["version"] == (1, 0, 0)
+    assert world.module_hash(cid) == v1 and _status(world, cid) == "running"
+    assert candid.decode(ic.update_call(cid, "inc", no_args))[0] == 6
+    assert world.orch("recover", cid, sender=GOV) == {"err": {"InvalidArgument": "only a failed instance is recovered"}}
+
+
+def test_a_canister_governance_stopped_stays_stopped_until_governance_starts_it(world: World) -> None:
+    world.publish(world.counter, (1, 0, 0))
+    cid = world.orch("deploy", {"namespace": NS, "version": [], "owner": [SPONSOR], "arg": nat(5), "cycles": []},
+                     sender=DEV)["ok"]["canister_id"]
+    world.publish(with_note(world.counter, b"1.1.0"), (1, 1, 0))
+    stop = [{"canister_id": cid, "timeout": 0}]
+    assert "Ok" in world.orch("icrc120_stop_canister", stop, sender=GOV)[0]
+    held = "governance stopped this canister; only governance starts it"
+    assert world.orch("icrc120_create_snapshot", [{"canister_id": cid, "restart": True}], sender=SPONSOR) == [
+        {"Err": {"Generic": held}}]
+    assert world.upgrade(cid, sender=SPONSOR) == {"err": {"StoppedByGovernance": None}}
+    assert world.upgrade(cid, sender=DEV) == {"err": {"StoppedByGovernance": None}}
+    assert _status(world, cid) == "stopped"
+    assert "Ok" in world.orch("icrc120_start_canister", stop, sender=GOV)[0]
+    assert "ok" in world.upgrade(cid, sender=SPONSOR)
+
+
+def test_upgrade_to_parameters_are_recorded_and_stay_when_the_upgrade_is_undone(world: World) -> None:
+    world.publish(world.counter, (1, 0, 0))
+    cid = world.deploy()["ok"]["canister_id"]
+    ic = world.stack.ic
+    ic.update_call(cid, "setFailPreUpgrade", candid.encode([candid.BOOL], [True]))  # the install will fail
+    v2 = world.publish(with_note(world.counter, b"1.1.0"), (1, 1, 0))
+    req = {"canister_id": cid, "hash": bytes.fromhex(v2), "args": nat(0),
+           "mode": {"upgrade": [{"skip_pre_upgrade": [], "wasm_memory_persistence": []}]},
+           "stop": True, "snapshot": True, "restart": True, "timeout": 0,
+           "parameters": [[("sys:freezing_threshold", {"Nat": 12_345_678})]]}
+    (result,) = world.orch("icrc120_upgrade_to", [req], sender=DEV)
+    assert "the snapshot was loaded back" in result["Err"]["Generic"]
+    assert ic.canister_status(cid, sender=world.orch.canister_id)["settings"]["freezing_threshold"] == 12_345_678
+    assert world.block_types() == ["121deploy", "121config_canister", "121upgrade_to", "121upgrade_reverted"]
+    configured = world.orch("icrc120_get_events", {"filter": [{"canister": [cid], "start_time": [], "end_time": [],
+                                                               "event_types": [[{"configuration_changed": None}]]}],
+                                                   "prev": [], "take": []})
+    assert dict(dict(configured[0]["details"]["Map"])["tx"]["Map"])["configs"] == {
+        "Map": [("sys:freezing_threshold", {"Nat": 12_345_678})]}
+
+
+def test_upgrade_to_by_hash_takes_the_highest_usable_version_of_that_module(world: World) -> None:
+    """One module published as 1.1.0 (then deprecated) and as 2.0.0: naming it by hash means 2.0.0."""
+    world.publish(world.counter, (1, 0, 0))
+    cid = world.deploy()["ok"]["canister_id"]
+    x = world.publish(with_note(world.counter, b"x"), (1, 1, 0))
+    assert "ok" in world.stack.registry("icrc118_deprecate", {"namespace": NS, "version": (1, 1, 0),
+                                                               "reason": "wrong label"}, sender=DEV)
+    assert "ok" in world.stack.registry("icrc118_update_wasm", {"namespace": NS, "version": (2, 0, 0),
+                                                                 "wasm_hash": bytes.fromhex(x), "previous": []},
+                                        sender=DEV)
+    req = {"canister_id": cid, "hash": bytes.fromhex(x), "args": nat(0), "mode": {"upgrade": []}, "stop": True,
+           "snapshot": True, "restart": True, "timeout": 0, "parameters": []}
+    assert "Ok" in world.orch("icrc120_upgrade_to", [req], sender=DEV)[0]
+    assert world.orch("get_instance", cid)[0]["version"] == (2, 0, 0)
+
+
+@pytest.mark.embedded_only
+def test_the_previous_release_upgrades_in_place(world: World, product: dict[str, Any], tmp_path: Any) -> None:
+    """The release before upgrade paths and the event index (its stable registry reference had fewer methods)
+    upgrades in place: instances kept, its blocks indexed as ICRC-120 events, and upgrades through it work."""
+    from testkit.releases import ORCHESTRATOR_RELEASE, released_product
+
+    old = released_product(ORCHESTRATOR_RELEASE, tmp_path)["mcp_orchestrator"].wasm.read_bytes()
+    ic = world.stack.ic
+    orch_id = ic.create_canister(controllers=[GOV], sender=GOV)
+    orch = Typed(ic, orch_id, "mcp_orchestrator")
+    init = orch.interface.encode_init({"governance": GOV, "registry": world.stack.registry.canister_id})
+    ic.install_code(orch_id, old, init, sender=GOV)
+    world.publish(world.counter, (1, 0, 0))
+    cid = orch("deploy", {"namespace": NS, "version": [], "owner": [], "arg": nat(5), "cycles": []},
+               sender=DEV)["ok"]["canister_id"]
+    elsewhere = ic.create_canister(controllers=[GOV], sender=GOV)
+    moved = orch.interface.encode_init({"governance": GOV, "registry": elsewhere})  # an upgrade arg rebinds nothing
+    ic.upgrade_canister(orch_id, product["mcp_orchestrator"].wasm.read_bytes(), moved, sender=GOV)
+    assert orch("get_instance", cid)[0]["version"] == (1, 0, 0)
+    (deployed,) = orch("icrc120_get_events", {"filter": [], "prev": [], "take": []})
+    assert deployed["canister_id"] == cid and deployed["event_type"] == {"upgrade_finished": None}
+    v1 = hashlib.sha256(world.counter).hexdigest()
+    v2 = world.publish(with_note(world.counter, b"1.1.0"), (1, 1, 0), previous=v1)
+    upgraded = orch("upgrade", _upgrade_request(cid), sender=DEV)
+    assert upgraded["ok"]["wasm_id"] == v2, upgraded
+    events = orch("icrc120_get_events", {"filter": [], "prev": [], "take": []})
+    assert [next(iter(e["event_type"])) for e in events] == [
+        "upgrade_finished", "upgrade_initiated", "upgrade_finished"]

@@ -411,35 +411,15 @@ def test_upgrades_lose_nothing(stack: Stack, product: dict[str, Any]) -> None:
     assert "ok" in stack.reserve(VERIFIERS[5], b)
 
 
-PREVIOUS_RELEASE = "4c01e47"  # the last commit whose canisters kept uploads and log blocks in the old shapes
-
-
-def previous_release_product(tmp: Any) -> dict[str, Any]:
-    """The protocol canisters as the previous release built them (from git history; skipped without it)."""
-    import subprocess
-    from pathlib import Path
-
-    from prometheus_build.recipe import build_all
-    from testkit import ROOT
-
-    if subprocess.run(["git", "-C", str(ROOT), "cat-file", "-e", f"{PREVIOUS_RELEASE}^{{commit}}"],
-                      capture_output=True, check=False).returncode != 0:
-        pytest.skip(f"this checkout has no history back to {PREVIOUS_RELEASE}")
-    archive = subprocess.run(["git", "-C", str(ROOT), "archive", PREVIOUS_RELEASE, "canister_src"],
-                             capture_output=True, check=True).stdout
-    subprocess.run(["tar", "-x", "-C", str(tmp)], input=archive, check=True)
-    built = build_all(Path(tmp) / "canister_src", Path(tmp) / "out", ROOT / "build" / "cache")
-    return {r.name: r for r in built}
-
-
 @pytest.mark.inproc_only
 def test_the_previous_release_upgrades_in_place(product: dict[str, Any], tmp_path: Any) -> None:
     """The registry's stable shapes changed (upload records, log blocks): a registry of the previous release
     upgrades in place, keeping every complete upload, round, bounty and ICRC-3 block (hashes and tip unchanged);
     only incomplete uploads are dropped (their uploaders send them again), and their quota is freed."""
     from testkit.backends import EmbeddedBackend
+    from testkit.releases import REGISTRY_RELEASE, released_product
 
-    stack = Stack.deploy(EmbeddedBackend(), previous_release_product(tmp_path))
+    stack = Stack.deploy(EmbeddedBackend(), released_product(REGISTRY_RELEASE, tmp_path))
     wasm_ids = []
     for i in range(6):
         wasm_id = stack.submit(wasm=b"\x00asm" + os.urandom(200 * 1024 + i))  # several chunks each

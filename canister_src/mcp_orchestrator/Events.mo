@@ -89,9 +89,9 @@ module {
   public func page(ix : Index, filter : ?Filter, after : ?Nat, take : Nat) : [Ref] {
     let f : Filter = switch filter { case (?f) f; case null ({ canister = null; event_types = null; start_time = null; end_time = null }) };
     let start : Int = switch (f.start_time) { case (?t) t; case null 0 };
-    // At most the first 20 types named are read (there are 10).
+    // At most the first 100 entries are read (there are 10 types); none named: every type.
     let kinds : [EventType] = switch (f.event_types) {
-      case (?ks) Array.sliceToArray<EventType>(ks, 0, Nat.min(ks.size(), 20));
+      case (?ks) Array.sliceToArray<EventType>(ks, 0, Nat.min(ks.size(), 100));
       case null [];
     };
     let lists : [List.List<Ref>] = if (kinds.size() == 0) {

@@ -50,6 +50,8 @@ persistent actor class Orchestrator(init : { governance : Principal; registry : 
     #InsufficientCycles : { balance : Nat; needed : Nat };
     #InvalidArgument : Text;
     #ManagementFailed : Text; // the management canister refused a step; the event says what was undone
+    #RegistryUnavailable : Text; // the registry did not answer; nothing was changed, or the event says what was undone
+    #StoppedByGovernance; // governance stopped the instance: nothing else starts or changes it until governance starts it
   };
 
   public type InstanceState = { #Deploying; #Running; #Upgrading; #Failed : Text };
@@ -104,6 +106,21 @@ persistent actor class Orchestrator(init : { governance : Principal; registry : 
     };
   };
 
+  type RegistryV1 = actor {
+    icrc118_get_wasms : shared query Text -> async [{ version : Version; wasm_id : Text; deprecated : ?Text }];
+    icrc118_get_canister_type : shared query Text -> async ?{ controllers : [Principal] };
+    get_wasm_status : shared query (Text, ?Text) -> async ?{
+      namespace : Text;
+      complete : Bool;
+      outcome : ?{ #Verified; #Rejected };
+      request : ?{ metadata : [(Text, T.ICRC16)] };
+    };
+    icrc118_get_wasm_chunk : shared query { namespace : Text; wasm_hash : Blob; chunk_id : Nat } -> async {
+      #ok : { chunk : Blob; total_chunks : Nat };
+      #err : RegistryError;
+    };
+  };
+
   type UpgradeMode = ?{ skip_pre_upgrade : ?Bool; wasm_memory_persistence : ?{ #keep; #replace } };
   // The settings `icrc120_config_canister` may change (never the controllers: the orchestrator stays the only one).
   type Settings = {
@@ -133,7 +150,7 @@ persistent actor class Orchestrator(init : { governance : Principal; registry : 
     load_canister_snapshot : shared { canister_id : Principal; snapshot_id : Blob; sender_canister_version : ?Nat64 } -> async ();
     delete_canister_snapshot : shared { canister_id : Principal; snapshot_id : Blob } -> async ();
     update_settings : shared { canister_id : Principal; settings : Settings; sender_canister_version : ?Nat64 } -> async ();
-    canister_status : shared { canister_id : Principal } -> async { cycles : Nat };
+    canister_status : shared { canister_id : Principal } -> async { cycles : Nat; module_hash : ?Blob };
     uninstall_code : shared { canister_id : Principal; sender_canister_version : ?Nat64 } -> async ();
     deposit_cycles : shared { canister_id : Principal } -> async ();
   };
@@ -147,11 +164,16 @@ persistent actor class Orchestrator(init : { governance : Principal; registry : 
   // ---------------------------------------------------------------- state
 
   var governance : Principal = init.governance;
-  let registry : Registry = actor (Principal.toText(init.registry));
+  // Set at install (an upgrade's argument does not rebind it). This stable field keeps the type the release of
+  // 2026-12-01 (525a825) gave it: an actor type that gains methods is not an upgrade-compatible change. Calls
+  // go through `reg`, of today's type, rebuilt from the same principal on every upgrade.
+  let registry : RegistryV1 = actor (Principal.toText(init.registry));
+  transient let reg : Registry = actor (Principal.toText(Principal.fromActor(registry)));
   transient let ic : Management = actor ("aaaaa-aa");
   let instances = Map.empty<Principal, InstanceRec>();
   let spares = List.empty<Principal>(); // empty canisters of failed deploys, used by the next deploy
   let kept = Map.empty<Principal, List.List<Saved>>(); // snapshots taken by `icrc120_create_snapshot`, per instance
+  let heldStopped = Map.empty<Principal, ()>(); // instances governance stopped (`icrc120_stop_canister`)
   let blockLog = Log.empty();
   let events = Events.empty(); // which blocks are ICRC-120 events on which canister
 
@@ -215,6 +237,8 @@ persistent actor class Orchestrator(init : { governance : Principal; registry : 
       case (#InstanceNotFound) "not an instance of this orchestrator";
       case (#Busy) "another operation on this canister is in progress";
       case (#InsufficientCycles(c)) "insufficient cycles: " # Nat.toText(c.balance) # " of " # Nat.toText(c.needed);
+      case (#RegistryUnavailable(t)) "the registry did not answer: " # t;
+      case (#StoppedByGovernance) "governance stopped this canister; only governance starts it";
     };
   };
 
@@ -223,8 +247,13 @@ persistent actor class Orchestrator(init : { governance : Principal; registry : 
   // `health_check`: a query method named in the verification request's metadata (key `health_check`).
   type Target = { version : Version; wasm_id : Text; hash : Blob; deprecated : ?Text; health_check : ?Text };
 
-  func controllersOf(namespace : Text) : async { #ok : [Principal]; #err : Error } {
-    switch (await registry.icrc118_get_canister_type(namespace)) {
+  // Every registry call answers `#err` instead of throwing: a registry that rejects (stopped for its own
+  // upgrade, out of cycles) fails the operation cleanly, undoing what it had done, never as a trap.
+  func registryFailed(e : Error.Error) : Error { #RegistryUnavailable(reason(e)) };
+
+  func controllersOf(namespace : Text) : async* { #ok : [Principal]; #err : Error } {
+    let found = try { await reg.icrc118_get_canister_type(namespace) } catch (e) { return #err(registryFailed(e)) };
+    switch found {
       case (?t) #ok(t.controllers);
       case null #err(#NamespaceNotFound);
     };
@@ -234,7 +263,7 @@ persistent actor class Orchestrator(init : { governance : Principal; registry : 
   // against the registry's verification record. Deprecated versions come back only when `allowDeprecated` (a
   // controller's explicit override).
   func resolve(namespace : Text, wanted : Wanted, allowDeprecated : Bool) : async* { #ok : Target; #err : Error } {
-    let versions = await registry.icrc118_get_wasms(namespace);
+    let versions = try { await reg.icrc118_get_wasms(namespace) } catch (e) { return #err(registryFailed(e)) };
     let chosen = switch wanted {
       case (#version(w)) {
         switch (Array.find<RegistryVersion>(versions, func v = compareVersions(v.version, w) == #equal)) {
@@ -243,22 +272,25 @@ persistent actor class Orchestrator(init : { governance : Principal; registry : 
         };
       };
       case (#wasm(id)) {
-        switch (Array.find<RegistryVersion>(versions, func v = v.wasm_id == id)) {
+        // One module may be published as several versions: the highest usable one, else the highest.
+        switch (highest(versions, func v = v.wasm_id == id and v.deprecated == null)) {
           case (?v) v;
-          case null return #err(#VersionNotFound);
+          case null switch (highest(versions, func v = v.wasm_id == id)) { case (?v) v; case null return #err(#VersionNotFound) };
         };
       };
       case (#newest) {
-        var best : ?RegistryVersion = null;
-        for (v in versions.vals()) {
-          if (v.deprecated == null) {
-            switch best { case (?b) if (compareVersions(v.version, b.version) == #greater) best := ?v; case null best := ?v };
-          };
-        };
-        switch best { case (?b) b; case null return #err(#VersionNotFound) };
+        switch (highest(versions, func v = v.deprecated == null)) { case (?b) b; case null return #err(#VersionNotFound) };
       };
     };
     await* checked(namespace, chosen, allowDeprecated);
+  };
+
+  func highest(versions : [RegistryVersion], keep : RegistryVersion -> Bool) : ?RegistryVersion {
+    var best : ?RegistryVersion = null;
+    for (v in versions.vals()) {
+      if (keep(v)) switch best { case (?b) if (compareVersions(v.version, b.version) == #greater) best := ?v; case null best := ?v };
+    };
+    best;
   };
 
   // A published version is installable when its wasm is complete in this namespace and its round is verified.
@@ -267,7 +299,8 @@ persistent actor class Orchestrator(init : { governance : Principal; registry : 
       case (?why) if (not allowDeprecated) return #err(#Deprecated(why));
       case null {};
     };
-    let healthCheck = switch (await registry.get_wasm_status(chosen.wasm_id, ?namespace)) {
+    let status = try { await reg.get_wasm_status(chosen.wasm_id, ?namespace) } catch (e) { return #err(registryFailed(e)) };
+    let healthCheck = switch status {
       case (?s) {
         if (s.namespace != namespace or not s.complete) return #err(#NotVerified("the wasm is not uploaded in this namespace"));
         switch (s.outcome) {
@@ -290,7 +323,10 @@ persistent actor class Orchestrator(init : { governance : Principal; registry : 
     var total = 1;
     var index = 0;
     while (index < total) {
-      switch (await registry.icrc118_get_wasm_chunk({ namespace; wasm_hash = t.hash; chunk_id = index })) {
+      let answer = try { await reg.icrc118_get_wasm_chunk({ namespace; wasm_hash = t.hash; chunk_id = index }) } catch (e) {
+        return #err(registryFailed(e));
+      };
+      switch answer {
         case (#ok(c)) {
           if (index == 0) total := c.total_chunks else if (c.total_chunks != total) return #err(#WasmUnavailable("the chunk count changed"));
           Sha256.write(digest, c.chunk);
@@ -369,7 +405,7 @@ persistent actor class Orchestrator(init : { governance : Principal; registry : 
     if (cycles > DEFAULT_CYCLES and not Principal.equal(caller, governance)) {
       return #err(#InvalidArgument("only governance gives an instance more than the default cycles"));
     };
-    let controllers = switch (await controllersOf(arg.namespace)) { case (#ok(c)) c; case (#err(e)) return #err(e) };
+    let controllers = switch (await* controllersOf(arg.namespace)) { case (#ok(c)) c; case (#err(e)) return #err(e) };
     if (not Principal.equal(caller, governance) and Array.find<Principal>(controllers, func p = Principal.equal(p, caller)) == null) {
       return #err(#NotAuthorized);
     };
@@ -380,8 +416,9 @@ persistent actor class Orchestrator(init : { governance : Principal; registry : 
       return #err(#InvalidArgument("a namespace has at most " # Nat.toText(MAX_INSTANCES_PER_NAMESPACE) # " instances unless governance deploys"));
     };
     // A spare (the canister of a failed deploy, emptied) is used before a new one is paid for.
-    let created : { canister_id : Principal } = switch (List.removeLast(spares)) {
-      case (?id) ({ canister_id = id });
+    let spare = List.removeLast(spares);
+    let created : { canister_id : Principal } = switch spare {
+      case (?id) { Map.remove(kept, Principal.compare, id); Map.remove(heldStopped, Principal.compare, id); { canister_id = id } };
       case null {
         let balance = Cycles.balance();
         if (balance < cycles + CYCLES_RESERVE) return #err(#InsufficientCycles({ balance; needed = cycles + CYCLES_RESERVE }));
@@ -410,6 +447,8 @@ persistent actor class Orchestrator(init : { governance : Principal; registry : 
                                            ("wasm_id", #Text(target.wasm_id)), ("reason", #Text(reason(e))), ("caller", principalValue(caller))]);
         return #err(#ManagementFailed("install: " # reason(e)));
       };
+      // A spare may have been left stopped by an interrupted operation before it was emptied.
+      if (spare != null) { try { await ic.start_canister({ canister_id = created.canister_id }) } catch (_) {} };
     } finally { interrupted(rec) };
     rec.state := #Running;
     ignore event("121deploy", created.canister_id, #upgrade_finished, [("canister_id", principalValue(created.canister_id)), ("namespace", #Text(arg.namespace)),
@@ -437,6 +476,7 @@ persistent actor class Orchestrator(init : { governance : Principal; registry : 
     allowDeprecated : Bool;
     skipPreUpgrade : ?Bool;
     settings : ?Settings; // ICRC-120 `parameters`, applied before the first step
+    parameters : [(Text, T.Value)]; // the same, as recorded
     timeout : Nat; // ICRC-120's, recorded: the call returns when the upgrade is done
   };
 
@@ -447,8 +487,9 @@ persistent actor class Orchestrator(init : { governance : Principal; registry : 
   func claim(caller : Principal, rec : InstanceRec) : async* { #ok : Bool; #err : Error } {
     if (Principal.isAnonymous(caller)) return #err(#NotAuthorized);
     if (rec.state != #Running) return #err(#Busy);
+    if (Map.containsKey(heldStopped, Principal.compare, rec.canister_id)) return #err(#StoppedByGovernance);
     rec.state := #Upgrading;
-    let controllers = try { await controllersOf(rec.namespace) } catch (e) { #err(#ManagementFailed("registry: " # reason(e))) };
+    let controllers = await* controllersOf(rec.namespace);
     let isController = switch controllers {
       case (#ok(c)) Array.find<Principal>(c, func p = Principal.equal(p, caller)) != null;
       case (#err(e)) { rec.state := #Running; return #err(e) };
@@ -481,7 +522,9 @@ persistent actor class Orchestrator(init : { governance : Principal; registry : 
   func pathTo(rec : InstanceRec, target : Target, allowDeprecated : Bool) : async* { #ok : [Target]; #err : Error } {
     if (compareVersions(target.version, rec.version) != #greater or target.wasm_id == rec.wasm_id) return #ok([target]);
     let current = switch (hexToBlob(rec.wasm_id)) { case (?h) h; case null return #err(#WasmUnavailable("bad wasm id")) };
-    let path = await registry.icrc118_get_upgrade_path({ namespace = rec.namespace; current_version = current; target_version = target.hash });
+    let path = try {
+      await reg.icrc118_get_upgrade_path({ namespace = rec.namespace; current_version = current; target_version = target.hash });
+    } catch (e) { return #err(registryFailed(e)) };
     let refused = #err(#NoUpgradePath({ running = rec.version; requested = target.version }));
     if (path.size() == 0 or path[path.size() - 1].wasm_id != target.wasm_id) return refused;
     if (path.size() > MAX_PATH) return #err(#InvalidArgument("an upgrade path of at most " # Nat.toText(MAX_PATH) # " versions"));
@@ -515,14 +558,19 @@ persistent actor class Orchestrator(init : { governance : Principal; registry : 
       case (#ok(p)) p;
       case (#err(e)) { rec.state := #Running; return #err(e) };
     };
-    switch (steps.settings) {
+    // Settings are not part of a snapshot: once applied they stay, whatever happens to the upgrade.
+    let nothingChanged = switch (steps.settings) {
       case (?settings) {
         try { await ic.update_settings({ canister_id = rec.canister_id; settings; sender_canister_version = null }) } catch (e) {
           rec.state := #Running;
           return #err(#ManagementFailed("settings: " # reason(e)));
         };
+        ignore event("121config_canister", rec.canister_id, #configuration_changed, [
+          ("canister_id", principalValue(rec.canister_id)), ("caller", principalValue(caller)), ("configs", #Map(steps.parameters)),
+        ]);
+        "only the settings (parameters) were applied";
       };
-      case null {};
+      case null "nothing was changed";
     };
     let deprecatedOverride = steps.allowDeprecated and Array.any<Target>(path, func t = t.deprecated != null);
     let fields = [("canister_id", principalValue(rec.canister_id)), ("namespace", #Text(rec.namespace)),
@@ -541,26 +589,29 @@ persistent actor class Orchestrator(init : { governance : Principal; registry : 
       } catch (e) {
         try { await ic.start_canister({ canister_id = rec.canister_id }) } catch (_) {};
         rec.state := #Running;
-        ignore event("121upgrade_reverted", rec.canister_id, #upgrade_finished, Array.concat(fields, [("reason", #Text("snapshot: " # reason(e))), ("undone", #Text("nothing was changed"))]));
+        ignore event("121upgrade_reverted", rec.canister_id, #upgrade_finished, Array.concat(fields, [("reason", #Text("snapshot: " # reason(e))), ("undone", #Text(nothingChanged))]));
         return #err(#ManagementFailed("snapshot: " # reason(e)));
       };
     };
     if (steps.stop and taken == null) {
       try { await ic.stop_canister({ canister_id = rec.canister_id }) } catch (e) {
         rec.state := #Running;
-        ignore event("121upgrade_reverted", rec.canister_id, #upgrade_finished, Array.concat(fields, [("reason", #Text("stop: " # reason(e))), ("undone", #Text("nothing was changed"))]));
+        ignore event("121upgrade_reverted", rec.canister_id, #upgrade_finished, Array.concat(fields, [("reason", #Text("stop: " # reason(e))), ("undone", #Text(nothingChanged))]));
         return #err(#ManagementFailed("stop: " # reason(e)));
       };
     };
     // Each step in turn; the instance records each version as soon as the canister runs it, so a failure
     // without a snapshot leaves it truthfully at the last step installed.
-    for (step in path.vals()) {
+    for (i in path.keys()) {
+      let step = path[i];
+      // `skip_pre_upgrade` is about the module running now: the first step's.
+      let skip = if (i == 0) steps.skipPreUpgrade else null;
       let failure : ?Text = switch (await* fetchChunks(rec.namespace, step)) {
         case (#err(e)) ?("chunks of " # versionText(step.version) # ": " # errorText(e));
         case (#ok(chunks)) {
           let persistence = if (Wasm.declaresEop(chunks)) ?#keep else null;
           try {
-            await install(rec.canister_id, step, chunks, #upgrade(?{ skip_pre_upgrade = steps.skipPreUpgrade; wasm_memory_persistence = persistence }), arg);
+            await install(rec.canister_id, step, chunks, #upgrade(?{ skip_pre_upgrade = skip; wasm_memory_persistence = persistence }), arg);
             rec.version := step.version;
             rec.wasm_id := step.wasm_id;
             null;
@@ -608,7 +659,7 @@ persistent actor class Orchestrator(init : { governance : Principal; registry : 
   public shared ({ caller }) func upgrade(req : UpgradeRequest) : async { #ok : Instance; #err : Error } {
     let wanted = switch (req.version) { case (?v) #version(v); case null #newest };
     let steps = { snapshot = req.snapshot != ?false; stop = true; restart = true; forceDowngrade = req.force_downgrade == ?true;
-                  allowDeprecated = req.allow_deprecated == ?true; skipPreUpgrade = null; settings = null; timeout = 0 };
+                  allowDeprecated = req.allow_deprecated == ?true; skipPreUpgrade = null; settings = null; parameters = []; timeout = 0 };
     switch (await* upgradeInstance(caller, req.canister_id, wanted, req.arg, steps)) {
       case (#ok((instance, _))) #ok(instance);
       case (#err(e)) #err(e);
@@ -627,11 +678,11 @@ persistent actor class Orchestrator(init : { governance : Principal; registry : 
   func revertClaimed(caller : Principal, rec : InstanceRec, saved : Saved, restart : Bool) : async* { #ok : Nat; #err : Error } {
     let isController = switch (await* claim(caller, rec)) { case (#ok(c)) c; case (#err(e)) return #err(e) };
     try {
-      let versions = try { await registry.icrc118_get_wasms(rec.namespace) } catch (e) {
+      let versions = try { await reg.icrc118_get_wasms(rec.namespace) } catch (e) {
         rec.state := #Running;
         return #err(#ManagementFailed("registry: " # reason(e)));
       };
-      let deprecated = switch (Array.find<RegistryVersion>(versions, func v = v.wasm_id == saved.wasm_id)) {
+      let deprecated = switch (Array.find<RegistryVersion>(versions, func v = v.wasm_id == saved.wasm_id and compareVersions(v.version, saved.version) == #equal)) {
         case (?v) v.deprecated;
         case null { rec.state := #Running; return #err(#VersionNotFound) };
       };
@@ -647,25 +698,48 @@ persistent actor class Orchestrator(init : { governance : Principal; registry : 
     } finally { interrupted(rec) };
   };
 
-  // Governance brings a `#Failed` instance back: the snapshot taken before its last upgrade is loaded (the
-  // module and state it had then); without one, the instance is forgotten and its canister kept as a spare.
+  // Governance brings a `#Failed` instance back. When the canister runs the module the instance records, only
+  // an operation's busy mark was left behind: the canister is started and keeps its state. Otherwise the
+  // snapshot taken before its last upgrade is loaded; with none, the canister is emptied (its kept snapshots
+  // deleted) and kept as a spare.
   public shared ({ caller }) func recover(canister_id : Principal) : async { #ok : ?Instance; #err : Error } {
     if (not isGovernance(caller)) return #err(#NotAuthorized);
     let rec = switch (Map.get(instances, Principal.compare, canister_id)) { case (?r) r; case null return #err(#InstanceNotFound) };
-    switch (rec.state) { case (#Failed(_)) {}; case _ return #err(#InvalidArgument("only a failed instance is recovered")) };
+    let failure = switch (rec.state) { case (#Failed(why)) why; case _ return #err(#InvalidArgument("only a failed instance is recovered")) };
     rec.state := #Upgrading;
     try {
+      let running = try { (await ic.canister_status({ canister_id })).module_hash } catch (e) {
+        rec.state := #Failed(failure);
+        return #err(#ManagementFailed("canister_status: " # reason(e)));
+      };
+      if (running == hexToBlob(rec.wasm_id)) {
+        try { await ic.start_canister({ canister_id }) } catch (e) {
+          rec.state := #Failed(failure);
+          return #err(#ManagementFailed("start: " # reason(e)));
+        };
+        Map.remove(heldStopped, Principal.compare, canister_id);
+        rec.state := #Running;
+        ignore event("121recover", canister_id, #canister_started, [("canister_id", principalValue(canister_id)), ("restarted", versionValue(rec.version)), ("caller", principalValue(caller))]);
+        return #ok(?view(rec));
+      };
       switch (rec.snapshot) {
         case (?saved) {
           switch (await* loadBack(rec, saved, true)) { case (?e) return #err(e); case null {} };
+          Map.remove(heldStopped, Principal.compare, canister_id);
           ignore event("121recover", canister_id, #snapshot_reverted, [("canister_id", principalValue(canister_id)), ("to", versionValue(saved.version)), ("caller", principalValue(caller))]);
           #ok(?view(rec));
         };
         case null {
-          try { await ic.uninstall_code({ canister_id; sender_canister_version = null }) } catch (e) {
-            rec.state := #Failed("recover: " # reason(e));
-            return #err(#ManagementFailed("uninstall: " # reason(e)));
+          try {
+            await ic.uninstall_code({ canister_id; sender_canister_version = null });
+            for (s in List.values(keptOf(canister_id))) await ic.delete_canister_snapshot({ canister_id; snapshot_id = s.id });
+            await ic.start_canister({ canister_id });
+          } catch (e) {
+            rec.state := #Failed(failure);
+            return #err(#ManagementFailed("emptying the canister: " # reason(e)));
           };
+          Map.remove(kept, Principal.compare, canister_id);
+          Map.remove(heldStopped, Principal.compare, canister_id);
           Map.remove(instances, Principal.compare, canister_id);
           List.add(spares, canister_id);
           ignore block("121recover", [("canister_id", principalValue(canister_id)), ("caller", principalValue(caller))]);
@@ -781,8 +855,9 @@ persistent actor class Orchestrator(init : { governance : Principal; registry : 
         case (#err(why), _) #Err(#Generic("parameters: " # why));
         case (#ok(settings), #upgrade(opts)) {
           let skip = switch opts { case (?o) o.skip_pre_upgrade; case null null };
+          let parameters = switch (r.parameters) { case (?ps) Log.fromMap(ps); case null [] };
           let steps = { snapshot = r.snapshot; stop = r.stop; restart = r.restart; forceDowngrade = false; allowDeprecated = false;
-                        skipPreUpgrade = skip; settings; timeout = r.timeout };
+                        skipPreUpgrade = skip; settings; parameters; timeout = r.timeout };
           switch (await* upgradeInstance(caller, r.canister_id, #wasm(Sha256.toHex(r.hash)), r.args, steps)) {
             case (#ok((_, index))) #Ok(index);
             case (#err(e)) #Err(icrc120Error(e));
@@ -825,7 +900,7 @@ persistent actor class Orchestrator(init : { governance : Principal; registry : 
       rec.state := #Running;
       #ok(event("121config_canister", canisterId, #configuration_changed, [
         ("canister_id", principalValue(canisterId)), ("caller", principalValue(caller)),
-        ("configs", #Map(Array.map<(Text, T.ICRC16), (Text, T.Value)>(configs, func((k, v)) = (k, Log.fromIcrc16(v))))),
+        ("configs", #Map(Log.fromMap(configs))),
       ]));
     } finally { interrupted(rec) };
   };
@@ -946,6 +1021,45 @@ persistent actor class Orchestrator(init : { governance : Principal; registry : 
 
   // ---------------------------------------------------------------- ICRC-120 events and metadata
 
+  // The release before the event index (525a825) logged the same blocks without indexing them: index them once.
+  system func postupgrade() {
+    if (List.size(events.all) > 0) return;
+    var start = 0;
+    let length = Log.length(blockLog);
+    while (start < length) {
+      let got = Log.get(blockLog, [{ start; length = length - start }]);
+      for (b in got.blocks.vals()) {
+        switch (eventOf(b.block)) { case (?(canister, kind, time)) Events.add(events, { block = b.id; time; canister; kind }); case null {} };
+        start := b.id + 1;
+      };
+      if (got.blocks.size() == 0) return;
+    };
+  };
+
+  func eventOf(block : T.Value) : ?(Principal, Events.EventType, Int) {
+    let fields = switch block { case (#Map(m)) m; case _ return null };
+    var btype = "";
+    var time : Int = 0;
+    var canister : ?Principal = null;
+    for ((k, v) in fields.vals()) {
+      switch (k, v) {
+        case ("btype", #Text(t)) btype := t;
+        case ("ts", #Nat(n)) time := n;
+        case ("tx", #Map(tx)) for ((f, x) in tx.vals()) { switch (f, x) { case ("canister_id", #Blob(b)) canister := ?Principal.fromBlob(b); case _ {} } };
+        case _ {};
+      };
+    };
+    let kind : Events.EventType = switch btype {
+      case ("121deploy" or "121deploy_failed" or "121upgrade" or "121upgrade_reverted") #upgrade_finished;
+      case ("121revert_snapshot" or "121recover") #snapshot_reverted;
+      case ("121stop_canister") #canister_stopped;
+      case ("121start_canister") #canister_started;
+      case ("121top_up_policy") #configuration_changed;
+      case _ return null;
+    };
+    switch canister { case (?c) ?(c, kind, time); case null null };
+  };
+
   // Events after `prev` (an event id, as big-endian bytes), oldest first, at most `take` (default 20, at most
   // 100). A page costs a binary search and a merge of one list per requested type, whatever the log's size.
   public query func icrc120_get_events(arg : { filter : ?Events.Filter; prev : ?Blob; take : ?Nat }) : async [OrchestrationEvent] {
@@ -995,6 +1109,7 @@ persistent actor class Orchestrator(init : { governance : Principal; registry : 
             rec.state := #Upgrading;
             let r = try {
               if (start) await ic.start_canister({ canister_id = id }) else await ic.stop_canister({ canister_id = id });
+              if (start) Map.remove(heldStopped, Principal.compare, id) else Map.add(heldStopped, Principal.compare, id, ());
               #Ok(event(if start "121start_canister" else "121stop_canister", id, if start #canister_started else #canister_stopped,
                         [("canister_id", principalValue(id)), ("caller", principalValue(caller))]));
             } catch (e) { #Err(#Generic(reason(e))) };

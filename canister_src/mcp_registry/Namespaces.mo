@@ -115,13 +115,16 @@ module {
   public func upgradePath(s : Store, p : Previous, ns : Text, current : Text, target : Text) : [T.Version] {
     let list = switch (Map.get(s.versions, Text.compare, ns)) { case (?l) l; case null return [] };
     if (current == target) return [];
-    var step : VersionRec = do {
+    // One module may be published as several versions: each time the highest one that qualifies.
+    func highest(wasm_id : Text, below : ?(Nat, Nat, Nat)) : ?VersionRec {
       var best : ?VersionRec = null;
       for (v in List.values(list)) {
-        if (v.wasm_id == target) switch best { case (?b) if (compareVersions(v.version, b.version) == #greater) best := ?v; case null best := ?v };
+        let under = switch below { case (?b) compareVersions(v.version, b) == #less; case null true };
+        if (v.wasm_id == wasm_id and under) switch best { case (?b) if (compareVersions(v.version, b.version) == #greater) best := ?v; case null best := ?v };
       };
-      switch best { case (?b) b; case null return [] };
+      best;
     };
+    var step : VersionRec = switch (highest(target, null)) { case (?v) v; case null return [] };
     let steps = List.empty<T.Version>();
     loop {
       if (step.wasm_id == current) return List.toArray(List.reverse(steps));
@@ -135,7 +138,7 @@ module {
         };
         case (?prev) {
           if (prev == current) return List.toArray(List.reverse(steps));
-          step := switch (List.find<VersionRec>(list, func v = v.wasm_id == prev and compareVersions(v.version, below) == #less)) {
+          step := switch (highest(prev, ?below)) {
             case (?v) v;
             case null return [];
           };

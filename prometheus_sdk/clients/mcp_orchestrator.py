@@ -247,6 +247,7 @@ class Error(TypedDict, total=False):
     Busy: None
     InstanceNotFound: None
     ManagementFailed: str
+    RegistryUnavailable: str
     InsufficientCycles: ErrorInsufficientCycles
     Deprecated: str
     NotAuthorized: None
@@ -254,6 +255,7 @@ class Error(TypedDict, total=False):
     WasmUnavailable: str
     HashMismatch: ErrorHashMismatch
     InvalidArgument: str
+    StoppedByGovernance: None
     Downgrade: ErrorDowngrade
     VersionNotFound: None
 
@@ -443,7 +445,7 @@ _T['ICRC16Map'].define(c.Vec(c.Record(((0, c.TEXT), (1, _T['ICRC16']), ))))
 _T['ICRC16'].define(c.Variant((('Int', c.INT), ('Map', _T['ICRC16Map']), ('Nat', c.NAT), ('Set', c.Vec(_T['ICRC16'])), ('Nat16', c.NAT16), ('Nat32', c.NAT32), ('Nat64', c.NAT64), ('Blob', c.BLOB), ('Bool', c.BOOL), ('Int8', c.INT8), ('Ints', c.Vec(c.INT)), ('Nat8', c.NAT8), ('Nats', c.Vec(c.NAT)), ('Text', c.TEXT), ('Bytes', c.BLOB), ('Int16', c.INT16), ('Int32', c.INT32), ('Int64', c.INT64), ('Option', c.Opt(_T['ICRC16'])), ('Floats', c.Vec(c.FLOAT64)), ('Float', c.FLOAT64), ('Principal', c.PRINCIPAL), ('Array', c.Vec(_T['ICRC16'])), ('ValueMap', c.Vec(c.Record(((0, _T['ICRC16']), (1, _T['ICRC16']), )))), ('Class', c.Vec(_T['ICRC16Property'])), )))
 _T['Filter'].define(c.Record((('event_types', c.Opt(c.Vec(_T['EventType']))), ('end_time', c.Opt(c.NAT)), ('start_time', c.Opt(c.NAT)), ('canister', c.Opt(c.PRINCIPAL)), )))
 _T['EventType'].define(c.Variant((('upgrade_initiated', c.NULL), ('snapshot_requested', c.NULL), ('snapshot_revert_requested', c.NULL), ('snapshot_cleaned', c.NULL), ('upgrade_finished', c.NULL), ('configuration_changed', c.NULL), ('snapshot_reverted', c.NULL), ('canister_started', c.NULL), ('snapshot_created', c.NULL), ('canister_stopped', c.NULL), )))
-_T['Error'].define(c.Variant((('NoUpgradePath', c.Record((('requested', _T['Version']), ('running', _T['Version']), ))), ('NotVerified', c.TEXT), ('Busy', c.NULL), ('InstanceNotFound', c.NULL), ('ManagementFailed', c.TEXT), ('InsufficientCycles', c.Record((('balance', c.NAT), ('needed', c.NAT), ))), ('Deprecated', c.TEXT), ('NotAuthorized', c.NULL), ('NamespaceNotFound', c.NULL), ('WasmUnavailable', c.TEXT), ('HashMismatch', c.Record((('expected', c.TEXT), ('computed', c.TEXT), ))), ('InvalidArgument', c.TEXT), ('Downgrade', c.Record((('requested', _T['Version']), ('running', _T['Version']), ))), ('VersionNotFound', c.NULL), )))
+_T['Error'].define(c.Variant((('NoUpgradePath', c.Record((('requested', _T['Version']), ('running', _T['Version']), ))), ('NotVerified', c.TEXT), ('Busy', c.NULL), ('InstanceNotFound', c.NULL), ('ManagementFailed', c.TEXT), ('RegistryUnavailable', c.TEXT), ('InsufficientCycles', c.Record((('balance', c.NAT), ('needed', c.NAT), ))), ('Deprecated', c.TEXT), ('NotAuthorized', c.NULL), ('NamespaceNotFound', c.NULL), ('WasmUnavailable', c.TEXT), ('HashMismatch', c.Record((('expected', c.TEXT), ('computed', c.TEXT), ))), ('InvalidArgument', c.TEXT), ('StoppedByGovernance', c.NULL), ('Downgrade', c.Record((('requested', _T['Version']), ('running', _T['Version']), ))), ('VersionNotFound', c.NULL), )))
 _T['BlockRange'].define(c.Record((('start', c.NAT), ('length', c.NAT), )))
 
 _M: dict[str, MethodSpec] = {

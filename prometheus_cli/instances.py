@@ -28,8 +28,8 @@ _HINTS = {
     "InstanceNotFound": "see `prometheus instances`",
     "Busy": "another deploy or upgrade of this canister is running; try again when it ends",
     "HashMismatch": "nothing was installed: the registry's chunks do not hash to the version",
-    "NoUpgradePath": "the target's `previous` links do not lead from the running version; publish the versions "
-                     "in between, or --force-downgrade to install it directly",
+    "NoUpgradePath": "the target's `previous` links (ICRC-118) do not lead from the running version: upgrade to "
+                     "the version they start from first",
     "RegistryUnavailable": "the registry did not answer and nothing was changed; try again",
     "StoppedByGovernance": "governance stopped this canister; it must start it first",
 }

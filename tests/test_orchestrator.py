@@ -125,8 +125,14 @@ def test_deploys_a_verified_version_and_upgrades_it_keeping_state(world: World) 
 def test_refuses_what_is_not_a_verified_version(world: World) -> None:
     assert world.deploy() == {"err": {"VersionNotFound": None}}  # nothing published
     pending = world.stack.upload(with_note(world.counter, b"pending"), NS)
-    assert "ok" in world.stack.request(pending, namespace=NS)
+    # metadata that claims the wasm needs no verification (the reference orchestrator trusted it) changes nothing
+    assert "ok" in world.stack.registry("icrc126_verification_request", {
+        "wasm_hash": bytes.fromhex(pending), "repo": "https://example.com/counter.git", "commit_hash": "ab" * 20,
+        "metadata": to_map({"deployment_type": "provisioned", "verified": "true"}), "namespace": [NS]}, sender=DEV)
     assert world.deploy() == {"err": {"VersionNotFound": None}}  # requested, not verified, so not publishable
+    assert world.stack.registry("icrc118_update_wasm", {"namespace": NS, "version": (1, 0, 0),
+                                                        "wasm_hash": bytes.fromhex(pending), "previous": []},
+                                sender=DEV) == {"err": {"NotVerified": None}}
     rejected = world.publish(with_note(world.counter, b"rejected"), (9, 9, 9), verdict="diverge")
     assert world.stack.status(rejected, NS)["outcome"] == [{"Rejected": None}]
     assert world.deploy() == {"err": {"VersionNotFound": None}}

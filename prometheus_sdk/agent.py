@@ -60,6 +60,11 @@ class Connection:
         return str(self.agent.identity.sender())
 
     @property
+    def identity(self) -> Any:
+        """The icp-py-core identity that signs this connection's calls (and, for a verifier, its statements)."""
+        return self.agent.identity
+
+    @property
     def transport(self) -> Transport:
         return Transport(self.network.url, self.agent, self.root_key, self.retries)
 

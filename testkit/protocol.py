@@ -32,6 +32,11 @@ STAKE = 100
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
 
+def identity_of(principal: Principal) -> Any:
+    """The test identity (Ed25519) of a role's principal."""
+    return next(IDENTITIES[role] for role, p in PRINCIPALS.items() if p == principal)
+
+
 def account(owner: Principal) -> dict[str, Any]:
     return {"owner": owner, "subaccount": []}
 
@@ -149,14 +154,18 @@ class Stack:
     def metadata(self, bounty_id: int, audit: str = AUDIT, **extra: Any) -> list[Any]:
         return to_map({"bounty_id": bounty_id, "126:audit_type": audit, **extra})
 
-    def attest(self, verifier: Principal, wasm_id: str, bounty_id: int, audit: str = AUDIT) -> Any:
+    def attest(self, verifier: Principal, wasm_id: str, bounty_id: int, audit: str = AUDIT,
+               signed: list[Any] | None = None) -> Any:
         return self.registry("icrc126_file_attestation", {
-            "wasm_id": wasm_id, "metadata": self.metadata(bounty_id, audit, **{"126hash": wasm_id})}, sender=verifier)
+            "wasm_id": wasm_id, "metadata": self.metadata(bounty_id, audit, **{"126hash": wasm_id}),
+            "signed": signed or []}, sender=verifier)
 
-    def diverge(self, verifier: Principal, wasm_id: str, bounty_id: int, audit: str = AUDIT) -> Any:
+    def diverge(self, verifier: Principal, wasm_id: str, bounty_id: int, audit: str = AUDIT,
+                signed: list[Any] | None = None) -> Any:
         return self.registry("icrc126_file_divergence", {
             "wasm_id": wasm_id, "divergence_report": "rebuilt wasm differs",
-            "metadata": self.metadata(bounty_id, audit, **{"126found_hash": "00" * 32})}, sender=verifier)
+            "metadata": self.metadata(bounty_id, audit, **{"126found_hash": "00" * 32}),
+            "signed": signed or []}, sender=verifier)
 
     # ------------------------------------------------------------ reading
 

@@ -40,7 +40,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     last_error   TEXT,
     created      REAL NOT NULL,
     updated      REAL NOT NULL,
-    request_id   INTEGER           -- the verification round (a wasm has one per namespace and correction)
+    request_id   INTEGER,          -- the verification round (a wasm has one per namespace and correction)
+    signed       TEXT              -- JSON: the signed statement filed with the verdict (hex parts)
 );
 """
 
@@ -64,6 +65,7 @@ class Job:
     last_error: str | None
     created: float
     request_id: int | None = None
+    signed: dict[str, str] | None = None  # the statement filed with the verdict: payload, signature, public_key (hex)
 
 
 class Journal:
@@ -77,19 +79,21 @@ class Journal:
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
         if "request_id" not in columns:  # a journal written before rounds were per namespace
             self._db.execute("ALTER TABLE jobs ADD COLUMN request_id INTEGER")
+        if "signed" not in columns:  # a journal written before verdicts were signed
+            self._db.execute("ALTER TABLE jobs ADD COLUMN signed TEXT")
 
     def close(self) -> None:
         self._db.close()
 
     def _row(self, row: tuple[Any, ...]) -> Job:
         (bounty_id, wasm_id, repo, commit_hash, audit_type, state, expires_at, verdict, found_hash, report,
-         metadata, filing_index, attempts, next_attempt, last_error, created, request_id) = row
+         metadata, filing_index, attempts, next_attempt, last_error, created, request_id, signed) = row
         return Job(bounty_id, wasm_id, repo, commit_hash, audit_type, state, expires_at, verdict, found_hash, report,
                    json.loads(metadata) if metadata else {}, filing_index, attempts, next_attempt, last_error, created,
-                   request_id)
+                   request_id, json.loads(signed) if signed else None)
 
     _COLUMNS = ("bounty_id, wasm_id, repo, commit_hash, audit_type, state, expires_at, verdict, found_hash, report, "
-                "metadata, filing_index, attempts, next_attempt, last_error, created, request_id")
+                "metadata, filing_index, attempts, next_attempt, last_error, created, request_id, signed")
 
     def get(self, bounty_id: int) -> Job | None:
         with self._lock:
@@ -127,18 +131,19 @@ class Journal:
                 "request_id) VALUES (?, ?, ?, ?, ?, 'reserving', ?, ?, ?) "
                 "ON CONFLICT(bounty_id) DO UPDATE SET state = 'reserving', attempts = 0, next_attempt = 0, "
                 "last_error = NULL, created = excluded.created, updated = excluded.updated, "
-                "request_id = excluded.request_id WHERE jobs.state = 'lost'",
+                "request_id = excluded.request_id, signed = NULL WHERE jobs.state = 'lost'",
                 (bounty_id, wasm_id, repo, commit_hash, audit_type, now, now, request_id))
             return cursor.rowcount == 1
 
     def update(self, bounty_id: int, **fields: Any) -> None:
         allowed = {"state", "expires_at", "verdict", "found_hash", "report", "metadata", "filing_index", "attempts",
-                   "next_attempt", "last_error"}
+                   "next_attempt", "last_error", "signed"}
         unknown = set(fields) - allowed
         if unknown:
             raise ValueError(f"unknown journal fields {unknown}")
-        if "metadata" in fields:
-            fields["metadata"] = json.dumps(fields["metadata"], sort_keys=True)
+        for column in ("metadata", "signed"):
+            if column in fields:
+                fields[column] = json.dumps(fields[column], sort_keys=True)
         fields["updated"] = time.time()
         assignments = ", ".join(f"{k} = ?" for k in fields)
         with self._lock:

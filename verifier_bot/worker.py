@@ -20,11 +20,13 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -32,9 +34,16 @@ from prometheus_build import sandbox, source
 from prometheus_build.image import BuilderImage
 from prometheus_sdk import SdkError
 from prometheus_sdk.clients.audit_hub import AuditHubClient, AuditHubError, Lock
-from prometheus_sdk.clients.mcp_registry import Bounty, PendingVerification, RegistryClient, RegistryError
+from prometheus_sdk.clients.mcp_registry import (
+    Bounty,
+    PendingVerification,
+    RegistryClient,
+    RegistryError,
+    SignedStatement,
+)
 from prometheus_sdk.icrc16 import to_map
 from prometheus_sdk.principal import Principal
+from prometheus_sdk.provenance import envelopes, statements
 from verifier_bot import rebuild
 from verifier_bot.config import Config
 from verifier_bot.journal import ACTIVE, Job, Journal
@@ -400,6 +409,7 @@ class Worker:
                                 timeout_s=cfg.build_timeout_s)
         source_limits = source.Limits(max_total_bytes=cfg.max_source_mb << 20)
         self.log.info("build_started", bounty_id=job.bounty_id, repo=job.repo, commit=job.commit_hash)
+        started = datetime.now(UTC)
         try:
             verdict = rebuild.verify(self.docker(), self.image, job.repo, job.commit_hash, job.wasm_id,
                                      cfg.work_dir / f"bounty-{job.bounty_id}", limits, source_limits,
@@ -427,12 +437,35 @@ class Worker:
             metadata["126:found_hash"] = verdict.found_hash
         if verdict.skipped:
             metadata["126:skipped_entries"] = "; ".join(verdict.skipped)[:1000]
+        signed = self._sign(job, verdict, started, datetime.now(UTC))
         self.journal.update(job.bounty_id, state="built", verdict="attest" if verdict.attested else "diverge",
                             found_hash=verdict.found_hash, report=verdict.report[:MAX_REPORT] or None,
-                            metadata=metadata)
+                            metadata=metadata, signed=signed)
         self.log.info("build_finished", bounty_id=job.bounty_id, attested=verdict.attested,
                       found_hash=verdict.found_hash, reason=verdict.report, seconds=round(verdict.build_seconds, 2),
                       log_tail=verdict.log[-400:])
+
+    def _sign(self, job: Job, verdict: rebuild.Verdict, started: datetime, finished: datetime) -> dict[str, str]:
+        """The verdict as an in-toto statement in a DSSE envelope signed with our identity (docs/provenance.md):
+        SLSA provenance for a match, a FAILED verification summary for a divergence. Signed once, after the
+        build, and journaled: a retried filing sends the same envelope."""
+        name = re.sub(r"[^A-Za-z0-9._-]", "_", f"{verdict.canister or 'canister'}.wasm")[:64]
+        if verdict.attested:
+            image = verdict.image or self.image
+            dependencies = {f"package:{p['name']}": p["sha256"] for p in verdict.packages if p.get("sha256")}
+            dependencies["toolchain"] = image.toolchain_digest
+            build = statements.Build(job.repo, job.commit_hash, None, verdict.toolchain or "motoko",
+                                     dependencies, image.rootfs_digest,
+                                     {"canister": verdict.canister, "audit_type": job.audit_type})
+            statement = statements.provenance(job.wasm_id, name, build, self.principal, started, finished,
+                                              f"bounty/{job.bounty_id}")
+        else:
+            statement = statements.divergence(job.wasm_id, name, self.principal, finished,
+                                              verdict.report[:MAX_REPORT] or "divergence", verdict.found_hash,
+                                              job.repo, job.commit_hash)
+        signed = envelopes.sign(self._chain_connection().identity, statement)
+        return {"payload": signed.envelope.payload.hex(), "signature": signed.signature.hex(),
+                "public_key": signed.public_key.hex()}
 
     def _filed_by_me(self, chain: Chain, wasm_id: str, request_id: int | None) -> dict[str, Any] | None:
         """Our filing in the round (any current round of the wasm when the round is unknown)."""
@@ -450,12 +483,18 @@ class Worker:
         if not self._lock_usable(job):
             return
         metadata = to_map(job.metadata)
+        signed: list[SignedStatement] = [{
+            "payload_type": statements.PAYLOAD_TYPE, "payload": bytes.fromhex(job.signed["payload"]),
+            "signature": bytes.fromhex(job.signed["signature"]),
+            "public_key": bytes.fromhex(job.signed["public_key"])}] if job.signed else []
         try:
             if job.verdict == "attest":
-                block = chain.registry.icrc126_file_attestation({"wasm_id": job.wasm_id, "metadata": metadata})
+                block = chain.registry.icrc126_file_attestation({"wasm_id": job.wasm_id, "metadata": metadata,
+                                                                 "signed": signed})
             else:
                 block = chain.registry.icrc126_file_divergence({"wasm_id": job.wasm_id, "metadata": metadata,
-                                                                "divergence_report": job.report or "divergence"})
+                                                                "divergence_report": job.report or "divergence",
+                                                                "signed": signed})
         except RegistryError as refused:
             error = refused.error
         else:

@@ -474,6 +474,17 @@ module {
     finish(st);
   };
 
+  // SHA-224: the same compression from its own initial words, cut to 28 bytes (self-authenticating principals
+  // are SHA-224 of a DER public key).
+  public func sha224(data : Blob) : Blob {
+    let st = init();
+    let s = st.s;
+    s[0] := 0xc1059ed8; s[1] := 0x367cd507; s[2] := 0x3070dd17; s[3] := 0xf70e5939; s[4] := 0xffc00b31; s[5] := 0x68581511; s[6] := 0x64f98fa7; s[7] := 0xbefa4fa4;
+    write(st, data);
+    let full = finish(st);
+    Prim.arrayToBlob(Prim.Array_tabulate<Nat8>(28, func i = full[i]));
+  };
+
   let HEX : Blob = "0123456789abcdef";
 
   // Lowercase hex, built as ASCII bytes (concatenating texts would allocate a rope node per character).
@@ -487,5 +498,26 @@ module {
       i += 2;
     };
     switch (Prim.decodeUtf8(Prim.arrayMutToBlob(ascii))) { case (?t) t; case null "" }; // ASCII is UTF-8
+  };
+
+  // The bytes of lowercase hex; null for anything else (odd length, other characters).
+  public func fromHex(hex : Text) : ?Blob {
+    let digits = Prim.encodeUtf8(hex);
+    if (digits.size() % 2 != 0) return null;
+    let out = VarArray.repeat<Nat8>(0, digits.size() / 2);
+    var i = 0;
+    while (i < out.size()) {
+      let hi = hexValue(digits[2 * i]);
+      let lo = hexValue(digits[2 * i + 1]);
+      if (hi == 16 or lo == 16) return null;
+      out[i] := Prim.natToNat8(hi * 16 + lo);
+      i += 1;
+    };
+    ?Prim.arrayMutToBlob(out);
+  };
+
+  func hexValue(d : Nat8) : Nat {
+    let n = Nat8.toNat(d);
+    if (n >= 48 and n <= 57) n - 48 else if (n >= 97 and n <= 102) n - 87 else 16;
   };
 };

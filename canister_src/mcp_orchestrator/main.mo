@@ -366,14 +366,7 @@ persistent actor class Orchestrator(init : { governance : Principal; registry : 
   };
 
   func hexToBlob(hex : Text) : ?Blob {
-    if (hex.size() != 64) return null;
-    let digits = Blob.toArray(Text.encodeUtf8(hex));
-    if (Array.any<Nat8>(digits, func d = hexDigit(d) == 16)) return null; // also every non-ASCII byte
-    ?Blob.fromArray(Array.tabulate<Nat8>(32, func i = Nat8.fromNat(hexDigit(digits[2 * i]) * 16 + hexDigit(digits[2 * i + 1]))));
-  };
-
-  func hexDigit(d : Nat8) : Nat {
-    if (d >= 48 and d <= 57) Nat8.toNat(d) - 48 else if (d >= 97 and d <= 102) Nat8.toNat(d) - 87 else 16;
+    switch (Sha256.fromHex(hex)) { case (?h) if (h.size() == 32) ?h else null; case null null };
   };
 
   // Upload the chunks to the target's chunk store and install them (the management canister checks the

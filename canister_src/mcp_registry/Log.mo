@@ -191,16 +191,25 @@ module {
   };
 
   public func tipCertificate(s : Store) : ?{ certificate : Blob; hash_tree : Blob } {
-    let hash = switch (s.lastHash) { case (?h) h; case null return null };
     let certificate = switch (CertifiedData.getCertificate()) { case (?c) c; case null return null };
+    let tree = switch (tipTree(s)) { case (?t) t; case null return null };
+    ?{ certificate; hash_tree = Blob.fromArray(Array.concat<Nat8>([0xd9, 0xd9, 0xf7], tree)) }; // CBOR self-describe tag
+  };
+
+  // The tip's hash tree as CBOR (no tag): for a canister that certifies more beside it (the registry).
+  public func tipTree(s : Store) : ?[Nat8] {
+    let hash = switch (s.lastHash) { case (?h) h; case null return null };
     let index : Nat = List.size(s.blocks) - 1;
-    let tree = Array.flatten<Nat8>([
-      [0xd9, 0xd9, 0xf7], // CBOR self-describe tag
+    ?Array.flatten<Nat8>([
       cborHead(4, 3), cborHead(0, 1),
       cborLeafNode("last_block_hash", Blob.toArray(hash)),
       cborLeafNode("last_block_index", leb(index)),
     ]);
-    ?{ certificate; hash_tree = Blob.fromArray(tree) };
+  };
+
+  // The tip tree's root hash (what `append` certifies), null before the first block.
+  public func tipRoot(s : Store) : ?Blob {
+    switch (s.lastHash) { case (?h) ?tipTreeRoot(Sha256.init(), List.size(s.blocks) - 1, h); case null null };
   };
 
   // ---------------------------------------------------------------- ICRC-16 metadata as ICRC-3 values

@@ -18,11 +18,14 @@ import Time "mo:core/Time";
 
 import MemoryStats "../lib/MemoryStats";
 import Sha256 "../lib/Sha256";
+import CertifiedData "mo:core/CertifiedData";
+
 import Bounties "Bounties";
 import Legacy "Legacy";
 import Limits "Limits";
 import Log "Log";
 import Namespaces "Namespaces";
+import Provenance "Provenance";
 import Rounds "Rounds";
 import Transfers "Transfers";
 import T "Types";
@@ -84,11 +87,9 @@ persistent actor class Registry(init : { governance : Principal; audit_hub : Pri
   let transfers = Transfers.empty();
   let log = Legacy.emptyLog(); // the previous release's shape: emptied into `blockLog` on upgrade
   let blockLog = Log.empty();
+  let provenance = Provenance.empty(); // signed statements and the certified tree over them
+  var requireSigned = false; // governance: refuse filings without a signed statement
 
-  system func postupgrade() {
-    Legacy.moveUploads(uploads, wasmUploads);
-    Legacy.moveLog(log, blockLog);
-  };
 
   // ---------------------------------------------------------------- helpers
 
@@ -114,7 +115,26 @@ persistent actor class Registry(init : { governance : Principal; audit_hub : Pri
     switch (lookup(m, key)) { case (?#Principal(p)) ?p; case _ null };
   };
 
-  func block(btype : Text, tx : [(Text, T.Value)]) : Nat { Log.append(blockLog, now(), btype, tx) };
+  // Append a block and certify the tip beside the provenance tree (the only writer of the certified data).
+  func block(btype : Text, tx : [(Text, T.Value)]) : Nat {
+    let index = Log.append(blockLog, now(), btype, tx);
+    certify();
+    index;
+  };
+
+  func wasmHash(wasmId : Text) : ?Blob {
+    switch (Sha256.fromHex(wasmId)) { case (?h) if (h.size() == 32) ?h else null; case null null };
+  };
+
+  func certify() {
+    switch (Log.tipRoot(blockLog)) { case (?tip) CertifiedData.set(Provenance.certifiedRoot(provenance, tip)); case null {} };
+  };
+
+  system func postupgrade() {
+    Legacy.moveUploads(uploads, wasmUploads);
+    Legacy.moveLog(log, blockLog);
+    certify(); // certified data does not survive an upgrade
+  };
 
   func principalValue(p : Principal) : T.Value { #Blob(Principal.toBlob(p)) };
 
@@ -516,8 +536,19 @@ persistent actor class Registry(init : { governance : Principal; audit_hub : Pri
 
   // Attestation and divergence share one path. No await before the filing is recorded: the registry itself
   // knows who holds the bounty's reservation and until when.
-  func file(caller : Principal, wasmId : Text, attested : Bool, report : ?Text, metadata : T.ICRC16Map) : async* { #ok : Nat; #err : T.Error } {
+  func file(caller : Principal, wasmId : Text, attested : Bool, report : ?Text, metadata : T.ICRC16Map, signed : ?Provenance.SignedStatement) : async* {
+    #ok : Nat;
+    #err : T.Error;
+  } {
     switch (Limits.metadata(metadata)) { case (?why) return #err(#InvalidArgument(why)); case null {} };
+    switch signed {
+      case (?e) {
+        switch (Provenance.refusal(e, caller, wasmId, attested)) { case (?why) return #err(#FilingRefused(why)); case null {} };
+        let wasm = switch (wasmHash(wasmId)) { case (?h) h; case null return #err(#InvalidArgument("wasm_id is 64 hex digits")) };
+        if (Provenance.filedCount(provenance, wasm) >= Provenance.MAX_SIGNED_PER_WASM) return #err(#QuotaExceeded("at most 100 signed filings per wasm"));
+      };
+      case null if (requireSigned) return #err(#FilingRefused("this registry requires a signed statement with every filing (see docs/provenance.md)"));
+    };
     let bountyId = switch (lookupNat(metadata, "bounty_id")) { case (?b) b; case null return #err(#InvalidArgument("metadata needs bounty_id (Nat)")) };
     let auditType = switch (lookupText(metadata, "126:audit_type")) { case (?t) t; case null return #err(#InvalidArgument("metadata needs 126:audit_type (Text)")) };
     let b = switch (Bounties.get(bounties, bountyId)) { case (?b) b; case null return #err(#BountyNotFound) };
@@ -536,10 +567,26 @@ persistent actor class Registry(init : { governance : Principal; audit_hub : Pri
     let (index, a) = Rounds.addFiling(rounds, r, auditType, caller, bountyId, attested, report, metadata, now());
     Bounties.setFiling(b, caller, index);
     Bounties.transition(bounties, b, #Claimed({ claimant = caller }));
-    let blockIndex = block(if attested "126attest" else "126divergence", [
+    let fields = [
       ("request_id", #Nat(r.req.id)), ("wasm_id", #Text(wasmId)), ("audit_type", #Text(auditType)), ("bounty_id", #Nat(bountyId)),
       ("verifier", principalValue(caller)), ("metadata", #Map(Log.fromMap(metadata))),
-    ]);
+    ];
+    let envelope : ?Blob = switch signed {
+      case (?e) {
+        let hash = Provenance.envelopeHash(e, caller);
+        switch (wasmHash(wasmId)) {
+          case (?wasm) Provenance.add(provenance, wasm, { index; request_id = r.req.id; namespace = r.req.namespace; verifier = caller;
+                                                          attested; time = Int.abs(now()); envelope_hash = hash; statement = e });
+          case null {};
+        };
+        ?hash;
+      };
+      case null null;
+    };
+    let blockIndex = block(if attested "126attest" else "126divergence", switch envelope {
+      case (?h) Array.concat(fields, [("envelope_sha256", #Blob(h))]);
+      case null fields;
+    });
     if (a.outcome == null and policy.mode == #Auto) {
       if (a.attestations >= policy.quorum) finalize(r, auditType, #Verified)
       else if (a.divergences >= policy.quorum) finalize(r, auditType, #Rejected);
@@ -558,19 +605,41 @@ persistent actor class Registry(init : { governance : Principal; audit_hub : Pri
     ignore Rounds.decide(rounds, r, policy.required_audit_types, now());
   };
 
-  public shared ({ caller }) func icrc126_file_attestation(arg : { wasm_id : Text; metadata : T.ICRC16Map }) : async {
+  // `signed`: the verifier's in-toto statement in a DSSE envelope (docs/provenance.md); required when governance
+  // says so (`set_require_signed`).
+  public shared ({ caller }) func icrc126_file_attestation(arg : { wasm_id : Text; metadata : T.ICRC16Map; signed : ?Provenance.SignedStatement }) : async {
     #ok : Nat;
     #err : T.Error;
   } {
-    await* file(caller, arg.wasm_id, true, null, arg.metadata);
+    await* file(caller, arg.wasm_id, true, null, arg.metadata, arg.signed);
   };
 
-  public shared ({ caller }) func icrc126_file_divergence(arg : { wasm_id : Text; divergence_report : Text; metadata : T.ICRC16Map }) : async {
+  public shared ({ caller }) func icrc126_file_divergence(arg : { wasm_id : Text; divergence_report : Text; metadata : T.ICRC16Map; signed : ?Provenance.SignedStatement }) : async {
     #ok : Nat;
     #err : T.Error;
   } {
     if (not Limits.text(arg.divergence_report, Limits.MAX_REPORT_BYTES)) return #err(#InvalidArgument("a divergence report of 1..4096 bytes"));
-    await* file(caller, arg.wasm_id, false, ?arg.divergence_report, arg.metadata);
+    await* file(caller, arg.wasm_id, false, ?arg.divergence_report, arg.metadata, arg.signed);
+  };
+
+  public shared ({ caller }) func set_require_signed(required : Bool) : async { #ok; #err : T.Error } {
+    if (not isGovernance(caller)) return #err(#NotAuthorized);
+    requireSigned := required;
+    #ok;
+  };
+
+  public query func get_require_signed() : async Bool { requireSigned };
+
+  // A wasm's signed filings with a certificate and a witness that they are in the registry's certified tree:
+  // everything `prometheus attestation export` puts in a bundle. Null when the wasm has no signed filing.
+  public query func get_provenance(wasm_hash : Blob) : async ?{ certificate : Blob; hash_tree : Blob; filings : [Provenance.Filed] } {
+    if (wasm_hash.size() != 32) return null;
+    let tip = switch (Log.tipRoot(blockLog)) { case (?t) t; case null return null };
+    let certificate = switch (CertifiedData.getCertificate()) { case (?c) c; case null return null };
+    switch (Provenance.proof(provenance, tip, wasm_hash)) {
+      case (?hash_tree) ?{ certificate; hash_tree; filings = Provenance.filings(provenance, wasm_hash) };
+      case null null;
+    };
   };
 
   // Governance finalization (policy mode #Governance): allowed once the quorum for that outcome is reached.
@@ -843,7 +912,10 @@ persistent actor class Registry(init : { governance : Principal; audit_hub : Pri
     { log_length = got.log_length; blocks = got.blocks; archived_blocks = [] };
   };
 
-  public query func icrc3_get_tip_certificate() : async ?{ certificate : Blob; hash_tree : Blob } { Log.tipCertificate(blockLog) };
+  public query func icrc3_get_tip_certificate() : async ?{ certificate : Blob; hash_tree : Blob } {
+    let certificate = switch (CertifiedData.getCertificate()) { case (?c) c; case null return null };
+    switch (Log.tipTree(blockLog)) { case (?t) ?{ certificate; hash_tree = Provenance.withTip(provenance, t) }; case null null };
+  };
 
   public query func icrc3_supported_block_types() : async [{ block_type : Text; url : Text }] {
     let url126 = "https://github.com/dfinity/ICRC/blob/main/ICRCs/ICRC-126/ICRC-126.md";

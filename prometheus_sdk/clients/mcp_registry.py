@@ -8,7 +8,7 @@ from prometheus_sdk import candid as c
 from prometheus_sdk.client import CanisterError, Client, MethodSpec
 from prometheus_sdk.principal import Principal
 
-__all__ = ['Account', 'AuditSummary', 'BlockRange', 'Bounty', 'BountyState', 'BountyStateClaimed', 'BountyStatePaid', 'BountyStatePaying', 'BountyStateRefunded', 'BountyStateReserved', 'Chunk', 'Error', 'ErrorLedgerOutcomeUnknown', 'ErrorReservationHeld', 'ErrorTimeoutNotReached', 'ErrorWasmHashMismatch', 'ErrorWasmIncomplete', 'EscrowTotals', 'Filing', 'FinalizationMode', 'Grant', 'GrantError', 'GrantErrorAlreadyHolding', 'GrantErrorAuditTypeMismatch', 'ICRC16', 'ICRC16Property', 'Icrc10SupportedStandardsResultItem', 'Icrc118CreateCanisterTypeArg', 'Icrc118DeprecateArg', 'Icrc118GetCanisterTypeResult', 'Icrc118GetUpgradePathArg', 'Icrc118GetWasmChunkArg', 'Icrc118GetWasmChunkOk', 'Icrc118ManageControllerArg', 'Icrc118UpdateWasmArg', 'Icrc118UploadWasmChunkOk', 'Icrc126FileAttestationArg', 'Icrc126FileDivergenceArg', 'Icrc126VerificationRequestArg', 'Icrc127CreateBountyArg', 'Icrc3GetArchivesArg', 'Icrc3GetArchivesResultItem', 'Icrc3GetBlocksResult', 'Icrc3GetBlocksResultArchivedBlocksItem', 'Icrc3GetBlocksResultBlocksItem', 'Icrc3GetTipCertificateResult', 'Icrc3SupportedBlockTypesResultItem', 'InitArg', 'ListPendingVerificationsArg', 'Outcome', 'PendingVerification', 'Policy', 'RegistryClient', 'RegistryError', 'ReservationEnd', 'Round', 'StakeSettlement', 'StakeVerdict', 'Stats', 'Transfer', 'TransferKind', 'TransferState', 'TransferStateDone', 'TransferStateFailed', 'TransferStateInDoubt', 'TransferStateInFlight', 'TransferStateUnknown', 'UploadQuotaResult', 'Value', 'VerificationRequest', 'Version', 'WasmStatus', 'encode_init']
+__all__ = ['Account', 'AuditSummary', 'BlockRange', 'Bounty', 'BountyState', 'BountyStateClaimed', 'BountyStatePaid', 'BountyStatePaying', 'BountyStateRefunded', 'BountyStateReserved', 'Chunk', 'Error', 'ErrorLedgerOutcomeUnknown', 'ErrorReservationHeld', 'ErrorTimeoutNotReached', 'ErrorWasmHashMismatch', 'ErrorWasmIncomplete', 'EscrowTotals', 'Filed', 'Filing', 'FinalizationMode', 'GetProvenanceResult', 'Grant', 'GrantError', 'GrantErrorAlreadyHolding', 'GrantErrorAuditTypeMismatch', 'ICRC16', 'ICRC16Property', 'Icrc10SupportedStandardsResultItem', 'Icrc118CreateCanisterTypeArg', 'Icrc118DeprecateArg', 'Icrc118GetCanisterTypeResult', 'Icrc118GetUpgradePathArg', 'Icrc118GetWasmChunkArg', 'Icrc118GetWasmChunkOk', 'Icrc118ManageControllerArg', 'Icrc118UpdateWasmArg', 'Icrc118UploadWasmChunkOk', 'Icrc126FileAttestationArg', 'Icrc126FileDivergenceArg', 'Icrc126VerificationRequestArg', 'Icrc127CreateBountyArg', 'Icrc3GetArchivesArg', 'Icrc3GetArchivesResultItem', 'Icrc3GetBlocksResult', 'Icrc3GetBlocksResultArchivedBlocksItem', 'Icrc3GetBlocksResultBlocksItem', 'Icrc3GetTipCertificateResult', 'Icrc3SupportedBlockTypesResultItem', 'InitArg', 'ListPendingVerificationsArg', 'Outcome', 'PendingVerification', 'Policy', 'RegistryClient', 'RegistryError', 'ReservationEnd', 'Round', 'SignedStatement', 'StakeSettlement', 'StakeVerdict', 'Stats', 'Transfer', 'TransferKind', 'TransferState', 'TransferStateDone', 'TransferStateFailed', 'TransferStateInDoubt', 'TransferStateInFlight', 'TransferStateUnknown', 'UploadQuotaResult', 'Value', 'VerificationRequest', 'Version', 'WasmStatus', 'encode_init']
 
 
 class WasmStatus(TypedDict):
@@ -148,6 +148,15 @@ class StakeVerdict(TypedDict, total=False):
 StakeSettlement = TypedDict('StakeSettlement', {'Done': 'StakeVerdict', 'None': 'None', 'Pending': 'StakeVerdict'}, total=False)  # A variant: exactly one of these keys is present.
 
 
+class SignedStatement(TypedDict):
+    """A record."""
+
+    payload_type: str
+    signature: bytes
+    public_key: bytes
+    payload: bytes
+
+
 class Round(TypedDict):
     """A record."""
 
@@ -281,6 +290,19 @@ class Filing(TypedDict):
     bounty_id: int
     timestamp: int
     index: int
+
+
+class Filed(TypedDict):
+    """A record."""
+
+    request_id: int
+    verifier: Principal
+    statement: SignedStatement
+    time: int
+    attested: bool
+    envelope_hash: bytes
+    index: int
+    namespace: str
 
 
 class EscrowTotals(TypedDict):
@@ -457,6 +479,14 @@ class Account(TypedDict):
     subaccount: list[bytes]
 
 
+class GetProvenanceResult(TypedDict):
+    """A record."""
+
+    filings: list[Filed]
+    certificate: bytes
+    hash_tree: bytes
+
+
 class Icrc10SupportedStandardsResultItem(TypedDict):
     """A record."""
 
@@ -540,6 +570,7 @@ class Icrc126FileAttestationArg(TypedDict):
 
     metadata: list[tuple[str, ICRC16]]
     wasm_id: str
+    signed: list[SignedStatement]
 
 
 class Icrc126FileDivergenceArg(TypedDict):
@@ -547,6 +578,7 @@ class Icrc126FileDivergenceArg(TypedDict):
 
     metadata: list[tuple[str, ICRC16]]
     wasm_id: str
+    signed: list[SignedStatement]
     divergence_report: str
 
 
@@ -638,7 +670,7 @@ class InitArg(TypedDict):
 
 
 # The Candid types of the interface, for the codec.
-_T: dict[str, c.Rec] = {name: c.Rec() for name in ('WasmStatus', 'Version', 'VerificationRequest', 'Value', 'TransferState', 'TransferKind', 'Transfer', 'Stats', 'StakeVerdict', 'StakeSettlement', 'Round', 'ReservationEnd', 'Registry', 'Policy', 'PendingVerification', 'Outcome', 'ICRC16Property', 'ICRC16Map', 'ICRC16', 'GrantError', 'Grant', 'FinalizationMode', 'Filing', 'EscrowTotals', 'Error', 'Chunk', 'BountyState', 'Bounty', 'BlockRange', 'AuditSummary', 'Account')}
+_T: dict[str, c.Rec] = {name: c.Rec() for name in ('WasmStatus', 'Version', 'VerificationRequest', 'Value', 'TransferState', 'TransferKind', 'Transfer', 'Stats', 'StakeVerdict', 'StakeSettlement', 'SignedStatement', 'Round', 'ReservationEnd', 'Registry', 'Policy', 'PendingVerification', 'Outcome', 'ICRC16Property', 'ICRC16Map', 'ICRC16', 'GrantError', 'Grant', 'FinalizationMode', 'Filing', 'Filed', 'EscrowTotals', 'Error', 'Chunk', 'BountyState', 'Bounty', 'BlockRange', 'AuditSummary', 'Account')}
 _T['WasmStatus'].define(c.Record((('filings', c.Vec(_T['Filing'])), ('request', c.Opt(_T['VerificationRequest'])), ('size', c.NAT), ('bounties', c.Vec(_T['Bounty'])), ('audits', c.Vec(_T['AuditSummary'])), ('complete', c.BOOL), ('wasm_id', c.TEXT), ('rounds', c.Vec(_T['Round'])), ('versions', c.Vec(_T['Version'])), ('outcome', c.Opt(_T['Outcome'])), ('namespace', c.TEXT), )))
 _T['Version'].define(c.Record((('previous', c.Opt(c.TEXT)), ('publisher', c.PRINCIPAL), ('published_at', c.INT), ('version', c.Record(((0, c.NAT), (1, c.NAT), (2, c.NAT), ))), ('deprecated', c.Opt(c.TEXT)), ('wasm_id', c.TEXT), )))
 _T['VerificationRequest'].define(c.Record((('id', c.NAT), ('requester', c.PRINCIPAL), ('metadata', _T['ICRC16Map']), ('repo', c.TEXT), ('wasm_id', c.TEXT), ('timestamp', c.INT), ('commit_hash', c.TEXT), ('amends', c.Opt(c.NAT)), ('namespace', c.TEXT), )))
@@ -649,9 +681,10 @@ _T['Transfer'].define(c.Record((('id', c.NAT), ('to', _T['Account']), ('kind', _
 _T['Stats'].define(c.Record((('wasm_memory_bytes', c.NAT), ('max_live_bytes', c.NAT), ('allocated_bytes', c.NAT), ('reclaimed_bytes', c.NAT), ('heap_bytes', c.NAT), )))
 _T['StakeVerdict'].define(c.Variant((('Slash', c.NULL), ('Release', c.NULL), ('Reward', c.NULL), )))
 _T['StakeSettlement'].define(c.Variant((('Done', _T['StakeVerdict']), ('None', c.NULL), ('Pending', _T['StakeVerdict']), )))
+_T['SignedStatement'].define(c.Record((('payload_type', c.TEXT), ('signature', c.BLOB), ('public_key', c.BLOB), ('payload', c.BLOB), )))
 _T['Round'].define(c.Record((('request', _T['VerificationRequest']), ('audits', c.Vec(_T['AuditSummary'])), ('outcome', c.Opt(_T['Outcome'])), )))
 _T['ReservationEnd'].define(c.Variant((('Live', c.NULL), ('NotFiled', c.NULL), ('Filed', c.NULL), )))
-_T['Registry'].define(c.Service((('end_reservation', c.Func((c.NAT, c.PRINCIPAL, ), (c.Variant((('ok', _T['ReservationEnd']), ('err', _T['GrantError']), )), ), ())), ('escrow_summary', c.Func((), (c.Vec(_T['EscrowTotals']), ), ('query', ))), ('finalize_verification', c.Func((c.NAT, c.TEXT, _T['Outcome'], ), (c.Variant((('ok', c.NULL), ('err', _T['Error']), )), ), ())), ('get_audit_records', c.Func((c.TEXT, ), (c.Vec(_T['Filing']), ), ('query', ))), ('get_bounties_for_request', c.Func((c.NAT, ), (c.Vec(_T['Bounty']), ), ('query', ))), ('get_bounties_for_wasm', c.Func((c.TEXT, ), (c.Vec(_T['Bounty']), ), ('query', ))), ('get_bounty_transfers', c.Func((c.NAT, ), (c.Vec(_T['Transfer']), ), ('query', ))), ('get_policy', c.Func((), (_T['Policy'], ), ('query', ))), ('get_verification_request', c.Func((c.TEXT, c.Opt(c.TEXT), ), (c.Opt(_T['VerificationRequest']), ), ('query', ))), ('get_wasm_status', c.Func((c.TEXT, c.Opt(c.TEXT), ), (c.Opt(_T['WasmStatus']), ), ('query', ))), ('grant_reservation', c.Func((c.NAT, c.PRINCIPAL, c.TEXT, c.INT, ), (c.Variant((('ok', _T['Grant']), ('err', _T['GrantError']), )), ), ())), ('icrc10_supported_standards', c.Func((), (c.Vec(c.Record((('url', c.TEXT), ('name', c.TEXT), ))), ), ('query', ))), ('icrc118_create_canister_type', c.Func((c.Record((('description', c.TEXT), ('namespace', c.TEXT), )), ), (c.Variant((('ok', c.TEXT), ('err', _T['Error']), )), ), ())), ('icrc118_deprecate', c.Func((c.Record((('version', c.Record(((0, c.NAT), (1, c.NAT), (2, c.NAT), ))), ('namespace', c.TEXT), ('reason', c.TEXT), )), ), (c.Variant((('ok', c.NULL), ('err', _T['Error']), )), ), ())), ('icrc118_get_canister_type', c.Func((c.TEXT, ), (c.Opt(c.Record((('controllers', c.Vec(c.PRINCIPAL)), ('description', c.TEXT), ('created_at', c.INT), ('namespace', c.TEXT), ))), ), ('query', ))), ('icrc118_get_upgrade_path', c.Func((c.Record((('current_version', c.BLOB), ('namespace', c.TEXT), ('target_version', c.BLOB), )), ), (c.Vec(_T['Version']), ), ('query', ))), ('icrc118_get_wasm_chunk', c.Func((c.Record((('chunk_id', c.NAT), ('namespace', c.TEXT), ('wasm_hash', c.BLOB), )), ), (c.Variant((('ok', c.Record((('total_chunks', c.NAT), ('chunk', c.BLOB), ))), ('err', _T['Error']), )), ), ('query', ))), ('icrc118_get_wasms', c.Func((c.TEXT, ), (c.Vec(_T['Version']), ), ('query', ))), ('icrc118_manage_controller', c.Func((c.Record((('add', c.BOOL), ('principal', c.PRINCIPAL), ('namespace', c.TEXT), )), ), (c.Variant((('ok', c.Vec(c.PRINCIPAL)), ('err', _T['Error']), )), ), ())), ('icrc118_update_wasm', c.Func((c.Record((('previous', c.Opt(c.BLOB)), ('version', c.Record(((0, c.NAT), (1, c.NAT), (2, c.NAT), ))), ('namespace', c.TEXT), ('wasm_hash', c.BLOB), )), ), (c.Variant((('ok', c.NAT), ('err', _T['Error']), )), ), ())), ('icrc118_upload_wasm_chunk', c.Func((_T['Chunk'], ), (c.Variant((('ok', c.Record((('missing', c.Vec(c.NAT)), ('complete', c.BOOL), ))), ('err', _T['Error']), )), ), ())), ('icrc126_file_attestation', c.Func((c.Record((('metadata', _T['ICRC16Map']), ('wasm_id', c.TEXT), )), ), (c.Variant((('ok', c.NAT), ('err', _T['Error']), )), ), ())), ('icrc126_file_divergence', c.Func((c.Record((('metadata', _T['ICRC16Map']), ('wasm_id', c.TEXT), ('divergence_report', c.TEXT), )), ), (c.Variant((('ok', c.NAT), ('err', _T['Error']), )), ), ())), ('icrc126_verification_request', c.Func((c.Record((('metadata', _T['ICRC16Map']), ('repo', c.TEXT), ('commit_hash', c.TEXT), ('namespace', c.Opt(c.TEXT)), ('wasm_hash', c.BLOB), )), ), (c.Variant((('ok', c.NAT), ('err', _T['Error']), )), ), ())), ('icrc127_create_bounty', c.Func((c.Record((('bounty_metadata', _T['ICRC16Map']), ('challenge_parameters', _T['ICRC16']), ('timeout_date', c.INT), )), ), (c.Variant((('ok', c.NAT), ('err', _T['Error']), )), ), ())), ('icrc127_get_bounty', c.Func((c.NAT, ), (c.Opt(_T['Bounty']), ), ('query', ))), ('icrc127_refund_bounty', c.Func((c.NAT, ), (c.Variant((('ok', _T['BountyState']), ('err', _T['Error']), )), ), ())), ('icrc3_get_archives', c.Func((c.Record((('from', c.Opt(c.PRINCIPAL)), )), ), (c.Vec(c.Record((('end', c.NAT), ('canister_id', c.PRINCIPAL), ('start', c.NAT), ))), ), ('query', ))), ('icrc3_get_blocks', c.Func((c.Vec(_T['BlockRange']), ), (c.Record((('log_length', c.NAT), ('blocks', c.Vec(c.Record((('id', c.NAT), ('block', _T['Value']), )))), ('archived_blocks', c.Vec(c.Record((('args', c.Vec(_T['BlockRange'])), ('callback', c.Func((c.Vec(_T['BlockRange']), ), (c.Record((('blocks', c.Vec(c.Record((('id', c.NAT), ('block', _T['Value']), )))), )), ), ('query', ))), )))), )), ), ('query', ))), ('icrc3_get_tip_certificate', c.Func((), (c.Opt(c.Record((('certificate', c.BLOB), ('hash_tree', c.BLOB), ))), ), ('query', ))), ('icrc3_supported_block_types', c.Func((), (c.Vec(c.Record((('url', c.TEXT), ('block_type', c.TEXT), ))), ), ('query', ))), ('list_pending_verifications', c.Func((c.Record((('after', c.Opt(c.NAT)), ('limit', c.NAT), )), ), (c.Vec(_T['PendingVerification']), ), ('query', ))), ('memory_stats', c.Func((), (c.Variant((('ok', _T['Stats']), ('err', _T['Error']), )), ), ('query', ))), ('resolve_transfer', c.Func((c.NAT, c.Opt(c.NAT), ), (c.Variant((('ok', _T['BountyState']), ('err', _T['Error']), )), ), ())), ('set_allowed_ledgers', c.Func((c.Vec(c.PRINCIPAL), ), (c.Variant((('ok', c.NULL), ('err', _T['Error']), )), ), ())), ('set_governance', c.Func((c.PRINCIPAL, ), (c.Variant((('ok', c.NULL), ('err', _T['Error']), )), ), ())), ('set_policy', c.Func((_T['Policy'], ), (c.Variant((('ok', c.NULL), ('err', _T['Error']), )), ), ())), ('settle_bounty', c.Func((c.NAT, ), (c.Variant((('ok', _T['BountyState']), ('err', _T['Error']), )), ), ())), ('upload_quota', c.Func((c.PRINCIPAL, ), (c.Record((('incomplete', c.NAT), ('max_incomplete', c.NAT), )), ), ('query', ))), )))
+_T['Registry'].define(c.Service((('end_reservation', c.Func((c.NAT, c.PRINCIPAL, ), (c.Variant((('ok', _T['ReservationEnd']), ('err', _T['GrantError']), )), ), ())), ('escrow_summary', c.Func((), (c.Vec(_T['EscrowTotals']), ), ('query', ))), ('finalize_verification', c.Func((c.NAT, c.TEXT, _T['Outcome'], ), (c.Variant((('ok', c.NULL), ('err', _T['Error']), )), ), ())), ('get_audit_records', c.Func((c.TEXT, ), (c.Vec(_T['Filing']), ), ('query', ))), ('get_bounties_for_request', c.Func((c.NAT, ), (c.Vec(_T['Bounty']), ), ('query', ))), ('get_bounties_for_wasm', c.Func((c.TEXT, ), (c.Vec(_T['Bounty']), ), ('query', ))), ('get_bounty_transfers', c.Func((c.NAT, ), (c.Vec(_T['Transfer']), ), ('query', ))), ('get_policy', c.Func((), (_T['Policy'], ), ('query', ))), ('get_provenance', c.Func((c.BLOB, ), (c.Opt(c.Record((('filings', c.Vec(_T['Filed'])), ('certificate', c.BLOB), ('hash_tree', c.BLOB), ))), ), ('query', ))), ('get_require_signed', c.Func((), (c.BOOL, ), ('query', ))), ('get_verification_request', c.Func((c.TEXT, c.Opt(c.TEXT), ), (c.Opt(_T['VerificationRequest']), ), ('query', ))), ('get_wasm_status', c.Func((c.TEXT, c.Opt(c.TEXT), ), (c.Opt(_T['WasmStatus']), ), ('query', ))), ('grant_reservation', c.Func((c.NAT, c.PRINCIPAL, c.TEXT, c.INT, ), (c.Variant((('ok', _T['Grant']), ('err', _T['GrantError']), )), ), ())), ('icrc10_supported_standards', c.Func((), (c.Vec(c.Record((('url', c.TEXT), ('name', c.TEXT), ))), ), ('query', ))), ('icrc118_create_canister_type', c.Func((c.Record((('description', c.TEXT), ('namespace', c.TEXT), )), ), (c.Variant((('ok', c.TEXT), ('err', _T['Error']), )), ), ())), ('icrc118_deprecate', c.Func((c.Record((('version', c.Record(((0, c.NAT), (1, c.NAT), (2, c.NAT), ))), ('namespace', c.TEXT), ('reason', c.TEXT), )), ), (c.Variant((('ok', c.NULL), ('err', _T['Error']), )), ), ())), ('icrc118_get_canister_type', c.Func((c.TEXT, ), (c.Opt(c.Record((('controllers', c.Vec(c.PRINCIPAL)), ('description', c.TEXT), ('created_at', c.INT), ('namespace', c.TEXT), ))), ), ('query', ))), ('icrc118_get_upgrade_path', c.Func((c.Record((('current_version', c.BLOB), ('namespace', c.TEXT), ('target_version', c.BLOB), )), ), (c.Vec(_T['Version']), ), ('query', ))), ('icrc118_get_wasm_chunk', c.Func((c.Record((('chunk_id', c.NAT), ('namespace', c.TEXT), ('wasm_hash', c.BLOB), )), ), (c.Variant((('ok', c.Record((('total_chunks', c.NAT), ('chunk', c.BLOB), ))), ('err', _T['Error']), )), ), ('query', ))), ('icrc118_get_wasms', c.Func((c.TEXT, ), (c.Vec(_T['Version']), ), ('query', ))), ('icrc118_manage_controller', c.Func((c.Record((('add', c.BOOL), ('principal', c.PRINCIPAL), ('namespace', c.TEXT), )), ), (c.Variant((('ok', c.Vec(c.PRINCIPAL)), ('err', _T['Error']), )), ), ())), ('icrc118_update_wasm', c.Func((c.Record((('previous', c.Opt(c.BLOB)), ('version', c.Record(((0, c.NAT), (1, c.NAT), (2, c.NAT), ))), ('namespace', c.TEXT), ('wasm_hash', c.BLOB), )), ), (c.Variant((('ok', c.NAT), ('err', _T['Error']), )), ), ())), ('icrc118_upload_wasm_chunk', c.Func((_T['Chunk'], ), (c.Variant((('ok', c.Record((('missing', c.Vec(c.NAT)), ('complete', c.BOOL), ))), ('err', _T['Error']), )), ), ())), ('icrc126_file_attestation', c.Func((c.Record((('metadata', _T['ICRC16Map']), ('wasm_id', c.TEXT), ('signed', c.Opt(_T['SignedStatement'])), )), ), (c.Variant((('ok', c.NAT), ('err', _T['Error']), )), ), ())), ('icrc126_file_divergence', c.Func((c.Record((('metadata', _T['ICRC16Map']), ('wasm_id', c.TEXT), ('signed', c.Opt(_T['SignedStatement'])), ('divergence_report', c.TEXT), )), ), (c.Variant((('ok', c.NAT), ('err', _T['Error']), )), ), ())), ('icrc126_verification_request', c.Func((c.Record((('metadata', _T['ICRC16Map']), ('repo', c.TEXT), ('commit_hash', c.TEXT), ('namespace', c.Opt(c.TEXT)), ('wasm_hash', c.BLOB), )), ), (c.Variant((('ok', c.NAT), ('err', _T['Error']), )), ), ())), ('icrc127_create_bounty', c.Func((c.Record((('bounty_metadata', _T['ICRC16Map']), ('challenge_parameters', _T['ICRC16']), ('timeout_date', c.INT), )), ), (c.Variant((('ok', c.NAT), ('err', _T['Error']), )), ), ())), ('icrc127_get_bounty', c.Func((c.NAT, ), (c.Opt(_T['Bounty']), ), ('query', ))), ('icrc127_refund_bounty', c.Func((c.NAT, ), (c.Variant((('ok', _T['BountyState']), ('err', _T['Error']), )), ), ())), ('icrc3_get_archives', c.Func((c.Record((('from', c.Opt(c.PRINCIPAL)), )), ), (c.Vec(c.Record((('end', c.NAT), ('canister_id', c.PRINCIPAL), ('start', c.NAT), ))), ), ('query', ))), ('icrc3_get_blocks', c.Func((c.Vec(_T['BlockRange']), ), (c.Record((('log_length', c.NAT), ('blocks', c.Vec(c.Record((('id', c.NAT), ('block', _T['Value']), )))), ('archived_blocks', c.Vec(c.Record((('args', c.Vec(_T['BlockRange'])), ('callback', c.Func((c.Vec(_T['BlockRange']), ), (c.Record((('blocks', c.Vec(c.Record((('id', c.NAT), ('block', _T['Value']), )))), )), ), ('query', ))), )))), )), ), ('query', ))), ('icrc3_get_tip_certificate', c.Func((), (c.Opt(c.Record((('certificate', c.BLOB), ('hash_tree', c.BLOB), ))), ), ('query', ))), ('icrc3_supported_block_types', c.Func((), (c.Vec(c.Record((('url', c.TEXT), ('block_type', c.TEXT), ))), ), ('query', ))), ('list_pending_verifications', c.Func((c.Record((('after', c.Opt(c.NAT)), ('limit', c.NAT), )), ), (c.Vec(_T['PendingVerification']), ), ('query', ))), ('memory_stats', c.Func((), (c.Variant((('ok', _T['Stats']), ('err', _T['Error']), )), ), ('query', ))), ('resolve_transfer', c.Func((c.NAT, c.Opt(c.NAT), ), (c.Variant((('ok', _T['BountyState']), ('err', _T['Error']), )), ), ())), ('set_allowed_ledgers', c.Func((c.Vec(c.PRINCIPAL), ), (c.Variant((('ok', c.NULL), ('err', _T['Error']), )), ), ())), ('set_governance', c.Func((c.PRINCIPAL, ), (c.Variant((('ok', c.NULL), ('err', _T['Error']), )), ), ())), ('set_policy', c.Func((_T['Policy'], ), (c.Variant((('ok', c.NULL), ('err', _T['Error']), )), ), ())), ('set_require_signed', c.Func((c.BOOL, ), (c.Variant((('ok', c.NULL), ('err', _T['Error']), )), ), ())), ('settle_bounty', c.Func((c.NAT, ), (c.Variant((('ok', _T['BountyState']), ('err', _T['Error']), )), ), ())), ('upload_quota', c.Func((c.PRINCIPAL, ), (c.Record((('incomplete', c.NAT), ('max_incomplete', c.NAT), )), ), ('query', ))), )))
 _T['Policy'].define(c.Record((('mode', _T['FinalizationMode']), ('min_bounty_reward', c.NAT), ('required_audit_types', c.Vec(c.TEXT)), ('quorum', c.NAT), )))
 _T['PendingVerification'].define(c.Record((('request_id', c.NAT), ('open_bounties', c.NAT), ('repo', c.TEXT), ('audit_types', c.Vec(c.TEXT)), ('wasm_id', c.TEXT), ('commit_hash', c.TEXT), ('namespace', c.TEXT), )))
 _T['Outcome'].define(c.Variant((('Rejected', c.NULL), ('Verified', c.NULL), )))
@@ -662,6 +695,7 @@ _T['GrantError'].define(c.Variant((('AuditTypeMismatch', c.Record((('expected', 
 _T['Grant'].define(c.Record((('request_id', c.NAT), ('wasm_id', c.TEXT), ('until', c.INT), )))
 _T['FinalizationMode'].define(c.Variant((('Auto', c.NULL), ('Governance', c.NULL), )))
 _T['Filing'].define(c.Record((('request_id', c.NAT), ('report', c.Opt(c.TEXT)), ('audit_type', c.TEXT), ('verifier', c.PRINCIPAL), ('metadata', _T['ICRC16Map']), ('attested', c.BOOL), ('wasm_id', c.TEXT), ('bounty_id', c.NAT), ('timestamp', c.INT), ('index', c.NAT), )))
+_T['Filed'].define(c.Record((('request_id', c.NAT), ('verifier', c.PRINCIPAL), ('statement', _T['SignedStatement']), ('time', c.NAT), ('attested', c.BOOL), ('envelope_hash', c.BLOB), ('index', c.NAT), ('namespace', c.TEXT), )))
 _T['EscrowTotals'].define(c.Record((('incoming', c.NAT), ('held', c.NAT), ('ledger', c.PRINCIPAL), ('outgoing', c.NAT), )))
 _T['Error'].define(c.Variant((('AlreadyFinalized', c.NULL), ('BountyNotFound', c.NULL), ('NotVerified', c.NULL), ('LockInvalid', c.TEXT), ('LedgerOutcomeUnknown', c.Record((('bounty_id', c.NAT), ))), ('NamespaceExists', c.NULL), ('InvalidNamespace', c.TEXT), ('VersionExists', c.NULL), ('TimeoutNotReached', c.Record((('timeout_date', c.INT), ))), ('Ambiguous', c.TEXT), ('RoundInProgress', c.TEXT), ('NotAuthorized', c.NULL), ('LedgerNotAllowed', c.NULL), ('NamespaceNotFound', c.NULL), ('RequestNotFound', c.NULL), ('ReservationHeld', c.Record((('claimant', c.PRINCIPAL), ('until', c.INT), ))), ('FilingRefused', c.TEXT), ('BountyNotOpen', c.NULL), ('InvalidArgument', c.TEXT), ('AuditHubUnavailable', c.TEXT), ('VersionNotFound', c.NULL), ('AlreadyFiled', c.NULL), ('NotFinalizable', c.TEXT), ('WasmNotFound', c.NULL), ('TransferFailed', c.TEXT), ('WasmRejected', c.NULL), ('WasmHashMismatch', c.Record((('computed', c.TEXT), ))), ('QuotaExceeded', c.TEXT), ('WasmIncomplete', c.Record((('missing', c.Vec(c.NAT)), ))), )))
 _T['Chunk'].define(c.Record((('chunk_index', c.NAT), ('total_chunks', c.NAT), ('chunk', c.BLOB), ('chunk_hash', c.BLOB), ('namespace', c.TEXT), ('wasm_hash', c.BLOB), )))
@@ -680,6 +714,8 @@ _M: dict[str, MethodSpec] = {
     'get_bounties_for_wasm': MethodSpec('get_bounties_for_wasm', (c.TEXT, ), (c.Vec(_T['Bounty']), ), query=True),
     'get_bounty_transfers': MethodSpec('get_bounty_transfers', (c.NAT, ), (c.Vec(_T['Transfer']), ), query=True),
     'get_policy': MethodSpec('get_policy', (), (_T['Policy'], ), query=True),
+    'get_provenance': MethodSpec('get_provenance', (c.BLOB, ), (c.Opt(c.Record((('filings', c.Vec(_T['Filed'])), ('certificate', c.BLOB), ('hash_tree', c.BLOB), ))), ), query=True),
+    'get_require_signed': MethodSpec('get_require_signed', (), (c.BOOL, ), query=True),
     'get_verification_request': MethodSpec('get_verification_request', (c.TEXT, c.Opt(c.TEXT), ), (c.Opt(_T['VerificationRequest']), ), query=True),
     'get_wasm_status': MethodSpec('get_wasm_status', (c.TEXT, c.Opt(c.TEXT), ), (c.Opt(_T['WasmStatus']), ), query=True),
     'grant_reservation': MethodSpec('grant_reservation', (c.NAT, c.PRINCIPAL, c.TEXT, c.INT, ), (c.Variant((('ok', _T['Grant']), ('err', _T['GrantError']), )), ), query=False, ok_tag='ok', err_tag='err'),
@@ -693,8 +729,8 @@ _M: dict[str, MethodSpec] = {
     'icrc118_manage_controller': MethodSpec('icrc118_manage_controller', (c.Record((('add', c.BOOL), ('principal', c.PRINCIPAL), ('namespace', c.TEXT), )), ), (c.Variant((('ok', c.Vec(c.PRINCIPAL)), ('err', _T['Error']), )), ), query=False, ok_tag='ok', err_tag='err'),
     'icrc118_update_wasm': MethodSpec('icrc118_update_wasm', (c.Record((('previous', c.Opt(c.BLOB)), ('version', c.Record(((0, c.NAT), (1, c.NAT), (2, c.NAT), ))), ('namespace', c.TEXT), ('wasm_hash', c.BLOB), )), ), (c.Variant((('ok', c.NAT), ('err', _T['Error']), )), ), query=False, ok_tag='ok', err_tag='err'),
     'icrc118_upload_wasm_chunk': MethodSpec('icrc118_upload_wasm_chunk', (_T['Chunk'], ), (c.Variant((('ok', c.Record((('missing', c.Vec(c.NAT)), ('complete', c.BOOL), ))), ('err', _T['Error']), )), ), query=False, ok_tag='ok', err_tag='err'),
-    'icrc126_file_attestation': MethodSpec('icrc126_file_attestation', (c.Record((('metadata', _T['ICRC16Map']), ('wasm_id', c.TEXT), )), ), (c.Variant((('ok', c.NAT), ('err', _T['Error']), )), ), query=False, ok_tag='ok', err_tag='err'),
-    'icrc126_file_divergence': MethodSpec('icrc126_file_divergence', (c.Record((('metadata', _T['ICRC16Map']), ('wasm_id', c.TEXT), ('divergence_report', c.TEXT), )), ), (c.Variant((('ok', c.NAT), ('err', _T['Error']), )), ), query=False, ok_tag='ok', err_tag='err'),
+    'icrc126_file_attestation': MethodSpec('icrc126_file_attestation', (c.Record((('metadata', _T['ICRC16Map']), ('wasm_id', c.TEXT), ('signed', c.Opt(_T['SignedStatement'])), )), ), (c.Variant((('ok', c.NAT), ('err', _T['Error']), )), ), query=False, ok_tag='ok', err_tag='err'),
+    'icrc126_file_divergence': MethodSpec('icrc126_file_divergence', (c.Record((('metadata', _T['ICRC16Map']), ('wasm_id', c.TEXT), ('signed', c.Opt(_T['SignedStatement'])), ('divergence_report', c.TEXT), )), ), (c.Variant((('ok', c.NAT), ('err', _T['Error']), )), ), query=False, ok_tag='ok', err_tag='err'),
     'icrc126_verification_request': MethodSpec('icrc126_verification_request', (c.Record((('metadata', _T['ICRC16Map']), ('repo', c.TEXT), ('commit_hash', c.TEXT), ('namespace', c.Opt(c.TEXT)), ('wasm_hash', c.BLOB), )), ), (c.Variant((('ok', c.NAT), ('err', _T['Error']), )), ), query=False, ok_tag='ok', err_tag='err'),
     'icrc127_create_bounty': MethodSpec('icrc127_create_bounty', (c.Record((('bounty_metadata', _T['ICRC16Map']), ('challenge_parameters', _T['ICRC16']), ('timeout_date', c.INT), )), ), (c.Variant((('ok', c.NAT), ('err', _T['Error']), )), ), query=False, ok_tag='ok', err_tag='err'),
     'icrc127_get_bounty': MethodSpec('icrc127_get_bounty', (c.NAT, ), (c.Opt(_T['Bounty']), ), query=True),
@@ -709,6 +745,7 @@ _M: dict[str, MethodSpec] = {
     'set_allowed_ledgers': MethodSpec('set_allowed_ledgers', (c.Vec(c.PRINCIPAL), ), (c.Variant((('ok', c.NULL), ('err', _T['Error']), )), ), query=False, ok_tag='ok', err_tag='err'),
     'set_governance': MethodSpec('set_governance', (c.PRINCIPAL, ), (c.Variant((('ok', c.NULL), ('err', _T['Error']), )), ), query=False, ok_tag='ok', err_tag='err'),
     'set_policy': MethodSpec('set_policy', (_T['Policy'], ), (c.Variant((('ok', c.NULL), ('err', _T['Error']), )), ), query=False, ok_tag='ok', err_tag='err'),
+    'set_require_signed': MethodSpec('set_require_signed', (c.BOOL, ), (c.Variant((('ok', c.NULL), ('err', _T['Error']), )), ), query=False, ok_tag='ok', err_tag='err'),
     'settle_bounty': MethodSpec('settle_bounty', (c.NAT, ), (c.Variant((('ok', _T['BountyState']), ('err', _T['Error']), )), ), query=False, ok_tag='ok', err_tag='err'),
     'upload_quota': MethodSpec('upload_quota', (c.PRINCIPAL, ), (c.Record((('incomplete', c.NAT), ('max_incomplete', c.NAT), )), ), query=True),
 }
@@ -761,6 +798,14 @@ class RegistryClient(Client):
     def get_policy(self) -> Policy:
         """`get_policy: () -> (Policy) query`."""
         return self._invoke(_M['get_policy'], ())  # type: ignore[no-any-return]
+
+    def get_provenance(self, wasm_hash: bytes) -> list[GetProvenanceResult]:
+        """`get_provenance: (wasm_hash: blob) -> (opt record { certificate: blob; filings: vec Filed; hash_tree: blob; }) query`."""
+        return self._invoke(_M['get_provenance'], (wasm_hash, ))  # type: ignore[no-any-return]
+
+    def get_require_signed(self) -> bool:
+        """`get_require_signed: () -> (bool) query`."""
+        return self._invoke(_M['get_require_signed'], ())  # type: ignore[no-any-return]
 
     def get_verification_request(self, wasm_id: str, namespace: list[str]) -> list[VerificationRequest]:
         """`get_verification_request: (wasm_id: text, namespace: opt text) -> (opt VerificationRequest) query`."""
@@ -815,11 +860,11 @@ class RegistryClient(Client):
         return self._invoke(_M['icrc118_upload_wasm_chunk'], (arg, ))  # type: ignore[no-any-return]
 
     def icrc126_file_attestation(self, arg: Icrc126FileAttestationArg) -> int:
-        """`icrc126_file_attestation: (arg: record { metadata: ICRC16Map; wasm_id: text; }) -> (variant { err: Error; ok: nat; })`. Raises `RegistryError` for `err`."""
+        """`icrc126_file_attestation: (arg: record { metadata: ICRC16Map; signed: opt SignedStatement; wasm_id: text; }) -> (variant { err: Error; ok: nat; })`. Raises `RegistryError` for `err`."""
         return self._invoke(_M['icrc126_file_attestation'], (arg, ))  # type: ignore[no-any-return]
 
     def icrc126_file_divergence(self, arg: Icrc126FileDivergenceArg) -> int:
-        """`icrc126_file_divergence: (arg: record { divergence_report: text; metadata: ICRC16Map; wasm_id: text; }) -> (variant { err: Error; ok: nat; })`. Raises `RegistryError` for `err`."""
+        """`icrc126_file_divergence: (arg: record { divergence_report: text; metadata: ICRC16Map; signed: opt SignedStatement; wasm_id: text; }) -> (variant { err: Error; ok: nat; })`. Raises `RegistryError` for `err`."""
         return self._invoke(_M['icrc126_file_divergence'], (arg, ))  # type: ignore[no-any-return]
 
     def icrc126_verification_request(self, arg: Icrc126VerificationRequestArg) -> int:
@@ -877,6 +922,10 @@ class RegistryClient(Client):
     def set_policy(self, p: Policy) -> None:
         """`set_policy: (p: Policy) -> (variant { err: Error; ok; })`. Raises `RegistryError` for `err`."""
         return self._invoke(_M['set_policy'], (p, ))  # type: ignore[no-any-return]
+
+    def set_require_signed(self, required: bool) -> None:
+        """`set_require_signed: (required: bool) -> (variant { err: Error; ok; })`. Raises `RegistryError` for `err`."""
+        return self._invoke(_M['set_require_signed'], (required, ))  # type: ignore[no-any-return]
 
     def settle_bounty(self, bounty_id: int) -> BountyState:
         """`settle_bounty: (bounty_id: nat) -> (variant { err: Error; ok: BountyState; })`. Raises `RegistryError` for `err`."""

@@ -1,0 +1,269 @@
+"""Provenance bundles: one wasm's signed statements with the proof that the registry holds them, checked with
+nothing but the IC root key (docs/provenance.md).
+
+A bundle is canonical JSON (RFC 8785) with exactly these members:
+
+    {"certificate": b64, "filings": [...], "format": "prometheus-provenance/v1", "hash_tree": b64,
+     "registry": canister id, "wasm": hex}
+
+and each filing `{"envelope": {...DSSE...}, "index", "namespace", "public_key": b64, "request_id", "time" (ns, as
+decimal text),
+"verdict": "attested" | "diverged", "verifier": principal}`. Every byte is covered: the certificate is signed
+by the root key (through a delegation when there is one), the witness hashes to the registry's certified data,
+its leaf is the hash of the filings' records (each naming its envelope's hash), each envelope is signed by the
+key whose principal is the filing's verifier, and each statement's subject is the wasm. Verification makes no
+network call.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+import cbor2
+import rfc8785
+
+from prometheus_sdk import certificates
+from prometheus_sdk.errors import SdkError
+from prometheus_sdk.principal import Principal
+from prometheus_sdk.provenance import envelopes, hashtree
+from prometheus_sdk.provenance.values import hash_value
+
+FORMAT = "prometheus-provenance/v1"
+MAX_BUNDLE_BYTES = 4 * 1024 * 1024
+_DER_PREFIX = bytes.fromhex("308182301d060d2b0601040182dc7c0503010201060c2b0601040182dc7c05030201036100")
+
+
+class BundleError(SdkError, ValueError):
+    """A bundle that is malformed or whose proof does not hold: nothing in it can be trusted."""
+
+
+class Status(str, Enum):
+    VERIFIED = "verified"  # at least `threshold` distinct trusted verifiers attest, none diverges
+    INSUFFICIENT = "insufficient"  # the proof holds, too few trusted attestations
+    DIVERGENT = "divergent"  # the proof holds and a trusted verifier filed a signed divergence
+    TAMPERED = "tampered"  # the bundle or its proof does not verify
+
+
+@dataclass
+class FilingCheck:
+    verifier: str
+    verdict: str
+    namespace: str
+    request_id: int
+    signature_valid: bool
+    trusted: bool
+    reason: str | None = None  # a divergence's, or why the signature did not verify
+
+
+@dataclass
+class Report:
+    status: Status
+    wasm: str | None = None
+    registry: str | None = None
+    certified_at_ns: int | None = None
+    filings: list[FilingCheck] = field(default_factory=list)
+    agreeing: list[str] = field(default_factory=list)
+    diverging: list[str] = field(default_factory=list)
+    problem: str | None = None  # why the bundle is tampered
+
+    def to_json(self) -> dict[str, Any]:
+        return {"status": self.status.value, "wasm": self.wasm, "registry": self.registry,
+                "certified_at_ns": self.certified_at_ns, "agreeing": self.agreeing, "diverging": self.diverging,
+                "problem": self.problem,
+                "filings": [vars(f) for f in self.filings]}
+
+
+def root_key_from(data: bytes) -> bytes:
+    """A root key as DER (133 bytes), from DER, the raw 96-byte BLS key, or either in hex."""
+    text = data.strip()
+    try:
+        if text and all(c in b"0123456789abcdefABCDEF" for c in text):
+            data = bytes.fromhex(text.decode())
+    except ValueError:
+        pass
+    if len(data) == 96:
+        data = _DER_PREFIX + data
+    if len(data) != 133 or not data.startswith(_DER_PREFIX):
+        raise BundleError("a root key is the IC's BLS key: 133 bytes of DER or 96 raw bytes (or their hex)")
+    return data
+
+
+# ---------------------------------------------------------------- export
+
+
+def export(answer: dict[str, Any], registry: str, wasm: str) -> bytes:
+    """The bundle for `wasm` from the registry's `get_provenance` answer."""
+    filings: list[dict[str, Any]] = []
+    for f in answer["filings"]:
+        st = f["statement"]
+        signed = envelopes.from_parts(bytes(st["payload"]), st["payload_type"], bytes(st["signature"]),
+                                      bytes(st["public_key"]))
+        filings.append({
+            "envelope": signed.envelope.to_dict(), "index": int(f["index"]), "namespace": f["namespace"],
+            "public_key": base64.b64encode(signed.public_key).decode(), "request_id": int(f["request_id"]),
+            "time": str(int(f["time"])), "verdict": "attested" if f["attested"] else "diverged",
+            "verifier": str(Principal.of(f["verifier"]))})
+    bundle: dict[str, Any] = {
+        "certificate": base64.b64encode(bytes(answer["certificate"])).decode(), "filings": filings, "format": FORMAT,
+        "hash_tree": base64.b64encode(bytes(answer["hash_tree"])).decode(), "registry": str(Principal.of(registry)),
+        "wasm": wasm}
+    return bytes(rfc8785.dumps(bundle))
+
+
+# ---------------------------------------------------------------- verify
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    if len({k for k, _ in pairs}) != len(pairs):
+        raise BundleError("a repeated key")
+    return dict(pairs)
+
+
+def _exact(obj: Any, keys: set[str], what: str) -> dict[str, Any]:
+    if not isinstance(obj, dict) or set(obj) != keys:
+        raise BundleError(f"{what} has exactly {', '.join(sorted(keys))}")
+    return obj
+
+
+def _b64(text: Any, what: str) -> bytes:
+    if not isinstance(text, str):
+        raise BundleError(f"{what} is base64 text")
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise BundleError(f"{what} is not base64") from None
+    if base64.b64encode(raw).decode() != text:
+        raise BundleError(f"{what} is not canonical base64")
+    return raw
+
+
+def _nat(x: Any, what: str) -> int:
+    if not isinstance(x, int) or isinstance(x, bool) or x < 0:
+        raise BundleError(f"{what} is a natural number")
+    return x
+
+
+def _decimal(x: Any, what: str) -> int:
+    """A natural number written as decimal digits (JSON numbers stop being exact at 2^53: nanoseconds don't fit)."""
+    if not isinstance(x, str) or not x.isdigit() or not x.isascii() or (len(x) > 1 and x[0] == "0") or len(x) > 30:
+        raise BundleError(f"{what} is a natural number in decimal digits")
+    return int(x)
+
+
+def _cbor(data: bytes, what: str) -> Any:
+    try:
+        return certificates.untag(cbor2.loads(data))
+    except Exception:
+        raise BundleError(f"{what} is not CBOR") from None
+
+
+def verify(data: bytes, root_key: bytes, *, wasm: str | None = None, threshold: int = 1,
+           trusted: set[str] | None = None, max_age_ns: int | None = None) -> Report:
+    """Check a bundle offline. `wasm`: the local module's sha256 the bundle must be about; `trusted`: the
+    verifiers whose verdicts count (all signers when None); `max_age_ns`: how old the certificate may be."""
+    try:
+        return _verify(data, root_key, wasm, threshold, trusted, max_age_ns)
+    except Exception as exc:  # untrusted bytes: any failure to check them is a bundle that does not verify
+        return Report(Status.TAMPERED, problem=str(exc) or type(exc).__name__)
+
+
+def _verify(data: bytes, root_key: bytes, wasm: str | None, threshold: int, trusted: set[str] | None,
+            max_age_ns: int | None) -> Report:
+    if len(data) > MAX_BUNDLE_BYTES:
+        raise BundleError("a bundle of at most 4 MiB")
+    try:
+        bundle = json.loads(data.decode("utf-8"), object_pairs_hook=_no_duplicates,
+                            parse_float=lambda _: (_ for _ in ()).throw(BundleError("no floats")))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise BundleError("a bundle is JSON") from None
+    _exact(bundle, {"certificate", "filings", "format", "hash_tree", "registry", "wasm"}, "a bundle")
+    if bytes(rfc8785.dumps(bundle)) != data:
+        raise BundleError("a bundle is canonical JSON (RFC 8785)")
+    if bundle["format"] != FORMAT:
+        raise BundleError(f"format is {FORMAT}")
+    subject = bundle["wasm"]
+    if not isinstance(subject, str) or len(subject) != 64 or subject != subject.lower():
+        raise BundleError("wasm is 64 lowercase hex digits")
+    try:
+        wasm_hash = bytes.fromhex(subject)
+    except ValueError:
+        raise BundleError("wasm is 64 lowercase hex digits") from None
+    if wasm is not None and wasm != subject:
+        raise BundleError(f"the bundle is about wasm {subject}, not {wasm}")
+    registry = Principal.from_text(bundle["registry"]) if isinstance(bundle["registry"], str) else None
+    if registry is None or str(registry) != bundle["registry"]:
+        raise BundleError("registry is a canister id in its canonical text form")
+
+    # The cheap checks first (the records, the witness), the certificate's signature last.
+    tree = _cbor(_b64(bundle["hash_tree"], "hash_tree"), "hash_tree")
+    root = hashtree.digest(tree)
+    leaf = hashtree.lookup(tree, [b"provenance", wasm_hash[:1], wasm_hash])
+    if leaf is None:
+        raise BundleError("the witness does not reveal this wasm's provenance leaf")
+
+    # The records: their hash is the leaf; each names its envelope by hash.
+    filings = bundle["filings"]
+    if not isinstance(filings, list) or not filings:
+        raise BundleError("filings is a non-empty list")
+    records, checks = [], []
+    for i, f in enumerate(filings):
+        _exact(f, {"envelope", "index", "namespace", "public_key", "request_id", "time", "verdict", "verifier"},
+               f"filing {i}")
+        if f["verdict"] not in ("attested", "diverged") or not isinstance(f["namespace"], str):
+            raise BundleError(f"filing {i}: verdict is attested or diverged, namespace is text")
+        verifier = Principal.from_text(f["verifier"]) if isinstance(f["verifier"], str) else None
+        if verifier is None or str(verifier) != f["verifier"]:
+            raise BundleError(f"filing {i}: verifier is a principal in its canonical text form")
+        key = _b64(f["public_key"], f"filing {i}'s public_key")
+        if Principal.self_authenticating(key) != verifier:
+            raise BundleError(f"filing {i}: the public key is not the verifier's")
+        envelope_json = bytes(rfc8785.dumps(f["envelope"]))
+        signed = envelopes.from_json(envelope_json, key)
+        records.append({"index": _nat(f["index"], "index"), "request_id": _nat(f["request_id"], "request_id"),
+                        "namespace": f["namespace"], "verifier": verifier.raw, "verdict": f["verdict"],
+                        "time": _decimal(f["time"], "time"), "envelope": hashlib.sha256(envelope_json).digest()})
+        checks.append((f, verifier, signed))
+    if hash_value(records) != leaf:
+        raise BundleError("the filings are not the records the registry certified for this wasm")
+
+    # The certificate: signed by the root key, for the registry, recent enough, certifying the witness's root.
+    certificate = certificates.verify(_b64(bundle["certificate"], "certificate"), root_key, str(registry),
+                                      max_age_ns if max_age_ns is not None else 1 << 80)
+    certified = certificate.lookup([b"canister", registry.raw, b"certified_data"])
+    if certified is None or bytes(certified) != root:
+        raise BundleError("the witness does not hash to the registry's certified data")
+
+    # Each statement: signed by its filer, about this wasm, saying what the filing says.
+    report = Report(Status.INSUFFICIENT, wasm=subject, registry=str(registry),
+                    certified_at_ns=int(certificate.lookup_time()))
+    agreeing: set[str] = set()
+    diverging: set[str] = set()
+    for f, verifier, signed in checks:
+        who = str(verifier)
+        is_trusted = trusted is None or who in trusted
+        check = FilingCheck(who, f["verdict"], f["namespace"], f["request_id"], False, is_trusted)
+        try:
+            parsed = envelopes.verify(signed)
+        except envelopes.EnvelopeError as exc:  # on chain, but the filer's own signature is bad: it counts for nothing
+            check.reason = f"invalid statement: {exc}"
+        else:
+            if parsed.wasm_id != subject or parsed.passed != (f["verdict"] == "attested"):
+                check.reason = "the statement's subject or verdict is not the filing's"
+            else:
+                check.signature_valid = True
+                check.reason = parsed.reason
+                if is_trusted:
+                    (agreeing if parsed.passed else diverging).add(who)
+        report.filings.append(check)
+    report.agreeing, report.diverging = sorted(agreeing), sorted(diverging)
+    if diverging:
+        report.status = Status.DIVERGENT
+    elif len(agreeing) >= threshold:
+        report.status = Status.VERIFIED
+    return report

@@ -436,6 +436,7 @@ def status(
                 break
             _render_status(st)
             time.sleep(interval)
+        st = {**st, "signatures": _signatures(registry, wasm_id)}
         data = _status_json(st)
         if canister:
             data["live"] = _live(conn, registry, canister, wasm_id)
@@ -524,6 +525,30 @@ def _request_json(r: dict[str, Any]) -> dict[str, Any]:
             "amends": r["amends"][0] if r["amends"] else None}
 
 
+def _signatures(registry: Any, wasm_id: str) -> dict[int, str]:
+    """Each signed filing (by its index): `valid`, or why its statement does not verify -- checked here, from
+    the envelope, the key and the statement, not taken from the registry."""
+    from prometheus_sdk.principal import Principal
+    from prometheus_sdk.provenance import envelopes
+
+    found = registry.get_provenance(bytes.fromhex(wasm_id))
+    out: dict[int, str] = {}
+    for f in found[0]["filings"] if found else []:
+        st = f["statement"]
+        try:
+            signed = envelopes.from_parts(bytes(st["payload"]), st["payload_type"], bytes(st["signature"]),
+                                          bytes(st["public_key"]))
+            parsed = envelopes.verify(signed)
+        except (envelopes.EnvelopeError, ValueError) as exc:
+            out[int(f["index"])] = f"invalid: {exc}"
+            continue
+        if parsed.wasm_id != wasm_id or parsed.passed != f["attested"] or signed.signer != Principal.of(f["verifier"]):
+            out[int(f["index"])] = "invalid: the statement is not the filing's"
+        else:
+            out[int(f["index"])] = "valid"
+    return out
+
+
 def _status_json(st: dict[str, Any]) -> dict[str, Any]:
     current = st["request"][0]["id"] if st["request"] else None
     return {
@@ -532,7 +557,7 @@ def _status_json(st: dict[str, Any]) -> dict[str, Any]:
         "audits": _audits(st["audits"]),
         "filings": [{"verifier": str(f["verifier"]), "attested": f["attested"], "bounty_id": f["bounty_id"],
                      "request_id": f["request_id"], "report": f["report"][0] if f["report"] else None,
-                     "timestamp": f["timestamp"]}
+                     "timestamp": f["timestamp"], "signature": st.get("signatures", {}).get(f["index"], "unsigned")}
                     for f in st["filings"]],
         "bounties": [{"bounty_id": b["bounty_id"], "audit_type": b["audit_type"], "reward": b["reward_amount"],
                       **bounty_state(b["state"])} for b in st["bounties"]],
@@ -562,10 +587,10 @@ def _render_status(st: dict[str, Any], live: dict[str, Any] | None = None) -> No
         audits.add_row(a["audit_type"], str(a["attestations"]), str(a["divergences"]), a["outcome"])
     c.print(audits)
     if data["filings"]:
-        filings = table("verifier", "filing", "bounty", "report", full=("verifier",))
+        filings = table("verifier", "filing", "bounty", "signed statement", "report", full=("verifier",))
         for f in data["filings"]:
             filings.add_row(f["verifier"], "attestation" if f["attested"] else "divergence", str(f["bounty_id"]),
-                            f["report"] or "")
+                            f["signature"], f["report"] or "")
         c.print(filings)
     if data["bounties"]:
         bounties = table("bounty", "audit type", "reward", "state", full=("state",))
@@ -653,18 +678,37 @@ def verify(
                                         "--no-sandbox, with the toolchain on this machine."),
     worktree: bool = typer.Option(False, "--worktree", help="Rebuild the working tree as it is, not the "
                                                             "manifest's commit (what verifiers will NOT see)."),
+    offline: Path | None = typer.Option(None, "--offline", metavar="BUNDLE",
+                                        help="Instead of rebuilding: check a provenance bundle (`prometheus "
+                                             "attestation export`) with no network call."),
+    wasm_file: Path | None = typer.Option(None, "--wasm", help="--offline: the local wasm the bundle must be about."),
+    threshold: int = typer.Option(1, "--threshold", help="--offline: distinct trusted verifiers that must attest."),
+    trusted: Path | None = typer.Option(None, "--trusted-verifiers",
+                                        help="--offline: a file of verifier principals (JSON list or one per "
+                                             "line) whose verdicts count (default: every signer)."),
+    root_key: Path | None = typer.Option(None, "--root-key",
+                                         help="--offline: the IC root key (DER or raw, or their hex; default: "
+                                              "mainnet's). `prometheus localnet status --json` shows the local one."),
+    max_age: int | None = typer.Option(None, "--max-age", help="--offline: the certificate's maximum age, seconds."),
     path: Path = ManifestPath,
 ) -> None:
     """Rebuild exactly what verifiers will — the manifest's commit, from the local git repository — and compare
-    sha256 before submitting.
+    sha256 before submitting; or, with --offline BUNDLE, check signed verdicts offline.
 
     Warns when the working tree differs from that commit or the commit is on no remote branch. By default
     the rebuild runs in the locked-down builder image the verifier worker uses (Docker via $DOCKER_HOST).
-    Exit code: 0 matches, 5 differs, 1 on errors. Example: prometheus verify
+    Exit code: 0 matches, 5 differs, 1 on errors. With --offline: 0 verified, 3 too few trusted verifiers,
+    4 a trusted verifier diverged, 7 tampered. Examples: prometheus verify;
+    prometheus verify --offline bundle.json --wasm app.wasm --threshold 2
     """
     import tempfile
 
     opts = _opts(ctx)
+    if offline is not None:
+        from prometheus_cli.attestations import verify_offline
+
+        verify_offline(opts.as_json, offline, wasm_file, wasm_hash, threshold, trusted, root_key, max_age)
+        return
     with user_errors(opts.as_json):
         m = manifests.load(path)
         expected = wasm_id_arg(wasm_hash, path)

@@ -9,6 +9,7 @@ PENDING = 3  # `status`: no outcome yet
 REJECTED = 4  # `status`: the verifiers rejected the current round
 MISMATCH = 5  # `status --canister`: the canister runs another wasm; `verify`: the rebuild differs
 PARTIAL = 6  # part of the command took effect (said so, with what to run next), e.g. `submit --bounty`
+TAMPERED = 7  # `verify --offline`: the bundle or its proof does not verify (3: too few verifiers, 4: divergent)
 
 
 def for_status(outcome: str, live_matches: bool | None) -> int:

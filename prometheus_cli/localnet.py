@@ -185,7 +185,7 @@ def status(data: Path | None = DataDir, as_json: bool = JsonOut) -> None:
         except (httpx.HTTPError, ValueError) as exc:
             fail(f"the replica at {info['url']} does not answer: {exc}")
         root_key = bytes.fromhex(described["root_key"])
-        result = {**info, "root_key_sha256": hashlib.sha256(root_key).hexdigest(),
+        result = {**info, "root_key": root_key.hex(), "root_key_sha256": hashlib.sha256(root_key).hexdigest(),
                   "subnet_id": described["subnet_id"], "canisters": described["canisters"]}
 
         def render(r: dict[str, Any]) -> None:

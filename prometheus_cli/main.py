@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from prometheus_cli import bounties, build, developer, identities, instances, localnet, tokens, toolchain
+from prometheus_cli import attestations, bounties, build, developer, identities, instances, localnet, tokens, toolchain
 from prometheus_cli.context import Options
 
 app = typer.Typer(
@@ -52,6 +52,7 @@ app.command()(instances.upgrade)
 app.command()(instances.revert)
 app.command()(instances.instances)
 app.add_typer(bounties.app, name="bounty")
+app.add_typer(attestations.app, name="attestation")
 app.add_typer(identities.app, name="identity")
 app.add_typer(tokens.app, name="token")
 app.add_typer(localnet.app, name="localnet")

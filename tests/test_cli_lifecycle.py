@@ -4,6 +4,10 @@ files through the SDK -> status -> publish, and every bad input with its message
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
+import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +18,7 @@ from prometheus_build.recipe import build_canister
 from prometheus_sdk import Network, connect
 from prometheus_sdk.canister import CanisterClient
 from prometheus_sdk.icrc16 import to_map
+from prometheus_sdk.provenance import envelopes, statements
 from testkit.protocol import IDENTITIES
 from tests.conftest import ROOT
 from tests.test_localnet_cli import cli, free_port  # noqa: F401 - fixture
@@ -53,6 +58,17 @@ def verifier_clients(project: dict[str, Any], role: str = "verifier0") -> tuple[
     return verifier, hub, registry
 
 
+def signed_statement(wasm_id: str, role: str = "verifier0") -> list[dict[str, Any]]:
+    """The verifier's verdict as the worker signs it: SLSA provenance in a DSSE envelope (docs/provenance.md)."""
+    now = datetime.now(UTC)
+    build = statements.Build("https://example.com/hello.git", COMMIT, "com.example.hello", "moc", {}, None)
+    statement = statements.provenance(wasm_id, "hello_mcp.wasm", build, str(IDENTITIES[role].sender()), now, now,
+                                      "bounty/0")
+    signed = envelopes.sign(IDENTITIES[role], statement)
+    return [{"payload_type": statements.PAYLOAD_TYPE, "payload": signed.envelope.payload,
+             "signature": signed.signature, "public_key": signed.public_key}]
+
+
 def test_developer_lifecycle(cli: Any, project: dict[str, Any]) -> None:  # noqa: F811
     cli(*init_args())
     submitted = json.loads(cli("--json", "submit", "--bounty", "2000000").stdout)
@@ -83,9 +99,27 @@ def test_developer_lifecycle(cli: Any, project: dict[str, Any]) -> None:  # noqa
     assert json.loads(cli("--json", "status", code=3).stdout)["bounties"][0]["state"] == "Reserved"
     assert "ok" in registry.icrc126_file_attestation({"wasm_id": wasm_id, "metadata": to_map(
         {"bounty_id": 0, "126:audit_type": AUDIT, "126hash": wasm_id,
-         "126:request_id": submitted["request_id"]})})
+         "126:request_id": submitted["request_id"]}), "signed": signed_statement(wasm_id)})
+
+    # the signed verdict travels: exported as a bundle, checked offline with the local root key only
+    assert cli("attestation", "export", "ab" * 32, "-o", "none.json", code=1).stderr.count("no signed verdict")
+    exported = json.loads(cli("--json", "attestation", "export", wasm_id, "-o", "bundle.json").stdout)
+    assert exported["filings"] == 1
+    root_key = json.loads(cli("--json", "localnet", "status").stdout)["root_key"]
+    (Path(cli.project) / "local.key").write_text(root_key)
+    offline = ["verify", "--offline", "bundle.json", "--root-key", "local.key", "--wasm", "out/hello_mcp.wasm"]
+    checked = json.loads(cli("--json", *offline).stdout)
+    assert checked["status"] == "verified" and checked["agreeing"] == [verifier.principal]
+    assert "2 trusted verifier" not in cli(*offline).stdout and "verified" in cli(*offline).stdout
+    assert json.loads(cli("--json", *offline, "--threshold", "2", code=3).stdout)["status"] == "insufficient"
+    assert json.loads(cli("--json", "verify", "--offline", "bundle.json", code=7).stdout)["status"] == "tampered"
+    if shutil.which("unshare") and subprocess.run(["unshare", "-rn", "true"], check=False).returncode == 0:
+        isolated = subprocess.run(["unshare", "-rn", sys.executable, "-m", "prometheus_cli", "--json", *offline],
+                                  cwd=cli.project, env=cli.env, capture_output=True, text=True, timeout=120)
+        assert isolated.returncode == 0 and json.loads(isolated.stdout)["status"] == "verified", isolated.stderr
 
     verified = json.loads(cli("--json", "status", wasm_id).stdout)
+    assert verified["filings"][0]["signature"] == "valid"
     assert verified["outcome"] == "Verified" and verified["namespace"] == "com.example.hello"
     assert verified["filings"][0]["verifier"] == verifier.principal and verified["bounties"][0]["state"] == "Paid"
     assert verified["bounties"][0]["claimant"] == verifier.principal

@@ -38,6 +38,8 @@ def cli(tmp_path: Path) -> Iterator:
             assert proc.returncode == code, proc.stderr + proc.stdout
         return proc
 
+    run.project = project  # type: ignore[attr-defined]
+    run.env = env  # type: ignore[attr-defined]
     yield run
     run("localnet", "stop", check=False)
 

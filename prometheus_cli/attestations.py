@@ -1,0 +1,110 @@
+"""`prometheus attestation export`: a wasm's signed verdicts with the proof the registry holds them, as a bundle
+that `prometheus verify --offline` checks with only the IC root key (docs/provenance.md)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from prometheus_cli import exits
+from prometheus_cli.context import Options, client, connection
+from prometheus_cli.output import console, emit, fail, user_errors
+
+app = typer.Typer(help="Signed provenance: export a wasm's signed verdicts as an offline-verifiable bundle.",
+                  no_args_is_help=True)
+
+
+def _opts(ctx: typer.Context) -> Options:
+    return ctx.obj if isinstance(ctx.obj, Options) else Options()
+
+
+def _wasm_id(text: str) -> str:
+    wasm = text.lower().removeprefix("sha256:")
+    if len(wasm) != 64 or any(c not in "0123456789abcdef" for c in wasm):
+        fail(f"invalid wasm hash {text!r}", "a sha256 in hex: 64 digits")
+    return wasm
+
+
+@app.command()
+def export(
+    ctx: typer.Context,
+    wasm_hash: str = typer.Argument(..., help="The wasm's sha256 (hex)."),
+    out: Path = typer.Option(..., "-o", "--output", help="Where to write the bundle (JSON)."),
+) -> None:
+    """Write the wasm's signed verdicts, their keys, the registry's records and a certificate with a witness
+    that they are on chain, to one file. Example: prometheus attestation export <hash> -o bundle.json"""
+    from prometheus_sdk.provenance import bundles
+
+    opts = _opts(ctx)
+    with user_errors(opts.as_json):
+        wasm = _wasm_id(wasm_hash)
+        conn = connection(opts)
+        registry = client(conn, "mcp_registry")
+        found = registry.get_provenance(bytes.fromhex(wasm))
+        answer = found[0] if found else None
+        if answer is None:
+            fail(f"the registry holds no signed verdict for wasm {wasm[:16]}…",
+                 "a verifier files one with its attestation or divergence; `prometheus status` shows the filings")
+        data = bundles.export(answer, str(registry.canister_id), wasm)
+        tmp = out.with_name(out.name + ".tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, out)
+        result: dict[str, Any] = {"wasm": wasm, "bundle": str(out), "bytes": len(data),
+                                  "filings": len(answer["filings"])}
+        emit(result, opts.as_json, lambda r: console().print(
+            f"wrote {r['bundle']} ({r['bytes']} bytes, {r['filings']} signed verdict(s)); check it with "
+            f"`prometheus verify --offline {r['bundle']}`"))
+
+
+def verify_offline(as_json: bool, bundle: Path, wasm_file: Path | None, wasm_hash: str | None, threshold: int,
+                   trusted_file: Path | None, root_key_file: Path | None, max_age_s: int | None) -> None:
+    """`prometheus verify --offline`: no network call; exits 0 verified, 3 insufficient, 4 divergent, 7 tampered."""
+    import hashlib
+    import json
+
+    from prometheus_sdk.certificates import MAINNET_ROOT_KEY
+    from prometheus_sdk.principal import Principal
+    from prometheus_sdk.provenance import bundles
+
+    with user_errors(as_json):
+        if wasm_file is not None and wasm_hash is not None:
+            fail("give --wasm or --hash, not both")
+        if threshold < 1:
+            fail("--threshold is at least 1")
+        try:
+            data = bundle.read_bytes()
+            root = bundles.root_key_from(root_key_file.read_bytes()) if root_key_file else MAINNET_ROOT_KEY
+            wasm = (hashlib.sha256(wasm_file.read_bytes()).hexdigest() if wasm_file
+                    else _wasm_id(wasm_hash) if wasm_hash else None)
+            trusted = None
+            if trusted_file is not None:
+                text = trusted_file.read_text()
+                names = json.loads(text) if text.lstrip().startswith("[") else text.split()
+                trusted = {str(Principal.from_text(str(n))) for n in names}
+        except (OSError, ValueError) as exc:
+            fail(str(exc))
+        report = bundles.verify(data, root, wasm=wasm, threshold=threshold, trusted=trusted,
+                                max_age_ns=max_age_s * 10**9 if max_age_s is not None else None)
+
+        def render(r: dict[str, Any]) -> None:
+            c = console()
+            colour = {"verified": "green", "insufficient": "yellow", "divergent": "red", "tampered": "red"}
+            c.print(f"[bold {colour[r['status']]}]{r['status']}[/]" + (f": {r['problem']}" if r["problem"] else ""))
+            if r["wasm"]:
+                c.print(f"wasm {r['wasm']} on registry {r['registry']}, certified at {r['certified_at_ns']} ns")
+            for f in r["filings"]:
+                mark = "signed" if f["signature_valid"] else "NOT VALID"
+                trust = "" if f["trusted"] else " (not trusted)"
+                why = f" {f['reason']}" if f["reason"] else ""
+                c.print(f"  {f['verdict']:8} {f['verifier']}{trust} [{mark}]{why}")
+            if r["status"] in ("verified", "insufficient"):
+                c.print(f"{len(r['agreeing'])} trusted verifier(s) agree (threshold {threshold})")
+
+        emit(report.to_json(), as_json, render)
+    code = {bundles.Status.VERIFIED: exits.OK, bundles.Status.INSUFFICIENT: exits.PENDING,
+            bundles.Status.DIVERGENT: exits.REJECTED, bundles.Status.TAMPERED: exits.TAMPERED}[report.status]
+    if code:
+        raise typer.Exit(code)

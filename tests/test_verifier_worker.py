@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from prometheus_sdk.provenance import envelopes, statements
 from testkit.git_server import add_submodule, git
 from testkit.protocol import AUDIT, DEV, GOV, IDENTITIES, REWARD, STAKE
 from testkit.verifier import (
@@ -32,6 +33,16 @@ from verifier_bot.metrics import serve
 ROOT = Path(__file__).resolve().parent.parent
 BROKEN = "persistent actor {\n  public query func f() : async Nat { \"not a number\" };\n};\n"
 OTHER_APP = HELLO.replace("Hello", "Howdy")
+
+
+def signed_statement(net: Net, wasm_id: str) -> statements.Parsed:
+    """The worker's signed statement for its one filing on `wasm_id`, verified from the registry's record."""
+    (found,) = net.stack.registry("get_provenance", bytes.fromhex(wasm_id))
+    (filed,) = found["filings"]
+    st = filed["statement"]
+    signed = envelopes.from_parts(st["payload"], st["payload_type"], st["signature"], st["public_key"])
+    assert str(signed.signer) == str(filed["verifier"]) == str(principal())
+    return envelopes.verify(signed)
 
 
 def only_filing(net: Net, wasm_id: str) -> dict[str, Any]:
@@ -67,6 +78,12 @@ def test_verified_and_paid_two_jobs_at_once(net: Net, docker_host: str, builder_
             assert meta["126:image_digest"] == f"sha256:{builder_image.rootfs_digest}"
             assert meta["126:toolchain_digest"] == builder_image.toolchain_digest
             assert meta["126:worker_version"].startswith("prometheus-verifier/") and meta["126:build_ms"] > 0
+            parsed = signed_statement(net, wasm_id)  # SLSA provenance, signed with the worker's identity
+            assert parsed.passed and parsed.wasm_id == wasm_id and parsed.predicate_type == statements.PROVENANCE_V1
+            build = parsed.statement["predicate"]["buildDefinition"]
+            assert build["externalParameters"]["commit"] == (commit_a if wasm_id == wasm_a_id else commit_b)
+            assert {"name": "builder-image", "digest": {"sha256": builder_image.rootfs_digest}} in build[
+                "resolvedDependencies"]
         assert net.stack.balance(principal()) == before + 2 * REWARD
         profile = net.stack.profile(principal())
         assert dict(profile["available"])[AUDIT] == 10 * STAKE and profile["earnings"] == 2 * REWARD
@@ -117,6 +134,10 @@ def test_every_deterministic_failure_is_a_divergence_with_its_reason(net: Net, d
         assert reason in filing["report"][0], (name, filing["report"])
         assert outcome(net, wasm_id) == "Rejected", name
     assert only_filing(net, submitted["mismatch"])["meta"]["126:found_hash"] == sha(wasm)
+    diverged = signed_statement(net, submitted["mismatch"])  # a FAILED verification summary with the reason
+    assert not diverged.passed and diverged.predicate_type == statements.VSA_V1
+    assert diverged.statement["predicate"]["divergence"]["rebuilt"] == {"sha256": sha(wasm)}
+    assert cases["mismatch"][3] in (diverged.reason or "")
     assert {j.state for j in worker.journal.jobs()} == {"filed"}
 
 

@@ -51,7 +51,7 @@ def attest_once(stack: Stack, namespace: str, role: str) -> str:
 
 
 def export(stack: Stack, wasm_id: str) -> bytes:
-    (answer,) = stack.registry("get_provenance", bytes.fromhex(wasm_id))
+    (answer,) = stack.registry("get_provenance", bytes.fromhex(wasm_id), [])
     return bundles.export(answer, str(stack.registry.canister_id), wasm_id)
 
 
@@ -64,6 +64,7 @@ def main() -> int:
     ic = EmbeddedBackend()
     stack = Stack.deploy(ic, {r.name: r for r in built})
     root = bundles.root_key_from(ic.root_public_key)
+    registry = str(stack.registry.canister_id)
     for role in VERIFIER_ROLES:
         stack.stake(PRINCIPALS[role], amount=10**12)
     minted = stack.ledger("icrc1_transfer", {"to": account(SPONSOR), "amount": 150_000 * (args.wasms + 10),
@@ -89,7 +90,7 @@ def main() -> int:
     times = []
     for _ in range(21):
         t = time.perf_counter()
-        report = bundles.verify(small, root, threshold=5)
+        report = bundles.verify(small, root, registry, threshold=5)
         times.append((time.perf_counter() - t) * 1000)
         assert report.status is bundles.Status.VERIFIED, report.problem
     results["verify_ms_first"] = round(times[0], 2)
@@ -108,7 +109,7 @@ def main() -> int:
     results["bundle_bytes_by_wasms_with_signed_filings"] = sizes
     big = export(stack, first)
     t = time.perf_counter()
-    assert bundles.verify(big, root, threshold=5).status is bundles.Status.VERIFIED
+    assert bundles.verify(big, root, registry, threshold=5).status is bundles.Status.VERIFIED
     results["verify_ms_at_largest"] = round((time.perf_counter() - t) * 1000, 2)
     if args.json:
         print(json.dumps(results))

@@ -4,6 +4,7 @@ that `prometheus verify --offline` checks with only the IC root key (docs/proven
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ import typer
 
 from prometheus_cli import exits
 from prometheus_cli.context import Options, client, connection
+from prometheus_cli.developer import ManifestPath, target
 from prometheus_cli.output import console, emit, fail, user_errors
 
 app = typer.Typer(help="Signed provenance: export a wasm's signed verdicts as an offline-verifiable bundle.",
@@ -31,52 +33,76 @@ def _wasm_id(text: str) -> str:
 @app.command()
 def export(
     ctx: typer.Context,
-    wasm_hash: str = typer.Argument(..., help="The wasm's sha256 (hex)."),
-    out: Path = typer.Option(..., "-o", "--output", help="Where to write the bundle (JSON)."),
+    wasm_hash: str | None = typer.Argument(None, help="The wasm's sha256 (hex; default: the manifest's wasm)."),
+    out: Path | None = typer.Option(None, "-o", "--output",
+                                    help="Where to write the bundle (default: <first 16 hex digits>.provenance.json)."),
+    namespace: str | None = typer.Option(None, "--namespace",
+                                         help="The namespace whose rounds to export (default: the manifest's when it "
+                                              "describes this wasm, else the only one with filings)."),
+    path: Path = ManifestPath,
 ) -> None:
     """Write the wasm's signed verdicts, their keys, the registry's records and a certificate with a witness
-    that they are on chain, to one file. Example: prometheus attestation export <hash> -o bundle.json"""
+    that they are on chain, to one file. Example: prometheus attestation export -o bundle.json"""
     from prometheus_sdk.provenance import bundles
 
     opts = _opts(ctx)
     with user_errors(opts.as_json):
-        wasm = _wasm_id(wasm_hash)
+        wasm, ns = target(wasm_hash, namespace, path)
+        out = out or Path(f"{wasm[:16]}.provenance.json")
         conn = connection(opts)
         registry = client(conn, "mcp_registry")
-        found = registry.get_provenance(bytes.fromhex(wasm))
+        found = registry.get_provenance(bytes.fromhex(wasm), [ns] if ns else [])
         answer = found[0] if found else None
         if answer is None:
-            fail(f"the registry holds no signed verdict for wasm {wasm[:16]}…",
-                 "a verifier files one with its attestation or divergence; `prometheus status` shows the filings")
+            fail(f"the registry holds no filing on wasm {wasm[:16]}…" + (f" in {ns}" if ns else ""),
+                 "verifiers file on a round once they rebuilt it (`prometheus status`); with filings in several "
+                 "namespaces, name one with --namespace")
         data = bundles.export(answer, str(registry.canister_id), wasm)
         tmp = out.with_name(out.name + ".tmp")
         tmp.write_bytes(data)
         os.replace(tmp, out)
-        result: dict[str, Any] = {"wasm": wasm, "bundle": str(out), "bytes": len(data),
-                                  "filings": len(answer["filings"])}
+        signed = sum(1 for f in answer["filings"] if f["statement"])
+        result: dict[str, Any] = {"wasm": wasm, "namespace": answer["namespace"], "bundle": str(out),
+                                  "bytes": len(data), "filings": len(answer["filings"]), "signed": signed}
         emit(result, opts.as_json, lambda r: console().print(
-            f"wrote {r['bundle']} ({r['bytes']} bytes, {r['filings']} signed verdict(s)); check it with "
-            f"`prometheus verify --offline {r['bundle']}`"))
+            f"wrote {r['bundle']} ({r['bytes']} bytes: {r['filings']} filing(s) in {r['namespace']}, {r['signed']} "
+            f"signed); check it with `prometheus verify --offline {r['bundle']}`"))
 
 
-def verify_offline(as_json: bool, bundle: Path, wasm_file: Path | None, wasm_hash: str | None, threshold: int,
-                   trusted_file: Path | None, root_key_file: Path | None, max_age_s: int | None) -> None:
-    """`prometheus verify --offline`: no network call; exits 0 verified, 3 insufficient, 4 divergent, 7 tampered."""
+def verify_offline(opts: Options, bundle: Path, wasm_file: Path | None, wasm_hash: str | None, threshold: int,
+                   trusted_file: Path | None, root_key_file: Path | None, max_age_s: int | None,
+                   registry_id: str | None, path: Path) -> None:
+    """`prometheus verify --offline`: no network call; exits 0 verified, 3 insufficient, 4 divergent, 7 tampered.
+    The wasm to compare with: --wasm, --hash, else the manifest's when there is one (else none: said so)."""
     import hashlib
     import json
 
+    from prometheus_cli import manifest as manifests
+    from prometheus_sdk import canister_ids
     from prometheus_sdk.certificates import MAINNET_ROOT_KEY
     from prometheus_sdk.principal import Principal
     from prometheus_sdk.provenance import bundles
 
+    as_json = opts.as_json
     with user_errors(as_json):
         if wasm_file is not None and wasm_hash is not None:
             fail("give --wasm or --hash, not both")
         if threshold < 1:
             fail("--threshold is at least 1")
+        network = opts.network or os.environ.get("PROMETHEUS_NETWORK", "local")
+        if registry_id is None:
+            found = canister_ids.find("mcp_registry", network)
+            if found is None:
+                fail(f"which registry must the bundle come from? no mcp_registry id for network {network!r}",
+                     "pass --registry CANISTER_ID (or --network)")
+            registry_id = found.canister_id
         try:
-            data = bundle.read_bytes()
+            Principal.from_text(registry_id)
+            with bundle.open("rb") as f:
+                data = f.read(bundles.MAX_BUNDLE_BYTES + 1)
             root = bundles.root_key_from(root_key_file.read_bytes()) if root_key_file else MAINNET_ROOT_KEY
+            if wasm_file is None and wasm_hash is None and path.is_file():
+                wasm_file = manifests.wasm_file(manifests.load(path), path)
             wasm = (hashlib.sha256(wasm_file.read_bytes()).hexdigest() if wasm_file
                     else _wasm_id(wasm_hash) if wasm_hash else None)
             trusted = None
@@ -86,15 +112,22 @@ def verify_offline(as_json: bool, bundle: Path, wasm_file: Path | None, wasm_has
                 trusted = {str(Principal.from_text(str(n))) for n in names}
         except (OSError, ValueError) as exc:
             fail(str(exc))
-        report = bundles.verify(data, root, wasm=wasm, threshold=threshold, trusted=trusted,
+        report = bundles.verify(data, root, registry_id, wasm=wasm, threshold=threshold, trusted=trusted,
                                 max_age_ns=max_age_s * 10**9 if max_age_s is not None else None)
+        result = report.to_json()
+        result["compared_with_local_wasm"] = wasm is not None
 
         def render(r: dict[str, Any]) -> None:
             c = console()
             colour = {"verified": "green", "insufficient": "yellow", "divergent": "red", "tampered": "red"}
             c.print(f"[bold {colour[r['status']]}]{r['status']}[/]" + (f": {r['problem']}" if r["problem"] else ""))
             if r["wasm"]:
-                c.print(f"wasm {r['wasm']} on registry {r['registry']}, certified at {r['certified_at_ns']} ns")
+                age = max(0, time.time_ns() - r["certified_at_ns"]) // 10**9
+                c.print(f"wasm {r['wasm']} on registry {r['registry']}, certified {age // 86400} d "
+                        f"{age % 86400 // 3600} h ago (later filings are not in it: export a fresh bundle, or "
+                        "--max-age)")
+                if not r["compared_with_local_wasm"]:
+                    c.print("[yellow]not compared with a local wasm: pass --wasm FILE or --hash HEX[/]")
             for f in r["filings"]:
                 mark = "signed" if f["signature_valid"] else "NOT VALID"
                 trust = "" if f["trusted"] else " (not trusted)"
@@ -103,7 +136,7 @@ def verify_offline(as_json: bool, bundle: Path, wasm_file: Path | None, wasm_has
             if r["status"] in ("verified", "insufficient"):
                 c.print(f"{len(r['agreeing'])} trusted verifier(s) agree (threshold {threshold})")
 
-        emit(report.to_json(), as_json, render)
+        emit(result, as_json, render)
     code = {bundles.Status.VERIFIED: exits.OK, bundles.Status.INSUFFICIENT: exits.PENDING,
             bundles.Status.DIVERGENT: exits.REJECTED, bundles.Status.TAMPERED: exits.TAMPERED}[report.status]
     if code:

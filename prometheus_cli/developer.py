@@ -436,7 +436,7 @@ def status(
                 break
             _render_status(st)
             time.sleep(interval)
-        st = {**st, "signatures": _signatures(registry, wasm_id)}
+        st = {**st, "signatures": _signatures(registry, wasm_id, st["namespace"])}
         data = _status_json(st)
         if canister:
             data["live"] = _live(conn, registry, canister, wasm_id)
@@ -525,22 +525,24 @@ def _request_json(r: dict[str, Any]) -> dict[str, Any]:
             "amends": r["amends"][0] if r["amends"] else None}
 
 
-def _signatures(registry: Any, wasm_id: str) -> dict[int, str]:
+def _signatures(registry: Any, wasm_id: str, namespace: str) -> dict[int, str]:
     """Each signed filing (by its index): `valid`, or why its statement does not verify -- checked here, from
     the envelope, the key and the statement, not taken from the registry."""
     from prometheus_sdk.principal import Principal
     from prometheus_sdk.provenance import envelopes
 
-    found = registry.get_provenance(bytes.fromhex(wasm_id))
+    found = registry.get_provenance(bytes.fromhex(wasm_id), [namespace])
     out: dict[int, str] = {}
     for f in found[0]["filings"] if found else []:
-        st = f["statement"]
+        if not f["statement"]:
+            continue
+        st = f["statement"][0]
         try:
             signed = envelopes.from_parts(bytes(st["payload"]), st["payload_type"], bytes(st["signature"]),
                                           bytes(st["public_key"]))
             parsed = envelopes.verify(signed)
-        except (envelopes.EnvelopeError, ValueError) as exc:
-            out[int(f["index"])] = f"invalid: {exc}"
+        except Exception as exc:  # a filer's hostile statement is reported, never a traceback
+            out[int(f["index"])] = f"invalid: {str(exc)[:200]}"
             continue
         if parsed.wasm_id != wasm_id or parsed.passed != f["attested"] or signed.signer != Principal.of(f["verifier"]):
             out[int(f["index"])] = "invalid: the statement is not the filing's"
@@ -672,7 +674,8 @@ def publish(
 
 def verify(
     ctx: typer.Context,
-    wasm_hash: str | None = typer.Option(None, "--hash", help="Expected sha256 (default: the manifest's wasm)."),
+    wasm_hash: str | None = typer.Option(None, "--hash", help="Expected sha256 (default: the manifest's wasm; "
+                                                              "with --offline, when there is a manifest)."),
     sandboxed: bool = typer.Option(True, "--sandbox/--no-sandbox",
                                    help="Rebuild in the verifiers' builder image (Docker, no network) or, with "
                                         "--no-sandbox, with the toolchain on this machine."),
@@ -688,8 +691,11 @@ def verify(
                                              "line) whose verdicts count (default: every signer)."),
     root_key: Path | None = typer.Option(None, "--root-key",
                                          help="--offline: the IC root key (DER or raw, or their hex; default: "
-                                              "mainnet's). `prometheus localnet status --json` shows the local one."),
+                                              "mainnet's). `prometheus localnet root-key` prints the local one."),
     max_age: int | None = typer.Option(None, "--max-age", help="--offline: the certificate's maximum age, seconds."),
+    registry: str | None = typer.Option(None, "--registry", metavar="CANISTER_ID",
+                                        help="--offline: the registry the bundle must come from (default: the "
+                                             "network's, from canister_ids.json or the localnet record)."),
     path: Path = ManifestPath,
 ) -> None:
     """Rebuild exactly what verifiers will — the manifest's commit, from the local git repository — and compare
@@ -707,7 +713,7 @@ def verify(
     if offline is not None:
         from prometheus_cli.attestations import verify_offline
 
-        verify_offline(opts.as_json, offline, wasm_file, wasm_hash, threshold, trusted, root_key, max_age)
+        verify_offline(opts, offline, wasm_file, wasm_hash, threshold, trusted, root_key, max_age, registry, path)
         return
     with user_errors(opts.as_json):
         m = manifests.load(path)

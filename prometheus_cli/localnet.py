@@ -197,6 +197,24 @@ def status(data: Path | None = DataDir, as_json: bool = JsonOut) -> None:
         emit(result, as_json, render)
 
 
+@app.command("root-key")
+def root_key(data: Path | None = DataDir, as_json: bool = JsonOut) -> None:
+    """Print the running replica's root key (hex DER): what `prometheus verify --offline --root-key` takes.
+    Example: prometheus localnet root-key > local.key"""
+    import httpx
+
+    from prometheus_sdk.transport import http
+
+    as_json = _json(as_json)
+    with user_errors(as_json):
+        info = _require_running(data_dir(data))
+        try:
+            key = http(info["url"]).get(f"{info['url']}/_/replica", timeout=5).json()["root_key"]
+        except (httpx.HTTPError, ValueError, KeyError) as exc:
+            fail(f"the replica at {info['url']} does not answer: {exc}")
+        emit({"root_key": key}, as_json, lambda r: print(r["root_key"]))
+
+
 @app.command()
 def reset(data: Path | None = DataDir, yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask."),
           as_json: bool = JsonOut) -> None:

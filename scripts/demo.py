@@ -214,6 +214,14 @@ def lifecycle(sh: Shell, work: Path, git_url: str) -> None:
     sh.run("prometheus", "publish", "1.0.0")
     sh.run("prometheus", "token", "balance", "verifier")
 
+    say("Anyone checks the verdict offline: the verifier's signed statement and the proof that it is on chain, "
+        "in one file, against the root key only")
+    sh.run("prometheus", "attestation", "export", "-o", "bundle.json")
+    key = sh.run("prometheus", "localnet", "root-key", quiet=True, shown="prometheus localnet root-key > local.key")
+    (Path(sh.cwd) / "local.key").write_text(key.stdout)
+    sh.run("prometheus", "verify", "--offline", "bundle.json", "--wasm", f".prometheus/build/{APP}.wasm",
+           "--root-key", "local.key")
+
     fix_a_rejection(sh)
 
 

@@ -122,9 +122,10 @@ def test_the_registry_takes_only_statements_by_the_filer_about_the_wasm(ic: Any,
                                     signed[0]["public_key"])
     block = stack.registry("icrc3_get_blocks", [{"start": filed["ok"], "length": 1}])["blocks"][0]["block"]
     assert dict(dict(block["Map"])["tx"]["Map"])["envelope_sha256"] == {"Blob": bytes.fromhex(envelope.digest)}
-    (answer,) = stack.registry("get_provenance", bytes.fromhex(wasm_id))
+    (answer,) = stack.registry("get_provenance", bytes.fromhex(wasm_id), [])
     (record,) = answer["filings"]
-    assert record["verifier"] == v0 and record["attested"] and record["envelope_hash"] == bytes.fromhex(envelope.digest)
+    assert answer["namespace"] == "com.example.app" and record["verifier"] == v0 and record["attested"]
+    assert record["envelope_hash"] == [bytes.fromhex(envelope.digest)]
 
 
 def test_governance_can_require_signed_filings(ic: Any, product: dict[str, Any]) -> None:
@@ -142,62 +143,132 @@ def test_governance_can_require_signed_filings(ic: Any, product: dict[str, Any])
 # ---------------------------------------------------------------- bundles
 
 
-def bundle_world(ic: Any, product: dict[str, Any], verdicts: list[bool]) -> tuple[Stack, str, bytes]:
-    """A wasm with a signed verdict from each of the first len(verdicts) verifiers, and its exported bundle."""
+def bundle_world(ic: Any, product: dict[str, Any], verdicts: list[bool],
+                 statements_for: list[list[Any] | None] | None = None) -> tuple[Stack, str, bytes]:
+    """A wasm with a signed verdict from each of the first len(verdicts) verifiers (or what `statements_for`
+    gives, [] for unsigned), and its exported bundle."""
     stack, wasm_id = file_world(ic, product)
     held = [reserved(stack, wasm_id, v) for v in VERIFIERS[:len(verdicts)]]  # before the round is decided
-    for verifier, attested, bounty in zip(VERIFIERS, verdicts, held, strict=False):
-        signed = signed_arg(identity_of(verifier), wasm_id, attested)
+    for i, (verifier, attested, bounty) in enumerate(zip(VERIFIERS, verdicts, held, strict=False)):
+        given = statements_for[i] if statements_for else None
+        signed = given if given is not None else signed_arg(identity_of(verifier), wasm_id, attested)
         filed = (stack.attest if attested else stack.diverge)(verifier, wasm_id, bounty, signed=signed)
         assert "ok" in filed, filed
-    (answer,) = stack.registry("get_provenance", bytes.fromhex(wasm_id))
+    (answer,) = stack.registry("get_provenance", bytes.fromhex(wasm_id), [])
     return stack, wasm_id, bundles.export(answer, str(stack.registry.canister_id), wasm_id)
+
+
+def check(stack: Stack, bundle: bytes, **kwargs: Any) -> bundles.Report:
+    """`verify --offline` against this replica's root key, for this stack's registry."""
+    root = kwargs.pop("root", bundles.root_key_from(stack.ic.root_public_key))
+    return bundles.verify(bundle, root, str(stack.registry.canister_id), **kwargs)
 
 
 @pytest.mark.embedded_only
 def test_a_bundle_verifies_offline_and_counts_trusted_verifiers(ic: Any, product: dict[str, Any]) -> None:
     stack, wasm_id, bundle = bundle_world(ic, product, [True, True, True])
-    root = ic.root_public_key
-    report = bundles.verify(bundle, bundles.root_key_from(root), wasm=wasm_id, threshold=3)
+    report = check(stack, bundle, wasm=wasm_id, threshold=3)
     assert report.status is bundles.Status.VERIFIED, report.problem
     assert report.agreeing == sorted(str(v) for v in VERIFIERS[:3])
     assert all(f.signature_valid for f in report.filings)
-    assert bundles.verify(bundle, bundles.root_key_from(root), threshold=4).status is bundles.Status.INSUFFICIENT
+    assert check(stack, bundle, threshold=4).status is bundles.Status.INSUFFICIENT
     trusted = {str(VERIFIERS[0]), str(STRANGER)}
-    two = bundles.verify(bundle, bundles.root_key_from(root), threshold=2, trusted=trusted)
+    two = check(stack, bundle, threshold=2, trusted=trusted)
     assert two.status is bundles.Status.INSUFFICIENT and two.agreeing == [str(VERIFIERS[0])]
-    wrong_key = bundles.verify(bundle, bundles.root_key_from(os.urandom(96)))
+    wrong_key = check(stack, bundle, root=bundles.root_key_from(os.urandom(96)))
     assert wrong_key.status is bundles.Status.TAMPERED and "certificate" in (wrong_key.problem or "")
-    other = bundles.verify(bundle, bundles.root_key_from(root), wasm="ee" * 32)
+    other = check(stack, bundle, wasm="ee" * 32)
     assert other.status is bundles.Status.TAMPERED and "not " + "ee" * 32 in (other.problem or "")
-    # a later filing on another wasm changes the certified root: an old bundle still verifies (its
-    # certificate and witness are self-consistent), and a fresh one for the same wasm is as small
+    elsewhere = bundles.verify(bundle, bundles.root_key_from(ic.root_public_key), str(stack.hub.canister_id))
+    assert elsewhere.status is bundles.Status.TAMPERED and "not the registry" in (elsewhere.problem or "")
+    # a later filing on another wasm changes the certified root: an old bundle still verifies (its certificate
+    # and witness are consistent with each other: a bundle says what the registry held when it was certified)
     other_wasm = stack.submit(wasm=b"\x00asm" + os.urandom(3000))
     bounty = reserved(stack, other_wasm, VERIFIERS[4])
     signed = signed_arg(identity_of(VERIFIERS[4]), other_wasm)
     assert "ok" in stack.attest(VERIFIERS[4], other_wasm, bounty, signed=signed)
-    assert bundles.verify(bundle, bundles.root_key_from(root)).status is bundles.Status.VERIFIED
+    assert check(stack, bundle).status is bundles.Status.VERIFIED
 
 
 @pytest.mark.embedded_only
-def test_a_signed_divergence_makes_a_bundle_divergent(ic: Any, product: dict[str, Any]) -> None:
-    _, wasm_id, bundle = bundle_world(ic, product, [True, False])
-    report = bundles.verify(bundle, bundles.root_key_from(ic.root_public_key))
+def test_a_divergence_signed_or_not_makes_a_bundle_divergent(ic: Any, product: dict[str, Any]) -> None:
+    stack, _, bundle = bundle_world(ic, product, [True, False])
+    report = check(stack, bundle)
     assert report.status is bundles.Status.DIVERGENT and report.diverging == [str(VERIFIERS[1])]
     assert [f.reason for f in report.filings] == [None, "rebuilt wasm differs"]
+    # unsigned: the registry still saw who filed it, and certifies that
+    stack, _, bundle = bundle_world(ic, product, [False, True], statements_for=[[], None])
+    report = check(stack, bundle)
+    assert report.status is bundles.Status.DIVERGENT and report.diverging == [str(VERIFIERS[0])]
+    assert [(f.signature_valid, f.reason) for f in report.filings] == [(False, "no signed statement"), (True, None)]
+
+
+@pytest.mark.embedded_only
+@pytest.mark.parametrize("hostile", [b'"x":9007199254740993', b'"x":' + b"[" * 1500 + b"]" * 1500, b'"x":NaN',
+                                     b'"x":1e400', b'"x":"\\ud800"'])
+def test_a_filers_hostile_statement_counts_for_nothing_and_breaks_nothing(ic: Any, product: dict[str, Any],
+                                                                          hostile: bytes) -> None:
+    """The registry checks a statement's ends, not its middle: a verifier can file one no reader accepts. It is
+    reported as invalid; the other filings' bundle still verifies, and `status` says so without a traceback."""
+    stack, wasm_id = file_world(ic, product)
+    v0, v1 = VERIFIERS[0], VERIFIERS[1]
+    first, second = reserved(stack, wasm_id, v0), reserved(stack, wasm_id, v1)
+    assert "ok" in stack.attest(v0, wasm_id, first, signed=signed_arg(identity_of(v0), wasm_id))
+    good = statements.encode(statement(identity_of(v1), wasm_id))
+    prefix = statements.STATEMENT_PREFIX
+    payload = prefix + hostile + b"}" + good[good.index(b',"predicateType"'):]
+    envelope = envelopes.Envelope(payload, statements.PAYLOAD_TYPE, {})
+    der, sig = identity_of(v1).sign(envelope.pae())
+    filed = stack.attest(v1, wasm_id, second, signed=[{"payload_type": statements.PAYLOAD_TYPE, "payload": payload,
+                                                      "signature": sig, "public_key": der}])
+    assert "ok" in filed, filed
+    (answer,) = stack.registry("get_provenance", bytes.fromhex(wasm_id), [])
+    report = check(stack, bundles.export(answer, str(stack.registry.canister_id), wasm_id))
+    assert report.status is bundles.Status.VERIFIED and report.agreeing == [str(v0)], report.problem
+    assert not report.filings[1].signature_valid and "invalid statement" in (report.filings[1].reason or "")
+
+
+@pytest.mark.parametrize("key_type", ["ed25519", "secp256k1", "p256"])
+def test_every_ic_identity_key_type_signs_statements_readers_accept(key_type: str) -> None:
+    identity = Identity(type=key_type)
+    signed = envelopes.sign(identity, statement(identity, "ab" * 32))
+    assert envelopes.verify(envelopes.from_json(signed.to_json(), signed.public_key)).passed
 
 
 @pytest.mark.embedded_only
 def test_every_single_byte_change_to_a_bundle_is_rejected(ic: Any, product: dict[str, Any]) -> None:
     """Exhaustive over the bundle's bytes (two changes per byte), not sampled: payloads, subjects, signatures,
-    keys, records, the witness and the certificate alike."""
-    _, _, bundle = bundle_world(ic, product, [True, True])
+    keys, records, the witness and the certificate alike; an unsigned filing's record too."""
+    stack, _, bundle = bundle_world(ic, product, [True, True, False], statements_for=[None, None, []])
     root = bundles.root_key_from(ic.root_public_key)
-    assert bundles.verify(bundle, root, threshold=2).status is bundles.Status.VERIFIED
+    registry = str(stack.registry.canister_id)
+    assert bundles.verify(bundle, root, registry, threshold=2).status is bundles.Status.DIVERGENT
     accepted = []
     for i in range(len(bundle)):
         for flip in (0x01, 0x20):
             changed = bundle[:i] + bytes([bundle[i] ^ flip]) + bundle[i + 1:]
-            if bundles.verify(changed, root).status is not bundles.Status.TAMPERED:
+            if bundles.verify(changed, root, registry).status is not bundles.Status.TAMPERED:
                 accepted.append((i, flip))
     assert accepted == [], f"{len(accepted)} of {2 * len(bundle)} changes were accepted, e.g. {accepted[:5]}"
+
+
+@pytest.mark.embedded_only
+def test_verifying_a_bundle_opens_no_socket(ic: Any, product: dict[str, Any]) -> None:
+    """Zero network calls, checked by the interpreter's audit events (the CLI test also runs it with no network)."""
+    import sys
+
+    stack, _, bundle = bundle_world(ic, product, [True])
+    root, registry = bundles.root_key_from(ic.root_public_key), str(stack.registry.canister_id)
+    seen: list[str] = []
+    watching = [True]
+
+    def hook(event: str, _args: Any) -> None:
+        if watching[0] and event.startswith("socket."):
+            seen.append(event)
+
+    sys.addaudithook(hook)
+    try:
+        assert bundles.verify(bundle, root, registry).status is bundles.Status.VERIFIED
+    finally:
+        watching[0] = False
+    assert seen == []

@@ -37,9 +37,9 @@ OTHER_APP = HELLO.replace("Hello", "Howdy")
 
 def signed_statement(net: Net, wasm_id: str) -> statements.Parsed:
     """The worker's signed statement for its one filing on `wasm_id`, verified from the registry's record."""
-    (found,) = net.stack.registry("get_provenance", bytes.fromhex(wasm_id))
+    (found,) = net.stack.registry("get_provenance", bytes.fromhex(wasm_id), [])
     (filed,) = found["filings"]
-    st = filed["statement"]
+    (st,) = filed["statement"]
     signed = envelopes.from_parts(st["payload"], st["payload_type"], st["signature"], st["public_key"])
     assert str(signed.signer) == str(filed["verifier"]) == str(principal())
     return envelopes.verify(signed)

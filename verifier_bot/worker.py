@@ -51,6 +51,7 @@ from verifier_bot.logs import JsonLog
 from verifier_bot.metrics import Metrics
 
 WORKER_VERSION = "prometheus-verifier/0.1.0"
+MAX_LISTED_PACKAGES = 32  # more are summarized as one digest in the signed statement
 PAGE = 50
 LOCK_PAGE = 100  # the hub's largest page of get_locks
 MAX_BACKOFF_S = 300.0
@@ -445,14 +446,27 @@ class Worker:
                       found_hash=verdict.found_hash, reason=verdict.report, seconds=round(verdict.build_seconds, 2),
                       log_tail=verdict.log[-400:])
 
-    def _sign(self, job: Job, verdict: rebuild.Verdict, started: datetime, finished: datetime) -> dict[str, str]:
+    def _sign(self, job: Job, verdict: rebuild.Verdict, started: datetime, finished: datetime) -> dict[str, str] | None:
         """The verdict as an in-toto statement in a DSSE envelope signed with our identity (docs/provenance.md):
         SLSA provenance for a match, a FAILED verification summary for a divergence. Signed once, after the
-        build, and journaled: a retried filing sends the same envelope."""
+        build, and journaled: a retried filing sends the same envelope. None (filed unsigned, logged) if it
+        cannot be signed: the verdict matters more than its signature."""
+        try:
+            return self._statement(job, verdict, started, finished)
+        except Exception as exc:  # never lose a verdict (and the stake) over its signature
+            self.log.error("signing_failed", bounty_id=job.bounty_id, wasm_id=job.wasm_id, error=str(exc))
+            return None
+
+    def _statement(self, job: Job, verdict: rebuild.Verdict, started: datetime, finished: datetime) -> dict[str, str]:
         name = re.sub(r"[^A-Za-z0-9._-]", "_", f"{verdict.canister or 'canister'}.wasm")[:64]
         if verdict.attested:
             image = verdict.image or self.image
-            dependencies = {f"package:{p['name']}": p["sha256"] for p in verdict.packages if p.get("sha256")}
+            packages = sorted((p["name"], p["sha256"]) for p in verdict.packages if p.get("sha256"))
+            if len(packages) <= MAX_LISTED_PACKAGES:
+                dependencies = {f"package:{n[:64]}": d for n, d in packages}
+            else:  # a statement stays small whatever the project: the package set as one digest
+                listing = "\n".join(f"{n}@{d}" for n, d in packages).encode()
+                dependencies = {"packages": hashlib.sha256(listing).hexdigest()}
             dependencies["toolchain"] = image.toolchain_digest
             build = statements.Build(job.repo, job.commit_hash, None, verdict.toolchain or "motoko",
                                      dependencies, image.rootfs_digest,
@@ -466,6 +480,15 @@ class Worker:
         signed = envelopes.sign(self._chain_connection().identity, statement)
         return {"payload": signed.envelope.payload.hex(), "signature": signed.signature.hex(),
                 "public_key": signed.public_key.hex()}
+
+    def _file_signed(self, chain: Chain, job: Job, metadata: list[Any],
+                     signed: list[SignedStatement]) -> int:
+        if job.verdict == "attest":
+            return chain.registry.icrc126_file_attestation({"wasm_id": job.wasm_id, "metadata": metadata,
+                                                            "signed": signed})
+        return chain.registry.icrc126_file_divergence({"wasm_id": job.wasm_id, "metadata": metadata,
+                                                       "divergence_report": job.report or "divergence",
+                                                       "signed": signed})
 
     def _filed_by_me(self, chain: Chain, wasm_id: str, request_id: int | None) -> dict[str, Any] | None:
         """Our filing in the round (any current round of the wasm when the round is unknown)."""
@@ -488,13 +511,14 @@ class Worker:
             "signature": bytes.fromhex(job.signed["signature"]),
             "public_key": bytes.fromhex(job.signed["public_key"])}] if job.signed else []
         try:
-            if job.verdict == "attest":
-                block = chain.registry.icrc126_file_attestation({"wasm_id": job.wasm_id, "metadata": metadata,
-                                                                 "signed": signed})
-            else:
-                block = chain.registry.icrc126_file_divergence({"wasm_id": job.wasm_id, "metadata": metadata,
-                                                                "divergence_report": job.report or "divergence",
-                                                                "signed": signed})
+            try:
+                block = self._file_signed(chain, job, metadata, signed)
+            except RegistryError as refused:
+                if not (signed and _variant(refused.error) == "QuotaExceeded"):
+                    raise
+                # The namespace's signed filings on this wasm are at the registry's limit: the verdict goes unsigned.
+                self.log.warning("filed_unsigned", bounty_id=job.bounty_id, wasm_id=job.wasm_id, error=refused.error)
+                block = self._file_signed(chain, job, metadata, [])
         except RegistryError as refused:
             error = refused.error
         else:

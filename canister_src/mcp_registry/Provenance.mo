@@ -7,10 +7,12 @@
 // subject, the wasm being filed on, right after the predicate type the verdict calls for. Signatures are
 // checked by whoever reads the statement (`prometheus verify --offline`, `prometheus status`).
 //
-// The certified tree: `provenance` -> one byte (the wasm hash's first) -> the 32-byte wasm hash -> a leaf,
-// the representation-independent hash (ICRC-3's) of that wasm's signed filings. Each level is a balanced fork
-// tree over sorted labels, so a witness for one wasm holds about log2(wasms) hashes and a filing rehashes one
-// bucket and the 256 bucket roots.
+// The certified tree: `provenance` -> one byte (the wasm hash's first) -> the wasm hash followed by the
+// namespace (UTF-8) -> a leaf, the representation-independent hash (ICRC-3's) of every filing on that wasm in
+// that namespace (signed or not: the registry saw who filed it; a signature makes it portable). Each level is
+// a balanced fork tree over sorted labels, so a witness for one wasm holds about log2(wasms) hashes and a
+// filing rehashes one bucket and the 256 bucket roots.
+import Array "mo:core/Array";
 import Blob "mo:core/Blob";
 import List "mo:core/List";
 import Map "mo:core/Map";
@@ -29,7 +31,7 @@ module {
   public let PAYLOAD_TYPE = "application/vnd.in-toto+json";
   public let MAX_PAYLOAD_BYTES = 16_384;
   public let MAX_PUBLIC_KEY_BYTES = 100;
-  public let MAX_SIGNED_PER_WASM = 100;
+  public let MAX_SIGNED_PER_WASM = 100; // per namespace: what one `get_provenance` reply carries
   let PREFIX = "{\"_type\":\"https://in-toto.io/Statement/v1\",\"predicate\":{";
   let PROVENANCE = "https://slsa.dev/provenance/v1";
   let VSA = "https://slsa.dev/verification_summary/v1";
@@ -44,11 +46,12 @@ module {
     verifier : Principal;
     attested : Bool;
     time : Nat;
-    envelope_hash : Blob;
-    statement : SignedStatement;
+    envelope_hash : ?Blob; // null: filed without a signed statement
+    statement : ?SignedStatement;
   };
 
-  type Entry = { wasm : Blob; filed : List.List<Filed>; var leaf : Blob; var node : Blob }; // node: labeled(wasm, leaf(..))
+  // `key`: the wasm hash followed by the namespace; `node`: labeled(key, leaf(..)).
+  type Entry = { key : Blob; filed : List.List<Filed>; var signed : Nat; var leaf : Blob; var node : Blob };
 
   public type Store = {
     buckets : Map.Map<Nat8, Map.Map<Blob, Entry>>;
@@ -139,42 +142,96 @@ module {
 
   // ---------------------------------------------------------------- the certified tree
 
-  public func filedCount(s : Store, wasm : Blob) : Nat {
-    switch (entryOf(s, wasm)) { case (?e) List.size(e.filed); case null 0 };
+  public func keyOf(wasm : Blob, namespace : Text) : Blob {
+    Blob.fromArray(Array.concat(Blob.toArray(wasm), Blob.toArray(Text.encodeUtf8(namespace))));
   };
 
-  func entryOf(s : Store, wasm : Blob) : ?Entry {
-    switch (Map.get(s.buckets, Nat8.compare, wasm[0])) { case (?b) Map.get(b, Blob.compare, wasm); case null null };
+  public func signedCount(s : Store, key : Blob) : Nat {
+    switch (entryOf(s, key)) { case (?e) e.signed; case null 0 };
   };
 
-  public func filings(s : Store, wasm : Blob) : [Filed] {
-    switch (entryOf(s, wasm)) { case (?e) List.toArray(e.filed); case null [] };
+  func entryOf(s : Store, key : Blob) : ?Entry {
+    switch (Map.get(s.buckets, Nat8.compare, key[0])) { case (?b) Map.get(b, Blob.compare, key); case null null };
+  };
+
+  public func filings(s : Store, key : Blob) : [Filed] {
+    switch (entryOf(s, key)) { case (?e) List.toArray(e.filed); case null [] };
+  };
+
+  // The key of the wasm's filings in `namespace`, or in the only namespace that has any when none is named.
+  public func find(s : Store, wasm : Blob, namespace : ?Text) : ?Blob {
+    switch namespace { case (?ns) return ?keyOf(wasm, ns); case null {} };
+    let bucket = switch (Map.get(s.buckets, Nat8.compare, wasm[0])) { case (?b) b; case null return null };
+    var found : ?Blob = null;
+    label scan for ((k, _) in Map.entriesFrom(bucket, Blob.compare, wasm)) {
+      if (k.size() < 32 or Blob.fromArray(Array.sliceToArray(Blob.toArray(k), 0, 32)) != wasm) break scan;
+      if (found != null) return null; // several namespaces: the caller names one
+      found := ?k;
+    };
+    found;
   };
 
   // What the leaf commits to, per filing (the statement through its envelope hash).
   func value(f : Filed) : T.Value {
-    #Map([
+    let fields = [
       ("index", #Nat(f.index)), ("request_id", #Nat(f.request_id)), ("namespace", #Text(f.namespace)),
       ("verifier", #Blob(Principal.toBlob(f.verifier))), ("verdict", #Text(if (f.attested) "attested" else "diverged")),
-      ("time", #Nat(f.time)), ("envelope", #Blob(f.envelope_hash)),
-    ]);
+      ("time", #Nat(f.time)),
+    ];
+    #Map(switch (f.envelope_hash) { case (?h) Array.concat(fields, [("envelope", #Blob(h))]); case null fields });
   };
 
-  // Record a signed filing and rehash its wasm's path to the root.
+  public func isEmpty(s : Store) : Bool { Map.isEmpty(s.buckets) };
+
+  // Record a filing on `wasm` (in `f.namespace`) and rehash its path to the root.
   public func add(s : Store, wasm : Blob, f : Filed) {
+    let entry = append(s, wasm, f);
+    rehashEntry(entry);
+    rehashBucket(s, wasm[0]);
+    rehashRoot(s);
+  };
+
+  // Many filings at once (an upgrade from a release without this tree): each entry and bucket rehashed once.
+  public func addAll(s : Store, items : [(Blob, Filed)]) {
+    let touched = Map.empty<Blob, Entry>();
+    for ((wasm, f) in items.vals()) { let e = append(s, wasm, f); Map.add(touched, Blob.compare, e.key, e) };
+    let buckets = Map.empty<Nat8, ()>();
+    for (e in Map.values(touched)) { rehashEntry(e); Map.add(buckets, Nat8.compare, e.key[0], ()) };
+    for (b in Map.keys(buckets)) rehashBucket(s, b);
+    rehashRoot(s);
+  };
+
+  func append(s : Store, wasm : Blob, f : Filed) : Entry {
+    let key = keyOf(wasm, f.namespace);
     let bucket = switch (Map.get(s.buckets, Nat8.compare, wasm[0])) {
       case (?b) b;
       case null { let b = Map.empty<Blob, Entry>(); Map.add(s.buckets, Nat8.compare, wasm[0], b); b };
     };
-    let entry = switch (Map.get(bucket, Blob.compare, wasm)) {
+    let entry = switch (Map.get(bucket, Blob.compare, key)) {
       case (?e) e;
-      case null { let e = { wasm; filed = List.empty<Filed>(); var leaf : Blob = ""; var node : Blob = "" }; Map.add(bucket, Blob.compare, wasm, e); e };
+      case null {
+        let e = { key; filed = List.empty<Filed>(); var signed = 0; var leaf : Blob = ""; var node : Blob = "" };
+        Map.add(bucket, Blob.compare, key, e);
+        e;
+      };
     };
     List.add(entry.filed, f);
+    if (f.statement != null) entry.signed += 1;
+    entry;
+  };
+
+  func rehashEntry(entry : Entry) {
     entry.leaf := Log.hashValue(#Array(List.toArray(List.map<Filed, T.Value>(entry.filed, value))));
-    entry.node := labeled(wasm, leafHash(entry.leaf));
+    entry.node := labeled(entry.key, leafHash(entry.leaf));
+  };
+
+  func rehashBucket(s : Store, b : Nat8) {
+    let bucket = switch (Map.get(s.buckets, Nat8.compare, b)) { case (?x) x; case null return };
     let nodes = List.toArray(List.map<Entry, Blob>(List.fromIter<Entry>(Map.values(bucket)), func e = e.node));
-    Map.add(s.bucketNodes, Nat8.compare, wasm[0], labeled(Blob.fromArray([wasm[0]]), forkOf(nodes, 0, nodes.size())));
+    Map.add(s.bucketNodes, Nat8.compare, b, labeled(Blob.fromArray([b]), forkOf(nodes, 0, nodes.size())));
+  };
+
+  func rehashRoot(s : Store) {
     let buckets = List.toArray(List.fromIter<Blob>(Map.values(s.bucketNodes)));
     s.root := ?forkOf(buckets, 0, buckets.size());
   };
@@ -217,14 +274,14 @@ module {
     switch (s.root) { case (?r) fork(tip, labeled(Text.encodeUtf8("provenance"), r)); case null tip };
   };
 
-  // The whole certified tree as CBOR (tagged) revealing `wasm`'s leaf, the tip pruned; null without one.
-  public func proof(s : Store, tip : Blob, wasm : Blob) : ?Blob {
+  // The whole certified tree as CBOR (tagged) revealing the leaf at `key`, the tip pruned; null without one.
+  public func proof(s : Store, tip : Blob, key : Blob) : ?Blob {
     let out = List.fromArray<Nat8>([0xd9, 0xd9, 0xf7, 0x83, 1]);
     pruned(out, tip);
     List.add<Nat8>(out, 0x83);
     List.add<Nat8>(out, 2);
     bytes(out, Text.encodeUtf8("provenance"));
-    if (not witness(s, out, wasm)) return null;
+    if (not witness(s, out, key)) return null;
     ?Blob.fromArray(List.toArray(out));
   };
 
@@ -272,26 +329,26 @@ module {
     };
   };
 
-  // The `provenance` subtree revealing only `wasm`'s leaf (null when the wasm has no signed filing).
-  func witness(s : Store, out : List.List<Nat8>, wasm : Blob) : Bool {
-    let bucket = switch (Map.get(s.buckets, Nat8.compare, wasm[0])) { case (?b) b; case null return false };
+  // The `provenance` subtree revealing only the leaf at `key` (false when there is none).
+  func witness(s : Store, out : List.List<Nat8>, key : Blob) : Bool {
+    let bucket = switch (Map.get(s.buckets, Nat8.compare, key[0])) { case (?b) b; case null return false };
     let entries = List.toArray(List.fromIter<Entry>(Map.values(bucket)));
     var at = 0;
-    label find while (at < entries.size()) { if (entries[at].wasm == wasm) break find; at += 1 };
+    label find while (at < entries.size()) { if (entries[at].key == key) break find; at += 1 };
     if (at == entries.size()) return false;
     let bucketKeys = List.toArray(List.fromIter<Nat8>(Map.keys(s.bucketNodes)));
     let bucketHashes = List.toArray(List.fromIter<Blob>(Map.values(s.bucketNodes)));
     var b = 0;
-    while (bucketKeys[b] != wasm[0]) b += 1;
+    while (bucketKeys[b] != key[0]) b += 1;
     let entryNodes = List.toArray(List.map<Entry, Blob>(List.fromArray(entries), func e = e.node));
     witnessFork(out, bucketHashes, 0, bucketHashes.size(), b, func() {
       List.add<Nat8>(out, 0x83);
       List.add<Nat8>(out, 2);
-      bytes(out, Blob.fromArray([wasm[0]]));
+      bytes(out, Blob.fromArray([key[0]]));
       witnessFork(out, entryNodes, 0, entryNodes.size(), at, func() {
         List.add<Nat8>(out, 0x83);
         List.add<Nat8>(out, 2);
-        bytes(out, wasm);
+        bytes(out, key);
         List.add<Nat8>(out, 0x82);
         List.add<Nat8>(out, 3);
         bytes(out, entries[at].leaf);

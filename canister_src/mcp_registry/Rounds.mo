@@ -183,6 +183,8 @@ module {
     }));
   };
 
+  public func allFilings(s : Store) : [T.Filing] { List.toArray(s.filings) };
+
   public func filingsOf(s : Store, r : RequestRec) : [T.Filing] {
     let out = List.empty<T.Filing>();
     for (t in List.values(r.auditTypes)) {

@@ -133,6 +133,15 @@ persistent actor class Registry(init : { governance : Principal; audit_hub : Pri
   system func postupgrade() {
     Legacy.moveUploads(uploads, wasmUploads);
     Legacy.moveLog(log, blockLog);
+    if (Provenance.isEmpty(provenance)) { // a release before the provenance tree: its filings enter it once, unsigned
+      Provenance.addAll(provenance, Array.filterMap<T.Filing, (Blob, Provenance.Filed)>(Rounds.allFilings(rounds), func f {
+        switch (wasmHash(f.wasm_id), Rounds.get(rounds, f.request_id)) {
+          case (?wasm, ?r) ?(wasm, { index = f.index; request_id = f.request_id; namespace = r.req.namespace; verifier = f.verifier;
+                                     attested = f.attested; time = Int.abs(f.timestamp); envelope_hash = null; statement = null });
+          case _ null;
+        };
+      }));
+    };
     certify(); // certified data does not survive an upgrade
   };
 
@@ -544,8 +553,6 @@ persistent actor class Registry(init : { governance : Principal; audit_hub : Pri
     switch signed {
       case (?e) {
         switch (Provenance.refusal(e, caller, wasmId, attested)) { case (?why) return #err(#FilingRefused(why)); case null {} };
-        let wasm = switch (wasmHash(wasmId)) { case (?h) h; case null return #err(#InvalidArgument("wasm_id is 64 hex digits")) };
-        if (Provenance.filedCount(provenance, wasm) >= Provenance.MAX_SIGNED_PER_WASM) return #err(#QuotaExceeded("at most 100 signed filings per wasm"));
       };
       case null if (requireSigned) return #err(#FilingRefused("this registry requires a signed statement with every filing (see docs/provenance.md)"));
     };
@@ -555,6 +562,10 @@ persistent actor class Registry(init : { governance : Principal; audit_hub : Pri
     if (b.wasm_id != wasmId or b.audit_type != auditType) return #err(#LockInvalid("the bounty is for another wasm or audit type"));
     let r = switch (Rounds.get(rounds, b.request_id)) { case (?r) r; case null return #err(#RequestNotFound) };
     if (Rounds.hasFiled(rounds, r.req.id, auditType, caller)) return #err(#AlreadyFiled);
+    let wasm = switch (wasmHash(wasmId)) { case (?h) h; case null return #err(#InvalidArgument("wasm_id is 64 hex digits")) };
+    if (signed != null and Provenance.signedCount(provenance, Provenance.keyOf(wasm, r.req.namespace)) >= Provenance.MAX_SIGNED_PER_WASM) {
+      return #err(#QuotaExceeded("at most 100 signed filings per wasm and namespace: file without a statement"));
+    };
     switch (b.state) {
       case (#Reserved({ claimant; until })) {
         if (not Principal.equal(claimant, caller)) return #err(#LockInvalid("the reservation belongs to another verifier"));
@@ -571,18 +582,9 @@ persistent actor class Registry(init : { governance : Principal; audit_hub : Pri
       ("request_id", #Nat(r.req.id)), ("wasm_id", #Text(wasmId)), ("audit_type", #Text(auditType)), ("bounty_id", #Nat(bountyId)),
       ("verifier", principalValue(caller)), ("metadata", #Map(Log.fromMap(metadata))),
     ];
-    let envelope : ?Blob = switch signed {
-      case (?e) {
-        let hash = Provenance.envelopeHash(e, caller);
-        switch (wasmHash(wasmId)) {
-          case (?wasm) Provenance.add(provenance, wasm, { index; request_id = r.req.id; namespace = r.req.namespace; verifier = caller;
-                                                          attested; time = Int.abs(now()); envelope_hash = hash; statement = e });
-          case null {};
-        };
-        ?hash;
-      };
-      case null null;
-    };
+    let envelope : ?Blob = switch signed { case (?e) ?Provenance.envelopeHash(e, caller); case null null };
+    Provenance.add(provenance, wasm, { index; request_id = r.req.id; namespace = r.req.namespace; verifier = caller;
+                                       attested; time = Int.abs(now()); envelope_hash = envelope; statement = signed });
     let blockIndex = block(if attested "126attest" else "126divergence", switch envelope {
       case (?h) Array.concat(fields, [("envelope_sha256", #Blob(h))]);
       case null fields;
@@ -630,14 +632,23 @@ persistent actor class Registry(init : { governance : Principal; audit_hub : Pri
 
   public query func get_require_signed() : async Bool { requireSigned };
 
-  // A wasm's signed filings with a certificate and a witness that they are in the registry's certified tree:
-  // everything `prometheus attestation export` puts in a bundle. Null when the wasm has no signed filing.
-  public query func get_provenance(wasm_hash : Blob) : async ?{ certificate : Blob; hash_tree : Blob; filings : [Provenance.Filed] } {
+  // A wasm's filings in a namespace (the only one with filings when none is named), signed statements
+  // included, with a certificate and a witness that they are in the registry's certified tree: everything
+  // `prometheus attestation export` puts in a bundle. Null when there are none (or several namespaces and none named).
+  public query func get_provenance(wasm_hash : Blob, namespace : ?Text) : async ?{
+    namespace : Text;
+    certificate : Blob;
+    hash_tree : Blob;
+    filings : [Provenance.Filed];
+  } {
     if (wasm_hash.size() != 32) return null;
+    let key = switch (Provenance.find(provenance, wasm_hash, namespace)) { case (?k) k; case null return null };
     let tip = switch (Log.tipRoot(blockLog)) { case (?t) t; case null return null };
     let certificate = switch (CertifiedData.getCertificate()) { case (?c) c; case null return null };
-    switch (Provenance.proof(provenance, tip, wasm_hash)) {
-      case (?hash_tree) ?{ certificate; hash_tree; filings = Provenance.filings(provenance, wasm_hash) };
+    let filings = Provenance.filings(provenance, key);
+    if (filings.size() == 0) return null;
+    switch (Provenance.proof(provenance, tip, key)) {
+      case (?hash_tree) ?{ namespace = filings[0].namespace; certificate; hash_tree; filings };
       case null null;
     };
   };

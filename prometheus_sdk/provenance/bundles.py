@@ -1,18 +1,18 @@
-"""Provenance bundles: one wasm's signed statements with the proof that the registry holds them, checked with
-nothing but the IC root key (docs/provenance.md).
+"""Provenance bundles: one wasm's filings in one namespace -- signed statements included -- with the proof
+that the registry holds them, checked with nothing but the IC root key and the registry's id
+(docs/provenance.md).
 
 A bundle is canonical JSON (RFC 8785) with exactly these members:
 
     {"certificate": b64, "filings": [...], "format": "prometheus-provenance/v1", "hash_tree": b64,
-     "registry": canister id, "wasm": hex}
+     "namespace": text, "registry": canister id, "wasm": hex}
 
-and each filing `{"envelope": {...DSSE...}, "index", "namespace", "public_key": b64, "request_id", "time" (ns, as
-decimal text),
-"verdict": "attested" | "diverged", "verifier": principal}`. Every byte is covered: the certificate is signed
-by the root key (through a delegation when there is one), the witness hashes to the registry's certified data,
-its leaf is the hash of the filings' records (each naming its envelope's hash), each envelope is signed by the
-key whose principal is the filing's verifier, and each statement's subject is the wasm. Verification makes no
-network call.
+and each filing `{"index", "namespace", "request_id", "time" (ns, decimal text), "verdict": "attested" |
+"diverged", "verifier": principal}`, plus `"envelope": {...DSSE...}` and `"public_key": b64` when signed. Every
+byte is covered: the certificate is signed by the root key (through a delegation when there is one), for the
+expected registry; the witness hashes to its certified data; the leaf is the hash of the filings' records
+(a signed one naming its envelope's hash); each envelope is signed by the key whose principal is the filing's
+verifier, and each statement's subject is the wasm. Verification makes no network call.
 """
 
 from __future__ import annotations
@@ -101,18 +101,22 @@ def export(answer: dict[str, Any], registry: str, wasm: str) -> bytes:
     """The bundle for `wasm` from the registry's `get_provenance` answer."""
     filings: list[dict[str, Any]] = []
     for f in answer["filings"]:
-        st = f["statement"]
-        signed = envelopes.from_parts(bytes(st["payload"]), st["payload_type"], bytes(st["signature"]),
-                                      bytes(st["public_key"]))
-        filings.append({
-            "envelope": signed.envelope.to_dict(), "index": int(f["index"]), "namespace": f["namespace"],
-            "public_key": base64.b64encode(signed.public_key).decode(), "request_id": int(f["request_id"]),
+        row: dict[str, Any] = {
+            "index": int(f["index"]), "namespace": f["namespace"], "request_id": int(f["request_id"]),
             "time": str(int(f["time"])), "verdict": "attested" if f["attested"] else "diverged",
-            "verifier": str(Principal.of(f["verifier"]))})
+            "verifier": str(Principal.of(f["verifier"]))}
+        statement = f["statement"]  # Candid `opt`: [] or [value] from the SDK's clients
+        statement = (statement[0] if statement else None) if isinstance(statement, list) else statement
+        if statement:
+            signed = envelopes.from_parts(bytes(statement["payload"]), statement["payload_type"],
+                                          bytes(statement["signature"]), bytes(statement["public_key"]))
+            row["envelope"] = signed.envelope.to_dict()
+            row["public_key"] = base64.b64encode(signed.public_key).decode()
+        filings.append(row)
     bundle: dict[str, Any] = {
         "certificate": base64.b64encode(bytes(answer["certificate"])).decode(), "filings": filings, "format": FORMAT,
-        "hash_tree": base64.b64encode(bytes(answer["hash_tree"])).decode(), "registry": str(Principal.of(registry)),
-        "wasm": wasm}
+        "hash_tree": base64.b64encode(bytes(answer["hash_tree"])).decode(), "namespace": answer["namespace"],
+        "registry": str(Principal.of(registry)), "wasm": wasm}
     return bytes(rfc8785.dumps(bundle))
 
 
@@ -163,18 +167,27 @@ def _cbor(data: bytes, what: str) -> Any:
         raise BundleError(f"{what} is not CBOR") from None
 
 
-def verify(data: bytes, root_key: bytes, *, wasm: str | None = None, threshold: int = 1,
-           trusted: set[str] | None = None, max_age_ns: int | None = None) -> Report:
-    """Check a bundle offline. `wasm`: the local module's sha256 the bundle must be about; `trusted`: the
-    verifiers whose verdicts count (all signers when None); `max_age_ns`: how old the certificate may be."""
+def verify(data: bytes, root_key: bytes, registry: str, *, wasm: str | None = None, threshold: int = 1,
+           trusted: set[str] | None = None, max_age_ns: int | None = None, now_ns: int | None = None) -> Report:
+    """Check a bundle offline. `registry`: the registry canister the bundle must come from (a bundle certified
+    by any other canister proves nothing); `wasm`: the local module's sha256 the bundle must be about;
+    `trusted`: the verifiers whose verdicts count (every filer when None); `max_age_ns`: how old the
+    certificate may be."""
     try:
-        return _verify(data, root_key, wasm, threshold, trusted, max_age_ns)
+        return _verify(data, root_key, registry, wasm, threshold, trusted, max_age_ns, now_ns)
     except Exception as exc:  # untrusted bytes: any failure to check them is a bundle that does not verify
         return Report(Status.TAMPERED, problem=str(exc) or type(exc).__name__)
 
 
-def _verify(data: bytes, root_key: bytes, wasm: str | None, threshold: int, trusted: set[str] | None,
-            max_age_ns: int | None) -> Report:
+_SIGNED = {"envelope", "index", "namespace", "public_key", "request_id", "time", "verdict", "verifier"}
+_UNSIGNED = _SIGNED - {"envelope", "public_key"}
+MAX_CLOCK_SKEW_NS = 5 * 60 * 10**9
+
+
+def _verify(data: bytes, root_key: bytes, expected_registry: str, wasm: str | None, threshold: int,
+            trusted: set[str] | None, max_age_ns: int | None, now_ns: int | None) -> Report:
+    import time
+
     if len(data) > MAX_BUNDLE_BYTES:
         raise BundleError("a bundle of at most 4 MiB")
     try:
@@ -182,7 +195,7 @@ def _verify(data: bytes, root_key: bytes, wasm: str | None, threshold: int, trus
                             parse_float=lambda _: (_ for _ in ()).throw(BundleError("no floats")))
     except (UnicodeDecodeError, json.JSONDecodeError):
         raise BundleError("a bundle is JSON") from None
-    _exact(bundle, {"certificate", "filings", "format", "hash_tree", "registry", "wasm"}, "a bundle")
+    _exact(bundle, {"certificate", "filings", "format", "hash_tree", "namespace", "registry", "wasm"}, "a bundle")
     if bytes(rfc8785.dumps(bundle)) != data:
         raise BundleError("a bundle is canonical JSON (RFC 8785)")
     if bundle["format"] != FORMAT:
@@ -196,70 +209,90 @@ def _verify(data: bytes, root_key: bytes, wasm: str | None, threshold: int, trus
         raise BundleError("wasm is 64 lowercase hex digits") from None
     if wasm is not None and wasm != subject:
         raise BundleError(f"the bundle is about wasm {subject}, not {wasm}")
+    namespace = bundle["namespace"]
+    if not isinstance(namespace, str) or not namespace:
+        raise BundleError("namespace is text")
     registry = Principal.from_text(bundle["registry"]) if isinstance(bundle["registry"], str) else None
     if registry is None or str(registry) != bundle["registry"]:
         raise BundleError("registry is a canister id in its canonical text form")
+    if registry != Principal.from_text(expected_registry):
+        raise BundleError(f"the bundle comes from canister {registry}, not the registry {expected_registry}")
 
     # The cheap checks first (the records, the witness), the certificate's signature last.
     tree = _cbor(_b64(bundle["hash_tree"], "hash_tree"), "hash_tree")
     root = hashtree.digest(tree)
-    leaf = hashtree.lookup(tree, [b"provenance", wasm_hash[:1], wasm_hash])
+    leaf = hashtree.lookup(tree, [b"provenance", wasm_hash[:1], wasm_hash + namespace.encode()])
     if leaf is None:
-        raise BundleError("the witness does not reveal this wasm's provenance leaf")
+        raise BundleError("the witness does not reveal this wasm's provenance leaf in this namespace")
 
-    # The records: their hash is the leaf; each names its envelope by hash.
+    # The records: their hash is the leaf; a signed one names its envelope by hash.
     filings = bundle["filings"]
     if not isinstance(filings, list) or not filings:
         raise BundleError("filings is a non-empty list")
     records, checks = [], []
     for i, f in enumerate(filings):
-        _exact(f, {"envelope", "index", "namespace", "public_key", "request_id", "time", "verdict", "verifier"},
-               f"filing {i}")
-        if f["verdict"] not in ("attested", "diverged") or not isinstance(f["namespace"], str):
-            raise BundleError(f"filing {i}: verdict is attested or diverged, namespace is text")
+        if not isinstance(f, dict) or set(f) not in (_SIGNED, _UNSIGNED):
+            raise BundleError(f"filing {i} has exactly {', '.join(sorted(_SIGNED))} (envelope and public_key "
+                              "only when signed)")
+        if f["verdict"] not in ("attested", "diverged") or f["namespace"] != namespace:
+            raise BundleError(f"filing {i}: verdict is attested or diverged, in the bundle's namespace")
         verifier = Principal.from_text(f["verifier"]) if isinstance(f["verifier"], str) else None
         if verifier is None or str(verifier) != f["verifier"]:
             raise BundleError(f"filing {i}: verifier is a principal in its canonical text form")
-        key = _b64(f["public_key"], f"filing {i}'s public_key")
-        if Principal.self_authenticating(key) != verifier:
-            raise BundleError(f"filing {i}: the public key is not the verifier's")
-        envelope_json = bytes(rfc8785.dumps(f["envelope"]))
-        signed = envelopes.from_json(envelope_json, key)
-        records.append({"index": _nat(f["index"], "index"), "request_id": _nat(f["request_id"], "request_id"),
-                        "namespace": f["namespace"], "verifier": verifier.raw, "verdict": f["verdict"],
-                        "time": _decimal(f["time"], "time"), "envelope": hashlib.sha256(envelope_json).digest()})
+        record: dict[str, Any] = {
+            "index": _nat(f["index"], "index"), "request_id": _nat(f["request_id"], "request_id"),
+            "namespace": namespace, "verifier": verifier.raw, "verdict": f["verdict"],
+            "time": _decimal(f["time"], "time")}
+        signed = None
+        if "envelope" in f:
+            key = _b64(f["public_key"], f"filing {i}'s public_key")
+            if Principal.self_authenticating(key) != verifier:
+                raise BundleError(f"filing {i}: the public key is not the verifier's")
+            envelope_json = bytes(rfc8785.dumps(f["envelope"]))
+            signed = envelopes.from_json(envelope_json, key)
+            record["envelope"] = hashlib.sha256(envelope_json).digest()
+        records.append(record)
         checks.append((f, verifier, signed))
     if hash_value(records) != leaf:
         raise BundleError("the filings are not the records the registry certified for this wasm")
 
-    # The certificate: signed by the root key, for the registry, recent enough, certifying the witness's root.
+    # The certificate: signed by the root key, for the registry, not from the future, recent enough,
+    # certifying the witness's root.
     certificate = certificates.verify(_b64(bundle["certificate"], "certificate"), root_key, str(registry),
                                       max_age_ns if max_age_ns is not None else 1 << 80)
     certified = certificate.lookup([b"canister", registry.raw, b"certified_data"])
     if certified is None or bytes(certified) != root:
         raise BundleError("the witness does not hash to the registry's certified data")
+    at = int(certificate.lookup_time())
+    if at > (now_ns if now_ns is not None else time.time_ns()) + MAX_CLOCK_SKEW_NS:
+        raise BundleError("the certificate's time is in the future: check this machine's clock")
 
-    # Each statement: signed by its filer, about this wasm, saying what the filing says.
-    report = Report(Status.INSUFFICIENT, wasm=subject, registry=str(registry),
-                    certified_at_ns=int(certificate.lookup_time()))
+    # Each filing: the registry saw who filed it (certified above). An attestation counts when its filer signed
+    # a statement about this wasm saying so; a divergence counts whether or not it is signed.
+    report = Report(Status.INSUFFICIENT, wasm=subject, registry=str(registry), certified_at_ns=at)
     agreeing: set[str] = set()
     diverging: set[str] = set()
     for f, verifier, signed in checks:
         who = str(verifier)
         is_trusted = trusted is None or who in trusted
         check = FilingCheck(who, f["verdict"], f["namespace"], f["request_id"], False, is_trusted)
-        try:
-            parsed = envelopes.verify(signed)
-        except envelopes.EnvelopeError as exc:  # on chain, but the filer's own signature is bad: it counts for nothing
-            check.reason = f"invalid statement: {exc}"
+        if signed is None:
+            check.reason = "no signed statement"
         else:
-            if parsed.wasm_id != subject or parsed.passed != (f["verdict"] == "attested"):
-                check.reason = "the statement's subject or verdict is not the filing's"
+            try:
+                parsed = envelopes.verify(signed)
+            except Exception as exc:  # on chain, but the filer's own statement is bad: it proves nothing more
+                check.reason = f"invalid statement: {exc}"
             else:
-                check.signature_valid = True
-                check.reason = parsed.reason
-                if is_trusted:
-                    (agreeing if parsed.passed else diverging).add(who)
+                if parsed.wasm_id != subject or parsed.passed != (f["verdict"] == "attested"):
+                    check.reason = "the statement's subject or verdict is not the filing's"
+                else:
+                    check.signature_valid = True
+                    check.reason = parsed.reason
+        if is_trusted and f["verdict"] == "diverged":
+            diverging.add(who)
+        elif is_trusted and check.signature_valid:
+            agreeing.add(who)
         report.filings.append(check)
     report.agreeing, report.diverging = sorted(agreeing), sorted(diverging)
     if diverging:

@@ -2,8 +2,8 @@
 
 An envelope carries one signature; its `keyid` is the signer's principal, which is the SHA-224 of the DER
 public key (self-authenticating) -- so checking a signature against an on-chain principal needs no PKI. Keys:
-Ed25519 (RFC 8032, over the PAE bytes) and secp256k1 (ECDSA over SHA-256 of the PAE, raw `r || s`, low S), the
-two key types of IC identities. The envelope's JSON is canonical (RFC 8785) and its sha256 is the `envelope
+Ed25519 (RFC 8032, over the PAE bytes), secp256k1 and P-256 (ECDSA over SHA-256 of the PAE, raw `r || s`, low
+S): the key types of IC identities. The envelope's JSON is canonical (RFC 8785) and its sha256 is the `envelope
 hash` the registry records. Parsing is strict: one byte changed anywhere is an error, never the same envelope.
 """
 
@@ -28,7 +28,10 @@ from prometheus_sdk.principal import Principal
 from prometheus_sdk.provenance import statements
 from prometheus_sdk.provenance.statements import PAYLOAD_TYPE, Parsed, StatementError
 
-_SECP256K1_ORDER = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
+_ORDERS = {  # the group orders of the ECDSA curves IC identities use (low S: s <= order / 2)
+    "secp256k1": 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141,
+    "secp256r1": 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551,
+}
 MAX_PUBLIC_KEY_BYTES = 100
 
 
@@ -135,15 +138,15 @@ def _check_signature(public_key: bytes, message: bytes, sig: bytes) -> None:
             if len(sig) != 64:
                 raise EnvelopeError("an Ed25519 signature is 64 bytes")
             key.verify(sig, message)
-        elif isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve, ec.SECP256K1):
+        elif isinstance(key, ec.EllipticCurvePublicKey) and key.curve.name in _ORDERS:
             if len(sig) != 64:
-                raise EnvelopeError("a secp256k1 signature is 64 bytes (r || s)")
+                raise EnvelopeError("an ECDSA signature is 64 bytes (r || s)")
             r, s = int.from_bytes(sig[:32], "big"), int.from_bytes(sig[32:], "big")
-            if not 0 < s <= _SECP256K1_ORDER // 2:
-                raise EnvelopeError("a secp256k1 signature has a low S")
+            if not 0 < s <= _ORDERS[key.curve.name] // 2:
+                raise EnvelopeError("an ECDSA signature has a low S")
             key.verify(encode_dss_signature(r, s), message, ec.ECDSA(hashes.SHA256()))
         else:
-            raise EnvelopeError("keys are Ed25519 or secp256k1")
+            raise EnvelopeError("keys are Ed25519, secp256k1 or P-256")
     except InvalidSignature:
         raise EnvelopeError("the signature does not verify") from None
 

@@ -140,6 +140,35 @@ class Parsed:
     statement: dict[str, Any]
 
 
+MAX_DEPTH = 32
+
+
+def _refuse(token: str) -> Any:
+    raise StatementError(f"no floating-point or non-finite numbers ({token[:20]})")
+
+
+def _depth(payload: bytes) -> int:
+    """How deep arrays and objects nest (strings skipped), without parsing: bounds the parser's recursion."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for byte in payload:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:
+                escaped = True
+            elif byte == 0x22:
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):
+            depth += 1
+            deepest = max(deepest, depth)
+        elif byte in (0x5D, 0x7D):
+            depth -= 1
+    return deepest
+
+
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     keys = [k for k, _ in pairs]
     if len(set(keys)) != len(keys):
@@ -154,14 +183,19 @@ def parse(payload: bytes) -> Parsed:
 
     if len(payload) > MAX_PAYLOAD_BYTES:
         raise StatementError(f"a statement of at most {MAX_PAYLOAD_BYTES} bytes")
+    if _depth(payload) > MAX_DEPTH:
+        raise StatementError(f"a statement nested at most {MAX_DEPTH} deep")
     try:
-        statement = json.loads(payload.decode("utf-8"), object_pairs_hook=_no_duplicates,
-                               parse_float=lambda _: (_ for _ in ()).throw(StatementError("no floats")))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise StatementError(f"not JSON: {exc}") from None
+        statement = json.loads(payload.decode("utf-8"), object_pairs_hook=_no_duplicates, parse_float=_refuse,
+                               parse_constant=_refuse)
+        canonical = bytes(rfc8785.dumps(statement))
+    except StatementError:
+        raise
+    except Exception as exc:  # not UTF-8, not JSON, numbers JCS cannot represent, ...
+        raise StatementError(f"not canonical JSON: {exc}") from None
     if not isinstance(statement, dict) or set(statement) != {"_type", "subject", "predicateType", "predicate"}:
         raise StatementError("a statement has exactly _type, subject, predicateType and predicate")
-    if bytes(rfc8785.dumps(statement)) != payload:
+    if canonical != payload:
         raise StatementError("not canonical JSON (RFC 8785)")
     if statement["_type"] != STATEMENT_TYPE:
         raise StatementError(f"_type is not {STATEMENT_TYPE}")

@@ -129,10 +129,10 @@ def verify_offline(opts: Options, bundle: Path, wasm_file: Path | None, wasm_has
                 if not r["compared_with_local_wasm"]:
                     c.print("[yellow]not compared with a local wasm: pass --wasm FILE or --hash HEX[/]")
             for f in r["filings"]:
-                mark = "signed" if f["signature_valid"] else "NOT VALID"
+                mark = "signed" if f["signature_valid"] else "no valid signature"
                 trust = "" if f["trusted"] else " (not trusted)"
-                why = f" {f['reason']}" if f["reason"] else ""
-                c.print(f"  {f['verdict']:8} {f['verifier']}{trust} [{mark}]{why}")
+                why = f": {f['reason']}" if f["reason"] else ""
+                c.print(f"  {f['verdict']:8} {f['verifier']}{trust} ({mark}){why}", markup=False)
             if r["status"] in ("verified", "insufficient"):
                 c.print(f"{len(r['agreeing'])} trusted verifier(s) agree (threshold {threshold})")
 

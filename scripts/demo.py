@@ -216,11 +216,10 @@ def lifecycle(sh: Shell, work: Path, git_url: str) -> None:
 
     say("Anyone checks the verdict offline: the verifier's signed statement and the proof that it is on chain, "
         "in one file, against the root key only")
-    sh.run("prometheus", "attestation", "export", "-o", "bundle.json")
-    key = sh.run("prometheus", "localnet", "root-key", quiet=True, shown="prometheus localnet root-key > local.key")
-    (Path(sh.cwd) / "local.key").write_text(key.stdout)
-    sh.run("prometheus", "verify", "--offline", "bundle.json", "--wasm", f".prometheus/build/{APP}.wasm",
-           "--root-key", "local.key")
+    sh.run("prometheus", "attestation", "export", "-o", "../greeter.provenance.json")  # outside the source tree
+    key = sh.run("prometheus", "localnet", "root-key", quiet=True, shown="prometheus localnet root-key > ../local.key")
+    (Path(sh.cwd).parent / "local.key").write_text(key.stdout)
+    sh.run("prometheus", "verify", "--offline", "../greeter.provenance.json", "--root-key", "../local.key")
 
     fix_a_rejection(sh)
 

@@ -179,6 +179,18 @@ def test_a_bundle_verifies_offline_and_counts_trusted_verifiers(ic: Any, product
     assert wrong_key.status is bundles.Status.TAMPERED and "certificate" in (wrong_key.problem or "")
     other = check(stack, bundle, wasm="ee" * 32)
     assert other.status is bundles.Status.TAMPERED and "not " + "ee" * 32 in (other.problem or "")
+    # ICRC-3 clients still verify the tip: the provenance tree is a pruned node beside it
+    import cbor2
+
+    from prometheus_sdk import certificates
+    from prometheus_sdk.provenance import hashtree
+    (tip,) = stack.registry("icrc3_get_tip_certificate")
+    cert = certificates.verify(tip["certificate"], bundles.root_key_from(ic.root_public_key),
+                               str(stack.registry.canister_id), 1 << 80)
+    tree = certificates.untag(cbor2.loads(tip["hash_tree"]))
+    assert cert.lookup([b"canister", stack.registry.canister_id.raw, b"certified_data"]) == hashtree.digest(tree)
+    length = stack.registry("icrc3_get_blocks", [{"start": 0, "length": 0}])["log_length"]
+    assert hashtree.lookup(tree, [b"last_block_index"]) == bytes([length - 1])
     elsewhere = bundles.verify(bundle, bundles.root_key_from(ic.root_public_key), str(stack.hub.canister_id))
     assert elsewhere.status is bundles.Status.TAMPERED and "not the registry" in (elsewhere.problem or "")
     # a later filing on another wasm changes the certified root: an old bundle still verifies (its certificate

@@ -769,3 +769,17 @@ def test_the_previous_release_upgrades_in_place(world: World, product: dict[str,
     events = orch("icrc120_get_events", {"filter": [], "prev": [], "take": []})
     assert [next(iter(e["event_type"])) for e in events] == [
         "upgrade_finished", "upgrade_initiated", "upgrade_finished"]
+
+
+def test_an_upgrade_over_its_icrc120_timeout_is_undone(world: World) -> None:
+    v1 = world.publish(world.counter, (1, 0, 0))
+    cid = world.deploy()["ok"]["canister_id"]
+    v2 = world.publish(with_note(world.counter, b"1.1.0"), (1, 1, 0))
+    req = {"canister_id": cid, "hash": bytes.fromhex(v2), "args": nat(0), "mode": {"upgrade": []}, "stop": True,
+           "snapshot": True, "restart": True, "timeout": 1, "parameters": []}  # 1 ns: no upgrade is that fast
+    (late,) = world.orch("icrc120_upgrade_to", [req], sender=DEV)
+    why = late["Err"]["Generic"]
+    assert "over its timeout of 1 ns" in why and "the snapshot was loaded back" in why
+    assert world.module_hash(cid) == v1 and world.orch("get_instance", cid)[0]["version"] == (1, 0, 0)
+    assert "Ok" in world.orch("icrc120_upgrade_to", [{**req, "timeout": 600 * 10**9}], sender=DEV)[0]
+    assert world.module_hash(cid) == v2

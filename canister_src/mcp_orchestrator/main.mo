@@ -470,7 +470,7 @@ persistent actor class Orchestrator(init : { governance : Principal; registry : 
     skipPreUpgrade : ?Bool;
     settings : ?Settings; // ICRC-120 `parameters`, applied before the first step
     parameters : [(Text, T.Value)]; // the same, as recorded
-    timeout : Nat; // ICRC-120's, recorded: the call returns when the upgrade is done
+    timeout : Nat; // ICRC-120's, in ns (0: none): an upgrade that took longer is undone and declared failed
   };
 
   let MAX_PATH = 10; // versions installed by one upgrade
@@ -535,6 +535,7 @@ persistent actor class Orchestrator(init : { governance : Principal; registry : 
     #ok : (Instance, Nat);
     #err : Error;
   } {
+    let started = now();
     let target = switch (await* resolve(rec.namespace, wanted, steps.allowDeprecated)) {
       case (#ok(t)) t;
       case (#err(e)) { rec.state := #Running; return #err(e) };
@@ -628,8 +629,20 @@ persistent actor class Orchestrator(init : { governance : Principal; registry : 
       };
     };
     if (steps.restart) { try { await ic.start_canister({ canister_id = rec.canister_id }) } catch (_) {} };
-    switch (target.health_check, steps.restart) {
-      case (?method, true) {
+    // ICRC-120's timeout: an upgrade whose steps took longer is declared failed and undone.
+    let overdue : ?Text = if (steps.timeout > 0 and now() - started > steps.timeout) {
+      ?("the upgrade took " # Int.toText(now() - started) # " ns, over its timeout of " # Nat.toText(steps.timeout) # " ns");
+    } else null;
+    switch (target.health_check, steps.restart, overdue) {
+      case (_, _, ?why) {
+        let undone = switch (await* undoUpgrade(rec, taken)) {
+          case (?done) done;
+          case null { rec.state := #Running; "no snapshot was taken: the new version stays" };
+        };
+        ignore event("121upgrade_reverted", rec.canister_id, #upgrade_finished, Array.concat(fields, [("reason", #Text(why)), ("undone", #Text(undone))]));
+        return #err(#ManagementFailed(why # "; " # undone));
+      };
+      case (?method, true, null) {
         switch (await* healthy(rec.canister_id, method)) {
           case (?why) {
             let undone = switch (await* undoUpgrade(rec, taken)) {
@@ -778,7 +791,7 @@ persistent actor class Orchestrator(init : { governance : Principal; registry : 
     stop : Bool;
     snapshot : Bool;
     restart : Bool;
-    timeout : Nat; // recorded: the call returns when the upgrade is done
+    timeout : Nat; // ns (0: none): an upgrade that took longer is undone (its snapshot loaded back) and fails
     parameters : ?[(Text, T.ICRC16)]; // `sys:` settings applied before the upgrade (as `icrc120_config_canister`)
   };
   public type Icrc120Error = { #Generic : Text; #InvalidPayment; #Unauthorized; #WasmUnavailable };

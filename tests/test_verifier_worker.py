@@ -203,10 +203,13 @@ def test_transient_failures_retry_and_file_nothing(net: Net, docker_host: str, b
     worker, _ = make_worker(net, builder_image, docker_host, tmp_path / "a", max_concurrent_jobs=1,
                             source_retries=2)
     try:
+        before = time.time()
         worker.run_once()
         (job,) = worker.journal.jobs()  # the job in backoff holds the only slot: the second is not reserved
         assert job.state == "reserved" and job.attempts == 1 and "cannot reach" in (job.last_error or "")
-        assert job.next_attempt > time.time() and all(net.filings(w) == [] for w in unreachable)
+        # backed off: the retry is at least one poll interval after the failure (not "now", however slow this is)
+        assert job.next_attempt >= before + worker.config.poll_interval_s
+        assert all(net.filings(w) == [] for w in unreachable)
         worker.tick()
         assert len(worker.journal.jobs()) == 1
         # The repository stays unreachable: after SOURCE_RETRIES attempts that is the verdict, not a slashing.

@@ -23,6 +23,11 @@ def _opts(ctx: typer.Context) -> Options:
     return ctx.obj if isinstance(ctx.obj, Options) else Options()
 
 
+def _plain(text: str | None) -> str:
+    """Text from a bundle (a verifier's reason, a problem quoting input) on one line, without control characters."""
+    return "".join(ch if ch.isprintable() else " " for ch in str(text or ""))[:500]
+
+
 def _wasm_id(text: str) -> str:
     wasm = text.lower().removeprefix("sha256:")
     if len(wasm) != 64 or any(c not in "0123456789abcdef" for c in wasm):
@@ -90,12 +95,16 @@ def verify_offline(opts: Options, bundle: Path, wasm_file: Path | None, wasm_has
         if threshold < 1:
             fail("--threshold is at least 1")
         network = opts.network or os.environ.get("PROMETHEUS_NETWORK", "local")
+        pinned_by = "--registry"
         if registry_id is None:
+            # Trusted sources only: the environment, or the localnet record (yours); never a canister_ids.json
+            # found in the working tree, which whoever wrote the project controls.
             found = canister_ids.find("mcp_registry", network)
-            if found is None:
-                fail(f"which registry must the bundle come from? no mcp_registry id for network {network!r}",
-                     "pass --registry CANISTER_ID (or --network)")
-            registry_id = found.canister_id
+            if found is None or found.source not in (canister_ids.env_name("mcp_registry"), "localnet"):
+                fail("which registry must the bundle come from?",
+                     f"pass --registry CANISTER_ID (or set {canister_ids.env_name('mcp_registry')}); an id from a "
+                     "project's canister_ids.json is not taken on trust")
+            registry_id, pinned_by = found.canister_id, found.source
         try:
             Principal.from_text(registry_id)
             with bundle.open("rb") as f:
@@ -116,23 +125,26 @@ def verify_offline(opts: Options, bundle: Path, wasm_file: Path | None, wasm_has
                                 max_age_ns=max_age_s * 10**9 if max_age_s is not None else None)
         result = report.to_json()
         result["compared_with_local_wasm"] = wasm is not None
+        result["registry_from"] = pinned_by
 
         def render(r: dict[str, Any]) -> None:
             c = console()
             colour = {"verified": "green", "insufficient": "yellow", "divergent": "red", "tampered": "red"}
-            c.print(f"[bold {colour[r['status']]}]{r['status']}[/]" + (f": {r['problem']}" if r["problem"] else ""))
+            c.print(f"[bold {colour[r['status']]}]{r['status']}[/]", end="")
+            c.print(f": {_plain(r['problem'])}" if r["problem"] else "", markup=False, highlight=False)
             if r["wasm"]:
                 age = max(0, time.time_ns() - r["certified_at_ns"]) // 10**9
-                c.print(f"wasm {r['wasm']} on registry {r['registry']}, certified {age // 86400} d "
-                        f"{age % 86400 // 3600} h ago (later filings are not in it: export a fresh bundle, or "
-                        "--max-age)")
+                c.print(f"wasm {r['wasm']} in namespace {_plain(r['namespace'])}, registry {r['registry']} (from "
+                        f"{r['registry_from']}), certified {age // 86400} d {age % 86400 // 3600} h ago (later "
+                        "filings are not in it: export a fresh bundle, or --max-age)", markup=False)
                 if not r["compared_with_local_wasm"]:
                     c.print("[yellow]not compared with a local wasm: pass --wasm FILE or --hash HEX[/]")
             for f in r["filings"]:
                 mark = "signed" if f["signature_valid"] else "no valid signature"
                 trust = "" if f["trusted"] else " (not trusted)"
-                why = f": {f['reason']}" if f["reason"] else ""
-                c.print(f"  {f['verdict']:8} {f['verifier']}{trust} ({mark}){why}", markup=False)
+                why = f": {_plain(f['reason'])}" if f["reason"] else ""
+                c.print(f"  {f['verdict']:8} {f['verifier']}{trust} (round {f['request_id']}, {mark}){why}",
+                        markup=False, highlight=False)
             if r["status"] in ("verified", "insufficient"):
                 c.print(f"{len(r['agreeing'])} trusted verifier(s) agree (threshold {threshold})")
 

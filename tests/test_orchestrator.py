@@ -783,3 +783,14 @@ def test_an_upgrade_over_its_icrc120_timeout_is_undone(world: World) -> None:
     assert world.module_hash(cid) == v1 and world.orch("get_instance", cid)[0]["version"] == (1, 0, 0)
     assert "Ok" in world.orch("icrc120_upgrade_to", [{**req, "timeout": 600 * 10**9}], sender=DEV)[0]
     assert world.module_hash(cid) == v2
+
+
+def test_a_timeout_without_a_snapshot_is_refused_before_anything_changes(world: World) -> None:
+    world.publish(world.counter, (1, 0, 0))
+    cid = world.deploy()["ok"]["canister_id"]
+    v2 = world.publish(with_note(world.counter, b"1.1.0"), (1, 1, 0))
+    req = {"canister_id": cid, "hash": bytes.fromhex(v2), "args": nat(0), "mode": {"upgrade": []}, "stop": True,
+           "snapshot": False, "restart": True, "timeout": 10**9, "parameters": []}
+    assert world.orch("icrc120_upgrade_to", [req], sender=DEV) == [
+        {"Err": {"Generic": "a timeout needs a snapshot: without one an overdue upgrade could not be undone"}}]
+    assert world.orch("get_instance", cid)[0]["state"] == {"Running": None}

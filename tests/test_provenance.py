@@ -284,3 +284,20 @@ def test_verifying_a_bundle_opens_no_socket(ic: Any, product: dict[str, Any]) ->
     finally:
         watching[0] = False
     assert seen == []
+
+
+@pytest.mark.embedded_only
+def test_a_correction_round_supersedes_an_earlier_divergence(ic: Any, product: dict[str, Any]) -> None:
+    """Offline as on chain: after a rejected round, a correction round that verifies is what counts; the
+    earlier divergence is still listed."""
+    stack, wasm_id = file_world(ic, product)
+    v0, v1 = VERIFIERS[0], VERIFIERS[1]
+    first = reserved(stack, wasm_id, v0)
+    assert "ok" in stack.diverge(v0, wasm_id, first, signed=signed_arg(identity_of(v0), wasm_id, attested=False))
+    assert "ok" in stack.request(wasm_id, commit="ab" * 20, namespace="com.example.app")  # the correction
+    second = reserved(stack, wasm_id, v1)
+    assert "ok" in stack.attest(v1, wasm_id, second, signed=signed_arg(identity_of(v1), wasm_id))
+    (answer,) = stack.registry("get_provenance", bytes.fromhex(wasm_id), [])
+    report = check(stack, bundles.export(answer, str(stack.registry.canister_id), wasm_id))
+    assert report.status is bundles.Status.VERIFIED and report.agreeing == [str(v1)] and report.diverging == []
+    assert [f.verdict for f in report.filings] == ["diverged", "attested"]

@@ -535,7 +535,10 @@ persistent actor class Orchestrator(init : { governance : Principal; registry : 
     #ok : (Instance, Nat);
     #err : Error;
   } {
-    let started = now();
+    if (steps.timeout > 0 and not steps.snapshot) {
+      rec.state := #Running;
+      return #err(#InvalidArgument("a timeout needs a snapshot: without one an overdue upgrade could not be undone"));
+    };
     let target = switch (await* resolve(rec.namespace, wanted, steps.allowDeprecated)) {
       case (#ok(t)) t;
       case (#err(e)) { rec.state := #Running; return #err(e) };
@@ -572,6 +575,7 @@ persistent actor class Orchestrator(init : { governance : Principal; registry : 
                   ("path", #Array(Array.map<Target, T.Value>(path, func t = versionValue(t.version)))),
                   ("caller", principalValue(caller)), ("deprecated_override", #Nat(if deprecatedOverride 1 else 0))];
     ignore event("121upgrade_to", rec.canister_id, #upgrade_initiated, Array.concat(fields, [("timeout", #Nat(steps.timeout))]));
+    let started = now(); // ICRC-120's timeout counts from here: stop, snapshot, every step
     let before : Saved = { id = ""; version = rec.version; wasm_id = rec.wasm_id; taken_at = now() };
     let taken : ?Saved = if (not steps.snapshot) null else {
       try {
@@ -628,11 +632,12 @@ persistent actor class Orchestrator(init : { governance : Principal; registry : 
         case null {};
       };
     };
-    if (steps.restart) { try { await ic.start_canister({ canister_id = rec.canister_id }) } catch (_) {} };
-    // ICRC-120's timeout: an upgrade whose steps took longer is declared failed and undone.
+    // ICRC-120's timeout: an upgrade whose steps took longer is declared failed and undone before the new
+    // version serves a single call.
     let overdue : ?Text = if (steps.timeout > 0 and now() - started > steps.timeout) {
       ?("the upgrade took " # Int.toText(now() - started) # " ns, over its timeout of " # Nat.toText(steps.timeout) # " ns");
     } else null;
+    if (overdue == null and steps.restart) { try { await ic.start_canister({ canister_id = rec.canister_id }) } catch (_) {} };
     switch (target.health_check, steps.restart, overdue) {
       case (_, _, ?why) {
         let undone = switch (await* undoUpgrade(rec, taken)) {

@@ -269,7 +269,8 @@ module {
     fork(forkOf(nodes, from, mid), forkOf(nodes, mid, to));
   };
 
-  // What the registry certifies: the ICRC-3 tip tree and, once a signed filing exists, `provenance` beside it.
+  // What the registry certifies: the ICRC-3 tip tree and, once the tree has been built (a filing, or an
+  // upgrade), `provenance` beside it.
   public func certifiedRoot(s : Store, tip : Blob) : Blob {
     switch (s.root) { case (?r) fork(tip, labeled(Text.encodeUtf8("provenance"), r)); case null tip };
   };

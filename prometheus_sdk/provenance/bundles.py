@@ -46,7 +46,7 @@ class BundleError(SdkError, ValueError):
 class Status(str, Enum):
     VERIFIED = "verified"  # at least `threshold` distinct trusted verifiers attest, none diverges
     INSUFFICIENT = "insufficient"  # the proof holds, too few trusted attestations
-    DIVERGENT = "divergent"  # the proof holds and a trusted verifier filed a signed divergence
+    DIVERGENT = "divergent"  # the proof holds and a trusted verifier filed a divergence (signed or not)
     TAMPERED = "tampered"  # the bundle or its proof does not verify
 
 
@@ -65,6 +65,7 @@ class FilingCheck:
 class Report:
     status: Status
     wasm: str | None = None
+    namespace: str | None = None
     registry: str | None = None
     certified_at_ns: int | None = None
     filings: list[FilingCheck] = field(default_factory=list)
@@ -73,7 +74,7 @@ class Report:
     problem: str | None = None  # why the bundle is tampered
 
     def to_json(self) -> dict[str, Any]:
-        return {"status": self.status.value, "wasm": self.wasm, "registry": self.registry,
+        return {"status": self.status.value, "wasm": self.wasm, "namespace": self.namespace, "registry": self.registry,
                 "certified_at_ns": self.certified_at_ns, "agreeing": self.agreeing, "diverging": self.diverging,
                 "problem": self.problem,
                 "filings": [vars(f) for f in self.filings]}
@@ -201,12 +202,9 @@ def _verify(data: bytes, root_key: bytes, expected_registry: str, wasm: str | No
     if bundle["format"] != FORMAT:
         raise BundleError(f"format is {FORMAT}")
     subject = bundle["wasm"]
-    if not isinstance(subject, str) or len(subject) != 64 or subject != subject.lower():
+    if not isinstance(subject, str) or len(subject) != 64 or any(c not in "0123456789abcdef" for c in subject):
         raise BundleError("wasm is 64 lowercase hex digits")
-    try:
-        wasm_hash = bytes.fromhex(subject)
-    except ValueError:
-        raise BundleError("wasm is 64 lowercase hex digits") from None
+    wasm_hash = bytes.fromhex(subject)
     if wasm is not None and wasm != subject:
         raise BundleError(f"the bundle is about wasm {subject}, not {wasm}")
     namespace = bundle["namespace"]
@@ -268,8 +266,10 @@ def _verify(data: bytes, root_key: bytes, expected_registry: str, wasm: str | No
         raise BundleError("the certificate's time is in the future: check this machine's clock")
 
     # Each filing: the registry saw who filed it (certified above). An attestation counts when its filer signed
-    # a statement about this wasm saying so; a divergence counts whether or not it is signed.
-    report = Report(Status.INSUFFICIENT, wasm=subject, registry=str(registry), certified_at_ns=at)
+    # a statement about this wasm saying so; a divergence counts whether or not it is signed. Only the latest
+    # round's filings count (a correction round supersedes a rejected one, as on chain); earlier ones are listed.
+    latest = max(int(f["request_id"]) for f, _, _ in checks)
+    report = Report(Status.INSUFFICIENT, wasm=subject, namespace=namespace, registry=str(registry), certified_at_ns=at)
     agreeing: set[str] = set()
     diverging: set[str] = set()
     for f, verifier, signed in checks:
@@ -289,9 +289,10 @@ def _verify(data: bytes, root_key: bytes, expected_registry: str, wasm: str | No
                 else:
                     check.signature_valid = True
                     check.reason = parsed.reason
-        if is_trusted and f["verdict"] == "diverged":
+        current = int(f["request_id"]) == latest
+        if is_trusted and current and f["verdict"] == "diverged":
             diverging.add(who)
-        elif is_trusted and check.signature_valid:
+        elif is_trusted and current and check.signature_valid:
             agreeing.add(who)
         report.filings.append(check)
     report.agreeing, report.diverging = sorted(agreeing), sorted(diverging)

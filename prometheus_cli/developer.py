@@ -570,6 +570,8 @@ def _status_json(st: dict[str, Any]) -> dict[str, Any]:
 
 
 def _render_status(st: dict[str, Any], live: dict[str, Any] | None = None) -> None:
+    from rich.markup import escape
+
     data = _status_json(st)
     c = console()
     c.print(f"[bold]{data['wasm_id']}[/] in {data['namespace']}: [bold]{data['outcome']}[/]")
@@ -592,7 +594,7 @@ def _render_status(st: dict[str, Any], live: dict[str, Any] | None = None) -> No
         filings = table("verifier", "filing", "bounty", "signed statement", "report", full=("verifier",))
         for f in data["filings"]:
             filings.add_row(f["verifier"], "attestation" if f["attested"] else "divergence", str(f["bounty_id"]),
-                            f["signature"], f["report"] or "")
+                            escape(f["signature"]), escape(f["report"] or ""))  # a verifier's text: never markup
         c.print(filings)
     if data["bounties"]:
         bounties = table("bounty", "audit type", "reward", "state", full=("state",))

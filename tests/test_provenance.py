@@ -301,3 +301,15 @@ def test_a_correction_round_supersedes_an_earlier_divergence(ic: Any, product: d
     report = check(stack, bundles.export(answer, str(stack.registry.canister_id), wasm_id))
     assert report.status is bundles.Status.VERIFIED and report.agreeing == [str(v1)] and report.diverging == []
     assert [f.verdict for f in report.filings] == ["diverged", "attested"]
+
+
+def test_a_verifiers_text_is_never_markup_in_status(capsys: pytest.CaptureFixture[str]) -> None:
+    from prometheus_cli.developer import _render_status
+
+    st = {"wasm_id": "ab" * 32, "namespace": "com.example.app", "outcome": [], "request": [], "audits": [],
+          "filings": [{"verifier": "aaaaa-aa", "attested": False, "bounty_id": 1, "request_id": 0, "timestamp": 0,
+                       "index": 0, "report": ["[/x] evil [bold]"]}],
+          "bounties": [], "rounds": [], "versions": [], "signatures": {0: "invalid: [/y]"}}
+    _render_status(st)
+    out = capsys.readouterr().out
+    assert "[/x] evil [bold]" in out and "invalid: [/y]" in out

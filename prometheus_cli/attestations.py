@@ -83,7 +83,7 @@ def verify_offline(opts: Options, bundle: Path, wasm_file: Path | None, wasm_has
     import json
 
     from prometheus_cli import manifest as manifests
-    from prometheus_sdk import canister_ids
+    from prometheus_sdk import canister_ids, localnet
     from prometheus_sdk.certificates import MAINNET_ROOT_KEY
     from prometheus_sdk.principal import Principal
     from prometheus_sdk.provenance import bundles
@@ -97,14 +97,17 @@ def verify_offline(opts: Options, bundle: Path, wasm_file: Path | None, wasm_has
         network = opts.network or os.environ.get("PROMETHEUS_NETWORK", "local")
         pinned_by = "--registry"
         if registry_id is None:
-            # Trusted sources only: the environment, or the localnet record (yours); never a canister_ids.json
-            # found in the working tree, which whoever wrote the project controls.
-            found = canister_ids.find("mcp_registry", network)
-            if found is None or found.source not in (canister_ids.env_name("mcp_registry"), "localnet"):
+            # Trusted sources only: the environment, or your localnet's record (a file in your data directory,
+            # read whether or not the replica runs); never a canister_ids.json found in the working tree, which
+            # whoever wrote the project controls.
+            variable = canister_ids.env_name("mcp_registry")
+            recorded = localnet.deployed_ids().get("mcp_registry") if network == "local" else None
+            registry_id, pinned_by = ((os.environ[variable], variable) if os.environ.get(variable)
+                                      else (recorded, "the localnet record") if recorded else (None, ""))
+            if registry_id is None:
                 fail("which registry must the bundle come from?",
-                     f"pass --registry CANISTER_ID (or set {canister_ids.env_name('mcp_registry')}); an id from a "
-                     "project's canister_ids.json is not taken on trust")
-            registry_id, pinned_by = found.canister_id, found.source
+                     f"pass --registry CANISTER_ID (or set {variable}); an id from a project's canister_ids.json "
+                     "is not taken on trust")
         try:
             Principal.from_text(registry_id)
             with bundle.open("rb") as f:

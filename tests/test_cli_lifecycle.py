@@ -113,6 +113,12 @@ def test_developer_lifecycle(cli: Any, project: dict[str, Any]) -> None:  # noqa
     assert "2 trusted verifier" not in cli(*offline).stdout and "verified" in cli(*offline).stdout
     assert json.loads(cli("--json", *offline, "--threshold", "2", code=3).stdout)["status"] == "insufficient"
     assert json.loads(cli("--json", "verify", "--offline", "bundle.json", code=7).stdout)["status"] == "tampered"
+    # the project's .prometheus/canister_ids.json is not trusted to name the registry: only the localnet record,
+    # the environment or --registry
+    untrusted = cli(*offline, extra_env={"PROMETHEUS_LOCALNET_DIR": str(Path(cli.project) / "nowhere")}, code=1)
+    assert "not taken on trust" in untrusted.stderr
+    assert json.loads(cli("--json", *offline, "--registry", project["ids"]["audit_hub"], code=7).stdout)[
+        "status"] == "tampered"
     if shutil.which("unshare") and subprocess.run(["unshare", "-rn", "true"], check=False).returncode == 0:
         isolated = subprocess.run(["unshare", "-rn", sys.executable, "-m", "prometheus_cli", "--json", *offline],
                                   cwd=cli.project, env=cli.env, capture_output=True, text=True, timeout=120)

@@ -18,7 +18,6 @@ verifier, and each statement's subject is the wasm. Verification makes no networ
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -31,7 +30,7 @@ import rfc8785
 from prometheus_sdk import certificates
 from prometheus_sdk.errors import SdkError
 from prometheus_sdk.principal import Principal
-from prometheus_sdk.provenance import envelopes, hashtree
+from prometheus_sdk.provenance import envelopes, hashtree, strict
 from prometheus_sdk.provenance.values import hash_value
 
 FORMAT = "prometheus-provenance/v1"
@@ -124,12 +123,6 @@ def export(answer: dict[str, Any], registry: str, wasm: str) -> bytes:
 # ---------------------------------------------------------------- verify
 
 
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    if len({k for k, _ in pairs}) != len(pairs):
-        raise BundleError("a repeated key")
-    return dict(pairs)
-
-
 def _exact(obj: Any, keys: set[str], what: str) -> dict[str, Any]:
     if not isinstance(obj, dict) or set(obj) != keys:
         raise BundleError(f"{what} has exactly {', '.join(sorted(keys))}")
@@ -137,15 +130,7 @@ def _exact(obj: Any, keys: set[str], what: str) -> dict[str, Any]:
 
 
 def _b64(text: Any, what: str) -> bytes:
-    if not isinstance(text, str):
-        raise BundleError(f"{what} is base64 text")
-    try:
-        raw = base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        raise BundleError(f"{what} is not base64") from None
-    if base64.b64encode(raw).decode() != text:
-        raise BundleError(f"{what} is not canonical base64")
-    return raw
+    return strict.b64(text, BundleError, what)
 
 
 def _nat(x: Any, what: str) -> int:
@@ -192,7 +177,7 @@ def _verify(data: bytes, root_key: bytes, expected_registry: str, wasm: str | No
     if len(data) > MAX_BUNDLE_BYTES:
         raise BundleError("a bundle of at most 4 MiB")
     try:
-        bundle = json.loads(data.decode("utf-8"), object_pairs_hook=_no_duplicates,
+        bundle = json.loads(data.decode("utf-8"), object_pairs_hook=strict.no_duplicates(BundleError, "a repeated key"),
                             parse_float=lambda _: (_ for _ in ()).throw(BundleError("no floats")))
     except (UnicodeDecodeError, json.JSONDecodeError):
         raise BundleError("a bundle is JSON") from None

@@ -9,8 +9,6 @@ hash` the registry records. Parsing is strict: one byte changed anywhere is an e
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import json
 from dataclasses import dataclass
@@ -25,7 +23,7 @@ from securesystemslib.dsse import Envelope
 from securesystemslib.signer import Signature
 
 from prometheus_sdk.principal import Principal
-from prometheus_sdk.provenance import statements
+from prometheus_sdk.provenance import statements, strict
 from prometheus_sdk.provenance.statements import PAYLOAD_TYPE, Parsed, StatementError
 
 _ORDERS = {  # the group orders of the ECDSA curves IC identities use (low S: s <= order / 2)
@@ -82,29 +80,11 @@ def from_parts(payload: bytes, payload_type: str, signature: bytes, public_key: 
     return SignedStatement(Envelope(payload, payload_type, {keyid: Signature(keyid, signature.hex())}), public_key)
 
 
-def _b64(text: Any) -> bytes:
-    """Strict standard base64: the decoded bytes re-encode to exactly `text`."""
-    if not isinstance(text, str):
-        raise EnvelopeError("base64 fields are strings")
-    try:
-        raw = base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        raise EnvelopeError("not base64") from None
-    if base64.b64encode(raw).decode() != text:
-        raise EnvelopeError("not canonical base64")
-    return raw
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    if len({k for k, _ in pairs}) != len(pairs):
-        raise EnvelopeError("an envelope with a repeated key")
-    return dict(pairs)
-
-
 def from_json(data: bytes, public_key: bytes) -> SignedStatement:
     """Parse an envelope's canonical JSON strictly (exact keys, canonical base64 and JSON)."""
     try:
-        obj = json.loads(data.decode("utf-8"), object_pairs_hook=_no_duplicates)
+        obj = json.loads(data.decode("utf-8"),
+                         object_pairs_hook=strict.no_duplicates(EnvelopeError, "an envelope with a repeated key"))
     except (UnicodeDecodeError, json.JSONDecodeError):
         raise EnvelopeError("an envelope is JSON") from None
     if not isinstance(obj, dict) or set(obj) != {"payload", "payloadType", "signatures"}:
@@ -117,7 +97,8 @@ def from_json(data: bytes, public_key: bytes) -> SignedStatement:
         raise EnvelopeError("an envelope in canonical JSON (RFC 8785)")
     if not isinstance(obj["payloadType"], str):
         raise EnvelopeError("payloadType is a string")
-    signed = from_parts(_b64(obj["payload"]), obj["payloadType"], _b64(sigs[0]["sig"]), public_key)
+    signed = from_parts(strict.b64(obj["payload"], EnvelopeError, "payload"), obj["payloadType"],
+                        strict.b64(sigs[0]["sig"], EnvelopeError, "sig"), public_key)
     if sigs[0]["keyid"] != signed.signer.to_text():
         raise EnvelopeError("the keyid is not the signing key's principal")
     return signed

@@ -21,6 +21,7 @@ from typing import Any
 import rfc8785
 
 from prometheus_sdk.errors import SdkError
+from prometheus_sdk.provenance import strict
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PAYLOAD_TYPE = "application/vnd.in-toto+json"
@@ -169,12 +170,6 @@ def _depth(payload: bytes) -> int:
     return deepest
 
 
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    keys = [k for k, _ in pairs]
-    if len(set(keys)) != len(keys):
-        raise StatementError("a statement with a repeated key")
-    return dict(pairs)
-
 
 def parse(payload: bytes) -> Parsed:
     """Parse and check a payload: canonical JSON (re-encoding gives the same bytes), a v1 statement with one
@@ -186,7 +181,8 @@ def parse(payload: bytes) -> Parsed:
     if _depth(payload) > MAX_DEPTH:
         raise StatementError(f"a statement nested at most {MAX_DEPTH} deep")
     try:
-        statement = json.loads(payload.decode("utf-8"), object_pairs_hook=_no_duplicates, parse_float=_refuse,
+        repeated = strict.no_duplicates(StatementError, "a statement with a repeated key")
+        statement = json.loads(payload.decode("utf-8"), object_pairs_hook=repeated, parse_float=_refuse,
                                parse_constant=_refuse)
         canonical = bytes(rfc8785.dumps(statement))
     except StatementError:

@@ -3,7 +3,6 @@ never mixed across engines: a second deployment of the same code skips compilati
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import wasmtime
@@ -19,9 +18,7 @@ def test_a_second_replica_reuses_the_first_ones_compiled_module(wasms: dict[str,
     assert first.engine is second.engine is shared_engine()
     info = prepare(wasms["counter"])
     compiled = first.modules.get(info)
-    started = time.perf_counter()
     assert second.modules.get(info) is compiled  # the same compiled object: no second compilation
-    assert time.perf_counter() - started < 0.5
     cid = second.create_canister()
     second.install_code(cid, wasms["counter"], nat_arg(5))
     assert second.query_call(cid, "get", b"DIDL\x00\x00")[-1] == 5
@@ -59,7 +56,10 @@ def test_compiled_modules_on_disk_serve_another_process(tmp_path: Any, wasms: di
     (saved,) = folder.iterdir()
     assert saved.suffix == ".cwasm" and oct(folder.stat().st_mode & 0o777) == "0o700"
     other = ModuleCache(new_engine(), folder)
-    started = time.perf_counter()
+
+    def no_compiling(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("compiled again instead of loading the compiled copy")
+
+    monkeypatch.setattr(wasmtime.Module, "__init__", no_compiling)
     module = other.get(info)  # deserialized: far cheaper than the second it takes to compile
-    assert time.perf_counter() - started < 0.5
     assert {e.name for e in module.exports} >= {"canister_query get"}

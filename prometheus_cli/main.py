@@ -4,7 +4,18 @@ from __future__ import annotations
 
 import typer
 
-from prometheus_cli import attestations, bounties, build, developer, identities, instances, localnet, tokens, toolchain
+from prometheus_cli import (
+    attestations,
+    bounties,
+    build,
+    developer,
+    identities,
+    instances,
+    localnet,
+    store,
+    tokens,
+    toolchain,
+)
 from prometheus_cli.context import Options
 
 app = typer.Typer(
@@ -57,6 +68,7 @@ app.add_typer(identities.app, name="identity")
 app.add_typer(tokens.app, name="token")
 app.add_typer(localnet.app, name="localnet")
 app.add_typer(toolchain.app, name="toolchain")
+app.add_typer(store.app, name="store")
 
 
 def global_json_anywhere(args: list[str]) -> list[str]:

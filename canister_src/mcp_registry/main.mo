@@ -399,7 +399,15 @@ persistent actor class Registry(init : { governance : Principal; audit_hub : Pri
   } {
     if (not Namespaces.isController(names, arg.namespace, caller)) return #err(if (not Namespaces.exists(names, arg.namespace)) #NamespaceNotFound else #NotAuthorized);
     if (not Limits.text(arg.reason, Limits.MAX_TEXT_BYTES)) return #err(#InvalidArgument("a reason of 1..1024 bytes"));
-    Namespaces.deprecate(names, arg.namespace, arg.version, arg.reason);
+    switch (Namespaces.deprecate(names, arg.namespace, arg.version, arg.reason)) {
+      case (#err(e)) #err(e);
+      case (#ok) {
+        let (ma, mi, pa) = arg.version;
+        ignore block("118deprecate", [("namespace", #Text(arg.namespace)), ("version", #Array([#Nat(ma), #Nat(mi), #Nat(pa)])),
+                                      ("reason", #Text(arg.reason)), ("caller", principalValue(caller))]);
+        #ok;
+      };
+    };
   };
 
   // A client checks this before creating a namespace, so a new namespace and its first upload either both
@@ -578,10 +586,11 @@ persistent actor class Registry(init : { governance : Principal; audit_hub : Pri
     let (index, a) = Rounds.addFiling(rounds, r, auditType, caller, bountyId, attested, report, metadata, now());
     Bounties.setFiling(b, caller, index);
     Bounties.transition(bounties, b, #Claimed({ claimant = caller }));
-    let fields = [
+    let base = [
       ("request_id", #Nat(r.req.id)), ("wasm_id", #Text(wasmId)), ("audit_type", #Text(auditType)), ("bounty_id", #Nat(bountyId)),
       ("verifier", principalValue(caller)), ("metadata", #Map(Log.fromMap(metadata))),
     ];
+    let fields = switch report { case (?text) Array.concat(base, [("report", #Text(text))]); case null base };
     let envelope : ?Blob = switch signed { case (?e) ?Provenance.envelopeHash(e, caller); case null null };
     Provenance.add(provenance, wasm, { index; request_id = r.req.id; namespace = r.req.namespace; verifier = caller;
                                        attested; time = Int.abs(now()); envelope_hash = envelope; statement = signed });
@@ -941,6 +950,7 @@ persistent actor class Registry(init : { governance : Principal; audit_hub : Pri
       { block_type = "127payout"; url = url127 },
       { block_type = "127refund"; url = url127 },
       { block_type = "118version"; url = "https://github.com/dfinity/ICRC/blob/main/ICRCs/ICRC-118/ICRC-118.md" },
+      { block_type = "118deprecate"; url = "https://github.com/dfinity/ICRC/blob/main/ICRCs/ICRC-118/ICRC-118.md" },
     ];
   };
 

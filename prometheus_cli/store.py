@@ -1,0 +1,170 @@
+"""`prometheus store`: index the registry's log, search it, serve the web view / REST API / MCP endpoint, or
+run the MCP discovery server on stdio for an agent (docs/store.md)."""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from prometheus_cli import exits
+from prometheus_cli.context import Options, client, connection
+from prometheus_cli.output import console, emit, fail, table, user_errors
+
+app = typer.Typer(help="The app store: find verified MCP servers (web view, REST, MCP discovery).",
+                  no_args_is_help=True)
+
+IndexPath = typer.Option(None, "--index", help="The index file (default: one per registry under "
+                                               "$XDG_DATA_HOME/prometheus/store).")
+
+
+def _opts(ctx: typer.Context) -> Options:
+    return ctx.obj if isinstance(ctx.obj, Options) else Options()
+
+
+def _default_index(registry: str) -> Path:
+    base = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
+    return base / "prometheus" / "store" / f"{registry}.sqlite"
+
+
+def _open(opts: Options, index_path: Path | None) -> tuple[Any, Any, Any]:
+    """(index, registry client, root key) for the options' network."""
+    from prometheus_store.index import Index, StoreError
+
+    conn = connection(opts)
+    registry = client(conn, "mcp_registry")
+    path = index_path or _default_index(str(registry.canister_id))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        return Index(path, str(registry.canister_id)), registry, conn.root_key
+    except StoreError as exc:
+        fail(str(exc), "pass another --index file, or delete this one: it is rebuilt from the chain")
+
+
+def _sync(index: Any, registry: Any, root_key: bytes) -> Any:
+    from prometheus_sdk.icrc3 import ChainError
+
+    try:
+        return index.sync(registry, root_key)
+    except ChainError as exc:
+        fail(f"the registry's log does not verify: {exc}", "nothing past the last verified block was indexed; "
+             "check that you talk to the network you mean (`--network`)", code=exits.TAMPERED)
+
+
+class _Follower(threading.Thread):
+    """Keeps the index in step with the chain; stops for good when the chain does not verify."""
+
+    def __init__(self, index: Any, registry: Any, root_key: bytes, interval: float) -> None:
+        super().__init__(name="store-indexer", daemon=True)
+        self.index, self.registry, self.root_key, self.interval = index, registry, root_key, interval
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        from prometheus_sdk.errors import SdkError
+        from prometheus_sdk.icrc3 import ChainError
+
+        while not self.stop.wait(self.interval):
+            try:
+                self.index.sync(self.registry, self.root_key)
+            except ChainError as exc:
+                print(f"prometheus store: indexing stopped: the registry's log does not verify: {exc}",
+                      file=sys.stderr, flush=True)
+                return
+            except SdkError as exc:  # the network is down: try again later
+                print(f"prometheus store: cannot reach the registry ({exc}); retrying", file=sys.stderr, flush=True)
+
+
+@app.command("index")
+def index_command(ctx: typer.Context, index_path: Path | None = IndexPath) -> None:
+    """Bring the index up to the registry's certified tip (resumes from the last block indexed)."""
+    opts = _opts(ctx)
+    with user_errors(opts.as_json):
+        index, registry, root_key = _open(opts, index_path)
+        report = _sync(index, registry, root_key)
+        result = {"index": str(index.path), "applied": report.applied, "next_block": report.next_index,
+                  "listings_changed": report.namespaces, **{"listings": index.status()["listings"]}}
+        emit(result, opts.as_json, lambda r: console().print(
+            f"indexed {r['applied']} block(s); {r['listings']} app(s), next block {r['next_block']} ({r['index']})"))
+
+
+@app.command()
+def search(
+    ctx: typer.Context,
+    query: str = typer.Argument("", help="Words to look for (names, descriptions, tools, tags)."),
+    all_tiers: bool = typer.Option(False, "--all", help="Include unverified and rejected apps."),
+    min_tier: str | None = typer.Option(None, "--min-tier", help="unverified, verified or audited."),
+    category: str | None = typer.Option(None, "--category"),
+    no_credentials: bool = typer.Option(False, "--no-credentials", help="Only apps that need no credentials."),
+    limit: int = typer.Option(10, "--limit", min=1, max=100),
+    index_path: Path | None = IndexPath,
+) -> None:
+    """Search the index (brought up to date first). Example: prometheus store search weather --no-credentials"""
+    from prometheus_store.tiers import Tier
+
+    opts = _opts(ctx)
+    with user_errors(opts.as_json):
+        try:
+            tier = Tier.parse(min_tier) if min_tier else None
+        except ValueError as exc:
+            fail(str(exc))
+        index, registry, root_key = _open(opts, index_path)
+        _sync(index, registry, root_key)
+        found = index.search(query, verified_only=not all_tiers, min_tier=tier, category=category,
+                             no_credentials=no_credentials, limit=limit)
+
+        def render(rows: list[dict[str, Any]]) -> None:
+            t = table("app", "tier", "version", "namespace", "description")
+            for r in rows:
+                t.add_row(r["name"], r["tier"], r["version"] or "—", r["namespace"], r["description"][:60])
+            console().print(t if rows else "no app matches" + ("" if all_tiers else " (add --all for unverified)"))
+
+        emit(found, opts.as_json, render)
+
+
+@app.command()
+def serve(
+    ctx: typer.Context,
+    host: str = typer.Option("127.0.0.1", "--host"),
+    port: int = typer.Option(8090, "--port", min=0, max=65535),
+    interval: float = typer.Option(5.0, "--interval", min=0.2, help="Seconds between index updates."),
+    base_url: str | None = typer.Option(None, "--base-url", help="The URL clients reach this server at "
+                                                                 "(default: http://HOST:PORT)."),
+    index_path: Path | None = IndexPath,
+) -> None:
+    """Serve the web view at /, the MCP registry API at /v0/servers and the MCP discovery server at /mcp."""
+    import uvicorn
+
+    from prometheus_store.web import create_app
+
+    opts = _opts(ctx)
+    with user_errors(opts.as_json):
+        index, registry, root_key = _open(opts, index_path)
+        _sync(index, registry, root_key)
+        follower = _Follower(index, registry, root_key, interval)
+        follower.start()
+        url = base_url or f"http://{host}:{port}"
+        print(f"prometheus store: serving registry {index.registry} at {url} (MCP: {url}/mcp)", file=sys.stderr,
+              flush=True)
+        uvicorn.run(create_app(index, url, host), host=host, port=port, log_level="warning")
+        follower.stop.set()
+
+
+@app.command()
+def mcp(ctx: typer.Context, interval: float = typer.Option(5.0, "--interval", min=0.2),
+        index_path: Path | None = IndexPath) -> None:
+    """The MCP discovery server on stdio, for an agent's MCP client configuration:
+    {"command": "prometheus", "args": ["store", "mcp"]}"""
+    from prometheus_store import discovery
+
+    opts = _opts(ctx)
+    with user_errors(opts.as_json):
+        index, registry, root_key = _open(opts, index_path)
+        _sync(index, registry, root_key)
+        follower = _Follower(index, registry, root_key, interval)
+        follower.start()
+        discovery.build(index).run("stdio")
+        follower.stop.set()

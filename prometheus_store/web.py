@@ -1,0 +1,156 @@
+"""`prometheus store serve`: the web view (server-rendered, usable without JavaScript), the MCP registry's generic
+REST API (`/v0/servers`, so registry clients can use this store as a subregistry) and the MCP discovery server
+over streamable HTTP at `/mcp`, in one Starlette app. The index is read per request; `serve` keeps it in step
+with the chain from a background thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import Route
+
+from prometheus_store import discovery
+from prometheus_store.index import MAX_PAGE, Index
+from prometheus_store.servers import namespace_of, registry_entry, server_name, verify_commands, version_of
+from prometheus_store.tiers import Tier
+
+TEMPLATES = Path(__file__).parent / "templates"
+WASM = re.compile(r"^[0-9a-f]{64}$")
+MAX_PARAM = 200
+
+
+def _when(ns: int | None) -> str:
+    return datetime.fromtimestamp(ns / 1e9, tz=UTC).strftime("%Y-%m-%d %H:%M UTC") if ns else ""
+
+
+def _param(request: Request, name: str, default: str = "") -> str:
+    return request.query_params.get(name, default)[:MAX_PARAM]
+
+
+def _int_param(request: Request, name: str, default: int, low: int, high: int) -> int:
+    try:
+        return max(low, min(high, int(_param(request, name, str(default)))))
+    except ValueError:
+        return default
+
+
+def _rfc3339_ns(text: str) -> int | None:
+    try:
+        return int(datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp() * 1e9)
+    except ValueError:
+        return None
+
+
+def create_app(index: Index, base_url: str = "", host: str = "127.0.0.1") -> Starlette:
+    env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html"]))
+    env.filters["when"] = _when
+    env.globals["tiers"] = [t.label for t in Tier]
+    mcp = discovery.build(index, base_url)
+    mcp_app = mcp.streamable_http_app(streamable_http_path="/mcp", host=host)
+
+    def page(template: str, code: int = 200, **context: Any) -> HTMLResponse:
+        html = env.get_template(template).render(registry=index.registry, **context)
+        return HTMLResponse(html, status_code=code)
+
+    async def home(request: Request) -> Response:
+        query, tier, category = _param(request, "q"), _param(request, "tier"), _param(request, "category")
+        verified = _param(request, "verified", "1") != "0"
+        no_credentials = _param(request, "no_credentials") == "1"
+        try:
+            min_tier = Tier.parse(tier) if tier else None
+        except ValueError as exc:
+            return page("error.html", 400, message=str(exc))
+        offset = _int_param(request, "offset", 0, 0, 100_000)
+        found = index.search(query, verified_only=verified, min_tier=min_tier, category=category or None,
+                             no_credentials=no_credentials, limit=MAX_PAGE // 4 + 1, offset=offset)
+        more = len(found) > MAX_PAGE // 4
+        params = {"q": query, "tier": tier, "category": category, "verified": "1" if verified else "0",
+                  "no_credentials": "1" if no_credentials else ""}
+        next_link = "/?" + urlencode({**params, "offset": offset + MAX_PAGE // 4}) if more else None
+        return page("home.html", apps=found[: MAX_PAGE // 4], query=query, tier=tier, category=category,
+                    verified=verified, no_credentials=no_credentials, next_link=next_link, status=index.status())
+
+    async def app_page(request: Request) -> Response:
+        namespace = request.path_params["namespace"][:253]
+        listing = index.listing(namespace)
+        if listing is None:
+            return page("error.html", 404, message=f"No app {namespace} in this registry.")
+        rounds = index.verification(listing["wasm"], namespace)
+        return page("app.html", app=listing, versions=index.versions(namespace), rounds=rounds,
+                    verify=verify_commands(index.registry, namespace, listing["wasm"]))
+
+    async def wasm_page(request: Request) -> Response:
+        wasm = request.path_params["wasm"].lower()
+        if not WASM.match(wasm):
+            return page("error.html", 400, message="A wasm is named by its sha256: 64 hex digits.")
+        namespace = _param(request, "namespace") or None
+        rounds = index.verification(wasm, namespace)
+        if not rounds:
+            return page("error.html", 404, message=f"No verification was requested for wasm {wasm}.")
+        return page("wasm.html", wasm=wasm, rounds=rounds,
+                    verify=verify_commands(index.registry, rounds[0]["namespace"], wasm))
+
+    def entry(listing: dict[str, Any]) -> dict[str, Any]:
+        return registry_entry(listing, index.registry, base_url)
+
+    async def v0_servers(request: Request) -> Response:
+        since = _param(request, "updated_since")
+        since_ns = _rfc3339_ns(since) if since else None
+        if since and since_ns is None:
+            return JSONResponse({"error": "updated_since must be an RFC 3339 time"}, status_code=400)
+        cursor = _param(request, "cursor") or None
+        limit = _int_param(request, "limit", 30, 1, MAX_PAGE)
+        items, next_cursor = index.listings_page(namespace_of(cursor) if cursor else None, limit, since_ns,
+                                                 _param(request, "search"))
+        metadata: dict[str, Any] = {"count": len(items)}
+        if next_cursor is not None:
+            metadata["nextCursor"] = server_name(next_cursor)
+        return JSONResponse({"servers": [entry(i) for i in items], "metadata": metadata})
+
+    async def v0_server(request: Request) -> Response:
+        listing = index.listing(namespace_of(request.path_params["name"][:254]))
+        if listing is None:
+            return JSONResponse({"error": "Server not found"}, status_code=404)
+        version = request.path_params.get("version")
+        if version is None or version in ("latest", version_of(listing)):
+            return JSONResponse(entry(listing))
+        for v in index.versions(listing["namespace"]):
+            if v["version"] == version:
+                return JSONResponse(entry({**listing, "version": v["version"], "wasm": v["wasm"], "tier": v["tier"]}))
+        return JSONResponse({"error": "Server version not found"}, status_code=404)
+
+    async def v0_versions(request: Request) -> Response:
+        listing = index.listing(namespace_of(request.path_params["name"][:254]))
+        if listing is None:
+            return JSONResponse({"error": "Server not found"}, status_code=404)
+        versions = index.versions(listing["namespace"]) or [{"version": version_of(listing), "wasm": listing["wasm"],
+                                                              "tier": listing["tier"]}]
+        items = [entry({**listing, "version": v["version"], "wasm": v["wasm"], "tier": v["tier"]}) for v in versions]
+        return JSONResponse({"servers": items, "metadata": {"count": len(items)}})
+
+    async def health(request: Request) -> Response:
+        return JSONResponse(index.status())
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with mcp.session_manager.run():
+            yield
+
+    routes = [
+        Route("/", home), Route("/apps/{namespace}", app_page), Route("/wasm/{wasm}", wasm_page),
+        Route("/v0/servers", v0_servers), Route("/v0/servers/{name:path}/versions", v0_versions),
+        Route("/v0/servers/{name:path}/versions/{version}", v0_server), Route("/v0/servers/{name:path}", v0_server),
+        Route("/healthz", health), *mcp_app.routes,
+    ]
+    return Starlette(routes=routes, lifespan=lifespan)

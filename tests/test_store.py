@@ -1,0 +1,300 @@
+"""The store (issue 15): an index of the registry's certified ICRC-3 log on real canisters, its tiers and search,
+the MCP discovery server through real MCP clients (stdio and streamable HTTP), the registry-compatible REST API
+and the web pages, all served by the `prometheus store` commands as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+
+from ic_replica.http_server import IcHttpServer
+from prometheus_sdk import Network, connect
+from prometheus_sdk.clients.mcp_registry import RegistryClient
+from prometheus_sdk.icrc3 import ChainError
+from prometheus_store.index import Index
+from testkit.backends import EmbeddedBackend
+from testkit.protocol import DEV, Stack
+from testkit.store import prepare, submit_app
+from tests.test_localnet_cli import free_port
+
+PROMETHEUS = str(Path(sys.executable).parent / "prometheus")
+
+
+class Chain:
+    def __init__(self, stack: Stack, url: str) -> None:
+        self.stack, self.url = stack, url
+        conn = connect(Network("local", url))
+        self.registry = RegistryClient(conn, str(stack.registry.canister_id))
+        self.root_key = conn.root_key
+        self.wasms: dict[str, str] = {}
+
+    def env(self, tmp: Path) -> dict[str, str]:
+        return {**os.environ, "PROMETHEUS_NETWORK": self.url,
+                "PROMETHEUS_MCP_REGISTRY_ID": str(self.stack.registry.canister_id),
+                "XDG_DATA_HOME": str(tmp / "data"), "XDG_CONFIG_HOME": str(tmp / "config"), "NO_COLOR": "1"}
+
+
+@pytest.fixture(scope="module")
+def chain(product: dict[str, Any]) -> Iterator[Chain]:
+    """A registry with apps in every tier, served over the IC HTTP interface."""
+    ic = EmbeddedBackend()
+    server = IcHttpServer(ic.replica).start()
+    try:
+        stack = Stack.deploy(ic, product, server.url)
+        prepare(stack)
+        c = Chain(stack, server.url)
+        c.wasms["weather"] = submit_app(
+            stack, "com.example.weather", "Weather", "Forecasts and severe weather alerts for any city",
+            version=(1, 0, 0), tags="weather, forecast", tools="get_forecast, get_alerts", category="data",
+            credentials="none")
+        c.wasms["weather2"] = submit_app(
+            stack, "com.example.weather", "Weather", "Forecasts and severe weather alerts for any city",
+            version=(1, 1, 0), tags="weather, forecast", tools="get_forecast, get_alerts", category="data",
+            credentials="none")
+        c.wasms["mail"] = submit_app(stack, "com.example.mail", "Mailer", "Send and read email", outcome="rejected",
+                                     tags="email", credentials="required")
+        c.wasms["notes"] = submit_app(stack, "com.example.notes", "Notes", "Take notes", outcome=None,
+                                      credentials="none")
+        c.wasms["maps"] = submit_app(stack, "org.maps.routes", "Maps", "Routes with weather overlays",
+                                     audits=("tools_v1",), credentials="required", category="data")
+        assert "ok" in stack.registry("icrc118_deprecate", {"namespace": "com.example.weather", "version": (1, 1, 0),
+                                                            "reason": "breaks get_alerts"}, sender=DEV)
+        yield c
+    finally:
+        server.stop()
+        ic.replica.close()
+
+
+def test_the_index_follows_the_certified_log_and_derives_tiers(chain: Chain, tmp_path: Path) -> None:
+    index = Index(tmp_path / "store.sqlite", str(chain.registry.canister_id))
+    report = index.sync(chain.registry, chain.root_key)
+    assert report.applied == report.next_index == report.tip_index + 1 > 20 and report.namespaces == 4
+    tiers = {a["namespace"]: a["tier"] for a in index.search("", verified_only=False)}
+    assert tiers == {"com.example.weather": "verified", "com.example.mail": "rejected",
+                     "com.example.notes": "unverified", "org.maps.routes": "audited"}
+    weather = index.listing("com.example.weather")
+    assert weather is not None
+    # 1.1.0 was deprecated on chain: the listing is the latest version still current
+    assert (weather["version"], weather["wasm"], weather["verifiers"]) == ("1.0.0", chain.wasms["weather"], 2)
+    assert weather["tools"] == ["get_forecast", "get_alerts"] and weather["credentials"] == "none"
+    versions = index.versions("com.example.weather")
+    assert [(v["version"], v["deprecated"]) for v in versions] == [("1.1.0", "breaks get_alerts"), ("1.0.0", None)]
+    (mail,) = index.verification(chain.wasms["mail"])
+    assert mail["tier"] == "rejected" and [f["report"] for f in mail["filings"]] == ["rebuilt wasm differs"] * 2
+    assert all(not f["attested"] for f in mail["filings"]) and mail["outcomes"][0]["outcome"] == "Rejected"
+
+
+def test_verified_only_never_returns_an_unverified_app(chain: Chain, tmp_path: Path) -> None:
+    index = Index(tmp_path / "store.sqlite", str(chain.registry.canister_id))
+    index.sync(chain.registry, chain.root_key)
+    for query in ("", "weather", "mail", "notes", "email", "take notes", "routes"):
+        for result in index.search(query):
+            assert result["tier"] in ("verified", "audited"), (query, result)
+    assert [a["namespace"] for a in index.search("weather")] == ["com.example.weather", "org.maps.routes"]
+    assert [a["namespace"] for a in index.search("weather", no_credentials=True)] == ["com.example.weather"]
+    assert [a["namespace"] for a in index.search("", min_tier=index_tier("audited"))] == ["org.maps.routes"]
+    assert index.search("notes") == [] and index.search("notes", verified_only=False)[0]["tier"] == "unverified"
+    # without a query: the higher tier first
+    assert [a["namespace"] for a in index.search("", category="DATA")] == ["org.maps.routes", "com.example.weather"]
+
+
+def index_tier(label: str) -> Any:
+    from prometheus_store.tiers import Tier
+
+    return Tier.parse(label)
+
+
+def test_a_restarted_index_resumes_from_the_last_block(chain: Chain, tmp_path: Path) -> None:
+    path = tmp_path / "store.sqlite"
+    first = Index(path, str(chain.registry.canister_id)).sync(chain.registry, chain.root_key)
+    again = Index(path, str(chain.registry.canister_id))  # a new process would open the same file
+    assert again.sync(chain.registry, chain.root_key).applied == 0
+    submit_app(chain.stack, "io.calc.app", "Calculator", "Arithmetic for agents", tools="add, multiply")
+    report = again.sync(chain.registry, chain.root_key)
+    assert report.applied == report.next_index - first.next_index > 0 and report.namespaces == 1
+    assert [a["namespace"] for a in again.search("arithmetic")] == ["io.calc.app"]
+    with pytest.raises(Exception, match="indexes registry"):
+        Index(path, "aaaaa-aa")
+
+
+class Tampered:
+    """The registry client, with one answer altered on its way back (what a hostile boundary node could do)."""
+
+    def __init__(self, inner: RegistryClient, what: str) -> None:
+        self.inner, self.what = inner, what
+        self.canister_id = inner.canister_id
+
+    def icrc3_get_tip_certificate(self) -> Any:
+        (tip,) = self.inner.icrc3_get_tip_certificate()
+        if self.what == "certificate":
+            cert = bytearray(tip["certificate"])
+            cert[-5] ^= 1  # in the BLS signature at its end
+            tip = {**tip, "certificate": bytes(cert)}
+        return [tip]
+
+    def icrc3_get_blocks(self, ranges: Any) -> Any:
+        reply = self.inner.icrc3_get_blocks(ranges)
+        if self.what == "block" and reply["blocks"]:
+            block = reply["blocks"][-1]["block"]
+            fields = [(k, {"Nat": 1} if k == "ts" else v) for k, v in block["Map"]]
+            reply["blocks"][-1]["block"] = {"Map": fields}
+        return reply
+
+
+@pytest.mark.parametrize("what", ["certificate", "block"])
+def test_a_tampered_tip_or_block_stops_indexing_and_changes_nothing(chain: Chain, tmp_path: Path, what: str) -> None:
+    index = Index(tmp_path / "store.sqlite", str(chain.registry.canister_id))
+    with pytest.raises(ChainError):
+        index.sync(Tampered(chain.registry, what), chain.root_key)
+    assert index.status()["next_block"] == 0 and index.search("", verified_only=False) == []
+    with pytest.raises(ChainError, match="certificate"):
+        index.sync(chain.registry, b"\x00" * 133)  # another network's root key
+    assert index.sync(chain.registry, chain.root_key).applied > 0
+
+
+def test_the_cli_indexes_searches_and_refuses_a_wrong_root_key(chain: Chain, tmp_path: Path) -> None:
+    env = chain.env(tmp_path)
+    out = subprocess.run([PROMETHEUS, "--json", "store", "index"], env=env, capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["listings"] >= 4
+    out = subprocess.run([PROMETHEUS, "--json", "store", "search", "forecast", "--no-credentials"], env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert [a["namespace"] for a in json.loads(out.stdout)] == ["com.example.weather"]
+    out = subprocess.run([PROMETHEUS, "store", "search", "--min-tier", "gold"], env=env, capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 1 and "unknown tier 'gold'" in out.stderr and "Traceback" not in out.stderr
+
+
+async def _exercise(session: Any, chain: Chain) -> None:
+    await session.initialize()
+    tools = {t.name for t in (await session.list_tools()).tools}
+    assert tools == {"search_servers", "get_server", "list_versions", "get_verification"}
+    found = (await session.call_tool("search_servers", {"query": "weather"})).structured_content
+    names = [s["name"] for s in found["servers"]]
+    assert names == ["com.example/weather", "org.maps/routes"]
+    meta = found["servers"][0]["_meta"]["org.prometheus-protocol/verification"]
+    assert meta["tier"] == "verified" and meta["wasm_sha256"] == chain.wasms["weather"]
+    assert any("verify --offline" in line for line in meta["verify"])
+    everything = (await session.call_tool("search_servers", {"query": "", "verified_only": False, "limit": 100}))
+    assert len(everything.structured_content["servers"]) >= 4
+    strict = (await session.call_tool("search_servers", {"query": "notes mail email"})).structured_content
+    assert strict["servers"] == []  # neither the unverified nor the rejected app
+    server = (await session.call_tool("get_server", {"namespace": "com.example/weather"})).structured_content
+    assert server["server"]["version"] == "1.0.0" and server["verification"][0]["latest"]
+    versions = (await session.call_tool("list_versions", {"namespace": "com.example.weather"})).structured_content
+    assert [v["version"] for v in versions["versions"]] == ["1.1.0", "1.0.0"]
+    rounds = (await session.call_tool("get_verification", {"wasm_hash": chain.wasms["mail"]})).structured_content
+    assert rounds["rounds"][0]["tier"] == "rejected"
+    missing = await session.call_tool("get_server", {"namespace": "com.nobody.here"})
+    assert missing.is_error
+    bad = await session.call_tool("get_verification", {"wasm_hash": "not hex"})
+    assert bad.is_error
+    resource = await session.read_resource("prometheus://apps/com.example.weather")
+    assert json.loads(resource.contents[0].text)["server"]["name"] == "com.example/weather"
+
+
+def test_mcp_discovery_over_stdio(chain: Chain, tmp_path: Path) -> None:
+    from mcp.client.session import ClientSession
+    from mcp.client.stdio import StdioServerParameters, stdio_client
+
+    params = StdioServerParameters(command=PROMETHEUS, args=["store", "mcp"], env=chain.env(tmp_path))
+
+    async def main() -> None:
+        async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
+            await _exercise(session, chain)
+
+    anyio.run(main)
+
+
+@pytest.fixture
+def served(chain: Chain, tmp_path: Path) -> Iterator[str]:
+    """`prometheus store serve` in its own process."""
+    port = free_port()
+    proc = subprocess.Popen([PROMETHEUS, "store", "serve", "--port", str(port), "--interval", "0.5"],
+                            env=chain.env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.stderr else ""
+            time.sleep(0.1)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_mcp_discovery_over_streamable_http(chain: Chain, served: str) -> None:
+    from mcp.client.session import ClientSession
+    from mcp.client.streamable_http import streamable_http_client
+
+    async def main() -> None:
+        async with streamable_http_client(f"{served}/mcp") as (read, write), ClientSession(read, write) as session:
+            await _exercise(session, chain)
+
+    anyio.run(main)
+
+
+def test_the_registry_api_pages_with_cursors(chain: Chain, served: str) -> None:
+    seen: list[str] = []
+    cursor = None
+    while True:
+        params = {"limit": "2", **({"cursor": cursor} if cursor else {})}
+        page = httpx.get(f"{served}/v0/servers", params=params, timeout=10).json()
+        seen += [item["server"]["name"] for item in page["servers"]]
+        for item in page["servers"]:
+            assert item["server"]["version"] and item["_meta"]["io.modelcontextprotocol.registry/official"]
+        cursor = page["metadata"].get("nextCursor")
+        if not cursor:
+            break
+    assert seen == sorted(seen) and len(seen) == len(set(seen)) >= 4
+    found = httpx.get(f"{served}/v0/servers", params={"search": "forecast"}, timeout=10).json()
+    assert [s["server"]["name"] for s in found["servers"]] == ["com.example/weather"]
+    future = httpx.get(f"{served}/v0/servers", params={"updated_since": "2999-01-01T00:00:00Z"}, timeout=10).json()
+    assert future["servers"] == []
+    assert httpx.get(f"{served}/v0/servers", params={"updated_since": "yesterday"}, timeout=10).status_code == 400
+    one = httpx.get(f"{served}/v0/servers/com.example%2Fweather", timeout=10).json()
+    assert one["server"]["version"] == "1.0.0"
+    versions = httpx.get(f"{served}/v0/servers/com.example%2Fweather/versions", timeout=10).json()
+    assert [s["server"]["version"] for s in versions["servers"]] == ["1.1.0", "1.0.0"]
+    assert httpx.get(f"{served}/v0/servers/com.nobody%2Fhere", timeout=10).status_code == 404
+
+
+def test_web_pages_show_tiers_evidence_and_the_verify_command(chain: Chain, served: str) -> None:
+    home = httpx.get(served, timeout=10)
+    assert home.status_code == 200 and "Weather" in home.text and "Notes" not in home.text
+    everything = httpx.get(served, params={"verified": "0"}, timeout=10).text
+    assert "Notes" in everything and "tier-rejected" in everything
+    app = httpx.get(f"{served}/apps/com.example.weather", timeout=10).text
+    assert "deprecated: breaks get_alerts" in app and "prometheus verify --offline" in app and "1.0.0" in app
+    wasm = httpx.get(f"{served}/wasm/{chain.wasms['mail']}", timeout=10).text
+    assert "rebuilt wasm differs" in wasm and "diverged" in wasm
+    assert httpx.get(f"{served}/wasm/xyz", timeout=10).status_code == 400
+    assert httpx.get(f"{served}/apps/com.nobody.here", timeout=10).status_code == 404
+    hostile = httpx.get(served, params={"q": "<script>alert(1)</script>" * 50, "tier": "gold"}, timeout=10)
+    assert hostile.status_code == 400 and "<script>" not in hostile.text
+
+
+def test_the_server_follows_new_blocks(chain: Chain, served: str) -> None:
+    submit_app(chain.stack, "io.later.app", "Latecomer", "Arrives after the server started")
+    deadline = time.monotonic() + 20
+    while "Latecomer" not in httpx.get(served, params={"q": "latecomer"}, timeout=10).text:
+        assert time.monotonic() < deadline, "the server never indexed the new app"
+        time.sleep(0.2)
+

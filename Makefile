@@ -9,7 +9,7 @@ STAMPS := build/stamps
 .PHONY: help setup build test test-pocketic test-fast lint bench demo wheel clean
 
 help:
-	@echo "make setup   - create .venv, install pinned Python deps, the pinned Motoko toolchain and docker.io (idempotent)"
+	@echo "make setup   - create .venv, install pinned Python deps, the pinned Motoko toolchain, docker.io and chromium (idempotent)"
 	@echo "make build   - build every canister in canister_src/ with the reproducible recipe, print sha256"
 	@echo "make test    - set up, then run the whole test suite"
 	@echo "make test-pocketic - the integration tests again through PocketIC's API (our prometheus-pocket-ic)"
@@ -44,7 +44,16 @@ $(STAMPS)/docker:
 	fi
 	@touch $@
 
-setup: $(STAMPS)/python $(STAMPS)/toolchain $(STAMPS)/jsclients $(STAMPS)/docker
+# The store's web view is tested in a real browser: Debian's chromium, driven by Playwright (no browser download).
+$(STAMPS)/chromium:
+	@mkdir -p $(STAMPS)
+	@if ! command -v chromium >/dev/null; then \
+	  if [ "$$(id -u)" != 0 ]; then echo "chromium is missing: run 'sudo apt-get install chromium'"; exit 1; fi; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	fi
+	@touch $@
+
+setup: $(STAMPS)/python $(STAMPS)/toolchain $(STAMPS)/jsclients $(STAMPS)/docker $(STAMPS)/chromium
 
 build: setup
 	$(PY) -m prometheus_build --src canister_src --out build/canisters

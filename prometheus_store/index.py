@@ -63,7 +63,8 @@ CREATE TABLE IF NOT EXISTS listings (namespace TEXT PRIMARY KEY, name TEXT NOT N
                                      wasm TEXT NOT NULL, version TEXT, tier INTEGER NOT NULL,
                                      verifiers INTEGER NOT NULL, repo TEXT NOT NULL, commit_hash TEXT NOT NULL,
                                      updated_ts INTEGER NOT NULL, updated_block INTEGER NOT NULL);
-CREATE INDEX IF NOT EXISTS listings_by_update ON listings (updated_block);
+CREATE INDEX IF NOT EXISTS listings_by_update ON listings (updated_ts);
+CREATE INDEX IF NOT EXISTS listings_by_tier ON listings (tier DESC, lower(name), namespace);
 CREATE VIRTUAL TABLE IF NOT EXISTS listings_fts USING fts5(namespace, name, description, tools, tags, category,
                                                           publisher, tokenize = 'porter unicode61');
 """

@@ -6,7 +6,8 @@ vendored under `vendor/` and one from a git repository pinned to a commit), push
 builds and verifies it locally and submits it with a bounty; a verifier operator runs the worker, which
 rebuilds the exact commit in the locked-down sandbox and attests; the developer checks the status and
 publishes 1.0.0. Then version 1.1.0 is submitted with a stale commit in prometheus.yml: rejected, `verify`
-shows why, the corrected request opens a new round, verified, published. `--timings` lists every command's
+shows why, the corrected request opens a new round, verified, published. Last, an AI agent's MCP client finds
+the app through the store's discovery server and reads its verification. `--timings` lists every command's
 time (docs/quickstart.md records them). Everything runs against `prometheus localnet start --background`
 (the embedded IC behind the IC HTTP interface on loopback). The git server is a real `git http-backend` on 127.0.0.1
 (`testkit/git_server.py`), standing in for GitHub. Identities, the local IC, the verifier's state and (when
@@ -222,6 +223,17 @@ def lifecycle(sh: Shell, work: Path, git_url: str) -> None:
     sh.run("prometheus", "verify", "--offline", "../greeter.provenance.json", "--root-key", "../local.key")
 
     fix_a_rejection(sh)
+    an_agent_finds_it(sh)
+
+
+def an_agent_finds_it(sh: Shell) -> None:
+    """The consumer side: the store indexes the registry's certified log; an agent's MCP client finds the app
+    through the discovery server (`prometheus store mcp`, on stdio) and reads its verification."""
+    say("An AI agent looks for a tool: the store indexes the registry's certified log, the agent's MCP client "
+        "asks the discovery server")
+    sh.run("prometheus", "store", "search", "greets")
+    sh.run(sys.executable, str(ROOT / "examples" / "agent" / "find_tool.py"), "greets",
+           shown="python examples/agent/find_tool.py greets")
 
 
 def fix_a_rejection(sh: Shell) -> None:

@@ -6,22 +6,24 @@ from __future__ import annotations
 import hashlib
 import os
 
+from ic_replica.principal import Principal
 from prometheus_sdk.icrc16 import to_map
 from testkit.protocol import DEV, VERIFIERS, Stack
 
 
 def submit_app(stack: Stack, namespace: str, name: str, description: str = "", *, outcome: str | None = "verified",
                version: tuple[int, int, int] | None = None, verifiers: int = 2, wasm: bytes | None = None,
-               audits: tuple[str, ...] = (), **listing: str) -> str:
+               audits: tuple[str, ...] = (), developer: Principal = DEV, **listing: str) -> str:
     """Upload a wasm to `namespace`, request its verification with the listing metadata, then (outcome
     "verified" / "rejected") have `verifiers` verifiers attest or diverge, and publish `version` if given.
     Extra audit types in `audits` are funded and attested too. Returns the wasm id."""
     wasm = wasm or os.urandom(200)
-    wasm_id = stack.upload(wasm, namespace)
+    wasm_id = stack.upload(wasm, namespace, sender=developer)
     metadata = to_map({"name": name, "description": description, **{f"listing:{k}": v for k, v in listing.items()}})
     result = stack.registry("icrc126_verification_request", {
         "wasm_hash": bytes.fromhex(wasm_id), "repo": f"https://example.com/{namespace}.git",
-        "commit_hash": hashlib.sha1(wasm).hexdigest(), "metadata": metadata, "namespace": [namespace]}, sender=DEV)
+        "commit_hash": hashlib.sha1(wasm).hexdigest(), "metadata": metadata, "namespace": [namespace]},
+        sender=developer)
     assert "ok" in result, result
     if outcome is None:
         return wasm_id
@@ -42,7 +44,7 @@ def submit_app(stack: Stack, namespace: str, name: str, description: str = "", *
     if version is not None:
         published = stack.registry("icrc118_update_wasm", {"namespace": namespace, "version": version,
                                                            "wasm_hash": bytes.fromhex(wasm_id), "previous": []},
-                                   sender=DEV)
+                                   sender=developer)
         assert "ok" in published, published
     return wasm_id
 

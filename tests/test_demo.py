@@ -51,4 +51,9 @@ def test_lifecycle_demo_runs_end_to_end(docker_host: str) -> None:
     assert "filed     diverge" in fix and ": Rejected" in fix
     assert "(a new round after #1)" in fix and ": Verified" in fix.split("a new round after #1")[1]
     assert "published io.prometheus.demo.greeter 1.1.0" in fix
+    # The agent's side: the store finds the app, an MCP client sees its verification.
+    agent = out[out.index("# An AI agent looks for a tool"):]
+    assert "io.prometheus.demo.greeter" in agent and "verified" in agent
+    assert "found io.prometheus.demo/greeter 1.1.0" in agent and "tier verified" in agent
+    assert "attested by" in agent and "verify --offline" in agent
     assert "Traceback" not in out + run.stderr

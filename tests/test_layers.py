@@ -1,4 +1,4 @@
-"""Dependencies point one way: canister interfaces <- SDK <- build <- CLI / worker; the replica is a peer
+"""Dependencies point one way: canister interfaces <- SDK <- build, store <- CLI / worker; the replica is a peer
 reached over its HTTP interface (or started as a process), never imported by the clients that test it."""
 
 from __future__ import annotations
@@ -11,12 +11,13 @@ import pytest
 
 from tests.conftest import ROOT
 
-PACKAGES = ("ic_replica", "prometheus_sdk", "prometheus_build", "prometheus_cli", "verifier_bot")
+PACKAGES = ("ic_replica", "prometheus_sdk", "prometheus_build", "prometheus_cli", "prometheus_store", "verifier_bot")
 ALLOWED: dict[str, set[str]] = {
     "ic_replica": set(),
     "prometheus_sdk": set(),
     "prometheus_build": {"prometheus_sdk"},
-    "prometheus_cli": {"prometheus_sdk", "prometheus_build"},
+    "prometheus_cli": {"prometheus_sdk", "prometheus_build", "prometheus_store"},
+    "prometheus_store": {"prometheus_sdk"},
     "verifier_bot": {"prometheus_sdk", "prometheus_build"},
 }
 
@@ -55,7 +56,7 @@ def test_the_sdk_clients_load_without_the_replica_or_the_tools() -> None:
 
 def test_the_cli_and_the_worker_load_without_the_replica() -> None:
     probe = ("import sys, prometheus_cli.main, verifier_bot.cli, verifier_bot.worker, prometheus_cli.developer, "
-             "prometheus_cli.deploy, prometheus_cli.protocol\n"
+             "prometheus_cli.deploy, prometheus_cli.protocol, prometheus_store.web, prometheus_store.discovery\n"
              "print(','.join(sorted(m for m in sys.modules if m.startswith('ic_replica'))))")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, check=True)
     assert out.stdout.strip() == ""

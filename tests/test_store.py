@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from ic_replica.http_server import IcHttpServer
+from ic_replica.principal import Principal
 from prometheus_sdk import Network, connect
 from prometheus_sdk.clients.mcp_registry import RegistryClient
 from prometheus_sdk.icrc3 import ChainError
@@ -78,7 +79,8 @@ def chain(product: dict[str, Any]) -> Iterator[Chain]:
 def test_the_index_follows_the_certified_log_and_derives_tiers(chain: Chain, tmp_path: Path) -> None:
     index = Index(tmp_path / "store.sqlite", str(chain.registry.canister_id))
     report = index.sync(chain.registry, chain.root_key)
-    assert report.applied == report.next_index == report.tip_index + 1 > 20 and report.namespaces == 4
+    assert report.tip_index is not None and report.applied == report.next_index == report.tip_index + 1 > 20
+    assert report.namespaces == 4
     tiers = {a["namespace"]: a["tier"] for a in index.search("", verified_only=False)}
     assert tiers == {"com.example.weather": "verified", "com.example.mail": "rejected",
                      "com.example.notes": "unverified", "org.maps.routes": "audited"}
@@ -298,3 +300,112 @@ def test_the_server_follows_new_blocks(chain: Chain, served: str) -> None:
         assert time.monotonic() < deadline, "the server never indexed the new app"
         time.sleep(0.2)
 
+
+
+@pytest.fixture(scope="module")
+def catalog(product: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Index]:
+    """The fixed catalog (testkit/catalog.py, 52 listings) indexed from a real registry's log."""
+    from testkit.catalog import LISTINGS
+
+    ic = EmbeddedBackend()
+    server = IcHttpServer(ic.replica).start()
+    try:
+        stack = Stack.deploy(ic, product)  # filled in process, read over HTTP as the store reads it
+        prepare(stack)
+        for i, (namespace, name, description, tools, tags, category) in enumerate(LISTINGS):
+            developer = Principal(bytes([0x50 + i // 10]) * 29)  # a principal creates at most 10 namespaces
+            submit_app(stack, namespace, name, description, outcome=None, tools=tools, tags=tags, category=category,
+                       developer=developer)
+        conn = connect(Network("local", server.url))
+        index = Index(tmp_path_factory.mktemp("catalog") / "catalog.sqlite", str(stack.registry.canister_id))
+        index.sync(RegistryClient(conn, str(stack.registry.canister_id)), conn.root_key)
+        yield index
+    finally:
+        server.stop()
+        ic.replica.close()
+
+
+def test_ranking_finds_the_expected_app_for_a_fixed_set_of_queries(catalog: Index) -> None:
+    from testkit.catalog import LISTINGS, QUERIES, recall_at
+
+    assert len(LISTINGS) >= 50 and len(QUERIES) >= 30
+    assert catalog.status()["listings"] == len(LISTINGS)
+
+    def search(query: str) -> list[str]:
+        return [a["namespace"] for a in catalog.search(query, verified_only=False, limit=10)]
+
+    at1, misses1 = recall_at(1, search)
+    at5, misses5 = recall_at(5, search)
+    print(f"recall@1 {at1:.3f}, recall@5 {at5:.3f} over {len(QUERIES)} queries and {len(LISTINGS)} listings")
+    assert at5 == 1.0, misses5
+    assert at1 >= 0.9, misses1
+
+
+ARTIFACTS = Path(__file__).resolve().parent.parent / "build" / "test-artifacts" / "store"
+
+
+def _chromium() -> str:
+    import shutil
+
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if found is None:
+        pytest.fail("Debian's chromium is not installed: `make setup` installs it (apt-get install chromium)")
+    return found
+
+
+def test_the_web_view_in_a_real_browser_without_javascript(chain: Chain, served: str) -> None:
+    """Chromium (Debian's, driven by Playwright) with JavaScript off: search through the form, open an app and a
+    wasm, on a desktop and a phone-sized screen; screenshots of every page are kept in build/test-artifacts."""
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=_chromium(), args=["--no-sandbox"])
+        try:
+            for device, (width, height) in (("desktop", (1280, 900)), ("phone", (375, 812))):
+                page = browser.new_context(java_script_enabled=False,
+                                           viewport={"width": width, "height": height}).new_page()
+                page.goto(served)
+                assert page.locator("h1").inner_text() == "Find a verified MCP server"
+                page.get_by_label("Search").fill("forecast")
+                page.get_by_role("button", name="Search").click()
+                page.wait_for_load_state()
+                assert "q=forecast" in page.url
+                cards = page.locator("ul.apps > li")
+                assert cards.count() == 1 and "Weather" in cards.first.inner_text()
+                assert "verified" in cards.first.locator(".badge").inner_text()
+                page.screenshot(path=str(ARTIFACTS / f"search-{device}.png"), full_page=True)
+                page.get_by_label("Verified only").uncheck()
+                page.get_by_label("Search").fill("")
+                page.get_by_role("button", name="Search").click()
+                page.wait_for_load_state()
+                badges = page.locator("ul.apps .badge").all_inner_texts()
+                assert {"verified", "audited", "unverified", "rejected"} <= set(badges)
+                page.screenshot(path=str(ARTIFACTS / f"listing-all-{device}.png"), full_page=True)
+                page.get_by_role("link", name="Weather").click()
+                page.wait_for_load_state()
+                assert page.locator("h1").inner_text().startswith("Weather")
+                body = page.locator("main").inner_text()
+                assert "deprecated: breaks get_alerts" in body and "prometheus verify --offline" in body
+                assert "attested" in body and "unsigned" in body
+                page.screenshot(path=str(ARTIFACTS / f"app-{device}.png"), full_page=True)
+                page.locator("dd a.hash").first.click()
+                page.wait_for_load_state()
+                assert page.locator("h1").inner_text().startswith("Wasm")
+                assert "Round" in page.locator("main").inner_text()
+                page.screenshot(path=str(ARTIFACTS / f"wasm-{device}.png"), full_page=True)
+                page.goto(f"{served}/wasm/{chain.wasms['mail']}")
+                assert "rebuilt wasm differs" in page.locator("main").inner_text()
+                page.screenshot(path=str(ARTIFACTS / f"wasm-rejected-{device}.png"), full_page=True)
+            # The layout fits a phone's width (measured with scripts on, in the browser's own layout).
+            phone = browser.new_context(viewport={"width": 375, "height": 812}).new_page()
+            for path in ("/", "/apps/com.example.weather", f"/wasm/{chain.wasms['mail']}"):
+                phone.goto(served + path)
+                overflow = phone.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+                assert overflow <= 0, (path, overflow)
+                unlabeled = phone.evaluate("[...document.querySelectorAll('input:not([type=hidden]), select')]"
+                                           ".filter(e => !e.labels || e.labels.length === 0).length")
+                assert unlabeled == 0, path
+        finally:
+            browser.close()
+    assert len(list(ARTIFACTS.glob("*.png"))) >= 10

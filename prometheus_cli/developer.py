@@ -528,27 +528,11 @@ def _request_json(r: dict[str, Any]) -> dict[str, Any]:
 def _signatures(registry: Any, wasm_id: str, namespace: str) -> dict[int, str]:
     """Each signed filing (by its index): `valid`, or why its statement does not verify -- checked here, from
     the envelope, the key and the statement, not taken from the registry."""
-    from prometheus_sdk.principal import Principal
-    from prometheus_sdk.provenance import envelopes
+    from prometheus_sdk.provenance.filings import signature_state
 
     found = registry.get_provenance(bytes.fromhex(wasm_id), [namespace])
-    out: dict[int, str] = {}
-    for f in found[0]["filings"] if found else []:
-        if not f["statement"]:
-            continue
-        st = f["statement"][0]
-        try:
-            signed = envelopes.from_parts(bytes(st["payload"]), st["payload_type"], bytes(st["signature"]),
-                                          bytes(st["public_key"]))
-            parsed = envelopes.verify(signed)
-        except Exception as exc:  # a filer's hostile statement is reported, never a traceback
-            out[int(f["index"])] = f"invalid: {str(exc)[:200]}"
-            continue
-        if parsed.wasm_id != wasm_id or parsed.passed != f["attested"] or signed.signer != Principal.of(f["verifier"]):
-            out[int(f["index"])] = "invalid: the statement is not the filing's"
-        else:
-            out[int(f["index"])] = "valid"
-    return out
+    return {int(f["index"]): signature_state(f["statement"][0], wasm_id, f["attested"], f["verifier"])[0]
+            for f in (found[0]["filings"] if found else []) if f["statement"]}
 
 
 def _status_json(st: dict[str, Any]) -> dict[str, Any]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import sys
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,8 @@ app = typer.Typer(help="The app store: find verified MCP servers (web view, REST
 
 IndexPath = typer.Option(None, "--index", help="The index file (default: one per registry under "
                                                "$XDG_DATA_HOME/prometheus/store).")
+MaxAge = typer.Option(600.0, "--max-age", min=1.0, help="Refuse a tip certificate older than this many seconds "
+                                                        "(a replayed answer would freeze the index).")
 
 
 def _opts(ctx: typer.Context) -> Options:
@@ -33,58 +34,39 @@ def _default_index(registry: str) -> Path:
 
 def _open(opts: Options, index_path: Path | None) -> tuple[Any, Any, Any]:
     """(index, registry client, root key) for the options' network."""
+    import sqlite3
+
     from prometheus_store.index import Index, StoreError
 
     conn = connection(opts)
     registry = client(conn, "mcp_registry")
     path = index_path or _default_index(str(registry.canister_id))
-    path.parent.mkdir(parents=True, exist_ok=True)
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         return Index(path, str(registry.canister_id)), registry, conn.root_key
     except StoreError as exc:
         fail(str(exc), "pass another --index file, or delete this one: it is rebuilt from the chain")
+    except (sqlite3.Error, OSError) as exc:
+        fail(f"cannot open the index {path}: {exc}", "pass another --index file (a path this user can write)")
 
 
-def _sync(index: Any, registry: Any, root_key: bytes) -> Any:
+def _sync(index: Any, registry: Any, root_key: bytes, max_age: float) -> Any:
     from prometheus_sdk.icrc3 import ChainError
 
     try:
-        return index.sync(registry, root_key)
+        return index.sync(registry, root_key, int(max_age * 1e9))
     except ChainError as exc:
         fail(f"the registry's log does not verify: {exc}", "nothing past the last verified block was indexed; "
              "check that you talk to the network you mean (`--network`)", code=exits.TAMPERED)
 
 
-class _Follower(threading.Thread):
-    """Keeps the index in step with the chain; stops for good when the chain does not verify."""
-
-    def __init__(self, index: Any, registry: Any, root_key: bytes, interval: float) -> None:
-        super().__init__(name="store-indexer", daemon=True)
-        self.index, self.registry, self.root_key, self.interval = index, registry, root_key, interval
-        self.stop = threading.Event()
-
-    def run(self) -> None:
-        from prometheus_sdk.errors import SdkError
-        from prometheus_sdk.icrc3 import ChainError
-
-        while not self.stop.wait(self.interval):
-            try:
-                self.index.sync(self.registry, self.root_key)
-            except ChainError as exc:
-                print(f"prometheus store: indexing stopped: the registry's log does not verify: {exc}",
-                      file=sys.stderr, flush=True)
-                return
-            except SdkError as exc:  # the network is down: try again later
-                print(f"prometheus store: cannot reach the registry ({exc}); retrying", file=sys.stderr, flush=True)
-
-
 @app.command("index")
-def index_command(ctx: typer.Context, index_path: Path | None = IndexPath) -> None:
+def index_command(ctx: typer.Context, index_path: Path | None = IndexPath, max_age: float = MaxAge) -> None:
     """Bring the index up to the registry's certified tip (resumes from the last block indexed)."""
     opts = _opts(ctx)
     with user_errors(opts.as_json):
         index, registry, root_key = _open(opts, index_path)
-        report = _sync(index, registry, root_key)
+        report = _sync(index, registry, root_key, max_age)
         result = {"index": str(index.path), "applied": report.applied, "next_block": report.next_index,
                   "listings_changed": report.namespaces, **{"listings": index.status()["listings"]}}
         emit(result, opts.as_json, lambda r: console().print(
@@ -101,6 +83,7 @@ def search(
     no_credentials: bool = typer.Option(False, "--no-credentials", help="Only apps that need no credentials."),
     limit: int = typer.Option(10, "--limit", min=1, max=100),
     index_path: Path | None = IndexPath,
+    max_age: float = MaxAge,
 ) -> None:
     """Search the index (brought up to date first). Example: prometheus store search weather --no-credentials"""
     from prometheus_store.tiers import Tier
@@ -112,7 +95,7 @@ def search(
         except ValueError as exc:
             fail(str(exc))
         index, registry, root_key = _open(opts, index_path)
-        _sync(index, registry, root_key)
+        _sync(index, registry, root_key, max_age)
         found = index.search(query, verified_only=not all_tiers, min_tier=tier, category=category,
                              no_credentials=no_credentials, limit=limit)
 
@@ -134,37 +117,43 @@ def serve(
     base_url: str | None = typer.Option(None, "--base-url", help="The URL clients reach this server at "
                                                                  "(default: http://HOST:PORT)."),
     index_path: Path | None = IndexPath,
+    max_age: float = MaxAge,
 ) -> None:
     """Serve the web view at /, the MCP registry API at /v0/servers and the MCP discovery server at /mcp."""
     import uvicorn
 
+    from prometheus_store.follower import Follower
     from prometheus_store.web import create_app
 
     opts = _opts(ctx)
     with user_errors(opts.as_json):
+        if host not in ("127.0.0.1", "localhost", "::1") and not base_url:
+            fail(f"serving on {host} needs --base-url", "the URL browsers and MCP clients reach this server at, "
+                 "e.g. --base-url https://store.example.org: its links use it, and /mcp accepts only that host")
         index, registry, root_key = _open(opts, index_path)
-        _sync(index, registry, root_key)
-        follower = _Follower(index, registry, root_key, interval)
+        _sync(index, registry, root_key, max_age)
+        follower = Follower(index, registry, root_key, interval, int(max_age * 1e9))
         follower.start()
         url = base_url or f"http://{host}:{port}"
         print(f"prometheus store: serving registry {index.registry} at {url} (MCP: {url}/mcp)", file=sys.stderr,
               flush=True)
-        uvicorn.run(create_app(index, url, host), host=host, port=port, log_level="warning")
+        uvicorn.run(create_app(index, url, host, follower.state), host=host, port=port, log_level="warning")
         follower.stop.set()
 
 
 @app.command()
 def mcp(ctx: typer.Context, interval: float = typer.Option(5.0, "--interval", min=0.2),
-        index_path: Path | None = IndexPath) -> None:
+        index_path: Path | None = IndexPath, max_age: float = MaxAge) -> None:
     """The MCP discovery server on stdio, for an agent's MCP client configuration:
     {"command": "prometheus", "args": ["store", "mcp"]}"""
     from prometheus_store import discovery
+    from prometheus_store.follower import Follower
 
     opts = _opts(ctx)
     with user_errors(opts.as_json):
         index, registry, root_key = _open(opts, index_path)
-        _sync(index, registry, root_key)
-        follower = _Follower(index, registry, root_key, interval)
+        _sync(index, registry, root_key, max_age)
+        follower = Follower(index, registry, root_key, interval, int(max_age * 1e9))
         follower.start()
         discovery.build(index).run("stdio")
         follower.stop.set()

@@ -119,7 +119,11 @@ def plain(value: Any, depth: int = 0) -> Any:
     if kind == "Array":
         return [plain(v, depth + 1) for v in inner]
     if kind == "Map":
-        return {k: plain(v, depth + 1) for k, v in _pairs(inner)}
+        out: dict[str, Any] = {}
+        for k, v in _pairs(inner):
+            if k not in out:  # the first of a repeated key, as the hash cannot tell which one a writer meant
+                out[k] = plain(v, depth + 1)
+        return out
     raise ChainError(f"unknown ICRC-3 Value kind {kind!r}")
 
 
@@ -166,31 +170,62 @@ def blocks(client: Any, start: int, end: int) -> Iterator[tuple[int, Any]]:
                 return
 
 
+def _parent(value: Any, index: int) -> bytes | None:
+    """A block's `phash` (None for a block without one)."""
+    kind, inner = _variant(value)
+    if kind != "Map":
+        raise ChainError(f"block {index} is not a Map")
+    phash = dict(_pairs(inner)).get("phash")
+    if phash is None:
+        return None
+    parent = _variant(phash)
+    if parent[0] != "Blob":
+        raise ChainError(f"block {index}'s phash is not a Blob")
+    return bytes(parent[1])
+
+
 def verified_blocks(client: Any, root_key: bytes, next_index: int, last_hash: bytes | None,
-                    max_age_ns: int = 1 << 80) -> tuple[list[tuple[int, Any]], Tip | None]:
+                    max_age_ns: int = 1 << 80, not_before_ns: int = 0) -> tuple[list[tuple[int, Any]], Tip | None]:
     """The blocks after the reader's trusted point (`next_index`, the hash of the block before it) up to the
-    certified tip, every one checked: each block's `phash` is the previous block's hash and the last one's hash
-    is the certified tip's. Returns them with the tip; raises ChainError before returning anything unverified."""
+    certified tip, every one checked, in order, with the tip. Raises ChainError before returning anything
+    unverified. `not_before_ns`: the time of the last tip this reader trusted (a replayed older certificate
+    is refused).
+
+    Verified from the tip down, a window at a time: the last block must hash to the certified hash and each
+    block to the `phash` of the one after it, so a forged block is refused in the first window that holds it
+    and memory holds only blocks already proven. The oldest block read must name the trusted point's hash."""
     tip = certified_tip(client, root_key, max_age_ns)
     if tip is None:
         if next_index:
             raise ChainError("the log is empty now but had blocks before")
         return [], None
+    if tip.certified_at_ns < not_before_ns:
+        raise ChainError("the tip certificate is older than one already trusted (a replayed answer)")
     if tip.index + 1 < next_index:
         raise ChainError(f"the certified log ends at block {tip.index}, before block {next_index - 1} read earlier")
-    out: list[tuple[int, Any]] = []
-    previous = last_hash
-    for index, value in blocks(client, next_index, tip.index + 1):
-        kind, inner = _variant(value)
-        phash = dict(_pairs(inner)).get("phash") if kind == "Map" else None
-        if index == 0 and phash is not None:
-            raise ChainError("block 0 names a parent")
-        if index > 0:
-            parent = _variant(phash) if phash is not None else None
-            if parent is None or parent[0] != "Blob" or previous is None or bytes(parent[1]) != previous:
-                raise ChainError(f"block {index} does not chain to block {index - 1}")
-        previous = value_hash(value)
-        out.append((index, value))
-    if previous != tip.hash:
-        raise ChainError(f"block {tip.index} does not hash to the certified tip")
-    return out, tip
+    if tip.index + 1 == next_index:
+        if last_hash != tip.hash:
+            raise ChainError(f"block {tip.index} does not hash to the certified tip")
+        return [], tip
+    windows: list[list[tuple[int, Any]]] = []
+    expected = tip.hash  # the hash the newest block not yet proven must have
+    end = tip.index + 1
+    while end > next_index:
+        start = max(next_index, end - PAGE)
+        window = list(blocks(client, start, end))
+        for index, value in reversed(window):
+            if value_hash(value) != expected:
+                raise ChainError(f"block {index} does not hash to what the certified tip chains to")
+            parent = _parent(value, index)
+            if index == 0:
+                if parent is not None:
+                    raise ChainError("block 0 names a parent")
+            elif parent is None:
+                raise ChainError(f"block {index} names no parent")
+            else:
+                expected = parent
+        windows.append(window)
+        end = start
+    if next_index > 0 and expected != last_hash:
+        raise ChainError(f"block {next_index} does not chain to block {next_index - 1} read earlier")
+    return [entry for window in reversed(windows) for entry in window], tip

@@ -1,6 +1,8 @@
 """The MCP discovery server (official `mcp` SDK): agents search the verified tools, read an app's versions and
 the evidence behind a verdict. Results are `server.json` entries with the verification in `_meta`
-(`prometheus_store.servers`). With `verified_only` (the default) nothing below the `verified` tier is returned.
+(`prometheus_store.servers`). `search_servers` with `verified_only` (the default) returns nothing below the
+`verified` tier and nothing deprecated; a lookup by name (`get_server`, `list_versions`, `get_verification`, the
+app resources) answers for that app whatever its tier, with the tier in `_meta`.
 
 Transports: stdio (`prometheus store mcp`) and streamable HTTP (mounted at `/mcp` by `prometheus store serve`).
 """
@@ -20,7 +22,8 @@ from prometheus_store.tiers import Tier
 INSTRUCTIONS = (
     "Find MCP servers whose wasm was rebuilt from source and verified on the Internet Computer. search_servers "
     "returns only verified servers unless verified_only is false; every result's _meta names its tier, wasm "
-    "sha256 and the commands that check the verdict offline.")
+    "sha256 and the commands that check the verdict offline. get_server, list_versions and get_verification answer "
+    "for any app or wasm named, whatever its tier: read the tier before trusting it.")
 READ_ONLY = ToolAnnotations(read_only_hint=True, open_world_hint=False)
 TIERS = ", ".join(t.label for t in Tier)
 

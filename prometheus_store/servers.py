@@ -43,24 +43,41 @@ def server_json(listing: dict[str, Any], registry: str, base_url: str = "") -> d
         "description": description[:MAX_DESCRIPTION], "version": version_of(listing),
         "repository": {"url": listing["repo"], "source": "git"},
     }
-    if listing.get("homepage"):
+    if listing.get("homepage"):  # an http(s) URL (the index keeps no other)
         server["websiteUrl"] = listing["homepage"]
     server["_meta"] = {META_KEY: {
         "tier": listing["tier"], "namespace": namespace, "wasm_sha256": listing["wasm"],
         "verifiers": listing["verifiers"], "commit": listing["commit_hash"], "registry": registry,
         "category": listing["category"], "tags": listing["tags"], "tools": listing["tools"],
-        "credentials": listing["credentials"], "publisher": listing["publisher"],
+        "credentials": listing["credentials"], "publisher": listing["publisher"] or None,
+        "requester": listing["requester"], "deprecated": listing.get("deprecated"),
         "evidence": f"{base_url}/wasm/{listing['wasm']}?namespace={namespace}" if base_url else None,
         "verify": verify_commands(registry, namespace, listing["wasm"]),
     }}
     return server
 
 
-def registry_entry(listing: dict[str, Any], registry: str, base_url: str = "") -> dict[str, Any]:
-    """One item of `/v0/servers`: the server and the registry's own metadata about it."""
-    from datetime import UTC, datetime
+def rfc3339(ns: int) -> str:
+    """A time in nanoseconds as RFC 3339 with microseconds (truncated: never later than the time itself)."""
+    from datetime import UTC, datetime, timedelta
 
-    updated = datetime.fromtimestamp(listing["updated_ns"] / 1e9, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    seconds, rest = divmod(ns, 10**9)
+    moment = datetime.fromtimestamp(seconds, tz=UTC) + timedelta(microseconds=rest // 1000)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def registry_entry(listing: dict[str, Any], registry: str, base_url: str = "", is_latest: bool = True
+                   ) -> dict[str, Any]:
+    """One item of `/v0/servers`: the server and the registry's own metadata about it."""
+    updated = rfc3339(listing["updated_ns"])
     return {"server": server_json(listing, registry, base_url),
-            "_meta": {REGISTRY_META_KEY: {"status": "active", "publishedAt": updated, "updatedAt": updated,
-                                          "isLatest": True}}}
+            "_meta": {REGISTRY_META_KEY: {"status": "deprecated" if listing.get("deprecated") else "active",
+                                          "publishedAt": updated, "updatedAt": updated, "isLatest": is_latest}}}
+
+
+def version_listing(listing: dict[str, Any], version: dict[str, Any]) -> dict[str, Any]:
+    """The listing as one published version shows it: that version's wasm, round and publication."""
+    return {**listing, "version": version["version"], "wasm": version["wasm"], "tier": version["tier"],
+            "verifiers": version["verifiers"], "repo": version["repo"] or listing["repo"],
+            "commit_hash": version["commit_hash"], "updated_ns": version["published_ns"],
+            "deprecated": version["deprecated"]}

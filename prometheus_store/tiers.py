@@ -3,10 +3,10 @@ the log's blocks show, and every tier names the blocks that earned it.
 
 | tier | when (for one wasm in one namespace, its latest round) |
 |---|---|
-| `rejected` | the build-reproducibility audit was finalized `Rejected` (rebuilds gave another wasm) |
+| `rejected` | an audit was finalized `Rejected` (for the build audit: rebuilds gave another wasm) |
 | `unverified` | no finalized build-reproducibility audit (never requested, or verifiers still at work) |
 | `verified` | the build-reproducibility audit was finalized `Verified` (N independent verifiers attested it) |
-| `audited` | verified, and at least one other audit type (e.g. `app_info_v1`, `tools_v1`, `data_safety_v1`) too |
+| `audited` | verified, and another audit type (e.g. `app_info_v1`, `tools_v1`, `data_safety_v1`) verified too |
 
 Only the latest round counts: a correction round supersedes a rejected one, as on chain. Divergences filed in
 a round that was still verified are shown with their reasons, never hidden.
@@ -52,9 +52,9 @@ class RoundState:
 def tier_of(state: RoundState | None) -> Tier:
     if state is None:
         return Tier.UNVERIFIED
-    build = state.outcomes.get(BUILD_AUDIT)
-    if build == "Rejected":
+    if "Rejected" in state.outcomes.values():  # as the registry decides a round with that audit required
         return Tier.REJECTED
+    build = state.outcomes.get(BUILD_AUDIT)
     if build != "Verified":
         return Tier.UNVERIFIED
     others = [t for t, outcome in state.outcomes.items() if t != BUILD_AUDIT and outcome == "Verified"]

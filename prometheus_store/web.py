@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -21,8 +21,15 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from prometheus_store import discovery
-from prometheus_store.index import MAX_PAGE, Index
-from prometheus_store.servers import namespace_of, registry_entry, server_name, verify_commands, version_of
+from prometheus_store.index import MAX_OFFSET, MAX_PAGE, Index
+from prometheus_store.servers import (
+    namespace_of,
+    registry_entry,
+    server_name,
+    verify_commands,
+    version_listing,
+    version_of,
+)
 from prometheus_store.tiers import Tier
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -46,24 +53,64 @@ def _int_param(request: Request, name: str, default: int, low: int, high: int) -
 
 
 def _rfc3339_ns(text: str) -> int | None:
+    """RFC 3339 -> nanoseconds since the epoch, in integers (no float rounding)."""
+    import calendar
+
     try:
-        return int(datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp() * 1e9)
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         return None
+    if moment.tzinfo is None:
+        return None
+    moment = moment.astimezone(UTC)
+    return (calendar.timegm(moment.timetuple()) * 10**6 + moment.microsecond) * 1000
 
 
-def create_app(index: Index, base_url: str = "", host: str = "127.0.0.1") -> Starlette:
+def _link(url: str | None) -> str | None:
+    """A URL the page may link to: http(s) with a host; anything else is shown as text, never as a link."""
+    from urllib.parse import urlparse
+
+    try:
+        parsed = urlparse(url or "")
+    except ValueError:
+        return None
+    return url if parsed.scheme in ("http", "https") and parsed.hostname else None
+
+
+def _transport_security(host: str, base_url: str) -> Any:
+    """DNS-rebinding protection for /mcp: the Host and Origin headers a browser may send are this server's own
+    (loopback, and the public URL it is reached at), never another site's."""
+    from urllib.parse import urlparse
+
+    from mcp.server.transport_security import TransportSecuritySettings
+
+    hosts = ["127.0.0.1:*", "localhost:*", "[::1]:*"]
+    origins = ["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"]
+    public = urlparse(base_url) if base_url else None
+    if public is not None and public.hostname:
+        netloc = public.netloc.rsplit("@", 1)[-1]
+        hosts += [netloc, public.hostname] if public.port is None else [netloc]
+        origins.append(f"{public.scheme}://{netloc}")
+    return TransportSecuritySettings(enable_dns_rebinding_protection=True, allowed_hosts=hosts,
+                                     allowed_origins=origins)
+
+
+def create_app(index: Index, base_url: str = "", host: str = "127.0.0.1",
+               follower_state: Callable[[], dict[str, Any]] | None = None) -> Starlette:
+    """The app; `follower_state` reports whether the index keeps up with the chain (/healthz, the footer)."""
     env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html"]))
     env.filters["when"] = _when
+    env.filters["link"] = _link
     env.globals["tiers"] = [t.label for t in Tier]
     mcp = discovery.build(index, base_url)
-    mcp_app = mcp.streamable_http_app(streamable_http_path="/mcp", host=host)
+    mcp_app = mcp.streamable_http_app(streamable_http_path="/mcp", host=host,
+                                      transport_security=_transport_security(host, base_url))
 
     def page(template: str, code: int = 200, **context: Any) -> HTMLResponse:
         html = env.get_template(template).render(registry=index.registry, **context)
         return HTMLResponse(html, status_code=code)
 
-    async def home(request: Request) -> Response:
+    def home(request: Request) -> Response:  # (a thread: SQLite blocks)
         query, tier, category = _param(request, "q"), _param(request, "tier"), _param(request, "category")
         verified = _param(request, "verified", "1") != "0"
         no_credentials = _param(request, "no_credentials") == "1"
@@ -71,17 +118,17 @@ def create_app(index: Index, base_url: str = "", host: str = "127.0.0.1") -> Sta
             min_tier = Tier.parse(tier) if tier else None
         except ValueError as exc:
             return page("error.html", 400, message=str(exc))
-        offset = _int_param(request, "offset", 0, 0, 100_000)
+        offset = _int_param(request, "offset", 0, 0, MAX_OFFSET)
         found = index.search(query, verified_only=verified, min_tier=min_tier, category=category or None,
                              no_credentials=no_credentials, limit=MAX_PAGE // 4 + 1, offset=offset)
-        more = len(found) > MAX_PAGE // 4
+        more = len(found) > MAX_PAGE // 4 and offset + MAX_PAGE // 4 <= MAX_OFFSET
         params = {"q": query, "tier": tier, "category": category, "verified": "1" if verified else "0",
                   "no_credentials": "1" if no_credentials else ""}
         next_link = "/?" + urlencode({**params, "offset": offset + MAX_PAGE // 4}) if more else None
         return page("home.html", apps=found[: MAX_PAGE // 4], query=query, tier=tier, category=category,
                     verified=verified, no_credentials=no_credentials, next_link=next_link, status=index.status())
 
-    async def app_page(request: Request) -> Response:
+    def app_page(request: Request) -> Response:  # (a thread: SQLite blocks)
         namespace = request.path_params["namespace"][:253]
         listing = index.listing(namespace)
         if listing is None:
@@ -90,7 +137,7 @@ def create_app(index: Index, base_url: str = "", host: str = "127.0.0.1") -> Sta
         return page("app.html", app=listing, versions=index.versions(namespace), rounds=rounds,
                     verify=verify_commands(index.registry, namespace, listing["wasm"]))
 
-    async def wasm_page(request: Request) -> Response:
+    def wasm_page(request: Request) -> Response:  # (a thread: SQLite blocks)
         wasm = request.path_params["wasm"].lower()
         if not WASM.match(wasm):
             return page("error.html", 400, message="A wasm is named by its sha256: 64 hex digits.")
@@ -101,10 +148,10 @@ def create_app(index: Index, base_url: str = "", host: str = "127.0.0.1") -> Sta
         return page("wasm.html", wasm=wasm, rounds=rounds,
                     verify=verify_commands(index.registry, rounds[0]["namespace"], wasm))
 
-    def entry(listing: dict[str, Any]) -> dict[str, Any]:
-        return registry_entry(listing, index.registry, base_url)
+    def entry(listing: dict[str, Any], is_latest: bool = True) -> dict[str, Any]:
+        return registry_entry(listing, index.registry, base_url, is_latest)
 
-    async def v0_servers(request: Request) -> Response:
+    def v0_servers(request: Request) -> Response:  # (a thread: SQLite blocks)
         since = _param(request, "updated_since")
         since_ns = _rfc3339_ns(since) if since else None
         if since and since_ns is None:
@@ -118,7 +165,7 @@ def create_app(index: Index, base_url: str = "", host: str = "127.0.0.1") -> Sta
             metadata["nextCursor"] = server_name(next_cursor)
         return JSONResponse({"servers": [entry(i) for i in items], "metadata": metadata})
 
-    async def v0_server(request: Request) -> Response:
+    def v0_server(request: Request) -> Response:  # (a thread: SQLite blocks)
         listing = index.listing(namespace_of(request.path_params["name"][:254]))
         if listing is None:
             return JSONResponse({"error": "Server not found"}, status_code=404)
@@ -127,20 +174,23 @@ def create_app(index: Index, base_url: str = "", host: str = "127.0.0.1") -> Sta
             return JSONResponse(entry(listing))
         for v in index.versions(listing["namespace"]):
             if v["version"] == version:
-                return JSONResponse(entry({**listing, "version": v["version"], "wasm": v["wasm"], "tier": v["tier"]}))
+                return JSONResponse(entry(version_listing(listing, v), is_latest=False))
         return JSONResponse({"error": "Server version not found"}, status_code=404)
 
-    async def v0_versions(request: Request) -> Response:
+    def v0_versions(request: Request) -> Response:  # (a thread: SQLite blocks)
         listing = index.listing(namespace_of(request.path_params["name"][:254]))
         if listing is None:
             return JSONResponse({"error": "Server not found"}, status_code=404)
-        versions = index.versions(listing["namespace"]) or [{"version": version_of(listing), "wasm": listing["wasm"],
-                                                              "tier": listing["tier"]}]
-        items = [entry({**listing, "version": v["version"], "wasm": v["wasm"], "tier": v["tier"]}) for v in versions]
+        versions = index.versions(listing["namespace"])
+        items = ([entry(version_listing(listing, v), is_latest=v["version"] == listing["version"]) for v in versions]
+                 or [entry(listing)])
         return JSONResponse({"servers": items, "metadata": {"count": len(items)}})
 
-    async def health(request: Request) -> Response:
-        return JSONResponse(index.status())
+    def health(request: Request) -> Response:  # (a thread: SQLite blocks)
+        status = index.status()
+        if follower_state is not None:
+            status["follower"] = follower_state()
+        return JSONResponse(status)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

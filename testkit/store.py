@@ -5,15 +5,19 @@ from __future__ import annotations
 
 import hashlib
 import os
+from datetime import UTC, datetime
+from typing import Any
 
 from ic_replica.principal import Principal
 from prometheus_sdk.icrc16 import to_map
-from testkit.protocol import DEV, VERIFIERS, Stack
+from prometheus_sdk.provenance import envelopes, statements
+from testkit.protocol import DEV, VERIFIERS, Stack, identity_of
 
 
 def submit_app(stack: Stack, namespace: str, name: str, description: str = "", *, outcome: str | None = "verified",
                version: tuple[int, int, int] | None = None, verifiers: int = 2, wasm: bytes | None = None,
-               audits: tuple[str, ...] = (), developer: Principal = DEV, **listing: str) -> str:
+               audits: tuple[str, ...] = (), developer: Principal = DEV, signed: bool = False,
+               **listing: str) -> str:
     """Upload a wasm to `namespace`, request its verification with the listing metadata, then (outcome
     "verified" / "rejected") have `verifiers` verifiers attest or diverge, and publish `version` if given.
     Extra audit types in `audits` are funded and attested too. Returns the wasm id."""
@@ -36,8 +40,9 @@ def submit_app(stack: Stack, namespace: str, name: str, description: str = "", *
         for verifier, bounty in zip(VERIFIERS[:verifiers], funded, strict=True):
             reserved = stack.reserve(verifier, bounty, audit)
             assert "ok" in reserved, reserved
-            filed = (stack.attest(verifier, wasm_id, bounty, audit) if outcome == "verified"
-                     else stack.diverge(verifier, wasm_id, bounty, audit))
+            statement = signed_arg(verifier, wasm_id, outcome == "verified", namespace) if signed else None
+            filed = (stack.attest(verifier, wasm_id, bounty, audit, signed=statement) if outcome == "verified"
+                     else stack.diverge(verifier, wasm_id, bounty, audit, signed=statement))
             assert "ok" in filed, filed
     if audits:
         assert "ok" in stack.set_policy(quorum=verifiers)
@@ -47,6 +52,21 @@ def submit_app(stack: Stack, namespace: str, name: str, description: str = "", *
                                    sender=developer)
         assert "ok" in published, published
     return wasm_id
+
+
+def signed_arg(verifier: Principal, wasm_id: str, attested: bool, namespace: str) -> list[dict[str, Any]]:
+    """The verifier's verdict signed as the worker signs it (an in-toto statement in a DSSE envelope)."""
+    now = datetime.now(UTC)
+    identity = identity_of(verifier)
+    who = str(identity.sender())
+    repo = f"https://example.com/{namespace}.git"
+    build = statements.Build(repo, "01" * 20, namespace, "moc 1.10.1", {"toolchain": "ab" * 32}, "cd" * 32)
+    statement = (statements.provenance(wasm_id, "app.wasm", build, who, now, now, "bounty") if attested
+                 else statements.divergence(wasm_id, "app.wasm", who, now, "rebuilt wasm differs", "00" * 32, repo,
+                                            "01" * 20))
+    s = envelopes.sign(identity, statement)
+    return [{"payload_type": statements.PAYLOAD_TYPE, "payload": s.envelope.payload, "signature": s.signature,
+             "public_key": s.public_key}]
 
 
 def prepare(stack: Stack, verifiers: int = 3, quorum: int = 2) -> None:

@@ -68,6 +68,17 @@ def chain(product: dict[str, Any]) -> Iterator[Chain]:
                                       credentials="none")
         c.wasms["maps"] = submit_app(stack, "org.maps.routes", "Maps", "Routes with weather overlays",
                                      audits=("tools_v1",), credentials="required", category="data")
+        # A later request for another wasm in a verified namespace: not verified, so not what the listing shows.
+        c.wasms["weather_pro"] = submit_app(stack, "com.example.weather", "Weather Pro", "Reads any file",
+                                            outcome=None, tools="read_any_file", credentials="none")
+        c.wasms["old"] = submit_app(stack, "com.example.old", "Old", "Every version deprecated", version=(1, 0, 0),
+                                    homepage="javascript:alert(document.domain)")
+        assert "ok" in stack.registry("icrc118_deprecate", {"namespace": "com.example.old", "version": (1, 0, 0),
+                                                            "reason": "critical vulnerability"}, sender=DEV)
+        c.wasms["poison"] = submit_app(stack, "com.example.poison", "Poison", "Hostile listing fields",
+                                       outcome=None, tags="[" * 2000, tools="]" * 10 + "\x00\x1b[31m", homepage="x")
+        c.wasms["signed"] = submit_app(stack, "com.example.signed", "Signed", "Verdicts signed by their verifiers",
+                                       signed=True)
         assert "ok" in stack.registry("icrc118_deprecate", {"namespace": "com.example.weather", "version": (1, 1, 0),
                                                             "reason": "breaks get_alerts"}, sender=DEV)
         yield c
@@ -80,14 +91,24 @@ def test_the_index_follows_the_certified_log_and_derives_tiers(chain: Chain, tmp
     index = Index(tmp_path / "store.sqlite", str(chain.registry.canister_id))
     report = index.sync(chain.registry, chain.root_key)
     assert report.tip_index is not None and report.applied == report.next_index == report.tip_index + 1 > 20
-    assert report.namespaces == 4
+    assert report.namespaces == 7 and report.signatures == 2
     tiers = {a["namespace"]: a["tier"] for a in index.search("", verified_only=False)}
     assert tiers == {"com.example.weather": "verified", "com.example.mail": "rejected",
-                     "com.example.notes": "unverified", "org.maps.routes": "audited"}
+                     "com.example.notes": "unverified", "org.maps.routes": "audited", "com.example.signed": "verified",
+                     "com.example.old": "verified", "com.example.poison": "unverified"}
+    old = index.listing("com.example.old")
+    assert old is not None and old["deprecated"] == "critical vulnerability" and old["homepage"] == ""
+    poison = index.listing("com.example.poison")
+    assert poison is not None and poison["tags"] == [] and "\x1b" not in " ".join(poison["tools"])
+    (signed,) = index.verification(chain.wasms["signed"])
+    assert [f["signature"] for f in signed["filings"]] == ["valid", "valid"]
+    assert {f["signature"] for f in index.verification(chain.wasms["weather"])[0]["filings"]} == {"unsigned"}
     weather = index.listing("com.example.weather")
     assert weather is not None
-    # 1.1.0 was deprecated on chain: the listing is the latest version still current
+    # 1.1.0 was deprecated on chain: the listing is the latest version still current, with its own round's fields
+    # (a later, unverified request in the namespace changes nothing shown)
     assert (weather["version"], weather["wasm"], weather["verifiers"]) == ("1.0.0", chain.wasms["weather"], 2)
+    assert weather["name"] == "Weather" and "read_any_file" not in weather["tools"]
     assert weather["tools"] == ["get_forecast", "get_alerts"] and weather["credentials"] == "none"
     versions = index.versions("com.example.weather")
     assert [(v["version"], v["deprecated"]) for v in versions] == [("1.1.0", "breaks get_alerts"), ("1.0.0", None)]
@@ -104,6 +125,8 @@ def test_verified_only_never_returns_an_unverified_app(chain: Chain, tmp_path: P
             assert result["tier"] in ("verified", "audited"), (query, result)
     assert [a["namespace"] for a in index.search("weather")] == ["com.example.weather", "org.maps.routes"]
     assert [a["namespace"] for a in index.search("weather", no_credentials=True)] == ["com.example.weather"]
+    assert index.search("every version deprecated") == []  # deprecated: out of the verified results
+    assert index.search("deprecated", verified_only=False)[0]["namespace"] == "com.example.old"
     assert [a["namespace"] for a in index.search("", min_tier=index_tier("audited"))] == ["org.maps.routes"]
     assert index.search("notes") == [] and index.search("notes", verified_only=False)[0]["tier"] == "unverified"
     # without a query: the higher tier first
@@ -144,8 +167,29 @@ class Tampered:
             tip = {**tip, "certificate": bytes(cert)}
         return [tip]
 
+    def get_provenance(self, wasm: bytes, namespace: Any) -> Any:
+        found = self.inner.get_provenance(wasm, namespace)
+        if self.what == "statement" and found:
+            for f in found[0]["filings"]:
+                for st in f["statement"]:
+                    st["payload"] = st["payload"].replace(b"moc 1.10.1", b"moc 9.99.9")  # a claim changed
+        return found
+
     def icrc3_get_blocks(self, ranges: Any) -> Any:
         reply = self.inner.icrc3_get_blocks(ranges)
+        if self.what == "retype":  # every tx Map as the Blob that hashes the same: the chain still verifies
+            import hashlib
+
+            from prometheus_sdk.icrc3 import value_hash
+
+            for entry in reply["blocks"]:
+                fields = []
+                for k, v in entry["block"]["Map"]:
+                    if k == "tx":
+                        parts = sorted(hashlib.sha256(key.encode()).digest() + value_hash(val) for key, val in v["Map"])
+                        v = {"Blob": b"".join(parts)}
+                    fields.append((k, v))
+                entry["block"] = {"Map": fields}
         if self.what == "block" and reply["blocks"]:
             block = reply["blocks"][-1]["block"]
             fields = [(k, {"Nat": 1} if k == "ts" else v) for k, v in block["Map"]]
@@ -153,7 +197,7 @@ class Tampered:
         return reply
 
 
-@pytest.mark.parametrize("what", ["certificate", "block"])
+@pytest.mark.parametrize("what", ["certificate", "block", "retype"])
 def test_a_tampered_tip_or_block_stops_indexing_and_changes_nothing(chain: Chain, tmp_path: Path, what: str) -> None:
     index = Index(tmp_path / "store.sqlite", str(chain.registry.canister_id))
     with pytest.raises(ChainError):
@@ -162,6 +206,13 @@ def test_a_tampered_tip_or_block_stops_indexing_and_changes_nothing(chain: Chain
     with pytest.raises(ChainError, match="certificate"):
         index.sync(chain.registry, b"\x00" * 133)  # another network's root key
     assert index.sync(chain.registry, chain.root_key).applied > 0
+
+
+def test_a_statement_that_is_not_the_signed_one_shows_as_invalid(chain: Chain, tmp_path: Path) -> None:
+    index = Index(tmp_path / "store.sqlite", str(chain.registry.canister_id))
+    assert index.sync(Tampered(chain.registry, "statement"), chain.root_key).signatures == 2
+    (signed,) = index.verification(chain.wasms["signed"])
+    assert all(f["signature"].startswith("invalid: ") for f in signed["filings"]), signed["filings"]
 
 
 def test_the_cli_indexes_searches_and_refuses_a_wrong_root_key(chain: Chain, tmp_path: Path) -> None:
@@ -275,6 +326,15 @@ def test_the_registry_api_pages_with_cursors(chain: Chain, served: str) -> None:
     assert one["server"]["version"] == "1.0.0"
     versions = httpx.get(f"{served}/v0/servers/com.example%2Fweather/versions", timeout=10).json()
     assert [s["server"]["version"] for s in versions["servers"]] == ["1.1.0", "1.0.0"]
+    newer, current = versions["servers"]
+    meta = "io.modelcontextprotocol.registry/official"
+    assert (newer["_meta"][meta]["status"], newer["_meta"][meta]["isLatest"]) == ("deprecated", False)
+    assert (current["_meta"][meta]["status"], current["_meta"][meta]["isLatest"]) == ("active", True)
+    verification = "org.prometheus-protocol/verification"
+    assert newer["server"]["_meta"][verification]["wasm_sha256"] == chain.wasms["weather2"]
+    assert newer["server"]["_meta"][verification]["commit"] != current["server"]["_meta"][verification]["commit"]
+    old = httpx.get(f"{served}/v0/servers/com.example%2Fold", timeout=10).json()
+    assert "websiteUrl" not in old["server"] and old["_meta"][meta]["status"] == "deprecated"
     assert httpx.get(f"{served}/v0/servers/com.nobody%2Fhere", timeout=10).status_code == 404
 
 
@@ -289,6 +349,10 @@ def test_web_pages_show_tiers_evidence_and_the_verify_command(chain: Chain, serv
     assert "rebuilt wasm differs" in wasm and "diverged" in wasm
     assert httpx.get(f"{served}/wasm/xyz", timeout=10).status_code == 400
     assert httpx.get(f"{served}/apps/com.nobody.here", timeout=10).status_code == 404
+    old = httpx.get(f"{served}/apps/com.example.old", timeout=10).text
+    assert "javascript:" not in old and "Deprecated" in old and "critical vulnerability" in old
+    poison = httpx.get(f"{served}/apps/com.example.poison", timeout=10)
+    assert poison.status_code == 200 and "\x1b" not in poison.text
     hostile = httpx.get(served, params={"q": "<script>alert(1)</script>" * 50, "tier": "gold"}, timeout=10)
     assert hostile.status_code == 400 and "<script>" not in hostile.text
 
@@ -409,3 +473,88 @@ def test_the_web_view_in_a_real_browser_without_javascript(chain: Chain, served:
         finally:
             browser.close()
     assert len(list(ARTIFACTS.glob("*.png"))) >= 10
+
+
+def test_a_replayed_or_stale_tip_certificate_is_refused(chain: Chain, tmp_path: Path) -> None:
+    index = Index(tmp_path / "store.sqlite", str(chain.registry.canister_id))
+    (old_tip,) = chain.registry.icrc3_get_tip_certificate()
+    index.sync(chain.registry, chain.root_key)
+    submit_app(chain.stack, "io.replay.app", "Replay", "Added after the old tip")
+    index.sync(chain.registry, chain.root_key)
+
+    class Replaying(Tampered):
+        def icrc3_get_tip_certificate(self) -> Any:
+            return [old_tip]
+
+    before = index.status()
+    with pytest.raises(ChainError, match="older than one already trusted|ends at block"):
+        index.sync(Replaying(chain.registry, ""), chain.root_key)
+    with pytest.raises(ChainError, match="certificate"):
+        index.sync(chain.registry, chain.root_key, max_age_ns=1)  # any real certificate is older than 1 ns
+    assert index.status() == before
+
+
+def test_an_index_file_is_checked_before_it_is_touched(chain: Chain, tmp_path: Path) -> None:
+    import sqlite3
+
+    from prometheus_store.index import StoreError
+
+    registry = str(chain.registry.canister_id)
+    with pytest.raises(StoreError, match="directory"):
+        Index(tmp_path, registry)
+    corrupt = tmp_path / "corrupt.sqlite"
+    corrupt.write_bytes(b"not a database" * 100)
+    with pytest.raises(StoreError, match="not a store index"):
+        Index(corrupt, registry)
+    other = tmp_path / "notes.sqlite"
+    with sqlite3.connect(other) as db:
+        db.execute("CREATE TABLE notes (text TEXT)")
+    with pytest.raises(StoreError, match="not a store index"):
+        Index(other, registry)
+    with sqlite3.connect(other) as db:
+        assert [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")] == ["notes"]
+    old = tmp_path / "old.sqlite"
+    with sqlite3.connect(old) as db:
+        db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        db.execute("INSERT INTO meta VALUES ('schema', '1'), ('registry', ?)", (registry,))
+    with pytest.raises(StoreError, match="another version"):
+        Index(old, registry)
+    env = chain.env(tmp_path)
+    for path in (tmp_path, corrupt, other):
+        out = subprocess.run([PROMETHEUS, "store", "index", "--index", str(path)], env=env, capture_output=True,
+                             text=True, timeout=60)
+        assert out.returncode == 1 and "Traceback" not in out.stderr and "--index" in out.stderr, out.stderr
+
+
+def test_search_words_become_quoted_terms_and_versions_sort_by_number() -> None:
+    from prometheus_store.index import _version_key, fts_query
+
+    assert fts_query('weather" OR x NEAR(a b) *') == '"weather"* OR "or" OR "near"*'
+    assert fts_query("a b c") is None and fts_query("") is None
+    many = fts_query(" ".join(f"w{i}" for i in range(30)))
+    assert many is not None and many.count("OR") == 7  # at most 8 words
+    versions = [(1, 10, 0), (1, 9, 9), (2, 0, 0), (10, 0, 0), (2**70, 0, 0), (0, 0, 1)]
+    assert sorted(versions, key=_version_key) == sorted(versions)
+
+
+def test_a_rejected_audit_of_any_type_makes_the_tier_rejected() -> None:
+    from prometheus_store.tiers import RoundState, Tier, tier_of
+
+    assert tier_of(RoundState({"build_reproducibility_v1": "Verified"})) is Tier.VERIFIED
+    assert tier_of(RoundState({"build_reproducibility_v1": "Verified", "tools_v1": "Verified"})) is Tier.AUDITED
+    assert tier_of(RoundState({"build_reproducibility_v1": "Verified", "tools_v1": "Rejected",
+                               "data_safety_v1": "Verified"})) is Tier.REJECTED
+    assert tier_of(RoundState({"tools_v1": "Verified"})) is Tier.UNVERIFIED
+    assert tier_of(None) is Tier.UNVERIFIED
+
+
+def test_serving_beyond_loopback_needs_a_public_url_and_mcp_refuses_other_hosts(chain: Chain, served: str,
+                                                                               tmp_path: Path) -> None:
+    out = subprocess.run([PROMETHEUS, "store", "serve", "--host", "0.0.0.0", "--port", "1"], env=chain.env(tmp_path),
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1 and "--base-url" in out.stderr and "Traceback" not in out.stderr
+    hostile = httpx.post(f"{served}/mcp", headers={"Host": "attacker.example", "Origin": "http://attacker.example",
+                                                   "Content-Type": "application/json",
+                                                   "Accept": "application/json, text/event-stream"},
+                         content=b'{"jsonrpc":"2.0","id":1,"method":"ping"}', timeout=10)
+    assert hostile.status_code in (403, 421), hostile.status_code

@@ -42,7 +42,7 @@ async def find(query: str) -> int:
         latest = evidence["rounds"][0]
         for filing in latest["filings"]:
             verdict = "attested" if filing["attested"] else f"diverged ({filing['report']})"
-            print(f"  {verdict} by {filing['verifier']} ({'signed' if filing['signed'] else 'unsigned'})")
+            print(f"  {verdict} by {filing['verifier']} (signature: {filing['signature']})")
         print("  check it yourself: " + " && ".join(evidence["verify"]))
         if "--json" in sys.argv:
             print(json.dumps(best))

@@ -51,6 +51,9 @@ def _open(opts: Options, index_path: Path | None) -> tuple[Any, Any, Any]:
 
 
 def _sync(index: Any, registry: Any, root_key: bytes, max_age: float) -> Any:
+    """One update; a log that does not verify exits 7, a registry that cannot be read (or whose answer does not
+    decode) exits 1; either way nothing past the last verified block was indexed."""
+    from prometheus_sdk.errors import SdkError
     from prometheus_sdk.icrc3 import ChainError
 
     try:
@@ -58,6 +61,20 @@ def _sync(index: Any, registry: Any, root_key: bytes, max_age: float) -> Any:
     except ChainError as exc:
         fail(f"the registry's log does not verify: {exc}", "nothing past the last verified block was indexed; "
              "check that you talk to the network you mean (`--network`)", code=exits.TAMPERED)
+    except SdkError as exc:
+        fail(f"cannot read the registry's log: {exc}", "nothing past the last verified block was indexed; "
+             "try again later")
+
+
+def _first_update(index: Any, registry: Any, root_key: bytes, max_age: float) -> None:
+    """Before serving: one update. If it fails, the store serves what it verified before and the follower keeps
+    trying (said on stderr and in /healthz)."""
+    try:
+        index.sync(registry, root_key, int(max_age * 1e9))
+    except Exception as exc:
+        print(f"prometheus store: the index could not be updated now ({type(exc).__name__}: {str(exc)[:300]}); "
+              f"serving the {index.status()['listings']} app(s) verified before, and retrying", file=sys.stderr,
+              flush=True)
 
 
 @app.command("index")
@@ -131,10 +148,10 @@ def serve(
             fail(f"serving on {host} needs --base-url", "the URL browsers and MCP clients reach this server at, "
                  "e.g. --base-url https://store.example.org: its links use it, and /mcp accepts only that host")
         index, registry, root_key = _open(opts, index_path)
-        _sync(index, registry, root_key, max_age)
+        _first_update(index, registry, root_key, max_age)
         follower = Follower(index, registry, root_key, interval, int(max_age * 1e9))
         follower.start()
-        url = base_url or f"http://{host}:{port}"
+        url = base_url or (f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}")
         print(f"prometheus store: serving registry {index.registry} at {url} (MCP: {url}/mcp)", file=sys.stderr,
               flush=True)
         uvicorn.run(create_app(index, url, host, follower.state), host=host, port=port, log_level="warning")
@@ -152,7 +169,7 @@ def mcp(ctx: typer.Context, interval: float = typer.Option(5.0, "--interval", mi
     opts = _opts(ctx)
     with user_errors(opts.as_json):
         index, registry, root_key = _open(opts, index_path)
-        _sync(index, registry, root_key, max_age)
+        _first_update(index, registry, root_key, max_age)
         follower = Follower(index, registry, root_key, interval, int(max_age * 1e9))
         follower.start()
         discovery.build(index).run("stdio")

@@ -184,37 +184,40 @@ def _parent(value: Any, index: int) -> bytes | None:
     return bytes(parent[1])
 
 
-def verified_blocks(client: Any, root_key: bytes, next_index: int, last_hash: bytes | None,
-                    max_age_ns: int = 1 << 80, not_before_ns: int = 0) -> tuple[list[tuple[int, Any]], Tip | None]:
-    """The blocks after the reader's trusted point (`next_index`, the hash of the block before it) up to the
-    certified tip, every one checked, in order, with the tip. Raises ChainError before returning anything
-    unverified. `not_before_ns`: the time of the last tip this reader trusted (a replayed older certificate
-    is refused).
-
-    Verified from the tip down, a window at a time: the last block must hash to the certified hash and each
-    block to the `phash` of the one after it, so a forged block is refused in the first window that holds it
-    and memory holds only blocks already proven. The oldest block read must name the trusted point's hash."""
+def tip_after(client: Any, root_key: bytes, next_index: int, last_hash: bytes | None, max_age_ns: int = 1 << 80,
+              not_before_ns: int = 0) -> Tip | None:
+    """The certified tip, checked against the reader's trusted point (`next_index`, the hash of the block before
+    it, `not_before_ns`: the time of the last tip it trusted, so a replayed older certificate is refused)."""
     tip = certified_tip(client, root_key, max_age_ns)
     if tip is None:
         if next_index:
             raise ChainError("the log is empty now but had blocks before")
-        return [], None
+        return None
     if tip.certified_at_ns < not_before_ns:
         raise ChainError("the tip certificate is older than one already trusted (a replayed answer)")
     if tip.index + 1 < next_index:
         raise ChainError(f"the certified log ends at block {tip.index}, before block {next_index - 1} read earlier")
-    if tip.index + 1 == next_index:
-        if last_hash != tip.hash:
-            raise ChainError(f"block {tip.index} does not hash to the certified tip")
-        return [], tip
-    windows: list[list[tuple[int, Any]]] = []
+    if tip.index + 1 == next_index and last_hash != tip.hash:
+        raise ChainError(f"block {tip.index} does not hash to the certified tip")
+    return tip
+
+
+def verified_windows(client: Any, tip: Tip, next_index: int, last_hash: bytes | None
+                     ) -> Iterator[list[tuple[int, Any, bytes]]]:
+    """The blocks from `next_index` to `tip`, as windows of (index, value, hash), newest window first, each
+    proven before it is yielded: the last block hashes to the certified hash and every block to the `phash` of
+    the one after it, so a forged block is refused in the first window that holds it and a reader holds one
+    window at a time. After the oldest window, the check that it chains to the reader's trusted point (raises
+    ChainError: the log's history changed); use the windows only once the iteration ended without error."""
     expected = tip.hash  # the hash the newest block not yet proven must have
     end = tip.index + 1
     while end > next_index:
         start = max(next_index, end - PAGE)
-        window = list(blocks(client, start, end))
-        for index, value in reversed(window):
-            if value_hash(value) != expected:
+        window = []
+        for index, value in blocks(client, start, end):
+            window.append((index, value, value_hash(value)))
+        for index, value, digest in reversed(window):
+            if digest != expected:
                 raise ChainError(f"block {index} does not hash to what the certified tip chains to")
             parent = _parent(value, index)
             if index == 0:
@@ -224,8 +227,19 @@ def verified_blocks(client: Any, root_key: bytes, next_index: int, last_hash: by
                 raise ChainError(f"block {index} names no parent")
             else:
                 expected = parent
-        windows.append(window)
+        yield window
         end = start
     if next_index > 0 and expected != last_hash:
         raise ChainError(f"block {next_index} does not chain to block {next_index - 1} read earlier")
-    return [entry for window in reversed(windows) for entry in window], tip
+
+
+def verified_blocks(client: Any, root_key: bytes, next_index: int, last_hash: bytes | None,
+                    max_age_ns: int = 1 << 80, not_before_ns: int = 0) -> tuple[list[tuple[int, Any]], Tip | None]:
+    """Every block after the reader's trusted point up to the certified tip, in order, with the tip (all in
+    memory: a reader of a long log uses `tip_after` and `verified_windows`). Raises ChainError before returning
+    anything unverified."""
+    tip = tip_after(client, root_key, next_index, last_hash, max_age_ns, not_before_ns)
+    if tip is None:
+        return [], None
+    windows = list(verified_windows(client, tip, next_index, last_hash))
+    return [(index, value) for window in reversed(windows) for index, value, _ in window], tip

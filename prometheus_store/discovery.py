@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver.exceptions import ResourceNotFoundError, ToolError
 from mcp.types import ToolAnnotations
 from pydantic import Field
 
@@ -34,7 +35,7 @@ def _tier(text: str | None) -> Tier | None:
     try:
         return Tier.parse(text)
     except ValueError as exc:
-        raise ValueError(str(exc)) from None
+        raise ToolError(str(exc)) from None
 
 
 def build(index: Index, base_url: str = "") -> MCPServer:
@@ -66,7 +67,7 @@ def build(index: Index, base_url: str = "") -> MCPServer:
         """One server's listing, its tier and the evidence of its current wasm."""
         listing = index.listing(namespace_of(namespace))
         if listing is None:
-            raise ValueError(f"no app {namespace!r} in the registry {registry}")
+            raise ToolError(f"no app {namespace!r} in the registry {registry}")
         return {"server": server_json(listing, registry, base_url),
                 "verification": index.verification(listing["wasm"], listing["namespace"])[:1]}
 
@@ -75,18 +76,18 @@ def build(index: Index, base_url: str = "") -> MCPServer:
         """The published versions of an app, newest first, each with its wasm, tier and deprecation."""
         ns = namespace_of(namespace)
         if index.listing(ns) is None:
-            raise ValueError(f"no app {namespace!r} in the registry {registry}")
+            raise ToolError(f"no app {namespace!r} in the registry {registry}")
         return {"namespace": ns, "versions": index.versions(ns)}
 
     @server.tool(annotations=READ_ONLY)
     def get_verification(wasm_hash: Annotated[str, Field(description="The wasm's sha256, 64 hex digits.",
                                                          pattern="^[0-9a-fA-F]{64}$")]) -> dict[str, Any]:
-        """Every verification round of a wasm: outcomes, each verifier's filing (signed or not, toolchain,
-        divergence reasons), bounties, and the commands to check it offline."""
+        """The verification rounds of a wasm (the 10 newest): outcomes, each verifier's filing (signature state,
+        toolchain, divergence reasons), bounties, and the commands to check it offline."""
         wasm = wasm_hash.lower()
         rounds = index.verification(wasm)
         if not rounds:
-            raise ValueError(f"no verification was requested for wasm {wasm}")
+            raise ToolError(f"no verification was requested for wasm {wasm}")
         return {"wasm_sha256": wasm, "registry": registry, "rounds": rounds,
                 "verify": verify_commands(registry, rounds[0]["namespace"], wasm)}
 
@@ -95,7 +96,7 @@ def build(index: Index, base_url: str = "") -> MCPServer:
         """An app's listing with its versions and the verification of its current wasm."""
         listing = index.listing(namespace)
         if listing is None:
-            raise ValueError(f"no app {namespace!r}")
+            raise ResourceNotFoundError(f"no app {namespace!r}")
         return {"server": server_json(listing, registry, base_url), "versions": index.versions(namespace),
                 "verification": index.verification(listing["wasm"], namespace)[:1]}
 

@@ -25,21 +25,25 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+import cbor2
+
 from prometheus_sdk import icrc3
 from prometheus_sdk.principal import Principal
 from prometheus_store import blocks
 from prometheus_store.blocks import Block
 from prometheus_store.tiers import BUILD_AUDIT, RoundState, Tier, tier_of
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 MAX_QUERY_CHARS = 200  # a search query longer than this is cut (FTS cost grows with its terms)
 MAX_QUERY_TERMS = 8
 MIN_PREFIX = 3  # a word this long or longer also matches as a prefix; shorter words match whole
 MAX_PAGE = 100
 MAX_OFFSET = 1_000  # the web view's offset paging stops here (the REST API pages by cursor)
 MAX_SIGNATURE_CHECKS = 50  # wasms whose new signed filings one update checks (the rest: the next update)
+MAX_SIGNATURE_TRIES = 5  # updates that ask the registry for a filing's statement before giving up on it
 LISTING_TEXT_LIMIT = 2_000  # characters kept of a listing field
 DEFAULT_MAX_AGE_NS = 10 * 60 * 10**9  # a tip certificate older than this is refused (a replayed answer)
+APPLY_BATCH = 2_000  # blocks applied per transaction
 
 SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -52,9 +56,10 @@ CREATE INDEX requests_by_wasm ON requests (wasm, request_id);
 CREATE TABLE filings (block INTEGER PRIMARY KEY, request_id INTEGER NOT NULL, wasm TEXT NOT NULL,
                       audit_type TEXT NOT NULL, bounty_id INTEGER NOT NULL, verifier TEXT NOT NULL,
                       attested INTEGER NOT NULL, report TEXT, metadata TEXT NOT NULL, envelope_sha256 TEXT,
-                      ts INTEGER NOT NULL, signature TEXT);
+                      ts INTEGER NOT NULL, signature TEXT, signature_tries INTEGER NOT NULL DEFAULT 0);
 CREATE INDEX filings_by_request ON filings (request_id);
-CREATE INDEX filings_unchecked ON filings (block) WHERE envelope_sha256 IS NOT NULL AND signature IS NULL;
+CREATE INDEX filings_unchecked ON filings (signature_tries, block) WHERE envelope_sha256 IS NOT NULL
+                                                                     AND signature IS NULL;
 CREATE TABLE outcomes (request_id INTEGER NOT NULL, audit_type TEXT NOT NULL, outcome TEXT NOT NULL,
                        attestations INTEGER NOT NULL, divergences INTEGER NOT NULL, ts INTEGER NOT NULL,
                        block INTEGER NOT NULL, PRIMARY KEY (request_id, audit_type));
@@ -168,14 +173,15 @@ class Index:
         """Check an existing index before touching it; create the tables in a new (empty) file."""
         tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         if not tables:
-            db.execute("BEGIN IMMEDIATE")
-            for statement in SCHEMA.split(";"):
-                if statement.strip():
-                    db.execute(statement)
-            db.executemany("INSERT INTO meta VALUES (?, ?)", [("schema", str(SCHEMA_VERSION)),
-                                                                ("registry", registry), ("next_index", "0")])
+            db.execute("BEGIN IMMEDIATE")  # another process may be creating it too: look again, holding the lock
+            if not db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table'").fetchone():
+                for statement in SCHEMA.split(";"):
+                    if statement.strip():
+                        db.execute(statement)
+                db.executemany("INSERT INTO meta VALUES (?, ?)", [("schema", str(SCHEMA_VERSION)),
+                                                                    ("registry", registry), ("next_index", "0")])
             db.execute("COMMIT")
-            return
+            tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         if "meta" not in tables:
             raise StoreError(f"{self.path} is a SQLite file, but not a store index: name another --index file")
         found = dict(db.execute("SELECT key, value FROM meta").fetchall())
@@ -215,79 +221,118 @@ class Index:
     def sync(self, client: Any, root_key: bytes, max_age_ns: int = DEFAULT_MAX_AGE_NS) -> SyncReport:
         """Apply every block up to the registry's certified tip. Raises `icrc3.ChainError`, changing nothing,
         when the tip or a block does not verify, or the tip is older than `max_age_ns` or than the last one
-        trusted."""
+        trusted.
+
+        The blocks are proven a window at a time from the tip down (`icrc3.verified_windows`) and read strictly
+        into a temporary table on disk; once all of them are proven, they are applied oldest first in
+        transactions of `APPLY_BATCH` blocks, each moving the cursor to a block already proven. Memory holds one
+        window, whatever the log's length; an interrupted update resumes from the last batch applied."""
         with self._write_lock:
             meta = self.meta()
             next_index = int(meta["next_index"])
             last_hash = bytes.fromhex(meta["last_hash"]) if meta.get("last_hash") else None
             trusted_at = int(meta.get("certified_at_ns", "0"))
-            found, tip = icrc3.verified_blocks(client, root_key, next_index, last_hash, max_age_ns, trusted_at)
-            parsed = [blocks.parse(index, value) for index, value in found]  # all read before anything is written
-            touched: set[str] = set()
+            tip = icrc3.tip_after(client, root_key, next_index, last_hash, max_age_ns, trusted_at)
+            if tip is None:
+                return SyncReport(0, 0, None, 0, self._check_signatures(client))
+            applied, touched_total = 0, 0
             with contextlib.closing(self._connect()) as db:
-                db.execute("BEGIN IMMEDIATE")
-                try:
-                    if db.execute("SELECT value FROM meta WHERE key = 'next_index'").fetchone()[0] != str(next_index):
-                        db.execute("ROLLBACK")  # another process applied them meanwhile: nothing to do
-                        return SyncReport(0, next_index, tip.index if tip else None, 0)
-                    for block in parsed:
-                        touched |= _apply(db, block)
-                    for namespace in sorted(touched):
-                        _refresh_listing(db, namespace)
-                    if tip is not None:
-                        db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", [
-                            ("next_index", str(tip.index + 1)), ("last_hash", tip.hash.hex()),
-                            ("certified_at_ns", str(tip.certified_at_ns))])
-                    db.execute("COMMIT")
-                except BaseException:
-                    db.execute("ROLLBACK")
-                    raise
-            checked = self._check_signatures(client)
-            return SyncReport(len(parsed), tip.index + 1 if tip else 0, tip.index if tip else None, len(touched),
-                              checked)
+                db.execute("PRAGMA temp_store = FILE")
+                db.execute("CREATE TEMP TABLE staged (idx INTEGER PRIMARY KEY, hash BLOB NOT NULL, "
+                           "block BLOB NOT NULL)")
+                for window in icrc3.verified_windows(client, tip, next_index, last_hash):
+                    db.executemany("INSERT INTO staged VALUES (?, ?, ?)",
+                                   [(index, digest, _stage(blocks.parse(index, value)))
+                                    for index, value, digest in window])
+                cursor = next_index
+                while True:  # every block is proven (the iteration ended): apply them, oldest first
+                    batch = db.execute("SELECT idx, hash, block FROM staged WHERE idx >= ? ORDER BY idx LIMIT ?",
+                                       (cursor, APPLY_BATCH)).fetchall()
+                    db.execute("BEGIN IMMEDIATE")
+                    try:
+                        if db.execute("SELECT value FROM meta WHERE key = 'next_index'").fetchone()[0] != str(cursor):
+                            db.execute("ROLLBACK")  # another process applied them meanwhile: it continues
+                            break
+                        touched: set[str] = set()
+                        for index, _, staged in batch:
+                            touched |= _apply(db, _unstage(index, staged))
+                        for namespace in sorted(touched):
+                            _refresh_listing(db, namespace)
+                        if batch:
+                            cursor = batch[-1][0] + 1
+                            db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", [
+                                ("next_index", str(cursor)), ("last_hash", bytes(batch[-1][1]).hex())])
+                        if cursor == tip.index + 1:
+                            trusted = db.execute("SELECT value FROM meta WHERE key = 'certified_at_ns'").fetchone()
+                            db.execute("INSERT OR REPLACE INTO meta VALUES ('certified_at_ns', ?)",
+                                       (str(max(tip.certified_at_ns, int(trusted[0]) if trusted else 0)),))
+                        db.execute("COMMIT")
+                    except BaseException:
+                        db.execute("ROLLBACK")
+                        raise
+                    applied += len(batch)
+                    touched_total += len(touched)
+                    if cursor == tip.index + 1 or not batch:
+                        break
+            return SyncReport(applied, cursor, tip.index, touched_total, self._check_signatures(client))
 
     def _check_signatures(self, client: Any) -> int:
-        """Check the signed filings not checked yet: their statements come from the registry's `get_provenance`
-        and are verified here (`prometheus_sdk.provenance.filings`), and each must hash to the envelope hash its
-        certified filing block names. A registry that does not answer leaves them for the next update."""
+        """Check the signed filings not checked yet, those tried least first: their statements come from the
+        registry's `get_provenance` and are verified here (`prometheus_sdk.provenance.filings`); a filing's
+        statement is the one whose envelope hashes to the `envelope_sha256` its certified block names, so a
+        reply cannot swap statements. A filing whose statement the registry does not return (it lags, or the
+        reply was tampered with) is asked for again next time, `MAX_SIGNATURE_TRIES` times in all."""
         from prometheus_sdk.errors import SdkError
-        from prometheus_sdk.provenance.filings import VALID, signature_state
+        from prometheus_sdk.provenance.filings import signature_state
 
         with self.reader() as db:
             pending = db.execute(
-                "SELECT DISTINCT f.wasm, r.namespace FROM filings f JOIN requests r ON r.request_id = f.request_id "
-                "WHERE f.envelope_sha256 IS NOT NULL AND f.signature IS NULL LIMIT ?",
+                "SELECT f.wasm, r.namespace, MIN(f.signature_tries) AS tries FROM filings f "
+                "JOIN requests r ON r.request_id = f.request_id "
+                "WHERE f.envelope_sha256 IS NOT NULL AND f.signature IS NULL "
+                "GROUP BY f.wasm, r.namespace ORDER BY tries, MIN(f.block) LIMIT ?",
                 (MAX_SIGNATURE_CHECKS,)).fetchall()
-        updates: list[tuple[str, int]] = []
-        for wasm, namespace in pending:
-            try:
-                found = client.get_provenance(bytes.fromhex(wasm), [namespace])
-            except (SdkError, ValueError):
-                continue
-            statements: dict[tuple[int, str, bool], Any] = {}
-            for f in found[0]["filings"] if found else []:
-                if f["statement"]:
-                    statements[(int(f["request_id"]), str(Principal.of(f["verifier"])), bool(f["attested"]))] = f
+        checked: list[tuple[str, int]] = []
+        retried: list[int] = []
+        for wasm, namespace, _ in pending:
             with self.reader() as db:
                 rows = db.execute(
-                    "SELECT f.block, f.request_id, f.verifier, f.attested, f.envelope_sha256 FROM filings f "
+                    "SELECT f.block, f.verifier, f.attested, f.envelope_sha256, f.signature_tries FROM filings f "
                     "JOIN requests r ON r.request_id = f.request_id WHERE f.wasm = ? AND r.namespace = ? "
-                    "AND f.envelope_sha256 IS NOT NULL AND f.signature IS NULL", (wasm, namespace)).fetchall()
-            for block, request_id, verifier, attested, envelope in rows:
-                filed = statements.get((request_id, verifier, bool(attested)))
-                if filed is None:
-                    state = "invalid: the registry holds no statement for this filing"
-                else:
-                    state, digest = signature_state(filed["statement"][0], wasm, bool(attested), verifier)
-                    if state == VALID and digest != envelope:
-                        state = "invalid: not the statement the registry logged with the filing"
-                updates.append((state[:300], block))
-        if updates:
+                    "AND f.envelope_sha256 IS NOT NULL AND f.signature IS NULL LIMIT ?",
+                    (wasm, namespace, MAX_PAGE)).fetchall()
+            by_digest: dict[str, tuple[str, str, bool]] = {}
+            try:
+                found = client.get_provenance(bytes.fromhex(wasm), [namespace])
+                for f in found[0]["filings"] if found else []:
+                    if f["statement"]:
+                        verifier, attested = str(Principal.of(f["verifier"])), bool(f["attested"])
+                        state, digest = signature_state(f["statement"][0], wasm, attested, verifier)
+                        if digest is not None:
+                            by_digest[digest] = (state, verifier, attested)
+            except (SdkError, ValueError, KeyError, TypeError):
+                pass  # no usable answer: every filing of this wasm is tried again later
+            for block, verifier, attested, envelope, tries in rows:
+                match = by_digest.get(envelope)
+                if match is None:
+                    if tries + 1 >= MAX_SIGNATURE_TRIES:
+                        checked.append((f"unchecked: the registry did not return this statement "
+                                        f"({MAX_SIGNATURE_TRIES} tries)", block))
+                    else:
+                        retried.append(block)
+                    continue
+                state, filer, verdict = match
+                if (filer, verdict) != (verifier, bool(attested)):
+                    state = "invalid: the statement is another filing's"
+                checked.append((state[:300], block))
+        if checked or retried:
             with contextlib.closing(self._connect()) as db:
                 db.execute("BEGIN IMMEDIATE")
-                db.executemany("UPDATE filings SET signature = ? WHERE block = ?", updates)
+                db.executemany("UPDATE filings SET signature = ? WHERE block = ?", checked)
+                db.executemany("UPDATE filings SET signature_tries = signature_tries + 1 WHERE block = ?",
+                               [(b,) for b in retried])
                 db.execute("COMMIT")
-        return len(updates)
+        return len(checked)
 
     # ------------------------------------------------------------------ reading
 
@@ -509,6 +554,17 @@ def _namespace_of_request(db: sqlite3.Connection, request_id: int) -> set[str]:
     return {row[0]} if row is not None else set()
 
 
+def _stage(block: Block) -> bytes:
+    return bytes(cbor2.dumps([block.btype, block.ts, block.tx, block.known]))
+
+
+def _unstage(index: int, data: bytes) -> Block:
+    btype, ts, tx, known = cbor2.loads(data)
+    if "version" in tx:
+        tx["version"] = tuple(tx["version"])
+    return Block(index, btype, ts, tx, known)
+
+
 def _apply(db: sqlite3.Connection, block: Block) -> set[str]:
     """Record one block; returns the namespaces whose listing it may change."""
     db.execute("INSERT OR REPLACE INTO blocks VALUES (?, ?, ?, ?)",
@@ -528,7 +584,7 @@ def _on_request(db: sqlite3.Connection, b: Block) -> set[str]:
 def _on_filing(db: sqlite3.Connection, b: Block, attested: bool) -> set[str]:
     tx = b.tx
     envelope = tx.get("envelope_sha256")
-    db.execute("INSERT OR REPLACE INTO filings VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)",
+    db.execute("INSERT OR REPLACE INTO filings VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, 0)",
                (b.index, _int(tx["request_id"]), tx["wasm_id"][:64], tx["audit_type"][:64], _int(tx["bounty_id"]),
                 _principal(tx["verifier"]), int(attested), _text(tx.get("report"), 4096) or None,
                 _json(tx["metadata"]), envelope.hex() if envelope is not None else None, b.ts))

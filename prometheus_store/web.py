@@ -58,11 +58,11 @@ def _rfc3339_ns(text: str) -> int | None:
 
     try:
         moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
+        if moment.tzinfo is None:
+            return None
+        moment = moment.astimezone(UTC)
+    except (ValueError, OverflowError):
         return None
-    if moment.tzinfo is None:
-        return None
-    moment = moment.astimezone(UTC)
     return (calendar.timegm(moment.timetuple()) * 10**6 + moment.microsecond) * 1000
 
 
@@ -88,9 +88,15 @@ def _transport_security(host: str, base_url: str) -> Any:
     origins = ["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"]
     public = urlparse(base_url) if base_url else None
     if public is not None and public.hostname:
-        netloc = public.netloc.rsplit("@", 1)[-1]
-        hosts += [netloc, public.hostname] if public.port is None else [netloc]
-        origins.append(f"{public.scheme}://{netloc}")
+        name = f"[{public.hostname}]" if ":" in public.hostname else public.hostname
+        default = {"http": 80, "https": 443}.get(public.scheme)
+        port = public.port
+        if port is None or port == default:  # clients leave a default port out of Host and Origin
+            hosts += [name, f"{name}:{default}"] if default else [name]
+            origins.append(f"{public.scheme}://{name}")
+        else:
+            hosts.append(f"{name}:{port}")
+            origins.append(f"{public.scheme}://{name}:{port}")
     return TransportSecuritySettings(enable_dns_rebinding_protection=True, allowed_hosts=hosts,
                                      allowed_origins=origins)
 
@@ -103,8 +109,8 @@ def create_app(index: Index, base_url: str = "", host: str = "127.0.0.1",
     env.filters["link"] = _link
     env.globals["tiers"] = [t.label for t in Tier]
     mcp = discovery.build(index, base_url)
-    mcp_app = mcp.streamable_http_app(streamable_http_path="/mcp", host=host,
-                                      transport_security=_transport_security(host, base_url))
+    mcp_app = mcp.streamable_http_app(streamable_http_path="/mcp", host=host, stateless_http=True,  # read-only:
+                                      transport_security=_transport_security(host, base_url))  # no sessions to hold
 
     def page(template: str, code: int = 200, **context: Any) -> HTMLResponse:
         html = env.get_template(template).render(registry=index.registry, **context)

@@ -24,7 +24,7 @@ from prometheus_sdk.clients.mcp_registry import RegistryClient
 from prometheus_sdk.icrc3 import ChainError
 from prometheus_store.index import Index
 from testkit.backends import EmbeddedBackend
-from testkit.protocol import DEV, Stack
+from testkit.protocol import DEV, STRANGER, Stack
 from testkit.store import prepare, submit_app
 from tests.test_localnet_cli import free_port
 
@@ -79,6 +79,8 @@ def chain(product: dict[str, Any]) -> Iterator[Chain]:
                                        outcome=None, tags="[" * 2000, tools="]" * 10 + "\x00\x1b[31m", homepage="x")
         c.wasms["signed"] = submit_app(stack, "com.example.signed", "Signed", "Verdicts signed by their verifiers",
                                        signed=True)
+        c.wasms["forged"] = submit_app(stack, "com.example.forged", "Forged", "A verifier filed a bad signature",
+                                       signed="bad signature", verifiers=1)
         assert "ok" in stack.registry("icrc118_deprecate", {"namespace": "com.example.weather", "version": (1, 1, 0),
                                                             "reason": "breaks get_alerts"}, sender=DEV)
         yield c
@@ -91,11 +93,12 @@ def test_the_index_follows_the_certified_log_and_derives_tiers(chain: Chain, tmp
     index = Index(tmp_path / "store.sqlite", str(chain.registry.canister_id))
     report = index.sync(chain.registry, chain.root_key)
     assert report.tip_index is not None and report.applied == report.next_index == report.tip_index + 1 > 20
-    assert report.namespaces == 7 and report.signatures == 2
+    assert report.namespaces == 8 and report.signatures == 3
     tiers = {a["namespace"]: a["tier"] for a in index.search("", verified_only=False)}
     assert tiers == {"com.example.weather": "verified", "com.example.mail": "rejected",
                      "com.example.notes": "unverified", "org.maps.routes": "audited", "com.example.signed": "verified",
-                     "com.example.old": "verified", "com.example.poison": "unverified"}
+                     "com.example.old": "verified", "com.example.poison": "unverified",
+                     "com.example.forged": "unverified"}
     old = index.listing("com.example.old")
     assert old is not None and old["deprecated"] == "critical vulnerability" and old["homepage"] == ""
     poison = index.listing("com.example.poison")
@@ -144,7 +147,8 @@ def test_a_restarted_index_resumes_from_the_last_block(chain: Chain, tmp_path: P
     first = Index(path, str(chain.registry.canister_id)).sync(chain.registry, chain.root_key)
     again = Index(path, str(chain.registry.canister_id))  # a new process would open the same file
     assert again.sync(chain.registry, chain.root_key).applied == 0
-    submit_app(chain.stack, "io.calc.app", "Calculator", "Arithmetic for agents", tools="add, multiply")
+    submit_app(chain.stack, "io.calc.app", "Calculator", "Arithmetic for agents", tools="add, multiply",
+               developer=STRANGER)
     report = again.sync(chain.registry, chain.root_key)
     assert report.applied == report.next_index - first.next_index > 0 and report.namespaces == 1
     assert [a["namespace"] for a in again.search("arithmetic")] == ["io.calc.app"]
@@ -208,11 +212,24 @@ def test_a_tampered_tip_or_block_stops_indexing_and_changes_nothing(chain: Chain
     assert index.sync(chain.registry, chain.root_key).applied > 0
 
 
-def test_a_statement_that_is_not_the_signed_one_shows_as_invalid(chain: Chain, tmp_path: Path) -> None:
+def test_signed_filings_are_checked_against_the_logged_envelope(chain: Chain, tmp_path: Path) -> None:
+    """A statement whose envelope is not the one the certified block names is not that filing's: it is asked for
+    again (a lagging or tampered answer), at most MAX_SIGNATURE_TRIES times; a logged statement whose signature
+    does not verify is `invalid`."""
+    from prometheus_store.index import MAX_SIGNATURE_TRIES
+
+    honest = Index(tmp_path / "honest.sqlite", str(chain.registry.canister_id))
+    honest.sync(chain.registry, chain.root_key)
+    (forged,) = honest.verification(chain.wasms["forged"])
+    assert [f["signature"][:9] for f in forged["filings"]] == ["invalid: "], forged["filings"]
     index = Index(tmp_path / "store.sqlite", str(chain.registry.canister_id))
-    assert index.sync(Tampered(chain.registry, "statement"), chain.root_key).signatures == 2
+    assert index.sync(Tampered(chain.registry, "statement"), chain.root_key).signatures == 0
     (signed,) = index.verification(chain.wasms["signed"])
-    assert all(f["signature"].startswith("invalid: ") for f in signed["filings"]), signed["filings"]
+    assert [f["signature"] for f in signed["filings"]] == ["not checked yet"] * 2
+    for _ in range(MAX_SIGNATURE_TRIES - 1):
+        index.sync(Tampered(chain.registry, "statement"), chain.root_key)
+    (signed,) = index.verification(chain.wasms["signed"])
+    assert all(f["signature"].startswith("unchecked: ") for f in signed["filings"]), signed["filings"]
 
 
 def test_the_cli_indexes_searches_and_refuses_a_wrong_root_key(chain: Chain, tmp_path: Path) -> None:
@@ -250,7 +267,9 @@ async def _exercise(session: Any, chain: Chain) -> None:
     rounds = (await session.call_tool("get_verification", {"wasm_hash": chain.wasms["mail"]})).structured_content
     assert rounds["rounds"][0]["tier"] == "rejected"
     missing = await session.call_tool("get_server", {"namespace": "com.nobody.here"})
-    assert missing.is_error
+    assert missing.is_error and "no app 'com.nobody.here'" in missing.content[0].text
+    gold = await session.call_tool("search_servers", {"min_tier": "gold"})
+    assert gold.is_error and "unknown tier 'gold'" in gold.content[0].text
     bad = await session.call_tool("get_verification", {"wasm_hash": "not hex"})
     assert bad.is_error
     resource = await session.read_resource("prometheus://apps/com.example.weather")
@@ -321,7 +340,8 @@ def test_the_registry_api_pages_with_cursors(chain: Chain, served: str) -> None:
     assert [s["server"]["name"] for s in found["servers"]] == ["com.example/weather"]
     future = httpx.get(f"{served}/v0/servers", params={"updated_since": "2999-01-01T00:00:00Z"}, timeout=10).json()
     assert future["servers"] == []
-    assert httpx.get(f"{served}/v0/servers", params={"updated_since": "yesterday"}, timeout=10).status_code == 400
+    for bad in ("yesterday", "0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-23:59", "2026-01-01T00:00:00"):
+        assert httpx.get(f"{served}/v0/servers", params={"updated_since": bad}, timeout=10).status_code == 400
     one = httpx.get(f"{served}/v0/servers/com.example%2Fweather", timeout=10).json()
     assert one["server"]["version"] == "1.0.0"
     versions = httpx.get(f"{served}/v0/servers/com.example%2Fweather/versions", timeout=10).json()
@@ -358,7 +378,7 @@ def test_web_pages_show_tiers_evidence_and_the_verify_command(chain: Chain, serv
 
 
 def test_the_server_follows_new_blocks(chain: Chain, served: str) -> None:
-    submit_app(chain.stack, "io.later.app", "Latecomer", "Arrives after the server started")
+    submit_app(chain.stack, "io.later.app", "Latecomer", "Arrives after the server started", developer=STRANGER)
     deadline = time.monotonic() + 20
     while "Latecomer" not in httpx.get(served, params={"q": "latecomer"}, timeout=10).text:
         assert time.monotonic() < deadline, "the server never indexed the new app"
@@ -479,7 +499,7 @@ def test_a_replayed_or_stale_tip_certificate_is_refused(chain: Chain, tmp_path: 
     index = Index(tmp_path / "store.sqlite", str(chain.registry.canister_id))
     (old_tip,) = chain.registry.icrc3_get_tip_certificate()
     index.sync(chain.registry, chain.root_key)
-    submit_app(chain.stack, "io.replay.app", "Replay", "Added after the old tip")
+    submit_app(chain.stack, "io.replay.app", "Replay", "Added after the old tip", developer=STRANGER)
     index.sync(chain.registry, chain.root_key)
 
     class Replaying(Tampered):
@@ -558,3 +578,15 @@ def test_serving_beyond_loopback_needs_a_public_url_and_mcp_refuses_other_hosts(
                                                    "Accept": "application/json, text/event-stream"},
                          content=b'{"jsonrpc":"2.0","id":1,"method":"ping"}', timeout=10)
     assert hostile.status_code in (403, 421), hostile.status_code
+
+
+def test_mcp_accepts_the_public_host_with_or_without_its_default_port() -> None:
+    from prometheus_store.web import _transport_security
+
+    https = _transport_security("127.0.0.1", "https://store.example.org:443/x")
+    assert {"store.example.org", "store.example.org:443"} <= set(https.allowed_hosts)
+    assert "https://store.example.org" in https.allowed_origins
+    custom = _transport_security("0.0.0.0", "http://store.example.org:8090")
+    assert "store.example.org:8090" in custom.allowed_hosts and "store.example.org" not in custom.allowed_hosts
+    ipv6 = _transport_security("::1", "http://[::1]:8090")
+    assert "[::1]:8090" in ipv6.allowed_hosts

@@ -19,6 +19,7 @@ module {
   public let MAX_NAMESPACES_PER_PRINCIPAL = 10;
   public let MAX_CONTROLLERS = 10;
   public let MAX_VERSIONS_PER_NAMESPACE = 500;
+  public let MAX_VERSION_PART = 4_294_967_295; // each of MAJOR.MINOR.PATCH (readers decode every logged number)
 
   // Rounds, bounties, filings
   public let MAX_ROUNDS_PER_WASM = 10; // per namespace
@@ -140,5 +141,9 @@ module {
       case _ return null; // #Bytes, #Class, #Floats, #Ints, #Nats, #Option, #Set, #ValueMap: not stored
     });
     if (w > budget) null else ?w;
+  };
+
+  public func version((ma, mi, pa) : (Nat, Nat, Nat)) : Bool {
+    ma <= MAX_VERSION_PART and mi <= MAX_VERSION_PART and pa <= MAX_VERSION_PART;
   };
 };

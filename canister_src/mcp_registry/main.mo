@@ -369,6 +369,7 @@ persistent actor class Registry(init : { governance : Principal; audit_hub : Pri
     if (not Namespaces.exists(names, arg.namespace)) return #err(#NamespaceNotFound);
     if (not Namespaces.isController(names, arg.namespace, caller)) return #err(#NotAuthorized);
     if (arg.wasm_hash.size() != 32) return #err(#InvalidArgument("wasm_hash is 32 bytes"));
+    if (not Limits.version(arg.version)) return #err(#InvalidArgument("each part of a version is at most 4294967295"));
     let previous = switch (arg.previous) {
       case (?p) if (p.size() != 32) return #err(#InvalidArgument("previous is 32 bytes")) else ?Sha256.toHex(p);
       case null null;
@@ -399,6 +400,7 @@ persistent actor class Registry(init : { governance : Principal; audit_hub : Pri
   } {
     if (not Namespaces.isController(names, arg.namespace, caller)) return #err(if (not Namespaces.exists(names, arg.namespace)) #NamespaceNotFound else #NotAuthorized);
     if (not Limits.text(arg.reason, Limits.MAX_TEXT_BYTES)) return #err(#InvalidArgument("a reason of 1..1024 bytes"));
+    if (not Limits.version(arg.version)) return #err(#VersionNotFound);
     switch (Namespaces.deprecate(names, arg.namespace, arg.version, arg.reason)) {
       case (#err(e)) #err(e);
       case (#ok) {

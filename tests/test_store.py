@@ -590,3 +590,19 @@ def test_mcp_accepts_the_public_host_with_or_without_its_default_port() -> None:
     assert "store.example.org:8090" in custom.allowed_hosts and "store.example.org" not in custom.allowed_hosts
     ipv6 = _transport_security("::1", "http://[::1]:8090")
     assert "[::1]:8090" in ipv6.allowed_hosts
+
+
+def test_the_registry_refuses_a_version_number_readers_could_not_decode(chain: Chain) -> None:
+    """A version part of 2**800 (beyond 100 bytes of LEB128) made every reader's `icrc3_get_blocks` page
+    undecodable (Candid decoders bound numbers), which would have stopped every store's indexing at that block."""
+    stack = chain.stack
+    huge = stack.registry("icrc118_update_wasm", {"namespace": "com.example.signed", "version": (2**600, 0, 0),
+                                                  "wasm_hash": bytes.fromhex(chain.wasms["signed"]), "previous": []},
+                          sender=DEV)
+    assert huge == {"err": {"InvalidArgument": "each part of a version is at most 4294967295"}}
+    edge = stack.registry("icrc118_update_wasm", {"namespace": "com.example.signed", "version": (4294967295, 0, 0),
+                                                  "wasm_hash": bytes.fromhex(chain.wasms["signed"]), "previous": []},
+                          sender=DEV)
+    assert "ok" in edge, edge
+    assert stack.registry("icrc118_deprecate", {"namespace": "com.example.signed", "version": (2**64, 0, 0),
+                                                "reason": "x"}, sender=DEV) == {"err": {"VersionNotFound": None}}

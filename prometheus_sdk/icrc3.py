@@ -37,7 +37,8 @@ class Tip:
     certified_at_ns: int
 
 
-def _leb(n: int) -> bytes:
+def leb128(n: int) -> bytes:
+    """Unsigned LEB128, as ICRC-3 hashes a Nat."""
     out = bytearray()
     while True:
         byte, n = n & 0x7F, n >> 7
@@ -57,16 +58,17 @@ def _sleb(n: int) -> bytes:
         out.append(byte | 0x80)
 
 
-def _unleb(data: bytes) -> int:
+def unleb128(data: bytes, what: str = "a number") -> int:
+    """One canonical unsigned LEB128 number filling `data` (no trailing zero groups), or ChainError."""
     n = shift = 0
     for i, byte in enumerate(data):
         n |= (byte & 0x7F) << shift
         shift += 7
         if not byte & 0x80:
-            if i != len(data) - 1:
-                break
-            return n
-    raise ChainError("the certified last_block_index is not one LEB128 number")
+            if i == len(data) - 1 and (i == 0 or byte != 0):
+                return n
+            break
+    raise ChainError(f"{what} is not one LEB128 number")
 
 
 def _pairs(entries: Any) -> list[tuple[str, Any]]:
@@ -96,7 +98,7 @@ def value_hash(value: Any, depth: int = 0) -> bytes:
     if kind == "Text":
         return hashlib.sha256(inner.encode()).digest()
     if kind == "Nat":
-        return hashlib.sha256(_leb(inner)).digest()
+        return hashlib.sha256(leb128(inner)).digest()
     if kind == "Int":
         return hashlib.sha256(_sleb(inner)).digest()
     if kind == "Array":
@@ -148,7 +150,7 @@ def certified_tip(client: Any, root_key: bytes, max_age_ns: int = 1 << 80) -> Ti
         raise ChainError(f"the tip certificate is malformed: {exc}") from exc
     if index is None or last_hash is None or len(last_hash) != 32:
         raise ChainError("the tip certificate names no last block")
-    return Tip(_unleb(bytes(index)), bytes(last_hash), at)
+    return Tip(unleb128(bytes(index), "the certified last_block_index"), bytes(last_hash), at)
 
 
 def blocks(client: Any, start: int, end: int) -> Iterator[tuple[int, Any]]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from prometheus_sdk.icrc3 import ChainError
+from prometheus_sdk.icrc3 import ChainError, unleb128
 
 NAT, TEXT, BLOB, MAP, VERSION = "Nat", "Text", "Blob", "Map", "Version"
 MAX_METADATA_TEXT = 8_192
@@ -57,18 +57,6 @@ def _variant(value: Any, where: str) -> tuple[str, Any]:
     return kind, inner
 
 
-def _unleb(data: bytes, where: str) -> int:
-    n = shift = 0
-    for i, byte in enumerate(data):
-        n |= (byte & 0x7F) << shift
-        shift += 7
-        if not byte & 0x80:
-            if i == len(data) - 1 and (i == 0 or byte != 0):  # one canonical number, nothing after it
-                return n
-            break
-    raise ChainError(f"{where} is not a Nat")
-
-
 def _entries(inner: Any, where: str) -> list[tuple[str, Any]]:
     """A Map's entries; the canister never writes a key twice in a block's own fields."""
     out: list[tuple[str, Any]] = []
@@ -109,7 +97,7 @@ def read(value: Any, kind: str, where: str) -> Any:
         if found == NAT:
             return inner
         if found == BLOB:
-            return _unleb(bytes(inner), where)
+            return unleb128(bytes(inner), where)
     elif kind == BLOB and found == BLOB:
         return bytes(inner)
     elif kind == MAP and found == MAP:

@@ -6,15 +6,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-
-def _leb(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n & 0x7F, n >> 7
-        if n == 0:
-            out.append(byte)
-            return bytes(out)
-        out.append(byte | 0x80)
+from prometheus_sdk.icrc3 import leb128
 
 
 def hash_value(value: Any) -> bytes:
@@ -24,7 +16,7 @@ def hash_value(value: Any) -> bytes:
     if isinstance(value, int):
         if value < 0:
             raise TypeError("only Nat here")
-        return hashlib.sha256(_leb(value)).digest()
+        return hashlib.sha256(leb128(value)).digest()
     if isinstance(value, str):
         return hashlib.sha256(value.encode()).digest()
     if isinstance(value, bytes):

@@ -3,7 +3,7 @@ block is hash-chained (`phash`) from the last one the reader trusted up to that 
 does not chain, or a tip that does not verify, is a `ChainError` and nothing after the trusted point is used.
 
 Values are the Candid `Value` variant as the generated clients decode it (`{"Map": [(key, value), ...]}`,
-`{"Nat": n}`, ...); `plain` turns one into ordinary Python values for whoever reads the fields.
+`{"Nat": n}`, ...).
 """
 
 from __future__ import annotations
@@ -106,26 +106,6 @@ def value_hash(value: Any, depth: int = 0) -> bytes:
     if kind == "Map":
         parts = sorted(hashlib.sha256(k.encode()).digest() + value_hash(v, depth + 1) for k, v in _pairs(inner))
         return hashlib.sha256(b"".join(parts)).digest()
-    raise ChainError(f"unknown ICRC-3 Value kind {kind!r}")
-
-
-def plain(value: Any, depth: int = 0) -> Any:
-    """A Value as Python: Nat and Int -> int, Text -> str, Blob -> bytes, Array -> list, Map -> dict."""
-    if depth > MAX_VALUE_DEPTH:
-        raise ChainError("an ICRC-3 Value nested too deep")
-    kind, inner = _variant(value)
-    if kind in ("Nat", "Int", "Text"):
-        return inner
-    if kind == "Blob":
-        return bytes(inner)
-    if kind == "Array":
-        return [plain(v, depth + 1) for v in inner]
-    if kind == "Map":
-        out: dict[str, Any] = {}
-        for k, v in _pairs(inner):
-            if k not in out:  # the first of a repeated key, as the hash cannot tell which one a writer meant
-                out[k] = plain(v, depth + 1)
-        return out
     raise ChainError(f"unknown ICRC-3 Value kind {kind!r}")
 
 
@@ -233,15 +213,3 @@ def verified_windows(client: Any, tip: Tip, next_index: int, last_hash: bytes | 
         end = start
     if next_index > 0 and expected != last_hash:
         raise ChainError(f"block {next_index} does not chain to block {next_index - 1} read earlier")
-
-
-def verified_blocks(client: Any, root_key: bytes, next_index: int, last_hash: bytes | None,
-                    max_age_ns: int = 1 << 80, not_before_ns: int = 0) -> tuple[list[tuple[int, Any]], Tip | None]:
-    """Every block after the reader's trusted point up to the certified tip, in order, with the tip (all in
-    memory: a reader of a long log uses `tip_after` and `verified_windows`). Raises ChainError before returning
-    anything unverified."""
-    tip = tip_after(client, root_key, next_index, last_hash, max_age_ns, not_before_ns)
-    if tip is None:
-        return [], None
-    windows = list(verified_windows(client, tip, next_index, last_hash))
-    return [(index, value) for window in reversed(windows) for index, value, _ in window], tip

@@ -213,11 +213,6 @@ class Index:
         with self.reader() as db:
             return dict(db.execute("SELECT key, value FROM meta").fetchall())
 
-    def cursor(self) -> tuple[int, bytes | None]:
-        meta = self.meta()
-        last = meta.get("last_hash")
-        return int(meta["next_index"]), bytes.fromhex(last) if last else None
-
     def sync(self, client: Any, root_key: bytes, max_age_ns: int = DEFAULT_MAX_AGE_NS) -> SyncReport:
         """Apply every block up to the registry's certified tip. Raises `icrc3.ChainError`, changing nothing,
         when the tip or a block does not verify, or the tip is older than `max_age_ns` or than the last one

@@ -35,6 +35,7 @@ from prometheus_store.tiers import Tier
 TEMPLATES = Path(__file__).parent / "templates"
 WASM = re.compile(r"^[0-9a-f]{64}$")
 MAX_PARAM = 200
+PAGE_SIZE = 25  # apps on one page of the web view
 
 
 def _when(ns: int | None) -> str:
@@ -103,7 +104,7 @@ def _transport_security(host: str, base_url: str) -> Any:
 
 def create_app(index: Index, base_url: str = "", host: str = "127.0.0.1",
                follower_state: Callable[[], dict[str, Any]] | None = None) -> Starlette:
-    """The app; `follower_state` reports whether the index keeps up with the chain (/healthz, the footer)."""
+    """The app; `follower_state` reports whether the index keeps up with the chain (in /healthz)."""
     env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html"]))
     env.filters["when"] = _when
     env.filters["link"] = _link
@@ -126,12 +127,12 @@ def create_app(index: Index, base_url: str = "", host: str = "127.0.0.1",
             return page("error.html", 400, message=str(exc))
         offset = _int_param(request, "offset", 0, 0, MAX_OFFSET)
         found = index.search(query, verified_only=verified, min_tier=min_tier, category=category or None,
-                             no_credentials=no_credentials, limit=MAX_PAGE // 4 + 1, offset=offset)
-        more = len(found) > MAX_PAGE // 4 and offset + MAX_PAGE // 4 <= MAX_OFFSET
+                             no_credentials=no_credentials, limit=PAGE_SIZE + 1, offset=offset)
+        more = len(found) > PAGE_SIZE and offset + PAGE_SIZE <= MAX_OFFSET
         params = {"q": query, "tier": tier, "category": category, "verified": "1" if verified else "0",
                   "no_credentials": "1" if no_credentials else ""}
-        next_link = "/?" + urlencode({**params, "offset": offset + MAX_PAGE // 4}) if more else None
-        return page("home.html", apps=found[: MAX_PAGE // 4], query=query, tier=tier, category=category,
+        next_link = "/?" + urlencode({**params, "offset": offset + PAGE_SIZE}) if more else None
+        return page("home.html", apps=found[: PAGE_SIZE], query=query, tier=tier, category=category,
                     verified=verified, no_credentials=no_credentials, next_link=next_link, status=index.status())
 
     def app_page(request: Request) -> Response:  # (a thread: SQLite blocks)

@@ -85,7 +85,7 @@ def index_command(ctx: typer.Context, index_path: Path | None = IndexPath, max_a
         index, registry, root_key = _open(opts, index_path)
         report = _sync(index, registry, root_key, max_age)
         result = {"index": str(index.path), "applied": report.applied, "next_block": report.next_index,
-                  "listings_changed": report.namespaces, **{"listings": index.status()["listings"]}}
+                  "listings_changed": report.namespaces, "listings": index.status()["listings"]}
         emit(result, opts.as_json, lambda r: console().print(
             f"indexed {r['applied']} block(s); {r['listings']} app(s), next block {r['next_block']} ({r['index']})"))
 
@@ -117,9 +117,12 @@ def search(
                              no_credentials=no_credentials, limit=limit)
 
         def render(rows: list[dict[str, Any]]) -> None:
+            from rich.text import Text
+
             t = table("app", "tier", "version", "namespace", "description")
-            for r in rows:
-                t.add_row(r["name"], r["tier"], r["version"] or "—", r["namespace"], r["description"][:60])
+            for r in rows:  # listing fields are the submitters' text: never Rich markup
+                t.add_row(*(Text(str(v)) for v in (r["name"], r["tier"], r["version"] or "—", r["namespace"],
+                                                   r["description"][:60])))
             console().print(t if rows else "no app matches" + ("" if all_tiers else " (add --all for unverified)"))
 
         emit(found, opts.as_json, render)
@@ -129,7 +132,7 @@ def search(
 def serve(
     ctx: typer.Context,
     host: str = typer.Option("127.0.0.1", "--host"),
-    port: int = typer.Option(8090, "--port", min=0, max=65535),
+    port: int = typer.Option(8090, "--port", min=1, max=65535),
     interval: float = typer.Option(5.0, "--interval", min=0.2, help="Seconds between index updates."),
     base_url: str | None = typer.Option(None, "--base-url", help="The URL clients reach this server at "
                                                                  "(default: http://HOST:PORT)."),

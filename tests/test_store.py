@@ -75,7 +75,8 @@ def chain(product: dict[str, Any]) -> Iterator[Chain]:
                                     homepage="javascript:alert(document.domain)")
         assert "ok" in stack.registry("icrc118_deprecate", {"namespace": "com.example.old", "version": (1, 0, 0),
                                                             "reason": "critical vulnerability"}, sender=DEV)
-        c.wasms["poison"] = submit_app(stack, "com.example.poison", "Poison", "Hostile listing fields",
+        c.wasms["poison"] = submit_app(stack, "com.example.poison", "[/][bold red]Poison",
+                                       "Hostile listing fields",
                                        outcome=None, tags="[" * 2000, tools="]" * 10 + "\x00\x1b[31m", homepage="x")
         c.wasms["signed"] = submit_app(stack, "com.example.signed", "Signed", "Verdicts signed by their verifiers",
                                        signed=True)
@@ -241,6 +242,9 @@ def test_the_cli_indexes_searches_and_refuses_a_wrong_root_key(chain: Chain, tmp
     out = subprocess.run([PROMETHEUS, "--json", "store", "search", "forecast", "--no-credentials"], env=env,
                          capture_output=True, text=True, timeout=60)
     assert [a["namespace"] for a in json.loads(out.stdout)] == ["com.example.weather"]
+    out = subprocess.run([PROMETHEUS, "store", "search", "--all", "hostile"], env=env, capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0 and "[/][bold red]Poison" in out.stdout, out.stdout + out.stderr
     out = subprocess.run([PROMETHEUS, "store", "search", "--min-tier", "gold"], env=env, capture_output=True,
                          text=True, timeout=60)
     assert out.returncode == 1 and "unknown tier 'gold'" in out.stderr and "Traceback" not in out.stderr

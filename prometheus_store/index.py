@@ -120,9 +120,9 @@ def _words(value: Any) -> list[str]:
     return out[:32]
 
 
-def _url(value: Any) -> str:
-    """An http(s) URL with a host, or nothing: a link the web view may render."""
-    text = _text(value, 512)
+def http_url(value: Any) -> str:
+    """`value` if it is an http(s) URL with a host, else "": the only links the store keeps or renders."""
+    text = _text(value, 2048)
     try:
         parsed = urlparse(text)
     except ValueError:
@@ -516,7 +516,7 @@ def _refresh_listing(db: sqlite3.Connection, namespace: str) -> None:
         "tags": ", ".join(_words(meta.get("listing:tags"))), "tools": ", ".join(_words(meta.get("listing:tools"))),
         "publisher": _text(meta.get("listing:publisher"), 128), "requester": request["requester"],
         "credentials": credentials if credentials in CREDENTIALS else "unknown",
-        "homepage": _url(meta.get("listing:homepage")), "wasm": wasm,
+        "homepage": http_url(_text(meta.get("listing:homepage"), 512)), "wasm": wasm,
         "version": newest["version"] if newest is not None else None,
         "deprecated": newest["deprecated"] if newest is not None and current is None else None,
         "tier": int(tier_of(state)), "verifiers": len(state.attesters.get(BUILD_AUDIT, ())) if state else 0,

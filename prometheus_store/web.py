@@ -21,7 +21,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from prometheus_store import discovery
-from prometheus_store.index import MAX_OFFSET, MAX_PAGE, Index
+from prometheus_store.index import MAX_OFFSET, MAX_PAGE, Index, http_url
 from prometheus_store.servers import (
     namespace_of,
     registry_entry,
@@ -67,17 +67,6 @@ def _rfc3339_ns(text: str) -> int | None:
     return (calendar.timegm(moment.timetuple()) * 10**6 + moment.microsecond) * 1000
 
 
-def _link(url: str | None) -> str | None:
-    """A URL the page may link to: http(s) with a host; anything else is shown as text, never as a link."""
-    from urllib.parse import urlparse
-
-    try:
-        parsed = urlparse(url or "")
-    except ValueError:
-        return None
-    return url if parsed.scheme in ("http", "https") and parsed.hostname else None
-
-
 def _transport_security(host: str, base_url: str) -> Any:
     """DNS-rebinding protection for /mcp: the Host and Origin headers a browser may send are this server's own
     (loopback, and the public URL it is reached at), never another site's."""
@@ -107,7 +96,7 @@ def create_app(index: Index, base_url: str = "", host: str = "127.0.0.1",
     """The app; `follower_state` reports whether the index keeps up with the chain (in /healthz)."""
     env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html"]))
     env.filters["when"] = _when
-    env.filters["link"] = _link
+    env.filters["link"] = http_url  # anything but an http(s) URL is shown as text, never as a link
     env.globals["tiers"] = [t.label for t in Tier]
     mcp = discovery.build(index, base_url)
     mcp_app = mcp.streamable_http_app(streamable_http_path="/mcp", host=host, stateless_http=True,  # read-only:

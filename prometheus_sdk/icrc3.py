@@ -81,9 +81,10 @@ def _pairs(entries: Any) -> list[tuple[str, Any]]:
     return out
 
 
-def _variant(value: Any) -> tuple[str, Any]:
+def variant(value: Any, where: str = "a value") -> tuple[str, Any]:
+    """(kind, content) of a Value as the generated clients decode it, or ChainError naming `where`."""
     if not isinstance(value, dict) or len(value) != 1:
-        raise ChainError("not an ICRC-3 Value")
+        raise ChainError(f"{where} is not an ICRC-3 value")
     ((kind, inner),) = value.items()
     return kind, inner
 
@@ -92,7 +93,7 @@ def value_hash(value: Any, depth: int = 0) -> bytes:
     """ICRC-3's representation-independent hash of a Value."""
     if depth > MAX_VALUE_DEPTH:
         raise ChainError("an ICRC-3 Value nested too deep")
-    kind, inner = _variant(value)
+    kind, inner = variant(value)
     if kind == "Blob":
         return hashlib.sha256(bytes(inner)).digest()
     if kind == "Text":
@@ -154,13 +155,13 @@ def blocks(client: Any, start: int, end: int) -> Iterator[tuple[int, Any]]:
 
 def _parent(value: Any, index: int) -> bytes | None:
     """A block's `phash` (None for a block without one)."""
-    kind, inner = _variant(value)
+    kind, inner = variant(value)
     if kind != "Map":
         raise ChainError(f"block {index} is not a Map")
     phash = dict(_pairs(inner)).get("phash")
     if phash is None:
         return None
-    parent = _variant(phash)
+    parent = variant(phash)
     if parent[0] != "Blob":
         raise ChainError(f"block {index}'s phash is not a Blob")
     return bytes(parent[1])

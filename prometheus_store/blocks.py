@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from prometheus_sdk.icrc3 import ChainError, unleb128
+from prometheus_sdk.icrc3 import ChainError, unleb128, variant
 
 NAT, TEXT, BLOB, MAP, VERSION = "Nat", "Text", "Blob", "Map", "Version"
 MAX_METADATA_TEXT = 8_192
@@ -50,13 +50,6 @@ class Block:
     known: bool  # a block type this reader understands
 
 
-def _variant(value: Any, where: str) -> tuple[str, Any]:
-    if not isinstance(value, dict) or len(value) != 1:
-        raise ChainError(f"{where} is not an ICRC-3 value")
-    ((kind, inner),) = value.items()
-    return kind, inner
-
-
 def _entries(inner: Any, where: str) -> list[tuple[str, Any]]:
     """A Map's entries; the canister never writes a key twice in a block's own fields."""
     out: list[tuple[str, Any]] = []
@@ -84,7 +77,7 @@ def _metadata(inner: Any) -> dict[str, Any]:
 
 def read(value: Any, kind: str, where: str) -> Any:
     """`value` as `kind`, or a ChainError; a Blob is read as the Text or Nat whose hash it shares."""
-    found, inner = _variant(value, where)
+    found, inner = variant(value, where)
     if kind == TEXT:
         if found == TEXT:
             return inner
@@ -110,7 +103,7 @@ def read(value: Any, kind: str, where: str) -> Any:
 def metadata_value(value: Any, depth: int = 0) -> Any:
     """A request's or filing's metadata value (ICRC-16 as the registry logs it): text (a Blob of UTF-8 reads as
     text), numbers, anything else as None -- metadata is the filer's, so an odd kind is ignored, not an error."""
-    kind, inner = _variant(value, "a metadata value")
+    kind, inner = variant(value, "a metadata value")
     if kind == TEXT:
         return inner[:MAX_METADATA_TEXT]
     if kind == BLOB:

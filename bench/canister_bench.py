@@ -3,7 +3,8 @@
 Instructions per call for the main endpoints (wasm instructions counted by the replica's fuel, summed over
 every message a call causes, inter-canister calls included), SHA-256 in Motoko per MiB (the canisters' own
 `canister_src/lib/Sha256.mo`, through a probe canister), the most any one message of a 10 MiB upload costs,
-the registry's memory growth per 10,000 verification requests, and the cost of a `list_pending_verifications`
+the registry's and audit hub's memory growth per 10,000 verification requests (one in four funded, one in eight
+reserved by a verifier and attested: the hub's stake lock and settlement run too), and the cost of a `list_pending_verifications`
 page at different totals.
 """
 
@@ -22,7 +23,7 @@ sys.path.insert(0, str(ROOT))
 from ic_replica.replica import Limits  # noqa: E402
 from prometheus_build.recipe import build_all  # noqa: E402
 from testkit.backends import EmbeddedBackend  # noqa: E402
-from testkit.protocol import DEV, GOV, MINTER, SPONSOR, VERIFIERS, Stack, account  # noqa: E402
+from testkit.protocol import DEV, GOV, MINTER, SPONSOR, STRANGER, VERIFIERS, Stack, account  # noqa: E402
 from testkit.sha256_probe import blob_arg, build_probe  # noqa: E402
 
 MIB = 1024 * 1024
@@ -111,19 +112,32 @@ def main() -> int:
     assert "Ok" in stack.ledger("icrc1_transfer", {"from_subaccount": [], "to": account(SPONSOR), "fee": [],
                                                    "amount": bounties * 200_000, "memo": [], "created_at_time": []},
                                 sender=MINTER)
+    for verifier in VERIFIERS[1:]:  # VERIFIERS[0] staked above; a lock is released when its filing settles
+        stack.stake(verifier)
     memory: dict[str, Any] = {"before": memory_mib(stack)}
     page_cost = {}
     for i in range(args.requests):
         namespace = f"org.bench{i // 1000}.app"  # a namespace holds at most 1,000 wasm modules
+        owner = (DEV, STRANGER)[i // 1000 % 2]  # and a principal creates at most 10 namespaces
         if i % 1000 == 0:
-            stack.registry("icrc118_create_canister_type", {"namespace": namespace, "description": ""}, sender=DEV)
+            created = stack.registry("icrc118_create_canister_type", {"namespace": namespace, "description": ""},
+                                     sender=owner)
+            assert "ok" in created, (i, created)
         data = i.to_bytes(4, "big") * 8
         h = hashlib.sha256(data).digest()
-        stack.registry("icrc118_upload_wasm_chunk", {"namespace": namespace, "wasm_hash": h, "total_chunks": 1,
-                                                     "chunk_index": 0, "chunk": data, "chunk_hash": h}, sender=DEV)
-        stack.request(h.hex(), namespace=namespace)
+        uploaded = stack.registry("icrc118_upload_wasm_chunk", {
+            "namespace": namespace, "wasm_hash": h, "total_chunks": 1, "chunk_index": 0, "chunk": data,
+            "chunk_hash": h}, sender=owner)
+        assert "ok" in uploaded, (i, uploaded)
+        requested = stack.request(h.hex(), namespace=namespace, sender=owner)
+        assert "ok" in requested, (i, requested)
         if i % 4 == 0:
-            stack.fund(h.hex(), amount=100_000)
+            funded = stack.fund(h.hex(), amount=100_000)
+            assert "ok" in funded, (i, funded)
+            if i % 8 == 0:  # half the bounties are worked (stake locked, filed, paid); half stay pending
+                bounty_id, verifier = int(funded["ok"]), VERIFIERS[(i // 8) % len(VERIFIERS)]
+                assert "ok" in stack.reserve(verifier, bounty_id)
+                assert "ok" in stack.attest(verifier, h.hex(), bounty_id)
         if (i + 1) % 5_000 == 0 or (i + 1) == args.requests:
             memory[f"after {i + 1} requests"] = memory_mib(stack)
         if (i + 1) in (1_000, args.requests):

@@ -96,6 +96,33 @@ def test_deduplication_by_created_at_time(ic: Any, ledger: Typed) -> None:
     assert balance(ledger, CAROL) == 20
 
 
+@pytest.mark.inproc_only
+@pytest.mark.embedded_only  # instruction counters
+def test_a_transfer_costs_the_same_however_many_are_in_the_deduplication_window(ic: Any, ledger: Typed) -> None:
+    """Forgetting expired deduplication entries reads only those (a time index), not every entry in the window."""
+    replica = ic.replica
+    now = ic.get_time()
+
+    def cost(i: int) -> int:
+        before = replica.instructions_executed
+        arg = transfer(CAROL, 1, created_at_time=[now], memo=[i.to_bytes(4, "big")])
+        assert "Ok" in ledger("icrc1_transfer", arg, sender=MINTER)  # mints: no fee to run out of
+        return int(replica.instructions_executed - before)
+
+    first = sorted(cost(i) for i in range(20))[10]
+    for i in range(20, 800):
+        cost(i)
+    last = sorted(cost(i) for i in range(800, 820))[10]
+    assert last < 1.5 * first, (first, last)
+    replayed = transfer(CAROL, 1, created_at_time=[now], memo=[(5).to_bytes(4, "big")])
+    assert ledger("icrc1_transfer", replayed, sender=MINTER) == {"Err": {"Duplicate": {"duplicate_of": 5}}}
+    ic.advance_time(2 * 86_400 * 10**9)  # the window has passed: old entries are forgotten, new ones still count
+    later = transfer(CAROL, 1, created_at_time=[ic.get_time()], memo=[b"later"])
+    assert "Ok" in ledger("icrc1_transfer", later, sender=MINTER)
+    assert "Duplicate" in ledger("icrc1_transfer", later, sender=MINTER)["Err"]
+    assert ledger("icrc1_transfer", replayed, sender=MINTER) == {"Err": {"TooOld": None}}
+
+
 def test_approve_and_transfer_from(ic: Any, ledger: Typed) -> None:
     approve = {"from_subaccount": [], "spender": acct(BOB), "amount": 50_000, "expected_allowance": [],
                "expires_at": [], "fee": [], "memo": [], "created_at_time": []}

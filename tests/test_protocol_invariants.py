@@ -434,12 +434,17 @@ def test_the_previous_release_upgrades_in_place(product: dict[str, Any], tmp_pat
         "namespace": "com.example.app", "wasm_hash": hashlib.sha256(half + b"rest").digest(), "total_chunks": 2,
         "chunk_index": 0, "chunk": half, "chunk_hash": hashlib.sha256(half).digest()}, sender=DEV)
     assert stack.registry("upload_quota", DEV)["incomplete"] == 1
+    deduplicated = {"from_subaccount": [], "to": account(STRANGER), "amount": 1, "fee": [], "memo": [b"once"],
+                    "created_at_time": [stack.ic.get_time()]}
+    assert "Ok" in stack.ledger("icrc1_transfer", deduplicated, sender=SPONSOR)
     before = dump(stack, wasm_ids)
     tip = stack.registry("icrc3_get_tip_certificate")[0]["hash_tree"]
     for name, typed in (("ledger", stack.ledger), ("audit_hub", stack.hub), ("mcp_registry", stack.registry)):
         arg = typed.interface.encode_init(*_init_args(stack, name))
         stack.ic.upgrade_canister(typed.canister_id, product[name].wasm.read_bytes(), arg, sender=GOV)
     assert dump(stack, wasm_ids) == before
+    # the ledger's deduplication window survives (and is indexed by time on the way)
+    assert "Duplicate" in stack.ledger("icrc1_transfer", deduplicated, sender=SPONSOR)["Err"]
     after = stack.registry("icrc3_get_tip_certificate")[0]["hash_tree"]
     assert tip_of(after) == tip_of(tip)  # the same last block (the witness now prunes the provenance tree beside it)
     for wasm_id in wasm_ids[::2]:  # earlier filings entered the certified provenance tree, unsigned

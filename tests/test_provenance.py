@@ -202,6 +202,35 @@ def test_a_bundle_verifies_offline_and_counts_trusted_verifiers(ic: Any, product
     assert check(stack, bundle).status is bundles.Status.VERIFIED
 
 
+def wasm_in_bucket(first: int) -> bytes:
+    """A module whose sha256 starts with the byte `first` (the provenance tree's bucket)."""
+    while True:
+        wasm = b"\x00asm" + os.urandom(64)
+        if hashlib.sha256(wasm).digest()[0] == first:
+            return wasm
+
+
+@pytest.mark.embedded_only
+def test_every_bundle_verifies_after_filings_in_new_and_existing_buckets(ic: Any, product: dict[str, Any]) -> None:
+    """A filing rehashes only its bucket's path to the root (the upper forks are kept between filings): after
+    each filing, in a new bucket or one that holds other wasms, every wasm's freshly exported bundle still
+    verifies against the certified root."""
+    stack = Stack.deploy(ic, product)
+    shared = [os.urandom(1)[0] for _ in range(2)]
+    wasms = [wasm_in_bucket(shared[i % 2]) if i % 3 else b"\x00asm" + os.urandom(64) for i in range(10)]
+    filed: list[str] = []
+    for i, wasm in enumerate(wasms):
+        wasm_id = stack.submit(wasm=wasm)
+        verifier = VERIFIERS[i % len(VERIFIERS)]
+        bounty = reserved(stack, wasm_id, verifier)
+        assert "ok" in stack.attest(verifier, wasm_id, bounty, signed=signed_arg(identity_of(verifier), wasm_id))
+        filed.append(wasm_id)
+        for each in filed:
+            (answer,) = stack.registry("get_provenance", bytes.fromhex(each), [])
+            report = check(stack, bundles.export(answer, str(stack.registry.canister_id), each), wasm=each)
+            assert report.status is bundles.Status.VERIFIED, (i, each, report.problem)
+
+
 @pytest.mark.embedded_only
 def test_a_divergence_signed_or_not_makes_a_bundle_divergent(ic: Any, product: dict[str, Any]) -> None:
     stack, _, bundle = bundle_world(ic, product, [True, False])

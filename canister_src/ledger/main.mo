@@ -9,6 +9,7 @@ import Map "mo:core/Map";
 import Nat "mo:core/Nat";
 import Nat64 "mo:core/Nat64";
 import Nat8 "mo:core/Nat8";
+import Order "mo:core/Order";
 import Principal "mo:core/Principal";
 import Time "mo:core/Time";
 
@@ -93,6 +94,20 @@ persistent actor class Ledger(init : {
   let balances = Map.empty<Blob, Nat>();
   let allowances = Map.empty<Blob, Allowance>();
   let recent = Map.empty<Blob, (Nat, Nat64)>(); // deduplication key -> (transaction index, created_at_time)
+  // The same entries ordered by created_at_time, so pruning reads only the expired ones (a scan of `recent`
+  // cost a step per transaction in the window on every transfer).
+  let recentByTime = Map.empty<(Nat64, Blob), ()>();
+
+  func byTime(a : (Nat64, Blob), b : (Nat64, Blob)) : Order.Order {
+    switch (Nat64.compare(a.0, b.0)) { case (#equal) Blob.compare(a.1, b.1); case other other };
+  };
+
+  system func postupgrade() { // a release before the time index: index what it holds
+    if (Map.size(recentByTime) != Map.size(recent)) {
+      Map.clear(recentByTime);
+      for ((k, (_, t)) in Map.entries(recent)) Map.add(recentByTime, byTime, (t, k), ());
+    };
+  };
   let transactions = List.empty<(Text, Nat64)>(); // kind and ledger time of every transaction
   var totalSupply : Nat = 0;
 
@@ -162,7 +177,7 @@ persistent actor class Ledger(init : {
     let index = List.size(transactions);
     List.add(transactions, (kind, now()));
     switch (created) {
-      case (?t) { Map.add(recent, Blob.compare, dedupKey, (index, t)) };
+      case (?t) { Map.add(recent, Blob.compare, dedupKey, (index, t)); Map.add(recentByTime, byTime, (t, dedupKey), ()) };
       case null {};
     };
     pruneRecent();
@@ -173,12 +188,12 @@ persistent actor class Ledger(init : {
   func pruneRecent() {
     let horizon : Int = Nat64.toNat(now()) - TX_WINDOW - 2 * PERMITTED_DRIFT;
     if (horizon <= 0) return;
-    let old = List.empty<Blob>();
-    label scan for ((k, (_, t)) in Map.entries(recent)) {
-      if (Nat64.toNat(t) < horizon) { List.add(old, k) };
-      if (List.size(old) >= 100) break scan;
+    let old = List.empty<(Nat64, Blob)>();
+    label scan for ((k, ()) in Map.entries(recentByTime)) {
+      if (Nat64.toNat(k.0) >= horizon or List.size(old) >= 100) break scan;
+      List.add(old, k);
     };
-    for (k in List.values(old)) { Map.remove(recent, Blob.compare, k) };
+    for (k in List.values(old)) { Map.remove(recentByTime, byTime, k); Map.remove(recent, Blob.compare, k.1) };
   };
 
   func allowanceKey(owner : Account, spender : Account) : Blob {

@@ -183,22 +183,30 @@ module {
 
   public func isEmpty(s : Store) : Bool { Map.isEmpty(s.buckets) };
 
+  // The fork tree over the bucket nodes, kept between filings so that a filing rehashes the path from its
+  // bucket to the root (8 forks once all 256 buckets exist) instead of all of them (255 digests and their
+  // garbage). Transient: after an upgrade it is empty and the next filing rebuilds it whole. Node `id`'s
+  // children are 2*id+1 and 2*id+2 in `forkOf`'s split.
+  public type RootMemo = { var forks : [var ?Blob]; var width : Nat };
+
+  public func emptyMemo() : RootMemo { { var forks = [var]; var width = 0 } };
+
   // Record a filing on `wasm` (in `f.namespace`) and rehash its path to the root.
-  public func add(s : Store, wasm : Blob, f : Filed) {
+  public func add(s : Store, memo : RootMemo, wasm : Blob, f : Filed) {
     let entry = append(s, wasm, f);
     rehashEntry(entry);
     rehashBucket(s, wasm[0]);
-    rehashRoot(s);
+    rehashRoot(s, memo, ?wasm[0]);
   };
 
   // Many filings at once (an upgrade from a release without this tree): each entry and bucket rehashed once.
-  public func addAll(s : Store, items : [(Blob, Filed)]) {
+  public func addAll(s : Store, memo : RootMemo, items : [(Blob, Filed)]) {
     let touched = Map.empty<Blob, Entry>();
     for ((wasm, f) in items.vals()) { let e = append(s, wasm, f); Map.add(touched, Blob.compare, e.key, e) };
     let buckets = Map.empty<Nat8, ()>();
     for (e in Map.values(touched)) { rehashEntry(e); Map.add(buckets, Nat8.compare, e.key[0], ()) };
     for (b in Map.keys(buckets)) rehashBucket(s, b);
-    rehashRoot(s);
+    rehashRoot(s, memo, null);
   };
 
   func append(s : Store, wasm : Blob, f : Filed) : Entry {
@@ -231,9 +239,35 @@ module {
     Map.add(s.bucketNodes, Nat8.compare, b, labeled(Blob.fromArray([b]), forkOf(nodes, 0, nodes.size())));
   };
 
-  func rehashRoot(s : Store) {
+  // `changed`: the one bucket whose node changed since the memo was made (null: rebuild it whole).
+  func rehashRoot(s : Store, memo : RootMemo, changed : ?Nat8) {
     let buckets = List.toArray(List.fromIter<Blob>(Map.values(s.bucketNodes)));
-    s.root := ?forkOf(buckets, 0, buckets.size());
+    let n = buckets.size();
+    let at : ?Nat = switch (changed) {
+      case (?b) if (n == memo.width) {
+        var i = 0;
+        label find for (k in Map.keys(s.bucketNodes)) { if (k == b) break find; i += 1 };
+        ?i;
+      } else null;
+      case null null;
+    };
+    if (at == null) { memo.forks := VarArray.repeat<?Blob>(null, 4 * n + 4); memo.width := n };
+    s.root := ?memoFork(memo, buckets, 0, n, 0, at);
+  };
+
+  // `forkOf` over `nodes[from..to)`, reusing the memo's subtrees that do not hold index `changed`.
+  func memoFork(memo : RootMemo, nodes : [Blob], from : Nat, to : Nat, id : Nat, changed : ?Nat) : Blob {
+    let n : Nat = to - from;
+    if (n == 0) return emptyHash();
+    if (n == 1) return nodes[from];
+    switch (memo.forks[id], changed) {
+      case (?h, ?i) if (i < from or i >= to) return h;
+      case _ {};
+    };
+    let mid = from + (n + 1) / 2;
+    let h = fork(memoFork(memo, nodes, from, mid, 2 * id + 1, changed), memoFork(memo, nodes, mid, to, 2 * id + 2, changed));
+    memo.forks[id] := ?h;
+    h;
   };
 
   // ---- IC hash tree hashing (interface spec, "Certification"): domain-separated sha256

@@ -88,6 +88,7 @@ persistent actor class Registry(init : { governance : Principal; audit_hub : Pri
   let log = Legacy.emptyLog(); // the previous release's shape: emptied into `blockLog` on upgrade
   let blockLog = Log.empty();
   let provenance = Provenance.empty(); // signed statements and the certified tree over them
+  transient let provenanceMemo = Provenance.emptyMemo(); // the tree's upper forks, so a filing rehashes one path
   var requireSigned = false; // governance: refuse filings without a signed statement
 
 
@@ -134,7 +135,7 @@ persistent actor class Registry(init : { governance : Principal; audit_hub : Pri
     Legacy.moveUploads(uploads, wasmUploads);
     Legacy.moveLog(log, blockLog);
     if (Provenance.isEmpty(provenance)) { // a release before the provenance tree: its filings enter it once, unsigned
-      Provenance.addAll(provenance, Array.filterMap<T.Filing, (Blob, Provenance.Filed)>(Rounds.allFilings(rounds), func f {
+      Provenance.addAll(provenance, provenanceMemo, Array.filterMap<T.Filing, (Blob, Provenance.Filed)>(Rounds.allFilings(rounds), func f {
         switch (wasmHash(f.wasm_id), Rounds.get(rounds, f.request_id)) {
           case (?wasm, ?r) ?(wasm, { index = f.index; request_id = f.request_id; namespace = r.req.namespace; verifier = f.verifier;
                                      attested = f.attested; time = Int.abs(f.timestamp); envelope_hash = null; statement = null });
@@ -594,7 +595,7 @@ persistent actor class Registry(init : { governance : Principal; audit_hub : Pri
     ];
     let fields = switch report { case (?text) Array.concat(base, [("report", #Text(text))]); case null base };
     let envelope : ?Blob = switch signed { case (?e) ?Provenance.envelopeHash(e, caller); case null null };
-    Provenance.add(provenance, wasm, { index; request_id = r.req.id; namespace = r.req.namespace; verifier = caller;
+    Provenance.add(provenance, provenanceMemo, wasm, { index; request_id = r.req.id; namespace = r.req.namespace; verifier = caller;
                                        attested; time = Int.abs(now()); envelope_hash = envelope; statement = signed });
     let blockIndex = block(if attested "126attest" else "126divergence", switch envelope {
       case (?h) Array.concat(fields, [("envelope_sha256", #Blob(h))]);

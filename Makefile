@@ -9,7 +9,7 @@ STAMPS := build/stamps
 .PHONY: help setup build test test-pocketic test-fast lint bench demo wheel clean
 
 help:
-	@echo "make setup   - create .venv, install pinned Python deps, the pinned Motoko toolchain, docker.io and chromium (idempotent)"
+	@echo "make setup   - create .venv, install pinned Python deps, the pinned Motoko toolchain, docker.io, chromium and redis-server (idempotent)"
 	@echo "make build   - build every canister in canister_src/ with the reproducible recipe, print sha256"
 	@echo "make test    - set up, then run the whole test suite"
 	@echo "make test-pocketic - the integration tests again through PocketIC's API (our prometheus-pocket-ic)"
@@ -53,7 +53,17 @@ $(STAMPS)/chromium:
 	fi
 	@touch $@
 
-setup: $(STAMPS)/python $(STAMPS)/toolchain $(STAMPS)/jsclients $(STAMPS)/docker $(STAMPS)/chromium
+# Agent attestation's shared replay cache is tested (and demonstrated) against a real Redis: Debian's redis-server,
+# started by the tests and the demo on a private port (never as a system service).
+$(STAMPS)/redis:
+	@mkdir -p $(STAMPS)
+	@if ! command -v redis-server >/dev/null; then \
+	  if [ "$$(id -u)" != 0 ]; then echo "redis-server is missing: run 'sudo apt-get install redis-server'"; exit 1; fi; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; \
+	fi
+	@touch $@
+
+setup: $(STAMPS)/python $(STAMPS)/toolchain $(STAMPS)/jsclients $(STAMPS)/docker $(STAMPS)/chromium $(STAMPS)/redis
 
 build: setup
 	$(PY) -m prometheus_build --src canister_src --out build/canisters

@@ -3,9 +3,9 @@
 Instructions per call for the main endpoints (wasm instructions counted by the replica's fuel, summed over
 every message a call causes, inter-canister calls included), SHA-256 in Motoko per MiB (the canisters' own
 `canister_src/lib/Sha256.mo`, through a probe canister), the most any one message of a 10 MiB upload costs,
-the registry's and audit hub's memory growth per 10,000 verification requests (one in four funded, one in eight
-reserved by a verifier and attested: the hub's stake lock and settlement run too), and the cost of a `list_pending_verifications`
-page at different totals.
+the registry's and audit hub's memory growth per 10,000 verification requests (one in four funded, one in
+eight reserved by a verifier and attested: the hub's stake lock and settlement run too), and the cost of a
+`list_pending_verifications` page at different totals.
 """
 
 from __future__ import annotations

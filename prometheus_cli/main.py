@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from prometheus_cli import (
+    attest,
     attestations,
     bounties,
     build,
@@ -69,6 +70,7 @@ app.add_typer(tokens.app, name="token")
 app.add_typer(localnet.app, name="localnet")
 app.add_typer(toolchain.app, name="toolchain")
 app.add_typer(store.app, name="store")
+app.add_typer(attest.app, name="attest")
 
 
 def global_json_anywhere(args: list[str]) -> list[str]:

@@ -21,6 +21,21 @@ IndexPath = typer.Option(None, "--index", help="The index file (default: one per
                                                "$XDG_DATA_HOME/prometheus/store).")
 MaxAge = typer.Option(600.0, "--max-age", min=1.0, help="Refuse a tip certificate older than this many seconds "
                                                         "(a replayed answer would freeze the index).")
+Attestation = typer.Option(None, "--attestation", help="Require attested agents on the MCP server as this JSON "
+                                                       "file says (docs/attest.md).")
+
+
+def _attestation(path: Path | None) -> Any:
+    """The AttestationExtension a configuration file describes (None: no attestation)."""
+    if path is None:
+        return None
+    from prometheus_attest import config
+    from prometheus_attest.errors import AttestationError
+
+    try:
+        return config.load(path)
+    except AttestationError as exc:
+        fail(exc.message, "see docs/attest.md for the configuration's members")
 
 
 def _opts(ctx: typer.Context) -> Options:
@@ -138,6 +153,7 @@ def serve(
                                                                  "(default: http://HOST:PORT)."),
     index_path: Path | None = IndexPath,
     max_age: float = MaxAge,
+    attestation: Path | None = Attestation,
 ) -> None:
     """Serve the web view at /, the MCP registry API at /v0/servers and the MCP discovery server at /mcp."""
     import uvicorn
@@ -150,6 +166,7 @@ def serve(
         if host not in ("127.0.0.1", "localhost", "::1") and not base_url:
             fail(f"serving on {host} needs --base-url", "the URL browsers and MCP clients reach this server at, "
                  "e.g. --base-url https://store.example.org: its links use it, and /mcp accepts only that host")
+        extension = _attestation(attestation)
         index, registry, root_key = _open(opts, index_path)
         _first_update(index, registry, root_key, max_age)
         follower = Follower(index, registry, root_key, interval, int(max_age * 1e9))
@@ -157,13 +174,14 @@ def serve(
         url = base_url or (f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}")
         print(f"prometheus store: serving registry {index.registry} at {url} (MCP: {url}/mcp)", file=sys.stderr,
               flush=True)
-        uvicorn.run(create_app(index, url, host, follower.state), host=host, port=port, log_level="warning")
+        uvicorn.run(create_app(index, url, host, follower.state, extension), host=host, port=port,
+                    log_level="warning")
         follower.stop.set()
 
 
 @app.command()
 def mcp(ctx: typer.Context, interval: float = typer.Option(5.0, "--interval", min=0.2),
-        index_path: Path | None = IndexPath, max_age: float = MaxAge) -> None:
+        index_path: Path | None = IndexPath, max_age: float = MaxAge, attestation: Path | None = Attestation) -> None:
     """The MCP discovery server on stdio, for an agent's MCP client configuration:
     {"command": "prometheus", "args": ["store", "mcp"]}"""
     from prometheus_store import discovery
@@ -171,9 +189,10 @@ def mcp(ctx: typer.Context, interval: float = typer.Option(5.0, "--interval", mi
 
     opts = _opts(ctx)
     with user_errors(opts.as_json):
+        extension = _attestation(attestation)
         index, registry, root_key = _open(opts, index_path)
         _first_update(index, registry, root_key, max_age)
         follower = Follower(index, registry, root_key, interval, int(max_age * 1e9))
         follower.start()
-        discovery.build(index).run("stdio")
+        discovery.build(index, attestation=extension).run("stdio")
         follower.stop.set()

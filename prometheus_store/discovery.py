@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
+from mcp.server.extension import Extension
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ResourceNotFoundError, ToolError
 from mcp.types import ToolAnnotations
@@ -38,10 +39,12 @@ def _tier(text: str | None) -> Tier | None:
         raise ToolError(str(exc)) from None
 
 
-def build(index: Index, base_url: str = "") -> MCPServer:
-    """A discovery server over `index` (`base_url`: where the web view links evidence, if served)."""
+def build(index: Index, base_url: str = "", attestation: Extension | None = None) -> MCPServer:
+    """A discovery server over `index` (`base_url`: where the web view links evidence, if served); with
+    `attestation` (prometheus_attest.config), agents present attestation tokens as its policy says."""
     server = MCPServer(name="prometheus-store", title="Prometheus verified MCP servers", version="1",
-                       instructions=INSTRUCTIONS, log_level="WARNING")
+                       instructions=INSTRUCTIONS, log_level="WARNING",
+                       extensions=[attestation] if attestation is not None else None)
     registry = index.registry
 
     @server.tool(annotations=READ_ONLY)

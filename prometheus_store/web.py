@@ -92,15 +92,17 @@ def _transport_security(host: str, base_url: str) -> Any:
 
 
 def create_app(index: Index, base_url: str = "", host: str = "127.0.0.1",
-               follower_state: Callable[[], dict[str, Any]] | None = None) -> Starlette:
-    """The app; `follower_state` reports whether the index keeps up with the chain (in /healthz)."""
+               follower_state: Callable[[], dict[str, Any]] | None = None, attestation: Any = None) -> Starlette:
+    """The app; `follower_state` reports whether the index keeps up with the chain (in /healthz); `attestation`
+    (an AttestationExtension) makes /mcp hold sessions, since an agent's token is presented at initialize."""
     env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html"]))
     env.filters["when"] = _when
     env.filters["link"] = http_url  # anything but an http(s) URL is shown as text, never as a link
     env.globals["tiers"] = [t.label for t in Tier]
-    mcp = discovery.build(index, base_url)
-    mcp_app = mcp.streamable_http_app(streamable_http_path="/mcp", host=host, stateless_http=True,  # read-only:
-                                      transport_security=_transport_security(host, base_url))  # no sessions to hold
+    mcp = discovery.build(index, base_url, attestation)
+    mcp_app = mcp.streamable_http_app(streamable_http_path="/mcp", host=host,
+                                      stateless_http=attestation is None,  # read-only: no sessions to hold, unless
+                                      transport_security=_transport_security(host, base_url))  # tokens need them
 
     def page(template: str, code: int = 200, **context: Any) -> HTMLResponse:
         html = env.get_template(template).render(registry=index.registry, **context)

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -291,6 +292,113 @@ def test_mcp_discovery_over_stdio(chain: Chain, tmp_path: Path) -> None:
             await _exercise(session, chain)
 
     anyio.run(main)
+
+
+def test_the_discovery_server_requires_attested_agents_when_configured(chain: Chain, tmp_path: Path) -> None:
+    """`--attestation FILE`: agents present a token (prometheus_attest) or get only the tools the policy leaves open;
+    stdio here, and streamable HTTP (`serve`, then stateful) in the next test."""
+    from mcp.client.session import ClientSession
+    from mcp.client.stdio import StdioServerParameters, stdio_client
+    from mcp.shared.exceptions import MCPError
+
+    from prometheus_attest import Issuer, SigningKey
+    from prometheus_attest.mcp import AttestingClientSession, Credentials
+
+    with attested_store_config(tmp_path) as (config, key, issuer):
+        params = StdioServerParameters(command=PROMETHEUS, args=["store", "mcp", "--attestation", str(config)],
+                                       env=chain.env(tmp_path))
+
+        async def main() -> None:
+            token = Issuer(issuer, key).issue(STORE_AUDIENCE, {"provider": "test", "model_version": "m-1"})
+            async with stdio_client(params) as (read, write), \
+                    AttestingClientSession(read, write, credentials=Credentials(token)) as session:
+                await session.initialize()
+                found = (await session.call_tool("search_servers", {"query": "weather"})).structured_content
+                assert [s["name"] for s in found["servers"]] == ["com.example/weather", "org.maps/routes"]
+            async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
+                await session.initialize()
+                with pytest.raises(MCPError) as refused:
+                    await session.call_tool("search_servers", {"query": "weather"})
+                assert refused.value.data == {"code": "attestation_required"}
+                open_tool = await session.call_tool("get_verification", {"wasm_hash": chain.wasms["mail"]})
+                assert not open_tool.is_error  # the policy leaves this tool open
+            other = Issuer(issuer, SigningKey.generate()).issue(STORE_AUDIENCE, {"provider": "x"})
+            async with stdio_client(params) as (read, write), \
+                    AttestingClientSession(read, write, credentials=Credentials(other)) as session:
+                await session.initialize()
+                with pytest.raises(MCPError) as forged:
+                    await session.call_tool("search_servers", {"query": "weather"})
+                assert forged.value.data == {"code": "unknown_key"}
+
+        anyio.run(main)
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"audience": STORE_AUDIENCE, "issuers": {"https://i.example": None}, "defualt": "none"}))
+    out = subprocess.run([PROMETHEUS, "store", "mcp", "--attestation", str(bad)], env=chain.env(tmp_path),
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 1 and "defualt" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_the_served_discovery_server_holds_sessions_for_attested_agents(chain: Chain, tmp_path: Path) -> None:
+    from mcp.client.streamable_http import streamable_http_client
+    from mcp.shared.exceptions import MCPError
+
+    from prometheus_attest import Issuer
+    from prometheus_attest.mcp import AttestingClientSession, Credentials
+
+    with attested_store_config(tmp_path) as (config, key, issuer):
+        port = free_port()
+        proc = subprocess.Popen([PROMETHEUS, "store", "serve", "--port", str(port), "--attestation", str(config)],
+                                env=chain.env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                assert proc.poll() is None and time.monotonic() < deadline
+                time.sleep(0.1)
+            token = Issuer(issuer, key).issue(STORE_AUDIENCE, {"provider": "test", "model_version": "m-1"})
+
+            async def session(calls: int) -> list[Any]:
+                out: list[Any] = []
+                async with streamable_http_client(f"{url}/mcp") as (read, write, *_), \
+                        AttestingClientSession(read, write, credentials=Credentials(token)) as s:
+                    await s.initialize()
+                    for _ in range(calls):
+                        try:
+                            out.append((await s.call_tool("search_servers", {"query": "weather"})).is_error)
+                        except MCPError as e:
+                            out.append(e.data)
+                return out
+
+            assert anyio.run(session, 3) == [False, False, False]  # one session: verified once, used thrice
+            assert anyio.run(session, 1) == [{"code": "replay"}]  # the same token in a new session
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
+
+
+STORE_AUDIENCE = "urn:prometheus:store"
+
+
+@contextmanager
+def attested_store_config(tmp_path: Path) -> Iterator[tuple[Path, Any, str]]:
+    """An issuer serving its JWKS on loopback and a store configuration trusting it (search needs a token,
+    get_verification does not)."""
+    from prometheus_attest import SigningKey
+    from prometheus_attest.jwks_server import JWKS_PATH, JWKSServer, Route
+    from prometheus_attest.keys import jwks
+
+    key = SigningKey.generate()
+    with JWKSServer({JWKS_PATH: Route.jwks(jwks([key.public]))}) as issuer_http:
+        issuer = f"http://127.0.0.1:{issuer_http.port}"
+        config = tmp_path / "attestation.json"
+        config.write_text(json.dumps({"audience": STORE_AUDIENCE, "issuers": {issuer: issuer_http.url()},
+                                      "default": "required", "tools": {"get_verification": "none"}}))
+        yield config, key, issuer
 
 
 @pytest.fixture

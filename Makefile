@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMPS := build/stamps
 
 .DEFAULT_GOAL := help
-.PHONY: help setup build test test-pocketic test-fast lint bench demo wheel clean
+.PHONY: help setup build test test-pocketic test-fast lint bench demo demo-attest wheel clean
 
 help:
 	@echo "make setup   - create .venv, install pinned Python deps, the pinned Motoko toolchain, docker.io, chromium and redis-server (idempotent)"
@@ -16,6 +16,7 @@ help:
 	@echo "make lint    - ruff + mypy"
 	@echo "make bench   - replica benchmarks (figures recorded in docs/benchmarks.md)"
 	@echo "make demo    - set up, then the whole lifecycle as a user types it (prometheus + prometheus-verifier commands)"
+	@echo "make demo-attest - agent attestation for MCP: issuer + JWKS, redis-server, two MCP servers, an agent, attacks"
 	@echo "make wheel   - the sdist and a wheel built from it, in build/dist (docs/install.md)"
 
 $(STAMPS)/python: pyproject.toml
@@ -88,6 +89,9 @@ bench: setup
 
 demo: setup
 	$(PY) scripts/demo.py
+
+demo-attest: setup
+	$(PY) examples/attest/demo.py
 
 wheel: setup
 	$(PY) -m build --no-isolation --outdir build/dist .

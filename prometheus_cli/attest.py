@@ -16,13 +16,12 @@ from typing import Any
 
 import typer
 
-from prometheus_cli import output
+from prometheus_cli import exits, output
 from prometheus_cli.output import console, emit, fail, table, user_errors
 
 app = typer.Typer(help="Agent attestation for MCP: keys, tokens, JWKS, verification, attacks.", no_args_is_help=True)
 
-REFUSED = 8
-UNDETECTED = 9
+REFUSED, UNDETECTED = exits.REFUSED, exits.UNDETECTED
 
 Json = typer.Option(False, "--json", help="Print JSON.")
 

@@ -10,6 +10,8 @@ REJECTED = 4  # `status`: the verifiers rejected the current round
 MISMATCH = 5  # `status --canister`: the canister runs another wasm; `verify`: the rebuild differs
 PARTIAL = 6  # part of the command took effect (said so, with what to run next), e.g. `submit --bounty`
 TAMPERED = 7  # `verify --offline`: the bundle or its proof does not verify (3: too few verifiers, 4: divergent)
+REFUSED = 8  # `attest verify`: the attestation token was refused
+UNDETECTED = 9  # `attest attack`: an attack was not caught for its expected reason
 
 
 def for_status(outcome: str, live_matches: bool | None) -> int:

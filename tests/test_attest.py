@@ -474,3 +474,9 @@ def test_jwks_serve_publishes_over_http(tmp_path: Path) -> None:
         proc.terminate()
         proc.wait(10)
     assert os.path.exists(tmp_path / "k.json")
+
+
+def test_the_demo_runs_every_part_as_a_process() -> None:
+    out = subprocess.run([PY, str(ROOT / "examples/attest/demo.py")], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "every step behaved as described" in out.stdout and "refused (replay)" in out.stdout

@@ -1,4 +1,5 @@
-"""Dependencies point one way: canister interfaces <- SDK <- build, store <- CLI / worker; the replica is a peer
+"""Dependencies point one way: canister interfaces <- SDK <- build, store <- CLI / worker (attestation stands alone,
+used by the CLI); the replica is a peer
 reached over its HTTP interface (or started as a process), never imported by the clients that test it."""
 
 from __future__ import annotations
@@ -11,12 +12,14 @@ import pytest
 
 from tests.conftest import ROOT
 
-PACKAGES = ("ic_replica", "prometheus_sdk", "prometheus_build", "prometheus_cli", "prometheus_store", "verifier_bot")
+PACKAGES = ("ic_replica", "prometheus_sdk", "prometheus_attest", "prometheus_build", "prometheus_cli",
+            "prometheus_store", "verifier_bot")
 ALLOWED: dict[str, set[str]] = {
     "ic_replica": set(),
     "prometheus_sdk": set(),
+    "prometheus_attest": set(),  # agent attestation stands alone: MCP servers use it without the IC
     "prometheus_build": {"prometheus_sdk"},
-    "prometheus_cli": {"prometheus_sdk", "prometheus_build", "prometheus_store"},
+    "prometheus_cli": {"prometheus_sdk", "prometheus_build", "prometheus_store", "prometheus_attest"},
     "prometheus_store": {"prometheus_sdk"},
     "verifier_bot": {"prometheus_sdk", "prometheus_build"},
 }

@@ -274,6 +274,21 @@ async def _cnf_swap(w: World) -> str | None:
     return await refused(w.verifier(), second, tokens.make_proof(holder, first, SERVER))
 
 
+@attack("cnf_proof_reused", "the holder's proof captured on one request and replayed with the token on another",
+        errors.Replay)
+async def _cnf_reuse(w: World) -> str | None:
+    holder = SigningKey.generate()
+    v = w.verifier()
+    t = w.token(holder=holder.public)
+    proof = tokens.make_proof(holder, t, SERVER)
+    agent = await v.verify(t, proof)
+    try:
+        await v.prove(agent, t, proof)
+    except errors.AttestationError as e:
+        return e.code
+    return None
+
+
 @attack("expired", "a token past its expiry and the skew tolerance", errors.Expired)
 async def _expired(w: World) -> str | None:
     return await refused(w.verifier(), w.token(now=int(time.time()) - 400))

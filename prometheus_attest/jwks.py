@@ -43,8 +43,12 @@ def default_jwks_url(issuer: str) -> str:
 
 
 def check_url(url: str) -> str:
-    parts = urlsplit(url)
-    host = parts.hostname or ""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        _ = parts.port  # raises on a port that is not 0..65535
+    except ValueError as e:
+        raise errors.PolicyError(f"not a usable JWKS URL: {url!r} ({e})") from None
     if parts.scheme == "https" and host:
         return url
     if parts.scheme == "http" and _loopback(host):
@@ -82,13 +86,14 @@ class JWKSKeys:
         self.urls = {iss: check_url(url or default_jwks_url(iss)) for iss, url in issuers.items()}
         self._client = client or httpx.AsyncClient(follow_redirects=False, timeout=timeout)
         self.retries, self.backoff, self.clock = retries, backoff, clock
+        self.deadline = timeout  # for a whole fetch: a server dripping a byte at a time does not hold a verifier
         self.observer = observer or Observer()
         self._entries = {iss: _Entry() for iss in self.urls}
 
     def cached(self, issuer: str, kid: str) -> PublicKey | None:
         """The key when a fresh set holds it: the path every verification takes between refreshes."""
         entry = self._entries.get(issuer)
-        if entry is None or self.clock() >= entry.fresh_until:
+        if entry is None or not self.clock() < entry.fresh_until:
             return None
         return entry.keys.get(kid)
 
@@ -130,13 +135,16 @@ class JWKSKeys:
             if attempt:
                 await asyncio.sleep(self.backoff * 2 ** (attempt - 1))
             try:
-                keys, other, ttl = await self._fetch(url)
+                keys, other, ttl = await asyncio.wait_for(self._fetch(url), self.deadline)
             except _Permanent as e:  # a redirect or a bad document: retrying gives the same answer
                 problem = str(e)
                 break
-            except (httpx.HTTPError, _Transient) as e:
+            except (httpx.HTTPError, _Transient, TimeoutError) as e:
                 problem = str(e) or type(e).__name__
                 continue
+            except Exception as e:  # anything else a hostile or broken endpoint causes is a failed fetch too
+                problem = f"{type(e).__name__}: {e}"
+                break
             entry.keys, entry.other, entry.failures = keys, other, 0
             entry.fetched_at, entry.fresh_until = self.clock(), self.clock() + ttl
             self.observer.jwks_fetch(issuer, "ok")
@@ -147,7 +155,10 @@ class JWKSKeys:
         self.observer.jwks_fetch(issuer, "failed", problem=problem)
 
     async def _fetch(self, url: str) -> tuple[dict[str, PublicKey], set[str], float]:
-        async with self._client.stream("GET", url, headers={"Accept": "application/json"}) as reply:
+        async with self._client.stream("GET", url, headers={"Accept": "application/json",
+                                                              "Accept-Encoding": "identity"}) as reply:
+            if reply.headers.get("content-encoding", "identity").lower() != "identity":
+                raise _Permanent(f"{url}: a compressed reply ({reply.headers['content-encoding']}) is not accepted")
             if reply.is_redirect:
                 raise _Permanent(f"{url} answered with a redirect ({reply.status_code}); redirects are not followed")
             if reply.status_code >= 500 or reply.status_code == 429:
@@ -155,35 +166,38 @@ class JWKSKeys:
             if reply.status_code != 200:
                 raise _Permanent(f"{url} answered {reply.status_code}")
             body = bytearray()
-            async for chunk in reply.aiter_bytes():
+            async for chunk in reply.aiter_raw():
                 body += chunk
                 if len(body) > MAX_JWKS_BYTES:
                     raise _Permanent(f"{url}: a key set larger than {MAX_JWKS_BYTES} bytes")
             ttl = _max_age(reply.headers.get("cache-control", ""))
         try:
             document = json.loads(bytes(body))
-        except ValueError:
+        except (ValueError, RecursionError):
             raise _Permanent(f"{url}: not JSON") from None
         listed = document.get("keys") if isinstance(document, dict) else None
         if not isinstance(listed, list) or len(listed) > MAX_KEYS:
             raise _Permanent(f"{url}: not a JWK Set of at most {MAX_KEYS} keys")
         keys: dict[str, PublicKey] = {}
-        other: set[str] = set()
+        other: set[str] = set()  # kids that must not verify anything: another key type, or published twice
+        seen: set[str] = set()
         for jwk in listed:
             kid = jwk.get("kid") if isinstance(jwk, dict) else None
             try:
-                key = public_from_jwk(jwk)
+                key: PublicKey | None = public_from_jwk(jwk)
             except errors.KeyConfusion:
-                if isinstance(kid, str):
-                    other.add(kid)
-                continue
+                key = None
             except errors.AttestationError:
                 continue  # a malformed entry is skipped; the others still count
-            if key.kid in keys or key.kid in other:  # one kid, two keys: neither is trusted
-                keys.pop(key.kid, None)
-                other.add(key.kid)
+            name = key.kid if key is not None else kid
+            if not isinstance(name, str):
                 continue
-            keys[key.kid] = key
+            if name in seen or key is None:  # one kid, two keys (in either order), or not Ed25519: neither counts
+                keys.pop(name, None)
+                other.add(name)
+            else:
+                keys[name] = key
+            seen.add(name)
         return keys, other, ttl
 
     async def aclose(self) -> None:
@@ -199,14 +213,14 @@ class _Permanent(Exception):
 
 
 def _max_age(cache_control: str) -> float:
+    """Seconds the reply is fresh: `max-age` as delta-seconds (digits only, RFC 9111 §1.2.2), clamped."""
     directives = {d.strip().split("=")[0].lower(): d.strip() for d in cache_control.split(",") if d.strip()}
     if "no-store" in directives or "no-cache" in directives:
         return MIN_TTL
     if "max-age" in directives:
-        try:
-            return min(max(float(directives["max-age"].split("=", 1)[1].strip('"')), MIN_TTL), MAX_TTL)
-        except (IndexError, ValueError):
-            pass
+        value = directives["max-age"].partition("=")[2].strip().strip('"')
+        if value.isascii() and value.isdigit():
+            return min(max(float(int(value[:12])), MIN_TTL), MAX_TTL)
     return DEFAULT_TTL
 
 

@@ -154,8 +154,8 @@ class SigningKey:
     def load(cls, path: Path) -> SigningKey:
         try:
             data = json.loads(path.read_text())
-        except (OSError, ValueError) as e:
-            raise Malformed(f"cannot read the key file {path}: {e}") from None
+        except (OSError, ValueError, RecursionError) as e:
+            raise Malformed(f"cannot read the key file {path}: {type(e).__name__}: {e}") from None
         return cls.from_jwk(data)
 
 

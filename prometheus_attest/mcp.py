@@ -1,41 +1,52 @@
-"""Attestation on the official `mcp` SDK: the agent's token rides in `capabilities.experimental` at initialize,
-the server checks it before any tool runs, and tools read the verified agent.
+"""Attestation on the official `mcp` SDK: the agent's token rides in `capabilities.experimental`, the server
+checks it before any tool runs, and tools read the verified agent.
 
-Wire format (the reference implementation's key, so either side interoperates):
+Wire format (the reference implementation's capability key, so either side interoperates):
 
-    initialize.params.capabilities.experimental["security.attestation"] =
-        {"version": "0.1.0", "token": "<JWS>", "proof": "<JWS, only for key-bound tokens>"}
+    initialize.params.capabilities.experimental["security.attestation"] = {"version": "0.1.0", "token": "<JWS>"}
+    tools/call params._meta["org.prometheus-protocol/attestation-proof"] = "<JWS>"   (key-bound tokens only)
 
 - Client: `AttestingClientSession` is a `ClientSession` that adds that entry (the SDK builds capabilities in
-  `_build_capabilities`, the one place both handshake and per-request capabilities come from).
+  `_build_capabilities`, the one place both the handshake's and the stateless protocol's come from) and, for a
+  token bound to the agent's key, a fresh proof of possession in every tool call's `_meta`.
 - Server: `AttestationExtension` is an SDK `Extension` (`MCPServer(extensions=[...])`). Its `tools/call`
-  interceptor applies the tool's rule (required / optional / none, allowed issuers), verifies the session's
-  token once per connection (its `jti` is spent then; the connection keeps the result), and runs the tool with
+  interceptor applies the tool's rule (required / optional / none, allowed issuers) and runs the tool with
   `current_agent()` set. A refusal is a JSON-RPC error whose `data` carries the error `code` (errors.py).
-- Sessions are needed: a stateless streamable-HTTP server sees no initialize on a tool call, so it has no
-  token; run attested servers stateful (`prometheus store serve` does so when a policy is configured).
+- When a token is verified: on a session (the initialize handshake: stdio, stateful streamable HTTP), once,
+  at the first tool call (concurrent first calls share that one verification; its `jti` is spent), and every
+  later call re-checks expiry. A key-bound token also needs a fresh proof on every call, so a hijacked session
+  id is useless without the agent's key. The stateless protocol (2026-07-28, a connection per request) has no
+  session to remember a verification in: it accepts key-bound tokens only (verified on first sight, then a
+  fresh proof per request) and refuses bearer tokens, which would be good for one request.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import enum
+import hashlib
 import weakref
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
-from mcp import types
+from mcp import Client, types
 from mcp.client.session import ClientSession
 from mcp.server.extension import Extension
 from mcp.shared.exceptions import MCPError
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from . import errors, tokens
 from .keys import SigningKey
 from .verifier import Verifier
 
 CAPABILITY = "security.attestation"
+PROOF_META = "org.prometheus-protocol/attestation-proof"
 EXTENSION = "org.prometheus-protocol/attestation"
+MAX_STATELESS_TOKENS = 10_000  # key-bound tokens remembered for the stateless protocol (oldest forgotten)
 
 _current: contextvars.ContextVar[tokens.Verified | None] = contextvars.ContextVar("attested_agent", default=None)
 
@@ -50,33 +61,62 @@ def current_agent() -> tokens.Verified | None:
 
 @dataclass
 class Credentials:
-    """What an agent presents: a token for this server, and the key it is bound to (if `cnf`)."""
+    """What an agent presents: a token for this server (`audience`), and the key it is bound to (if `cnf`)."""
 
     token: str | Callable[[], str]
     audience: str = ""
     holder: SigningKey | None = None
+    _token: str | None = field(default=None, repr=False)
+
+    def presented(self) -> str:
+        """The token, made once (a callable is asked once per session)."""
+        if self._token is None:
+            self._token = self.token() if callable(self.token) else self.token
+        return self._token
 
     def capability(self) -> dict[str, Any]:
-        token = self.token() if callable(self.token) else self.token
-        entry: dict[str, Any] = {"version": tokens.VERSION, "token": token}
-        if self.holder is not None:
-            entry["proof"] = tokens.make_proof(self.holder, token, self.audience)
-        return entry
+        return {"version": tokens.VERSION, "token": self.presented()}
+
+    def proof(self) -> str | None:
+        """A fresh proof of possession for one request (None for a bearer token)."""
+        if self.holder is None:
+            return None
+        return tokens.make_proof(self.holder, self.presented(), self.audience)
 
 
 class AttestingClientSession(ClientSession):
-    """A `ClientSession` that presents `credentials` in `experimental` (made once per session)."""
+    """A `ClientSession` that presents `credentials` in `experimental` and proves possession on each tool call."""
 
     def __init__(self, *args: Any, credentials: Credentials, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._credentials = credentials
-        self._presented: dict[str, Any] | None = None
 
     def _build_capabilities(self, version: str) -> types.ClientCapabilities:
         caps = super()._build_capabilities(version)
-        if self._presented is None:
-            self._presented = self._credentials.capability()
-        return caps.model_copy(update={"experimental": {**(caps.experimental or {}), CAPABILITY: self._presented}})
+        experimental = {**(caps.experimental or {}), CAPABILITY: self._credentials.capability()}
+        return caps.model_copy(update={"experimental": experimental})
+
+    async def call_tool(self, name: str, arguments: dict[str, Any] | None = None,  # type: ignore[override]
+                        *args: Any, meta: Any = None, **kwargs: Any) -> Any:
+        proof = self._credentials.proof()
+        if proof is not None:
+            meta = {**(meta or {}), PROOF_META: proof}
+        return await super().call_tool(name, arguments, *args, meta=meta, **kwargs)
+
+
+@dataclass
+class AttestingClient(Client):
+    """The SDK's high-level `mcp.Client` (any transport, either protocol) presenting `credentials`."""
+
+    credentials: Credentials | None = None
+
+    async def _build_session(self, exit_stack: AsyncExitStack) -> ClientSession:
+        session = await super()._build_session(exit_stack)
+        if self.credentials is None:
+            raise errors.MissingToken("AttestingClient needs credentials=Credentials(token, audience, holder)")
+        session.__class__ = AttestingClientSession  # the same session, with the two methods above
+        session._credentials = self.credentials  # type: ignore[attr-defined]
+        return session
 
 
 # ---------------------------------------------------------------- server
@@ -104,25 +144,35 @@ class ServerPolicy:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ServerPolicy:
-        """{"default": "required", "tools": {"name": "optional" | {"requirement": ..., "issuers": [...]}}}"""
-        def rule(value: Any) -> ToolRule:
+        """{"default": "required", "tools": {"name": "optional" | {"requirement": ..., "issuers": [...]}}}; anything
+        else is refused (a misspelt member must not silently drop a restriction)."""
+        def rule(value: Any, where: str) -> ToolRule:
             if isinstance(value, str):
-                return ToolRule(Requirement(value))
+                return ToolRule(_requirement(value, where))
             if isinstance(value, Mapping):
+                unknown = set(value) - {"requirement", "issuers"}
+                if unknown:
+                    raise errors.PolicyError(f"{where}: unknown members {sorted(unknown)} (requirement, issuers)")
                 issuers = value.get("issuers")
-                return ToolRule(Requirement(value.get("requirement", "required")),
+                if issuers is not None and (not isinstance(issuers, list) or
+                                            not all(isinstance(i, str) and i for i in issuers)):
+                    raise errors.PolicyError(f"{where}: issuers is a list of issuer URLs")
+                return ToolRule(_requirement(value.get("requirement", "required"), where),
                                 frozenset(issuers) if issuers is not None else None)
-            raise errors.PolicyError(f"a tool rule is a requirement name or an object, not {value!r}")
-        try:
-            return cls(rule(data.get("default", "required")), {k: rule(v) for k, v in data.get("tools", {}).items()})
-        except ValueError as e:
-            raise errors.PolicyError(f"unknown requirement: {e}") from None
+            raise errors.PolicyError(f"{where}: a requirement name or an object, not {value!r}")
+
+        tools = data.get("tools", {})
+        if not isinstance(tools, Mapping) or not all(isinstance(k, str) for k in tools):
+            raise errors.PolicyError("tools maps tool names to rules")
+        return cls(rule(data.get("default", "required"), "default"),
+                   {k: rule(v, f"tools.{k}") for k, v in tools.items()})
 
 
-@dataclass
-class _Outcome:
-    agent: tokens.Verified | None = None
-    error: errors.AttestationError | None = None
+def _requirement(value: object, where: str) -> Requirement:
+    try:
+        return Requirement(value)
+    except ValueError:
+        raise errors.PolicyError(f"{where}: {value!r} is not one of required, optional, none") from None
 
 
 class AttestationExtension(Extension):
@@ -131,10 +181,13 @@ class AttestationExtension(Extension):
     def __init__(self, verifier: Verifier, policy: ServerPolicy | None = None) -> None:
         self.verifier = verifier
         self.policy = policy or ServerPolicy()
-        self._sessions: weakref.WeakKeyDictionary[Any, _Outcome] = weakref.WeakKeyDictionary()
+        self._sessions: weakref.WeakKeyDictionary[Any, asyncio.Future[tokens.Verified]] = \
+            weakref.WeakKeyDictionary()
+        self._stateless: OrderedDict[str, asyncio.Future[tokens.Verified]] = OrderedDict()
 
     def settings(self) -> dict[str, Any]:
-        return {"version": tokens.VERSION, "capability": CAPABILITY, "audience": self.verifier.policy.audience,
+        return {"version": tokens.VERSION, "capability": CAPABILITY, "proof_meta": PROOF_META,
+                "audience": self.verifier.policy.audience,
                 "trusted_issuers": sorted(self.verifier.policy.trusted_issuers),
                 "default": self.policy.default.requirement.value,
                 "tools": {k: v.requirement.value for k, v in self.policy.tools.items()}}
@@ -143,13 +196,14 @@ class AttestationExtension(Extension):
         rule = self.policy.rule(params.name)
         if rule.requirement is Requirement.NONE:
             return await call_next(ctx)
-        outcome = await self._outcome(ctx)
-        if outcome.error is not None:
-            if isinstance(outcome.error, errors.MissingToken) and rule.requirement is Requirement.OPTIONAL:
+        try:
+            agent = await self._agent(ctx)
+        except errors.MissingToken as e:
+            if rule.requirement is Requirement.OPTIONAL:
                 return await call_next(ctx)
-            raise _refusal(outcome.error)
-        agent = outcome.agent
-        assert agent is not None
+            raise _refusal(e) from None
+        except errors.AttestationError as e:
+            raise _refusal(e) from None
         if rule.issuers is not None and agent.issuer not in rule.issuers:
             raise _refusal(errors.UntrustedIssuer(f"tool {params.name!r} accepts agents vouched for by "
                                                   f"{sorted(rule.issuers)}, not {agent.issuer!r}"))
@@ -159,23 +213,57 @@ class AttestationExtension(Extension):
         finally:
             _current.reset(reset)
 
-    async def _outcome(self, ctx: Any) -> _Outcome:
-        connection = getattr(ctx.session, "_connection", None)
-        if connection is not None and connection in self._sessions:
-            return self._sessions[connection]
+    async def _agent(self, ctx: Any) -> tokens.Verified:
         entry = _presented(ctx.session.client_capabilities)
-        outcome = _Outcome()
-        try:
-            if entry is None:
-                raise errors.MissingToken(f"no attestation in capabilities.experimental[{CAPABILITY!r}]")
-            outcome.agent = await self.verifier.verify(entry.get("token"), _text_or_none(entry.get("proof")))
-        except errors.AttestationError as e:
-            outcome.error = e
-        if connection is not None:  # a result per connection: the token's jti is spent on its first use
-            self._sessions[connection] = outcome
-        return outcome
+        if entry is None:
+            raise errors.MissingToken(f"no attestation in capabilities.experimental[{CAPABILITY!r}]")
+        token = entry.get("token")
+        if not isinstance(token, str) or not token:
+            raise errors.MissingToken("the attestation entry carries no token")
+        meta = ctx.meta if isinstance(ctx.meta, Mapping) else {}
+        proof = meta.get(PROOF_META)
+        proof = proof if isinstance(proof, str) else None
+        connection = getattr(ctx.session, "_connection", None)
+        if ctx.protocol_version not in MODERN_PROTOCOL_VERSIONS and connection is not None:
+            first, agent = await _once(self._sessions, connection, lambda: self.verifier.verify(token, proof))
+        else:
+            digest = hashlib.sha256(token.encode("utf-8", "replace")).hexdigest()
+            first, agent = await _once(self._stateless, digest, lambda: self._stateless_first(token, proof))
+            self._stateless.move_to_end(digest)
+            while len(self._stateless) > MAX_STATELESS_TOKENS:
+                self._stateless.popitem(last=False)
+        if not first:  # a later use: the token must still be valid, and a key-bound one proven again
+            if agent.key_bound:
+                await self.verifier.prove(agent, token, proof)
+            else:
+                self.verifier.still_valid(agent)
+        return agent
+
+    async def _stateless_first(self, token: str, proof: str | None) -> tokens.Verified:
+        if "cnf" not in tokens.parse(token, self.verifier.policy.max_token_bytes).claims:  # before anything is spent
+            raise errors.ProofRequired("the stateless MCP protocol keeps no session: present a token bound to the "
+                                       "agent's key (cnf), with a proof in each request's _meta")
+        return await self.verifier.verify(token, proof)
 
 
+async def _once(table: Any, key: Any, verify: Callable[[], Any]) -> tuple[bool, tokens.Verified]:
+    """(first, agent): the one verification for `key`, shared by concurrent callers; a failed one is forgotten
+    (the next call tries again: a refusal spends nothing)."""
+    pending = table.get(key)
+    if pending is not None:
+        return False, await asyncio.shield(pending)
+    pending = asyncio.get_running_loop().create_future()
+    table[key] = pending
+    try:
+        agent = await verify()
+    except BaseException as e:
+        if table.get(key) is pending:
+            del table[key]
+        pending.set_exception(e)
+        pending.exception()  # retrieved: the waiters re-raise it
+        raise
+    pending.set_result(agent)
+    return True, agent
 def _presented(caps: types.ClientCapabilities | None) -> dict[str, Any] | None:
     experimental = caps.experimental if caps is not None else None
     entry = experimental.get(CAPABILITY) if isinstance(experimental, dict) else None

@@ -60,7 +60,9 @@ class MemoryReplayCache:
             return False
         if len(self._expiry) >= self.capacity:
             raise errors.ReplayCacheFull(f"{self.capacity} live token ids: refusing rather than forgetting one")
-        expires_at = min(max(expires_at, now), now + self.horizon)  # Policy.max_lifetime keeps exp below this
+        if expires_at > now + self.horizon:  # forgetting it before it expires would let it be replayed
+            raise errors.PolicyError(f"an id valid until {expires_at} outlives this cache's {self.horizon} s horizon")
+        expires_at = max(expires_at, now)
         self._expiry[key] = expires_at
         self._buckets.setdefault(expires_at, []).append(key)
         return True

@@ -9,9 +9,11 @@ profile with one algorithm family is easier to prove closed than a library's opt
 - strict base64url, at most MAX_TOKEN_BYTES, claims a JSON object with typed `iss`, `sub`, `aud`, `iat`,
   `nbf`, `exp`, `jti`, `agent_identity` and optional `attestation_metadata`, `agent_integrity`, `cnf`;
 - a token with `cnf.jwk` is bound to the agent's key: it counts only with a proof of possession, a second JWS
-  (`typ` = PROOF_TYPE) signed by that key over the server's audience, a fresh `iat` and the token's hash (`ath`).
+  (`typ` = PROOF_TYPE) signed by that key over the server's audience, a fresh `iat`, a `jti` of its own (spent
+  like the token's) and the token's hash (`ath`); with it the agent proves possession on every request (as
+  DPoP does, RFC 9449), so neither a copied token nor a hijacked session is worth anything without the key.
 
-The cryptography is `cryptography`'s Ed25519 (OpenSSL); without it nothing is made or accepted.
+The signatures are libsodium's Ed25519 (PyNaCl, keys.py); without it nothing is made or accepted.
 """
 
 from __future__ import annotations
@@ -72,12 +74,22 @@ class Verified:
     identity: dict[str, Any]
     metadata: dict[str, Any] = field(default_factory=dict)
     integrity: dict[str, Any] = field(default_factory=dict)
-    key_bound: bool = False  # cnf present and its proof of possession checked
+    holder: PublicKey | None = field(default=None, repr=False)  # the cnf key: each use needs its proof
+
+    @property
+    def key_bound(self) -> bool:
+        return self.holder is not None
 
     def as_dict(self) -> dict[str, Any]:
         return {"issuer": self.issuer, "subject": self.subject, "kid": self.kid, "jti": self.jti,
                 "issued_at": self.issued_at, "expires_at": self.expires_at, "identity": self.identity,
                 "metadata": self.metadata, "integrity": self.integrity, "key_bound": self.key_bound}
+
+
+@dataclass(frozen=True)
+class Proof:
+    jti: str
+    expires_at: int  # when its jti may be forgotten
 
 
 @dataclass(frozen=True)
@@ -170,9 +182,8 @@ def parse(token: object, max_bytes: int = MAX_TOKEN_BYTES, typ: str = TOKEN_TYPE
     return Parsed(header, claims, f"{parts[0]}.{parts[1]}".encode("ascii"), signature)
 
 
-def check(parsed: Parsed, key: PublicKey, policy: Policy, now: int, proof: str | None = None,
-          raw_token: str | None = None) -> Verified:
-    """Signature, then every claim against `policy` at time `now`. Replay is the caller's (it is stateful)."""
+def check(parsed: Parsed, key: PublicKey, policy: Policy, now: int) -> Verified:
+    """Signature, then every claim against `policy` at time `now`. Replay and proofs are the caller's (stateful)."""
     if not key.verify(parsed.signature, parsed.signing_input):
         raise errors.BadSignature(f"the signature does not verify with key {key.kid!r}")
     c = parsed.claims
@@ -190,8 +201,7 @@ def check(parsed: Parsed, key: PublicKey, policy: Policy, now: int, proof: str |
         raise errors.ClockSkew(f"issued {iat - now} s in the future (tolerance {policy.leeway} s)")
     if exp - iat > policy.max_lifetime:
         raise errors.ClockSkew(f"valid for {exp - iat} s; this server accepts at most {policy.max_lifetime} s")
-    if now >= exp + policy.leeway:
-        raise errors.Expired(f"expired {now - exp} s ago")
+    check_expiry(exp, policy, now)
     if now < nbf - policy.leeway:
         raise errors.NotYetValid(f"valid in {nbf - now} s")
     for name in policy.required_claims:
@@ -199,34 +209,50 @@ def check(parsed: Parsed, key: PublicKey, policy: Policy, now: int, proof: str |
             raise errors.MissingClaim(f"the claim {name!r} is required")
     identity, metadata, integrity = (_object(c, n) for n in ("agent_identity", "attestation_metadata",
                                                                "agent_integrity"))
-    bound = "cnf" in c
-    if bound:
-        if proof is None:
-            raise errors.ProofRequired("the token is bound to the agent's key (cnf): a proof of possession is needed")
-        _check_proof(proof, _object(c, "cnf").get("jwk"), raw_token or "", policy, now)
+    holder = None
+    if "cnf" in c:
+        try:
+            holder = public_from_jwk(_object(c, "cnf").get("jwk"))
+        except errors.AttestationError as e:
+            raise errors.BadProof(f"the token's cnf key is unusable: {e.message}") from None
     elif policy.require_proof:
         raise errors.ProofRequired("this server accepts only tokens bound to the agent's key (cnf)")
-    return Verified(iss, sub, parsed.kid, jti, iat, exp, identity, metadata, integrity, bound)
+    return Verified(iss, sub, parsed.kid, jti, iat, exp, identity, metadata, integrity, holder)
 
 
-def _check_proof(proof: str, jwk: object, token: str, policy: Policy, now: int) -> None:
-    try:
-        holder = public_from_jwk(jwk)
-    except errors.AttestationError as e:
-        raise errors.BadProof(f"the token's cnf key is unusable: {e.message}") from None
+def check_expiry(exp: int, policy: Policy, now: int) -> None:
+    if now >= exp + policy.leeway:
+        raise errors.Expired(f"expired {now - exp} s ago")
+
+
+PROOF_WINDOW = 60  # seconds a proof of possession is fresh on either side of `now` (plus the leeway)
+
+
+def check_proof(proof: str | None, agent: Verified, token: str, policy: Policy, now: int) -> Proof:
+    """The holder's proof for this presentation of `token` to this server; its jti is the caller's to spend."""
+    if agent.holder is None:
+        raise errors.BadProof("the token is not bound to a key")
+    if proof is None:
+        raise errors.ProofRequired("the token is bound to the agent's key (cnf): a proof of possession is needed")
     try:
         p = parse(proof, MAX_PROOF_BYTES, PROOF_TYPE, kid_required=False)
     except errors.AttestationError as e:
         raise errors.BadProof(f"the proof of possession is unusable: {e.message}") from None
-    if not holder.verify(p.signature, p.signing_input):
+    if not agent.holder.verify(p.signature, p.signing_input):
         raise errors.BadProof("the proof of possession is not signed by the token's cnf key")
     if p.claims.get("ath") != b64url(hashlib.sha256(token.encode("ascii")).digest()):
         raise errors.BadProof("the proof of possession is for another token")
     if p.claims.get("aud") != policy.audience:
-        raise errors.BadProof(f"the proof of possession is for {p.claims.get('aud')!r}, not this server")
+        raise errors.BadProof(f"the proof of possession is for {str(p.claims.get('aud'))[:200]!r}, not this server")
     at = p.claims.get("iat")
-    if not isinstance(at, int) or isinstance(at, bool) or abs(now - at) > policy.leeway + 30:
+    window = PROOF_WINDOW + policy.leeway
+    if not isinstance(at, int) or isinstance(at, bool) or abs(now - at) > window:
         raise errors.BadProof("the proof of possession is not fresh")
+    try:
+        jti = _text(p.claims, "jti")
+    except errors.AttestationError:
+        raise errors.BadProof("the proof of possession needs a jti of 1..512 characters") from None
+    return Proof(jti, at + window)
 
 
 def _json_object(raw: bytes, what: str) -> dict[str, Any]:
@@ -243,6 +269,10 @@ def _text(c: Mapping[str, Any], name: str) -> str:
     v = c.get(name)
     if not isinstance(v, str) or not 0 < len(v) <= MAX_TEXT:
         raise errors.MissingClaim(f"the claim {name!r} must be text of 1..{MAX_TEXT} characters")
+    try:
+        v.encode("utf-8")  # JSON allows lone surrogates; they identify nothing here
+    except UnicodeEncodeError:
+        raise errors.Malformed(f"the claim {name!r} is not valid Unicode") from None
     return v
 
 

@@ -93,8 +93,14 @@ def test_a_key_bound_token_counts_only_with_its_holders_fresh_proof() -> None:
     assert run(code_of(v, token, stale)) == "bad_proof"
     assert run(code_of(v, token, make_proof(holder, token, "urn:other"))) == "bad_proof"
     assert run(code_of(v, token, "not.a.proof")) == "bad_proof"
-    agent = run(v.verify(token, make_proof(holder, token, AUD)))  # refusals above did not spend the jti
+    proof = make_proof(holder, token, AUD)
+    agent = run(v.verify(token, proof))  # refusals above did not spend the jti
     assert agent.key_bound
+    run(v.prove(agent, token, make_proof(holder, token, AUD)))  # a later use: a fresh proof each time
+    with pytest.raises(errors.Replay):
+        run(v.prove(agent, token, proof))  # a proof is spent like a token
+    with pytest.raises(errors.BadProof):
+        run(v.prove(agent, token, make_proof(SigningKey.generate(), token, AUD)))
     strict = verifier(key, require_proof=True)
     assert run(code_of(strict, issuer.issue(AUD, IDENTITY))) == "proof_required"
 
@@ -104,8 +110,16 @@ def test_the_policy_refuses_what_would_accept_too_much() -> None:
         Policy(frozenset({ISS}), "")  # no audience: the reference skipped the check then
     with pytest.raises(errors.PolicyError):
         Policy(frozenset(), AUD)
-    with pytest.raises(errors.PolicyError):
-        JWKSKeys({ISS: "http://issuer.example.com/jwks.json"})  # plain http off loopback
+    for url in ("http://issuer.example.com/jwks.json", "https://[::1", "https://h:99999/x"):  # plain http off
+        with pytest.raises(errors.PolicyError):                                              # loopback, not a URL
+            JWKSKeys({ISS: url})
+    with pytest.raises(errors.PolicyError):  # a cache that would forget an id before its token expires
+        Verifier(Policy(frozenset({ISS}), AUD, max_lifetime=7200), StaticKeys({}), MemoryReplayCache(horizon=3600))
+    from prometheus_attest.mcp import ServerPolicy
+    for bad in ({"tools": {"pay": {"requirement": "required", "isuers": ["x"]}}}, {"tools": {"pay": {"issuers": "x"}}},
+                {"tools": ["pay"]}, {"default": "requird"}, {"tools": {"pay": 3}}):
+        with pytest.raises(errors.PolicyError):
+            ServerPolicy.from_dict(bad)
 
 
 def test_malformed_input_of_every_shape_is_refused_without_a_crash() -> None:
@@ -122,7 +136,8 @@ def test_malformed_input_of_every_shape_is_refused_without_a_crash() -> None:
                attacks.forge(key, {**attacks.claims_of(good), "aud": [AUD] * 100}),
                attacks.forge(key, {**attacks.claims_of(good), "jti": ""}),
                attacks.forge(key, {**attacks.claims_of(good), "agent_identity": "text"}),
-               attacks.forge(key, {**attacks.claims_of(good), "cnf": {"jwk": {"kty": "RSA"}}})]
+               attacks.forge(key, {**attacks.claims_of(good), "cnf": {"jwk": {"kty": "RSA"}}}),
+               attacks.forge(key, {**attacks.claims_of(good), "jti": "\ud800"})]  # a lone surrogate
     for shape in shapes:
         code = run(code_of(v, shape, "x.y.z"))
         assert code is not None and code != "replay", shape
@@ -272,12 +287,17 @@ def test_a_jwks_reply_that_is_a_redirect_too_big_or_not_a_key_set_is_not_used() 
                   {"keys": [SigningKey.generate().public.jwk() for _ in range(jwks.MAX_KEYS + 1)]}),
               "/private": Route.jwks({"keys": [key.private_jwk()]}),
               "/twice": Route.jwks({"keys": [key.public.jwk(), {**SigningKey.generate().public.jwk(),
-                                                                "kid": key.kid}]})}
+                                                                "kid": key.kid}]}),
+              "/then-rsa": Route.jwks({"keys": [key.public.jwk(), {"kty": "RSA", "kid": key.kid, "n": "AQAB",
+                                                                   "e": "AQAB"}]}),
+              "/nested": Route(200, b"[" * 100_000 + b"]" * 100_000, {"Content-Type": "application/json"}),
+              "/gzip": Route(200, b"\x1f\x8b" + b"\x00" * 100, {"Content-Encoding": "gzip"}),
+              "/drip": Route(200, json.dumps(key_set([key.public])).encode(), {}, drip=0.2)}
     with JWKSServer(routes) as server:
         async def scenario() -> dict[str, str | None]:
             out = {}
             for path in routes:
-                keys = JWKSKeys({ISS: server.url(path)}, backoff=0)
+                keys = JWKSKeys({ISS: server.url(path)}, backoff=0, timeout=1.0, retries=1)
                 out[path] = await code_of(Verifier(Policy(frozenset({ISS}), AUD), keys),
                                           Issuer(ISS, key).issue(AUD, IDENTITY))
                 await keys.aclose()
@@ -285,7 +305,9 @@ def test_a_jwks_reply_that_is_a_redirect_too_big_or_not_a_key_set_is_not_used() 
 
         assert run(scenario()) == {"/redirect": "jwks_unavailable", "/good": None, "/big": "jwks_unavailable",
                                    "/html": "jwks_unavailable", "/many": "jwks_unavailable",
-                                   "/private": "unknown_key", "/twice": "key_confusion"}
+                                   "/private": "unknown_key", "/twice": "key_confusion",
+                                   "/then-rsa": "key_confusion", "/nested": "jwks_unavailable",
+                                   "/gzip": "jwks_unavailable", "/drip": "jwks_unavailable"}
         assert server.hits.get("/good") == 1  # only the direct fetch: the redirect was not followed
 
 
@@ -480,3 +502,117 @@ def test_the_demo_runs_every_part_as_a_process() -> None:
     out = subprocess.run([PY, str(ROOT / "examples/attest/demo.py")], capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "every step behaved as described" in out.stdout and "refused (replay)" in out.stdout
+
+
+def test_cache_control_is_read_as_delta_seconds_and_a_refused_kid_stays_refused() -> None:
+    key = SigningKey.generate()
+    clock = Clock()
+    routes = {"/nan": Route(200, json.dumps(key_set([key.public])).encode(), {"Cache-Control": "max-age=nan"}),
+              "/then-rsa": Route.jwks({"keys": [key.public.jwk(), {"kty": "RSA", "kid": key.kid, "n": "AQAB",
+                                                                   "e": "AQAB"}]})}
+    with JWKSServer(routes) as server:
+        async def scenario() -> list[str | None]:
+            keys = JWKSKeys({ISS: server.url("/nan")}, clock=clock, backoff=0)
+            v = Verifier(Policy(frozenset({ISS}), AUD), keys)
+            await v.verify(Issuer(ISS, key).issue(AUD, IDENTITY))
+            clock.now += jwks.DEFAULT_TTL + 1  # max-age=nan is no max-age: the default freshness
+            await v.verify(Issuer(ISS, key).issue(AUD, IDENTITY))
+            assert server.hits["/nan"] == 2
+            confused = Verifier(Policy(frozenset({ISS}), AUD), JWKSKeys({ISS: server.url("/then-rsa")}, clock=clock))
+            return [await code_of(confused, Issuer(ISS, key).issue(AUD, IDENTITY)) for _ in range(3)]
+
+        assert run(scenario()) == ["key_confusion"] * 3
+
+
+# ---------------------------------------------------------------- MCP sessions in process (both protocols)
+
+
+def attested_app(verifier: Verifier) -> Any:
+    from mcp.server.mcpserver import MCPServer
+
+    from prometheus_attest.mcp import AttestationExtension, Requirement, ServerPolicy, ToolRule, current_agent
+
+    app = MCPServer("attested", extensions=[AttestationExtension(verifier, ServerPolicy(
+        tools={"echo": ToolRule(Requirement.OPTIONAL)}))])
+
+    @app.tool()
+    def whoami() -> str:
+        agent = current_agent()
+        assert agent is not None
+        return f"{agent.subject} {agent.jti}"
+
+    @app.tool()
+    def echo(text: str) -> str:
+        return text
+
+    return app
+
+
+async def call(client: Any, tool: str, args: dict[str, Any] | None = None) -> Any:
+    from mcp.shared.exceptions import MCPError
+
+    try:
+        result = await client.session.call_tool(tool, args or {})
+    except MCPError as e:
+        return e.data
+    return result.structured_content["result"]
+
+
+class WallClock:
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_session_verifies_once_shares_concurrent_first_calls_and_rechecks_expiry() -> None:
+    from prometheus_attest.mcp import AttestingClient, Credentials
+
+    key, holder = SigningKey.generate(), SigningKey.generate()
+    clock = WallClock()
+    with redis_server() as url:
+        verifier = Verifier(Policy(frozenset({ISS}), AUD), StaticKeys({ISS: [key.public]}),
+                            RedisReplayCache.from_url(url), clock=clock)
+        app = attested_app(verifier)
+
+        async def scenario() -> None:
+            token = Issuer(ISS, key).issue(AUD, IDENTITY)
+            async with AttestingClient(app, mode="legacy", credentials=Credentials(token, AUD)) as c:
+                first = await asyncio.gather(*(call(c, "whoami") for _ in range(5)))
+                assert len(set(first)) == 1 and str(first[0]).endswith(attacks.claims_of(token)["jti"])
+                assert await call(c, "echo", {"text": "x"}) == "x"
+                clock.now += 300 + 31  # the token expired (beyond the leeway): the session does not outlive it
+                assert await call(c, "whoami") == {"code": "expired"}
+                assert await call(c, "echo", {"text": "x"}) == {"code": "expired"}  # optional, but refused
+            clock.now = time.time()
+            bound = Issuer(ISS, key).issue(AUD, IDENTITY, holder=holder.public)
+            async with AttestingClient(app, mode="legacy", credentials=Credentials(bound, AUD, holder)) as c:
+                assert str(await call(c, "whoami")).startswith("agent:")
+                assert str(await call(c, "whoami")).startswith("agent:")  # a fresh proof per call
+                c.session._credentials = Credentials(bound, AUD)  # the session without the key (a hijacker)
+                assert await call(c, "whoami") == {"code": "proof_required"}
+
+        run(scenario())
+
+
+def test_the_stateless_protocol_takes_key_bound_tokens_with_a_proof_per_request() -> None:
+    from prometheus_attest.mcp import AttestingClient, Credentials
+
+    key, holder = SigningKey.generate(), SigningKey.generate()
+    verifier = Verifier(Policy(frozenset({ISS}), AUD), StaticKeys({ISS: [key.public]}))
+    app = attested_app(verifier)
+
+    async def scenario() -> None:
+        bearer = Issuer(ISS, key).issue(AUD, IDENTITY)
+        async with AttestingClient(app, mode="2026-07-28", credentials=Credentials(bearer, AUD)) as c:
+            assert c.session.protocol_version == "2026-07-28"
+            assert await call(c, "whoami") == {"code": "proof_required"}  # good for one request only: refused
+        bound = Issuer(ISS, key).issue(AUD, IDENTITY, holder=holder.public)
+        async with AttestingClient(app, mode="auto", credentials=Credentials(bound, AUD, holder)) as c:
+            answers = [await call(c, "whoami") for _ in range(3)]
+            assert len(set(answers)) == 1 and str(answers[0]).startswith("agent:")
+        async with AttestingClient(app, mode="2026-07-28", credentials=Credentials(bound, AUD)) as c:
+            assert await call(c, "whoami") == {"code": "proof_required"}  # the token without the key
+
+    run(scenario())

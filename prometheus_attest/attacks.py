@@ -111,9 +111,10 @@ def attack(name: str, description: str, expected: type[errors.AttestationError])
     return register
 
 
-async def refused(verifier: Verifier, token: object, proof: str | None = None) -> str | None:
+async def refused(verifier: Verifier, token: object, proof: str | None = None,
+                  request: tokens.Request | None = None) -> str | None:
     try:
-        await verifier.verify(token, proof)
+        await verifier.verify(token, proof, request)
     except errors.AttestationError as e:
         return e.code
     return None
@@ -283,10 +284,19 @@ async def _cnf_reuse(w: World) -> str | None:
     proof = tokens.make_proof(holder, t, SERVER)
     agent = await v.verify(t, proof)
     try:
-        await v.prove(agent, t, proof)
+        await v.use(agent, t, proof)
     except errors.AttestationError as e:
         return e.code
     return None
+
+
+@attack("cnf_proof_for_another_tool_call", "the holder's proof for balance() presented with transfer(1000000)",
+        errors.BadProof)
+async def _cnf_other_call(w: World) -> str | None:
+    holder = SigningKey.generate()
+    t = w.token(holder=holder.public)
+    proof = tokens.make_proof(holder, t, SERVER, request=tokens.Request("balance", {}))
+    return await refused(w.verifier(), t, proof, tokens.Request("transfer", {"amount": 1_000_000}))
 
 
 @attack("expired", "a token past its expiry and the skew tolerance", errors.Expired)

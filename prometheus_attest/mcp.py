@@ -12,12 +12,13 @@ Wire format (the reference implementation's capability key, so either side inter
 - Server: `AttestationExtension` is an SDK `Extension` (`MCPServer(extensions=[...])`). Its `tools/call`
   interceptor applies the tool's rule (required / optional / none, allowed issuers) and runs the tool with
   `current_agent()` set. A refusal is a JSON-RPC error whose `data` carries the error `code` (errors.py).
-- When a token is verified: on a session (the initialize handshake: stdio, stateful streamable HTTP), once,
-  at the first tool call (concurrent first calls share that one verification; its `jti` is spent), and every
-  later call re-checks expiry. A key-bound token also needs a fresh proof on every call, so a hijacked session
-  id is useless without the agent's key. The stateless protocol (2026-07-28, a connection per request) has no
-  session to remember a verification in: it accepts key-bound tokens only (verified on first sight, then a
-  fresh proof per request) and refuses bearer tokens, which would be good for one request.
+- When a token is checked: once per session and token (the initialize handshake: stdio, stateful streamable
+  HTTP), at the first tool call; concurrent first calls share that check, and a bearer token's `jti` is spent
+  by it. Every call then re-checks expiry (a session does not outlive its token), and a key-bound token needs a
+  fresh proof for that very call (tool and arguments), so a hijacked session id or a captured proof is useless
+  without the agent's key. The stateless protocol (2026-07-28, a connection per request) has no session to
+  remember a check in: it accepts key-bound tokens only (checked on first sight, then a proof per request)
+  and refuses bearer tokens, which would be good for one request.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import asyncio
 import contextvars
 import enum
 import hashlib
+import time
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
@@ -77,11 +79,11 @@ class Credentials:
     def capability(self) -> dict[str, Any]:
         return {"version": tokens.VERSION, "token": self.presented()}
 
-    def proof(self) -> str | None:
+    def proof(self, request: tokens.Request | None = None) -> str | None:
         """A fresh proof of possession for one request (None for a bearer token)."""
         if self.holder is None:
             return None
-        return tokens.make_proof(self.holder, self.presented(), self.audience)
+        return tokens.make_proof(self.holder, self.presented(), self.audience, request=request)
 
 
 class AttestingClientSession(ClientSession):
@@ -98,7 +100,7 @@ class AttestingClientSession(ClientSession):
 
     async def call_tool(self, name: str, arguments: dict[str, Any] | None = None,  # type: ignore[override]
                         *args: Any, meta: Any = None, **kwargs: Any) -> Any:
-        proof = self._credentials.proof()
+        proof = self._credentials.proof(tokens.Request(name, arguments))
         if proof is not None:
             meta = {**(meta or {}), PROOF_META: proof}
         return await super().call_tool(name, arguments, *args, meta=meta, **kwargs)
@@ -181,9 +183,11 @@ class AttestationExtension(Extension):
     def __init__(self, verifier: Verifier, policy: ServerPolicy | None = None) -> None:
         self.verifier = verifier
         self.policy = policy or ServerPolicy()
-        self._sessions: weakref.WeakKeyDictionary[Any, asyncio.Future[tokens.Verified]] = \
+        # token checks, shared by concurrent calls: per connection and token (a re-initialize may change the
+        # token), and per token on the stateless protocol (key-bound tokens only; bounded, oldest forgotten)
+        self._sessions: weakref.WeakKeyDictionary[Any, dict[str, asyncio.Task[tokens.Verified]]] = \
             weakref.WeakKeyDictionary()
-        self._stateless: OrderedDict[str, asyncio.Future[tokens.Verified]] = OrderedDict()
+        self._stateless: OrderedDict[str, asyncio.Task[tokens.Verified]] = OrderedDict()
 
     def settings(self) -> dict[str, Any]:
         return {"version": tokens.VERSION, "capability": CAPABILITY, "proof_meta": PROOF_META,
@@ -196,74 +200,77 @@ class AttestationExtension(Extension):
         rule = self.policy.rule(params.name)
         if rule.requirement is Requirement.NONE:
             return await call_next(ctx)
+        started = time.perf_counter()
+        observer = self.verifier.observer
         try:
-            agent = await self._agent(ctx)
+            agent = await self._agent(ctx, tokens.Request(params.name, params.arguments))
+            if rule.issuers is not None and agent.issuer not in rule.issuers:
+                raise errors.UntrustedIssuer(f"tool {params.name!r} accepts agents vouched for by "
+                                             f"{sorted(rule.issuers)}, not {agent.issuer!r}")
         except errors.MissingToken as e:
             if rule.requirement is Requirement.OPTIONAL:
                 return await call_next(ctx)
+            observer.refused(started, e.code, e.message)
             raise _refusal(e) from None
-        except errors.AttestationError as e:
+        except errors.AttestationError as e:  # every refusal counted once, whatever step made it
+            observer.refused(started, e.code, e.message)
             raise _refusal(e) from None
-        if rule.issuers is not None and agent.issuer not in rule.issuers:
-            raise _refusal(errors.UntrustedIssuer(f"tool {params.name!r} accepts agents vouched for by "
-                                                  f"{sorted(rule.issuers)}, not {agent.issuer!r}"))
+        observer.verified(started, agent.issuer, agent.subject, agent.jti)
         reset = _current.set(agent)
         try:
             return await call_next(ctx)
         finally:
             _current.reset(reset)
 
-    async def _agent(self, ctx: Any) -> tokens.Verified:
+    async def _agent(self, ctx: Any, request: tokens.Request) -> tokens.Verified:
         entry = _presented(ctx.session.client_capabilities)
         if entry is None:
             raise errors.MissingToken(f"no attestation in capabilities.experimental[{CAPABILITY!r}]")
         token = entry.get("token")
         if not isinstance(token, str) or not token:
             raise errors.MissingToken("the attestation entry carries no token")
+        if len(token) > self.verifier.policy.max_token_bytes:
+            raise errors.Oversized(f"a token of {len(token)} bytes (at most {self.verifier.policy.max_token_bytes})")
         meta = ctx.meta if isinstance(ctx.meta, Mapping) else {}
         proof = meta.get(PROOF_META)
         proof = proof if isinstance(proof, str) else None
+        digest = hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
         connection = getattr(ctx.session, "_connection", None)
         if ctx.protocol_version not in MODERN_PROTOCOL_VERSIONS and connection is not None:
-            first, agent = await _once(self._sessions, connection, lambda: self.verifier.verify(token, proof))
+            table = self._sessions.setdefault(connection, {})
+            agent = await _shared(table, digest, lambda: self.verifier.establish(token))
         else:
-            digest = hashlib.sha256(token.encode("utf-8", "replace")).hexdigest()
-            first, agent = await _once(self._stateless, digest, lambda: self._stateless_first(token, proof))
-            self._stateless.move_to_end(digest)
+            agent = await _shared(self._stateless, digest, lambda: self._stateless_establish(token))
+            if digest in self._stateless:
+                self._stateless.move_to_end(digest)
             while len(self._stateless) > MAX_STATELESS_TOKENS:
                 self._stateless.popitem(last=False)
-        if not first:  # a later use: the token must still be valid, and a key-bound one proven again
-            if agent.key_bound:
-                await self.verifier.prove(agent, token, proof)
-            else:
-                self.verifier.still_valid(agent)
+        await self.verifier.use(agent, token, proof, request)
         return agent
 
-    async def _stateless_first(self, token: str, proof: str | None) -> tokens.Verified:
+    async def _stateless_establish(self, token: str) -> tokens.Verified:
         if "cnf" not in tokens.parse(token, self.verifier.policy.max_token_bytes).claims:  # before anything is spent
             raise errors.ProofRequired("the stateless MCP protocol keeps no session: present a token bound to the "
                                        "agent's key (cnf), with a proof in each request's _meta")
-        return await self.verifier.verify(token, proof)
+        return await self.verifier.establish(token)
 
 
-async def _once(table: Any, key: Any, verify: Callable[[], Any]) -> tuple[bool, tokens.Verified]:
-    """(first, agent): the one verification for `key`, shared by concurrent callers; a failed one is forgotten
-    (the next call tries again: a refusal spends nothing)."""
-    pending = table.get(key)
-    if pending is not None:
-        return False, await asyncio.shield(pending)
-    pending = asyncio.get_running_loop().create_future()
-    table[key] = pending
-    try:
-        agent = await verify()
-    except BaseException as e:
-        if table.get(key) is pending:
-            del table[key]
-        pending.set_exception(e)
-        pending.exception()  # retrieved: the waiters re-raise it
-        raise
-    pending.set_result(agent)
-    return True, agent
+async def _shared(table: Any, key: str, establish: Callable[[], Any]) -> tokens.Verified:
+    """The one check of a token for `key`, run as its own task: concurrent callers share it, a caller that is
+    cancelled does not cancel it for the others, and a refused one is forgotten (the next call tries again)."""
+    task = table.get(key)
+    if task is None:
+        task = asyncio.ensure_future(establish())
+        table[key] = task
+
+        def forget(done: asyncio.Task[tokens.Verified]) -> None:
+            if (done.cancelled() or done.exception() is not None) and table.get(key) is done:
+                del table[key]
+
+        task.add_done_callback(forget)
+    return await asyncio.shield(task)  # type: ignore[no-any-return]
+
+
 def _presented(caps: types.ClientCapabilities | None) -> dict[str, Any] | None:
     experimental = caps.experimental if caps is not None else None
     entry = experimental.get(CAPABILITY) if isinstance(experimental, dict) else None

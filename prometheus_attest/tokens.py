@@ -9,9 +9,10 @@ profile with one algorithm family is easier to prove closed than a library's opt
 - strict base64url, at most MAX_TOKEN_BYTES, claims a JSON object with typed `iss`, `sub`, `aud`, `iat`,
   `nbf`, `exp`, `jti`, `agent_identity` and optional `attestation_metadata`, `agent_integrity`, `cnf`;
 - a token with `cnf.jwk` is bound to the agent's key: it counts only with a proof of possession, a second JWS
-  (`typ` = PROOF_TYPE) signed by that key over the server's audience, a fresh `iat`, a `jti` of its own (spent
-  like the token's) and the token's hash (`ath`); with it the agent proves possession on every request (as
-  DPoP does, RFC 9449), so neither a copied token nor a hijacked session is worth anything without the key.
+  (`typ` = PROOF_TYPE) signed by that key over the server's audience, a fresh `iat`, a `jti` of its own (spent),
+  the token's hash (`ath`) and, for a tool call, the tool and a hash of its arguments (`tool`, `args`); the agent
+  proves possession on every request (as DPoP does, RFC 9449), so neither a copied token, nor a hijacked
+  session, nor a captured proof is worth anything without the key.
 
 The signatures are libsodium's Ed25519 (PyNaCl, keys.py); without it nothing is made or accepted.
 """
@@ -25,6 +26,8 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+import rfc8785
 
 from . import errors
 from .keys import ALGORITHMS, PublicKey, SigningKey, b64url, check_kid, public_from_jwk, unb64url
@@ -93,6 +96,22 @@ class Proof:
 
 
 @dataclass(frozen=True)
+class Request:
+    """What a proof of possession is for: one tool call (its name and arguments)."""
+
+    tool: str
+    arguments: Mapping[str, Any] | None
+
+    def digest(self) -> str:
+        """base64url(sha256(RFC 8785 canonical JSON of the arguments)): the same bytes in any language."""
+        try:
+            canonical = rfc8785.dumps(dict(self.arguments or {}))
+        except (rfc8785.CanonicalizationError, TypeError, ValueError) as e:
+            raise errors.BadProof(f"the tool's arguments have no canonical JSON form (RFC 8785): {e}") from None
+        return b64url(hashlib.sha256(canonical).digest())
+
+
+@dataclass(frozen=True)
 class Parsed:
     header: dict[str, Any]
     claims: dict[str, Any]
@@ -142,12 +161,20 @@ def sign(key: SigningKey, header_b64: str, claims: Mapping[str, Any]) -> str:
     return f"{signing_input}.{b64url(key.sign(signing_input.encode('ascii')))}"
 
 
-def make_proof(holder: SigningKey, token: str, audience: str, now: int | None = None) -> str:
-    """The holder's proof of possession for one presentation of `token` to `audience`."""
+def make_proof(holder: SigningKey, token: str, audience: str, now: int | None = None,
+               request: Request | None = None) -> str:
+    """The holder's proof of possession for one presentation of `token` to `audience` (for `request`: one tool
+    call, so a captured proof cannot carry other arguments or another tool)."""
     header = b64url(_dumps({"alg": "Ed25519", "typ": PROOF_TYPE}).encode())
-    claims = {"aud": audience, "iat": int(time.time()) if now is None else now, "jti": secrets.token_urlsafe(16),
-              "ath": b64url(hashlib.sha256(token.encode("ascii")).digest())}
+    claims: dict[str, Any] = {"aud": audience, "iat": int(time.time()) if now is None else now,
+                              "jti": secrets.token_urlsafe(16), "ath": _token_hash(token)}
+    if request is not None:
+        claims["tool"], claims["args"] = request.tool, request.digest()
     return sign(holder, header, claims)
+
+
+def _token_hash(token: str) -> str:
+    return b64url(hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest())
 
 
 # ---------------------------------------------------------------- checking tokens
@@ -228,8 +255,10 @@ def check_expiry(exp: int, policy: Policy, now: int) -> None:
 PROOF_WINDOW = 60  # seconds a proof of possession is fresh on either side of `now` (plus the leeway)
 
 
-def check_proof(proof: str | None, agent: Verified, token: str, policy: Policy, now: int) -> Proof:
-    """The holder's proof for this presentation of `token` to this server; its jti is the caller's to spend."""
+def check_proof(proof: str | None, agent: Verified, token: str, policy: Policy, now: int,
+                request: Request | None = None) -> Proof:
+    """The holder's proof for this presentation of `token` to this server (and, given `request`, for that tool
+    call: tool name and arguments must match); its jti is the caller's to spend."""
     if agent.holder is None:
         raise errors.BadProof("the token is not bound to a key")
     if proof is None:
@@ -240,14 +269,16 @@ def check_proof(proof: str | None, agent: Verified, token: str, policy: Policy, 
         raise errors.BadProof(f"the proof of possession is unusable: {e.message}") from None
     if not agent.holder.verify(p.signature, p.signing_input):
         raise errors.BadProof("the proof of possession is not signed by the token's cnf key")
-    if p.claims.get("ath") != b64url(hashlib.sha256(token.encode("ascii")).digest()):
+    if p.claims.get("ath") != _token_hash(token):
         raise errors.BadProof("the proof of possession is for another token")
+    if request is not None and (p.claims.get("tool") != request.tool or p.claims.get("args") != request.digest()):
+        raise errors.BadProof("the proof of possession is for another tool call (tool or arguments differ)")
     if p.claims.get("aud") != policy.audience:
         raise errors.BadProof(f"the proof of possession is for {str(p.claims.get('aud'))[:200]!r}, not this server")
     at = p.claims.get("iat")
     window = PROOF_WINDOW + policy.leeway
-    if not isinstance(at, int) or isinstance(at, bool) or abs(now - at) > window:
-        raise errors.BadProof("the proof of possession is not fresh")
+    if not isinstance(at, int) or isinstance(at, bool) or now - at > window or at > now + policy.leeway:
+        raise errors.BadProof("the proof of possession is not fresh (made more than 60 s ago, or in the future)")
     try:
         jti = _text(p.claims, "jti")
     except errors.AttestationError:

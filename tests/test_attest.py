@@ -96,11 +96,11 @@ def test_a_key_bound_token_counts_only_with_its_holders_fresh_proof() -> None:
     proof = make_proof(holder, token, AUD)
     agent = run(v.verify(token, proof))  # refusals above did not spend the jti
     assert agent.key_bound
-    run(v.prove(agent, token, make_proof(holder, token, AUD)))  # a later use: a fresh proof each time
+    run(v.use(agent, token, make_proof(holder, token, AUD)))  # a later use: a fresh proof each time
     with pytest.raises(errors.Replay):
-        run(v.prove(agent, token, proof))  # a proof is spent like a token
+        run(v.use(agent, token, proof))  # a proof is spent like a token
     with pytest.raises(errors.BadProof):
-        run(v.prove(agent, token, make_proof(SigningKey.generate(), token, AUD)))
+        run(v.use(agent, token, make_proof(SigningKey.generate(), token, AUD)))
     strict = verifier(key, require_proof=True)
     assert run(code_of(strict, issuer.issue(AUD, IDENTITY))) == "proof_required"
 
@@ -616,3 +616,73 @@ def test_the_stateless_protocol_takes_key_bound_tokens_with_a_proof_per_request(
             assert await call(c, "whoami") == {"code": "proof_required"}  # the token without the key
 
     run(scenario())
+
+
+def test_a_shared_token_check_survives_its_first_callers_cancellation_and_forgets_refusals() -> None:
+    from prometheus_attest.mcp import _shared
+
+    key = SigningKey.generate()
+    verifier = Verifier(Policy(frozenset({ISS}), AUD), StaticKeys({ISS: [key.public]}))
+    token = Issuer(ISS, key).issue(AUD, IDENTITY)
+
+    async def slow_establish() -> Any:
+        await asyncio.sleep(0.2)
+        return await verifier.establish(token)
+
+    async def scenario() -> None:
+        table: dict[str, Any] = {}
+        first = asyncio.ensure_future(_shared(table, "t", slow_establish))
+        await asyncio.sleep(0.05)
+        second = asyncio.ensure_future(_shared(table, "t", slow_establish))
+        await asyncio.sleep(0.05)
+        first.cancel()  # the first caller gives up (a thief abandoning its request)
+        agent = await second  # the honest caller still gets the one check
+        assert agent.jti == attacks.claims_of(token)["jti"] and "t" in table
+
+        async def refuse() -> Any:
+            raise errors.BadSignature("no")
+
+        with pytest.raises(errors.BadSignature):
+            await _shared(table, "bad", refuse)
+        assert "bad" not in table  # a refusal is not remembered: the next call checks again
+
+    run(scenario())
+
+
+def test_key_bound_tokens_work_across_server_processes_sharing_redis_on_the_stateless_protocol() -> None:
+    from prometheus_attest.mcp import AttestingClient, Credentials
+
+    key, holder = SigningKey.generate(), SigningKey.generate()
+    with redis_server() as url:
+        apps = [attested_app(Verifier(Policy(frozenset({ISS}), AUD), StaticKeys({ISS: [key.public]}),
+                                      RedisReplayCache.from_url(url))) for _ in range(2)]
+        bound = Issuer(ISS, key).issue(AUD, IDENTITY, holder=holder.public)
+
+        async def scenario() -> list[Any]:
+            out = []
+            for app in apps + apps:  # the token's id is not spent: each request spends its own proof's
+                async with AttestingClient(app, mode="2026-07-28", credentials=Credentials(bound, AUD, holder)) as c:
+                    out.append(await call(c, "whoami"))
+            return out
+
+        answers = run(scenario())
+    assert len(answers) == 4 and all(str(a).startswith("agent:") for a in answers)
+
+
+def test_every_refusal_is_counted_once() -> None:
+    from prometheus_attest.mcp import AttestingClient, Credentials
+
+    key = SigningKey.generate()
+    verifier = Verifier(Policy(frozenset({ISS}), AUD), StaticKeys({ISS: [key.public]}))
+    app = attested_app(verifier)
+
+    async def scenario() -> None:
+        bearer = Issuer(ISS, key).issue(AUD, IDENTITY)
+        async with AttestingClient(app, mode="2026-07-28", credentials=Credentials(bearer, AUD)) as c:
+            await call(c, "whoami")
+        wrong = Issuer(ISS, key).issue("urn:other", IDENTITY)
+        async with AttestingClient(app, mode="legacy", credentials=Credentials(wrong, AUD)) as c:
+            await asyncio.gather(*(call(c, "whoami") for _ in range(5)))
+
+    run(scenario())
+    assert verifier.observer.count("proof_required") == 1 and verifier.observer.count("wrong_audience") == 5

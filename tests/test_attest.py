@@ -686,3 +686,10 @@ def test_every_refusal_is_counted_once() -> None:
 
     run(scenario())
     assert verifier.observer.count("proof_required") == 1 and verifier.observer.count("wrong_audience") == 5
+
+
+def test_every_error_has_its_own_code_and_is_documented() -> None:
+    codes = [e.code for e in errors.ALL]
+    assert len(codes) == len(set(codes))
+    documented = (ROOT / "docs/attest.md").read_text()
+    assert [c for c in codes if f"`{c}`" not in documented and c != "policy_error"] == []

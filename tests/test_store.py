@@ -346,20 +346,8 @@ def test_the_served_discovery_server_holds_sessions_for_attested_agents(chain: C
     from prometheus_attest.mcp import AttestingClientSession, Credentials
 
     with attested_store_config(tmp_path) as (config, key, issuer):
-        port = free_port()
-        proc = subprocess.Popen([PROMETHEUS, "store", "serve", "--port", str(port), "--attestation", str(config)],
-                                env=chain.env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        url = f"http://127.0.0.1:{port}"
+        proc, url = start_serve(chain, tmp_path, "--attestation", str(config))
         try:
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                assert proc.poll() is None and time.monotonic() < deadline
-                time.sleep(0.1)
             token = Issuer(issuer, key).issue(STORE_AUDIENCE, {"provider": "test", "model_version": "m-1"})
 
             async def session(calls: int) -> list[Any]:
@@ -401,23 +389,30 @@ def attested_store_config(tmp_path: Path) -> Iterator[tuple[Path, Any, str]]:
         yield config, key, issuer
 
 
+def start_serve(chain: Chain, tmp_path: Path, *options: str) -> tuple[subprocess.Popen[bytes], str]:
+    """`prometheus store serve OPTIONS` in its own process, once /healthz answers."""
+    port = free_port()
+    proc = subprocess.Popen([PROMETHEUS, "store", "serve", "--port", str(port), *options],
+                            env=chain.env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError(proc.stderr.read() if proc.stderr else "store serve did not start")
+        time.sleep(0.1)
+
+
 @pytest.fixture
 def served(chain: Chain, tmp_path: Path) -> Iterator[str]:
     """`prometheus store serve` in its own process."""
-    port = free_port()
-    proc = subprocess.Popen([PROMETHEUS, "store", "serve", "--port", str(port), "--interval", "0.5"],
-                            env=chain.env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    url = f"http://127.0.0.1:{port}"
+    proc, url = start_serve(chain, tmp_path, "--interval", "0.5")
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.stderr else ""
-            time.sleep(0.1)
         yield url
     finally:
         proc.terminate()

@@ -6,8 +6,9 @@
   redirect is how a key set gets swapped for an attacker's (JWKS poisoning), so it is a failed fetch.
 - A reply is at most MAX_JWKS_BYTES and MAX_KEYS keys; non-Ed25519 keys are remembered as such so a token
   naming one fails as key confusion, not as an unknown key.
-- `Cache-Control: max-age` sets how long a key set is fresh (clamped to MIN_TTL..MAX_TTL; DEFAULT_TTL without
-  it). An unknown `kid` refreshes the set at most once per REFRESH_INTERVAL (rotation without letting tokens
+- `Cache-Control: max-age` (else `Expires` - `Date`) sets how long a key set is fresh (clamped to
+  MIN_TTL..MAX_TTL; DEFAULT_TTL without either); a refresh sends the set's `ETag` as `If-None-Match`, and a 304
+  keeps it. An unknown `kid` refreshes the set at most once per REFRESH_INTERVAL (rotation without letting tokens
   with random kids turn the verifier into a fetch loop). When a refresh fails, the last good set is used for
   up to MAX_STALE, and a failing issuer is asked again at most once per REFRESH_INTERVAL; after
   FAILURES_TO_OPEN failed fetches in a row the breaker opens for OPEN_FOR seconds and no request is made.
@@ -22,6 +23,8 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from urllib.parse import urlsplit
 
 import httpx
@@ -71,6 +74,7 @@ class _Entry:
     other: set[str] = field(default_factory=set)  # kids of keys that are not Ed25519
     fetched_at: float = -1.0
     fresh_until: float = -1.0
+    etag: str | None = None  # the validator of the set held: a refresh asks If-None-Match (304: still current)
     last_attempt: float = -1e18
     failures: int = 0
     open_until: float = -1.0
@@ -135,7 +139,12 @@ class JWKSKeys:
             if attempt:
                 await asyncio.sleep(self.backoff * 2 ** (attempt - 1))
             try:
-                keys, other, ttl = await asyncio.wait_for(self._fetch(url), self.deadline)
+                etag = entry.etag if entry.fetched_at >= 0 else None
+                keys, other, ttl, etag = await asyncio.wait_for(self._fetch(url, etag), self.deadline)
+            except _NotModified as e:  # the set held is still the issuer's: fresh again
+                entry.failures, entry.fetched_at, entry.fresh_until = 0, self.clock(), self.clock() + e.ttl
+                self.observer.jwks_fetch(issuer, "not_modified")
+                return
             except _Permanent as e:  # a redirect or a bad document: retrying gives the same answer
                 problem = str(e)
                 break
@@ -145,7 +154,7 @@ class JWKSKeys:
             except Exception as e:  # anything else a hostile or broken endpoint causes is a failed fetch too
                 problem = f"{type(e).__name__}: {e}"
                 break
-            entry.keys, entry.other, entry.failures = keys, other, 0
+            entry.keys, entry.other, entry.failures, entry.etag = keys, other, 0, etag
             entry.fetched_at, entry.fresh_until = self.clock(), self.clock() + ttl
             self.observer.jwks_fetch(issuer, "ok")
             return
@@ -154,9 +163,13 @@ class JWKSKeys:
             entry.open_until = self.clock() + OPEN_FOR
         self.observer.jwks_fetch(issuer, "failed", problem=problem)
 
-    async def _fetch(self, url: str) -> tuple[dict[str, PublicKey], set[str], float]:
-        async with self._client.stream("GET", url, headers={"Accept": "application/json",
-                                                              "Accept-Encoding": "identity"}) as reply:
+    async def _fetch(self, url: str, etag: str | None) -> tuple[dict[str, PublicKey], set[str], float, str | None]:
+        headers = {"Accept": "application/json", "Accept-Encoding": "identity"}
+        if etag is not None:
+            headers["If-None-Match"] = etag
+        async with self._client.stream("GET", url, headers=headers) as reply:
+            if reply.status_code == 304 and etag is not None:
+                raise _NotModified(_freshness(reply.headers))
             if reply.headers.get("content-encoding", "identity").lower() != "identity":
                 raise _Permanent(f"{url}: a compressed reply ({reply.headers['content-encoding']}) is not accepted")
             if reply.is_redirect:
@@ -170,7 +183,8 @@ class JWKSKeys:
                 body += chunk
                 if len(body) > MAX_JWKS_BYTES:
                     raise _Permanent(f"{url}: a key set larger than {MAX_JWKS_BYTES} bytes")
-            ttl = _max_age(reply.headers.get("cache-control", ""))
+            ttl = _freshness(reply.headers)
+            new_etag = reply.headers.get("etag")
         try:
             document = json.loads(bytes(body))
         except (ValueError, RecursionError):
@@ -198,7 +212,7 @@ class JWKSKeys:
             else:
                 keys[name] = key
             seen.add(name)
-        return keys, other, ttl
+        return keys, other, ttl, new_etag if new_etag and len(new_etag) <= 256 else None
 
     async def aclose(self) -> None:
         await self._client.aclose()
@@ -210,6 +224,26 @@ class _Transient(Exception):
 
 class _Permanent(Exception):
     pass
+
+
+class _NotModified(Exception):
+    def __init__(self, ttl: float) -> None:
+        super().__init__("not modified")
+        self.ttl = ttl
+
+
+def _freshness(headers: httpx.Headers) -> float:
+    """Seconds a reply is fresh (RFC 9111 §4.2.1): Cache-Control first, else Expires - Date; clamped."""
+    cache_control = headers.get("cache-control", "")
+    if cache_control or "expires" not in headers:
+        return _max_age(cache_control)
+    try:
+        expires = parsedate_to_datetime(headers["expires"])
+        date = parsedate_to_datetime(headers["date"]) if "date" in headers else datetime.now(UTC)
+        seconds = (expires - date).total_seconds()
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return MIN_TTL  # an invalid Expires means already expired (RFC 9111 §5.3)
+    return min(max(seconds, MIN_TTL), MAX_TTL)
 
 
 def _max_age(cache_control: str) -> float:

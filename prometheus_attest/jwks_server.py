@@ -47,6 +47,10 @@ class JWKSServer:
                 path = self.path.split("?", 1)[0]
                 outer.hits[path] = outer.hits.get(path, 0) + 1
                 route = outer.routes.get(path, Route(404, b"not found"))
+                etag = route.headers.get("ETag")
+                if etag is not None and self.headers.get("If-None-Match") == etag:
+                    outer.hits[path + " 304"] = outer.hits.get(path + " 304", 0) + 1
+                    route = Route(304, b"", {k: v for k, v in route.headers.items() if k != "Content-Type"})
                 self.send_response(route.status)
                 for k, v in route.headers.items():
                     self.send_header(k, v)

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -693,3 +694,38 @@ def test_every_error_has_its_own_code_and_is_documented() -> None:
     assert len(codes) == len(set(codes))
     documented = (ROOT / "docs/attest.md").read_text()
     assert [c for c in codes if f"`{c}`" not in documented and c != "policy_error"] == []
+
+
+def test_a_refresh_revalidates_with_the_etag_and_expires_counts_without_max_age() -> None:
+    from email.utils import format_datetime
+
+    key = SigningKey.generate()
+    clock = Clock()
+    now = time.time()
+    body = json.dumps(key_set([key.public])).encode()
+    routes = {"/etag": Route(200, body, {"Content-Type": "application/json", "ETag": '"v1"',
+                                         "Cache-Control": "max-age=60"}),
+              "/expires": Route(200, body, {"Content-Type": "application/json",  # the server adds its Date
+                                            "Expires": format_datetime(datetime.fromtimestamp(now + 600, UTC),
+                                                                       usegmt=True)})}
+    with JWKSServer(routes) as server:
+        async def scenario() -> None:
+            keys = JWKSKeys({ISS: server.url("/etag")}, clock=clock, backoff=0)
+            v = Verifier(Policy(frozenset({ISS}), AUD), keys)
+            await v.verify(Issuer(ISS, key).issue(AUD, IDENTITY))
+            clock.now += 61
+            await v.verify(Issuer(ISS, key).issue(AUD, IDENTITY))  # stale: revalidated, 304, the same keys
+            assert (server.hits["/etag"], server.hits.get("/etag 304")) == (2, 1)
+            assert v.observer.registry.get_sample_value("prometheus_attest_jwks_fetches_total",
+                                                        {"issuer": ISS, "outcome": "not_modified"}) == 1
+            timed = JWKSKeys({ISS: server.url("/expires")}, clock=clock, backoff=0)
+            w = Verifier(Policy(frozenset({ISS}), AUD), timed)
+            await w.verify(Issuer(ISS, key).issue(AUD, IDENTITY))
+            clock.now += 500  # Expires - Date = about 600 s: still fresh, no request
+            await w.verify(Issuer(ISS, key).issue(AUD, IDENTITY))
+            assert server.hits["/expires"] == 1
+            clock.now += 110
+            await w.verify(Issuer(ISS, key).issue(AUD, IDENTITY))
+            assert server.hits["/expires"] == 2
+
+        run(scenario())

@@ -159,6 +159,7 @@ class JWKSKeys:
             self.observer.jwks_fetch(issuer, "ok")
             return
         entry.failures += 1
+        entry.etag = None  # the next attempt asks for the whole set
         if entry.failures >= FAILURES_TO_OPEN:
             entry.open_until = self.clock() + OPEN_FOR
         self.observer.jwks_fetch(issuer, "failed", problem=problem)
@@ -212,7 +213,8 @@ class JWKSKeys:
             else:
                 keys[name] = key
             seen.add(name)
-        return keys, other, ttl, new_etag if new_etag and len(new_etag) <= 256 else None
+        usable = new_etag is not None and len(new_etag) <= 256 and new_etag.isascii() and new_etag.isprintable()
+        return keys, other, ttl, new_etag if usable else None  # sent back as a header: printable ASCII only
 
     async def aclose(self) -> None:
         await self._client.aclose()

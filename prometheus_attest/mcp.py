@@ -63,27 +63,15 @@ def current_agent() -> tokens.Verified | None:
 
 @dataclass
 class Credentials:
-    """What an agent presents: a token for this server (`audience`), and the key it is bound to (if `cnf`)."""
+    """What an agent presents: a token for this server (`audience`), and the key it is bound to (if `cnf`).
+    A callable `token` is asked once per session (each session presents a fresh token)."""
 
     token: str | Callable[[], str]
     audience: str = ""
     holder: SigningKey | None = None
-    _token: str | None = field(default=None, repr=False)
 
-    def presented(self) -> str:
-        """The token, made once (a callable is asked once per session)."""
-        if self._token is None:
-            self._token = self.token() if callable(self.token) else self.token
-        return self._token
-
-    def capability(self) -> dict[str, Any]:
-        return {"version": tokens.VERSION, "token": self.presented()}
-
-    def proof(self, request: tokens.Request | None = None) -> str | None:
-        """A fresh proof of possession for one request (None for a bearer token)."""
-        if self.holder is None:
-            return None
-        return tokens.make_proof(self.holder, self.presented(), self.audience, request=request)
+    def fresh(self) -> str:
+        return self.token() if callable(self.token) else self.token
 
 
 class AttestingClientSession(ClientSession):
@@ -92,16 +80,24 @@ class AttestingClientSession(ClientSession):
     def __init__(self, *args: Any, credentials: Credentials, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._credentials = credentials
+        self._token: str | None = None  # this session's token, made once
+
+    def _presented(self) -> str:
+        if self._token is None:
+            self._token = self._credentials.fresh()
+        return self._token
 
     def _build_capabilities(self, version: str) -> types.ClientCapabilities:
         caps = super()._build_capabilities(version)
-        experimental = {**(caps.experimental or {}), CAPABILITY: self._credentials.capability()}
-        return caps.model_copy(update={"experimental": experimental})
+        entry = {"version": tokens.VERSION, "token": self._presented()}
+        return caps.model_copy(update={"experimental": {**(caps.experimental or {}), CAPABILITY: entry}})
 
     async def call_tool(self, name: str, arguments: dict[str, Any] | None = None,  # type: ignore[override]
                         *args: Any, meta: Any = None, **kwargs: Any) -> Any:
-        proof = self._credentials.proof(tokens.Request(name, arguments))
-        if proof is not None:
+        holder = self._credentials.holder
+        if holder is not None:  # a fresh proof for this very call
+            proof = tokens.make_proof(holder, self._presented(), self._credentials.audience,
+                                      request=tokens.Request(name, arguments))
             meta = {**(meta or {}), PROOF_META: proof}
         return await super().call_tool(name, arguments, *args, meta=meta, **kwargs)
 
@@ -116,8 +112,9 @@ class AttestingClient(Client):
         session = await super()._build_session(exit_stack)
         if self.credentials is None:
             raise errors.MissingToken("AttestingClient needs credentials=Credentials(token, audience, holder)")
-        session.__class__ = AttestingClientSession  # the same session, with the two methods above
+        session.__class__ = AttestingClientSession  # the same session, with the methods above
         session._credentials = self.credentials  # type: ignore[attr-defined]
+        session._token = None  # type: ignore[attr-defined]
         return session
 
 

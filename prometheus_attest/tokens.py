@@ -103,11 +103,28 @@ class Request:
     arguments: Mapping[str, Any] | None
 
     def digest(self) -> str:
-        """base64url(sha256(RFC 8785 canonical JSON of the arguments)): the same bytes in any language."""
+        """base64url(sha256(RFC 8785 canonical JSON of the arguments)): the same bytes in any language. RFC 8785
+        stops at integers of 2^53 (I-JSON); larger ones (64-bit ids) are written as their decimal digits."""
+        big: dict[str, str] = {}
+
+        def safe(value: Any) -> Any:
+            if isinstance(value, bool) or not isinstance(value, int | dict | list | tuple):
+                return value
+            if isinstance(value, int):
+                if -(2**53) < value < 2**53:
+                    return value
+                big[marker := f"\u0000int:{len(big)}\u0000"] = str(value)
+                return marker
+            if isinstance(value, dict):
+                return {k: safe(v) for k, v in value.items()}
+            return [safe(v) for v in value]
+
         try:
-            canonical = rfc8785.dumps(dict(self.arguments or {}))
-        except (rfc8785.CanonicalizationError, TypeError, ValueError) as e:
+            canonical = rfc8785.dumps(safe(dict(self.arguments or {})))
+        except (rfc8785.CanonicalizationError, TypeError, ValueError, RecursionError) as e:
             raise errors.BadProof(f"the tool's arguments have no canonical JSON form (RFC 8785): {e}") from None
+        for marker, digits in big.items():
+            canonical = canonical.replace(json.dumps(marker).encode(), digits.encode(), 1)
         return b64url(hashlib.sha256(canonical).digest())
 
 
@@ -283,7 +300,7 @@ def check_proof(proof: str | None, agent: Verified, token: str, policy: Policy, 
         jti = _text(p.claims, "jti")
     except errors.AttestationError:
         raise errors.BadProof("the proof of possession needs a jti of 1..512 characters") from None
-    return Proof(jti, at + window)
+    return Proof(jti, at + window + 1)  # remembered through the last second in which it is fresh
 
 
 def _json_object(raw: bytes, what: str) -> dict[str, Any]:

@@ -38,7 +38,7 @@ class Verifier:
         self.policy, self.keys, self.clock = policy, keys, clock
         needed = max(policy.max_lifetime, 2 * tokens.PROOF_WINDOW) + 2 * policy.leeway  # tokens' and proofs' ids
         if replay is None:
-            replay = MemoryReplayCache(horizon=needed)
+            replay = MemoryReplayCache(horizon=needed, clock=clock)
         elif isinstance(replay, MemoryReplayCache) and replay.horizon < needed:
             raise errors.PolicyError(f"the replay cache remembers ids for {replay.horizon} s but tokens and proofs "
                                      f"may live {needed} s: one could be accepted twice")

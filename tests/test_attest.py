@@ -729,3 +729,61 @@ def test_a_refresh_revalidates_with_the_etag_and_expires_counts_without_max_age(
             assert server.hits["/expires"] == 2
 
         run(scenario())
+
+
+def test_a_non_ascii_etag_is_not_kept_and_rotation_still_works() -> None:
+    key, nxt = SigningKey.generate(), SigningKey.generate()
+    clock = Clock()
+    route = Route(200, json.dumps(key_set([key.public])).encode(),
+                  {"ETag": '"v1-\u00e9"', "Cache-Control": "max-age=60"})
+    with JWKSServer({"/k": route}) as server:
+        async def scenario() -> str | None:
+            v = Verifier(Policy(frozenset({ISS}), AUD), JWKSKeys({ISS: server.url("/k")}, clock=clock, backoff=0))
+            await v.verify(Issuer(ISS, key).issue(AUD, IDENTITY))
+            server.routes["/k"] = Route.jwks(key_set([nxt.public]), max_age=60)  # the issuer rotates
+            clock.now += 61
+            assert await code_of(v, Issuer(ISS, nxt).issue(AUD, IDENTITY)) is None
+            return await code_of(v, Issuer(ISS, key).issue(AUD, IDENTITY))
+
+        assert run(scenario()) == "unknown_key"  # the removed key is no longer trusted
+
+
+def test_a_proof_is_remembered_through_its_last_fresh_second() -> None:
+    key, holder = SigningKey.generate(), SigningKey.generate()
+    policy = Policy(frozenset({ISS}), AUD)
+    token = Issuer(ISS, key).issue(AUD, IDENTITY, holder=holder.public)
+    agent = run(verifier(key).establish(token))
+    at = int(time.time())
+    proof = tokens.check_proof(make_proof(holder, token, AUD, now=at), agent, token, policy, at)
+    window = tokens.PROOF_WINDOW + policy.leeway
+    tokens.check_proof(make_proof(holder, token, AUD, now=at), agent, token, policy, at + window)  # still fresh
+    assert proof.expires_at == at + window + 1  # so Redis (EXAT) keeps its id through that second
+
+
+def test_tool_arguments_of_any_json_shape_bind_a_proof_and_a_token_is_made_per_session() -> None:
+    from mcp.server.mcpserver import MCPServer
+
+    from prometheus_attest.mcp import AttestationExtension, AttestingClient, Credentials
+
+    key, holder = SigningKey.generate(), SigningKey.generate()
+    app = MCPServer("ids", extensions=[AttestationExtension(verifier(key))])
+
+    @app.tool()
+    def lookup(id: int, labels: dict[str, Any]) -> str:
+        return f"{id} {len(labels)}"
+
+    made: list[str] = []
+
+    def fresh_token() -> str:
+        made.append(Issuer(ISS, key).issue(AUD, IDENTITY, holder=holder.public))
+        return made[-1]
+
+    async def scenario() -> list[Any]:
+        out = []
+        credentials = Credentials(fresh_token, AUD, holder)
+        for _ in range(2):  # two sessions with one Credentials: a token each
+            async with AttestingClient(app, mode="legacy", credentials=credentials) as c:
+                out.append(await call(c, "lookup", {"id": 2**63 + 5, "labels": {"é\u2028": 1.5, "x": [None, -0.0]}}))
+        return out
+
+    assert run(scenario()) == [f"{2**63 + 5} 2"] * 2 and len(made) == 2

@@ -237,7 +237,8 @@ class _NotModified(Exception):
 def _freshness(headers: httpx.Headers) -> float:
     """Seconds a reply is fresh (RFC 9111 §4.2.1): Cache-Control first, else Expires - Date; clamped."""
     cache_control = headers.get("cache-control", "")
-    if cache_control or "expires" not in headers:
+    directives = cache_control.lower()
+    if "expires" not in headers or any(d in directives for d in ("max-age", "no-store", "no-cache")):
         return _max_age(cache_control)
     try:
         expires = parsedate_to_datetime(headers["expires"])

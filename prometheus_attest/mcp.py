@@ -82,21 +82,21 @@ class AttestingClientSession(ClientSession):
         self._credentials = credentials
         self._token: str | None = None  # this session's token, made once
 
-    def _presented(self) -> str:
+    def _session_token(self) -> str:
         if self._token is None:
             self._token = self._credentials.fresh()
         return self._token
 
     def _build_capabilities(self, version: str) -> types.ClientCapabilities:
         caps = super()._build_capabilities(version)
-        entry = {"version": tokens.VERSION, "token": self._presented()}
+        entry = {"version": tokens.VERSION, "token": self._session_token()}
         return caps.model_copy(update={"experimental": {**(caps.experimental or {}), CAPABILITY: entry}})
 
     async def call_tool(self, name: str, arguments: dict[str, Any] | None = None,  # type: ignore[override]
                         *args: Any, meta: Any = None, **kwargs: Any) -> Any:
         holder = self._credentials.holder
         if holder is not None:  # a fresh proof for this very call
-            proof = tokens.make_proof(holder, self._presented(), self._credentials.audience,
+            proof = tokens.make_proof(holder, self._session_token(), self._credentials.audience,
                                       request=tokens.Request(name, arguments))
             meta = {**(meta or {}), PROOF_META: proof}
         return await super().call_tool(name, arguments, *args, meta=meta, **kwargs)

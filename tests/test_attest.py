@@ -705,9 +705,9 @@ def test_a_refresh_revalidates_with_the_etag_and_expires_counts_without_max_age(
     body = json.dumps(key_set([key.public])).encode()
     routes = {"/etag": Route(200, body, {"Content-Type": "application/json", "ETag": '"v1"',
                                          "Cache-Control": "max-age=60"}),
-              "/expires": Route(200, body, {"Content-Type": "application/json",  # the server adds its Date
+              "/expires": Route(200, body, {"Content-Type": "application/json", "Cache-Control": "public",
                                             "Expires": format_datetime(datetime.fromtimestamp(now + 600, UTC),
-                                                                       usegmt=True)})}
+                                                                       usegmt=True)})}  # the server adds Date
     with JWKSServer(routes) as server:
         async def scenario() -> None:
             keys = JWKSKeys({ISS: server.url("/etag")}, clock=clock, backoff=0)

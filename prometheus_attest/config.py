@@ -22,7 +22,7 @@ from typing import Any
 from . import errors
 from .jwks import JWKSKeys
 from .mcp import AttestationExtension, ServerPolicy
-from .replay import MemoryReplayCache, RedisReplayCache
+from .replay import RedisReplayCache
 from .tokens import Policy
 from .verifier import Verifier
 
@@ -57,7 +57,6 @@ def from_dict(data: Any, where: str = "the attestation configuration") -> Attest
     redis_url = data.get("redis")
     if redis_url is not None and not isinstance(redis_url, str):
         raise errors.PolicyError(f"{where}: redis is a redis:// URL")
-    replay = RedisReplayCache.from_url(redis_url) if redis_url else MemoryReplayCache(
-        horizon=policy.max_lifetime + 2 * policy.leeway)
+    replay = RedisReplayCache.from_url(redis_url) if redis_url else None  # None: the verifier sizes a memory one
     rules = ServerPolicy.from_dict({k: data[k] for k in ("default", "tools") if k in data})
     return AttestationExtension(Verifier(policy, JWKSKeys(issuers), replay), rules)

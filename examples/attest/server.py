@@ -15,13 +15,13 @@ from typing import Any
 
 from mcp.server.mcpserver import MCPServer
 
-from prometheus_attest import JWKSKeys, MemoryReplayCache, Policy, RedisReplayCache, Verifier
+from prometheus_attest import JWKSKeys, Policy, RedisReplayCache, Verifier
 from prometheus_attest.mcp import AttestationExtension, Requirement, ServerPolicy, ToolRule, current_agent
 
 
 def build(issuer: str, jwks_url: str | None, audience: str, redis_url: str | None) -> MCPServer:
     verifier = Verifier(Policy(frozenset({issuer}), audience), JWKSKeys({issuer: jwks_url}),
-                        RedisReplayCache.from_url(redis_url) if redis_url else MemoryReplayCache())
+                        RedisReplayCache.from_url(redis_url) if redis_url else None)  # None: in memory
     policy = ServerPolicy(tools={"echo": ToolRule(Requirement.OPTIONAL), "health": ToolRule(Requirement.NONE)})
     app = MCPServer("attested-example", extensions=[AttestationExtension(verifier, policy)])
 

@@ -113,8 +113,13 @@ def attack(name: str, description: str, expected: type[errors.AttestationError])
 
 async def refused(verifier: Verifier, token: object, proof: str | None = None,
                   request: tokens.Request | None = None) -> str | None:
+    return await code_of(verifier.verify(token, proof, request))
+
+
+async def code_of(step: Awaitable[object]) -> str | None:
+    """The error code a verification step refused with; None when it accepted."""
     try:
-        await verifier.verify(token, proof, request)
+        await step
     except errors.AttestationError as e:
         return e.code
     return None
@@ -283,11 +288,7 @@ async def _cnf_reuse(w: World) -> str | None:
     t = w.token(holder=holder.public)
     proof = tokens.make_proof(holder, t, SERVER)
     agent = await v.verify(t, proof)
-    try:
-        await v.use(agent, t, proof)
-    except errors.AttestationError as e:
-        return e.code
-    return None
+    return await code_of(v.use(agent, t, proof))
 
 
 @attack("cnf_proof_for_another_tool_call", "the holder's proof for balance() presented with transfer(1000000)",

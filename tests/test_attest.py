@@ -33,10 +33,12 @@ from prometheus_attest import (
     make_proof,
     tokens,
 )
+from prometheus_attest.attacks import refused as code_of
 from prometheus_attest.jwks_server import JWKS_PATH, JWKSServer, Route
 from prometheus_attest.keys import jwks as key_set
 from testkit import ROOT
-from testkit.redis_server import free_port, redis_server
+from testkit.ports import free_port, wait_for_port
+from testkit.redis_server import redis_server
 
 ISS = "https://issuer.example.com"
 AUD = "urn:example:tools"
@@ -51,14 +53,6 @@ def run(coro: Any) -> Any:
 
 def verifier(key: SigningKey, **policy: Any) -> Verifier:
     return Verifier(Policy(frozenset({ISS}), AUD, **policy), StaticKeys({ISS: [key.public]}))
-
-
-async def code_of(v: Verifier, token: object, proof: str | None = None) -> str | None:
-    try:
-        await v.verify(token, proof)
-    except errors.AttestationError as e:
-        return e.code
-    return None
 
 
 # ---------------------------------------------------------------- tokens and the checks
@@ -116,6 +110,9 @@ def test_the_policy_refuses_what_would_accept_too_much() -> None:
             JWKSKeys({ISS: url})
     with pytest.raises(errors.PolicyError):  # a cache that would forget an id before its token expires
         Verifier(Policy(frozenset({ISS}), AUD, max_lifetime=7200), StaticKeys({}), MemoryReplayCache(horizon=3600))
+    from prometheus_attest import config
+    short = config.from_dict({"audience": AUD, "issuers": {ISS: None}, "max_lifetime": 60})  # proofs' ids too
+    assert short.verifier.replay.horizon >= 2 * tokens.PROOF_WINDOW  # type: ignore[attr-defined]
     from prometheus_attest.mcp import ServerPolicy
     for bad in ({"tools": {"pay": {"requirement": "required", "isuers": ["x"]}}}, {"tools": {"pay": {"issuers": "x"}}},
                 {"tools": ["pay"]}, {"default": "requird"}, {"tools": {"pay": 3}}):
@@ -440,19 +437,6 @@ def test_two_http_servers_share_spent_tokens_through_redis(issuer_files: tuple[J
             for proc in procs:
                 proc.terminate()
                 proc.wait(10)
-
-
-def wait_for_port(port: int) -> None:
-    import socket
-
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise AssertionError(f"nothing listens on {port}")
 
 
 # ---------------------------------------------------------------- CLI

@@ -19,9 +19,9 @@ import pytest
 
 from prometheus_build.recipe import build_canister
 from prometheus_sdk.urls import RepoPolicy, RepoUrlRefused, check_repo_url
+from testkit.ports import free_port
 from tests.conftest import ROOT
 from tests.test_cli_lifecycle import git_commit
-from tests.test_localnet_cli import free_port
 
 COMMIT = "1f2e3d4c5b6a79881f2e3d4c5b6a79881f2e3d4c"
 AUDIT = "build_reproducibility_v1"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -14,13 +13,8 @@ import pytest
 
 from ic_replica import candid
 from prometheus_sdk import Network, connect
+from testkit.ports import free_port
 from tests.conftest import ROOT, TEST_CANISTERS, nat_arg, no_args
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture

@@ -25,9 +25,9 @@ from prometheus_sdk.clients.mcp_registry import RegistryClient
 from prometheus_sdk.icrc3 import ChainError
 from prometheus_store.index import Index
 from testkit.backends import EmbeddedBackend
+from testkit.ports import free_port
 from testkit.protocol import DEV, STRANGER, Stack
 from testkit.store import prepare, submit_app
-from tests.test_localnet_cli import free_port
 
 PROMETHEUS = str(Path(sys.executable).parent / "prometheus")
 

@@ -49,10 +49,11 @@ class Shell:
     def __init__(self, work: Path) -> None:
         self.cwd = work
         self.env = {k: v for k, v in os.environ.items() if not k.startswith(("PROMETHEUS_", "VERIFIER_"))}
-        # The demo's own identities, local IC and verifier state: nothing of the user's is touched.
+        # The demo's own identities, local IC and verifier state: nothing of the user's is touched. The user's
+        # cache is shared: it holds build outputs, fetched packages and compiled modules by content, so a demo
+        # after `prometheus localnet deploy-protocol` (or a second demo) builds no canister twice.
         self.env.update({"XDG_CONFIG_HOME": str(work / "config"), "XDG_DATA_HOME": str(work / "data"),
-                         "XDG_STATE_HOME": str(work / "state"), "XDG_CACHE_HOME": str(work / "cache"),
-                         "COLUMNS": "160", **GIT_ENV})
+                         "XDG_STATE_HOME": str(work / "state"), "COLUMNS": "160", **GIT_ENV})
         self.timings: list[tuple[str, float]] = []
         self.started: list[list[str]] = []  # commands that stop what this shell started, run at the end
 

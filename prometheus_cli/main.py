@@ -7,6 +7,7 @@ import typer
 from prometheus_cli import (
     attest,
     attestations,
+    auth,
     bounties,
     build,
     developer,
@@ -71,6 +72,7 @@ app.add_typer(localnet.app, name="localnet")
 app.add_typer(toolchain.app, name="toolchain")
 app.add_typer(store.app, name="store")
 app.add_typer(attest.app, name="attest")
+app.add_typer(auth.app, name="auth")
 
 
 def global_json_anywhere(args: list[str]) -> list[str]:

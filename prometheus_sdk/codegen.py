@@ -42,6 +42,7 @@ SOURCES = (
     Source("audit_hub", "audit_hub.did", "AuditHubClient", "AuditHubError"),
     Source("mcp_registry", "mcp_registry.did", "RegistryClient", "RegistryError"),
     Source("mcp_orchestrator", "mcp_orchestrator.did", "OrchestratorClient", "OrchestratorError"),
+    Source("auth_server", "auth_server.did", "AuthServerClient", "AuthServerError"),
     Source("management", "management.did", "ManagementCanister", "ManagementError", management=True),
 )
 

@@ -232,3 +232,13 @@ def recording_proxy(upstream: str, call_faults: Sequence[str] = ()) -> Iterator[
     with serve_on_loopback(Handler) as url:
         proxy.url = url
         yield proxy
+
+
+class LocalhostSubdomains(httpx.HTTPTransport):
+    """Sends `http://<name>.localhost:<port>/...` to 127.0.0.1, the Host header unchanged: what browsers do for
+    `*.localhost` (RFC 6761), which this machine's resolver does not. The gateway routes by that Host header."""
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.host.endswith(".localhost"):
+            request.url = request.url.copy_with(host="127.0.0.1")
+        return super().handle_request(request)

@@ -1,0 +1,643 @@
+// auth_server: an OAuth 2.1 authorization server on the IC (seeds 001/002, issue 17), reached through the HTTP
+// gateway: RFC 8414 metadata at the issuer, JWKS, dynamic client registration (RFC 7591), the authorization
+// code flow with PKCE (S256 only), resource indicators (RFC 8707: every token's audience), refresh-token
+// rotation with reuse detection (a replayed refresh token or code revokes its whole grant), revocation
+// (RFC 7009). Access tokens are JWTs (RFC 9068 `at+jwt`) signed with the canister's threshold Ed25519 key
+// (`sign_with_schnorr`); the key can be rotated, the previous one stays published. The user approves a request
+// with their IC identity: `approve` is a signed call, so the grant is bound to the caller's principal.
+//
+// Every HTTP request is upgraded to an update call (`http_request_update`): its reply is certified by
+// consensus, where a query's reply would need response certification (not done yet).
+import Array "mo:core/Array";
+import Blob "mo:core/Blob";
+import Char "mo:core/Char";
+import Error "mo:core/Error";
+import Int "mo:core/Int";
+import List "mo:core/List";
+import Nat "mo:core/Nat";
+import Nat8 "mo:core/Nat8";
+import Principal "mo:core/Principal";
+import Random "mo:core/Random";
+import Text "mo:core/Text";
+import Time "mo:core/Time";
+
+import MemoryStats "../lib/MemoryStats";
+import Sha256 "../lib/Sha256";
+import Grants "Grants";
+import Http "Http";
+import Json "Json";
+
+persistent actor class AuthServer(init : { governance : Principal; issuer : Text; key_name : Text }) {
+
+  public type Authorization = {
+    request_id : Text;
+    client_id : Text;
+    client_name : Text;
+    redirect_uri : Text;
+    scopes : [Text];
+    resource : Text;
+    expires_at_ns : Int;
+  };
+  public type Grant = {
+    id : Nat;
+    client_id : Text;
+    client_name : Text;
+    scopes : [Text];
+    resource : Text;
+    created_at_ns : Int;
+    revoked : Bool;
+    refreshed : Nat;
+  };
+  public type SigningKey = { generation : Nat; kid : Text; public_key : Blob };
+  public type AuthError = { #NotAuthorized; #NotFound; #InvalidArgument : Text; #Unavailable : Text };
+
+  type SchnorrKeyId = { algorithm : { #bip340secp256k1; #ed25519 }; name : Text };
+  type Management = actor {
+    schnorr_public_key : ({ canister_id : ?Principal; derivation_path : [Blob]; key_id : SchnorrKeyId }) -> async { public_key : Blob; chain_code : Blob };
+    sign_with_schnorr : ({ message : Blob; derivation_path : [Blob]; key_id : SchnorrKeyId; aux : ?{ #bip341 : { merkle_root_hash : Blob } } }) -> async { signature : Blob };
+  };
+
+  let ACCESS_TTL_S = 300; // short-lived: a resource server checks a JWT offline, so it cannot be revoked
+  let SIGN_CYCLES = 26_153_846_153; // the IC's fee for `key_1` (test keys cost less; the rest is refunded)
+  let MAX_URL = 8 * 1024;
+  let MAX_FORM = 8 * 1024;
+  let MAX_REGISTRATION = 16 * 1024;
+  let MAX_REDIRECT_URIS = 8;
+  let MAX_URI = 1024;
+  let MAX_SCOPES = 16;
+  let MAX_PUBLISHED_KEYS = 2;
+
+  var governance : Principal = init.governance;
+  var issuer : Text = init.issuer;
+  var keyName : Text = init.key_name;
+  let grants = Grants.empty();
+  var keys : [SigningKey] = []; // newest first: the first signs, all are published
+  var seed : Blob = ""; // from raw_rand: codes, tokens and ids are SHA-256(seed, counter)
+  var counter : Nat = 0;
+
+  transient let ic : Management = actor ("aaaaa-aa");
+
+  func isGovernance(p : Principal) : Bool { not Principal.isAnonymous(p) and Principal.equal(p, governance) };
+
+  // ---------------------------------------------------------------- randomness and keys
+
+  func ensureSeed() : async* () {
+    if (seed.size() > 0) return;
+    let entropy = await Random.blob();
+    let st = Sha256.init();
+    Sha256.write(st, seed);
+    Sha256.write(st, entropy);
+    seed := Sha256.finish(st);
+  };
+
+  func random() : Blob {
+    counter += 1;
+    let st = Sha256.init();
+    Sha256.write(st, seed);
+    Sha256.writeText(st, Nat.toText(counter));
+    Sha256.finish(st);
+  };
+
+  func secretText() : Text { Http.base64url(random()) };
+
+  func derivationPath(generation : Nat) : [Blob] { [Text.encodeUtf8("jwt-signing"), Text.encodeUtf8(Nat.toText(generation))] };
+
+  func keyId() : SchnorrKeyId { { algorithm = #ed25519; name = keyName } };
+
+  // RFC 7638: the thumbprint of the required members in lexicographic order.
+  func thumbprint(x : Text) : Text {
+    Http.base64url(Sha256.hash(Text.encodeUtf8("{\"crv\":\"Ed25519\",\"kty\":\"OKP\",\"x\":\"" # x # "\"}")));
+  };
+
+  func fetchKey(generation : Nat) : async* SigningKey {
+    let { public_key } = await ic.schnorr_public_key({ canister_id = null; derivation_path = derivationPath(generation); key_id = keyId() });
+    { generation; kid = thumbprint(Http.base64url(public_key)); public_key };
+  };
+
+  func ensureKey() : async* SigningKey {
+    if (keys.size() > 0) return keys[0];
+    let k = await* fetchKey(0);
+    if (keys.size() == 0) keys := [k];
+    keys[0];
+  };
+
+  func jwks() : Text {
+    Json.write(#object_([("keys", #array(Array.map<SigningKey, Json.Value>(keys, func k = #object_([("kty", #string("OKP")), ("crv", #string("Ed25519")), ("x", #string(Http.base64url(k.public_key))), ("kid", #string(k.kid)), ("alg", #string("EdDSA")), ("use", #string("sig"))])))) ]));
+  };
+
+  func sign(key : SigningKey, claims : Json.Value) : async* Text {
+    let header = Json.write(#object_([("alg", #string("EdDSA")), ("typ", #string("at+jwt")), ("kid", #string(key.kid))]));
+    let input = Http.base64url(Text.encodeUtf8(header)) # "." # Http.base64url(Text.encodeUtf8(Json.write(claims)));
+    let { signature } = await (with cycles = SIGN_CYCLES) ic.sign_with_schnorr({ message = Text.encodeUtf8(input); derivation_path = derivationPath(key.generation); key_id = keyId(); aux = null });
+    input # "." # Http.base64url(signature);
+  };
+
+  // ---------------------------------------------------------------- validation
+
+  func isScopeToken(t : Text) : Bool {
+    if (t.size() == 0 or t.size() > 64) return false;
+    for (c in t.chars()) {
+      // RFC 6749 scope-token: %x21 / %x23-5B / %x5D-7E
+      let n = Char.toNat32(c);
+      if (n < 0x21 or n > 0x7E or n == 0x22 or n == 0x5C) return false;
+    };
+    true;
+  };
+
+  func parseScopes(t : ?Text) : ?[Text] {
+    let out = List.empty<Text>();
+    switch t {
+      case null {};
+      case (?text) for (s in Text.split(text, #char ' ')) if (s != "") {
+        if (not isScopeToken(s)) return null;
+        if (not List.contains(out, Text.equal, s)) List.add(out, s);
+      };
+    };
+    if (List.size(out) > MAX_SCOPES) null else ?List.toArray(out);
+  };
+
+  func isLoopbackHost(rest : Text) : Bool {
+    Text.startsWith(rest, #text "localhost") or Text.startsWith(rest, #text "127.0.0.1") or Text.startsWith(rest, #text "[::1]");
+  };
+
+  func hostEnds(rest : Text) : Bool {
+    // what follows a loopback host name: a port, a path or the end (so `localhost.example.com` is not loopback)
+    for (h in ["localhost", "127.0.0.1", "[::1]"].vals()) {
+      switch (Text.stripStart(rest, #text h)) {
+        case (?after) if (after == "" or Text.startsWith(after, #char ':') or Text.startsWith(after, #char '/')) return true;
+        case null {};
+      };
+    };
+    false;
+  };
+
+  func noControlOrSpace(t : Text) : Bool {
+    for (c in t.chars()) if (Char.toNat32(c) <= 0x20 or Char.toNat32(c) == 0x7F) return false;
+    true;
+  };
+
+  // An absolute https URI, or http on a loopback host (RFC 8252 section 7.3); never a fragment.
+  func isWebUri(u : Text) : Bool {
+    if (u.size() > MAX_URI or Text.contains(u, #char '#') or not noControlOrSpace(u)) return false;
+    switch (Text.stripStart(u, #text "https://")) {
+      case (?rest) return rest.size() > 0 and not Text.startsWith(rest, #char '/');
+      case null {};
+    };
+    switch (Text.stripStart(u, #text "http://")) { case (?rest) isLoopbackHost(rest) and hostEnds(rest); case null false };
+  };
+
+  // A redirect URI: a web URI, or a private-use scheme of a native app (RFC 8252 section 7.1: a reverse domain
+  // name such as `com.example.app:/callback`).
+  func isRedirectUri(u : Text) : Bool {
+    if (isWebUri(u)) return true;
+    if (u.size() > MAX_URI or Text.contains(u, #char '#') or not noControlOrSpace(u)) return false;
+    let ?scheme = Text.split(u, #char ':').next() else return false;
+    if (not Text.contains(scheme, #char '.') or scheme.size() + 1 >= u.size()) return false;
+    for (c in scheme.chars()) if (not ((c >= 'a' and c <= 'z') or (c >= '0' and c <= '9') or c == '.' or c == '-' or c == '+')) return false;
+    true;
+  };
+
+  func isIssuer(u : Text) : Bool { isWebUri(u) and not Text.contains(u, #char '?') and not Text.endsWith(u, #char '/') };
+
+  // RFC 7636: 43 to 128 unreserved characters.
+  func isVerifier(v : Text) : Bool {
+    if (v.size() < 43 or v.size() > 128) return false;
+    for (c in v.chars()) if (not ((c >= 'a' and c <= 'z') or (c >= 'A' and c <= 'Z') or (c >= '0' and c <= '9') or c == '-' or c == '.' or c == '_' or c == '~')) return false;
+    true;
+  };
+
+  func isChallenge(c : Text) : Bool {
+    if (c.size() != 43) return false;
+    for (ch in c.chars()) if (not ((ch >= 'a' and ch <= 'z') or (ch >= 'A' and ch <= 'Z') or (ch >= '0' and ch <= '9') or ch == '-' or ch == '_')) return false;
+    true;
+  };
+
+  func s256(verifier : Text) : Text { Http.base64url(Sha256.hash(Text.encodeUtf8(verifier))) };
+
+  func hashText(t : Text) : Blob { Sha256.hash(Text.encodeUtf8(t)) };
+
+  // Equal digests: SHA-256 first, so the comparison reveals nothing about the secret's bytes.
+  func sameSecret(presented : Text, stored : Blob) : Bool { Blob.equal(hashText(presented), stored) };
+
+  // ---------------------------------------------------------------- responses
+
+  func oauthError(status : Nat16, error : Text, description : Text) : Http.Response {
+    Http.json(status, Json.write(#object_([("error", #string(error)), ("error_description", #string(description))])), false);
+  };
+
+  func page(status : Nat16, title : Text, body : Text) : Http.Response {
+    Http.html(status, "<!doctype html><html><head><meta charset=\"utf-8\"><title>" # Http.escapeHtml(title) # "</title></head><body style=\"font-family:sans-serif;max-width:40em;margin:2em auto\"><h1>" # Http.escapeHtml(title) # "</h1>" # body # "</body></html>");
+  };
+
+  func withQuery(base : Text, pairs : [(Text, Text)]) : Text {
+    var out = base # (if (Text.contains(base, #char '?')) "&" else "?");
+    var first = true;
+    for ((k, v) in pairs.vals()) { out #= (if first "" else "&") # Http.percentEncode(k) # "=" # Http.percentEncode(v); first := false };
+    out;
+  };
+
+  // An error after the redirect URI was checked goes back to the client (RFC 6749 section 4.1.2.1), with `iss`
+  // (RFC 9207) so a client talking to several servers can tell which one answered.
+  func redirectError(redirectUri : Text, error : Text, description : Text, state : ?Text) : Http.Response {
+    let base = [("error", error), ("error_description", description)];
+    let withState = switch state { case (?s) Array.concat(base, [("state", s)]); case null base };
+    Http.redirect(withQuery(redirectUri, Array.concat(withState, [("iss", issuer)])));
+  };
+
+  func metadata() : Text {
+    let methods = Json.strings(["none", "client_secret_post", "client_secret_basic"]);
+    Json.write(#object_([
+      ("issuer", #string(issuer)),
+      ("authorization_endpoint", #string(issuer # "/authorize")),
+      ("token_endpoint", #string(issuer # "/token")),
+      ("registration_endpoint", #string(issuer # "/register")),
+      ("revocation_endpoint", #string(issuer # "/revoke")),
+      ("jwks_uri", #string(issuer # "/.well-known/jwks.json")),
+      ("response_types_supported", Json.strings(["code"])),
+      ("response_modes_supported", Json.strings(["query"])),
+      ("grant_types_supported", Json.strings(["authorization_code", "refresh_token"])),
+      ("code_challenge_methods_supported", Json.strings(["S256"])),
+      ("token_endpoint_auth_methods_supported", methods),
+      ("revocation_endpoint_auth_methods_supported", methods),
+      ("authorization_response_iss_parameter_supported", #bool(true)),
+      ("scopes_supported", Json.strings([])),
+    ]));
+  };
+
+  // ---------------------------------------------------------------- HTTP
+
+  public query func http_request(req : Http.Request) : async Http.Response {
+    ignore req;
+    Http.upgrade();
+  };
+
+  public func http_request_update(req : Http.UpdateRequest) : async Http.Response {
+    if (req.url.size() > MAX_URL) return oauthError(414, "invalid_request", "the URL is too long");
+    let (path, qs) = Http.split(req.url);
+    switch (req.method, path) {
+      case ("OPTIONS", _) Http.preflight();
+      case ("GET", "/.well-known/oauth-authorization-server") Http.json(200, metadata(), true);
+      case ("GET", "/.well-known/jwks.json") {
+        try { ignore await* ensureKey() } catch (e) { return oauthError(503, "temporarily_unavailable", "the signing key is not available: " # Error.message(e)) };
+        Http.json(200, jwks(), true);
+      };
+      case ("GET", "/authorize") await* authorize(qs, req.headers);
+      case ("POST", "/register") await* register(req);
+      case ("POST", "/token") await* token(req);
+      case ("POST", "/revoke") revokeEndpoint(req);
+      case (_, "/.well-known/oauth-authorization-server" or "/.well-known/jwks.json" or "/authorize" or "/register" or "/token" or "/revoke") {
+        oauthError(405, "invalid_request", "method " # req.method # " is not allowed here");
+      };
+      case _ oauthError(404, "not_found", "no such endpoint: " # path);
+    };
+  };
+
+  // ---------------------------------------------------------------- /authorize
+
+  func authorize(qs : Text, headers : [Http.HeaderField]) : async* Http.Response {
+    let ?ps = Http.params(qs) else return page(400, "Bad request", "<p>The authorization request is malformed (a parameter is not percent-encoded or appears twice).</p>");
+    let ?clientId = Http.param(ps, "client_id") else return page(400, "Bad request", "<p>The request names no <code>client_id</code>.</p>");
+    let ?client = Grants.client(grants, clientId) else return page(400, "Unknown client", "<p>No client is registered as <code>" # Http.escapeHtml(clientId) # "</code>.</p>");
+    // The redirect URI must be one the client registered, exactly; until it is known good, nothing redirects.
+    let redirectUri = switch (Http.param(ps, "redirect_uri")) {
+      case (?u) if (Array.find<Text>(client.redirect_uris, func r = r == u) != null) u else return page(400, "Bad redirect URI", "<p>The redirect URI is not one this client registered.</p>");
+      case null if (client.redirect_uris.size() == 1) client.redirect_uris[0] else return page(400, "Bad request", "<p>The request names no <code>redirect_uri</code>.</p>");
+    };
+    let state = Http.param(ps, "state");
+    switch state { case (?s) if (s.size() > 512) return page(400, "Bad request", "<p>The state is too long.</p>"); case null {} };
+    if (Http.param(ps, "response_type") != ?"code") return redirectError(redirectUri, "unsupported_response_type", "only response_type=code", state);
+    let ?challenge = Http.param(ps, "code_challenge") else return redirectError(redirectUri, "invalid_request", "PKCE is required: code_challenge", state);
+    if (Http.param(ps, "code_challenge_method") != ?"S256") return redirectError(redirectUri, "invalid_request", "code_challenge_method must be S256", state);
+    if (not isChallenge(challenge)) return redirectError(redirectUri, "invalid_request", "code_challenge is not a base64url SHA-256", state);
+    let ?scopes = parseScopes(Http.param(ps, "scope")) else return redirectError(redirectUri, "invalid_scope", "a scope is malformed or there are more than 16", state);
+    let ?resource = Http.param(ps, "resource") else return redirectError(redirectUri, "invalid_target", "a resource indicator (RFC 8707) is required: the token's audience", state);
+    if (not isWebUri(resource) or Text.contains(resource, #char '?')) return redirectError(redirectUri, "invalid_target", "the resource must be an absolute https (or loopback http) URI without query or fragment", state);
+    try { await* ensureSeed() } catch (e) { return page(503, "Unavailable", "<p>No randomness yet: " # Http.escapeHtml(Error.message(e)) # "</p>") };
+    let now = Time.now();
+    Grants.prune(grants, now);
+    let id = secretText();
+    let p : Grants.Pending = { id; client_id = clientId; redirect_uri = redirectUri; challenge; scopes; resource; state; expires_ns = now + Grants.PENDING_TTL_NS };
+    if (not Grants.addPending(grants, p)) return redirectError(redirectUri, "temporarily_unavailable", "too many authorization requests are waiting", state);
+    let wantsJson = switch (Http.header(headers, "Accept")) { case (?a) Text.contains(a, #text "application/json"); case null false };
+    if (wantsJson) {
+      return Http.json(200, Json.write(#object_([("request_id", #string(id)), ("client_id", #string(clientId)), ("client_name", #string(client.name)), ("redirect_uri", #string(redirectUri)), ("scopes", Json.strings(scopes)), ("resource", #string(resource)), ("expires_in", #number(Int.toText(Grants.PENDING_TTL_NS / 1_000_000_000)))])), false);
+    };
+    let scopeList = if (scopes.size() == 0) "<li>(no scope)</li>" else Text.join(Array.map<Text, Text>(scopes, func s = "<li><code>" # Http.escapeHtml(s) # "</code></li>").vals(), "");
+    page(200, "Authorize " # client.name, "<p><b>" # Http.escapeHtml(client.name) # "</b> asks to act for you at <code>" # Http.escapeHtml(resource) # "</code> with:</p><ul>" # scopeList # "</ul><p>It will receive the answer at <code>" # Http.escapeHtml(redirectUri) # "</code>.</p><p>Approve with your IC identity (the request expires in 10 minutes):</p><pre>prometheus auth approve " # Http.escapeHtml(id) # " --issuer " # Http.escapeHtml(issuer) # "</pre><p>or decline with <code>prometheus auth deny " # Http.escapeHtml(id) # " --issuer " # Http.escapeHtml(issuer) # "</code>.</p><p id=\"request-id\" hidden>" # Http.escapeHtml(id) # "</p>");
+  };
+
+  // What a user is asked to approve (the id is the capability: it was only shown to whoever started the flow).
+  public query func get_authorization(id : Text) : async ?Authorization {
+    let ?p = Grants.pending(grants, id, Time.now()) else return null;
+    let name = switch (Grants.client(grants, p.client_id)) { case (?c) c.name; case null "" };
+    ?{ request_id = id; client_id = p.client_id; client_name = name; redirect_uri = p.redirect_uri; scopes = p.scopes; resource = p.resource; expires_at_ns = p.expires_ns };
+  };
+
+  // The user's approval, signed with their identity: the grant is theirs. Returns where to send the browser.
+  public shared ({ caller }) func approve(id : Text) : async { #ok : { redirect_to : Text }; #err : AuthError } {
+    if (Principal.isAnonymous(caller)) return #err(#NotAuthorized);
+    let now = Time.now();
+    let ?p = Grants.takePending(grants, id, now) else return #err(#NotFound);
+    let code = secretText();
+    let stored = Grants.addCode(grants, hashText(code), { client_id = p.client_id; redirect_uri = p.redirect_uri; challenge = p.challenge; scopes = p.scopes; resource = p.resource; user = caller; expires_ns = now + Grants.CODE_TTL_NS; var use = #unused; var family = null });
+    if (not stored) return #err(#Unavailable("too many codes are waiting to be exchanged"));
+    let base = [("code", code)];
+    let withState = switch (p.state) { case (?s) Array.concat(base, [("state", s)]); case null base };
+    #ok({ redirect_to = withQuery(p.redirect_uri, Array.concat(withState, [("iss", issuer)])) });
+  };
+
+  public shared ({ caller }) func deny(id : Text) : async { #ok : { redirect_to : Text }; #err : AuthError } {
+    if (Principal.isAnonymous(caller)) return #err(#NotAuthorized);
+    let ?p = Grants.takePending(grants, id, Time.now()) else return #err(#NotFound);
+    let base = [("error", "access_denied"), ("error_description", "the user declined")];
+    let withState = switch (p.state) { case (?s) Array.concat(base, [("state", s)]); case null base };
+    #ok({ redirect_to = withQuery(p.redirect_uri, Array.concat(withState, [("iss", issuer)])) });
+  };
+
+  // ---------------------------------------------------------------- /register (RFC 7591)
+
+  func stringList(v : ?Json.Value, default : [Text]) : ?[Text] {
+    switch v {
+      case null ?default;
+      case (?#array(items)) {
+        let out = List.empty<Text>();
+        for (x in items.vals()) switch x { case (#string(s)) List.add(out, s); case _ return null };
+        ?List.toArray(out);
+      };
+      case _ null;
+    };
+  };
+
+  func registrationError(error : Text, description : Text) : Http.Response { oauthError(400, error, description) };
+
+  func register(req : Http.UpdateRequest) : async* Http.Response {
+    if (req.body.size() > MAX_REGISTRATION) return registrationError("invalid_client_metadata", "the registration is larger than 16 KiB");
+    let ?text = Text.decodeUtf8(req.body) else return registrationError("invalid_client_metadata", "the body is not UTF-8");
+    let ?body = Json.parse(text) else return registrationError("invalid_client_metadata", "the body is not a JSON object");
+    switch body { case (#object_(_)) {}; case _ return registrationError("invalid_client_metadata", "the body is not a JSON object") };
+    let ?redirects = stringList(Json.field(body, "redirect_uris"), []) else return registrationError("invalid_redirect_uri", "redirect_uris must be an array of strings");
+    if (redirects.size() == 0 or redirects.size() > MAX_REDIRECT_URIS) return registrationError("invalid_redirect_uri", "between 1 and 8 redirect URIs are required");
+    for (u in redirects.vals()) if (not isRedirectUri(u)) return registrationError("invalid_redirect_uri", "not an https, loopback http or private-use redirect URI: " # u);
+    let ?grantTypes = stringList(Json.field(body, "grant_types"), ["authorization_code"]) else return registrationError("invalid_client_metadata", "grant_types must be an array of strings");
+    for (g in grantTypes.vals()) if (g != "authorization_code" and g != "refresh_token") return registrationError("invalid_client_metadata", "unsupported grant type: " # g);
+    let ?responseTypes = stringList(Json.field(body, "response_types"), ["code"]) else return registrationError("invalid_client_metadata", "response_types must be an array of strings");
+    for (r in responseTypes.vals()) if (r != "code") return registrationError("invalid_client_metadata", "unsupported response type: " # r);
+    let method : Grants.AuthMethod = switch (Json.field(body, "token_endpoint_auth_method")) {
+      case (null or ?#string("client_secret_basic")) #client_secret_basic; // RFC 7591's default
+      case (?#string("client_secret_post")) #client_secret_post;
+      case (?#string("none")) #none;
+      case _ return registrationError("invalid_client_metadata", "token_endpoint_auth_method must be none, client_secret_post or client_secret_basic");
+    };
+    let name = switch (Json.field(body, "client_name")) {
+      case (?#string(n)) if (n.size() <= 200) n else return registrationError("invalid_client_metadata", "client_name is longer than 200 characters");
+      case null "(unnamed client)";
+      case _ return registrationError("invalid_client_metadata", "client_name must be a string");
+    };
+    try { await* ensureSeed() } catch (e) { return oauthError(503, "temporarily_unavailable", Error.message(e)) };
+    let now = Time.now();
+    let id = secretText();
+    let secret = if (method == #none) null else ?secretText();
+    let client : Grants.Client = { id; name; redirect_uris = redirects; grant_types = grantTypes; auth_method = method; secret_hash = switch secret { case (?s) ?hashText(s); case null null }; created_ns = now };
+    if (not Grants.addClient(grants, client)) return oauthError(503, "temporarily_unavailable", "registration is closed: the client limit is reached");
+    let methodName = switch method { case (#none) "none"; case (#client_secret_post) "client_secret_post"; case (#client_secret_basic) "client_secret_basic" };
+    let members = List.fromArray<(Text, Json.Value)>([
+      ("client_id", #string(id)),
+      ("client_id_issued_at", #number(Int.toText(now / 1_000_000_000))),
+      ("client_name", #string(name)),
+      ("redirect_uris", Json.strings(redirects)),
+      ("grant_types", Json.strings(grantTypes)),
+      ("response_types", Json.strings(responseTypes)),
+      ("token_endpoint_auth_method", #string(methodName)),
+    ]);
+    switch secret { case (?s) { List.add(members, ("client_secret", #string(s))); List.add(members, ("client_secret_expires_at", #number("0"))) }; case null {} };
+    Http.json(201, Json.write(#object_(List.toArray(members))), false);
+  };
+
+  // ---------------------------------------------------------------- client authentication at /token and /revoke
+
+  // The client, authenticated by its registered method (RFC 6749 section 2.3), or the error to answer.
+  func authenticate(ps : [(Text, Text)], headers : [Http.HeaderField]) : { #ok : Grants.Client; #err : Http.Response } {
+    let invalid = #err(oauthError(401, "invalid_client", "client authentication failed"));
+    var basic : ?(Text, Text) = null;
+    switch (Http.header(headers, "Authorization")) {
+      case (?value) {
+        let ?encoded = Text.stripStart(value, #text "Basic ") else return invalid;
+        let ?raw = Http.base64Decode(encoded) else return invalid;
+        let ?pair = Text.decodeUtf8(raw) else return invalid;
+        let parts = Text.split(pair, #char ':');
+        let ?rawId = parts.next() else return invalid;
+        var rawSecret = "";
+        var first = true;
+        for (p in parts) { rawSecret #= (if first "" else ":") # p; first := false };
+        let ?id = Http.percentDecode(rawId) else return invalid;
+        let ?secret = Http.percentDecode(rawSecret) else return invalid;
+        basic := ?(id, secret);
+      };
+      case null {};
+    };
+    let clientId = switch (basic, Http.param(ps, "client_id")) {
+      case (?(id, _), ?formId) if (id == formId) id else return invalid;
+      case (?(id, _), null) id;
+      case (null, ?formId) formId;
+      case (null, null) return invalid;
+    };
+    let ?client = Grants.client(grants, clientId) else return invalid;
+    switch (client.auth_method, client.secret_hash, basic, Http.param(ps, "client_secret")) {
+      case (#none, _, null, null) #ok(client);
+      case (#client_secret_basic, ?stored, ?(_, secret), null) if (sameSecret(secret, stored)) #ok(client) else invalid;
+      case (#client_secret_post, ?stored, null, ?secret) if (sameSecret(secret, stored)) #ok(client) else invalid;
+      case _ invalid;
+    };
+  };
+
+  func form(req : Http.UpdateRequest) : { #ok : [(Text, Text)]; #err : Http.Response } {
+    if (req.body.size() > MAX_FORM) return #err(oauthError(400, "invalid_request", "the request is larger than 8 KiB"));
+    let isForm = switch (Http.header(req.headers, "Content-Type")) { case (?t) Text.startsWith(Text.toLower(t), #text "application/x-www-form-urlencoded"); case null false };
+    if (not isForm) return #err(oauthError(400, "invalid_request", "the body must be application/x-www-form-urlencoded"));
+    let ?text = Text.decodeUtf8(req.body) else return #err(oauthError(400, "invalid_request", "the body is not UTF-8"));
+    let ?ps = Http.params(text) else return #err(oauthError(400, "invalid_request", "a parameter is malformed or appears twice"));
+    #ok(ps);
+  };
+
+  // ---------------------------------------------------------------- /token
+
+  func tokenResponse(access : Text, refresh : ?Text, scopes : [Text]) : Http.Response {
+    let members = List.fromArray<(Text, Json.Value)>([("access_token", #string(access)), ("token_type", #string("Bearer")), ("expires_in", #number(Nat.toText(ACCESS_TTL_S))), ("scope", #string(Text.join(scopes.vals(), " ")))]);
+    switch refresh { case (?r) List.add(members, ("refresh_token", #string(r))); case null {} };
+    Http.json(200, Json.write(#object_(List.toArray(members))), false);
+  };
+
+  func accessClaims(user : Principal, clientId : Text, resource : Text, scopes : [Text], now : Int) : Json.Value {
+    let iat = now / 1_000_000_000;
+    #object_([
+      ("iss", #string(issuer)),
+      ("sub", #string(Principal.toText(user))),
+      ("aud", #string(resource)),
+      ("client_id", #string(clientId)),
+      ("scope", #string(Text.join(scopes.vals(), " "))),
+      ("iat", #number(Int.toText(iat))),
+      ("exp", #number(Int.toText(iat + ACCESS_TTL_S))),
+      ("jti", #string(Http.base64url(random()))),
+    ]);
+  };
+
+  func token(req : Http.UpdateRequest) : async* Http.Response {
+    let ps = switch (form(req)) { case (#ok(p)) p; case (#err(r)) return r };
+    let client = switch (authenticate(ps, req.headers)) { case (#ok(c)) c; case (#err(r)) return r };
+    switch (Http.param(ps, "grant_type")) {
+      case (?"authorization_code") await* exchangeCode(ps, client);
+      case (?"refresh_token") {
+        if (Array.find<Text>(client.grant_types, func g = g == "refresh_token") == null) return oauthError(400, "unauthorized_client", "this client did not register the refresh_token grant");
+        await* rotate(ps, client);
+      };
+      case (?other) oauthError(400, "unsupported_grant_type", "unsupported grant_type: " # other);
+      case null oauthError(400, "invalid_request", "grant_type is required");
+    };
+  };
+
+  func exchangeCode(ps : [(Text, Text)], client : Grants.Client) : async* Http.Response {
+    let ?presented = Http.param(ps, "code") else return oauthError(400, "invalid_request", "code is required");
+    let ?verifier = Http.param(ps, "code_verifier") else return oauthError(400, "invalid_request", "code_verifier is required (PKCE)");
+    let now = Time.now();
+    let ?code = Grants.code(grants, hashText(presented)) else return oauthError(400, "invalid_grant", "unknown or expired code");
+    if (code.client_id != client.id) return oauthError(400, "invalid_grant", "the code was issued to another client");
+    switch (code.use) {
+      case (#used) {
+        // a code presented twice: someone else has it; the tokens it gave are revoked (RFC 6749 section 4.1.2)
+        switch (code.family) { case (?f) Grants.revoke(grants, f); case null {} };
+        return oauthError(400, "invalid_grant", "the code was already used; the tokens issued for it are revoked");
+      };
+      case (#inFlight) return oauthError(400, "invalid_grant", "the code is being exchanged");
+      case (#unused) {};
+    };
+    if (code.expires_ns <= now) return oauthError(400, "invalid_grant", "the code expired");
+    // A presentation by its client spends the code, whatever follows: a wrong verifier cannot be retried.
+    code.use := #used;
+    if (Http.param(ps, "redirect_uri") != ?code.redirect_uri) return oauthError(400, "invalid_grant", "redirect_uri does not match the authorization request");
+    if (not isVerifier(verifier) or s256(verifier) != code.challenge) return oauthError(400, "invalid_grant", "the PKCE code_verifier does not match the code_challenge");
+    switch (Http.param(ps, "resource")) { case (?r) if (r != code.resource) return oauthError(400, "invalid_target", "the resource differs from the one authorized"); case null {} };
+    if (not Grants.refreshRoom(grants)) { code.use := #unused; return oauthError(503, "temporarily_unavailable", "the server holds too many grants") };
+    code.use := #inFlight;
+    let access = try {
+      let key = await* ensureKey();
+      await* sign(key, accessClaims(code.user, client.id, code.resource, code.scopes, now));
+    } catch (e) {
+      code.use := #unused; // nothing was issued: the client may try again with the same code
+      return oauthError(503, "temporarily_unavailable", "signing failed: " # Error.message(e));
+    };
+    code.use := #used;
+    let wantsRefresh = Array.find<Text>(client.grant_types, func g = g == "refresh_token") != null;
+    let f = Grants.newFamily(grants, client.id, code.user, code.scopes, code.resource, now);
+    code.family := ?f.id;
+    Grants.prune(grants, Time.now());
+    if (not wantsRefresh) return tokenResponse(access, null, code.scopes);
+    let refresh = secretText();
+    Grants.addRefresh(grants, hashText(refresh), f, code.scopes, Time.now());
+    tokenResponse(access, ?refresh, code.scopes);
+  };
+
+  func rotate(ps : [(Text, Text)], client : Grants.Client) : async* Http.Response {
+    let ?presented = Http.param(ps, "refresh_token") else return oauthError(400, "invalid_request", "refresh_token is required");
+    let now = Time.now();
+    let ?t = Grants.refreshToken(grants, hashText(presented)) else return oauthError(400, "invalid_grant", "unknown or expired refresh token");
+    if (t.client_id != client.id) return oauthError(400, "invalid_grant", "the refresh token was issued to another client");
+    if (not Grants.live(grants, t.family)) return oauthError(400, "invalid_grant", "the grant was revoked");
+    switch (t.use) {
+      case (#used) {
+        Grants.revoke(grants, t.family); // a rotated-out token came back: the family is compromised
+        return oauthError(400, "invalid_grant", "the refresh token was already used; the grant is revoked");
+      };
+      case (#inFlight) return oauthError(400, "invalid_grant", "the refresh token is being exchanged");
+      case (#unused) {};
+    };
+    if (t.expires_ns <= now) return oauthError(400, "invalid_grant", "the refresh token expired");
+    let ?asked = parseScopes(Http.param(ps, "scope")) else return oauthError(400, "invalid_scope", "a scope is malformed");
+    let scopes = if (asked.size() == 0) t.scopes else asked;
+    for (s in scopes.vals()) if (Array.find<Text>(t.scopes, func g = g == s) == null) return oauthError(400, "invalid_scope", "scope " # s # " was not granted");
+    switch (Http.param(ps, "resource")) { case (?r) if (r != t.resource) return oauthError(400, "invalid_target", "the resource differs from the one authorized"); case null {} };
+    t.use := #inFlight;
+    let access = try {
+      let key = await* ensureKey();
+      await* sign(key, accessClaims(t.user, client.id, t.resource, scopes, now));
+    } catch (e) {
+      t.use := #unused;
+      return oauthError(503, "temporarily_unavailable", "signing failed: " # Error.message(e));
+    };
+    t.use := #used;
+    let ?f = Grants.family(grants, t.family) else return oauthError(400, "invalid_grant", "the grant is gone");
+    if (f.revoked) return oauthError(400, "invalid_grant", "the grant was revoked"); // while the token was signed
+    f.refreshed += 1;
+    let refresh = secretText();
+    Grants.addRefresh(grants, hashText(refresh), f, t.scopes, Time.now());
+    Grants.prune(grants, Time.now());
+    tokenResponse(access, ?refresh, scopes);
+  };
+
+  // ---------------------------------------------------------------- /revoke (RFC 7009)
+
+  func revokeEndpoint(req : Http.UpdateRequest) : Http.Response {
+    let ps = switch (form(req)) { case (#ok(p)) p; case (#err(r)) return r };
+    let client = switch (authenticate(ps, req.headers)) { case (#ok(c)) c; case (#err(r)) return r };
+    let ?presented = Http.param(ps, "token") else return oauthError(400, "invalid_request", "token is required");
+    // A refresh token ends its grant. An access token (a JWT) expires by itself; an unknown token is not an
+    // error (RFC 7009 section 2.2): either way the answer is 200 and says nothing about the token.
+    switch (Grants.refreshToken(grants, hashText(presented))) {
+      case (?t) if (t.client_id == client.id) Grants.revoke(grants, t.family);
+      case null {};
+    };
+    Http.json(200, "{}", false);
+  };
+
+  // ---------------------------------------------------------------- a user's grants
+
+  func grantView(f : Grants.Family) : Grant {
+    let name = switch (Grants.client(grants, f.client_id)) { case (?c) c.name; case null "" };
+    { id = f.id; client_id = f.client_id; client_name = name; scopes = f.scopes; resource = f.resource; created_at_ns = f.created_ns; revoked = f.revoked; refreshed = f.refreshed };
+  };
+
+  public shared query ({ caller }) func my_grants(before : ?Nat, limit : Nat) : async [Grant] {
+    Array.map<Grants.Family, Grant>(Grants.grantsOf(grants, caller, before, Nat.min(limit, 100)), grantView);
+  };
+
+  public shared ({ caller }) func revoke_grant(id : Nat) : async { #ok; #err : AuthError } {
+    let ?f = Grants.family(grants, id) else return #err(#NotFound);
+    if (not Principal.equal(f.user, caller)) return #err(#NotFound); // someone else's grant is not theirs to see
+    f.revoked := true;
+    #ok;
+  };
+
+  // ---------------------------------------------------------------- governance
+
+  public query func signing_keys() : async [SigningKey] { keys };
+
+  public query func issuer_url() : async Text { issuer };
+
+  public shared ({ caller }) func set_issuer(url : Text) : async { #ok; #err : AuthError } {
+    if (not isGovernance(caller)) return #err(#NotAuthorized);
+    if (not isIssuer(url)) return #err(#InvalidArgument("an issuer is an https (or loopback http) URL without query, fragment or trailing slash"));
+    issuer := url;
+    #ok;
+  };
+
+  // A new signing key; the previous one stays published so tokens it signed still verify until they expire.
+  public shared ({ caller }) func rotate_signing_key() : async { #ok : SigningKey; #err : AuthError } {
+    if (not isGovernance(caller)) return #err(#NotAuthorized);
+    let next = if (keys.size() == 0) 0 else keys[0].generation + 1;
+    let k = try { await* fetchKey(next) } catch (e) { return #err(#Unavailable(Error.message(e))) };
+    if (keys.size() > 0 and keys[0].generation >= next) return #err(#Unavailable("another rotation finished first"));
+    keys := Array.sliceToArray(Array.concat([k], keys), 0, MAX_PUBLISHED_KEYS);
+    #ok(k);
+  };
+
+  public shared ({ caller }) func set_governance(p : Principal) : async { #ok; #err : AuthError } {
+    if (not isGovernance(caller)) return #err(#NotAuthorized);
+    if (Principal.isAnonymous(p)) return #err(#InvalidArgument("the anonymous principal cannot govern"));
+    governance := p;
+    #ok;
+  };
+
+  public shared query ({ caller }) func memory_stats() : async { #ok : MemoryStats.Stats; #err : AuthError } {
+    if (not isGovernance(caller) and not Principal.isController(caller)) return #err(#NotAuthorized);
+    #ok(MemoryStats.now());
+  };
+};

@@ -1,0 +1,449 @@
+"""The auth_server canister (issue 17) as OAuth clients see it: through the localnet's HTTP gateway, with
+authlib's OAuth 2 client (PKCE, refresh, revocation), the user approving with a signed IC call through the
+SDK, access tokens checked as a resource server would (JWKS from the canister, audience, expiry)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import secrets
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import pytest
+from authlib.integrations.base_client import OAuthError
+from authlib.integrations.httpx_client import OAuth2Client
+from authlib.jose import JsonWebKey, jwt
+
+from ic_replica.http_server import IcHttpServer
+from ic_replica.principal import Principal as IcPrincipal
+from prometheus_sdk.agent import connect
+from prometheus_sdk.clients.auth_server import AuthServerClient, AuthServerError, encode_init
+from prometheus_sdk.network import Network
+from prometheus_sdk.principal import Principal
+from testkit.backends import EmbeddedBackend
+from testkit.http_helpers import LocalhostSubdomains
+from testkit.protocol import GOV, IDENTITIES, PRINCIPALS
+from testkit.typed import Typed
+
+RESOURCE = "https://tools.example.com/mcp"
+REDIRECT = "http://127.0.0.1:8765/callback"
+USER, OTHER = "dev", "sponsor"
+
+
+@dataclass
+class Auth:
+    ic: Any
+    issuer: str
+    http: httpx.Client
+    canister_id: str
+    url: str
+
+    def as_user(self, role: str = USER) -> AuthServerClient:
+        conn = connect(Network("local", self.url), IDENTITIES[role])
+        return AuthServerClient(conn, self.canister_id)
+
+    def inproc(self) -> Typed:
+        """Calls in process, for tests that move the replica's clock (a signed request's expiry follows the wall
+        clock, so the HTTP interface would refuse it as expired)."""
+        return Typed(self.ic, IcPrincipal.from_text(self.canister_id), "auth_server")
+
+    def principal(self, role: str = USER) -> str:
+        return str(IDENTITIES[role].sender())
+
+    def metadata(self) -> dict[str, Any]:
+        return dict(self.http.get(f"{self.issuer}/.well-known/oauth-authorization-server").json())
+
+    def register(self, **extra: Any) -> dict[str, Any]:
+        body = {"client_name": "Test agent", "redirect_uris": [REDIRECT], "token_endpoint_auth_method": "none",
+                "grant_types": ["authorization_code", "refresh_token"], **extra}
+        reply = self.http.post(f"{self.issuer}/register", json=body)
+        assert reply.status_code == 201, reply.text
+        return dict(reply.json())
+
+    def oauth(self, client: dict[str, Any], **kw: Any) -> OAuth2Client:
+        return OAuth2Client(client["client_id"], client.get("client_secret"), transport=LocalhostSubdomains(),
+                            token_endpoint_auth_method=client["token_endpoint_auth_method"],
+                            redirect_uri=REDIRECT, code_challenge_method="S256", **kw)
+
+    def start(self, oauth: OAuth2Client, scope: str = "tools:call", resource: str = RESOURCE,
+              ) -> tuple[str, str, str]:
+        """An authorization request as the client makes it: the pending request's id, the verifier, the state."""
+        verifier = secrets.token_urlsafe(48)
+        uri, state = oauth.create_authorization_url(f"{self.issuer}/authorize", code_verifier=verifier,
+                                                    scope=scope, resource=resource)
+        reply = self.http.get(uri, headers={"Accept": "application/json"})
+        assert reply.status_code == 200, reply.text
+        return reply.json()["request_id"], verifier, state
+
+    def authorize(self, oauth: OAuth2Client, role: str = USER, **kw: Any) -> dict[str, Any]:
+        """The whole code flow: request, the user's signed approval, the code exchanged by authlib."""
+        request_id, verifier, _ = self.start(oauth, **kw)
+        redirect_to = self.as_user(role).approve(request_id)["redirect_to"]
+        token = oauth.fetch_token(f"{self.issuer}/token", authorization_response=redirect_to,
+                                  code_verifier=verifier, resource=kw.get("resource", RESOURCE))
+        return dict(token)
+
+    def claims(self, access_token: str, audience: str = RESOURCE) -> dict[str, Any]:
+        """What a resource server does: keys from the canister's JWKS, signature, issuer, audience, expiry."""
+        keys = JsonWebKey.import_key_set(self.http.get(f"{self.issuer}/.well-known/jwks.json").json())
+        claims = jwt.decode(access_token, keys, claims_options={
+            "iss": {"essential": True, "value": self.issuer}, "aud": {"essential": True, "value": audience},
+            "exp": {"essential": True}, "sub": {"essential": True}})
+        claims.validate(now=self.ic.replica.time_ns // 1_000_000_000)
+        return dict(claims)
+
+
+@pytest.fixture
+def auth(product: dict[str, Any]) -> Iterator[Auth]:
+    ic = EmbeddedBackend()
+    server = IcHttpServer(ic.replica).start()
+    try:
+        cid = ic.create_canister(controllers=[GOV], sender=GOV)
+        issuer = f"http://{cid}.localhost:{urlsplit(server.url).port}"
+        init = encode_init({"governance": Principal.from_text(str(GOV)), "issuer": issuer, "key_name": "dfx_test_key"})
+        ic.install_code(cid, product["auth_server"].wasm.read_bytes(), init, sender=GOV)
+        with httpx.Client(transport=LocalhostSubdomains(), timeout=30) as http:
+            yield Auth(ic, issuer, http, str(cid), server.url)
+    finally:
+        server.stop()
+        ic.replica.close()
+
+
+def error_of(reply: httpx.Response) -> str:
+    return str(reply.json()["error"])
+
+
+def redirect_params(location: str) -> dict[str, str]:
+    return {k: v[0] for k, v in parse_qs(urlsplit(location).query).items()}
+
+
+def test_metadata_and_jwks_at_the_issuer(auth: Auth) -> None:
+    meta = auth.metadata()
+    assert meta["issuer"] == auth.issuer  # RFC 8414 section 3.3: exactly the issuer it was fetched for
+    for endpoint in ("authorization_endpoint", "token_endpoint", "registration_endpoint", "revocation_endpoint",
+                     "jwks_uri"):
+        assert meta[endpoint].startswith(auth.issuer + "/"), endpoint
+    assert meta["code_challenge_methods_supported"] == ["S256"]
+    assert meta["response_types_supported"] == ["code"]
+    assert meta["authorization_response_iss_parameter_supported"] is True
+    jwks = auth.http.get(meta["jwks_uri"]).json()
+    (key,) = jwks["keys"]
+    assert key["kty"] == "OKP" and key["crv"] == "Ed25519" and key["alg"] == "EdDSA"
+    members = json.dumps({"crv": "Ed25519", "kty": "OKP", "x": key["x"]}, separators=(",", ":")).encode()
+    assert key["kid"] == base64.urlsafe_b64encode(hashlib.sha256(members).digest()).rstrip(b"=").decode()  # RFC 7638
+    (published,) = auth.as_user().signing_keys()
+    assert base64.urlsafe_b64decode(key["x"] + "=") == published["public_key"]
+    preflight = auth.http.request("OPTIONS", meta["token_endpoint"])
+    assert preflight.status_code == 204 and preflight.headers["access-control-allow-origin"] == "*"
+    assert auth.http.get(f"{auth.issuer}/nothing").status_code == 404
+    assert auth.http.delete(meta["token_endpoint"]).status_code == 405
+
+
+def test_the_code_flow_with_authlib_then_refresh_rotation(auth: Auth) -> None:
+    client = auth.register()
+    assert "client_secret" not in client and client["token_endpoint_auth_method"] == "none"
+    oauth = auth.oauth(client)
+    token = auth.authorize(oauth, scope="tools:call payments")
+    assert token["token_type"] == "Bearer" and token["expires_in"] == 300 and token["scope"] == "tools:call payments"
+    header = json.loads(base64.urlsafe_b64decode(token["access_token"].split(".")[0] + "=="))
+    assert header["typ"] == "at+jwt" and header["alg"] == "EdDSA"
+    claims = auth.claims(token["access_token"])
+    assert claims["sub"] == auth.principal() and claims["aud"] == RESOURCE
+    assert claims["client_id"] == client["client_id"] and claims["scope"] == "tools:call payments"
+    assert claims["exp"] - claims["iat"] == 300
+    with pytest.raises(Exception, match="aud"):  # a token for one resource is refused by another
+        auth.claims(token["access_token"], audience="https://other.example.com/mcp")
+    # rotation: a new refresh token each time, the old one spent; the grant lives on
+    first_refresh = token["refresh_token"]
+    again = oauth.refresh_token(f"{auth.issuer}/token", refresh_token=first_refresh)
+    assert again["refresh_token"] != first_refresh
+    assert auth.claims(again["access_token"])["sub"] == auth.principal()
+    narrowed = oauth.refresh_token(f"{auth.issuer}/token", refresh_token=again["refresh_token"], scope="tools:call")
+    assert auth.claims(narrowed["access_token"])["scope"] == "tools:call"
+    (grant,) = auth.as_user().my_grants([], 10)
+    assert grant["refreshed"] == 2 and not grant["revoked"] and grant["client_name"] == "Test agent"
+    assert auth.as_user(OTHER).my_grants([], 10) == []
+
+
+def test_a_replayed_refresh_token_revokes_the_whole_family(auth: Auth) -> None:
+    oauth = auth.oauth(auth.register())
+    token = auth.authorize(oauth)
+    stolen = token["refresh_token"]
+    rotated = oauth.refresh_token(f"{auth.issuer}/token", refresh_token=stolen)
+    with pytest.raises(OAuthError, match="invalid_grant"):  # the thief (or the client) replays the old one
+        oauth.refresh_token(f"{auth.issuer}/token", refresh_token=stolen)
+    with pytest.raises(OAuthError, match="invalid_grant"):  # and the legitimate current one dies with it
+        oauth.refresh_token(f"{auth.issuer}/token", refresh_token=rotated["refresh_token"])
+    (grant,) = auth.as_user().my_grants([], 10)
+    assert grant["revoked"]
+
+
+def test_a_replayed_code_is_refused_and_revokes_what_it_gave(auth: Auth) -> None:
+    client = auth.register()
+    oauth = auth.oauth(client)
+    request_id, verifier, _ = auth.start(oauth)
+    redirect_to = auth.as_user().approve(request_id)["redirect_to"]
+    params = redirect_params(redirect_to)
+    assert params["iss"] == auth.issuer  # RFC 9207
+    token = oauth.fetch_token(f"{auth.issuer}/token", authorization_response=redirect_to, code_verifier=verifier)
+    form = {"grant_type": "authorization_code", "code": params["code"], "redirect_uri": REDIRECT,
+            "client_id": client["client_id"], "code_verifier": verifier}
+    replay = auth.http.post(f"{auth.issuer}/token", data=form)
+    assert replay.status_code == 400 and error_of(replay) == "invalid_grant"
+    with pytest.raises(OAuthError, match="invalid_grant"):
+        oauth.refresh_token(f"{auth.issuer}/token", refresh_token=token["refresh_token"])
+
+
+def test_pkce_is_required_and_checked(auth: Auth) -> None:
+    client = auth.register()
+    oauth = auth.oauth(client)
+    base = {"response_type": "code", "client_id": client["client_id"], "redirect_uri": REDIRECT,
+            "resource": RESOURCE, "state": "s1"}
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(b"x" * 43).digest()).rstrip(b"=").decode()
+    for params, why in (({}, "code_challenge"), ({"code_challenge": challenge}, "S256"),
+                        ({"code_challenge": "x" * 43, "code_challenge_method": "plain"}, "S256")):
+        reply = auth.http.get(f"{auth.issuer}/authorize", params={**base, **params})
+        assert reply.status_code == 302, reply.text  # errors go back to the (registered) redirect URI
+        sent = redirect_params(reply.headers["location"])
+        assert sent["error"] == "invalid_request" and why in sent["error_description"] and sent["state"] == "s1"
+    # a code exchanged without its verifier, or with another, is refused, and the code is spent
+    for verifier in (None, secrets.token_urlsafe(48)):
+        request_id, _, _ = auth.start(oauth)
+        code = redirect_params(auth.as_user().approve(request_id)["redirect_to"])["code"]
+        form = {"grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT,
+                "client_id": client["client_id"]} | ({"code_verifier": verifier} if verifier else {})
+        reply = auth.http.post(f"{auth.issuer}/token", data=form)
+        assert reply.status_code == 400 and error_of(reply) == ("invalid_grant" if verifier else "invalid_request")
+
+
+def test_redirect_uris_are_matched_exactly_and_never_followed_when_wrong(auth: Auth) -> None:
+    client = auth.register(redirect_uris=[REDIRECT, "http://127.0.0.1:8765/other"])
+    challenge = "a" * 43
+    base = {"response_type": "code", "client_id": client["client_id"], "code_challenge": challenge,
+            "code_challenge_method": "S256", "resource": RESOURCE}
+    for uri in ("https://evil.example.com/callback", REDIRECT + "/", REDIRECT + "?x=1", None):
+        params = base | ({"redirect_uri": uri} if uri else {})
+        reply = auth.http.get(f"{auth.issuer}/authorize", params=params)
+        assert reply.status_code == 400 and "location" not in reply.headers, uri  # a page, never a redirect
+        assert "text/html" in reply.headers["content-type"]
+    unknown = auth.http.get(f"{auth.issuer}/authorize", params=base | {"client_id": "nobody", "redirect_uri": REDIRECT})
+    assert unknown.status_code == 400 and "location" not in unknown.headers
+    # the redirect URI at the token endpoint must be the one of the request
+    oauth = auth.oauth(client)
+    request_id, verifier, _ = auth.start(oauth)
+    code = redirect_params(auth.as_user().approve(request_id)["redirect_to"])["code"]
+    reply = auth.http.post(f"{auth.issuer}/token", data={
+        "grant_type": "authorization_code", "code": code, "redirect_uri": "http://127.0.0.1:8765/other",
+        "client_id": client["client_id"], "code_verifier": verifier})
+    assert reply.status_code == 400 and error_of(reply) == "invalid_grant"
+
+
+def test_the_audience_is_the_authorized_resource_only(auth: Auth) -> None:
+    client = auth.register()
+    oauth = auth.oauth(client)
+    request_id, verifier, _ = auth.start(oauth)
+    code = redirect_params(auth.as_user().approve(request_id)["redirect_to"])["code"]
+    reply = auth.http.post(f"{auth.issuer}/token", data={
+        "grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT, "client_id": client["client_id"],
+        "code_verifier": verifier, "resource": "https://other.example.com/mcp"})
+    assert reply.status_code == 400 and error_of(reply) == "invalid_target"
+    token = auth.authorize(oauth)
+    reply = auth.http.post(f"{auth.issuer}/token", data={
+        "grant_type": "refresh_token", "refresh_token": token["refresh_token"], "client_id": client["client_id"],
+        "resource": "https://other.example.com/mcp"})
+    assert reply.status_code == 400 and error_of(reply) == "invalid_target"
+    widened = auth.http.post(f"{auth.issuer}/token", data={
+        "grant_type": "refresh_token", "refresh_token": token["refresh_token"], "client_id": client["client_id"],
+        "scope": "tools:call admin"})
+    assert widened.status_code == 400 and error_of(widened) == "invalid_scope"
+    missing = auth.http.get(f"{auth.issuer}/authorize", params={
+        "response_type": "code", "client_id": client["client_id"], "redirect_uri": REDIRECT,
+        "code_challenge": "a" * 43, "code_challenge_method": "S256"})
+    assert redirect_params(missing.headers["location"])["error"] == "invalid_target"
+
+
+def test_confidential_clients_authenticate_and_others_cannot_use_their_codes(auth: Auth) -> None:
+    secret_client = auth.register(token_endpoint_auth_method="client_secret_basic")
+    assert secret_client["client_secret"] and secret_client["client_secret_expires_at"] == 0
+    oauth = auth.oauth(secret_client)
+    token = auth.authorize(oauth)
+    assert auth.claims(token["access_token"])["client_id"] == secret_client["client_id"]
+    wrong = OAuth2Client(secret_client["client_id"], "not-the-secret", transport=LocalhostSubdomains(),
+                         token_endpoint_auth_method="client_secret_basic")
+    with pytest.raises(OAuthError, match="invalid_client"):
+        wrong.refresh_token(f"{auth.issuer}/token", refresh_token=token["refresh_token"])
+    post_client = auth.register(token_endpoint_auth_method="client_secret_post")
+    assert auth.authorize(auth.oauth(post_client))["access_token"]
+    # another client presenting the first one's code: refused
+    public = auth.register()
+    request_id, verifier, _ = auth.start(oauth)
+    code = redirect_params(auth.as_user().approve(request_id)["redirect_to"])["code"]
+    reply = auth.http.post(f"{auth.issuer}/token", data={
+        "grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT, "client_id": public["client_id"],
+        "code_verifier": verifier})
+    assert reply.status_code == 400 and error_of(reply) == "invalid_grant"
+    no_auth = auth.http.post(f"{auth.issuer}/token", data={"grant_type": "refresh_token", "refresh_token": "x"})
+    assert no_auth.status_code == 401 and error_of(no_auth) == "invalid_client"
+
+
+def test_revocation_ends_the_grant(auth: Auth) -> None:
+    client = auth.register()
+    oauth = auth.oauth(client)
+    token = auth.authorize(oauth)
+    reply = auth.http.post(f"{auth.issuer}/revoke", data={"token": token["refresh_token"],
+                                                          "client_id": client["client_id"]})
+    assert reply.status_code == 200
+    with pytest.raises(OAuthError, match="invalid_grant"):
+        oauth.refresh_token(f"{auth.issuer}/token", refresh_token=token["refresh_token"])
+    unknown = auth.http.post(f"{auth.issuer}/revoke", data={"token": "nothing", "client_id": client["client_id"]})
+    assert unknown.status_code == 200  # RFC 7009 section 2.2
+    # a user ends their own grant; nobody else can
+    second = auth.authorize(oauth)
+    (latest, _) = auth.as_user().my_grants([], 10)
+    with pytest.raises(AuthServerError, match="NotFound"):
+        auth.as_user(OTHER).revoke_grant(latest["id"])
+    auth.as_user().revoke_grant(latest["id"])
+    with pytest.raises(OAuthError, match="invalid_grant"):
+        oauth.refresh_token(f"{auth.issuer}/token", refresh_token=second["refresh_token"])
+
+
+def test_approval_is_signed_once_by_a_user(auth: Auth) -> None:
+    oauth = auth.oauth(auth.register())
+    request_id, _, _ = auth.start(oauth)
+    shown = auth.as_user().get_authorization(request_id)[0]
+    assert shown["client_name"] == "Test agent" and shown["scopes"] == ["tools:call"] and shown["resource"] == RESOURCE
+    anonymous = AuthServerClient(connect(Network("local", auth.url)), auth.canister_id)
+    with pytest.raises(AuthServerError, match="NotAuthorized"):
+        anonymous.approve(request_id)
+    auth.as_user().approve(request_id)
+    with pytest.raises(AuthServerError, match="NotFound"):  # answered once
+        auth.as_user(OTHER).approve(request_id)
+    request_id, _, state = auth.start(oauth)
+    denied = redirect_params(auth.as_user().deny(request_id)["redirect_to"])
+    assert denied["error"] == "access_denied" and denied["state"] == state
+    # an unapproved request expires after 10 minutes
+    request_id, _, _ = auth.start(oauth)
+    auth.ic.replica.advance_time(601 * 1_000_000_000)
+    assert auth.inproc()("approve", request_id, sender=PRINCIPALS[USER]) == {"err": {"NotFound": None}}
+
+
+def test_an_expired_code_is_refused(auth: Auth) -> None:
+    client = auth.register()
+    oauth = auth.oauth(client)
+    request_id, verifier, _ = auth.start(oauth)
+    code = redirect_params(auth.as_user().approve(request_id)["redirect_to"])["code"]
+    auth.ic.replica.advance_time(61 * 1_000_000_000)  # the gateway's own calls carry the replica's time
+    reply = auth.http.post(f"{auth.issuer}/token", data={
+        "grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT, "client_id": client["client_id"],
+        "code_verifier": verifier})
+    assert reply.status_code == 400 and error_of(reply) == "invalid_grant"
+
+
+def test_registration_refuses_bad_metadata(auth: Auth) -> None:
+    url = f"{auth.issuer}/register"
+    for body, error in (
+        ({"redirect_uris": []}, "invalid_redirect_uri"),
+        ({"redirect_uris": ["http://evil.example.com/cb"]}, "invalid_redirect_uri"),  # http only on loopback
+        ({"redirect_uris": ["http://localhost.evil.com/cb"]}, "invalid_redirect_uri"),
+        ({"redirect_uris": ["https://ok.example.com/cb#frag"]}, "invalid_redirect_uri"),
+        ({"redirect_uris": [REDIRECT] * 9}, "invalid_redirect_uri"),
+        ({"redirect_uris": [REDIRECT], "grant_types": ["client_credentials"]}, "invalid_client_metadata"),
+        ({"redirect_uris": [REDIRECT], "response_types": ["token"]}, "invalid_client_metadata"),
+        ({"redirect_uris": [REDIRECT], "token_endpoint_auth_method": "private_key_jwt"}, "invalid_client_metadata"),
+        ({"redirect_uris": [REDIRECT], "client_name": "x" * 201}, "invalid_client_metadata"),
+    ):
+        reply = auth.http.post(url, json=body)
+        assert reply.status_code == 400 and error_of(reply) == error, body
+    for raw in (b"not json", b"[1]", b'{"redirect_uris": ["a"], "redirect_uris": ["b"]}', b"{" * 40 + b"}" * 40,
+                b'{"client_name": "\\ud800", "redirect_uris": []}', b"\xff\xfe", b"x" * 17_000):
+        reply = auth.http.post(url, content=raw, headers={"Content-Type": "application/json"})
+        assert reply.status_code == 400 and error_of(reply) == "invalid_client_metadata", raw[:40]
+    native = auth.register(redirect_uris=["com.example.agent:/callback", "http://[::1]:9000/cb"])
+    assert native["redirect_uris"] == ["com.example.agent:/callback", "http://[::1]:9000/cb"]
+
+
+def test_the_token_endpoint_refuses_malformed_requests(auth: Auth) -> None:
+    client = auth.register()
+    url = f"{auth.issuer}/token"
+    cases = [
+        ({"content": b"grant_type=authorization_code", "headers": {"Content-Type": "application/json"}},
+         "invalid_request"),
+        ({"content": b"client_id=a&client_id=b&grant_type=refresh_token",
+          "headers": {"Content-Type": "application/x-www-form-urlencoded"}}, "invalid_request"),
+        ({"content": b"grant_type=%zz", "headers": {"Content-Type": "application/x-www-form-urlencoded"}},
+         "invalid_request"),
+        ({"data": {"grant_type": "password", "client_id": client["client_id"]}}, "unsupported_grant_type"),
+        ({"data": {"grant_type": "authorization_code", "client_id": client["client_id"], "code": "x",
+                   "code_verifier": "y" * 43}}, "invalid_grant"),
+        ({"content": b"a=" + b"b" * 9000, "headers": {"Content-Type": "application/x-www-form-urlencoded"}},
+         "invalid_request"),
+    ]
+    for kwargs, error in cases:
+        reply = auth.http.post(url, **kwargs)
+        assert reply.status_code == 400 and error_of(reply) == error, kwargs
+        assert reply.headers["cache-control"] == "no-store"
+
+
+def test_key_rotation_publishes_both_keys(auth: Auth) -> None:
+    oauth = auth.oauth(auth.register())
+    before = auth.authorize(oauth)
+    gov = AuthServerClient(connect(Network("local", auth.url), IDENTITIES["gov"]), auth.canister_id)
+    with pytest.raises(AuthServerError, match="NotAuthorized"):
+        auth.as_user().rotate_signing_key()
+    new = gov.rotate_signing_key()
+    kids = [k["kid"] for k in auth.http.get(f"{auth.issuer}/.well-known/jwks.json").json()["keys"]]
+    assert kids[0] == new["kid"] and len(kids) == 2
+    after = auth.authorize(oauth)
+    header_kid = json.loads(base64.urlsafe_b64decode(after["access_token"].split(".")[0] + "=="))["kid"]
+    assert header_kid == new["kid"]
+    assert auth.claims(before["access_token"])["sub"] == auth.claims(after["access_token"])["sub"]
+    gov.rotate_signing_key()
+    assert len(auth.http.get(f"{auth.issuer}/.well-known/jwks.json").json()["keys"]) == 2  # the oldest is dropped
+    with pytest.raises(AuthServerError, match="InvalidArgument"):
+        gov.set_issuer("https://auth.example.com/")
+    gov.set_issuer("https://auth.example.com")
+    assert auth.metadata()["issuer"] == "https://auth.example.com"
+    assert IcPrincipal.from_text(auth.canister_id)  # the id is a principal
+
+
+def test_the_cli_shows_approves_lists_and_revokes(auth: Auth, tmp_path: Path) -> None:
+    env = {**os.environ, "XDG_CONFIG_HOME": str(tmp_path / "config"), "PROMETHEUS_LOCAL_URL": auth.url,
+           "PROMETHEUS_NETWORK": "local", "COLUMNS": "200"}
+
+    def cli(*args: str, code: int = 0) -> subprocess.CompletedProcess[str]:
+        run = subprocess.run([sys.executable, "-m", "prometheus_cli", *args], env=env, capture_output=True,
+                             text=True, timeout=120)
+        assert run.returncode == code, run.stdout + run.stderr
+        assert "Traceback" not in run.stderr
+        return run
+
+    cli("identity", "new", "alice")
+    oauth = auth.oauth(auth.register())
+    request_id, verifier, _ = auth.start(oauth, scope="tools:call")
+    shown = cli("auth", "show", request_id, "--issuer", auth.issuer).stdout
+    assert "Test agent" in shown and RESOURCE in shown and "tools:call" in shown
+    approved = json.loads(cli("--json", "auth", "approve", request_id, "--issuer", auth.issuer).stdout)
+    token = oauth.fetch_token(f"{auth.issuer}/token", authorization_response=approved["redirect_to"],
+                              code_verifier=verifier)
+    assert auth.claims(token["access_token"])["sub"] == approved["principal"]
+    again = cli("auth", "approve", request_id, "--canister", auth.canister_id, code=1)
+    assert "no authorization request" in again.stderr and "expired" in again.stderr
+    (grant,) = json.loads(cli("--json", "auth", "grants", "--issuer", auth.issuer).stdout)
+    assert grant["client_name"] == "Test agent" and not grant["revoked"]
+    assert "active" in cli("auth", "grants", "--issuer", auth.issuer).stdout
+    cli("auth", "revoke", str(grant["id"]), "--issuer", auth.issuer)
+    with pytest.raises(OAuthError, match="invalid_grant"):
+        oauth.refresh_token(f"{auth.issuer}/token", refresh_token=token["refresh_token"])
+    missing = cli("auth", "revoke", "999", "--issuer", auth.issuer, code=1)
+    assert "no grant 999" in missing.stderr
+    custom = cli("auth", "approve", "x", "--issuer", "https://auth.example.com", code=1)
+    assert "names no canister" in custom.stderr and "--canister" in custom.stderr

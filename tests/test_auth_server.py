@@ -447,3 +447,156 @@ def test_the_cli_shows_approves_lists_and_revokes(auth: Auth, tmp_path: Path) ->
     assert "no grant 999" in missing.stderr
     custom = cli("auth", "approve", "x", "--issuer", "https://auth.example.com", code=1)
     assert "names no canister" in custom.stderr and "--canister" in custom.stderr
+
+
+# ---------------------------------------------------------------- payments
+
+SERVER, PAYEE, FEE = "verifier0", "verifier1", 10_000
+
+
+@dataclass
+class Paid:
+    auth: Auth
+    ledger: Typed
+    srv: Typed  # the auth server, called in process
+
+    def balance(self, role: str) -> int:
+        return int(self.ledger("icrc1_balance_of", {"owner": PRINCIPALS[role], "subaccount": []}))
+
+    def allow(self, amount: int, expires_in_s: int | None = None, role: str = USER) -> Any:
+        now = self.auth.ic.replica.time_ns
+        return self.ledger("icrc2_approve", {
+            "from_subaccount": [], "spender": {"owner": self.srv.canister_id, "subaccount": []}, "amount": amount,
+            "expected_allowance": [], "expires_at": [now + expires_in_s * 1_000_000_000] if expires_in_s else [],
+            "fee": [], "memo": [], "created_at_time": []}, sender=PRINCIPALS[role])
+
+    def limit(self, per_charge: int, total: int, role: str = USER, resource: str = RESOURCE) -> Any:
+        return self.srv("set_spending_limit", {"resource": resource, "ledger": self.ledger.canister_id,
+                                               "max_per_charge": per_charge, "max_total": total},
+                        sender=PRINCIPALS[role])
+
+    def charge(self, amount: int, request_id: str, role: str = USER, server: str = SERVER,
+               ledger: IcPrincipal | None = None) -> Any:
+        return self.srv("charge_user", {"user": PRINCIPALS[role], "ledger": ledger or self.ledger.canister_id,
+                                        "amount": amount, "request_id": request_id}, sender=PRINCIPALS[server])
+
+
+@pytest.fixture
+def paid(auth: Auth, product: dict[str, Any]) -> Paid:
+    ic = auth.ic
+    ledger_id = ic.create_canister(controllers=[GOV], sender=GOV)
+    ledger = Typed(ic, ledger_id, "ledger")
+    ic.install_code(ledger_id, product["ledger"].wasm.read_bytes(), ledger.interface.encode_init({
+        "name": "Test USD", "symbol": "TUSD", "decimals": 6, "fee": FEE,
+        "minting_account": {"owner": PRINCIPALS["gov"], "subaccount": []},
+        "initial_balances": [({"owner": PRINCIPALS[USER], "subaccount": []}, 1_000_000),
+                             ({"owner": PRINCIPALS[OTHER], "subaccount": []}, 1_000_000)]}), sender=GOV)
+    srv = auth.inproc()
+    assert srv("register_resource_server", {
+        "principal": PRINCIPALS[SERVER], "resource": RESOURCE, "name": "Tools Inc.",
+        "payee": {"owner": PRINCIPALS[PAYEE], "subaccount": []}, "ledgers": [ledger_id]}, sender=GOV) == {"ok": None}
+    return Paid(auth, ledger, srv)
+
+
+def test_a_charge_needs_a_registered_server_a_payment_grant_a_limit_and_an_allowance(paid: Paid) -> None:
+    auth = paid.auth
+    assert paid.charge(1_000, "r0", server="stranger") == {"err": {"NotRegistered": None}}
+    assert paid.srv("register_resource_server", {
+        "principal": PRINCIPALS["stranger"], "resource": RESOURCE, "name": "Squatter",
+        "payee": {"owner": PRINCIPALS["stranger"], "subaccount": []}, "ledgers": [paid.ledger.canister_id]},
+        sender=PRINCIPALS["stranger"]) == {"err": {"NotAuthorized": None}}
+    assert "InvalidArgument" in paid.srv("register_resource_server", {  # one server per resource
+        "principal": PRINCIPALS["stranger"], "resource": RESOURCE, "name": "Squatter",
+        "payee": {"owner": PRINCIPALS["stranger"], "subaccount": []}, "ledgers": [paid.ledger.canister_id]},
+        sender=GOV)["err"]
+    assert paid.charge(1_000, "r0") == {"err": {"NoPaymentGrant": None}}
+    oauth = auth.oauth(auth.register())
+    auth.authorize(oauth, scope="tools:call")  # no payments scope: still no payment grant
+    assert paid.charge(1_000, "r0") == {"err": {"NoPaymentGrant": None}}
+    auth.authorize(oauth, scope="tools:call payments")
+    assert paid.charge(1_000, "r0") == {"err": {"NoLimit": None}}
+    assert paid.limit(1_000, 2_500) == {"ok": None}
+    assert "OverLimit" in paid.charge(1_001, "r0")["err"]
+    assert paid.charge(1_000, "r0")["err"]["Failed"].startswith("InsufficientAllowance")  # no ICRC-2 approval yet
+    assert paid.allow(100_000, expires_in_s=3600) == {"Ok": 0}
+    before = paid.balance(USER)
+    ok = paid.charge(1_000, "r1")["ok"]
+    assert paid.balance(USER) == before - 1_000 - FEE and paid.balance(PAYEE) == 1_000
+    assert paid.charge(1_000, "r1") == {"ok": ok}  # a retry: the same block, billed once
+    assert paid.balance(USER) == before - 1_000 - FEE
+    assert "Conflict" in paid.charge(999, "r1")["err"]
+    assert "ok" in paid.charge(1_000, "r2")
+    over = paid.charge(1_000, "r3")["err"]["OverLimit"]  # 2,000 of 2,500 spent; the failed r0 gave its share back
+    assert over == {"max_per_charge": 1_000, "max_total": 2_500, "spent": 2_000}
+    elsewhere = IcPrincipal.from_text(auth.canister_id)
+    assert paid.charge(100, "r4", ledger=elsewhere) == {"err": {"LedgerNotAccepted": None}}
+    charges = auth.as_user().my_charges([], 10)
+    assert [c["request_id"] for c in charges] == ["r2", "r1", "r0"]
+    assert "Paid" in charges[0]["state"] and "Failed" in charges[2]["state"]
+    (limit,) = auth.as_user().my_spending_limits()
+    assert limit["spent"] == 2_000 and limit["max_total"] == 2_500
+    assert auth.as_user(OTHER).my_charges([], 10) == []
+    # the user ends the grant: no more charges
+    for grant in auth.as_user().my_grants([], 10):
+        auth.as_user().revoke_grant(grant["id"])
+    assert paid.charge(100, "r5") == {"err": {"NoPaymentGrant": None}}
+
+
+def test_the_payments_scope_needs_a_registered_server_and_the_page_shows_it(paid: Paid) -> None:
+    auth = paid.auth
+    client = auth.register()
+    params = {"response_type": "code", "client_id": client["client_id"], "redirect_uri": REDIRECT,
+              "code_challenge": "a" * 43, "code_challenge_method": "S256", "scope": "payments"}
+    elsewhere = auth.http.get(f"{auth.issuer}/authorize", params=params | {"resource": "https://nobody.example.com"})
+    assert redirect_params(elsewhere.headers["location"])["error"] == "invalid_scope"
+    page = auth.http.get(f"{auth.issuer}/authorize", params=params | {"resource": RESOURCE})
+    assert page.status_code == 200 and "Tools Inc." in page.text and str(paid.ledger.canister_id) in page.text
+
+
+def test_an_allowance_past_its_expiry_pays_nothing(paid: Paid) -> None:
+    paid.auth.authorize(paid.auth.oauth(paid.auth.register()), scope="payments")
+    paid.limit(1_000, 10_000)
+    paid.allow(50_000, expires_in_s=60)
+    assert "ok" in paid.charge(1_000, "a")
+    paid.auth.ic.replica.advance_time(120 * 1_000_000_000)
+    assert paid.charge(1_000, "b")["err"]["Failed"].startswith("InsufficientAllowance")
+
+
+@pytest.mark.parametrize("fault", ["lose_reply", "reject", "trap"])
+def test_a_charge_whose_answer_is_lost_is_retried_without_billing_twice(paid: Paid, fault: str) -> None:
+    paid.auth.authorize(paid.auth.oauth(paid.auth.register()), scope="payments")
+    paid.limit(1_000, 10_000)
+    paid.allow(50_000)
+    before = paid.balance(USER)
+    paid.auth.ic.inject_fault(fault, paid.ledger.canister_id, "icrc2_transfer_from", caller=paid.srv.canister_id)
+    assert "Unknown" in paid.charge(1_000, "lost")["err"]
+    moved = before - paid.balance(USER)
+    assert moved == (1_000 + FEE if fault == "lose_reply" else 0)  # executed, or never reached the ledger
+    (seen,) = paid.srv("get_charge", "lost", sender=PRINCIPALS[SERVER])
+    assert "Unknown" in seen["state"]
+    retried = paid.charge(1_000, "lost")["ok"]
+    assert paid.balance(USER) == before - 1_000 - FEE and paid.balance(PAYEE) == 1_000  # once, whatever happened
+    assert paid.charge(1_000, "lost") == {"ok": retried}
+    assert auth_limit_spent(paid) == 1_000
+
+
+def auth_limit_spent(paid: Paid) -> int:
+    (limit,) = paid.srv("my_spending_limits", sender=PRINCIPALS[USER])
+    return int(limit["spent"])
+
+
+def test_charges_in_one_round_cannot_pass_the_limit_together_nor_bill_one_request_twice(paid: Paid) -> None:
+    paid.auth.authorize(paid.auth.oauth(paid.auth.register()), scope="payments")
+    paid.limit(1_000, 2_500)
+    paid.allow(50_000)
+    before = paid.balance(USER)
+    args = [(1_000, "x"), (1_000, "x"), (1_000, "y"), (1_000, "z"), (1_000, "w")]
+    ids = [paid.srv.ic.submit_call(paid.srv.canister_id, "charge_user", paid.srv.encode("charge_user", {
+        "user": PRINCIPALS[USER], "ledger": paid.ledger.canister_id, "amount": amount, "request_id": rid}),
+        PRINCIPALS[SERVER]) for amount, rid in args]
+    replies = [paid.srv.decode("charge_user", paid.srv.ic.await_call(i)) for i in ids]
+    kinds = [next(iter(r["err"])) if "err" in r else "ok" for r in replies]
+    assert kinds[:2] == ["ok", "InFlight"]  # the same request id while its transfer is in flight
+    assert kinds[2:].count("ok") == 1 and kinds[2:].count("OverLimit") == 2  # 2,500: two charges of 1,000
+    assert paid.balance(USER) == before - 2 * (1_000 + FEE)
+    assert auth_limit_spent(paid) == 2_000

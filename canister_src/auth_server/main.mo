@@ -26,6 +26,7 @@ import Sha256 "../lib/Sha256";
 import Grants "Grants";
 import Http "Http";
 import Json "Json";
+import Payments "Payments";
 
 persistent actor class AuthServer(init : { governance : Principal; issuer : Text; key_name : Text }) {
 
@@ -51,6 +52,50 @@ persistent actor class AuthServer(init : { governance : Principal; issuer : Text
   public type SigningKey = { generation : Nat; kid : Text; public_key : Blob };
   public type AuthError = { #NotAuthorized; #NotFound; #InvalidArgument : Text; #Unavailable : Text };
 
+  public type Account = Payments.Account;
+  public type ResourceServer = Payments.Server;
+  public type ChargeArgs = { user : Principal; ledger : Principal; amount : Nat; request_id : Text };
+  public type ChargeError = {
+    #NotRegistered; // the caller is no registered resource server
+    #LedgerNotAccepted;
+    #NoPaymentGrant; // the user granted this resource no live `payments` scope
+    #NoLimit; // the user set no spending limit for this resource and ledger
+    #OverLimit : { max_per_charge : Nat; max_total : Nat; spent : Nat };
+    #InFlight; // this request id is being charged now
+    #Unknown : Text; // the ledger's answer was lost: retry with the same request id
+    #Failed : Text; // the ledger refused (e.g. InsufficientAllowance): nothing was billed
+    #Conflict : Text; // the request id was used for another charge
+    #InvalidArgument : Text;
+  };
+  public type ChargeState = { #InFlight; #Unknown : Text; #Paid : { block : Nat }; #Failed : Text };
+  public type ChargeView = {
+    id : Nat;
+    server : Principal;
+    user : Principal;
+    ledger : Principal;
+    resource : Text;
+    amount : Nat;
+    request_id : Text;
+    at_ns : Int;
+    state : ChargeState;
+  };
+  public type SpendingLimit = { resource : Text; ledger : Principal; max_per_charge : Nat; max_total : Nat; spent : Nat };
+
+  type TransferFromError = {
+    #BadFee : { expected_fee : Nat };
+    #BadBurn : { min_burn_amount : Nat };
+    #InsufficientFunds : { balance : Nat };
+    #InsufficientAllowance : { allowance : Nat };
+    #TooOld;
+    #CreatedInFuture : { ledger_time : Nat64 };
+    #Duplicate : { duplicate_of : Nat };
+    #TemporarilyUnavailable;
+    #GenericError : { error_code : Nat; message : Text };
+  };
+  type Ledger = actor {
+    icrc2_transfer_from : ({ spender_subaccount : ?Blob; from : Account; to : Account; amount : Nat; fee : ?Nat; memo : ?Blob; created_at_time : ?Nat64 }) -> async { #Ok : Nat; #Err : TransferFromError };
+  };
+
   type SchnorrKeyId = { algorithm : { #bip340secp256k1; #ed25519 }; name : Text };
   type Management = actor {
     schnorr_public_key : ({ canister_id : ?Principal; derivation_path : [Blob]; key_id : SchnorrKeyId }) -> async { public_key : Blob; chain_code : Blob };
@@ -66,11 +111,13 @@ persistent actor class AuthServer(init : { governance : Principal; issuer : Text
   let MAX_URI = 1024;
   let MAX_SCOPES = 16;
   let MAX_PUBLISHED_KEYS = 2;
+  let PAYMENT_SCOPE = "payments";
 
   var governance : Principal = init.governance;
   var issuer : Text = init.issuer;
   var keyName : Text = init.key_name;
   let grants = Grants.empty();
+  let payments = Payments.empty();
   var keys : [SigningKey] = []; // newest first: the first signs, all are published
   var seed : Blob = ""; // from raw_rand: codes, tokens and ids are SHA-256(seed, counter)
   var counter : Nat = 0;
@@ -312,6 +359,8 @@ persistent actor class AuthServer(init : { governance : Principal; issuer : Text
     let ?scopes = parseScopes(Http.param(ps, "scope")) else return redirectError(redirectUri, "invalid_scope", "a scope is malformed or there are more than 16", state);
     let ?resource = Http.param(ps, "resource") else return redirectError(redirectUri, "invalid_target", "a resource indicator (RFC 8707) is required: the token's audience", state);
     if (not isWebUri(resource) or Text.contains(resource, #char '?')) return redirectError(redirectUri, "invalid_target", "the resource must be an absolute https (or loopback http) URI without query or fragment", state);
+    let payee = Payments.serverFor(payments, resource);
+    if (Array.find<Text>(scopes, func s = s == PAYMENT_SCOPE) != null and payee == null) return redirectError(redirectUri, "invalid_scope", "the payments scope needs a resource server registered for payments", state);
     try { await* ensureSeed() } catch (e) { return page(503, "Unavailable", "<p>No randomness yet: " # Http.escapeHtml(Error.message(e)) # "</p>") };
     let now = Time.now();
     Grants.prune(grants, now);
@@ -323,7 +372,13 @@ persistent actor class AuthServer(init : { governance : Principal; issuer : Text
       return Http.json(200, Json.write(#object_([("request_id", #string(id)), ("client_id", #string(clientId)), ("client_name", #string(client.name)), ("redirect_uri", #string(redirectUri)), ("scopes", Json.strings(scopes)), ("resource", #string(resource)), ("expires_in", #number(Int.toText(Grants.PENDING_TTL_NS / 1_000_000_000)))])), false);
     };
     let scopeList = if (scopes.size() == 0) "<li>(no scope)</li>" else Text.join(Array.map<Text, Text>(scopes, func s = "<li><code>" # Http.escapeHtml(s) # "</code></li>").vals(), "");
-    page(200, "Authorize " # client.name, "<p><b>" # Http.escapeHtml(client.name) # "</b> asks to act for you at <code>" # Http.escapeHtml(resource) # "</code> with:</p><ul>" # scopeList # "</ul><p>It will receive the answer at <code>" # Http.escapeHtml(redirectUri) # "</code>.</p><p>Approve with your IC identity (the request expires in 10 minutes):</p><pre>prometheus auth approve " # Http.escapeHtml(id) # " --issuer " # Http.escapeHtml(issuer) # "</pre><p>or decline with <code>prometheus auth deny " # Http.escapeHtml(id) # " --issuer " # Http.escapeHtml(issuer) # "</code>.</p><p id=\"request-id\" hidden>" # Http.escapeHtml(id) # "</p>");
+    let paymentNote = switch (payee) {
+      case (?srv) if (Array.find<Text>(scopes, func s = s == PAYMENT_SCOPE) != null) {
+        "<p>With <code>payments</code>, <b>" # Http.escapeHtml(srv.name) # "</b> may charge you in " # Text.join(Array.map<Principal, Text>(srv.ledgers, func l = "<code>" # Principal.toText(l) # "</code>").vals(), ", ") # ", never more than the spending limit you set for it (<code>prometheus allowance limit " # Http.escapeHtml(resource) # "</code>) nor than your ledger allowance to this server.</p>";
+      } else "";
+      case null "";
+    };
+    page(200, "Authorize " # client.name, "<p><b>" # Http.escapeHtml(client.name) # "</b> asks to act for you at <code>" # Http.escapeHtml(resource) # "</code> with:</p><ul>" # scopeList # "</ul>" # paymentNote # "<p>It will receive the answer at <code>" # Http.escapeHtml(redirectUri) # "</code>.</p><p>Approve with your IC identity (the request expires in 10 minutes):</p><pre>prometheus auth approve " # Http.escapeHtml(id) # " --issuer " # Http.escapeHtml(issuer) # "</pre><p>or decline with <code>prometheus auth deny " # Http.escapeHtml(id) # " --issuer " # Http.escapeHtml(issuer) # "</code>.</p><p id=\"request-id\" hidden>" # Http.escapeHtml(id) # "</p>");
   };
 
   // What a user is asked to approve (the id is the capability: it was only shown to whoever started the flow).
@@ -604,6 +659,134 @@ persistent actor class AuthServer(init : { governance : Principal; issuer : Text
     if (not Principal.equal(f.user, caller)) return #err(#NotFound); // someone else's grant is not theirs to see
     f.revoked := true;
     #ok;
+  };
+
+  // ---------------------------------------------------------------- payments
+
+  func hasPaymentGrant(user : Principal, resource : Text) : Bool {
+    for (f in Grants.grantsOf(grants, user, null, 100).vals()) {
+      if (not f.revoked and f.resource == resource and Array.find<Text>(f.scopes, func s = s == PAYMENT_SCOPE) != null) return true;
+    };
+    false;
+  };
+
+  func describe(e : TransferFromError) : Text {
+    switch e {
+      case (#InsufficientAllowance({ allowance })) "InsufficientAllowance: the allowance left is " # Nat.toText(allowance);
+      case (#InsufficientFunds({ balance })) "InsufficientFunds: the balance is " # Nat.toText(balance);
+      case (#BadFee({ expected_fee })) "BadFee: expected " # Nat.toText(expected_fee);
+      case (#BadBurn(_)) "BadBurn";
+      case (#TooOld) "TooOld";
+      case (#CreatedInFuture(_)) "CreatedInFuture";
+      case (#Duplicate({ duplicate_of })) "Duplicate of " # Nat.toText(duplicate_of);
+      case (#TemporarilyUnavailable) "TemporarilyUnavailable";
+      case (#GenericError({ message })) "GenericError: " # message;
+    };
+  };
+
+  func chargeView(c : Payments.Charge) : ChargeView {
+    let state : ChargeState = switch (c.state) { case (#inFlight) #InFlight; case (#unknown(t)) #Unknown(t); case (#paid(p)) #Paid(p); case (#failed(t)) #Failed(t) };
+    { id = c.id; server = c.server; user = c.user; ledger = c.ledger; resource = c.resource; amount = c.amount; request_id = c.request_id; at_ns = c.at_ns; state };
+  };
+
+  func release(c : Payments.Charge) {
+    switch (Payments.limit(payments, c.user, c.resource, c.ledger)) { case (?l) l.spent -= Nat.min(c.amount, l.spent); case null {} };
+  };
+
+  // Charge a user for one use of the caller's service. Idempotent per (caller, request_id): a retry returns the
+  // first outcome, or, when the ledger's answer was lost, sends the identical transfer again (same
+  // created_at_time and memo: the ledger deduplicates it within its 24-hour window).
+  public shared ({ caller }) func charge_user(args : ChargeArgs) : async { #ok : { block : Nat; charge_id : Nat }; #err : ChargeError } {
+    let ?srv = Payments.server(payments, caller) else return #err(#NotRegistered);
+    if (args.request_id.size() == 0 or args.request_id.size() > Payments.MAX_REQUEST_ID) return #err(#InvalidArgument("request_id must have 1 to 64 characters"));
+    if (args.amount == 0) return #err(#InvalidArgument("the amount must be positive"));
+    let charge = switch (Payments.byRequest(payments, caller, args.request_id)) {
+      case (?c) {
+        if (not Principal.equal(c.user, args.user) or c.amount != args.amount or not Principal.equal(c.ledger, args.ledger)) {
+          return #err(#Conflict("request_id " # args.request_id # " was used for another charge"));
+        };
+        switch (c.state) {
+          case (#paid({ block })) return #ok({ block; charge_id = c.id });
+          case (#failed(why)) return #err(#Failed(why));
+          case (#inFlight) return #err(#InFlight);
+          case (#unknown(_)) { c.state := #inFlight; c };
+        };
+      };
+      case null {
+        if (Array.find<Principal>(srv.ledgers, func l = Principal.equal(l, args.ledger)) == null) return #err(#LedgerNotAccepted);
+        if (not hasPaymentGrant(args.user, srv.resource)) return #err(#NoPaymentGrant);
+        let ?l = Payments.limit(payments, args.user, srv.resource, args.ledger) else return #err(#NoLimit);
+        if (args.amount > l.max_per_charge or l.spent + args.amount > l.max_total) {
+          return #err(#OverLimit({ max_per_charge = l.max_per_charge; max_total = l.max_total; spent = l.spent }));
+        };
+        l.spent += args.amount; // held before the call: concurrent charges cannot pass the limit together
+        Payments.record(payments, caller, srv.payee, args.user, args.ledger, srv.resource, args.amount, args.request_id, Time.now());
+      };
+    };
+    let ledger : Ledger = actor (Principal.toText(charge.ledger));
+    let reply = try {
+      await ledger.icrc2_transfer_from({ spender_subaccount = null; from = { owner = charge.user; subaccount = null }; to = charge.payee; amount = charge.amount; fee = null; memo = ?charge.memo; created_at_time = ?charge.created_at_time });
+    } catch (e) {
+      charge.state := #unknown(Error.message(e));
+      return #err(#Unknown(Error.message(e) # "; retry with the same request_id"));
+    };
+    switch reply {
+      case (#Ok(block)) { charge.state := #paid({ block }); #ok({ block; charge_id = charge.id }) };
+      case (#Err(#Duplicate({ duplicate_of }))) { charge.state := #paid({ block = duplicate_of }); #ok({ block = duplicate_of; charge_id = charge.id }) };
+      case (#Err(#TooOld)) {
+        // past the ledger's deduplication window, a lost first attempt can no longer be told from none
+        charge.state := #unknown("too old for the ledger to deduplicate: check the ledger for memo " # Sha256.toHex(charge.memo));
+        #err(#Unknown("the charge is older than the ledger's deduplication window"));
+      };
+      case (#Err(#TemporarilyUnavailable)) { charge.state := #unknown("TemporarilyUnavailable"); #err(#Unknown("the ledger is temporarily unavailable; retry with the same request_id")) };
+      case (#Err(e)) {
+        let why = describe(e);
+        charge.state := #failed(why);
+        release(charge);
+        #err(#Failed(why));
+      };
+    };
+  };
+
+  public shared ({ caller }) func set_spending_limit(args : { resource : Text; ledger : Principal; max_per_charge : Nat; max_total : Nat }) : async { #ok; #err : AuthError } {
+    if (Principal.isAnonymous(caller)) return #err(#NotAuthorized);
+    if (not isWebUri(args.resource)) return #err(#InvalidArgument("the resource is an absolute https (or loopback http) URI"));
+    if (args.max_per_charge > args.max_total) return #err(#InvalidArgument("max_per_charge is above max_total"));
+    if (not Payments.setLimit(payments, caller, args.resource, args.ledger, args.max_per_charge, args.max_total)) return #err(#InvalidArgument("at most 100 spending limits per user"));
+    #ok;
+  };
+
+  public shared query ({ caller }) func my_spending_limits() : async [SpendingLimit] {
+    Array.map<Payments.Limit, SpendingLimit>(Payments.limitsOf(payments, caller), func l = { resource = l.resource; ledger = l.ledger; max_per_charge = l.max_per_charge; max_total = l.max_total; spent = l.spent });
+  };
+
+  public shared query ({ caller }) func my_charges(before : ?Nat, limit : Nat) : async [ChargeView] {
+    Array.map<Payments.Charge, ChargeView>(Payments.chargesOf(payments, caller, before, Nat.min(limit, 100)), chargeView);
+  };
+
+  // A resource server's view of one of its charges (to resolve an `Unknown` without charging again).
+  public shared query ({ caller }) func get_charge(request_id : Text) : async ?ChargeView {
+    switch (Payments.byRequest(payments, caller, request_id)) { case (?c) ?chargeView(c); case null null };
+  };
+
+  public query func resource_servers() : async [ResourceServer] { Payments.servers(payments) };
+
+  public shared ({ caller }) func register_resource_server(srv : ResourceServer) : async { #ok; #err : AuthError } {
+    if (not isGovernance(caller)) return #err(#NotAuthorized);
+    if (Principal.isAnonymous(srv.principal)) return #err(#InvalidArgument("the anonymous principal cannot charge"));
+    if (not isWebUri(srv.resource) or Text.contains(srv.resource, #char '?')) return #err(#InvalidArgument("the resource is an absolute https (or loopback http) URI without query"));
+    if (srv.name.size() == 0 or srv.name.size() > 100 or srv.ledgers.size() == 0 or srv.ledgers.size() > 8) return #err(#InvalidArgument("a name of 1 to 100 characters and 1 to 8 ledgers"));
+    switch (Payments.serverFor(payments, srv.resource)) {
+      case (?other) if (not Principal.equal(other.principal, srv.principal)) return #err(#InvalidArgument("another server is registered for this resource"));
+      case null {};
+    };
+    if (not Payments.register(payments, srv)) return #err(#Unavailable("at most 1,000 resource servers"));
+    #ok;
+  };
+
+  public shared ({ caller }) func unregister_resource_server(p : Principal) : async { #ok; #err : AuthError } {
+    if (not isGovernance(caller)) return #err(#NotAuthorized);
+    if (Payments.unregister(payments, p)) #ok else #err(#NotFound);
   };
 
   // ---------------------------------------------------------------- governance

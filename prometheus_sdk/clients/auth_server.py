@@ -8,7 +8,7 @@ from prometheus_sdk import candid as c
 from prometheus_sdk.client import CanisterError, Client, MethodSpec
 from prometheus_sdk.principal import Principal
 
-__all__ = ['ApproveOk', 'AuthError', 'AuthServerClient', 'AuthServerError', 'Authorization', 'DenyOk', 'Grant', 'InitArg', 'Request', 'Response', 'SigningKey', 'Stats', 'UpdateRequest', 'encode_init']
+__all__ = ['Account', 'ApproveOk', 'AuthError', 'AuthServerClient', 'AuthServerError', 'Authorization', 'ChargeArgs', 'ChargeError', 'ChargeErrorOverLimit', 'ChargeState', 'ChargeStatePaid', 'ChargeUserOk', 'ChargeView', 'DenyOk', 'Grant', 'InitArg', 'Request', 'ResourceServer', 'Response', 'SetSpendingLimitArg', 'SigningKey', 'SpendingLimit', 'Stats', 'UpdateRequest', 'encode_init']
 
 
 class UpdateRequest(TypedDict):
@@ -30,6 +30,16 @@ class Stats(TypedDict):
     heap_bytes: int
 
 
+class SpendingLimit(TypedDict):
+    """A record."""
+
+    max_total: int
+    resource: str
+    spent: int
+    ledger: Principal
+    max_per_charge: int
+
+
 class SigningKey(TypedDict):
     """A record."""
 
@@ -45,6 +55,16 @@ class Response(TypedDict):
     headers: list[tuple[str, str]]
     upgrade: list[bool]
     status_code: int
+
+
+class ResourceServer(TypedDict):
+    """A record."""
+
+    principal: Principal
+    resource: str
+    name: str
+    payee: Account
+    ledgers: list[Principal]
 
 
 class Request(TypedDict):
@@ -70,6 +90,67 @@ class Grant(TypedDict):
     client_id: str
 
 
+class ChargeView(TypedDict):
+    """A record."""
+
+    id: int
+    request_id: str
+    resource: str
+    at_ns: int
+    user: Principal
+    server: Principal
+    state: ChargeState
+    ledger: Principal
+    amount: int
+
+
+class ChargeStatePaid(TypedDict):
+    """A record."""
+
+    block: int
+
+
+class ChargeState(TypedDict, total=False):
+    """A variant: exactly one of these keys is present."""
+
+    Failed: str
+    Paid: ChargeStatePaid
+    InFlight: None
+    Unknown: str
+
+
+class ChargeErrorOverLimit(TypedDict):
+    """A record."""
+
+    max_total: int
+    spent: int
+    max_per_charge: int
+
+
+class ChargeError(TypedDict, total=False):
+    """A variant: exactly one of these keys is present."""
+
+    NotRegistered: None
+    NoLimit: None
+    Failed: str
+    OverLimit: ChargeErrorOverLimit
+    InFlight: None
+    NoPaymentGrant: None
+    LedgerNotAccepted: None
+    Unknown: str
+    InvalidArgument: str
+    Conflict: str
+
+
+class ChargeArgs(TypedDict):
+    """A record."""
+
+    request_id: str
+    user: Principal
+    ledger: Principal
+    amount: int
+
+
 class Authorization(TypedDict):
     """A record."""
 
@@ -91,16 +172,39 @@ class AuthError(TypedDict, total=False):
     Unavailable: str
 
 
+class Account(TypedDict):
+    """A record."""
+
+    owner: Principal
+    subaccount: list[bytes]
+
+
 class ApproveOk(TypedDict):
     """A record."""
 
     redirect_to: str
 
 
+class ChargeUserOk(TypedDict):
+    """A record."""
+
+    block: int
+    charge_id: int
+
+
 class DenyOk(TypedDict):
     """A record."""
 
     redirect_to: str
+
+
+class SetSpendingLimitArg(TypedDict):
+    """A record."""
+
+    max_total: int
+    resource: str
+    ledger: Principal
+    max_per_charge: int
 
 
 class InitArg(TypedDict):
@@ -112,32 +216,47 @@ class InitArg(TypedDict):
 
 
 # The Candid types of the interface, for the codec.
-_T: dict[str, c.Rec] = {name: c.Rec() for name in ('UpdateRequest', 'Stats', 'SigningKey', 'Response', 'Request', 'HeaderField', 'Grant', 'Authorization', 'AuthServer', 'AuthError')}
+_T: dict[str, c.Rec] = {name: c.Rec() for name in ('UpdateRequest', 'Stats', 'SpendingLimit', 'SigningKey', 'Response', 'ResourceServer', 'Request', 'HeaderField', 'Grant', 'ChargeView', 'ChargeState', 'ChargeError', 'ChargeArgs', 'Authorization', 'AuthServer', 'AuthError', 'Account')}
 _T['UpdateRequest'].define(c.Record((('url', c.TEXT), ('method', c.TEXT), ('body', c.BLOB), ('headers', c.Vec(_T['HeaderField'])), )))
 _T['Stats'].define(c.Record((('wasm_memory_bytes', c.NAT), ('max_live_bytes', c.NAT), ('allocated_bytes', c.NAT), ('reclaimed_bytes', c.NAT), ('heap_bytes', c.NAT), )))
+_T['SpendingLimit'].define(c.Record((('max_total', c.NAT), ('resource', c.TEXT), ('spent', c.NAT), ('ledger', c.PRINCIPAL), ('max_per_charge', c.NAT), )))
 _T['SigningKey'].define(c.Record((('kid', c.TEXT), ('public_key', c.BLOB), ('generation', c.NAT), )))
 _T['Response'].define(c.Record((('body', c.BLOB), ('headers', c.Vec(_T['HeaderField'])), ('upgrade', c.Opt(c.BOOL)), ('status_code', c.NAT16), )))
+_T['ResourceServer'].define(c.Record((('principal', c.PRINCIPAL), ('resource', c.TEXT), ('name', c.TEXT), ('payee', _T['Account']), ('ledgers', c.Vec(c.PRINCIPAL)), )))
 _T['Request'].define(c.Record((('url', c.TEXT), ('method', c.TEXT), ('body', c.BLOB), ('headers', c.Vec(_T['HeaderField'])), ('certificate_version', c.Opt(c.NAT16)), )))
 _T['HeaderField'].define(c.Record(((0, c.TEXT), (1, c.TEXT), )))
 _T['Grant'].define(c.Record((('id', c.NAT), ('resource', c.TEXT), ('refreshed', c.NAT), ('revoked', c.BOOL), ('scopes', c.Vec(c.TEXT)), ('client_name', c.TEXT), ('created_at_ns', c.INT), ('client_id', c.TEXT), )))
+_T['ChargeView'].define(c.Record((('id', c.NAT), ('request_id', c.TEXT), ('resource', c.TEXT), ('at_ns', c.INT), ('user', c.PRINCIPAL), ('server', c.PRINCIPAL), ('state', _T['ChargeState']), ('ledger', c.PRINCIPAL), ('amount', c.NAT), )))
+_T['ChargeState'].define(c.Variant((('Failed', c.TEXT), ('Paid', c.Record((('block', c.NAT), ))), ('InFlight', c.NULL), ('Unknown', c.TEXT), )))
+_T['ChargeError'].define(c.Variant((('NotRegistered', c.NULL), ('NoLimit', c.NULL), ('Failed', c.TEXT), ('OverLimit', c.Record((('max_total', c.NAT), ('spent', c.NAT), ('max_per_charge', c.NAT), ))), ('InFlight', c.NULL), ('NoPaymentGrant', c.NULL), ('LedgerNotAccepted', c.NULL), ('Unknown', c.TEXT), ('InvalidArgument', c.TEXT), ('Conflict', c.TEXT), )))
+_T['ChargeArgs'].define(c.Record((('request_id', c.TEXT), ('user', c.PRINCIPAL), ('ledger', c.PRINCIPAL), ('amount', c.NAT), )))
 _T['Authorization'].define(c.Record((('request_id', c.TEXT), ('resource', c.TEXT), ('redirect_uri', c.TEXT), ('scopes', c.Vec(c.TEXT)), ('client_name', c.TEXT), ('client_id', c.TEXT), ('expires_at_ns', c.INT), )))
-_T['AuthServer'].define(c.Service((('approve', c.Func((c.TEXT, ), (c.Variant((('ok', c.Record((('redirect_to', c.TEXT), ))), ('err', _T['AuthError']), )), ), ())), ('deny', c.Func((c.TEXT, ), (c.Variant((('ok', c.Record((('redirect_to', c.TEXT), ))), ('err', _T['AuthError']), )), ), ())), ('get_authorization', c.Func((c.TEXT, ), (c.Opt(_T['Authorization']), ), ('query', ))), ('http_request', c.Func((_T['Request'], ), (_T['Response'], ), ('query', ))), ('http_request_update', c.Func((_T['UpdateRequest'], ), (_T['Response'], ), ())), ('issuer_url', c.Func((), (c.TEXT, ), ('query', ))), ('memory_stats', c.Func((), (c.Variant((('ok', _T['Stats']), ('err', _T['AuthError']), )), ), ('query', ))), ('my_grants', c.Func((c.Opt(c.NAT), c.NAT, ), (c.Vec(_T['Grant']), ), ('query', ))), ('revoke_grant', c.Func((c.NAT, ), (c.Variant((('ok', c.NULL), ('err', _T['AuthError']), )), ), ())), ('rotate_signing_key', c.Func((), (c.Variant((('ok', _T['SigningKey']), ('err', _T['AuthError']), )), ), ())), ('set_governance', c.Func((c.PRINCIPAL, ), (c.Variant((('ok', c.NULL), ('err', _T['AuthError']), )), ), ())), ('set_issuer', c.Func((c.TEXT, ), (c.Variant((('ok', c.NULL), ('err', _T['AuthError']), )), ), ())), ('signing_keys', c.Func((), (c.Vec(_T['SigningKey']), ), ('query', ))), )))
+_T['AuthServer'].define(c.Service((('approve', c.Func((c.TEXT, ), (c.Variant((('ok', c.Record((('redirect_to', c.TEXT), ))), ('err', _T['AuthError']), )), ), ())), ('charge_user', c.Func((_T['ChargeArgs'], ), (c.Variant((('ok', c.Record((('block', c.NAT), ('charge_id', c.NAT), ))), ('err', _T['ChargeError']), )), ), ())), ('deny', c.Func((c.TEXT, ), (c.Variant((('ok', c.Record((('redirect_to', c.TEXT), ))), ('err', _T['AuthError']), )), ), ())), ('get_authorization', c.Func((c.TEXT, ), (c.Opt(_T['Authorization']), ), ('query', ))), ('get_charge', c.Func((c.TEXT, ), (c.Opt(_T['ChargeView']), ), ('query', ))), ('http_request', c.Func((_T['Request'], ), (_T['Response'], ), ('query', ))), ('http_request_update', c.Func((_T['UpdateRequest'], ), (_T['Response'], ), ())), ('issuer_url', c.Func((), (c.TEXT, ), ('query', ))), ('memory_stats', c.Func((), (c.Variant((('ok', _T['Stats']), ('err', _T['AuthError']), )), ), ('query', ))), ('my_charges', c.Func((c.Opt(c.NAT), c.NAT, ), (c.Vec(_T['ChargeView']), ), ('query', ))), ('my_grants', c.Func((c.Opt(c.NAT), c.NAT, ), (c.Vec(_T['Grant']), ), ('query', ))), ('my_spending_limits', c.Func((), (c.Vec(_T['SpendingLimit']), ), ('query', ))), ('register_resource_server', c.Func((_T['ResourceServer'], ), (c.Variant((('ok', c.NULL), ('err', _T['AuthError']), )), ), ())), ('resource_servers', c.Func((), (c.Vec(_T['ResourceServer']), ), ('query', ))), ('revoke_grant', c.Func((c.NAT, ), (c.Variant((('ok', c.NULL), ('err', _T['AuthError']), )), ), ())), ('rotate_signing_key', c.Func((), (c.Variant((('ok', _T['SigningKey']), ('err', _T['AuthError']), )), ), ())), ('set_governance', c.Func((c.PRINCIPAL, ), (c.Variant((('ok', c.NULL), ('err', _T['AuthError']), )), ), ())), ('set_issuer', c.Func((c.TEXT, ), (c.Variant((('ok', c.NULL), ('err', _T['AuthError']), )), ), ())), ('set_spending_limit', c.Func((c.Record((('max_total', c.NAT), ('resource', c.TEXT), ('ledger', c.PRINCIPAL), ('max_per_charge', c.NAT), )), ), (c.Variant((('ok', c.NULL), ('err', _T['AuthError']), )), ), ())), ('signing_keys', c.Func((), (c.Vec(_T['SigningKey']), ), ('query', ))), ('unregister_resource_server', c.Func((c.PRINCIPAL, ), (c.Variant((('ok', c.NULL), ('err', _T['AuthError']), )), ), ())), )))
 _T['AuthError'].define(c.Variant((('NotFound', c.NULL), ('NotAuthorized', c.NULL), ('InvalidArgument', c.TEXT), ('Unavailable', c.TEXT), )))
+_T['Account'].define(c.Record((('owner', c.PRINCIPAL), ('subaccount', c.Opt(c.BLOB)), )))
 
 _M: dict[str, MethodSpec] = {
     'approve': MethodSpec('approve', (c.TEXT, ), (c.Variant((('ok', c.Record((('redirect_to', c.TEXT), ))), ('err', _T['AuthError']), )), ), query=False, ok_tag='ok', err_tag='err'),
+    'charge_user': MethodSpec('charge_user', (_T['ChargeArgs'], ), (c.Variant((('ok', c.Record((('block', c.NAT), ('charge_id', c.NAT), ))), ('err', _T['ChargeError']), )), ), query=False, ok_tag='ok', err_tag='err'),
     'deny': MethodSpec('deny', (c.TEXT, ), (c.Variant((('ok', c.Record((('redirect_to', c.TEXT), ))), ('err', _T['AuthError']), )), ), query=False, ok_tag='ok', err_tag='err'),
     'get_authorization': MethodSpec('get_authorization', (c.TEXT, ), (c.Opt(_T['Authorization']), ), query=True),
+    'get_charge': MethodSpec('get_charge', (c.TEXT, ), (c.Opt(_T['ChargeView']), ), query=True),
     'http_request': MethodSpec('http_request', (_T['Request'], ), (_T['Response'], ), query=True),
     'http_request_update': MethodSpec('http_request_update', (_T['UpdateRequest'], ), (_T['Response'], ), query=False),
     'issuer_url': MethodSpec('issuer_url', (), (c.TEXT, ), query=True),
     'memory_stats': MethodSpec('memory_stats', (), (c.Variant((('ok', _T['Stats']), ('err', _T['AuthError']), )), ), query=True, ok_tag='ok', err_tag='err'),
+    'my_charges': MethodSpec('my_charges', (c.Opt(c.NAT), c.NAT, ), (c.Vec(_T['ChargeView']), ), query=True),
     'my_grants': MethodSpec('my_grants', (c.Opt(c.NAT), c.NAT, ), (c.Vec(_T['Grant']), ), query=True),
+    'my_spending_limits': MethodSpec('my_spending_limits', (), (c.Vec(_T['SpendingLimit']), ), query=True),
+    'register_resource_server': MethodSpec('register_resource_server', (_T['ResourceServer'], ), (c.Variant((('ok', c.NULL), ('err', _T['AuthError']), )), ), query=False, ok_tag='ok', err_tag='err'),
+    'resource_servers': MethodSpec('resource_servers', (), (c.Vec(_T['ResourceServer']), ), query=True),
     'revoke_grant': MethodSpec('revoke_grant', (c.NAT, ), (c.Variant((('ok', c.NULL), ('err', _T['AuthError']), )), ), query=False, ok_tag='ok', err_tag='err'),
     'rotate_signing_key': MethodSpec('rotate_signing_key', (), (c.Variant((('ok', _T['SigningKey']), ('err', _T['AuthError']), )), ), query=False, ok_tag='ok', err_tag='err'),
     'set_governance': MethodSpec('set_governance', (c.PRINCIPAL, ), (c.Variant((('ok', c.NULL), ('err', _T['AuthError']), )), ), query=False, ok_tag='ok', err_tag='err'),
     'set_issuer': MethodSpec('set_issuer', (c.TEXT, ), (c.Variant((('ok', c.NULL), ('err', _T['AuthError']), )), ), query=False, ok_tag='ok', err_tag='err'),
+    'set_spending_limit': MethodSpec('set_spending_limit', (c.Record((('max_total', c.NAT), ('resource', c.TEXT), ('ledger', c.PRINCIPAL), ('max_per_charge', c.NAT), )), ), (c.Variant((('ok', c.NULL), ('err', _T['AuthError']), )), ), query=False, ok_tag='ok', err_tag='err'),
     'signing_keys': MethodSpec('signing_keys', (), (c.Vec(_T['SigningKey']), ), query=True),
+    'unregister_resource_server': MethodSpec('unregister_resource_server', (c.PRINCIPAL, ), (c.Variant((('ok', c.NULL), ('err', _T['AuthError']), )), ), query=False, ok_tag='ok', err_tag='err'),
 }
 INIT_ARGS: tuple[c.Type, ...] = (c.Record((('issuer', c.TEXT), ('key_name', c.TEXT), ('governance', c.PRINCIPAL), )), )
 
@@ -148,7 +267,7 @@ def encode_init(init: InitArg) -> bytes:
 
 
 class AuthServerError(CanisterError):
-    """An `#err` result of `auth_server.did`: `kind` is the case of AuthError, `detail` its payload."""
+    """An `#err` result of `auth_server.did`: `kind` is the case of AuthError / ChargeError, `detail` its payload."""
 
 
 class AuthServerClient(Client):
@@ -161,6 +280,10 @@ class AuthServerClient(Client):
         """`approve: (id: text) -> (variant { err: AuthError; ok: record {redirect_to: text;}; })`. Raises `AuthServerError` for `err`."""
         return self._invoke(_M['approve'], (id, ))  # type: ignore[no-any-return]
 
+    def charge_user(self, args: ChargeArgs) -> ChargeUserOk:
+        """`charge_user: (args: ChargeArgs) -> (variant { err: ChargeError; ok: record { block: nat; charge_id: nat; }; })`. Raises `AuthServerError` for `err`."""
+        return self._invoke(_M['charge_user'], (args, ))  # type: ignore[no-any-return]
+
     def deny(self, id: str) -> DenyOk:
         """`deny: (id: text) -> (variant { err: AuthError; ok: record {redirect_to: text;}; })`. Raises `AuthServerError` for `err`."""
         return self._invoke(_M['deny'], (id, ))  # type: ignore[no-any-return]
@@ -168,6 +291,10 @@ class AuthServerClient(Client):
     def get_authorization(self, id: str) -> list[Authorization]:
         """`get_authorization: (id: text) -> (opt Authorization) query`."""
         return self._invoke(_M['get_authorization'], (id, ))  # type: ignore[no-any-return]
+
+    def get_charge(self, request_id: str) -> list[ChargeView]:
+        """`get_charge: (request_id: text) -> (opt ChargeView) query`."""
+        return self._invoke(_M['get_charge'], (request_id, ))  # type: ignore[no-any-return]
 
     def http_request(self, req: Request) -> Response:
         """`http_request: (req: Request) -> (Response) query`."""
@@ -185,9 +312,25 @@ class AuthServerClient(Client):
         """`memory_stats: () -> (variant { err: AuthError; ok: Stats; }) query`. Raises `AuthServerError` for `err`."""
         return self._invoke(_M['memory_stats'], ())  # type: ignore[no-any-return]
 
+    def my_charges(self, before: list[int], limit: int) -> list[ChargeView]:
+        """`my_charges: (before: opt nat, limit: nat) -> (vec ChargeView) query`."""
+        return self._invoke(_M['my_charges'], (before, limit, ))  # type: ignore[no-any-return]
+
     def my_grants(self, before: list[int], limit: int) -> list[Grant]:
         """`my_grants: (before: opt nat, limit: nat) -> (vec Grant) query`."""
         return self._invoke(_M['my_grants'], (before, limit, ))  # type: ignore[no-any-return]
+
+    def my_spending_limits(self) -> list[SpendingLimit]:
+        """`my_spending_limits: () -> (vec SpendingLimit) query`."""
+        return self._invoke(_M['my_spending_limits'], ())  # type: ignore[no-any-return]
+
+    def register_resource_server(self, srv: ResourceServer) -> None:
+        """`register_resource_server: (srv: ResourceServer) -> (variant { err: AuthError; ok; })`. Raises `AuthServerError` for `err`."""
+        return self._invoke(_M['register_resource_server'], (srv, ))  # type: ignore[no-any-return]
+
+    def resource_servers(self) -> list[ResourceServer]:
+        """`resource_servers: () -> (vec ResourceServer) query`."""
+        return self._invoke(_M['resource_servers'], ())  # type: ignore[no-any-return]
 
     def revoke_grant(self, id: int) -> None:
         """`revoke_grant: (id: nat) -> (variant { err: AuthError; ok; })`. Raises `AuthServerError` for `err`."""
@@ -205,6 +348,14 @@ class AuthServerClient(Client):
         """`set_issuer: (url: text) -> (variant { err: AuthError; ok; })`. Raises `AuthServerError` for `err`."""
         return self._invoke(_M['set_issuer'], (url, ))  # type: ignore[no-any-return]
 
+    def set_spending_limit(self, args: SetSpendingLimitArg) -> None:
+        """`set_spending_limit: (args: record { ledger: principal; max_per_charge: nat; max_total: nat; resource: text; }) -> (variant { err: AuthError; ok; })`. Raises `AuthServerError` for `err`."""
+        return self._invoke(_M['set_spending_limit'], (args, ))  # type: ignore[no-any-return]
+
     def signing_keys(self) -> list[SigningKey]:
         """`signing_keys: () -> (vec SigningKey) query`."""
         return self._invoke(_M['signing_keys'], ())  # type: ignore[no-any-return]
+
+    def unregister_resource_server(self, p: Principal) -> None:
+        """`unregister_resource_server: (p: principal) -> (variant { err: AuthError; ok; })`. Raises `AuthServerError` for `err`."""
+        return self._invoke(_M['unregister_resource_server'], (p, ))  # type: ignore[no-any-return]

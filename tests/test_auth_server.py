@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
+import httpx2
 import pytest
 from authlib.integrations.base_client import OAuthError
 from authlib.integrations.httpx_client import OAuth2Client
@@ -29,8 +30,10 @@ from prometheus_sdk.agent import connect
 from prometheus_sdk.clients.auth_server import AuthServerClient, AuthServerError, encode_init
 from prometheus_sdk.network import Network
 from prometheus_sdk.principal import Principal
+from testkit import ROOT
 from testkit.backends import EmbeddedBackend
 from testkit.http_helpers import LocalhostSubdomains
+from testkit.ports import free_port, wait_for_port
 from testkit.protocol import GOV, IDENTITIES, PRINCIPALS
 from testkit.typed import Typed
 
@@ -152,13 +155,13 @@ def test_the_code_flow_with_authlib_then_refresh_rotation(auth: Auth) -> None:
     client = auth.register()
     assert "client_secret" not in client and client["token_endpoint_auth_method"] == "none"
     oauth = auth.oauth(client)
-    token = auth.authorize(oauth, scope="tools:call payments")
-    assert token["token_type"] == "Bearer" and token["expires_in"] == 300 and token["scope"] == "tools:call payments"
+    token = auth.authorize(oauth, scope="tools:call files:read")
+    assert token["token_type"] == "Bearer" and token["expires_in"] == 300 and token["scope"] == "tools:call files:read"
     header = json.loads(base64.urlsafe_b64decode(token["access_token"].split(".")[0] + "=="))
     assert header["typ"] == "at+jwt" and header["alg"] == "EdDSA"
     claims = auth.claims(token["access_token"])
     assert claims["sub"] == auth.principal() and claims["aud"] == RESOURCE
-    assert claims["client_id"] == client["client_id"] and claims["scope"] == "tools:call payments"
+    assert claims["client_id"] == client["client_id"] and claims["scope"] == "tools:call files:read"
     assert claims["exp"] - claims["iat"] == 300
     with pytest.raises(Exception, match="aud"):  # a token for one resource is refused by another
         auth.claims(token["access_token"], audience="https://other.example.com/mcp")
@@ -600,3 +603,163 @@ def test_charges_in_one_round_cannot_pass_the_limit_together_nor_bill_one_reques
     assert kinds[2:].count("ok") == 1 and kinds[2:].count("OverLimit") == 2  # 2,500: two charges of 1,000
     assert paid.balance(USER) == before - 2 * (1_000 + FEE)
     assert auth_limit_spent(paid) == 2_000
+
+
+# ---------------------------------------------------------------- a paid MCP server and an MCP client with OAuth
+
+class _AsyncLocalhostSubdomains(httpx2.AsyncHTTPTransport):
+    """`LocalhostSubdomains` for the `mcp` SDK's HTTP client (httpx2): what a browser does for *.localhost."""
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        if request.url.host.endswith(".localhost"):
+            request.url = request.url.copy_with(host="127.0.0.1")
+        return await super().handle_async_request(request)
+
+
+class _Storage:
+    def __init__(self) -> None:
+        self.tokens: Any = None
+        self.client: Any = None
+
+    async def get_tokens(self) -> Any:
+        return self.tokens
+
+    async def set_tokens(self, tokens: Any) -> None:
+        self.tokens = tokens
+
+    async def get_client_info(self) -> Any:
+        return self.client
+
+    async def set_client_info(self, client_info: Any) -> None:
+        self.client = client_info
+
+
+def test_an_mcp_client_signs_in_with_oauth_and_pays_per_tool_call(paid: Paid, tmp_path: Path) -> None:
+    import anyio
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from mcp.client.auth import OAuthClientProvider
+    from mcp.client.session import ClientSession
+    from mcp.client.streamable_http import streamable_http_client
+    from mcp.shared.auth import AuthorizationCodeResult, OAuthClientMetadata
+
+    auth, port = paid.auth, free_port()
+    resource = f"http://127.0.0.1:{port}/mcp"
+    assert paid.srv("register_resource_server", {
+        "principal": PRINCIPALS[SERVER], "resource": resource, "name": "Word counter",
+        "payee": {"owner": PRINCIPALS[PAYEE], "subaccount": []}, "ledgers": [paid.ledger.canister_id]},
+        sender=GOV) == {"ok": None}
+    seed = bytes.fromhex(hashlib.sha256(b"prometheus test role " + SERVER.encode()).hexdigest())
+    pem = tmp_path / "server.pem"
+    pem.write_bytes(Ed25519PrivateKey.from_private_bytes(seed).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    gateway = urlsplit(auth.url)
+    server = subprocess.Popen(
+        [sys.executable, str(ROOT / "examples" / "paid_tools" / "server.py"), "--issuer", auth.issuer,
+         "--auth-server", auth.canister_id, "--ledger", str(paid.ledger.canister_id), "--network", auth.url,
+         "--identity-pem", str(pem), "--port", str(port), "--price", "700",
+         "--jwks-url", f"http://{gateway.netloc}/.well-known/jwks.json?canisterId={auth.canister_id}"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_for_port(port, timeout=30)
+        paid.limit(700, 1_400, resource=resource)
+        paid.allow(100_000)
+        approved: dict[str, str] = {}
+
+        async def redirect_handler(url: str) -> None:  # the user's browser, then `prometheus auth approve`
+            page = auth.http.get(url, headers={"Accept": "application/json"})
+            assert page.status_code == 200, page.text
+            assert page.json()["resource"] == resource and "payments" in page.json()["scopes"]
+            approved["to"] = auth.as_user().approve(page.json()["request_id"])["redirect_to"]
+
+        async def callback_handler() -> AuthorizationCodeResult:
+            got = redirect_params(approved["to"])
+            return AuthorizationCodeResult(code=got["code"], state=got.get("state"), iss=got.get("iss"))
+
+        provider = OAuthClientProvider(resource, OAuthClientMetadata(
+            redirect_uris=[REDIRECT], client_name="An agent", token_endpoint_auth_method="none",
+            grant_types=["authorization_code", "refresh_token"], scope="tools:call payments"),
+            _Storage(), redirect_handler, callback_handler)
+
+        async def session() -> list[Any]:
+            results = []
+            async with (httpx2.AsyncClient(auth=provider, transport=_AsyncLocalhostSubdomains(), timeout=60) as hc,
+                        streamable_http_client(resource, http_client=hc) as streams,
+                        ClientSession(streams[0], streams[1]) as s):
+                await s.initialize()
+                for text in ("one two three", "four five", "six"):
+                    results.append(await s.call_tool("word_count", {"text": text}))
+            return results
+
+        before = paid.balance(USER)
+        first, second, third = anyio.run(session)
+        assert first.structured_content["words"] == 3 and second.structured_content["words"] == 2
+        assert first.structured_content["user"] == auth.principal()
+        assert third.is_error and "OverLimit" in str(third.content)  # the user's limit: 1,400 = two calls
+        assert paid.balance(USER) == before - 2 * (700 + FEE) and paid.balance(PAYEE) == 1_400
+        assert [c["amount"] for c in auth.as_user().my_charges([], 10)] == [700, 700]
+        unauthenticated = httpx.post(resource, json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
+                                     headers={"Accept": "application/json, text/event-stream"})
+        assert unauthenticated.status_code == 401 and "resource_metadata" in unauthenticated.headers["www-authenticate"]
+    finally:
+        server.terminate()
+        out = server.communicate(timeout=30)[0]
+        assert "Traceback" not in out, out
+
+
+def test_the_resource_server_sdk_checks_every_part_of_a_token(auth: Auth) -> None:
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+    from starlette.testclient import TestClient
+
+    from prometheus_sdk.resource_server import InvalidToken, RequireToken, TokenValidator
+
+    token = auth.authorize(auth.oauth(auth.register()), scope="tools:call")["access_token"]
+    jwks = f"http://{urlsplit(auth.url).netloc}/.well-known/jwks.json?canisterId={auth.canister_id}"
+    now = [auth.ic.replica.time_ns / 1e9]
+    validator = TokenValidator(auth.issuer, RESOURCE, jwks_url=jwks, clock=lambda: now[0])
+    assert validator.verify(token, ["tools:call"]).subject == auth.principal()
+
+    def refused(v: TokenValidator, t: str, scopes: tuple[str, ...] = ()) -> InvalidToken:
+        with pytest.raises(InvalidToken) as caught:
+            v.verify(t, scopes)
+        return caught.value
+
+    assert refused(validator, token, ("payments",)).status == 403
+    assert "audience" in str(refused(TokenValidator(auth.issuer, "https://other.example.com/mcp", jwks_url=jwks),
+                                     token)).lower()
+    assert "issuer" in str(refused(TokenValidator("https://evil.example.com", RESOURCE, jwks_url=jwks), token)).lower()
+    head, body, sig = token.split(".")
+    forged_body = base64.urlsafe_b64encode(json.dumps({**auth.claims(token), "sub": "aaaaa-aa"}).encode())
+    assert "signature" in str(refused(validator, f"{head}.{forged_body.rstrip(b'=').decode()}.{sig}")).lower()
+    none_head = base64.urlsafe_b64encode(b'{"alg":"none","typ":"at+jwt","kid":"x"}').rstrip(b"=").decode()
+    assert "EdDSA" in str(refused(validator, f"{none_head}.{body}."))
+    unknown_kid = base64.urlsafe_b64encode(b'{"alg":"EdDSA","typ":"at+jwt","kid":"nope"}').rstrip(b"=").decode()
+    assert "no key" in str(refused(validator, f"{unknown_kid}.{body}.{sig}"))
+    now[0] += 300 + 31  # past exp and the 30-second leeway
+    assert "expired" in str(refused(validator, token))
+    now[0] -= 300 + 31
+
+    require = RequireToken(validator, ["tools:call"], resource_metadata="http://rs/.well-known/oauth-protected-resource")
+
+    async def whoami(request: Request) -> JSONResponse:
+        return JSONResponse({"sub": (await require(request)).subject})
+
+    with TestClient(Starlette(routes=[Route("/me", whoami)])) as web:
+        assert web.get("/me", headers={"Authorization": f"Bearer {token}"}).json() == {"sub": auth.principal()}
+        anonymous = web.get("/me")
+        assert anonymous.status_code == 401
+        assert anonymous.headers["www-authenticate"] == \
+            'Bearer resource_metadata="http://rs/.well-known/oauth-protected-resource"'
+        bad = web.get("/me", headers={"Authorization": "Bearer x.y.z"})
+        assert bad.status_code == 401 and 'error="invalid_token"' in bad.headers["www-authenticate"]
+    scoped = RequireToken(validator, ["payments"])
+
+    async def pay(request: Request) -> JSONResponse:
+        return JSONResponse({"sub": (await scoped(request)).subject})
+
+    with TestClient(Starlette(routes=[Route("/pay", pay)])) as web:
+        denied = web.get("/pay", headers={"Authorization": f"Bearer {token}"})
+        assert denied.status_code == 403 and 'error="insufficient_scope"' in denied.headers["www-authenticate"]

@@ -1,8 +1,9 @@
-"""`prometheus auth show | approve | deny | grants | revoke`: the user's side of the auth_server canister's OAuth
-flow. An application sends the user to the server's `/authorize` page, which names a request id; the user
+"""`prometheus auth register-client | show | approve | deny | tokens | revoke`: the auth_server canister's OAuth
+flow from the command line. `register-client` registers an OAuth client (RFC 7591) for an application's
+developer. An application sends its user to the server's `/authorize` page, which names a request id; the user
 reads what is asked (`show`) and approves or declines it with a call signed by their IC identity, so the grant
-is bound to their principal. `grants` lists what they approved, `revoke` ends one (its refresh tokens stop
-working; access tokens expire within 5 minutes).
+is bound to their principal. `tokens` lists the grants they approved (each a family of refresh tokens),
+`revoke` ends one (its refresh tokens stop working; access tokens expire within 5 minutes).
 
 The server is named by `--issuer URL` (its canister id is read from the host, `<id>.localhost` / `<id>.icp0.io`)
 or `--canister ID`, else the `auth_server` id recorded for the network.
@@ -114,10 +115,44 @@ def deny(ctx: typer.Context, request_id: str = typer.Argument(..., help="The id 
                                        soft_wrap=True))
 
 
+@app.command("register-client")
+def register_client(ctx: typer.Context,
+                    redirect_uri: list[str] = typer.Option(..., "--redirect-uri", help="Where codes go (repeatable)."),
+                    name: str = typer.Option("(unnamed client)", "--name", help="Shown to users when they approve."),
+                    auth_method: str = typer.Option("none", "--auth-method",
+                                                    help="none (public client), client_secret_post or "
+                                                         "client_secret_basic (a secret is printed once)."),
+                    refresh: bool = typer.Option(True, "--refresh/--no-refresh", help="Ask for refresh tokens."),
+                    issuer: str | None = IssuerOption, canister: str | None = CanisterOption) -> None:
+    """Register an OAuth client (RFC 7591) and print its client_id (and secret, once: store it)."""
+    import json
+
+    with user_errors(_opts(ctx).as_json):
+        opts, client = _client(ctx, issuer, canister)
+        body = {"client_name": name, "redirect_uris": redirect_uri, "token_endpoint_auth_method": auth_method,
+                "grant_types": ["authorization_code"] + (["refresh_token"] if refresh else [])}
+        reply = client.http_request_update({"method": "POST", "url": "/register", "body": json.dumps(body).encode(),
+                                            "headers": [("Content-Type", "application/json")]})
+        try:
+            answer = json.loads(bytes(reply["body"]))
+        except ValueError:
+            fail(f"the auth server answered {reply['status_code']} without JSON")
+        if reply["status_code"] != 201:
+            fail(f"registration refused: {answer.get('error')}: {answer.get('error_description')}",
+                 "redirect URIs are https, loopback http or a reverse-domain scheme; see docs/auth.md")
+
+        def show_text(a: dict[str, Any]) -> None:
+            console().print(f"client_id: {a['client_id']}")
+            if "client_secret" in a:
+                console().print(f"client_secret: {a['client_secret']}  (shown once: store it now)")
+
+        emit(answer, opts.as_json, show_text)
+
+
 @app.command()
-def grants(ctx: typer.Context, issuer: str | None = IssuerOption, canister: str | None = CanisterOption,
+def tokens(ctx: typer.Context, issuer: str | None = IssuerOption, canister: str | None = CanisterOption,
            limit: int = typer.Option(20, min=1, max=100, help="How many, newest first.")) -> None:
-    """List the grants you approved, newest first."""
+    """List the grants you approved (each a family of refresh tokens), newest first."""
     with user_errors(_opts(ctx).as_json):
         opts, client = _client(ctx, issuer, canister)
         rows = [dict(g) for g in client.my_grants([], limit)]
@@ -135,7 +170,7 @@ def grants(ctx: typer.Context, issuer: str | None = IssuerOption, canister: str 
 
 
 @app.command()
-def revoke(ctx: typer.Context, grant_id: int = typer.Argument(..., help="The grant's id (`prometheus auth grants`)."),
+def revoke(ctx: typer.Context, grant_id: int = typer.Argument(..., help="The grant's id (`prometheus auth tokens`)."),
            issuer: str | None = IssuerOption, canister: str | None = CanisterOption) -> None:
     """End one of your grants: its refresh tokens stop working at once, access tokens within 5 minutes."""
     from prometheus_sdk.clients.auth_server import AuthServerError
@@ -146,6 +181,6 @@ def revoke(ctx: typer.Context, grant_id: int = typer.Argument(..., help="The gra
             client.revoke_grant(grant_id)
         except AuthServerError as exc:
             if exc.kind == "NotFound":
-                fail(f"you have no grant {grant_id}", "`prometheus auth grants` lists yours")
+                fail(f"you have no grant {grant_id}", "`prometheus auth tokens` lists yours")
             fail(f"the auth server refused: {errors.of(exc)}")
         emit({"revoked": grant_id}, opts.as_json, lambda r: console().print(f"revoked grant {r['revoked']}"))

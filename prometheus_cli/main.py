@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from prometheus_cli import (
+    allowance,
     attest,
     attestations,
     auth,
@@ -73,6 +74,7 @@ app.add_typer(toolchain.app, name="toolchain")
 app.add_typer(store.app, name="store")
 app.add_typer(attest.app, name="attest")
 app.add_typer(auth.app, name="auth")
+app.add_typer(allowance.app, name="allowance")
 
 
 def global_json_anywhere(args: list[str]) -> list[str]:

@@ -440,9 +440,9 @@ def test_the_cli_shows_approves_lists_and_revokes(auth: Auth, tmp_path: Path) ->
     assert auth.claims(token["access_token"])["sub"] == approved["principal"]
     again = cli("auth", "approve", request_id, "--canister", auth.canister_id, code=1)
     assert "no authorization request" in again.stderr and "expired" in again.stderr
-    (grant,) = json.loads(cli("--json", "auth", "grants", "--issuer", auth.issuer).stdout)
+    (grant,) = json.loads(cli("--json", "auth", "tokens", "--issuer", auth.issuer).stdout)
     assert grant["client_name"] == "Test agent" and not grant["revoked"]
-    assert "active" in cli("auth", "grants", "--issuer", auth.issuer).stdout
+    assert "active" in cli("auth", "tokens", "--issuer", auth.issuer).stdout
     cli("auth", "revoke", str(grant["id"]), "--issuer", auth.issuer)
     with pytest.raises(OAuthError, match="invalid_grant"):
         oauth.refresh_token(f"{auth.issuer}/token", refresh_token=token["refresh_token"])
@@ -499,6 +499,54 @@ def paid(auth: Auth, product: dict[str, Any]) -> Paid:
         "principal": PRINCIPALS[SERVER], "resource": RESOURCE, "name": "Tools Inc.",
         "payee": {"owner": PRINCIPALS[PAYEE], "subaccount": []}, "ledgers": [ledger_id]}, sender=GOV) == {"ok": None}
     return Paid(auth, ledger, srv)
+
+
+def role_pem(role: str, path: Path) -> Path:
+    """The PEM file of a test role's identity (testkit.protocol derives its Ed25519 key from the role's name)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    seed = bytes.fromhex(hashlib.sha256(b"prometheus test role " + role.encode()).hexdigest())
+    path.write_bytes(Ed25519PrivateKey.from_private_bytes(seed).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    return path
+
+
+def test_the_cli_registers_clients_and_manages_allowances_and_limits(paid: Paid, tmp_path: Path) -> None:
+    auth = paid.auth
+    env = {**os.environ, "XDG_CONFIG_HOME": str(tmp_path / "config"), "PROMETHEUS_LOCAL_URL": auth.url,
+           "PROMETHEUS_NETWORK": "local", "PROMETHEUS_IDENTITY_PEM": str(role_pem(USER, tmp_path / "user.pem")),
+           "COLUMNS": "200"}
+    where = ["--issuer", auth.issuer]
+    with_ledger = where + ["--ledger", str(paid.ledger.canister_id)]
+
+    def cli(*args: str, code: int = 0) -> subprocess.CompletedProcess[str]:
+        run = subprocess.run([sys.executable, "-m", "prometheus_cli", *args], env=env, capture_output=True,
+                             text=True, timeout=120)
+        assert run.returncode == code, run.stdout + run.stderr
+        assert "Traceback" not in run.stderr
+        return run
+
+    registered = json.loads(cli("--json", "auth", "register-client", "--redirect-uri", REDIRECT, "--name", "CLI app",
+                                *where).stdout)
+    assert registered["client_name"] == "CLI app" and "client_secret" not in registered
+    secret = cli("auth", "register-client", "--redirect-uri", REDIRECT, "--auth-method", "client_secret_post", *where)
+    assert "client_secret:" in secret.stdout and "shown once" in secret.stdout
+    refused = cli("auth", "register-client", "--redirect-uri", "http://evil.example.com/cb", *where, code=1)
+    assert "invalid_redirect_uri" in refused.stderr
+    auth.authorize(auth.oauth(registered), scope="payments")
+    set_ = json.loads(cli("--json", "allowance", "set", "50000", "--days", "1", *with_ledger).stdout)
+    assert set_["amount"] == 50_000 and set_["previous"] == 0 and set_["spender"] == auth.canister_id
+    cli("allowance", "limit", RESOURCE, "--per-charge", "1000", "--total", "3000", *with_ledger)
+    assert "ok" in paid.charge(1_000, "c1")
+    shown = json.loads(cli("--json", "allowance", "show", *with_ledger).stdout)
+    assert shown["allowance"] == 50_000 - 1_000 - FEE and shown["expires_at_ns"]
+    assert shown["limits"][0]["spent"] == 1_000 and shown["charges"][0]["state"] == "Paid"
+    assert "1000 of 3000 spent" in cli("allowance", "show", *with_ledger).stdout
+    cli("allowance", "revoke", *with_ledger)
+    assert paid.charge(1_000, "c2")["err"]["Failed"].startswith("InsufficientAllowance")
+    zero = cli("allowance", "set", "0", *with_ledger, code=1)
+    assert "revoke" in zero.stderr
 
 
 def test_a_charge_needs_a_registered_server_a_payment_grant_a_limit_and_an_allowance(paid: Paid) -> None:
@@ -636,8 +684,6 @@ class _Storage:
 
 def test_an_mcp_client_signs_in_with_oauth_and_pays_per_tool_call(paid: Paid, tmp_path: Path) -> None:
     import anyio
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
     from mcp.client.auth import OAuthClientProvider
     from mcp.client.session import ClientSession
     from mcp.client.streamable_http import streamable_http_client
@@ -649,10 +695,7 @@ def test_an_mcp_client_signs_in_with_oauth_and_pays_per_tool_call(paid: Paid, tm
         "principal": PRINCIPALS[SERVER], "resource": resource, "name": "Word counter",
         "payee": {"owner": PRINCIPALS[PAYEE], "subaccount": []}, "ledgers": [paid.ledger.canister_id]},
         sender=GOV) == {"ok": None}
-    seed = bytes.fromhex(hashlib.sha256(b"prometheus test role " + SERVER.encode()).hexdigest())
-    pem = tmp_path / "server.pem"
-    pem.write_bytes(Ed25519PrivateKey.from_private_bytes(seed).private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    pem = role_pem(SERVER, tmp_path / "server.pem")
     gateway = urlsplit(auth.url)
     server = subprocess.Popen(
         [sys.executable, str(ROOT / "examples" / "paid_tools" / "server.py"), "--issuer", auth.issuer,

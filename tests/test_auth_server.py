@@ -806,3 +806,28 @@ def test_the_resource_server_sdk_checks_every_part_of_a_token(auth: Auth) -> Non
     with TestClient(Starlette(routes=[Route("/pay", pay)])) as web:
         denied = web.get("/pay", headers={"Authorization": f"Bearer {token}"})
         assert denied.status_code == 403 and 'error="insufficient_scope"' in denied.headers["www-authenticate"]
+
+
+def test_paid_charges_are_a_certified_icrc3_log(paid: Paid) -> None:
+    from prometheus_sdk import icrc3
+
+    paid.auth.authorize(paid.auth.oauth(paid.auth.register()), scope="payments")
+    paid.limit(1_000, 10_000)
+    assert "Failed" in paid.charge(1_000, "refused")["err"]  # no allowance yet: nothing paid, no block
+    paid.allow(50_000)
+    paid.auth.ic.inject_fault("lose_reply", paid.ledger.canister_id, "icrc2_transfer_from",
+                              caller=paid.srv.canister_id)
+    assert "Unknown" in paid.charge(700, "lost")["err"]  # paid, but not known yet: no block
+    first = paid.charge(1_000, "one")["ok"]
+    paid.charge(700, "lost")  # now known: its block, once
+    paid.charge(700, "lost")
+    client = paid.auth.as_user()
+    tip = icrc3.certified_tip(client, client.caller.root_key)
+    assert tip is not None and tip.index == 1
+    (window,) = list(icrc3.verified_windows(client, tip, 0, None))
+    txs = [dict(dict(value["Map"])["tx"]["Map"]) for _, value, _ in window]
+    assert [dict(value["Map"])["btype"]["Text"] for _, value, _ in window] == ["charge", "charge"]
+    assert [t["request_id"]["Text"] for t in txs] == ["one", "lost"] and [t["amt"]["Nat"] for t in txs] == [1_000, 700]
+    assert txs[0]["ledger_block"]["Nat"] == first["block"]
+    assert bytes(txs[0]["user"]["Blob"]) == PRINCIPALS[USER].raw
+    assert {s["name"] for s in client.icrc10_supported_standards()} == {"ICRC-3", "ICRC-10"}

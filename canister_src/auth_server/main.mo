@@ -21,6 +21,7 @@ import Random "mo:core/Random";
 import Text "mo:core/Text";
 import Time "mo:core/Time";
 
+import Icrc3 "../lib/Icrc3";
 import MemoryStats "../lib/MemoryStats";
 import Sha256 "../lib/Sha256";
 import Grants "Grants";
@@ -118,6 +119,7 @@ persistent actor class AuthServer(init : { governance : Principal; issuer : Text
   var keyName : Text = init.key_name;
   let grants = Grants.empty();
   let payments = Payments.empty();
+  let chargeLog = Icrc3.empty(); // every paid charge as an ICRC-3 block (btype "charge"), the tip certified
   var keys : [SigningKey] = []; // newest first: the first signs, all are published
   var seed : Blob = ""; // from raw_rand: codes, tokens and ids are SHA-256(seed, counter)
   var counter : Nat = 0;
@@ -689,6 +691,21 @@ persistent actor class AuthServer(init : { governance : Principal; issuer : Text
     { id = c.id; server = c.server; user = c.user; ledger = c.ledger; resource = c.resource; amount = c.amount; request_id = c.request_id; at_ns = c.at_ns; state };
   };
 
+  // A charge is paid once (the only transition into Paid), and its block is appended then.
+  func paid(c : Payments.Charge, block : Nat) {
+    c.state := #paid({ block });
+    ignore Icrc3.append(chargeLog, Time.now(), "charge", [
+      ("charge_id", #Nat(c.id)),
+      ("user", #Blob(Principal.toBlob(c.user))),
+      ("server", #Blob(Principal.toBlob(c.server))),
+      ("resource", #Text(c.resource)),
+      ("ledger", #Blob(Principal.toBlob(c.ledger))),
+      ("amt", #Nat(c.amount)),
+      ("request_id", #Text(c.request_id)),
+      ("ledger_block", #Nat(block)),
+    ]);
+  };
+
   func release(c : Payments.Charge) {
     switch (Payments.limit(payments, c.user, c.resource, c.ledger)) { case (?l) l.spent -= Nat.min(c.amount, l.spent); case null {} };
   };
@@ -731,8 +748,8 @@ persistent actor class AuthServer(init : { governance : Principal; issuer : Text
       return #err(#Unknown(Error.message(e) # "; retry with the same request_id"));
     };
     switch reply {
-      case (#Ok(block)) { charge.state := #paid({ block }); #ok({ block; charge_id = charge.id }) };
-      case (#Err(#Duplicate({ duplicate_of }))) { charge.state := #paid({ block = duplicate_of }); #ok({ block = duplicate_of; charge_id = charge.id }) };
+      case (#Ok(block)) { paid(charge, block); #ok({ block; charge_id = charge.id }) };
+      case (#Err(#Duplicate({ duplicate_of }))) { paid(charge, duplicate_of); #ok({ block = duplicate_of; charge_id = charge.id }) };
       case (#Err(#TooOld)) {
         // past the ledger's deduplication window, a lost first attempt can no longer be told from none
         charge.state := #unknown("too old for the ledger to deduplicate: check the ledger for memo " # Sha256.toHex(charge.memo));
@@ -787,6 +804,34 @@ persistent actor class AuthServer(init : { governance : Principal; issuer : Text
   public shared ({ caller }) func unregister_resource_server(p : Principal) : async { #ok; #err : AuthError } {
     if (not isGovernance(caller)) return #err(#NotAuthorized);
     if (Payments.unregister(payments, p)) #ok else #err(#NotFound);
+  };
+
+  // ---------------------------------------------------------------- ICRC-3: the charges
+
+  public query func icrc3_get_blocks(args : [Icrc3.BlockRange]) : async {
+    log_length : Nat;
+    blocks : [{ id : Nat; block : Icrc3.Value }];
+    archived_blocks : [{ args : [Icrc3.BlockRange]; callback : shared query ([Icrc3.BlockRange]) -> async { blocks : [{ id : Nat; block : Icrc3.Value }] } }];
+  } {
+    let got = Icrc3.get(chargeLog, args);
+    { log_length = got.log_length; blocks = got.blocks; archived_blocks = [] };
+  };
+
+  public query func icrc3_get_tip_certificate() : async ?{ certificate : Blob; hash_tree : Blob } {
+    Icrc3.tipCertificate(chargeLog);
+  };
+
+  public query func icrc3_supported_block_types() : async [{ block_type : Text; url : Text }] {
+    [{ block_type = "charge"; url = "https://github.com/prometheus-protocol/prometheus/blob/main/docs/auth.md#payments" }];
+  };
+
+  public query func icrc3_get_archives(_ : { from : ?Principal }) : async [{ canister_id : Principal; start : Nat; end : Nat }] { [] };
+
+  public query func icrc10_supported_standards() : async [{ name : Text; url : Text }] {
+    [
+      { name = "ICRC-3"; url = "https://github.com/dfinity/ICRC-1/tree/main/standards/ICRC-3" },
+      { name = "ICRC-10"; url = "https://github.com/dfinity/ICRC/blob/main/ICRCs/ICRC-10/ICRC-10.md" },
+    ];
   };
 
   // ---------------------------------------------------------------- governance

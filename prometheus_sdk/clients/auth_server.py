@@ -8,7 +8,18 @@ from prometheus_sdk import candid as c
 from prometheus_sdk.client import CanisterError, Client, MethodSpec
 from prometheus_sdk.principal import Principal
 
-__all__ = ['Account', 'ApproveOk', 'AuthError', 'AuthServerClient', 'AuthServerError', 'Authorization', 'ChargeArgs', 'ChargeError', 'ChargeErrorOverLimit', 'ChargeState', 'ChargeStatePaid', 'ChargeUserOk', 'ChargeView', 'DenyOk', 'Grant', 'InitArg', 'Request', 'ResourceServer', 'Response', 'SetSpendingLimitArg', 'SigningKey', 'SpendingLimit', 'Stats', 'UpdateRequest', 'encode_init']
+__all__ = ['Account', 'ApproveOk', 'AuthError', 'AuthServerClient', 'AuthServerError', 'Authorization', 'BlockRange', 'ChargeArgs', 'ChargeError', 'ChargeErrorOverLimit', 'ChargeState', 'ChargeStatePaid', 'ChargeUserOk', 'ChargeView', 'DenyOk', 'Grant', 'Icrc10SupportedStandardsResultItem', 'Icrc3GetArchivesArg', 'Icrc3GetArchivesResultItem', 'Icrc3GetBlocksResult', 'Icrc3GetBlocksResultArchivedBlocksItem', 'Icrc3GetBlocksResultBlocksItem', 'Icrc3GetTipCertificateResult', 'Icrc3SupportedBlockTypesResultItem', 'InitArg', 'Request', 'ResourceServer', 'Response', 'SetSpendingLimitArg', 'SigningKey', 'SpendingLimit', 'Stats', 'UpdateRequest', 'Value', 'encode_init']
+
+
+class Value(TypedDict, total=False):
+    """A variant: exactly one of these keys is present."""
+
+    Int: int
+    Map: list[tuple[str, Value]]
+    Nat: int
+    Blob: bytes
+    Text: str
+    Array: list[Value]
 
 
 class UpdateRequest(TypedDict):
@@ -151,6 +162,13 @@ class ChargeArgs(TypedDict):
     amount: int
 
 
+class BlockRange(TypedDict):
+    """A record."""
+
+    start: int
+    length: int
+
+
 class Authorization(TypedDict):
     """A record."""
 
@@ -198,6 +216,60 @@ class DenyOk(TypedDict):
     redirect_to: str
 
 
+class Icrc10SupportedStandardsResultItem(TypedDict):
+    """A record."""
+
+    url: str
+    name: str
+
+
+Icrc3GetArchivesArg = TypedDict('Icrc3GetArchivesArg', {'from': 'list[Principal]'})  # A record.
+
+
+class Icrc3GetArchivesResultItem(TypedDict):
+    """A record."""
+
+    end: int
+    canister_id: Principal
+    start: int
+
+
+class Icrc3GetBlocksResultBlocksItem(TypedDict):
+    """A record."""
+
+    id: int
+    block: Value
+
+
+class Icrc3GetBlocksResultArchivedBlocksItem(TypedDict):
+    """A record."""
+
+    args: list[BlockRange]
+    callback: tuple[Principal, str]
+
+
+class Icrc3GetBlocksResult(TypedDict):
+    """A record."""
+
+    log_length: int
+    blocks: list[Icrc3GetBlocksResultBlocksItem]
+    archived_blocks: list[Icrc3GetBlocksResultArchivedBlocksItem]
+
+
+class Icrc3GetTipCertificateResult(TypedDict):
+    """A record."""
+
+    certificate: bytes
+    hash_tree: bytes
+
+
+class Icrc3SupportedBlockTypesResultItem(TypedDict):
+    """A record."""
+
+    url: str
+    block_type: str
+
+
 class SetSpendingLimitArg(TypedDict):
     """A record."""
 
@@ -216,7 +288,8 @@ class InitArg(TypedDict):
 
 
 # The Candid types of the interface, for the codec.
-_T: dict[str, c.Rec] = {name: c.Rec() for name in ('UpdateRequest', 'Stats', 'SpendingLimit', 'SigningKey', 'Response', 'ResourceServer', 'Request', 'HeaderField', 'Grant', 'ChargeView', 'ChargeState', 'ChargeError', 'ChargeArgs', 'Authorization', 'AuthServer', 'AuthError', 'Account')}
+_T: dict[str, c.Rec] = {name: c.Rec() for name in ('Value', 'UpdateRequest', 'Stats', 'SpendingLimit', 'SigningKey', 'Response', 'ResourceServer', 'Request', 'HeaderField', 'Grant', 'ChargeView', 'ChargeState', 'ChargeError', 'ChargeArgs', 'BlockRange', 'Authorization', 'AuthServer', 'AuthError', 'Account')}
+_T['Value'].define(c.Variant((('Int', c.INT), ('Map', c.Vec(c.Record(((0, c.TEXT), (1, _T['Value']), )))), ('Nat', c.NAT), ('Blob', c.BLOB), ('Text', c.TEXT), ('Array', c.Vec(_T['Value'])), )))
 _T['UpdateRequest'].define(c.Record((('url', c.TEXT), ('method', c.TEXT), ('body', c.BLOB), ('headers', c.Vec(_T['HeaderField'])), )))
 _T['Stats'].define(c.Record((('wasm_memory_bytes', c.NAT), ('max_live_bytes', c.NAT), ('allocated_bytes', c.NAT), ('reclaimed_bytes', c.NAT), ('heap_bytes', c.NAT), )))
 _T['SpendingLimit'].define(c.Record((('max_total', c.NAT), ('resource', c.TEXT), ('spent', c.NAT), ('ledger', c.PRINCIPAL), ('max_per_charge', c.NAT), )))
@@ -230,8 +303,9 @@ _T['ChargeView'].define(c.Record((('id', c.NAT), ('request_id', c.TEXT), ('resou
 _T['ChargeState'].define(c.Variant((('Failed', c.TEXT), ('Paid', c.Record((('block', c.NAT), ))), ('InFlight', c.NULL), ('Unknown', c.TEXT), )))
 _T['ChargeError'].define(c.Variant((('NotRegistered', c.NULL), ('NoLimit', c.NULL), ('Failed', c.TEXT), ('OverLimit', c.Record((('max_total', c.NAT), ('spent', c.NAT), ('max_per_charge', c.NAT), ))), ('InFlight', c.NULL), ('NoPaymentGrant', c.NULL), ('LedgerNotAccepted', c.NULL), ('Unknown', c.TEXT), ('InvalidArgument', c.TEXT), ('Conflict', c.TEXT), )))
 _T['ChargeArgs'].define(c.Record((('request_id', c.TEXT), ('user', c.PRINCIPAL), ('ledger', c.PRINCIPAL), ('amount', c.NAT), )))
+_T['BlockRange'].define(c.Record((('start', c.NAT), ('length', c.NAT), )))
 _T['Authorization'].define(c.Record((('request_id', c.TEXT), ('resource', c.TEXT), ('redirect_uri', c.TEXT), ('scopes', c.Vec(c.TEXT)), ('client_name', c.TEXT), ('client_id', c.TEXT), ('expires_at_ns', c.INT), )))
-_T['AuthServer'].define(c.Service((('approve', c.Func((c.TEXT, ), (c.Variant((('ok', c.Record((('redirect_to', c.TEXT), ))), ('err', _T['AuthError']), )), ), ())), ('charge_user', c.Func((_T['ChargeArgs'], ), (c.Variant((('ok', c.Record((('block', c.NAT), ('charge_id', c.NAT), ))), ('err', _T['ChargeError']), )), ), ())), ('deny', c.Func((c.TEXT, ), (c.Variant((('ok', c.Record((('redirect_to', c.TEXT), ))), ('err', _T['AuthError']), )), ), ())), ('get_authorization', c.Func((c.TEXT, ), (c.Opt(_T['Authorization']), ), ('query', ))), ('get_charge', c.Func((c.TEXT, ), (c.Opt(_T['ChargeView']), ), ('query', ))), ('http_request', c.Func((_T['Request'], ), (_T['Response'], ), ('query', ))), ('http_request_update', c.Func((_T['UpdateRequest'], ), (_T['Response'], ), ())), ('issuer_url', c.Func((), (c.TEXT, ), ('query', ))), ('memory_stats', c.Func((), (c.Variant((('ok', _T['Stats']), ('err', _T['AuthError']), )), ), ('query', ))), ('my_charges', c.Func((c.Opt(c.NAT), c.NAT, ), (c.Vec(_T['ChargeView']), ), ('query', ))), ('my_grants', c.Func((c.Opt(c.NAT), c.NAT, ), (c.Vec(_T['Grant']), ), ('query', ))), ('my_spending_limits', c.Func((), (c.Vec(_T['SpendingLimit']), ), ('query', ))), ('register_resource_server', c.Func((_T['ResourceServer'], ), (c.Variant((('ok', c.NULL), ('err', _T['AuthError']), )), ), ())), ('resource_servers', c.Func((), (c.Vec(_T['ResourceServer']), ), ('query', ))), ('revoke_grant', c.Func((c.NAT, ), (c.Variant((('ok', c.NULL), ('err', _T['AuthError']), )), ), ())), ('rotate_signing_key', c.Func((), (c.Variant((('ok', _T['SigningKey']), ('err', _T['AuthError']), )), ), ())), ('set_governance', c.Func((c.PRINCIPAL, ), (c.Variant((('ok', c.NULL), ('err', _T['AuthError']), )), ), ())), ('set_issuer', c.Func((c.TEXT, ), (c.Variant((('ok', c.NULL), ('err', _T['AuthError']), )), ), ())), ('set_spending_limit', c.Func((c.Record((('max_total', c.NAT), ('resource', c.TEXT), ('ledger', c.PRINCIPAL), ('max_per_charge', c.NAT), )), ), (c.Variant((('ok', c.NULL), ('err', _T['AuthError']), )), ), ())), ('signing_keys', c.Func((), (c.Vec(_T['SigningKey']), ), ('query', ))), ('unregister_resource_server', c.Func((c.PRINCIPAL, ), (c.Variant((('ok', c.NULL), ('err', _T['AuthError']), )), ), ())), )))
+_T['AuthServer'].define(c.Service((('approve', c.Func((c.TEXT, ), (c.Variant((('ok', c.Record((('redirect_to', c.TEXT), ))), ('err', _T['AuthError']), )), ), ())), ('charge_user', c.Func((_T['ChargeArgs'], ), (c.Variant((('ok', c.Record((('block', c.NAT), ('charge_id', c.NAT), ))), ('err', _T['ChargeError']), )), ), ())), ('deny', c.Func((c.TEXT, ), (c.Variant((('ok', c.Record((('redirect_to', c.TEXT), ))), ('err', _T['AuthError']), )), ), ())), ('get_authorization', c.Func((c.TEXT, ), (c.Opt(_T['Authorization']), ), ('query', ))), ('get_charge', c.Func((c.TEXT, ), (c.Opt(_T['ChargeView']), ), ('query', ))), ('http_request', c.Func((_T['Request'], ), (_T['Response'], ), ('query', ))), ('http_request_update', c.Func((_T['UpdateRequest'], ), (_T['Response'], ), ())), ('icrc10_supported_standards', c.Func((), (c.Vec(c.Record((('url', c.TEXT), ('name', c.TEXT), ))), ), ('query', ))), ('icrc3_get_archives', c.Func((c.Record((('from', c.Opt(c.PRINCIPAL)), )), ), (c.Vec(c.Record((('end', c.NAT), ('canister_id', c.PRINCIPAL), ('start', c.NAT), ))), ), ('query', ))), ('icrc3_get_blocks', c.Func((c.Vec(_T['BlockRange']), ), (c.Record((('log_length', c.NAT), ('blocks', c.Vec(c.Record((('id', c.NAT), ('block', _T['Value']), )))), ('archived_blocks', c.Vec(c.Record((('args', c.Vec(_T['BlockRange'])), ('callback', c.Func((c.Vec(_T['BlockRange']), ), (c.Record((('blocks', c.Vec(c.Record((('id', c.NAT), ('block', _T['Value']), )))), )), ), ('query', ))), )))), )), ), ('query', ))), ('icrc3_get_tip_certificate', c.Func((), (c.Opt(c.Record((('certificate', c.BLOB), ('hash_tree', c.BLOB), ))), ), ('query', ))), ('icrc3_supported_block_types', c.Func((), (c.Vec(c.Record((('url', c.TEXT), ('block_type', c.TEXT), ))), ), ('query', ))), ('issuer_url', c.Func((), (c.TEXT, ), ('query', ))), ('memory_stats', c.Func((), (c.Variant((('ok', _T['Stats']), ('err', _T['AuthError']), )), ), ('query', ))), ('my_charges', c.Func((c.Opt(c.NAT), c.NAT, ), (c.Vec(_T['ChargeView']), ), ('query', ))), ('my_grants', c.Func((c.Opt(c.NAT), c.NAT, ), (c.Vec(_T['Grant']), ), ('query', ))), ('my_spending_limits', c.Func((), (c.Vec(_T['SpendingLimit']), ), ('query', ))), ('register_resource_server', c.Func((_T['ResourceServer'], ), (c.Variant((('ok', c.NULL), ('err', _T['AuthError']), )), ), ())), ('resource_servers', c.Func((), (c.Vec(_T['ResourceServer']), ), ('query', ))), ('revoke_grant', c.Func((c.NAT, ), (c.Variant((('ok', c.NULL), ('err', _T['AuthError']), )), ), ())), ('rotate_signing_key', c.Func((), (c.Variant((('ok', _T['SigningKey']), ('err', _T['AuthError']), )), ), ())), ('set_governance', c.Func((c.PRINCIPAL, ), (c.Variant((('ok', c.NULL), ('err', _T['AuthError']), )), ), ())), ('set_issuer', c.Func((c.TEXT, ), (c.Variant((('ok', c.NULL), ('err', _T['AuthError']), )), ), ())), ('set_spending_limit', c.Func((c.Record((('max_total', c.NAT), ('resource', c.TEXT), ('ledger', c.PRINCIPAL), ('max_per_charge', c.NAT), )), ), (c.Variant((('ok', c.NULL), ('err', _T['AuthError']), )), ), ())), ('signing_keys', c.Func((), (c.Vec(_T['SigningKey']), ), ('query', ))), ('unregister_resource_server', c.Func((c.PRINCIPAL, ), (c.Variant((('ok', c.NULL), ('err', _T['AuthError']), )), ), ())), )))
 _T['AuthError'].define(c.Variant((('NotFound', c.NULL), ('NotAuthorized', c.NULL), ('InvalidArgument', c.TEXT), ('Unavailable', c.TEXT), )))
 _T['Account'].define(c.Record((('owner', c.PRINCIPAL), ('subaccount', c.Opt(c.BLOB)), )))
 
@@ -243,6 +317,11 @@ _M: dict[str, MethodSpec] = {
     'get_charge': MethodSpec('get_charge', (c.TEXT, ), (c.Opt(_T['ChargeView']), ), query=True),
     'http_request': MethodSpec('http_request', (_T['Request'], ), (_T['Response'], ), query=True),
     'http_request_update': MethodSpec('http_request_update', (_T['UpdateRequest'], ), (_T['Response'], ), query=False),
+    'icrc10_supported_standards': MethodSpec('icrc10_supported_standards', (), (c.Vec(c.Record((('url', c.TEXT), ('name', c.TEXT), ))), ), query=True),
+    'icrc3_get_archives': MethodSpec('icrc3_get_archives', (c.Record((('from', c.Opt(c.PRINCIPAL)), )), ), (c.Vec(c.Record((('end', c.NAT), ('canister_id', c.PRINCIPAL), ('start', c.NAT), ))), ), query=True),
+    'icrc3_get_blocks': MethodSpec('icrc3_get_blocks', (c.Vec(_T['BlockRange']), ), (c.Record((('log_length', c.NAT), ('blocks', c.Vec(c.Record((('id', c.NAT), ('block', _T['Value']), )))), ('archived_blocks', c.Vec(c.Record((('args', c.Vec(_T['BlockRange'])), ('callback', c.Func((c.Vec(_T['BlockRange']), ), (c.Record((('blocks', c.Vec(c.Record((('id', c.NAT), ('block', _T['Value']), )))), )), ), ('query', ))), )))), )), ), query=True),
+    'icrc3_get_tip_certificate': MethodSpec('icrc3_get_tip_certificate', (), (c.Opt(c.Record((('certificate', c.BLOB), ('hash_tree', c.BLOB), ))), ), query=True),
+    'icrc3_supported_block_types': MethodSpec('icrc3_supported_block_types', (), (c.Vec(c.Record((('url', c.TEXT), ('block_type', c.TEXT), ))), ), query=True),
     'issuer_url': MethodSpec('issuer_url', (), (c.TEXT, ), query=True),
     'memory_stats': MethodSpec('memory_stats', (), (c.Variant((('ok', _T['Stats']), ('err', _T['AuthError']), )), ), query=True, ok_tag='ok', err_tag='err'),
     'my_charges': MethodSpec('my_charges', (c.Opt(c.NAT), c.NAT, ), (c.Vec(_T['ChargeView']), ), query=True),
@@ -303,6 +382,26 @@ class AuthServerClient(Client):
     def http_request_update(self, req: UpdateRequest) -> Response:
         """`http_request_update: (req: UpdateRequest) -> (Response)`."""
         return self._invoke(_M['http_request_update'], (req, ))  # type: ignore[no-any-return]
+
+    def icrc10_supported_standards(self) -> list[Icrc10SupportedStandardsResultItem]:
+        """`icrc10_supported_standards: () -> (vec record { name: text; url: text; }) query`."""
+        return self._invoke(_M['icrc10_supported_standards'], ())  # type: ignore[no-any-return]
+
+    def icrc3_get_archives(self, arg: Icrc3GetArchivesArg) -> list[Icrc3GetArchivesResultItem]:
+        """`icrc3_get_archives: (record {from: opt principal;}) -> (vec record { canister_id: principal; end: nat; start: nat; }) query`."""
+        return self._invoke(_M['icrc3_get_archives'], (arg, ))  # type: ignore[no-any-return]
+
+    def icrc3_get_blocks(self, args: list[BlockRange]) -> Icrc3GetBlocksResult:
+        """`icrc3_get_blocks: (args: vec BlockRange) -> (record { archived_blocks: vec record { args: vec BlockRange; callback: func (vec BlockRange) -> (record {blocks: vec record { block: Value; id: nat; };}) query; }; blocks: vec record { block: Value; id: nat; }; log_length: nat; }) query`."""
+        return self._invoke(_M['icrc3_get_blocks'], (args, ))  # type: ignore[no-any-return]
+
+    def icrc3_get_tip_certificate(self) -> list[Icrc3GetTipCertificateResult]:
+        """`icrc3_get_tip_certificate: () -> (opt record { certificate: blob; hash_tree: blob; }) query`."""
+        return self._invoke(_M['icrc3_get_tip_certificate'], ())  # type: ignore[no-any-return]
+
+    def icrc3_supported_block_types(self) -> list[Icrc3SupportedBlockTypesResultItem]:
+        """`icrc3_supported_block_types: () -> (vec record { block_type: text; url: text; }) query`."""
+        return self._invoke(_M['icrc3_supported_block_types'], ())  # type: ignore[no-any-return]
 
     def issuer_url(self) -> str:
         """`issuer_url: () -> (text) query`."""

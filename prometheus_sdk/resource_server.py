@@ -72,6 +72,16 @@ class _Keys:
     def _fetch(self) -> None:
         self.fetched = self.clock()
         try:
+            keys, max_age = self._download()
+        except InvalidToken:
+            if not self.keys:
+                raise
+            return  # keep the keys we have (an outage or an error answer) until the next attempt
+        self.keys = keys
+        self.expires = self.clock() + max_age
+
+    def _download(self) -> tuple[dict[str, jwt.PyJWK], float]:
+        try:
             with self.http.stream("GET", self.url, headers={"Accept": "application/json"}) as reply:
                 if reply.status_code != 200:
                     raise InvalidToken(f"the issuer's JWKS answered {reply.status_code}")
@@ -80,16 +90,12 @@ class _Keys:
                     body += chunk
                     if len(body) > MAX_JWKS_BYTES:
                         raise InvalidToken("the issuer's JWKS is larger than 64 KiB")
-            keys = {}
-            for entry in jwt.PyJWKSet.from_json(body.decode()).keys:
-                if entry.key_id and entry.algorithm_name == "EdDSA":
-                    keys[entry.key_id] = entry
+                max_age = _max_age(reply.headers.get("cache-control", ""))
+            keys = {entry.key_id: entry for entry in jwt.PyJWKSet.from_json(body.decode()).keys
+                    if entry.key_id and entry.algorithm_name == "EdDSA"}
         except (httpx.HTTPError, jwt.PyJWKSetError, UnicodeDecodeError, ValueError) as exc:
-            if not self.keys:
-                raise InvalidToken(f"the issuer's JWKS cannot be read: {exc}") from None
-            return  # keep the keys we have until the next attempt
-        self.keys = keys
-        self.expires = self.clock() + _max_age(reply.headers.get("cache-control", ""))
+            raise InvalidToken(f"the issuer's JWKS cannot be read: {exc}") from None
+        return keys, max_age
 
 
 def _max_age(cache_control: str) -> float:

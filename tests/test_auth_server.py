@@ -357,6 +357,12 @@ def test_registration_refuses_bad_metadata(auth: Auth) -> None:
         ({"redirect_uris": []}, "invalid_redirect_uri"),
         ({"redirect_uris": ["http://evil.example.com/cb"]}, "invalid_redirect_uri"),  # http only on loopback
         ({"redirect_uris": ["http://localhost.evil.com/cb"]}, "invalid_redirect_uri"),
+        ({"redirect_uris": ["http://localhost:80@evil.example/cb"]}, "invalid_redirect_uri"),  # userinfo
+        ({"redirect_uris": ["http://127.0.0.1@evil.example/cb"]}, "invalid_redirect_uri"),
+        ({"redirect_uris": ["https://good.example\\@evil.example/cb"]}, "invalid_redirect_uri"),
+        ({"redirect_uris": ["http://localhost%2eevil.example/cb"]}, "invalid_redirect_uri"),
+        ({"redirect_uris": ["http://localhost:99999/cb"]}, "invalid_redirect_uri"),
+        ({"redirect_uris": ["http://localhost:8x/cb"]}, "invalid_redirect_uri"),
         ({"redirect_uris": ["https://ok.example.com/cb#frag"]}, "invalid_redirect_uri"),
         ({"redirect_uris": [REDIRECT] * 9}, "invalid_redirect_uri"),
         ({"redirect_uris": [REDIRECT], "grant_types": ["client_credentials"]}, "invalid_client_metadata"),
@@ -370,8 +376,8 @@ def test_registration_refuses_bad_metadata(auth: Auth) -> None:
                 b'{"client_name": "\\ud800", "redirect_uris": []}', b"\xff\xfe", b"x" * 17_000):
         reply = auth.http.post(url, content=raw, headers={"Content-Type": "application/json"})
         assert reply.status_code == 400 and error_of(reply) == "invalid_client_metadata", raw[:40]
-    native = auth.register(redirect_uris=["com.example.agent:/callback", "http://[::1]:9000/cb"])
-    assert native["redirect_uris"] == ["com.example.agent:/callback", "http://[::1]:9000/cb"]
+    native = auth.register(redirect_uris=["com.example.agent:/callback", "http://[::1]:9000/cb", "http://LocalHost/x"])
+    assert native["redirect_uris"] == ["com.example.agent:/callback", "http://[::1]:9000/cb", "http://LocalHost/x"]
 
 
 def test_the_token_endpoint_refuses_malformed_requests(auth: Auth) -> None:
@@ -831,3 +837,102 @@ def test_paid_charges_are_a_certified_icrc3_log(paid: Paid) -> None:
     assert txs[0]["ledger_block"]["Nat"] == first["block"]
     assert bytes(txs[0]["user"]["Blob"]) == PRINCIPALS[USER].raw
     assert {s["name"] for s in client.icrc10_supported_standards()} == {"ICRC-3", "ICRC-10"}
+
+
+def test_one_client_cannot_fill_the_waiting_requests_and_unused_clients_expire(auth: Auth) -> None:
+    spammer = auth.oauth(auth.register())
+    for _ in range(20):
+        auth.start(spammer)
+    uri, _ = spammer.create_authorization_url(f"{auth.issuer}/authorize", code_verifier=secrets.token_urlsafe(48),
+                                              scope="x", resource=RESOURCE)
+    full = auth.http.get(uri)
+    assert redirect_params(full.headers["location"])["error"] == "temporarily_unavailable"
+    honest = auth.oauth(auth.register())
+    assert auth.authorize(honest)["access_token"]  # another client is not affected
+    # a day later, a client that never exchanged a code is gone; one that did is kept
+    auth.ic.replica.advance_time(86_401 * 1_000_000_000)
+    auth.register()  # each registration prunes a few expired entries
+    unknown = auth.http.get(uri)
+    assert unknown.status_code == 400 and "Unknown client" in unknown.text
+    assert auth.start(honest)[0]
+
+
+def test_a_payment_grant_counts_however_many_grants_came_after_it(paid: Paid) -> None:
+    oauth = paid.auth.oauth(paid.auth.register())
+    paid.auth.authorize(oauth, scope="payments")
+    srv, user = paid.srv, PRINCIPALS[USER]
+    for _ in range(101):  # newer grants for other resources, approved in process (fast)
+        request_id, _, _ = paid.auth.start(oauth, scope="tools:call", resource="https://other.example.com/mcp")
+        assert "ok" in srv("approve", request_id, sender=user)
+    paid.limit(1_000, 10_000)
+    paid.allow(50_000)
+    assert "ok" in paid.charge(1_000, "after-many")
+
+
+def _replying_canister(reply: bytes) -> bytes:
+    """A canister whose `icrc2_transfer_from` answers `reply`, whatever it is asked (a ledger of another shape)."""
+    import wasmtime
+
+    data = "".join(f"\\{b:02x}" for b in reply)
+    return bytes(wasmtime.wat2wasm(f"""(module
+      (import "ic0" "msg_reply_data_append" (func $append (param i32 i32)))
+      (import "ic0" "msg_reply" (func $reply))
+      (memory 1) (data (i32.const 0) "{data}")
+      (func (export "canister_update icrc2_transfer_from")
+        (call $append (i32.const 0) (i32.const {len(reply)})) (call $reply)))"""))
+
+
+def test_a_ledger_reply_the_server_cannot_read_leaves_the_charge_unknown_not_stuck(paid: Paid) -> None:
+    from ic_replica import candid
+
+    ic = paid.auth.ic
+    odd = candid.encode([candid.Variant.of(Ok=candid.NAT, Err=candid.Variant.of(AccountFrozen=candid.NULL))],
+                        [{"Err": {"AccountFrozen": None}}])
+    ledger = ic.create_canister(controllers=[GOV], sender=GOV)
+    ic.install_code(ledger, _replying_canister(odd), b"", sender=GOV)
+    assert paid.srv("register_resource_server", {
+        "principal": PRINCIPALS[SERVER], "resource": RESOURCE, "name": "Tools Inc.",
+        "payee": {"owner": PRINCIPALS[PAYEE], "subaccount": []}, "ledgers": [ledger]}, sender=GOV) == {"ok": None}
+    paid.auth.authorize(paid.auth.oauth(paid.auth.register()), scope="payments")
+    paid.limit(1_000, 1_000, resource=RESOURCE)
+    assert paid.srv("set_spending_limit", {"resource": RESOURCE, "ledger": ledger, "max_per_charge": 1_000,
+                                           "max_total": 1_000}, sender=PRINCIPALS[USER]) == {"ok": None}
+    assert "Unknown" in paid.charge(1_000, "odd", ledger=ledger)["err"]
+    (seen,) = paid.srv("get_charge", "odd", sender=PRINCIPALS[SERVER])
+    assert "Unknown" in seen["state"]
+    assert "Unknown" in paid.charge(1_000, "odd", ledger=ledger)["err"]  # retried, not refused as in flight
+
+
+def test_the_sdk_keeps_its_keys_when_the_issuer_answers_an_error(auth: Auth) -> None:
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from threading import Thread
+
+    from prometheus_sdk.resource_server import TokenValidator
+
+    token = auth.authorize(auth.oauth(auth.register()))["access_token"]
+    jwks = auth.http.get(f"{auth.issuer}/.well-known/jwks.json").content
+    answers = [200]
+
+    class Issuer(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            status = answers[-1]
+            self.send_response(status)
+            self.send_header("Cache-Control", "max-age=60")
+            self.end_headers()
+            self.wfile.write(jwks if status == 200 else b"{}")
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Issuer)
+    Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        now = [auth.ic.replica.time_ns / 1e9]
+        validator = TokenValidator(auth.issuer, RESOURCE, jwks_url=f"http://127.0.0.1:{server.server_port}/jwks",
+                                   clock=lambda: now[0])
+        assert validator.verify(token).subject == auth.principal()
+        answers.append(503)
+        now[0] += 61  # the cached set expired, the issuer answers 503: the last good keys still verify
+        assert validator.verify(token).subject == auth.principal()
+    finally:
+        server.shutdown()

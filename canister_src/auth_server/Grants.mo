@@ -28,6 +28,7 @@ module {
     auth_method : AuthMethod;
     secret_hash : ?Blob;
     created_ns : Int;
+    var used : Bool; // a code was exchanged: kept; a client never used is removed a day after registration
   };
 
   public type Pending = {
@@ -81,6 +82,8 @@ module {
   public let REFRESH_TTL_NS : Int = 2_592_000_000_000_000; // 30 days
   public let MAX_CLIENTS = 50_000;
   public let MAX_PENDING = 10_000;
+  public let MAX_PENDING_PER_CLIENT = 20; // one client cannot fill the table (each needs its own registration)
+  public let UNUSED_CLIENT_TTL_NS : Int = 86_400_000_000_000; // 1 day
   public let MAX_CODES = 10_000;
   public let MAX_REFRESH = 200_000;
   let PRUNE_PER_WRITE = 8;
@@ -92,6 +95,9 @@ module {
     refresh : Map.Map<Blob, Refresh>;
     families : Map.Map<Nat, Family>;
     byUser : Map.Map<Principal, List.List<Nat>>; // each user's families, oldest first
+    byUserResource : Map.Map<Text, List.List<Nat>>; // "<principal> <resource>" -> families, oldest first
+    pendingPerClient : Map.Map<Text, Nat>;
+    clientExpiry : Queue.Queue<(Text, Int)>;
     pendingExpiry : Queue.Queue<(Text, Int)>;
     codeExpiry : Queue.Queue<(Blob, Int)>;
     refreshExpiry : Queue.Queue<(Blob, Int)>;
@@ -106,6 +112,9 @@ module {
       refresh = Map.empty();
       families = Map.empty();
       byUser = Map.empty();
+      byUserResource = Map.empty();
+      pendingPerClient = Map.empty();
+      clientExpiry = Queue.empty();
       pendingExpiry = Queue.empty();
       codeExpiry = Queue.empty();
       refreshExpiry = Queue.empty();
@@ -119,8 +128,19 @@ module {
     var n = 0;
     label p while (n < PRUNE_PER_WRITE) {
       switch (Queue.peekFront(s.pendingExpiry)) {
-        case (?(id, at)) if (at <= now) { ignore Queue.popFront(s.pendingExpiry); Map.remove(s.pending, Text.compare, id); n += 1 } else break p;
+        case (?(id, at)) if (at <= now) { ignore Queue.popFront(s.pendingExpiry); removePending(s, id); n += 1 } else break p;
         case null break p;
+      };
+    };
+    n := 0;
+    label u while (n < PRUNE_PER_WRITE) {
+      switch (Queue.peekFront(s.clientExpiry)) {
+        case (?(id, at)) if (at <= now) {
+          ignore Queue.popFront(s.clientExpiry);
+          switch (Map.get(s.clients, Text.compare, id)) { case (?c) if (not c.used) Map.remove(s.clients, Text.compare, id); case null {} };
+          n += 1;
+        } else break u;
+        case null break u;
       };
     };
     n := 0;
@@ -155,13 +175,31 @@ module {
   public func addClient(s : Store, c : Client) : Bool {
     if (Map.size(s.clients) >= MAX_CLIENTS) return false;
     Map.add(s.clients, Text.compare, c.id, c);
+    Queue.pushBack(s.clientExpiry, (c.id, c.created_ns + UNUSED_CLIENT_TTL_NS));
     true;
+  };
+
+  public func markUsed(s : Store, id : Text) {
+    switch (Map.get(s.clients, Text.compare, id)) { case (?c) c.used := true; case null {} };
+  };
+
+  func removePending(s : Store, id : Text) {
+    switch (Map.take(s.pending, Text.compare, id)) {
+      case (?p) {
+        let n = switch (Map.get(s.pendingPerClient, Text.compare, p.client_id)) { case (?k) k; case null 0 };
+        if (n <= 1) Map.remove(s.pendingPerClient, Text.compare, p.client_id) else Map.add(s.pendingPerClient, Text.compare, p.client_id, n - 1);
+      };
+      case null {};
+    };
   };
 
   public func client(s : Store, id : Text) : ?Client { Map.get(s.clients, Text.compare, id) };
 
   public func addPending(s : Store, p : Pending) : Bool {
     if (Map.size(s.pending) >= MAX_PENDING) return false;
+    let n = switch (Map.get(s.pendingPerClient, Text.compare, p.client_id)) { case (?k) k; case null 0 };
+    if (n >= MAX_PENDING_PER_CLIENT) return false;
+    Map.add(s.pendingPerClient, Text.compare, p.client_id, n + 1);
     Map.add(s.pending, Text.compare, p.id, p);
     Queue.pushBack(s.pendingExpiry, (p.id, p.expires_ns));
     true;
@@ -174,7 +212,7 @@ module {
   // The request, removed: a request is answered once, approved or denied.
   public func takePending(s : Store, id : Text, now : Int) : ?Pending {
     let p = pending(s, id, now);
-    Map.remove(s.pending, Text.compare, id);
+    removePending(s, id);
     p;
   };
 
@@ -201,6 +239,11 @@ module {
       case (?ids) List.add(ids, f.id);
       case null Map.add(s.byUser, Principal.compare, user, List.singleton<Nat>(f.id));
     };
+    let k = Principal.toText(user) # " " # resource;
+    switch (Map.get(s.byUserResource, Text.compare, k)) {
+      case (?ids) List.add(ids, f.id);
+      case null Map.add(s.byUserResource, Text.compare, k, List.singleton<Nat>(f.id));
+    };
     f;
   };
 
@@ -220,6 +263,18 @@ module {
 
   public func live(s : Store, familyId : Nat) : Bool {
     switch (family(s, familyId)) { case (?f) not f.revoked; case null false };
+  };
+
+  // Whether the user holds a live grant for `resource` with `scope` (newest first: the usual answer is the first).
+  public func hasLiveScope(s : Store, user : Principal, resource : Text, scope : Text) : Bool {
+    let ?ids = Map.get(s.byUserResource, Text.compare, Principal.toText(user) # " " # resource) else return false;
+    for (id in List.reverseValues(ids)) {
+      switch (family(s, id)) {
+        case (?f) if (not f.revoked and List.contains<Text>(List.fromArray(f.scopes), Text.equal, scope)) return true;
+        case null {};
+      };
+    };
+    false;
   };
 
   // A user's grants, newest first, a page at a time (`before`: the last id of the previous page).

@@ -11,6 +11,8 @@ import Nat8 "mo:core/Nat8";
 import Nat32 "mo:core/Nat32";
 import Text "mo:core/Text";
 
+import Chars "Chars";
+
 module {
 
   public type HeaderField = (Text, Text);
@@ -104,12 +106,11 @@ module {
 
   // RFC 4648 section 5, unpadded (JWS, PKCE, the codes and tokens this server issues).
   public func base64url(b : Blob) : Text {
-    let std = Base64.encode(b);
-    var out = "";
-    for (c in std.chars()) {
-      if (c == '+') out #= "-" else if (c == '/') out #= "_" else if (c != '=') out #= Char.toText(c);
+    let out = List.empty<Char>();
+    for (c in Base64.encode(b).chars()) {
+      if (c == '+') List.add(out, '-') else if (c == '/') List.add(out, '_') else if (c != '=') List.add(out, c);
     };
-    out;
+    Chars.toText(out); // flat: client ids are kept
   };
 
   func base64Value(c : Char) : ?Nat32 {

@@ -7,6 +7,8 @@ import List "mo:core/List";
 import Nat32 "mo:core/Nat32";
 import Text "mo:core/Text";
 
+import Chars "Chars";
+
 module {
 
   public type Value = {
@@ -120,24 +122,24 @@ module {
 
   func stringValue(p : Parser) : ?Text {
     p.i += 1;
-    var out = "";
+    let out = List.empty<Char>(); // then one flat Text (Chars.mo): a redirect URI or a name is kept
     loop {
       let ?c = peek(p) else return null;
       p.i += 1;
-      if (c == '\"') return ?out;
+      if (c == '\"') return ?Chars.toText(out);
       if (Char.toNat32(c) < 0x20) return null;
-      if (c != '\\') out #= Char.toText(c) else {
+      if (c != '\\') List.add(out, c) else {
         let ?e = peek(p) else return null;
         p.i += 1;
         switch (e) {
-          case ('\"') out #= "\"";
-          case ('\\') out #= "\\";
-          case ('/') out #= "/";
-          case ('b') out #= "\u{08}";
-          case ('f') out #= "\u{0c}";
-          case ('n') out #= "\n";
-          case ('r') out #= "\r";
-          case ('t') out #= "\t";
+          case ('\"') List.add(out, '\"');
+          case ('\\') List.add(out, '\\');
+          case ('/') List.add(out, '/');
+          case ('b') List.add(out, '\u{08}');
+          case ('f') List.add(out, '\u{0c}');
+          case ('n') List.add(out, '\n');
+          case ('r') List.add(out, '\r');
+          case ('t') List.add(out, '\t');
           case ('u') {
             let ?hi = hex4(p) else return null;
             let code : Nat32 = if (hi >= 0xD800 and hi <= 0xDBFF) {
@@ -150,7 +152,7 @@ module {
               if (lo < 0xDC00 or lo > 0xDFFF) return null;
               0x10000 + (hi - 0xD800) * 0x400 + (lo - 0xDC00);
             } else if (hi >= 0xDC00 and hi <= 0xDFFF) return null else hi;
-            out #= Char.toText(Char.fromNat32(code));
+            List.add(out, Char.fromNat32(code));
           };
           case _ return null;
         };

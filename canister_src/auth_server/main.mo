@@ -13,6 +13,7 @@ import Blob "mo:core/Blob";
 import Char "mo:core/Char";
 import Error "mo:core/Error";
 import Int "mo:core/Int";
+import InternetComputer "mo:core/InternetComputer";
 import List "mo:core/List";
 import Nat "mo:core/Nat";
 import Nat8 "mo:core/Nat8";
@@ -20,6 +21,7 @@ import Principal "mo:core/Principal";
 import Random "mo:core/Random";
 import Text "mo:core/Text";
 import Time "mo:core/Time";
+import Timer "mo:core/Timer";
 
 import Icrc3 "../lib/Icrc3";
 import MemoryStats "../lib/MemoryStats";
@@ -93,9 +95,9 @@ persistent actor class AuthServer(init : { governance : Principal; issuer : Text
     #TemporarilyUnavailable;
     #GenericError : { error_code : Nat; message : Text };
   };
-  type Ledger = actor {
-    icrc2_transfer_from : ({ spender_subaccount : ?Blob; from : Account; to : Account; amount : Nat; fee : ?Nat; memo : ?Blob; created_at_time : ?Nat64 }) -> async { #Ok : Nat; #Err : TransferFromError };
-  };
+  type TransferFromArgs = { spender_subaccount : ?Blob; from : Account; to : Account; amount : Nat; fee : ?Nat; memo : ?Blob; created_at_time : ?Nat64 };
+  type TransferFromResult = { #Ok : Nat; #Err : TransferFromError };
+
 
   type SchnorrKeyId = { algorithm : { #bip340secp256k1; #ed25519 }; name : Text };
   type Management = actor {
@@ -103,16 +105,16 @@ persistent actor class AuthServer(init : { governance : Principal; issuer : Text
     sign_with_schnorr : ({ message : Blob; derivation_path : [Blob]; key_id : SchnorrKeyId; aux : ?{ #bip341 : { merkle_root_hash : Blob } } }) -> async { signature : Blob };
   };
 
-  let ACCESS_TTL_S = 300; // short-lived: a resource server checks a JWT offline, so it cannot be revoked
-  let SIGN_CYCLES = 26_153_846_153; // the IC's fee for `key_1` (test keys cost less; the rest is refunded)
-  let MAX_URL = 8 * 1024;
-  let MAX_FORM = 8 * 1024;
-  let MAX_REGISTRATION = 16 * 1024;
-  let MAX_REDIRECT_URIS = 8;
-  let MAX_URI = 1024;
-  let MAX_SCOPES = 16;
-  let MAX_PUBLISHED_KEYS = 2;
-  let PAYMENT_SCOPE = "payments";
+  transient let ACCESS_TTL_S = 300; // short-lived: a resource server checks a JWT offline, so it cannot be revoked
+  transient let SIGN_CYCLES = 26_153_846_153; // the IC's fee for `key_1` (test keys cost less; the rest is refunded)
+  transient let MAX_URL = 8 * 1024;
+  transient let MAX_FORM = 8 * 1024;
+  transient let MAX_REGISTRATION = 16 * 1024;
+  transient let MAX_REDIRECT_URIS = 8;
+  transient let MAX_URI = 1024;
+  transient let MAX_SCOPES = 16;
+  transient let MAX_PUBLISHED_KEYS = 2;
+  transient let PAYMENT_SCOPE = "payments";
 
   var governance : Principal = init.governance;
   var issuer : Text = init.issuer;
@@ -121,7 +123,7 @@ persistent actor class AuthServer(init : { governance : Principal; issuer : Text
   let payments = Payments.empty();
   let chargeLog = Icrc3.empty(); // every paid charge as an ICRC-3 block (btype "charge"), the tip certified
   var keys : [SigningKey] = []; // newest first: the first signs, all are published
-  var seed : Blob = ""; // from raw_rand: codes, tokens and ids are SHA-256(seed, counter)
+  var seed : Blob = ""; // from raw_rand, ratcheted on each use: codes, tokens and ids are SHA-256("out", seed, counter)
   var counter : Nat = 0;
 
   transient let ic : Management = actor ("aaaaa-aa");
@@ -130,21 +132,35 @@ persistent actor class AuthServer(init : { governance : Principal; issuer : Text
 
   // ---------------------------------------------------------------- randomness and keys
 
-  func ensureSeed() : async* () {
-    if (seed.size() > 0) return;
-    let entropy = await Random.blob();
+  func mix(entropy : Blob) {
     let st = Sha256.init();
+    Sha256.writeText(st, "mix");
     Sha256.write(st, seed);
     Sha256.write(st, entropy);
     seed := Sha256.finish(st);
   };
 
+  func ensureSeed() : async* () {
+    if (seed.size() > 0) return;
+    mix(await Random.blob());
+  };
+
+  // Fresh entropy every 5 minutes: a copy of the state gives the secrets issued after it until the next reseed,
+  // and (the seed being ratcheted on each use) none issued before it.
+  transient let _reseed = Timer.recurringTimer<system>(#seconds(300), func() : async () { mix(await Random.blob()) });
+
   func random() : Blob {
     counter += 1;
     let st = Sha256.init();
+    Sha256.writeText(st, "out");
     Sha256.write(st, seed);
     Sha256.writeText(st, Nat.toText(counter));
-    Sha256.finish(st);
+    let out = Sha256.finish(st);
+    Sha256.reset(st);
+    Sha256.writeText(st, "next");
+    Sha256.write(st, seed);
+    seed := Sha256.finish(st);
+    out;
   };
 
   func secretText() : Text { Http.base64url(random()) };
@@ -205,34 +221,57 @@ persistent actor class AuthServer(init : { governance : Principal; issuer : Text
     if (List.size(out) > MAX_SCOPES) null else ?List.toArray(out);
   };
 
-  func isLoopbackHost(rest : Text) : Bool {
-    Text.startsWith(rest, #text "localhost") or Text.startsWith(rest, #text "127.0.0.1") or Text.startsWith(rest, #text "[::1]");
-  };
-
-  func hostEnds(rest : Text) : Bool {
-    // what follows a loopback host name: a port, a path or the end (so `localhost.example.com` is not loopback)
-    for (h in ["localhost", "127.0.0.1", "[::1]"].vals()) {
-      switch (Text.stripStart(rest, #text h)) {
-        case (?after) if (after == "" or Text.startsWith(after, #char ':') or Text.startsWith(after, #char '/')) return true;
-        case null {};
-      };
-    };
-    false;
-  };
-
   func noControlOrSpace(t : Text) : Bool {
     for (c in t.chars()) if (Char.toNat32(c) <= 0x20 or Char.toNat32(c) == 0x7F) return false;
     true;
   };
 
-  // An absolute https URI, or http on a loopback host (RFC 8252 section 7.3); never a fragment.
+  // `host[:port]` of a URI's authority, split; null when the authority has userinfo (`user@`), a backslash (which
+  // browsers read as `/`), percent-encoding, or a port that is not a number from 1 to 65535.
+  func hostAndPort(rest : Text) : ?(Text, Text) {
+    var authority = "";
+    label scan for (c in rest.chars()) {
+      if (c == '/' or c == '?' or c == '#') break scan;
+      if (c == '@' or c == '\\' or c == '%') return null;
+      authority #= Char.toText(c);
+    };
+    let chars = Text.toArray(authority);
+    var host = "";
+    var i = 0;
+    if (chars.size() > 0 and chars[0] == '[') {
+      label ipv6 while (i < chars.size()) { host #= Char.toText(chars[i]); i += 1; if (chars[i - 1] == ']') break ipv6 };
+      if (not Text.endsWith(host, #char ']')) return null;
+    } else {
+      while (i < chars.size() and chars[i] != ':') { host #= Char.toText(chars[i]); i += 1 };
+    };
+    var port = "";
+    if (i < chars.size()) {
+      if (chars[i] != ':') return null;
+      i += 1;
+      while (i < chars.size()) { if (not Char.isDigit(chars[i])) return null; port #= Char.toText(chars[i]); i += 1 };
+      switch (Nat.fromText(port)) { case (?n) if (n == 0 or n > 65_535) return null; case null return null };
+    };
+    if (host.size() == 0) return null;
+    for (c in host.chars()) {
+      if (not ((c >= 'a' and c <= 'z') or (c >= 'A' and c <= 'Z') or (c >= '0' and c <= '9') or c == '-' or c == '.' or c == '[' or c == ']' or c == ':')) return null;
+    };
+    ?(Text.toLower(host), port);
+  };
+
+  // An absolute https URI, or http on a loopback host (RFC 8252 section 7.3); never a fragment or userinfo.
   func isWebUri(u : Text) : Bool {
     if (u.size() > MAX_URI or Text.contains(u, #char '#') or not noControlOrSpace(u)) return false;
     switch (Text.stripStart(u, #text "https://")) {
-      case (?rest) return rest.size() > 0 and not Text.startsWith(rest, #char '/');
+      case (?rest) return hostAndPort(rest) != null;
       case null {};
     };
-    switch (Text.stripStart(u, #text "http://")) { case (?rest) isLoopbackHost(rest) and hostEnds(rest); case null false };
+    switch (Text.stripStart(u, #text "http://")) {
+      case (?rest) switch (hostAndPort(rest)) {
+        case (?(host, _)) host == "localhost" or host == "127.0.0.1" or host == "[::1]";
+        case null false;
+      };
+      case null false;
+    };
   };
 
   // A redirect URI: a web URI, or a private-use scheme of a native app (RFC 8252 section 7.1: a reverse domain
@@ -368,7 +407,7 @@ persistent actor class AuthServer(init : { governance : Principal; issuer : Text
     Grants.prune(grants, now);
     let id = secretText();
     let p : Grants.Pending = { id; client_id = clientId; redirect_uri = redirectUri; challenge; scopes; resource; state; expires_ns = now + Grants.PENDING_TTL_NS };
-    if (not Grants.addPending(grants, p)) return redirectError(redirectUri, "temporarily_unavailable", "too many authorization requests are waiting", state);
+    if (not Grants.addPending(grants, p)) return redirectError(redirectUri, "temporarily_unavailable", "too many authorization requests are waiting (at most 20 per client)", state);
     let wantsJson = switch (Http.header(headers, "Accept")) { case (?a) Text.contains(a, #text "application/json"); case null false };
     if (wantsJson) {
       return Http.json(200, Json.write(#object_([("request_id", #string(id)), ("client_id", #string(clientId)), ("client_name", #string(client.name)), ("redirect_uri", #string(redirectUri)), ("scopes", Json.strings(scopes)), ("resource", #string(resource)), ("expires_in", #number(Int.toText(Grants.PENDING_TTL_NS / 1_000_000_000)))])), false);
@@ -452,9 +491,10 @@ persistent actor class AuthServer(init : { governance : Principal; issuer : Text
     };
     try { await* ensureSeed() } catch (e) { return oauthError(503, "temporarily_unavailable", Error.message(e)) };
     let now = Time.now();
+    Grants.prune(grants, now);
     let id = secretText();
     let secret = if (method == #none) null else ?secretText();
-    let client : Grants.Client = { id; name; redirect_uris = redirects; grant_types = grantTypes; auth_method = method; secret_hash = switch secret { case (?s) ?hashText(s); case null null }; created_ns = now };
+    let client : Grants.Client = { id; name; redirect_uris = redirects; grant_types = grantTypes; auth_method = method; secret_hash = switch secret { case (?s) ?hashText(s); case null null }; created_ns = now; var used = false };
     if (not Grants.addClient(grants, client)) return oauthError(503, "temporarily_unavailable", "registration is closed: the client limit is reached");
     let methodName = switch method { case (#none) "none"; case (#client_secret_post) "client_secret_post"; case (#client_secret_basic) "client_secret_basic" };
     let members = List.fromArray<(Text, Json.Value)>([
@@ -583,6 +623,7 @@ persistent actor class AuthServer(init : { governance : Principal; issuer : Text
       return oauthError(503, "temporarily_unavailable", "signing failed: " # Error.message(e));
     };
     code.use := #used;
+    Grants.markUsed(grants, client.id);
     let wantsRefresh = Array.find<Text>(client.grant_types, func g = g == "refresh_token") != null;
     let f = Grants.newFamily(grants, client.id, code.user, code.scopes, code.resource, now);
     code.family := ?f.id;
@@ -666,10 +707,7 @@ persistent actor class AuthServer(init : { governance : Principal; issuer : Text
   // ---------------------------------------------------------------- payments
 
   func hasPaymentGrant(user : Principal, resource : Text) : Bool {
-    for (f in Grants.grantsOf(grants, user, null, 100).vals()) {
-      if (not f.revoked and f.resource == resource and Array.find<Text>(f.scopes, func s = s == PAYMENT_SCOPE) != null) return true;
-    };
-    false;
+    Grants.hasLiveScope(grants, user, resource, PAYMENT_SCOPE);
   };
 
   func describe(e : TransferFromError) : Text {
@@ -740,12 +778,16 @@ persistent actor class AuthServer(init : { governance : Principal; issuer : Text
         Payments.record(payments, caller, srv.payee, args.user, args.ledger, srv.resource, args.amount, args.request_id, Time.now());
       };
     };
-    let ledger : Ledger = actor (Principal.toText(charge.ledger));
-    let reply = try {
-      await ledger.icrc2_transfer_from({ spender_subaccount = null; from = { owner = charge.user; subaccount = null }; to = charge.payee; amount = charge.amount; fee = null; memo = ?charge.memo; created_at_time = ?charge.created_at_time });
-    } catch (e) {
+    let arg : TransferFromArgs = { spender_subaccount = null; from = { owner = charge.user; subaccount = null }; to = charge.payee; amount = charge.amount; fee = null; memo = ?charge.memo; created_at_time = ?charge.created_at_time };
+    // A raw call, decoded here: a reply this canister cannot decode (a ledger with more error variants) leaves the
+    // charge Unknown, where a typed call would trap after the await and leave it InFlight for good.
+    let raw = try { await InternetComputer.call(charge.ledger, "icrc2_transfer_from", to_candid (arg)) } catch (e) {
       charge.state := #unknown(Error.message(e));
       return #err(#Unknown(Error.message(e) # "; retry with the same request_id"));
+    };
+    let ?reply : ?TransferFromResult = from_candid (raw) else {
+      charge.state := #unknown("the ledger's reply is not an ICRC-2 transfer_from result");
+      return #err(#Unknown("the ledger's reply is not an ICRC-2 transfer_from result; retry with the same request_id"));
     };
     switch reply {
       case (#Ok(block)) { paid(charge, block); #ok({ block; charge_id = charge.id }) };

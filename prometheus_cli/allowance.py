@@ -15,7 +15,7 @@ import typer
 
 from prometheus_cli.auth import CanisterOption, IssuerOption, server_id
 from prometheus_cli.context import Options, connection
-from prometheus_cli.output import console, emit, fail, user_errors
+from prometheus_cli.output import emit, fail, say, user_errors
 from prometheus_cli.tokens import LedgerOption, ledger_client
 
 app = typer.Typer(help="Your ledger allowance and spending limits for an auth_server canister's charges.",
@@ -76,7 +76,7 @@ def set_allowance(ctx: typer.Context, amount: int = typer.Argument(..., help="Th
         block, before = _approve(led, conn, auth.canister_id, amount, expires_at)
         emit({"spender": auth.canister_id, "ledger": led.canister_id, "amount": amount, "previous": before,
               "expires_at_ns": expires_at, "block": block}, opts.as_json,
-             lambda r: console().print(f"the auth server {r['spender']} may pull up to {r['amount']} for {days} days "
+             lambda r: say(f"the auth server {r['spender']} may pull up to {r['amount']} for {days} days "
                                        f"(was {r['previous']}; ledger block {r['block']})"))
 
 
@@ -100,7 +100,7 @@ def set_limit(ctx: typer.Context, resource: str = typer.Argument(..., help="The 
         except AuthServerError as exc:
             fail(f"the auth server refused the limit: {errors.of(exc)}")
         emit({"resource": resource, "ledger": led.canister_id, "max_per_charge": per_charge, "max_total": total},
-             opts.as_json, lambda r: console().print(
+             opts.as_json, lambda r: say(
                  f"{r['resource']} may charge at most {r['max_per_charge']} at a time, {r['max_total']} in total"))
 
 
@@ -124,12 +124,12 @@ def show(ctx: typer.Context, issuer: str | None = IssuerOption, canister: str | 
         def show_text(d: dict[str, Any]) -> None:
             until = (time.strftime("%Y-%m-%d", time.gmtime(d["expires_at_ns"] / 1e9))
                      if d["expires_at_ns"] else "no expiry")
-            console().print(f"allowance to {d['spender']}: {d['allowance']} (until {until})")
+            say(f"allowance to {d['spender']}: {d['allowance']} (until {until})")
             for lim in d["limits"]:
-                console().print(f"  {lim['resource']}: {lim['spent']} of {lim['max_total']} spent, "
+                say(f"  {lim['resource']}: {lim['spent']} of {lim['max_total']} spent, "
                                 f"at most {lim['max_per_charge']} a charge")
             for c in d["charges"]:
-                console().print(f"  charge {c['id']}: {c['amount']} to {c['resource']} ({c['state']})")
+                say(f"  charge {c['id']}: {c['amount']} to {c['resource']} ({c['state']})")
 
         emit(data, opts.as_json, show_text)
 
@@ -142,4 +142,4 @@ def revoke(ctx: typer.Context, issuer: str | None = IssuerOption, canister: str 
         opts, conn, auth, led = _clients(ctx, issuer, canister, ledger)
         block, before = _approve(led, conn, auth.canister_id, 0, None)
         emit({"spender": auth.canister_id, "ledger": led.canister_id, "previous": before, "block": block},
-             opts.as_json, lambda r: console().print(f"the auth server may pull nothing now (was {r['previous']})"))
+             opts.as_json, lambda r: say(f"the auth server may pull nothing now (was {r['previous']})"))

@@ -19,7 +19,7 @@ import typer
 
 from prometheus_cli import errors
 from prometheus_cli.context import Options, canister_id, connection
-from prometheus_cli.output import console, emit, fail, user_errors
+from prometheus_cli.output import emit, fail, say, user_errors
 
 app = typer.Typer(help="Approve, deny and revoke OAuth grants of an auth_server canister with your identity.",
                   no_args_is_help=True)
@@ -76,7 +76,7 @@ def show(ctx: typer.Context, request_id: str = typer.Argument(..., help="The id 
         if not found:
             fail(f"no authorization request {request_id!r} is waiting", "it was answered already or expired")
         request = found[0]
-        emit(dict(request), opts.as_json, lambda r: console().print(
+        emit(dict(request), opts.as_json, lambda r: say(
             f"{r['client_name']} ({r['client_id']}) asks to act for you at {r['resource']}\n"
             f"  scopes: {' '.join(r['scopes']) or '(none)'}\n  answer goes to: {r['redirect_uri']}"))
 
@@ -94,8 +94,8 @@ def approve(ctx: typer.Context, request_id: str = typer.Argument(..., help="The 
         except AuthServerError as exc:
             _refused(exc, request_id)
         emit({"approved": request_id, "principal": client.caller.principal, "redirect_to": done["redirect_to"]},
-             opts.as_json, lambda r: console().print(
-                 f"approved as {r['principal']}; open this URL to finish:\n{r['redirect_to']}", soft_wrap=True))
+             opts.as_json, lambda r: say(
+                 f"approved as {r['principal']}; open this URL to finish:\n{r['redirect_to']}"))
 
 
 @app.command()
@@ -111,8 +111,7 @@ def deny(ctx: typer.Context, request_id: str = typer.Argument(..., help="The id 
         except AuthServerError as exc:
             _refused(exc, request_id)
         emit({"denied": request_id, "redirect_to": done["redirect_to"]}, opts.as_json,
-             lambda r: console().print(f"declined; open this URL to tell the application:\n{r['redirect_to']}",
-                                       soft_wrap=True))
+             lambda r: say(f"declined; open this URL to tell the application:\n{r['redirect_to']}"))
 
 
 @app.command("register-client")
@@ -142,9 +141,9 @@ def register_client(ctx: typer.Context,
                  "redirect URIs are https, loopback http or a reverse-domain scheme; see docs/auth.md")
 
         def show_text(a: dict[str, Any]) -> None:
-            console().print(f"client_id: {a['client_id']}")
+            say(f"client_id: {a['client_id']}")
             if "client_secret" in a:
-                console().print(f"client_secret: {a['client_secret']}  (shown once: store it now)")
+                say(f"client_secret: {a['client_secret']}  (shown once: store it now)")
 
         emit(answer, opts.as_json, show_text)
 
@@ -159,11 +158,11 @@ def tokens(ctx: typer.Context, issuer: str | None = IssuerOption, canister: str 
 
         def show_rows(items: list[dict[str, Any]]) -> None:
             if not items:
-                console().print("no grants")
+                say("no grants")
             for g in items:
                 when = datetime.fromtimestamp(g["created_at_ns"] / 1e9, UTC).strftime("%Y-%m-%d %H:%M")
                 state = "revoked" if g["revoked"] else "active"
-                console().print(f"{g['id']:>5}  {state:<8} {when}  {g['client_name']} -> {g['resource']}  "
+                say(f"{g['id']:>5}  {state:<8} {when}  {g['client_name']} -> {g['resource']}  "
                                 f"[{' '.join(g['scopes'])}]")
 
         emit(rows, opts.as_json, show_rows)
@@ -183,4 +182,4 @@ def revoke(ctx: typer.Context, grant_id: int = typer.Argument(..., help="The gra
             if exc.kind == "NotFound":
                 fail(f"you have no grant {grant_id}", "`prometheus auth tokens` lists yours")
             fail(f"the auth server refused: {errors.of(exc)}")
-        emit({"revoked": grant_id}, opts.as_json, lambda r: console().print(f"revoked grant {r['revoked']}"))
+        emit({"revoked": grant_id}, opts.as_json, lambda r: say(f"revoked grant {r['revoked']}"))

@@ -43,6 +43,11 @@ def console() -> Any:
     return c if c.is_terminal else Console(width=WIDE)
 
 
+def say(text: str) -> None:
+    """Print text that holds what others wrote (names, URIs from a canister) as it is: never Rich markup."""
+    console().print(text, markup=False, highlight=False, soft_wrap=True)
+
+
 def table(*headers: str, full: tuple[str, ...] = ()) -> Any:
     """A Rich table whose `full` columns (principals, hashes, ids) are never cut or wrapped mid-value: they keep
     their whole width (other columns give way first) and fold onto a second line only in a narrow terminal."""

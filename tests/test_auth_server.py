@@ -59,6 +59,10 @@ class Auth:
         clock, so the HTTP interface would refuse it as expired)."""
         return Typed(self.ic, IcPrincipal.from_text(self.canister_id), "auth_server")
 
+    def a_minute_later(self) -> None:
+        """A grant gets tokens at most once a minute (each is a threshold signature the canister pays for)."""
+        self.ic.replica.advance_time(61 * 1_000_000_000)
+
     def principal(self, role: str = USER) -> str:
         return str(IDENTITIES[role].sender())
 
@@ -167,9 +171,14 @@ def test_the_code_flow_with_authlib_then_refresh_rotation(auth: Auth) -> None:
         auth.claims(token["access_token"], audience="https://other.example.com/mcp")
     # rotation: a new refresh token each time, the old one spent; the grant lives on
     first_refresh = token["refresh_token"]
+    too_soon = auth.http.post(f"{auth.issuer}/token", data={
+        "grant_type": "refresh_token", "client_id": client["client_id"], "refresh_token": first_refresh})
+    assert too_soon.status_code == 400 and "a minute" in too_soon.json()["error_description"]  # and not spent:
+    auth.a_minute_later()
     again = oauth.refresh_token(f"{auth.issuer}/token", refresh_token=first_refresh)
     assert again["refresh_token"] != first_refresh
     assert auth.claims(again["access_token"])["sub"] == auth.principal()
+    auth.a_minute_later()
     narrowed = oauth.refresh_token(f"{auth.issuer}/token", refresh_token=again["refresh_token"], scope="tools:call")
     assert auth.claims(narrowed["access_token"])["scope"] == "tools:call"
     (grant,) = auth.as_user().my_grants([], 10)
@@ -181,12 +190,36 @@ def test_a_replayed_refresh_token_revokes_the_whole_family(auth: Auth) -> None:
     oauth = auth.oauth(auth.register())
     token = auth.authorize(oauth)
     stolen = token["refresh_token"]
+    auth.a_minute_later()
     rotated = oauth.refresh_token(f"{auth.issuer}/token", refresh_token=stolen)
     with pytest.raises(OAuthError, match="invalid_grant"):  # the thief (or the client) replays the old one
         oauth.refresh_token(f"{auth.issuer}/token", refresh_token=stolen)
     with pytest.raises(OAuthError, match="invalid_grant"):  # and the legitimate current one dies with it
         oauth.refresh_token(f"{auth.issuer}/token", refresh_token=rotated["refresh_token"])
     (grant,) = auth.as_user().my_grants([], 10)
+    assert grant["revoked"]
+
+
+def test_a_grant_keeps_one_live_refresh_token_and_recognises_its_last_eight(auth: Auth) -> None:
+    client = auth.register()
+    token = auth.authorize(auth.oauth(client))
+    seen = [token["refresh_token"]]
+    for _ in range(10):
+        auth.a_minute_later()
+        reply = auth.http.post(f"{auth.issuer}/token", data={
+            "grant_type": "refresh_token", "client_id": client["client_id"], "refresh_token": seen[-1]})
+        assert reply.status_code == 200, reply.text
+        seen.append(reply.json()["refresh_token"])
+    oldest = auth.http.post(f"{auth.issuer}/token", data={
+        "grant_type": "refresh_token", "client_id": client["client_id"], "refresh_token": seen[0]})
+    assert oldest.json()["error_description"] == "unknown or expired refresh token"  # forgotten: the grant lives
+    grants = auth.inproc()  # in process: the clock moved ten minutes, past a signed request's expiry
+    (grant,) = grants("my_grants", [], 10, sender=PRINCIPALS[USER])
+    assert not grant["revoked"] and grant["refreshed"] == 10
+    recent = auth.http.post(f"{auth.issuer}/token", data={
+        "grant_type": "refresh_token", "client_id": client["client_id"], "refresh_token": seen[-3]})
+    assert "already used" in recent.json()["error_description"]
+    (grant,) = grants("my_grants", [], 10, sender=PRINCIPALS[USER])
     assert grant["revoked"]
 
 
@@ -260,6 +293,7 @@ def test_the_audience_is_the_authorized_resource_only(auth: Auth) -> None:
         "code_verifier": verifier, "resource": "https://other.example.com/mcp"})
     assert reply.status_code == 400 and error_of(reply) == "invalid_target"
     token = auth.authorize(oauth)
+    auth.a_minute_later()
     reply = auth.http.post(f"{auth.issuer}/token", data={
         "grant_type": "refresh_token", "refresh_token": token["refresh_token"], "client_id": client["client_id"],
         "resource": "https://other.example.com/mcp"})
@@ -936,3 +970,15 @@ def test_the_sdk_keeps_its_keys_when_the_issuer_answers_an_error(auth: Auth) -> 
         assert validator.verify(token).subject == auth.principal()
     finally:
         server.shutdown()
+
+
+def test_the_cli_prints_what_others_wrote_as_text_not_markup(auth: Auth, tmp_path: Path) -> None:
+    env = {**os.environ, "XDG_CONFIG_HOME": str(tmp_path / "config"), "PROMETHEUS_LOCAL_URL": auth.url,
+           "PROMETHEUS_NETWORK": "local", "COLUMNS": "200"}
+    subprocess.run([sys.executable, "-m", "prometheus_cli", "identity", "new", "alice"], env=env, check=True,
+                   capture_output=True)
+    oauth = auth.oauth(auth.register(client_name="[bold red]Your bank[/] [link=https://evil.example]ok[/link]"))
+    request_id, _, _ = auth.start(oauth)
+    shown = subprocess.run([sys.executable, "-m", "prometheus_cli", "auth", "show", request_id, "--issuer",
+                            auth.issuer], env=env, capture_output=True, text=True, timeout=120)
+    assert "[bold red]Your bank[/] [link=https://evil.example]ok[/link]" in shown.stdout

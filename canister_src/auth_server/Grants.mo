@@ -8,6 +8,7 @@
 //                                                  +----sign failed----+
 // A token presented while InFlight is refused without effect (the first presentation is still being served);
 // presented again once Used, it is a replay: its whole family is revoked (RFC 9700 section 4.14.2).
+import Array "mo:core/Array";
 import Blob "mo:core/Blob";
 import List "mo:core/List";
 import Map "mo:core/Map";
@@ -75,6 +76,8 @@ module {
     created_ns : Int;
     var revoked : Bool;
     var refreshed : Nat; // how many times its refresh token was rotated
+    var lastIssuedNs : Int; // when it last got tokens (a refresh within MIN_REFRESH_INTERVAL_NS is refused)
+    var retired : [Blob]; // its last RETIRED_KEPT rotated-out refresh tokens (hashes): presented again, a replay
   };
 
   public let PENDING_TTL_NS : Int = 600_000_000_000; // 10 minutes
@@ -85,14 +88,17 @@ module {
   public let MAX_PENDING_PER_CLIENT = 20; // one client cannot fill the table (each needs its own registration)
   public let UNUSED_CLIENT_TTL_NS : Int = 86_400_000_000_000; // 1 day
   public let MAX_CODES = 10_000;
-  public let MAX_REFRESH = 200_000;
+  public let MAX_REFRESH = 200_000; // live refresh tokens: one per live grant
+  public let RETIRED_KEPT = 8;
+  public let MIN_REFRESH_INTERVAL_NS : Int = 60_000_000_000; // each refresh is a threshold signature the canister pays
   let PRUNE_PER_WRITE = 8;
 
   public type Store = {
     clients : Map.Map<Text, Client>;
     pending : Map.Map<Text, Pending>;
     codes : Map.Map<Blob, Code>;
-    refresh : Map.Map<Blob, Refresh>;
+    refresh : Map.Map<Blob, Refresh>; // the live refresh token of each grant
+    retired : Map.Map<Blob, Nat>; // rotated-out refresh tokens still recognised (hash -> family)
     families : Map.Map<Nat, Family>;
     byUser : Map.Map<Principal, List.List<Nat>>; // each user's families, oldest first
     byUserResource : Map.Map<Text, List.List<Nat>>; // "<principal> <resource>" -> families, oldest first
@@ -110,6 +116,7 @@ module {
       pending = Map.empty();
       codes = Map.empty();
       refresh = Map.empty();
+      retired = Map.empty();
       families = Map.empty();
       byUser = Map.empty();
       byUserResource = Map.empty();
@@ -160,7 +167,13 @@ module {
         case (?(h, at)) if (at <= now) {
           ignore Queue.popFront(s.refreshExpiry);
           switch (Map.get(s.refresh, Blob.compare, h)) {
-            case (?t) if (t.use != #inFlight) Map.remove(s.refresh, Blob.compare, h) else { Queue.pushBack(s.refreshExpiry, (h, now + CODE_TTL_NS)) };
+            case (?t) if (t.use != #inFlight) {
+              Map.remove(s.refresh, Blob.compare, h);
+              switch (family(s, t.family)) {
+                case (?f) { for (r in f.retired.vals()) Map.remove(s.retired, Blob.compare, r); f.retired := [] };
+                case null {};
+              };
+            } else { Queue.pushBack(s.refreshExpiry, (h, now + CODE_TTL_NS)) };
             case null {};
           };
           n += 1;
@@ -232,7 +245,7 @@ module {
   public func refreshRoom(s : Store) : Bool { Map.size(s.refresh) < MAX_REFRESH };
 
   public func newFamily(s : Store, client_id : Text, user : Principal, scopes : [Text], resource : Text, now : Int) : Family {
-    let f : Family = { id = s.nextFamily; client_id; user; scopes; resource; created_ns = now; var revoked = false; var refreshed = 0 };
+    let f : Family = { id = s.nextFamily; client_id; user; scopes; resource; created_ns = now; var revoked = false; var refreshed = 0; var lastIssuedNs = now; var retired = [] };
     s.nextFamily += 1;
     Map.add(s.families, Nat.compare, f.id, f);
     switch (Map.get(s.byUser, Principal.compare, user)) {
@@ -256,6 +269,21 @@ module {
   };
 
   public func refreshToken(s : Store, hash : Blob) : ?Refresh { Map.get(s.refresh, Blob.compare, hash) };
+
+  // The family of a rotated-out refresh token, if it is one of the last RETIRED_KEPT of its family.
+  public func retiredFamily(s : Store, hash : Blob) : ?Nat { Map.get(s.retired, Blob.compare, hash) };
+
+  // A refresh token rotated out: no longer live, still recognised (bounded per family) so a replay is caught.
+  public func retire(s : Store, hash : Blob, f : Family) {
+    Map.remove(s.refresh, Blob.compare, hash);
+    Map.add(s.retired, Blob.compare, hash, f.id);
+    var kept = Array.concat(f.retired, [hash]);
+    if (kept.size() > RETIRED_KEPT) {
+      Map.remove(s.retired, Blob.compare, kept[0]);
+      kept := Array.sliceToArray(kept, 1, kept.size());
+    };
+    f.retired := kept;
+  };
 
   public func revoke(s : Store, familyId : Nat) {
     switch (family(s, familyId)) { case (?f) f.revoked := true; case null {} };

@@ -405,7 +405,7 @@ persistent actor class AuthServer(init : { governance : Principal; issuer : Text
     try { await* ensureSeed() } catch (e) { return page(503, "Unavailable", "<p>No randomness yet: " # Http.escapeHtml(Error.message(e)) # "</p>") };
     let now = Time.now();
     Grants.prune(grants, now);
-    let id = secretText();
+    let id = "r_" # secretText(); // never starts with `-`: it is a command-line argument
     let p : Grants.Pending = { id; client_id = clientId; redirect_uri = redirectUri; challenge; scopes; resource; state; expires_ns = now + Grants.PENDING_TTL_NS };
     if (not Grants.addPending(grants, p)) return redirectError(redirectUri, "temporarily_unavailable", "too many authorization requests are waiting (at most 20 per client)", state);
     let wantsJson = switch (Http.header(headers, "Accept")) { case (?a) Text.contains(a, #text "application/json"); case null false };
@@ -492,7 +492,7 @@ persistent actor class AuthServer(init : { governance : Principal; issuer : Text
     try { await* ensureSeed() } catch (e) { return oauthError(503, "temporarily_unavailable", Error.message(e)) };
     let now = Time.now();
     Grants.prune(grants, now);
-    let id = secretText();
+    let id = "c_" # secretText(); // never starts with `-` (a command-line argument)
     let secret = if (method == #none) null else ?secretText();
     let client : Grants.Client = { id; name; redirect_uris = redirects; grant_types = grantTypes; auth_method = method; secret_hash = switch secret { case (?s) ?hashText(s); case null null }; created_ns = now; var used = false };
     if (not Grants.addClient(grants, client)) return oauthError(503, "temporarily_unavailable", "registration is closed: the client limit is reached");
@@ -637,7 +637,17 @@ persistent actor class AuthServer(init : { governance : Principal; issuer : Text
   func rotate(ps : [(Text, Text)], client : Grants.Client) : async* Http.Response {
     let ?presented = Http.param(ps, "refresh_token") else return oauthError(400, "invalid_request", "refresh_token is required");
     let now = Time.now();
-    let ?t = Grants.refreshToken(grants, hashText(presented)) else return oauthError(400, "invalid_grant", "unknown or expired refresh token");
+    let presentedHash = hashText(presented);
+    let ?t = Grants.refreshToken(grants, presentedHash) else {
+      switch (Grants.retiredFamily(grants, presentedHash)) {
+        case (?f) {
+          // a rotated-out token came back: the thief's or the client's copy, either way the family is compromised
+          switch (Grants.family(grants, f)) { case (?fam) if (fam.client_id == client.id) Grants.revoke(grants, f); case null {} };
+          return oauthError(400, "invalid_grant", "the refresh token was already used; the grant is revoked");
+        };
+        case null return oauthError(400, "invalid_grant", "unknown or expired refresh token");
+      };
+    };
     if (t.client_id != client.id) return oauthError(400, "invalid_grant", "the refresh token was issued to another client");
     if (not Grants.live(grants, t.family)) return oauthError(400, "invalid_grant", "the grant was revoked");
     switch (t.use) {
@@ -649,6 +659,12 @@ persistent actor class AuthServer(init : { governance : Principal; issuer : Text
       case (#unused) {};
     };
     if (t.expires_ns <= now) return oauthError(400, "invalid_grant", "the refresh token expired");
+    switch (Grants.family(grants, t.family)) {
+      case (?f) if (now - f.lastIssuedNs < Grants.MIN_REFRESH_INTERVAL_NS) {
+        return oauthError(400, "invalid_request", "tokens were issued for this grant less than a minute ago: use that access token (it lasts 5 minutes)");
+      };
+      case null {};
+    };
     let ?asked = parseScopes(Http.param(ps, "scope")) else return oauthError(400, "invalid_scope", "a scope is malformed");
     let scopes = if (asked.size() == 0) t.scopes else asked;
     for (s in scopes.vals()) if (Array.find<Text>(t.scopes, func g = g == s) == null) return oauthError(400, "invalid_scope", "scope " # s # " was not granted");
@@ -663,8 +679,10 @@ persistent actor class AuthServer(init : { governance : Principal; issuer : Text
     };
     t.use := #used;
     let ?f = Grants.family(grants, t.family) else return oauthError(400, "invalid_grant", "the grant is gone");
+    Grants.retire(grants, presentedHash, f);
     if (f.revoked) return oauthError(400, "invalid_grant", "the grant was revoked"); // while the token was signed
     f.refreshed += 1;
+    f.lastIssuedNs := now;
     let refresh = secretText();
     Grants.addRefresh(grants, hashText(refresh), f, t.scopes, Time.now());
     Grants.prune(grants, Time.now());

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import html
 import json
 import os
+import re
 import secrets
 import subprocess
 import sys
@@ -129,6 +131,14 @@ def error_of(reply: httpx.Response) -> str:
     return str(reply.json()["error"])
 
 
+def returned(reply: httpx.Response) -> str:
+    """The link back to the client on an /authorize error page (no automatic redirect: RFC 9700 section 4.11.2)."""
+    assert reply.status_code == 400 and "location" not in reply.headers, reply.text
+    found = re.search(r'id="return" href="([^"]+)"', reply.text)
+    assert found, reply.text
+    return html.unescape(found.group(1))
+
+
 def redirect_params(location: str) -> dict[str, str]:
     return {k: v[0] for k, v in parse_qs(urlsplit(location).query).items()}
 
@@ -248,8 +258,8 @@ def test_pkce_is_required_and_checked(auth: Auth) -> None:
     for params, why in (({}, "code_challenge"), ({"code_challenge": challenge}, "S256"),
                         ({"code_challenge": "x" * 43, "code_challenge_method": "plain"}, "S256")):
         reply = auth.http.get(f"{auth.issuer}/authorize", params={**base, **params})
-        assert reply.status_code == 302, reply.text  # errors go back to the (registered) redirect URI
-        sent = redirect_params(reply.headers["location"])
+        assert reply.status_code == 400 and "location" not in reply.headers  # never an automatic redirect
+        sent = redirect_params(returned(reply))  # a link back to the (registered) redirect URI
         assert sent["error"] == "invalid_request" and why in sent["error_description"] and sent["state"] == "s1"
     # a code exchanged without its verifier, or with another, is refused, and the code is spent
     for verifier in (None, secrets.token_urlsafe(48)):
@@ -305,7 +315,7 @@ def test_the_audience_is_the_authorized_resource_only(auth: Auth) -> None:
     missing = auth.http.get(f"{auth.issuer}/authorize", params={
         "response_type": "code", "client_id": client["client_id"], "redirect_uri": REDIRECT,
         "code_challenge": "a" * 43, "code_challenge_method": "S256"})
-    assert redirect_params(missing.headers["location"])["error"] == "invalid_target"
+    assert redirect_params(returned(missing))["error"] == "invalid_target"
 
 
 def test_confidential_clients_authenticate_and_others_cannot_use_their_codes(auth: Auth) -> None:
@@ -639,7 +649,7 @@ def test_the_payments_scope_needs_a_registered_server_and_the_page_shows_it(paid
     params = {"response_type": "code", "client_id": client["client_id"], "redirect_uri": REDIRECT,
               "code_challenge": "a" * 43, "code_challenge_method": "S256", "scope": "payments"}
     elsewhere = auth.http.get(f"{auth.issuer}/authorize", params=params | {"resource": "https://nobody.example.com"})
-    assert redirect_params(elsewhere.headers["location"])["error"] == "invalid_scope"
+    assert redirect_params(returned(elsewhere))["error"] == "invalid_scope"
     page = auth.http.get(f"{auth.issuer}/authorize", params=params | {"resource": RESOURCE})
     assert page.status_code == 200 and "Tools Inc." in page.text and str(paid.ledger.canister_id) in page.text
 
@@ -880,7 +890,7 @@ def test_one_client_cannot_fill_the_waiting_requests_and_unused_clients_expire(a
     uri, _ = spammer.create_authorization_url(f"{auth.issuer}/authorize", code_verifier=secrets.token_urlsafe(48),
                                               scope="x", resource=RESOURCE)
     full = auth.http.get(uri)
-    assert redirect_params(full.headers["location"])["error"] == "temporarily_unavailable"
+    assert redirect_params(returned(full))["error"] == "temporarily_unavailable"
     honest = auth.oauth(auth.register())
     assert auth.authorize(honest)["access_token"]  # another client is not affected
     # a day later, a client that never exchanged a code is gone; one that did is kept
@@ -982,3 +992,14 @@ def test_the_cli_prints_what_others_wrote_as_text_not_markup(auth: Auth, tmp_pat
     shown = subprocess.run([sys.executable, "-m", "prometheus_cli", "auth", "show", request_id, "--issuer",
                             auth.issuer], env=env, capture_output=True, text=True, timeout=120)
     assert "[bold red]Your bank[/] [link=https://evil.example]ok[/link]" in shown.stdout
+
+
+def test_errors_go_back_to_the_client_through_the_user_never_by_an_automatic_redirect(auth: Auth) -> None:
+    phish = auth.register(redirect_uris=["https://phish.example.com/login"])
+    params = {"client_id": phish["client_id"], "response_type": "nonsense"}
+    reply = auth.http.get(f"{auth.issuer}/authorize", params=params)
+    assert reply.status_code == 400 and "location" not in reply.headers  # RFC 9700 section 4.11.2
+    assert returned(reply).startswith("https://phish.example.com/login?error=unsupported_response_type")
+    as_json = auth.http.get(f"{auth.issuer}/authorize", params=params, headers={"Accept": "application/json"})
+    assert as_json.json()["error"] == "unsupported_response_type"
+    assert as_json.json()["redirect_to"] == returned(reply)

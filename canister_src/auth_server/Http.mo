@@ -174,9 +174,6 @@ module {
     };
   };
 
-  public func redirect(location : Text) : Response {
-    { status_code = 302; headers = Array.flatten<HeaderField>([[("Location", location), ("Cache-Control", "no-store")], SECURITY]); body = ""; upgrade = null };
-  };
 
   // A CORS preflight: browser-based OAuth clients (e.g. MCP inspectors) read metadata and call the token endpoint.
   public func preflight() : Response {

@@ -324,12 +324,16 @@ persistent actor class AuthServer(init : { governance : Principal; issuer : Text
     out;
   };
 
-  // An error after the redirect URI was checked goes back to the client (RFC 6749 section 4.1.2.1), with `iss`
-  // (RFC 9207) so a client talking to several servers can tell which one answered.
-  func redirectError(redirectUri : Text, error : Text, description : Text, state : ?Text) : Http.Response {
+  // An error after the redirect URI was checked goes back to the client (RFC 6749 section 4.1.2.1) with `iss`
+  // (RFC 9207) -- through the user, not by an automatic redirect: anyone may register a client, so redirecting
+  // at once would make this server an open redirector for phishing sites (RFC 9700 section 4.11.2). The page
+  // names the error and links back; with `Accept: application/json` the link is `redirect_to`.
+  func redirectError(redirectUri : Text, error : Text, description : Text, state : ?Text, json : Bool) : Http.Response {
     let base = [("error", error), ("error_description", description)];
     let withState = switch state { case (?s) Array.concat(base, [("state", s)]); case null base };
-    Http.redirect(withQuery(redirectUri, Array.concat(withState, [("iss", issuer)])));
+    let target = withQuery(redirectUri, Array.concat(withState, [("iss", issuer)]));
+    if (json) return Http.json(400, Json.write(#object_([("error", #string(error)), ("error_description", #string(description)), ("redirect_to", #string(target))])), false);
+    page(400, "Authorization refused", "<p><code>" # Http.escapeHtml(error) # "</code>: " # Http.escapeHtml(description) # "</p><p><a id=\"return\" href=\"" # Http.escapeHtml(target) # "\">Return to the application</a> (" # Http.escapeHtml(redirectUri) # ")</p>");
   };
 
   func metadata() : Text {
@@ -383,6 +387,7 @@ persistent actor class AuthServer(init : { governance : Principal; issuer : Text
   // ---------------------------------------------------------------- /authorize
 
   func authorize(qs : Text, headers : [Http.HeaderField]) : async* Http.Response {
+    let wantsJson = switch (Http.header(headers, "Accept")) { case (?a) Text.contains(a, #text "application/json"); case null false };
     let ?ps = Http.params(qs) else return page(400, "Bad request", "<p>The authorization request is malformed (a parameter is not percent-encoded or appears twice).</p>");
     let ?clientId = Http.param(ps, "client_id") else return page(400, "Bad request", "<p>The request names no <code>client_id</code>.</p>");
     let ?client = Grants.client(grants, clientId) else return page(400, "Unknown client", "<p>No client is registered as <code>" # Http.escapeHtml(clientId) # "</code>.</p>");
@@ -393,22 +398,21 @@ persistent actor class AuthServer(init : { governance : Principal; issuer : Text
     };
     let state = Http.param(ps, "state");
     switch state { case (?s) if (s.size() > 512) return page(400, "Bad request", "<p>The state is too long.</p>"); case null {} };
-    if (Http.param(ps, "response_type") != ?"code") return redirectError(redirectUri, "unsupported_response_type", "only response_type=code", state);
-    let ?challenge = Http.param(ps, "code_challenge") else return redirectError(redirectUri, "invalid_request", "PKCE is required: code_challenge", state);
-    if (Http.param(ps, "code_challenge_method") != ?"S256") return redirectError(redirectUri, "invalid_request", "code_challenge_method must be S256", state);
-    if (not isChallenge(challenge)) return redirectError(redirectUri, "invalid_request", "code_challenge is not a base64url SHA-256", state);
-    let ?scopes = parseScopes(Http.param(ps, "scope")) else return redirectError(redirectUri, "invalid_scope", "a scope is malformed or there are more than 16", state);
-    let ?resource = Http.param(ps, "resource") else return redirectError(redirectUri, "invalid_target", "a resource indicator (RFC 8707) is required: the token's audience", state);
-    if (not isWebUri(resource) or Text.contains(resource, #char '?')) return redirectError(redirectUri, "invalid_target", "the resource must be an absolute https (or loopback http) URI without query or fragment", state);
+    if (Http.param(ps, "response_type") != ?"code") return redirectError(redirectUri, "unsupported_response_type", "only response_type=code", state, wantsJson);
+    let ?challenge = Http.param(ps, "code_challenge") else return redirectError(redirectUri, "invalid_request", "PKCE is required: code_challenge", state, wantsJson);
+    if (Http.param(ps, "code_challenge_method") != ?"S256") return redirectError(redirectUri, "invalid_request", "code_challenge_method must be S256", state, wantsJson);
+    if (not isChallenge(challenge)) return redirectError(redirectUri, "invalid_request", "code_challenge is not a base64url SHA-256", state, wantsJson);
+    let ?scopes = parseScopes(Http.param(ps, "scope")) else return redirectError(redirectUri, "invalid_scope", "a scope is malformed or there are more than 16", state, wantsJson);
+    let ?resource = Http.param(ps, "resource") else return redirectError(redirectUri, "invalid_target", "a resource indicator (RFC 8707) is required: the token's audience", state, wantsJson);
+    if (not isWebUri(resource) or Text.contains(resource, #char '?')) return redirectError(redirectUri, "invalid_target", "the resource must be an absolute https (or loopback http) URI without query or fragment", state, wantsJson);
     let payee = Payments.serverFor(payments, resource);
-    if (Array.find<Text>(scopes, func s = s == PAYMENT_SCOPE) != null and payee == null) return redirectError(redirectUri, "invalid_scope", "the payments scope needs a resource server registered for payments", state);
+    if (Array.find<Text>(scopes, func s = s == PAYMENT_SCOPE) != null and payee == null) return redirectError(redirectUri, "invalid_scope", "the payments scope needs a resource server registered for payments", state, wantsJson);
     try { await* ensureSeed() } catch (e) { return page(503, "Unavailable", "<p>No randomness yet: " # Http.escapeHtml(Error.message(e)) # "</p>") };
     let now = Time.now();
     Grants.prune(grants, now);
     let id = "r_" # secretText(); // never starts with `-`: it is a command-line argument
     let p : Grants.Pending = { id; client_id = clientId; redirect_uri = redirectUri; challenge; scopes; resource; state; expires_ns = now + Grants.PENDING_TTL_NS };
-    if (not Grants.addPending(grants, p)) return redirectError(redirectUri, "temporarily_unavailable", "too many authorization requests are waiting (at most 20 per client)", state);
-    let wantsJson = switch (Http.header(headers, "Accept")) { case (?a) Text.contains(a, #text "application/json"); case null false };
+    if (not Grants.addPending(grants, p)) return redirectError(redirectUri, "temporarily_unavailable", "too many authorization requests are waiting (at most 20 per client)", state, wantsJson);
     if (wantsJson) {
       return Http.json(200, Json.write(#object_([("request_id", #string(id)), ("client_id", #string(clientId)), ("client_name", #string(client.name)), ("redirect_uri", #string(redirectUri)), ("scopes", Json.strings(scopes)), ("resource", #string(resource)), ("expires_in", #number(Int.toText(Grants.PENDING_TTL_NS / 1_000_000_000)))])), false);
     };

@@ -22,6 +22,7 @@ from typing import Any
 
 import httpx
 import jwt
+from starlette.requests import Request
 
 from prometheus_sdk.clients.auth_server import AuthServerClient, AuthServerError
 
@@ -154,7 +155,7 @@ class RequireToken:
                  resource_metadata: str | None = None) -> None:
         self.validator, self.scopes, self.metadata = validator, tuple(scopes), resource_metadata
 
-    async def __call__(self, request: Any) -> VerifiedToken:
+    async def __call__(self, request: Request) -> VerifiedToken:  # typed: FastAPI injects by the annotation
         from starlette.concurrency import run_in_threadpool
         from starlette.exceptions import HTTPException
 

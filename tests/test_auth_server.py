@@ -836,6 +836,8 @@ def test_the_resource_server_sdk_checks_every_part_of_a_token(auth: Auth) -> Non
     now[0] -= 300 + 31
 
     require = RequireToken(validator, ["tools:call"], resource_metadata="http://rs/.well-known/oauth-protected-resource")
+    import typing  # FastAPI injects the request by this annotation (`Any` made it a required query parameter)
+    assert typing.get_type_hints(RequireToken.__call__)["request"] is Request
 
     async def whoami(request: Request) -> JSONResponse:
         return JSONResponse({"sub": (await require(request)).subject})
@@ -1003,3 +1005,24 @@ def test_errors_go_back_to_the_client_through_the_user_never_by_an_automatic_red
     as_json = auth.http.get(f"{auth.issuer}/authorize", params=params, headers={"Accept": "application/json"})
     assert as_json.json()["error"] == "unsupported_response_type"
     assert as_json.json()["redirect_to"] == returned(reply)
+
+
+def test_loopback_redirects_may_use_any_port_and_names_are_plain_text(auth: Auth) -> None:
+    client = auth.register(redirect_uris=["http://127.0.0.1/callback"])
+    base = {"response_type": "code", "client_id": client["client_id"], "code_challenge": "a" * 43,
+            "code_challenge_method": "S256", "resource": RESOURCE}
+    ok = auth.http.get(f"{auth.issuer}/authorize", params=base | {"redirect_uri": "http://127.0.0.1:53817/callback"},
+                       headers={"Accept": "application/json"})
+    assert ok.status_code == 200 and ok.json()["redirect_uri"] == "http://127.0.0.1:53817/callback"  # RFC 8252 7.3
+    for other in ("http://127.0.0.1:53817/other", "http://localhost:53817/callback", "https://127.0.0.1/callback"):
+        assert auth.http.get(f"{auth.issuer}/authorize", params=base | {"redirect_uri": other}).status_code == 400
+    for name in ("Calendar\u001b[8m", "tab\there", "next\u0085line"):
+        reply = auth.http.post(f"{auth.issuer}/register", content=json.dumps({  # escaped as \\u001b etc.
+            "client_name": name, "redirect_uris": [REDIRECT], "token_endpoint_auth_method": "none"}).encode(),
+            headers={"Content-Type": "application/json"})
+        assert reply.status_code == 400 and "control character" in reply.json()["error_description"], name
+    secret = auth.register(token_endpoint_auth_method="client_secret_basic")
+    basic = auth.http.post(f"{auth.issuer}/token", data={"grant_type": "refresh_token", "refresh_token": "x"},
+                           auth=(secret["client_id"], "wrong"))
+    assert basic.status_code == 401 and basic.headers["www-authenticate"].startswith("Basic")
+

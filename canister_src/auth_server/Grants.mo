@@ -84,7 +84,7 @@ module {
   public let CODE_TTL_NS : Int = 60_000_000_000; // 1 minute
   public let REFRESH_TTL_NS : Int = 2_592_000_000_000_000; // 30 days
   public let MAX_CLIENTS = 50_000;
-  public let MAX_PENDING = 10_000;
+  public let MAX_PENDING = 50_000;
   public let MAX_PENDING_PER_CLIENT = 20; // one client cannot fill the table (each needs its own registration)
   public let UNUSED_CLIENT_TTL_NS : Int = 86_400_000_000_000; // 1 day
   public let MAX_CODES = 10_000;
@@ -185,8 +185,13 @@ module {
 
   // ---------------------------------------------------------------- clients and authorization requests
 
+  // When the table is full, the oldest client never used makes room: spam cannot close registration, and an honest
+  // client is lost only if 50,000 registrations arrive between its registration and its first sign-in.
   public func addClient(s : Store, c : Client) : Bool {
-    if (Map.size(s.clients) >= MAX_CLIENTS) return false;
+    label evict while (Map.size(s.clients) >= MAX_CLIENTS) {
+      let ?(oldest, _) = Queue.popFront(s.clientExpiry) else return false; // every client is in use
+      switch (Map.get(s.clients, Text.compare, oldest)) { case (?o) if (not o.used) Map.remove(s.clients, Text.compare, oldest); case null {} };
+    };
     Map.add(s.clients, Text.compare, c.id, c);
     Queue.pushBack(s.clientExpiry, (c.id, c.created_ns + UNUSED_CLIENT_TTL_NS));
     true;
@@ -208,8 +213,13 @@ module {
 
   public func client(s : Store, id : Text) : ?Client { Map.get(s.clients, Text.compare, id) };
 
+  // When the table is full, the oldest waiting request makes room: to push out an honest user's request, spam must
+  // fill 50,000 requests while that user reads the page and approves, far beyond a canister's update throughput.
   public func addPending(s : Store, p : Pending) : Bool {
-    if (Map.size(s.pending) >= MAX_PENDING) return false;
+    label evict while (Map.size(s.pending) >= MAX_PENDING) {
+      let ?(oldest, _) = Queue.popFront(s.pendingExpiry) else return false;
+      removePending(s, oldest);
+    };
     let n = switch (Map.get(s.pendingPerClient, Text.compare, p.client_id)) { case (?k) k; case null 0 };
     if (n >= MAX_PENDING_PER_CLIENT) return false;
     Map.add(s.pendingPerClient, Text.compare, p.client_id, n + 1);

@@ -274,6 +274,24 @@ persistent actor class AuthServer(init : { governance : Principal; issuer : Text
     };
   };
 
+  // The registered redirect URI, exactly; for a loopback http URI any port (RFC 8252 section 7.3: a native app
+  // listens on whatever port it gets).
+  func sameRedirect(registered : Text, presented : Text) : Bool {
+    if (registered == presented) return true;
+    switch (withoutLoopbackPort(registered), withoutLoopbackPort(presented)) { case (?a, ?b) a == b; case _ false };
+  };
+
+  func withoutLoopbackPort(u : Text) : ?Text {
+    let ?rest = Text.stripStart(u, #text "http://") else return null;
+    let ?(host, _) = hostAndPort(rest) else return null;
+    if (host != "localhost" and host != "127.0.0.1" and host != "[::1]") return null;
+    // what follows the authority: from the first '/', '?' (a fragment is never allowed)
+    var seen = false;
+    var tail = "";
+    for (c in rest.chars()) { if (not seen and (c == '/' or c == '?')) seen := true; if seen tail #= Char.toText(c) };
+    ?(host # tail);
+  };
+
   // A redirect URI: a web URI, or a private-use scheme of a native app (RFC 8252 section 7.1: a reverse domain
   // name such as `com.example.app:/callback`).
   func isRedirectUri(u : Text) : Bool {
@@ -393,7 +411,7 @@ persistent actor class AuthServer(init : { governance : Principal; issuer : Text
     let ?client = Grants.client(grants, clientId) else return page(400, "Unknown client", "<p>No client is registered as <code>" # Http.escapeHtml(clientId) # "</code>.</p>");
     // The redirect URI must be one the client registered, exactly; until it is known good, nothing redirects.
     let redirectUri = switch (Http.param(ps, "redirect_uri")) {
-      case (?u) if (Array.find<Text>(client.redirect_uris, func r = r == u) != null) u else return page(400, "Bad redirect URI", "<p>The redirect URI is not one this client registered.</p>");
+      case (?u) if (Array.find<Text>(client.redirect_uris, func r = sameRedirect(r, u)) != null) u else return page(400, "Bad redirect URI", "<p>The redirect URI is not one this client registered.</p>");
       case null if (client.redirect_uris.size() == 1) client.redirect_uris[0] else return page(400, "Bad request", "<p>The request names no <code>redirect_uri</code>.</p>");
     };
     let state = Http.param(ps, "state");
@@ -489,7 +507,11 @@ persistent actor class AuthServer(init : { governance : Principal; issuer : Text
       case _ return registrationError("invalid_client_metadata", "token_endpoint_auth_method must be none, client_secret_post or client_secret_basic");
     };
     let name = switch (Json.field(body, "client_name")) {
-      case (?#string(n)) if (n.size() <= 200) n else return registrationError("invalid_client_metadata", "client_name is longer than 200 characters");
+      case (?#string(n)) {
+        if (n.size() > 200) return registrationError("invalid_client_metadata", "client_name is longer than 200 characters");
+        for (c in n.chars()) if (Char.toNat32(c) < 0x20 or Char.toNat32(c) == 0x7F or (Char.toNat32(c) >= 0x80 and Char.toNat32(c) < 0xA0)) return registrationError("invalid_client_metadata", "client_name has a control character");
+        n;
+      };
       case null "(unnamed client)";
       case _ return registrationError("invalid_client_metadata", "client_name must be a string");
     };
@@ -518,7 +540,7 @@ persistent actor class AuthServer(init : { governance : Principal; issuer : Text
 
   // The client, authenticated by its registered method (RFC 6749 section 2.3), or the error to answer.
   func authenticate(ps : [(Text, Text)], headers : [Http.HeaderField]) : { #ok : Grants.Client; #err : Http.Response } {
-    let invalid = #err(oauthError(401, "invalid_client", "client authentication failed"));
+    let invalid = #err(unauthorizedClient(Http.header(headers, "Authorization") != null));
     var basic : ?(Text, Text) = null;
     switch (Http.header(headers, "Authorization")) {
       case (?value) {
@@ -549,6 +571,13 @@ persistent actor class AuthServer(init : { governance : Principal; issuer : Text
       case (#client_secret_post, ?stored, null, ?secret) if (sameSecret(secret, stored)) #ok(client) else invalid;
       case _ invalid;
     };
+  };
+
+  // 401 invalid_client; with a `WWW-Authenticate` challenge when the client tried HTTP authentication (RFC 6749 5.2).
+  func unauthorizedClient(triedBasic : Bool) : Http.Response {
+    let r = oauthError(401, "invalid_client", "client authentication failed");
+    if (not triedBasic) return r;
+    { r with headers = Array.concat(r.headers, [("WWW-Authenticate", "Basic realm=\"auth_server\"")]) };
   };
 
   func form(req : Http.UpdateRequest) : { #ok : [(Text, Text)]; #err : Http.Response } {

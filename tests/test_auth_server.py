@@ -127,6 +127,15 @@ def auth(product: dict[str, Any]) -> Iterator[Auth]:
         ic.replica.close()
 
 
+def run_cli(env: dict[str, str], *args: str, code: int = 0) -> subprocess.CompletedProcess[str]:
+    """`prometheus ARGS` as a user runs it: the exit code expected, never a traceback."""
+    run = subprocess.run([sys.executable, "-m", "prometheus_cli", *args], env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert run.returncode == code, run.stdout + run.stderr
+    assert "Traceback" not in run.stderr
+    return run
+
+
 def error_of(reply: httpx.Response) -> str:
     return str(reply.json()["error"])
 
@@ -473,11 +482,7 @@ def test_the_cli_shows_approves_lists_and_revokes(auth: Auth, tmp_path: Path) ->
            "PROMETHEUS_NETWORK": "local", "COLUMNS": "200"}
 
     def cli(*args: str, code: int = 0) -> subprocess.CompletedProcess[str]:
-        run = subprocess.run([sys.executable, "-m", "prometheus_cli", *args], env=env, capture_output=True,
-                             text=True, timeout=120)
-        assert run.returncode == code, run.stdout + run.stderr
-        assert "Traceback" not in run.stderr
-        return run
+        return run_cli(env, *args, code=code)
 
     cli("identity", "new", "alice")
     oauth = auth.oauth(auth.register())
@@ -571,11 +576,7 @@ def test_the_cli_registers_clients_and_manages_allowances_and_limits(paid: Paid,
     with_ledger = where + ["--ledger", str(paid.ledger.canister_id)]
 
     def cli(*args: str, code: int = 0) -> subprocess.CompletedProcess[str]:
-        run = subprocess.run([sys.executable, "-m", "prometheus_cli", *args], env=env, capture_output=True,
-                             text=True, timeout=120)
-        assert run.returncode == code, run.stdout + run.stderr
-        assert "Traceback" not in run.stderr
-        return run
+        return run_cli(env, *args, code=code)
 
     registered = json.loads(cli("--json", "auth", "register-client", "--redirect-uri", REDIRECT, "--name", "CLI app",
                                 *where).stdout)
@@ -987,12 +988,10 @@ def test_the_sdk_keeps_its_keys_when_the_issuer_answers_an_error(auth: Auth) -> 
 def test_the_cli_prints_what_others_wrote_as_text_not_markup(auth: Auth, tmp_path: Path) -> None:
     env = {**os.environ, "XDG_CONFIG_HOME": str(tmp_path / "config"), "PROMETHEUS_LOCAL_URL": auth.url,
            "PROMETHEUS_NETWORK": "local", "COLUMNS": "200"}
-    subprocess.run([sys.executable, "-m", "prometheus_cli", "identity", "new", "alice"], env=env, check=True,
-                   capture_output=True)
+    run_cli(env, "identity", "new", "alice")
     oauth = auth.oauth(auth.register(client_name="[bold red]Your bank[/] [link=https://evil.example]ok[/link]"))
     request_id, _, _ = auth.start(oauth)
-    shown = subprocess.run([sys.executable, "-m", "prometheus_cli", "auth", "show", request_id, "--issuer",
-                            auth.issuer], env=env, capture_output=True, text=True, timeout=120)
+    shown = run_cli(env, "auth", "show", request_id, "--issuer", auth.issuer)
     assert "[bold red]Your bank[/] [link=https://evil.example]ok[/link]" in shown.stdout
 
 

@@ -15,6 +15,7 @@ from typing import Any
 import cbor2
 import ecdsa
 import httpx
+import httpx2
 import nacl.signing
 
 from ic_replica.certification import ED25519_DER_PREFIX
@@ -242,3 +243,12 @@ class LocalhostSubdomains(httpx.HTTPTransport):
         if request.url.host.endswith(".localhost"):
             request.url = request.url.copy_with(host="127.0.0.1")
         return super().handle_request(request)
+
+
+class AsyncLocalhostSubdomains(httpx2.AsyncHTTPTransport):
+    """`LocalhostSubdomains` for the `mcp` SDK's HTTP client (httpx2, httpx's fork with the same transports)."""
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        if request.url.host.endswith(".localhost"):
+            request.url = request.url.copy_with(host="127.0.0.1")
+        return await super().handle_async_request(request)

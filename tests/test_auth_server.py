@@ -34,7 +34,7 @@ from prometheus_sdk.network import Network
 from prometheus_sdk.principal import Principal
 from testkit import ROOT
 from testkit.backends import EmbeddedBackend
-from testkit.http_helpers import LocalhostSubdomains
+from testkit.http_helpers import AsyncLocalhostSubdomains, LocalhostSubdomains
 from testkit.ports import free_port, wait_for_port
 from testkit.protocol import GOV, IDENTITIES, PRINCIPALS
 from testkit.typed import Typed
@@ -557,13 +557,8 @@ def paid(auth: Auth, product: dict[str, Any]) -> Paid:
 
 
 def role_pem(role: str, path: Path) -> Path:
-    """The PEM file of a test role's identity (testkit.protocol derives its Ed25519 key from the role's name)."""
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
-    seed = bytes.fromhex(hashlib.sha256(b"prometheus test role " + role.encode()).hexdigest())
-    path.write_bytes(Ed25519PrivateKey.from_private_bytes(seed).private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    """A test role's identity as a PEM file (for the CLI and the sample server, which load identities from files)."""
+    path.write_bytes(IDENTITIES[role].to_pem())
     return path
 
 
@@ -706,15 +701,6 @@ def test_charges_in_one_round_cannot_pass_the_limit_together_nor_bill_one_reques
 
 # ---------------------------------------------------------------- a paid MCP server and an MCP client with OAuth
 
-class _AsyncLocalhostSubdomains(httpx2.AsyncHTTPTransport):
-    """`LocalhostSubdomains` for the `mcp` SDK's HTTP client (httpx2): what a browser does for *.localhost."""
-
-    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
-        if request.url.host.endswith(".localhost"):
-            request.url = request.url.copy_with(host="127.0.0.1")
-        return await super().handle_async_request(request)
-
-
 class _Storage:
     def __init__(self) -> None:
         self.tokens: Any = None
@@ -777,7 +763,7 @@ def test_an_mcp_client_signs_in_with_oauth_and_pays_per_tool_call(paid: Paid, tm
 
         async def session() -> list[Any]:
             results = []
-            async with (httpx2.AsyncClient(auth=provider, transport=_AsyncLocalhostSubdomains(), timeout=60) as hc,
+            async with (httpx2.AsyncClient(auth=provider, transport=AsyncLocalhostSubdomains(), timeout=60) as hc,
                         streamable_http_client(resource, http_client=hc) as streams,
                         ClientSession(streams[0], streams[1]) as s):
                 await s.initialize()

@@ -16,7 +16,6 @@ import Int "mo:core/Int";
 import InternetComputer "mo:core/InternetComputer";
 import List "mo:core/List";
 import Nat "mo:core/Nat";
-import Nat8 "mo:core/Nat8";
 import Principal "mo:core/Principal";
 import Random "mo:core/Random";
 import Text "mo:core/Text";
@@ -342,14 +341,19 @@ persistent actor class AuthServer(init : { governance : Principal; issuer : Text
     out;
   };
 
+  // The answer to a client at its redirect URI: `params`, the request's `state`, and `iss` (RFC 9207) so a client
+  // talking to several servers can tell which one answered.
+  func backToClient(redirectUri : Text, params : [(Text, Text)], state : ?Text) : Text {
+    let withState = switch state { case (?s) Array.concat(params, [("state", s)]); case null params };
+    withQuery(redirectUri, Array.concat(withState, [("iss", issuer)]));
+  };
+
   // An error after the redirect URI was checked goes back to the client (RFC 6749 section 4.1.2.1) with `iss`
   // (RFC 9207) -- through the user, not by an automatic redirect: anyone may register a client, so redirecting
   // at once would make this server an open redirector for phishing sites (RFC 9700 section 4.11.2). The page
   // names the error and links back; with `Accept: application/json` the link is `redirect_to`.
   func redirectError(redirectUri : Text, error : Text, description : Text, state : ?Text, json : Bool) : Http.Response {
-    let base = [("error", error), ("error_description", description)];
-    let withState = switch state { case (?s) Array.concat(base, [("state", s)]); case null base };
-    let target = withQuery(redirectUri, Array.concat(withState, [("iss", issuer)]));
+    let target = backToClient(redirectUri, [("error", error), ("error_description", description)], state);
     if (json) return Http.json(400, Json.write(#object_([("error", #string(error)), ("error_description", #string(description)), ("redirect_to", #string(target))])), false);
     page(400, "Authorization refused", "<p><code>" # Http.escapeHtml(error) # "</code>: " # Http.escapeHtml(description) # "</p><p><a id=\"return\" href=\"" # Http.escapeHtml(target) # "\">Return to the application</a> (" # Http.escapeHtml(redirectUri) # ")</p>");
   };
@@ -459,17 +463,13 @@ persistent actor class AuthServer(init : { governance : Principal; issuer : Text
     let code = secretText();
     let stored = Grants.addCode(grants, hashText(code), { client_id = p.client_id; redirect_uri = p.redirect_uri; challenge = p.challenge; scopes = p.scopes; resource = p.resource; user = caller; expires_ns = now + Grants.CODE_TTL_NS; var use = #unused; var family = null });
     if (not stored) return #err(#Unavailable("too many codes are waiting to be exchanged"));
-    let base = [("code", code)];
-    let withState = switch (p.state) { case (?s) Array.concat(base, [("state", s)]); case null base };
-    #ok({ redirect_to = withQuery(p.redirect_uri, Array.concat(withState, [("iss", issuer)])) });
+    #ok({ redirect_to = backToClient(p.redirect_uri, [("code", code)], p.state) });
   };
 
   public shared ({ caller }) func deny(id : Text) : async { #ok : { redirect_to : Text }; #err : AuthError } {
     if (Principal.isAnonymous(caller)) return #err(#NotAuthorized);
     let ?p = Grants.takePending(grants, id, Time.now()) else return #err(#NotFound);
-    let base = [("error", "access_denied"), ("error_description", "the user declined")];
-    let withState = switch (p.state) { case (?s) Array.concat(base, [("state", s)]); case null base };
-    #ok({ redirect_to = withQuery(p.redirect_uri, Array.concat(withState, [("iss", issuer)])) });
+    #ok({ redirect_to = backToClient(p.redirect_uri, [("error", "access_denied"), ("error_description", "the user declined")], p.state) });
   };
 
   // ---------------------------------------------------------------- /register (RFC 7591)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import wasmtime
 
-from ic_replica import candid, snapshots, threshold_keys
+from ic_replica import candid, http_outcalls, snapshots, threshold_keys
 from ic_replica.candid import (
     BLOB,
     BOOL,
@@ -225,6 +225,7 @@ _METHODS: dict[str, tuple[candid.Type, bool]] = {
     "sign_with_ecdsa": (SIGN_WITH_ECDSA_ARGS, False),
     "schnorr_public_key": (SCHNORR_PUBLIC_KEY_ARGS, False),
     "sign_with_schnorr": (SIGN_WITH_SCHNORR_ARGS, False),
+    "http_request": (http_outcalls.ARGS, False),
 }
 
 
@@ -1003,6 +1004,16 @@ def _sign_with_schnorr(replica: Replica, req: Request, origin: tuple, args: dict
     return candid.encode([SIGNATURE_RESULT], [{"signature": signature}])
 
 
+def _http_request(replica: Replica, req: Request, origin: tuple, args: dict[str, Any]) -> object:
+    """An HTTPS outcall: checked now, answered in a later round (see http_outcalls)."""
+    try:
+        outcall = http_outcalls.parse(replica, req.src, args, req.cycles, origin, replica.outcalls.next_id())
+    except http_outcalls.Refused as exc:
+        raise ManagementError(exc.reject) from None
+    replica.outcalls.submit(outcall)
+    return DEFER
+
+
 def _info(replica: Replica, req: Request, origin: tuple, args: dict[str, Any]) -> bytes:
     return info_reply(_canister(replica, args["canister_id"].raw), args)
 
@@ -1079,6 +1090,7 @@ _HANDLERS = {
     "sign_with_ecdsa": _sign_with_ecdsa,
     "schnorr_public_key": _schnorr_public_key,
     "sign_with_schnorr": _sign_with_schnorr,
+    "http_request": _http_request,
 }
 _KEEPS_CYCLES = {"create_canister", "deposit_cycles"}
 

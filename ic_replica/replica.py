@@ -50,7 +50,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ic_replica import candid, management
+from ic_replica import candid, http_outcalls, management
 from ic_replica.canister import Callback, CallContext, Canister, Status, execute
 from ic_replica.certification import NetworkKeys
 from ic_replica.context import ExecutionContext, Kind, OutgoingCall, Trap
@@ -139,6 +139,7 @@ class Replica:
         self._nonce = itertools.count()
         self.log_listeners: list[Callable[[bytes, bytes], None]] = []
         self.faults = Faults()  # injected failures of canister-to-canister calls (tests only)
+        self.outcalls = http_outcalls.HttpOutcalls()  # canisters' HTTPS requests (manual until `go_live`)
         self.round = 0  # rounds executed by this instance
         self._expiries: list[tuple[int, bytes]] = []  # min-heap of (ingress_expiry, id) of replayable ids
         self._answered: deque[tuple[int, IngressStatus]] = deque()  # (round it became final, status), in order
@@ -189,7 +190,7 @@ class Replica:
     def has_work(self) -> bool:
         """Whether a round would do anything: queued messages, a due timer, or a heartbeat."""
         with self.lock:
-            if self.queue:
+            if self.queue or self.outcalls.has_answers():
                 return True
             for c in self.canisters.values():
                 if c.runtime is None or c.status is not Status.RUNNING:
@@ -352,6 +353,8 @@ class Replica:
             for _ in range(max_ticks):
                 if status.final:
                     break
+                if not self.queue:  # nothing to run but, perhaps, an HTTPS outcall on its way back
+                    self.outcalls.wait_live()
                 self.tick()
             if not status.final:
                 raise ReplicaError(f"call {message_id.hex()} did not complete within {max_ticks} rounds")
@@ -424,6 +427,7 @@ class Replica:
             for _ in range(rounds):
                 self.round += 1
                 self._round_time()
+                http_outcalls.deliver(self)
                 self._run_system_tasks()
                 for _ in range(len(self.queue)):
                     self._execute_message(self.queue.popleft())
@@ -805,6 +809,7 @@ class Replica:
             persistence.save(self, self.state_dir)
 
     def close(self) -> None:
+        self.outcalls.close()
         if self.state_dir is not None:
             self.checkpoint()
 

@@ -4,6 +4,7 @@ a recording proxy that can lose replies."""
 from __future__ import annotations
 
 import hashlib
+import ssl
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -17,6 +18,7 @@ import ecdsa
 import httpx
 import httpx2
 import nacl.signing
+import trustme
 
 from ic_replica.certification import ED25519_DER_PREFIX
 from ic_replica.http_server import IcHttpServer, _thaw
@@ -100,6 +102,26 @@ def serve_on_loopback(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
     thread.start()
     try:
         yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+@contextmanager
+def serve_https_on_loopback(handler: type[BaseHTTPRequestHandler]) -> Iterator[tuple[str, str]]:
+    """`serve_on_loopback` over TLS, with a certificate for 127.0.0.1 and localhost from a throwaway CA; yields
+    the base URL and the CA's PEM file (what a client must trust). The handshake happens in the request's thread,
+    so a client that never completes one holds up nobody."""
+    ca = trustme.CA()
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ca.issue_cert("127.0.0.1", "localhost").configure_cert(tls)
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    httpd.socket = tls.wrap_socket(httpd.socket, server_side=True, do_handshake_on_connect=False)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        with ca.cert_pem.tempfile() as ca_file:
+            yield f"https://127.0.0.1:{httpd.server_address[1]}", ca_file
     finally:
         httpd.shutdown()
         httpd.server_close()

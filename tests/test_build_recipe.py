@@ -76,8 +76,8 @@ def test_missing_source_folder_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_discovery_finds_every_canister() -> None:
-    assert set(discover_canisters(TEST_CANISTERS)) == {"counter", "fake_registry", "incompatible", "probe", "relay",
-                                                       "ticker", "web"}
+    assert set(discover_canisters(TEST_CANISTERS)) == {"counter", "fake_registry", "incompatible", "outcall", "probe",
+                                                       "relay", "ticker", "web"}
 
 
 def test_checked_in_interfaces_match_the_canisters(product: dict[str, Any]) -> None:

@@ -2,8 +2,9 @@
 http_request"), with the limits, reject codes and caller of the transform that the IC's acceptance tests check.
 
 A canister's request is checked when it is made (URL, headers, sizes, the transform it names, the cycles it
-attached: at least the IC's price, though nothing is kept, as for every cost on this replica); then it waits, as on PocketIC, in one of two modes:
-- `manual` (a `Replica`'s default, PocketIC without auto progress): the request is listed by `pending()` and
+attached: at least the IC's price, though nothing is kept, as for every cost on this replica); then it waits, as
+on PocketIC, in one of two modes:
+- `manual` (a `Replica`'s default, PocketIC without auto progress): the request is listed in `pending` and
   answered by `mock(...)` (PocketIC's `get_canister_http` / `mock_canister_http_response`);
 - `live` (the localnet, PocketIC in live mode): a worker thread makes the request, outside the replica lock, so
   a slow server never holds up a round; the answer is delivered in a later round.

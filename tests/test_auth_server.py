@@ -14,7 +14,8 @@ import secrets
 import subprocess
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -34,7 +35,7 @@ from prometheus_sdk.network import Network
 from prometheus_sdk.principal import Principal
 from testkit import ROOT
 from testkit.backends import EmbeddedBackend
-from testkit.http_helpers import AsyncLocalhostSubdomains, LocalhostSubdomains
+from testkit.http_helpers import AsyncLocalhostSubdomains, LocalhostSubdomains, serve_https_on_loopback
 from testkit.ports import free_port, wait_for_port
 from testkit.protocol import GOV, IDENTITIES, PRINCIPALS
 from testkit.typed import Typed
@@ -125,6 +126,48 @@ def auth(product: dict[str, Any]) -> Iterator[Auth]:
     finally:
         server.stop()
         ic.replica.close()
+
+
+@dataclass
+class Documents:
+    """An HTTPS server (a throwaway CA the replica trusts) publishing client metadata documents."""
+
+    base: str
+    pages: dict[str, tuple[int, bytes]] = field(default_factory=dict)
+    fetched: list[str] = field(default_factory=list)
+
+    def publish(self, path: str, doc: Any = None, status: int = 200, raw: bytes | None = None, **fields: Any) -> str:
+        """Serve a document at `path`; by default a valid one naming its own URL. Returns the URL."""
+        url = self.base + path
+        body = raw if raw is not None else json.dumps(doc if doc is not None else {
+            "client_id": url, "client_name": "Doc agent", "redirect_uris": [REDIRECT],
+            "grant_types": ["authorization_code", "refresh_token"], "token_endpoint_auth_method": "none",
+            **fields}).encode()
+        self.pages[path] = (status, body)
+        return url
+
+
+@pytest.fixture
+def documents(auth: Auth) -> Iterator[Documents]:
+    pages: dict[str, tuple[int, bytes]] = {}
+    fetched: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: Any) -> None:
+            pass
+
+        def do_GET(self) -> None:  # noqa: N802 - the handler's API
+            fetched.append(self.path)
+            status, body = pages.get(self.path, (404, b"not found"))
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    with serve_https_on_loopback(Handler) as (base, ca_file):
+        auth.ic.replica.outcalls.go_live(ca_file=ca_file)
+        yield Documents(base, pages, fetched)
 
 
 def run_cli(env: dict[str, str], *args: str, code: int = 0) -> subprocess.CompletedProcess[str]:
@@ -375,7 +418,7 @@ def test_revocation_ends_the_grant(auth: Auth) -> None:
 def test_approval_is_signed_once_by_a_user(auth: Auth) -> None:
     oauth = auth.oauth(auth.register())
     request_id, _, _ = auth.start(oauth)
-    shown = auth.as_user().get_authorization(request_id)[0]
+    shown = auth.inproc()("get_authorization", request_id)[0]
     assert shown["client_name"] == "Test agent" and shown["scopes"] == ["tools:call"] and shown["resource"] == RESOURCE
     anonymous = AuthServerClient(connect(Network("local", auth.url)), auth.canister_id)
     with pytest.raises(AuthServerError, match="NotAuthorized"):
@@ -719,7 +762,9 @@ class _Storage:
         self.client = client_info
 
 
-def test_an_mcp_client_signs_in_with_oauth_and_pays_per_tool_call(paid: Paid, tmp_path: Path) -> None:
+@pytest.mark.parametrize("registration", ["dynamic registration", "client metadata document"])
+def test_an_mcp_client_signs_in_with_oauth_and_pays_per_tool_call(paid: Paid, tmp_path: Path, registration: str,
+                                                                  request: pytest.FixtureRequest) -> None:
     import anyio
     from mcp.client.auth import OAuthClientProvider
     from mcp.client.session import ClientSession
@@ -750,16 +795,20 @@ def test_an_mcp_client_signs_in_with_oauth_and_pays_per_tool_call(paid: Paid, tm
             page = auth.http.get(url, headers={"Accept": "application/json"})
             assert page.status_code == 200, page.text
             assert page.json()["resource"] == resource and "payments" in page.json()["scopes"]
+            assert page.json()["client_id"].startswith("https://" if client_metadata_url else "c_")
             approved["to"] = auth.as_user().approve(page.json()["request_id"])["redirect_to"]
 
         async def callback_handler() -> AuthorizationCodeResult:
             got = redirect_params(approved["to"])
             return AuthorizationCodeResult(code=got["code"], state=got.get("state"), iss=got.get("iss"))
 
+        client_metadata_url = None
+        if registration == "client metadata document":  # the SDK names itself by URL: no /register
+            client_metadata_url = request.getfixturevalue("documents").publish("/agents/word-counter.json")
         provider = OAuthClientProvider(resource, OAuthClientMetadata(
             redirect_uris=[REDIRECT], client_name="An agent", token_endpoint_auth_method="none",
             grant_types=["authorization_code", "refresh_token"], scope="tools:call payments"),
-            _Storage(), redirect_handler, callback_handler)
+            _Storage(), redirect_handler, callback_handler, client_metadata_url=client_metadata_url)
 
         async def session() -> list[Any]:
             results = []
@@ -1011,3 +1060,97 @@ def test_loopback_redirects_may_use_any_port_and_names_are_plain_text(auth: Auth
                            auth=(secret["client_id"], "wrong"))
     assert basic.status_code == 401 and basic.headers["www-authenticate"].startswith("Basic")
 
+
+
+# ---------------------------------------------------------------- Client ID Metadata Documents
+
+def test_a_client_named_by_the_url_of_its_metadata_document_signs_in(auth: Auth, documents: Documents) -> None:
+    """No registration: the client's id is an https URL, fetched by the canister (an HTTPS outcall)."""
+    assert auth.metadata()["client_id_metadata_document_supported"] is True
+    url = documents.publish("/clients/agent.json")
+    oauth = auth.oauth({"client_id": url, "token_endpoint_auth_method": "none"})
+    request_id, verifier, _ = auth.start(oauth)
+    shown = auth.inproc()("get_authorization", request_id)[0]
+    assert (shown["client_id"], shown["client_name"]) == (url, "Doc agent")
+    page = auth.http.get(oauth.create_authorization_url(f"{auth.issuer}/authorize", code_verifier=verifier,
+                                                        resource=RESOURCE)[0])
+    assert f"as it describes itself at <code>{html.escape(url)}</code>" in page.text
+    redirect_to = auth.as_user().approve(request_id)["redirect_to"]
+    token = oauth.fetch_token(f"{auth.issuer}/token", authorization_response=redirect_to, code_verifier=verifier,
+                              resource=RESOURCE)
+    assert auth.claims(token["access_token"])["client_id"] == url
+    auth.a_minute_later()
+    refreshed = oauth.refresh_token(f"{auth.issuer}/token", refresh_token=token["refresh_token"], resource=RESOURCE)
+    assert auth.claims(refreshed["access_token"])["sub"] == auth.principal()
+    assert documents.fetched == ["/clients/agent.json"]  # fetched once: kept for an hour
+
+
+def test_a_document_is_fetched_again_after_an_hour(auth: Auth, documents: Documents) -> None:
+    url = documents.publish("/clients/renamed.json")
+    oauth = auth.oauth({"client_id": url, "token_endpoint_auth_method": "none"})
+    assert auth.inproc()("get_authorization", auth.start(oauth)[0])[0]["client_name"] == "Doc agent"
+    documents.publish("/clients/renamed.json", client_name="Renamed agent")
+    assert auth.inproc()("get_authorization", auth.start(oauth)[0])[0]["client_name"] == "Doc agent"
+    auth.ic.replica.advance_time(3601 * 1_000_000_000)
+    request_id = auth.start(oauth)[0]
+    assert auth.inproc()("get_authorization", request_id)[0]["client_name"] == "Renamed agent"
+    assert documents.fetched.count("/clients/renamed.json") == 2
+
+
+def test_client_ids_and_documents_that_cannot_be_used(auth: Auth, documents: Documents) -> None:
+    def refused(client_id: str) -> str:
+        oauth = auth.oauth({"client_id": client_id, "token_endpoint_auth_method": "none"})
+        uri, _ = oauth.create_authorization_url(f"{auth.issuer}/authorize", code_verifier=secrets.token_urlsafe(48),
+                                                resource=RESOURCE)
+        reply = auth.http.get(uri)
+        assert reply.status_code == 400 and "Unknown client" in reply.text, (client_id, reply.text[:300])
+        return html.unescape(reply.text)
+
+    base = documents.base
+    other = documents.publish("/clients/other.json")
+    cases = {
+        "names another client_id": documents.publish("/c/mismatch.json",
+                                                     {"client_id": other, "redirect_uris": [REDIRECT]}),
+        "holds a secret": documents.publish("/c/secret.json", client_secret="s3cret"),
+        "authenticates with a secret": documents.publish("/c/post.json",
+                                                         token_endpoint_auth_method="client_secret_post"),
+        "has no redirect URIs": documents.publish("/c/noredirect.json", {"client_id": base + "/c/noredirect.json"}),
+        "is not JSON": documents.publish("/c/html.json", raw=b"<html>hello</html>"),
+        "is missing": base + "/c/missing.json",
+        "answers 500": documents.publish("/c/error.json", status=500),
+        "is larger than 16 KiB": documents.publish("/c/big.json", client_name="x" * 17_000),
+    }
+    for why, url in cases.items():
+        assert "cannot be used" in refused(url), why
+    for url in ("http://127.0.0.1/c/plain.json", f"{base}/", base, f"{base}/c/a.json#frag", f"{base}/c/../a.json",
+                f"{base}/./a.json", base.replace("https://", "https://user@") + "/c/a.json"):
+        assert "no client is registered" in refused(url), url
+    assert not any(p.startswith("/c/a.json") for p in documents.fetched)  # refused URLs are never fetched
+    unlisted = documents.publish("/c/redirect.json", redirect_uris=["http://127.0.0.1:9/elsewhere"])
+    oauth = auth.oauth({"client_id": unlisted, "token_endpoint_auth_method": "none"})
+    uri, _ = oauth.create_authorization_url(f"{auth.issuer}/authorize", code_verifier=secrets.token_urlsafe(48),
+                                            resource=RESOURCE)
+    bad_redirect = auth.http.get(uri)
+    assert bad_redirect.status_code == 400 and "Bad redirect URI" in bad_redirect.text
+
+
+def test_failed_documents_wait_five_minutes_and_fetches_are_rate_limited(auth: Auth, documents: Documents) -> None:
+    broken = documents.publish("/c/later.json", status=503)
+    oauth = auth.oauth({"client_id": broken, "token_endpoint_auth_method": "none"})
+    uri, _ = oauth.create_authorization_url(f"{auth.issuer}/authorize", code_verifier=secrets.token_urlsafe(48),
+                                            resource=RESOURCE)
+    assert "answered HTTP 503" in auth.http.get(uri).text
+    documents.publish("/c/later.json")  # fixed, but the failure is remembered for 5 minutes
+    assert "a moment ago" in auth.http.get(uri).text
+    assert documents.fetched.count("/c/later.json") == 1
+    auth.ic.replica.advance_time(301 * 1_000_000_000)
+    assert auth.http.get(uri).status_code == 200
+    auth.ic.replica.advance_time(61 * 1_000_000_000)  # a new one-minute window
+    answers = []
+    for i in range(31):
+        url = documents.publish(f"/c/many-{i}.json")
+        first, _ = auth.oauth({"client_id": url, "token_endpoint_auth_method": "none"}).create_authorization_url(
+            f"{auth.issuer}/authorize", code_verifier=secrets.token_urlsafe(48), resource=RESOURCE)
+        answers.append(auth.http.get(first, headers={"Accept": "application/json"}))
+    assert [a.status_code for a in answers] == [200] * 30 + [400]
+    assert "too many client metadata documents" in html.unescape(answers[-1].text)

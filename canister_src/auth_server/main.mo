@@ -6,16 +6,20 @@
 // (`sign_with_schnorr`); the key can be rotated, the previous one stays published. The user approves a request
 // with their IC identity: `approve` is a signed call, so the grant is bound to the caller's principal.
 //
-// Every HTTP request is upgraded to an update call (`http_request_update`): its reply is certified by
+// Clients register (RFC 7591) or name themselves by the URL of their metadata document, fetched with an HTTPS
+// outcall. Every HTTP request is upgraded to an update call (`http_request_update`): its reply is certified by
 // consensus, where a query's reply would need response certification (not done yet).
 import Array "mo:core/Array";
 import Blob "mo:core/Blob";
 import Char "mo:core/Char";
 import Error "mo:core/Error";
 import Int "mo:core/Int";
+import Iter "mo:core/Iter";
 import InternetComputer "mo:core/InternetComputer";
 import List "mo:core/List";
+import Map "mo:core/Map";
 import Nat "mo:core/Nat";
+import Nat64 "mo:core/Nat64";
 import Principal "mo:core/Principal";
 import Random "mo:core/Random";
 import Text "mo:core/Text";
@@ -99,7 +103,20 @@ persistent actor class AuthServer(init : { governance : Principal; issuer : Text
 
 
   type SchnorrKeyId = { algorithm : { #bip340secp256k1; #ed25519 }; name : Text };
+  public type HttpHeader = { name : Text; value : Text };
+  public type HttpResult = { status : Nat; headers : [HttpHeader]; body : Blob };
+  public type TransformArgs = { response : HttpResult; context : Blob };
+  type HttpRequestArgs = {
+    url : Text;
+    max_response_bytes : ?Nat64;
+    method : { #get; #head; #post };
+    headers : [HttpHeader];
+    body : ?Blob;
+    transform : ?{ function : shared query TransformArgs -> async HttpResult; context : Blob };
+    is_replicated : ?Bool;
+  };
   type Management = actor {
+    http_request : HttpRequestArgs -> async HttpResult;
     schnorr_public_key : ({ canister_id : ?Principal; derivation_path : [Blob]; key_id : SchnorrKeyId }) -> async { public_key : Blob; chain_code : Blob };
     sign_with_schnorr : ({ message : Blob; derivation_path : [Blob]; key_id : SchnorrKeyId; aux : ?{ #bip341 : { merkle_root_hash : Blob } } }) -> async { signature : Blob };
   };
@@ -114,6 +131,11 @@ persistent actor class AuthServer(init : { governance : Principal; issuer : Text
   transient let MAX_SCOPES = 16;
   transient let MAX_PUBLISHED_KEYS = 2;
   transient let PAYMENT_SCOPE = "payments";
+  transient let CLIENT_DOC_MAX_BYTES = 16_384; // a client metadata document as received, headers included
+  transient let CLIENT_DOC_TTL_NS = 3_600_000_000_000; // a fetched document is used for an hour, then fetched again
+  transient let CLIENT_DOC_RETRY_NS = 300_000_000_000; // a URL whose document failed is not fetched again for 5 min
+  transient let MAX_CLIENT_DOC_FETCHES_PER_MINUTE = 30; // each fetch is an HTTPS outcall the canister pays for
+  transient let MAX_FAILED_CLIENT_DOCS = 1_000;
 
   var governance : Principal = init.governance;
   var issuer : Text = init.issuer;
@@ -124,6 +146,9 @@ persistent actor class AuthServer(init : { governance : Principal; issuer : Text
   var keys : [SigningKey] = []; // newest first: the first signs, all are published
   var seed : Blob = ""; // from raw_rand, ratcheted on each use: codes, tokens and ids are SHA-256("out", seed, counter)
   var counter : Nat = 0;
+  transient var fetchWindowStart : Int = 0; // client metadata fetches: a fixed one-minute window
+  transient var fetchesInWindow : Nat = 0;
+  transient let failedClientDocs = Map.empty<Text, Int>(); // URL -> until when it is not fetched again
 
   transient let ic : Management = actor ("aaaaa-aa");
 
@@ -374,6 +399,7 @@ persistent actor class AuthServer(init : { governance : Principal; issuer : Text
       ("token_endpoint_auth_methods_supported", methods),
       ("revocation_endpoint_auth_methods_supported", methods),
       ("authorization_response_iss_parameter_supported", #bool(true)),
+      ("client_id_metadata_document_supported", #bool(true)),
       ("scopes_supported", Json.strings([])),
     ]));
   };
@@ -412,7 +438,11 @@ persistent actor class AuthServer(init : { governance : Principal; issuer : Text
     let wantsJson = switch (Http.header(headers, "Accept")) { case (?a) Text.contains(a, #text "application/json"); case null false };
     let ?ps = Http.params(qs) else return page(400, "Bad request", "<p>The authorization request is malformed (a parameter is not percent-encoded or appears twice).</p>");
     let ?clientId = Http.param(ps, "client_id") else return page(400, "Bad request", "<p>The request names no <code>client_id</code>.</p>");
-    let ?client = Grants.client(grants, clientId) else return page(400, "Unknown client", "<p>No client is registered as <code>" # Http.escapeHtml(clientId) # "</code>.</p>");
+    switch (await* ensureClient(clientId)) {
+      case (#ok) {};
+      case (#err(why)) return page(400, "Unknown client", "<p>The client <code>" # Http.escapeHtml(clientId) # "</code> cannot be used: " # Http.escapeHtml(why) # "</p>");
+    };
+    let ?client = Grants.client(grants, clientId) else return page(503, "Unavailable", "<p>The client was just removed; try again.</p>");
     // The redirect URI must be one the client registered, exactly; until it is known good, nothing redirects.
     let redirectUri = switch (Http.param(ps, "redirect_uri")) {
       case (?u) if (Array.find<Text>(client.redirect_uris, func r = sameRedirect(r, u)) != null) u else return page(400, "Bad redirect URI", "<p>The redirect URI is not one this client registered.</p>");
@@ -445,7 +475,7 @@ persistent actor class AuthServer(init : { governance : Principal; issuer : Text
       } else "";
       case null "";
     };
-    page(200, "Authorize " # client.name, "<p><b>" # Http.escapeHtml(client.name) # "</b> asks to act for you at <code>" # Http.escapeHtml(resource) # "</code> with:</p><ul>" # scopeList # "</ul>" # paymentNote # "<p>It will receive the answer at <code>" # Http.escapeHtml(redirectUri) # "</code>.</p><p>Approve with your IC identity (the request expires in 10 minutes):</p><pre>prometheus auth approve " # Http.escapeHtml(id) # " --issuer " # Http.escapeHtml(issuer) # "</pre><p>or decline with <code>prometheus auth deny " # Http.escapeHtml(id) # " --issuer " # Http.escapeHtml(issuer) # "</code>.</p><p id=\"request-id\" hidden>" # Http.escapeHtml(id) # "</p>");
+    page(200, "Authorize " # client.name, "<p><b>" # Http.escapeHtml(client.name) # "</b>" # (if (isClientIdUrl(clientId)) " (as it describes itself at <code>" # Http.escapeHtml(clientId) # "</code>)" else "") # " asks to act for you at <code>" # Http.escapeHtml(resource) # "</code> with:</p><ul>" # scopeList # "</ul>" # paymentNote # "<p>It will receive the answer at <code>" # Http.escapeHtml(redirectUri) # "</code>.</p><p>Approve with your IC identity (the request expires in 10 minutes):</p><pre>prometheus auth approve " # Http.escapeHtml(id) # " --issuer " # Http.escapeHtml(issuer) # "</pre><p>or decline with <code>prometheus auth deny " # Http.escapeHtml(id) # " --issuer " # Http.escapeHtml(issuer) # "</code>.</p><p id=\"request-id\" hidden>" # Http.escapeHtml(id) # "</p>");
   };
 
   // What a user is asked to approve (the id is the capability: it was only shown to whoever started the flow).
@@ -488,32 +518,116 @@ persistent actor class AuthServer(init : { governance : Principal; issuer : Text
 
   func registrationError(error : Text, description : Text) : Http.Response { oauthError(400, error, description) };
 
+  type ClientFields = { redirects : [Text]; grantTypes : [Text]; responseTypes : [Text]; method : Grants.AuthMethod; name : Text };
+
+  // A client's metadata (RFC 7591 section 2), registered or published at its client ID URL: the fields this
+  // server uses, checked, or the RFC 7591 error and why. `defaultMethod` applies when none is named.
+  func clientFields(body : Json.Value, defaultMethod : Grants.AuthMethod) : { #ok : ClientFields; #err : (Text, Text) } {
+    let ?redirects = stringList(Json.field(body, "redirect_uris"), []) else return #err("invalid_redirect_uri", "redirect_uris must be an array of strings");
+    if (redirects.size() == 0 or redirects.size() > MAX_REDIRECT_URIS) return #err("invalid_redirect_uri", "between 1 and 8 redirect URIs are required");
+    for (u in redirects.vals()) if (not isRedirectUri(u)) return #err("invalid_redirect_uri", "not an https, loopback http or private-use redirect URI: " # u);
+    let ?grantTypes = stringList(Json.field(body, "grant_types"), ["authorization_code"]) else return #err("invalid_client_metadata", "grant_types must be an array of strings");
+    for (g in grantTypes.vals()) if (g != "authorization_code" and g != "refresh_token") return #err("invalid_client_metadata", "unsupported grant type: " # g);
+    let ?responseTypes = stringList(Json.field(body, "response_types"), ["code"]) else return #err("invalid_client_metadata", "response_types must be an array of strings");
+    for (r in responseTypes.vals()) if (r != "code") return #err("invalid_client_metadata", "unsupported response type: " # r);
+    let method : Grants.AuthMethod = switch (Json.field(body, "token_endpoint_auth_method")) {
+      case null defaultMethod;
+      case (?#string("client_secret_basic")) #client_secret_basic;
+      case (?#string("client_secret_post")) #client_secret_post;
+      case (?#string("none")) #none;
+      case _ return #err("invalid_client_metadata", "token_endpoint_auth_method must be none, client_secret_post or client_secret_basic");
+    };
+    let name = switch (Json.field(body, "client_name")) {
+      case (?#string(n)) {
+        if (n.size() > 200) return #err("invalid_client_metadata", "client_name is longer than 200 characters");
+        for (c in n.chars()) if (Char.toNat32(c) < 0x20 or Char.toNat32(c) == 0x7F or (Char.toNat32(c) >= 0x80 and Char.toNat32(c) < 0xA0)) return #err("invalid_client_metadata", "client_name has a control character");
+        n;
+      };
+      case null "(unnamed client)";
+      case _ return #err("invalid_client_metadata", "client_name must be a string");
+    };
+    #ok({ redirects; grantTypes; responseTypes; method; name });
+  };
+
+  // ---------------------------------------------------------------- Client ID Metadata Documents
+  // A client may name itself by an https URL where it publishes its metadata (draft-ietf-oauth-client-id-
+  // metadata-document, preferred by the MCP authorization specification): the document is fetched with an HTTPS
+  // outcall, must name that URL as its `client_id`, and is used for an hour. A public client only (no shared
+  // secret can be published). Fetches cost cycles and anyone may ask for one, so there are at most 30 a minute
+  // and a URL that failed is not fetched again for 5 minutes.
+
+  // https, a path beyond `/`, no fragment, userinfo or dot segments (the draft's section 3).
+  func isClientIdUrl(u : Text) : Bool {
+    if (u.size() > MAX_URI or Text.contains(u, #char '#') or not noControlOrSpace(u)) return false;
+    let ?rest = Text.stripStart(u, #text "https://") else return false;
+    if (hostAndPort(rest) == null) return false;
+    let path = switch (Text.split(rest, #char '?').next()) { case (?p) p; case null "" };
+    let segments = Iter.toArray(Text.split(path, #char '/'));
+    if (segments.size() < 2 or (segments.size() == 2 and segments[1] == "")) return false;
+    for (seg in segments.vals()) if (seg == "." or seg == "..") return false;
+    true;
+  };
+
+  // The client a request names is in the client table: registered here, or described by its metadata document
+  // (fetched when unknown or older than an hour).
+  func ensureClient(clientId : Text) : async* { #ok; #err : Text } {
+    let now = Time.now();
+    switch (Grants.client(grants, clientId)) {
+      case (?c) if (not isClientIdUrl(clientId) or now < c.created_ns + CLIENT_DOC_TTL_NS) return #ok;
+      case null if (not isClientIdUrl(clientId)) return #err("no client is registered with this id");
+    };
+    await* fetchClient(clientId, now);
+  };
+
+  func fetchClient(url : Text, now : Int) : async* { #ok; #err : Text } {
+    switch (Map.get(failedClientDocs, Text.compare, url)) {
+      case (?until) if (now < until) return #err("its metadata document could not be used a moment ago; try again in a few minutes");
+      case null {};
+    };
+    if (now >= fetchWindowStart + 60_000_000_000) { fetchWindowStart := now; fetchesInWindow := 0 };
+    if (fetchesInWindow >= MAX_CLIENT_DOC_FETCHES_PER_MINUTE) return #err("too many client metadata documents were fetched this minute; try again shortly");
+    fetchesInWindow += 1;
+    let maxBytes = CLIENT_DOC_MAX_BYTES;
+    let cycles = 2 * ((3_000_000 + 60_000 * 13) * 13 + 400 * 13 * (url.size() + 64) + 800 * 13 * maxBytes); // twice the IC's price
+    let reply = try {
+      await (with cycles) ic.http_request({ url; max_response_bytes = ?Nat64.fromNat(maxBytes); method = #get; headers = [{ name = "Accept"; value = "application/json" }]; body = null; transform = ?{ function = transform_http_response; context = "" }; is_replicated = null });
+    } catch (e) { return failedDoc(url, "fetching its metadata document failed: " # Error.message(e)) };
+    if (reply.status != 200) return failedDoc(url, "its metadata document answered HTTP " # Nat.toText(reply.status));
+    let ?text = Text.decodeUtf8(reply.body) else return failedDoc(url, "its metadata document is not UTF-8");
+    let ?doc = Json.parse(text) else return failedDoc(url, "its metadata document is not a JSON object");
+    if (Json.field(doc, "client_id") != ?#string(url)) return failedDoc(url, "its metadata document does not name this URL as its client_id");
+    if (Json.field(doc, "client_secret") != null or Json.field(doc, "client_secret_expires_at") != null) return failedDoc(url, "a published metadata document cannot hold a client secret");
+    let fields = switch (clientFields(doc, #none)) { case (#ok(f)) f; case (#err(_, why)) return failedDoc(url, "its metadata document is invalid: " # why) };
+    if (fields.method != #none) return failedDoc(url, "a client identified by a URL authenticates with none (PKCE) only");
+    let used = switch (Grants.client(grants, url)) { case (?c) c.used; case null false };
+    let client : Grants.Client = { id = url; name = fields.name; redirect_uris = fields.redirects; grant_types = fields.grantTypes; auth_method = #none; secret_hash = null; created_ns = Time.now(); var used = used };
+    Grants.prune(grants, Time.now());
+    if (not Grants.addClient(grants, client)) return #err("the client table is full; try again later");
+    #ok;
+  };
+
+  func failedDoc(url : Text, why : Text) : { #ok; #err : Text } {
+    let now = Time.now();
+    if (Map.size(failedClientDocs) >= MAX_FAILED_CLIENT_DOCS) {
+      for ((u, until) in Map.toArray(failedClientDocs).vals()) if (until <= now) Map.remove(failedClientDocs, Text.compare, u);
+    };
+    if (Map.size(failedClientDocs) < MAX_FAILED_CLIENT_DOCS) Map.add(failedClientDocs, Text.compare, url, now + CLIENT_DOC_RETRY_NS);
+    #err(why);
+  };
+
+  // What replicas agree on: the status and body (headers such as Date differ from one replica to the next).
+  public shared query func transform_http_response(args : TransformArgs) : async HttpResult {
+    { status = args.response.status; headers = []; body = args.response.body };
+  };
+
   func register(req : Http.UpdateRequest) : async* Http.Response {
     if (req.body.size() > MAX_REGISTRATION) return registrationError("invalid_client_metadata", "the registration is larger than 16 KiB");
     let ?text = Text.decodeUtf8(req.body) else return registrationError("invalid_client_metadata", "the body is not UTF-8");
     let ?body = Json.parse(text) else return registrationError("invalid_client_metadata", "the body is not a JSON object");
     switch body { case (#object_(_)) {}; case _ return registrationError("invalid_client_metadata", "the body is not a JSON object") };
-    let ?redirects = stringList(Json.field(body, "redirect_uris"), []) else return registrationError("invalid_redirect_uri", "redirect_uris must be an array of strings");
-    if (redirects.size() == 0 or redirects.size() > MAX_REDIRECT_URIS) return registrationError("invalid_redirect_uri", "between 1 and 8 redirect URIs are required");
-    for (u in redirects.vals()) if (not isRedirectUri(u)) return registrationError("invalid_redirect_uri", "not an https, loopback http or private-use redirect URI: " # u);
-    let ?grantTypes = stringList(Json.field(body, "grant_types"), ["authorization_code"]) else return registrationError("invalid_client_metadata", "grant_types must be an array of strings");
-    for (g in grantTypes.vals()) if (g != "authorization_code" and g != "refresh_token") return registrationError("invalid_client_metadata", "unsupported grant type: " # g);
-    let ?responseTypes = stringList(Json.field(body, "response_types"), ["code"]) else return registrationError("invalid_client_metadata", "response_types must be an array of strings");
-    for (r in responseTypes.vals()) if (r != "code") return registrationError("invalid_client_metadata", "unsupported response type: " # r);
-    let method : Grants.AuthMethod = switch (Json.field(body, "token_endpoint_auth_method")) {
-      case (null or ?#string("client_secret_basic")) #client_secret_basic; // RFC 7591's default
-      case (?#string("client_secret_post")) #client_secret_post;
-      case (?#string("none")) #none;
-      case _ return registrationError("invalid_client_metadata", "token_endpoint_auth_method must be none, client_secret_post or client_secret_basic");
-    };
-    let name = switch (Json.field(body, "client_name")) {
-      case (?#string(n)) {
-        if (n.size() > 200) return registrationError("invalid_client_metadata", "client_name is longer than 200 characters");
-        for (c in n.chars()) if (Char.toNat32(c) < 0x20 or Char.toNat32(c) == 0x7F or (Char.toNat32(c) >= 0x80 and Char.toNat32(c) < 0xA0)) return registrationError("invalid_client_metadata", "client_name has a control character");
-        n;
-      };
-      case null "(unnamed client)";
-      case _ return registrationError("invalid_client_metadata", "client_name must be a string");
+    let { redirects; grantTypes; responseTypes; method; name } = switch (clientFields(body, #client_secret_basic)) {
+      case (#ok(f)) f;
+      case (#err(error, description)) return registrationError(error, description);
     };
     try { await* ensureSeed() } catch (e) { return oauthError(503, "temporarily_unavailable", Error.message(e)) };
     let now = Time.now();
@@ -613,6 +727,10 @@ persistent actor class AuthServer(init : { governance : Principal; issuer : Text
 
   func token(req : Http.UpdateRequest) : async* Http.Response {
     let ps = switch (form(req)) { case (#ok(p)) p; case (#err(r)) return r };
+    switch (Http.param(ps, "client_id")) {
+      case (?id) if (isClientIdUrl(id)) switch (Grants.client(grants, id)) { case null ignore await* ensureClient(id); case (?_) {} };
+      case null {};
+    };
     let client = switch (authenticate(ps, req.headers)) { case (#ok(c)) c; case (#err(r)) return r };
     switch (Http.param(ps, "grant_type")) {
       case (?"authorization_code") await* exchangeCode(ps, client);

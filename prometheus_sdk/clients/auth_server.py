@@ -8,7 +8,7 @@ from prometheus_sdk import candid as c
 from prometheus_sdk.client import CanisterError, Client, MethodSpec
 from prometheus_sdk.principal import Principal
 
-__all__ = ['Account', 'ApproveOk', 'AuthError', 'AuthServerClient', 'AuthServerError', 'Authorization', 'BlockRange', 'ChargeArgs', 'ChargeError', 'ChargeErrorOverLimit', 'ChargeState', 'ChargeStatePaid', 'ChargeUserOk', 'ChargeView', 'DenyOk', 'Grant', 'Icrc10SupportedStandardsResultItem', 'Icrc3GetArchivesArg', 'Icrc3GetArchivesResultItem', 'Icrc3GetBlocksResult', 'Icrc3GetBlocksResultArchivedBlocksItem', 'Icrc3GetBlocksResultBlocksItem', 'Icrc3GetTipCertificateResult', 'Icrc3SupportedBlockTypesResultItem', 'InitArg', 'Request', 'ResourceServer', 'Response', 'SetSpendingLimitArg', 'SigningKey', 'SpendingLimit', 'Stats', 'UpdateRequest', 'Value', 'encode_init']
+__all__ = ['Account', 'ApproveOk', 'AuthError', 'AuthServerClient', 'AuthServerError', 'Authorization', 'BlockRange', 'ChargeArgs', 'ChargeError', 'ChargeErrorOverLimit', 'ChargeState', 'ChargeStatePaid', 'ChargeUserOk', 'ChargeView', 'DenyOk', 'Grant', 'HttpHeader', 'HttpResult', 'Icrc10SupportedStandardsResultItem', 'Icrc3GetArchivesArg', 'Icrc3GetArchivesResultItem', 'Icrc3GetBlocksResult', 'Icrc3GetBlocksResultArchivedBlocksItem', 'Icrc3GetBlocksResultBlocksItem', 'Icrc3GetTipCertificateResult', 'Icrc3SupportedBlockTypesResultItem', 'InitArg', 'Request', 'ResourceServer', 'Response', 'SetSpendingLimitArg', 'SigningKey', 'SpendingLimit', 'Stats', 'TransformArgs', 'UpdateRequest', 'Value', 'encode_init']
 
 
 class Value(TypedDict, total=False):
@@ -29,6 +29,13 @@ class UpdateRequest(TypedDict):
     method: str
     body: bytes
     headers: list[tuple[str, str]]
+
+
+class TransformArgs(TypedDict):
+    """A record."""
+
+    context: bytes
+    response: HttpResult
 
 
 class Stats(TypedDict):
@@ -86,6 +93,21 @@ class Request(TypedDict):
     body: bytes
     headers: list[tuple[str, str]]
     certificate_version: list[int]
+
+
+class HttpResult(TypedDict):
+    """A record."""
+
+    status: int
+    body: bytes
+    headers: list[HttpHeader]
+
+
+class HttpHeader(TypedDict):
+    """A record."""
+
+    value: str
+    name: str
 
 
 class Grant(TypedDict):
@@ -288,15 +310,18 @@ class InitArg(TypedDict):
 
 
 # The Candid types of the interface, for the codec.
-_T: dict[str, c.Rec] = {name: c.Rec() for name in ('Value', 'UpdateRequest', 'Stats', 'SpendingLimit', 'SigningKey', 'Response', 'ResourceServer', 'Request', 'HeaderField', 'Grant', 'ChargeView', 'ChargeState', 'ChargeError', 'ChargeArgs', 'BlockRange', 'Authorization', 'AuthServer', 'AuthError', 'Account')}
+_T: dict[str, c.Rec] = {name: c.Rec() for name in ('Value', 'UpdateRequest', 'TransformArgs', 'Stats', 'SpendingLimit', 'SigningKey', 'Response', 'ResourceServer', 'Request', 'HttpResult', 'HttpHeader', 'HeaderField', 'Grant', 'ChargeView', 'ChargeState', 'ChargeError', 'ChargeArgs', 'BlockRange', 'Authorization', 'AuthServer', 'AuthError', 'Account')}
 _T['Value'].define(c.Variant((('Int', c.INT), ('Map', c.Vec(c.Record(((0, c.TEXT), (1, _T['Value']), )))), ('Nat', c.NAT), ('Blob', c.BLOB), ('Text', c.TEXT), ('Array', c.Vec(_T['Value'])), )))
 _T['UpdateRequest'].define(c.Record((('url', c.TEXT), ('method', c.TEXT), ('body', c.BLOB), ('headers', c.Vec(_T['HeaderField'])), )))
+_T['TransformArgs'].define(c.Record((('context', c.BLOB), ('response', _T['HttpResult']), )))
 _T['Stats'].define(c.Record((('wasm_memory_bytes', c.NAT), ('max_live_bytes', c.NAT), ('allocated_bytes', c.NAT), ('reclaimed_bytes', c.NAT), ('heap_bytes', c.NAT), )))
 _T['SpendingLimit'].define(c.Record((('max_total', c.NAT), ('resource', c.TEXT), ('spent', c.NAT), ('ledger', c.PRINCIPAL), ('max_per_charge', c.NAT), )))
 _T['SigningKey'].define(c.Record((('kid', c.TEXT), ('public_key', c.BLOB), ('generation', c.NAT), )))
 _T['Response'].define(c.Record((('body', c.BLOB), ('headers', c.Vec(_T['HeaderField'])), ('upgrade', c.Opt(c.BOOL)), ('status_code', c.NAT16), )))
 _T['ResourceServer'].define(c.Record((('principal', c.PRINCIPAL), ('resource', c.TEXT), ('name', c.TEXT), ('payee', _T['Account']), ('ledgers', c.Vec(c.PRINCIPAL)), )))
 _T['Request'].define(c.Record((('url', c.TEXT), ('method', c.TEXT), ('body', c.BLOB), ('headers', c.Vec(_T['HeaderField'])), ('certificate_version', c.Opt(c.NAT16)), )))
+_T['HttpResult'].define(c.Record((('status', c.NAT), ('body', c.BLOB), ('headers', c.Vec(_T['HttpHeader'])), )))
+_T['HttpHeader'].define(c.Record((('value', c.TEXT), ('name', c.TEXT), )))
 _T['HeaderField'].define(c.Record(((0, c.TEXT), (1, c.TEXT), )))
 _T['Grant'].define(c.Record((('id', c.NAT), ('resource', c.TEXT), ('refreshed', c.NAT), ('revoked', c.BOOL), ('scopes', c.Vec(c.TEXT)), ('client_name', c.TEXT), ('created_at_ns', c.INT), ('client_id', c.TEXT), )))
 _T['ChargeView'].define(c.Record((('id', c.NAT), ('request_id', c.TEXT), ('resource', c.TEXT), ('at_ns', c.INT), ('user', c.PRINCIPAL), ('server', c.PRINCIPAL), ('state', _T['ChargeState']), ('ledger', c.PRINCIPAL), ('amount', c.NAT), )))
@@ -305,7 +330,7 @@ _T['ChargeError'].define(c.Variant((('NotRegistered', c.NULL), ('NoLimit', c.NUL
 _T['ChargeArgs'].define(c.Record((('request_id', c.TEXT), ('user', c.PRINCIPAL), ('ledger', c.PRINCIPAL), ('amount', c.NAT), )))
 _T['BlockRange'].define(c.Record((('start', c.NAT), ('length', c.NAT), )))
 _T['Authorization'].define(c.Record((('request_id', c.TEXT), ('resource', c.TEXT), ('redirect_uri', c.TEXT), ('scopes', c.Vec(c.TEXT)), ('client_name', c.TEXT), ('client_id', c.TEXT), ('expires_at_ns', c.INT), )))
-_T['AuthServer'].define(c.Service((('approve', c.Func((c.TEXT, ), (c.Variant((('ok', c.Record((('redirect_to', c.TEXT), ))), ('err', _T['AuthError']), )), ), ())), ('charge_user', c.Func((_T['ChargeArgs'], ), (c.Variant((('ok', c.Record((('block', c.NAT), ('charge_id', c.NAT), ))), ('err', _T['ChargeError']), )), ), ())), ('deny', c.Func((c.TEXT, ), (c.Variant((('ok', c.Record((('redirect_to', c.TEXT), ))), ('err', _T['AuthError']), )), ), ())), ('get_authorization', c.Func((c.TEXT, ), (c.Opt(_T['Authorization']), ), ('query', ))), ('get_charge', c.Func((c.TEXT, ), (c.Opt(_T['ChargeView']), ), ('query', ))), ('http_request', c.Func((_T['Request'], ), (_T['Response'], ), ('query', ))), ('http_request_update', c.Func((_T['UpdateRequest'], ), (_T['Response'], ), ())), ('icrc10_supported_standards', c.Func((), (c.Vec(c.Record((('url', c.TEXT), ('name', c.TEXT), ))), ), ('query', ))), ('icrc3_get_archives', c.Func((c.Record((('from', c.Opt(c.PRINCIPAL)), )), ), (c.Vec(c.Record((('end', c.NAT), ('canister_id', c.PRINCIPAL), ('start', c.NAT), ))), ), ('query', ))), ('icrc3_get_blocks', c.Func((c.Vec(_T['BlockRange']), ), (c.Record((('log_length', c.NAT), ('blocks', c.Vec(c.Record((('id', c.NAT), ('block', _T['Value']), )))), ('archived_blocks', c.Vec(c.Record((('args', c.Vec(_T['BlockRange'])), ('callback', c.Func((c.Vec(_T['BlockRange']), ), (c.Record((('blocks', c.Vec(c.Record((('id', c.NAT), ('block', _T['Value']), )))), )), ), ('query', ))), )))), )), ), ('query', ))), ('icrc3_get_tip_certificate', c.Func((), (c.Opt(c.Record((('certificate', c.BLOB), ('hash_tree', c.BLOB), ))), ), ('query', ))), ('icrc3_supported_block_types', c.Func((), (c.Vec(c.Record((('url', c.TEXT), ('block_type', c.TEXT), ))), ), ('query', ))), ('issuer_url', c.Func((), (c.TEXT, ), ('query', ))), ('memory_stats', c.Func((), (c.Variant((('ok', _T['Stats']), ('err', _T['AuthError']), )), ), ('query', ))), ('my_charges', c.Func((c.Opt(c.NAT), c.NAT, ), (c.Vec(_T['ChargeView']), ), ('query', ))), ('my_grants', c.Func((c.Opt(c.NAT), c.NAT, ), (c.Vec(_T['Grant']), ), ('query', ))), ('my_spending_limits', c.Func((), (c.Vec(_T['SpendingLimit']), ), ('query', ))), ('register_resource_server', c.Func((_T['ResourceServer'], ), (c.Variant((('ok', c.NULL), ('err', _T['AuthError']), )), ), ())), ('resource_servers', c.Func((), (c.Vec(_T['ResourceServer']), ), ('query', ))), ('revoke_grant', c.Func((c.NAT, ), (c.Variant((('ok', c.NULL), ('err', _T['AuthError']), )), ), ())), ('rotate_signing_key', c.Func((), (c.Variant((('ok', _T['SigningKey']), ('err', _T['AuthError']), )), ), ())), ('set_governance', c.Func((c.PRINCIPAL, ), (c.Variant((('ok', c.NULL), ('err', _T['AuthError']), )), ), ())), ('set_issuer', c.Func((c.TEXT, ), (c.Variant((('ok', c.NULL), ('err', _T['AuthError']), )), ), ())), ('set_spending_limit', c.Func((c.Record((('max_total', c.NAT), ('resource', c.TEXT), ('ledger', c.PRINCIPAL), ('max_per_charge', c.NAT), )), ), (c.Variant((('ok', c.NULL), ('err', _T['AuthError']), )), ), ())), ('signing_keys', c.Func((), (c.Vec(_T['SigningKey']), ), ('query', ))), ('unregister_resource_server', c.Func((c.PRINCIPAL, ), (c.Variant((('ok', c.NULL), ('err', _T['AuthError']), )), ), ())), )))
+_T['AuthServer'].define(c.Service((('approve', c.Func((c.TEXT, ), (c.Variant((('ok', c.Record((('redirect_to', c.TEXT), ))), ('err', _T['AuthError']), )), ), ())), ('charge_user', c.Func((_T['ChargeArgs'], ), (c.Variant((('ok', c.Record((('block', c.NAT), ('charge_id', c.NAT), ))), ('err', _T['ChargeError']), )), ), ())), ('deny', c.Func((c.TEXT, ), (c.Variant((('ok', c.Record((('redirect_to', c.TEXT), ))), ('err', _T['AuthError']), )), ), ())), ('get_authorization', c.Func((c.TEXT, ), (c.Opt(_T['Authorization']), ), ('query', ))), ('get_charge', c.Func((c.TEXT, ), (c.Opt(_T['ChargeView']), ), ('query', ))), ('http_request', c.Func((_T['Request'], ), (_T['Response'], ), ('query', ))), ('http_request_update', c.Func((_T['UpdateRequest'], ), (_T['Response'], ), ())), ('icrc10_supported_standards', c.Func((), (c.Vec(c.Record((('url', c.TEXT), ('name', c.TEXT), ))), ), ('query', ))), ('icrc3_get_archives', c.Func((c.Record((('from', c.Opt(c.PRINCIPAL)), )), ), (c.Vec(c.Record((('end', c.NAT), ('canister_id', c.PRINCIPAL), ('start', c.NAT), ))), ), ('query', ))), ('icrc3_get_blocks', c.Func((c.Vec(_T['BlockRange']), ), (c.Record((('log_length', c.NAT), ('blocks', c.Vec(c.Record((('id', c.NAT), ('block', _T['Value']), )))), ('archived_blocks', c.Vec(c.Record((('args', c.Vec(_T['BlockRange'])), ('callback', c.Func((c.Vec(_T['BlockRange']), ), (c.Record((('blocks', c.Vec(c.Record((('id', c.NAT), ('block', _T['Value']), )))), )), ), ('query', ))), )))), )), ), ('query', ))), ('icrc3_get_tip_certificate', c.Func((), (c.Opt(c.Record((('certificate', c.BLOB), ('hash_tree', c.BLOB), ))), ), ('query', ))), ('icrc3_supported_block_types', c.Func((), (c.Vec(c.Record((('url', c.TEXT), ('block_type', c.TEXT), ))), ), ('query', ))), ('issuer_url', c.Func((), (c.TEXT, ), ('query', ))), ('memory_stats', c.Func((), (c.Variant((('ok', _T['Stats']), ('err', _T['AuthError']), )), ), ('query', ))), ('my_charges', c.Func((c.Opt(c.NAT), c.NAT, ), (c.Vec(_T['ChargeView']), ), ('query', ))), ('my_grants', c.Func((c.Opt(c.NAT), c.NAT, ), (c.Vec(_T['Grant']), ), ('query', ))), ('my_spending_limits', c.Func((), (c.Vec(_T['SpendingLimit']), ), ('query', ))), ('register_resource_server', c.Func((_T['ResourceServer'], ), (c.Variant((('ok', c.NULL), ('err', _T['AuthError']), )), ), ())), ('resource_servers', c.Func((), (c.Vec(_T['ResourceServer']), ), ('query', ))), ('revoke_grant', c.Func((c.NAT, ), (c.Variant((('ok', c.NULL), ('err', _T['AuthError']), )), ), ())), ('rotate_signing_key', c.Func((), (c.Variant((('ok', _T['SigningKey']), ('err', _T['AuthError']), )), ), ())), ('set_governance', c.Func((c.PRINCIPAL, ), (c.Variant((('ok', c.NULL), ('err', _T['AuthError']), )), ), ())), ('set_issuer', c.Func((c.TEXT, ), (c.Variant((('ok', c.NULL), ('err', _T['AuthError']), )), ), ())), ('set_spending_limit', c.Func((c.Record((('max_total', c.NAT), ('resource', c.TEXT), ('ledger', c.PRINCIPAL), ('max_per_charge', c.NAT), )), ), (c.Variant((('ok', c.NULL), ('err', _T['AuthError']), )), ), ())), ('signing_keys', c.Func((), (c.Vec(_T['SigningKey']), ), ('query', ))), ('transform_http_response', c.Func((_T['TransformArgs'], ), (_T['HttpResult'], ), ('query', ))), ('unregister_resource_server', c.Func((c.PRINCIPAL, ), (c.Variant((('ok', c.NULL), ('err', _T['AuthError']), )), ), ())), )))
 _T['AuthError'].define(c.Variant((('NotFound', c.NULL), ('NotAuthorized', c.NULL), ('InvalidArgument', c.TEXT), ('Unavailable', c.TEXT), )))
 _T['Account'].define(c.Record((('owner', c.PRINCIPAL), ('subaccount', c.Opt(c.BLOB)), )))
 
@@ -335,6 +360,7 @@ _M: dict[str, MethodSpec] = {
     'set_issuer': MethodSpec('set_issuer', (c.TEXT, ), (c.Variant((('ok', c.NULL), ('err', _T['AuthError']), )), ), query=False, ok_tag='ok', err_tag='err'),
     'set_spending_limit': MethodSpec('set_spending_limit', (c.Record((('max_total', c.NAT), ('resource', c.TEXT), ('ledger', c.PRINCIPAL), ('max_per_charge', c.NAT), )), ), (c.Variant((('ok', c.NULL), ('err', _T['AuthError']), )), ), query=False, ok_tag='ok', err_tag='err'),
     'signing_keys': MethodSpec('signing_keys', (), (c.Vec(_T['SigningKey']), ), query=True),
+    'transform_http_response': MethodSpec('transform_http_response', (_T['TransformArgs'], ), (_T['HttpResult'], ), query=True),
     'unregister_resource_server': MethodSpec('unregister_resource_server', (c.PRINCIPAL, ), (c.Variant((('ok', c.NULL), ('err', _T['AuthError']), )), ), query=False, ok_tag='ok', err_tag='err'),
 }
 INIT_ARGS: tuple[c.Type, ...] = (c.Record((('issuer', c.TEXT), ('key_name', c.TEXT), ('governance', c.PRINCIPAL), )), )
@@ -454,6 +480,10 @@ class AuthServerClient(Client):
     def signing_keys(self) -> list[SigningKey]:
         """`signing_keys: () -> (vec SigningKey) query`."""
         return self._invoke(_M['signing_keys'], ())  # type: ignore[no-any-return]
+
+    def transform_http_response(self, args: TransformArgs) -> HttpResult:
+        """`transform_http_response: (args: TransformArgs) -> (HttpResult) query`."""
+        return self._invoke(_M['transform_http_response'], (args, ))  # type: ignore[no-any-return]
 
     def unregister_resource_server(self, p: Principal) -> None:
         """`unregister_resource_server: (p: principal) -> (variant { err: AuthError; ok; })`. Raises `AuthServerError` for `err`."""

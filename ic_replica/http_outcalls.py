@@ -84,6 +84,7 @@ class Outcall:
     max_response_bytes: int
     transform: tuple[str, bytes] | None  # (query method of the caller, context)
     refund: int  # the cycles returned with the answer
+    asked_max_response_bytes: int | None = None  # as the canister gave it (PocketIC lists it so)
 
 
 @dataclass
@@ -146,7 +147,7 @@ def parse(replica: Replica, caller: bytes, arg: dict[str, Any], cycles: int, ori
                                                   "cycles are required.")
     # The IC keeps the price; this replica charges nothing (as for threshold signatures): all is refunded.
     return Outcall(request_id, caller, origin, url, next(iter(arg["method"])).upper(), headers, body, max_response,
-                   transform, cycles)
+                   transform, cycles, arg["max_response_bytes"][0] if arg["max_response_bytes"] else None)
 
 
 @dataclass
@@ -156,7 +157,7 @@ class HttpOutcalls:
     mode: str = "manual"  # or "live"
     timeout_s: float = DEFAULT_TIMEOUT_S
     pending: dict[int, Outcall] = field(default_factory=dict)
-    _ready: deque[tuple[int, HttpResult | Reject]] = field(default_factory=deque)
+    _ready: deque[tuple[int, list[HttpResult | Reject]]] = field(default_factory=deque)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _ids: itertools.count = field(default_factory=itertools.count)
     _pool: ThreadPoolExecutor | None = None
@@ -187,12 +188,13 @@ class HttpOutcalls:
         if pool is not None:
             pool.submit(self._fetch, outcall)
 
-    def mock(self, request_id: int, answer: HttpResult | Reject) -> None:
-        """Answer a pending request as if the remote server had (PocketIC's `mock_canister_http_response`)."""
+    def mock(self, request_id: int, answer: HttpResult | Reject, others: Sequence[HttpResult | Reject] = ()) -> None:
+        """Answer a pending request as if the remote server had (PocketIC's `mock_canister_http_response`);
+        `others` are what the subnet's other replicas saw: after the transform they must all agree."""
         with self._lock:
             if request_id not in self.pending:
                 raise KeyError(f"no pending canister HTTP request {request_id}")
-            self._ready.append((request_id, answer))
+            self._ready.append((request_id, [answer, *others]))
             self._answered.set()
 
     def has_answers(self) -> bool:
@@ -203,7 +205,7 @@ class HttpOutcalls:
         if self.mode == "live" and self.pending and not self._ready:
             self._answered.wait(self.timeout_s + 1)
 
-    def take_answers(self) -> list[tuple[Outcall, HttpResult | Reject]]:
+    def take_answers(self) -> list[tuple[Outcall, list[HttpResult | Reject]]]:
         """Answers for requests still pending (each request is answered once), in the order they came."""
         out = []
         with self._lock:
@@ -232,7 +234,7 @@ class HttpOutcalls:
             answer = Reject(RejectCode.SYS_TRANSIENT, f"Request to {outcall.url} failed: {type(exc).__name__}")
         with self._lock:
             if outcall.request_id in self.pending:
-                self._ready.append((outcall.request_id, answer))
+                self._ready.append((outcall.request_id, [answer]))
                 self._answered.set()
 
     def _request(self, outcall: Outcall) -> HttpResult:
@@ -291,18 +293,30 @@ def response_size(result: HttpResult) -> int:
 
 def deliver(replica: Replica) -> None:
     """Answer the requests whose responses came (a round's first work): size limits, then the transform."""
-    for outcall, answer in replica.outcalls.take_answers():
-        try:
-            if isinstance(answer, Reject):
-                raise Refused(answer.code, answer.message)
-            if response_size(answer) > outcall.max_response_bytes:
-                raise Refused(RejectCode.SYS_FATAL, f"The response is {response_size(answer)} bytes, more than "
-                                                    f"max_response_bytes={outcall.max_response_bytes}.")
-            if outcall.transform is not None:
-                answer = _transform(replica, outcall, answer)
-            replica.respond(outcall.origin, reply=encode_result(answer), refund=outcall.refund)
-        except Refused as exc:
-            replica.respond(outcall.origin, reject=exc.reject, refund=outcall.refund)
+    for outcall, answers in replica.outcalls.take_answers():
+        outcomes = [_outcome(replica, outcall, a) for a in answers]
+        if any(o != outcomes[0] for o in outcomes[1:]):
+            replica.respond(outcall.origin, reject=Reject(RejectCode.SYS_TRANSIENT, "No consensus could be reached. "
+                                                          "Replicas had different responses."), refund=outcall.refund)
+        elif isinstance(outcomes[0], Reject):
+            replica.respond(outcall.origin, reject=outcomes[0], refund=outcall.refund)
+        else:
+            replica.respond(outcall.origin, reply=outcomes[0], refund=outcall.refund)
+
+
+def _outcome(replica: Replica, outcall: Outcall, answer: HttpResult | Reject) -> bytes | Reject:
+    """What the caller gets from one replica's answer: the transformed response (Candid), or a reject."""
+    try:
+        if isinstance(answer, Reject):
+            return answer
+        if response_size(answer) > outcall.max_response_bytes:
+            raise Refused(RejectCode.SYS_FATAL, f"The response is {response_size(answer)} bytes, more than "
+                                                f"max_response_bytes={outcall.max_response_bytes}.")
+        if outcall.transform is not None:
+            answer = _transform(replica, outcall, answer)
+        return encode_result(answer)
+    except Refused as exc:
+        return exc.reject
 
 
 def _transform(replica: Replica, outcall: Outcall, result: HttpResult) -> HttpResult:

@@ -460,6 +460,29 @@ def test_picjs_runs_unmodified_against_the_server(wasms: dict[str, bytes], tmp_p
     assert (out["liveInc"], out["liveGet"]) == (7, 7) and out["ok"]
 
 
+def test_picjs_mocks_a_canisters_https_outcall(wasms: dict[str, bytes], tmp_path: Path) -> None:
+    """PocketIC's outcall API as PicJS drives it: pending requests listed after a tick (method, URL, headers,
+    body, max_response_bytes), a mocked reply passed through the canister's transform, a mocked reject, and
+    a request answered twice refused."""
+    import shutil
+
+    node = shutil.which("node")
+    assert node is not None and (PIC_DIR / "node_modules" / "@dfinity" / "pic").is_dir(), "run the PicJS test first"
+    wasm = tmp_path / "outcall.wasm"
+    wasm.write_bytes(wasms["outcall"])
+    env = {**os.environ, "POCKET_IC_BIN": str(BIN), "TMPDIR": str(tmp_path)}
+    run = subprocess.run([node, str(PIC_DIR / "pic_outcalls.mjs"), str(wasm)], cwd=PIC_DIR, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    out = json.loads(run.stdout.strip().splitlines()[-1])
+    assert out["pending"] == [
+        {"url": url, "method": "POST", "body": "question", "headers": [["Accept", "text/plain"]], "max": 4096}
+        for url in ("https://example.com/answer", "https://example.com/other")]
+    assert out["ok"] == {"status": 200, "headers": [], "body": "42"}  # the transform dropped the header
+    assert out["rejected"] == ["system_transient", "unreachable host"]
+    assert out["afterwards"] == 0 and "Could not find a pending canister http request" in out["again"]
+
+
 def test_canisters_call_canisters_on_other_subnets(pic: Any, wasms: dict[str, bytes]) -> None:
     """relay (application subnet) -> counter (NNS subnet) and back; rejects travel back too."""
     from ic_replica.candid import BLOB, PRINCIPAL, TEXT, Tuple, Variant

@@ -24,10 +24,10 @@ import time as _time
 from collections import deque
 from typing import Any
 
-from ic_replica import management
+from ic_replica import http_outcalls, management
 from ic_replica.candid import CandidError
 from ic_replica.certification import NetworkKeys, SubnetKeys
-from ic_replica.errors import CallRejected, ErrorCode, ReplicaError, reject_for
+from ic_replica.errors import CallRejected, ErrorCode, Reject, RejectCode, ReplicaError, reject_for
 from ic_replica.messages import IngressStatus, Request, Response
 from ic_replica.pocket_ic import rest, topology
 from ic_replica.pocket_ic.rest import U64_MAX, U128_MAX, ApiError, CanisterCall, Effective
@@ -362,6 +362,7 @@ class Instance:
             for s in self.subnets:
                 s.replica.live_time = True
                 s.replica.sync_clock()
+                s.replica.outcalls.go_live()  # as PocketIC: in live mode the server makes canisters' outcalls
             stop = threading.Event()
             thread = threading.Thread(target=self._progress_loop, args=(stop, delay), daemon=True,
                                       name=f"pocket-ic-progress-{self.instance_id}")
@@ -392,8 +393,41 @@ class Instance:
             stop.set()
             for s in self.subnets:
                 s.replica.live_time = False
+                s.replica.outcalls.close()  # back to outcalls answered by `mock_canister_http`
         if thread is not threading.current_thread():
             thread.join(timeout=10)
+
+    # ------------------------------------------------------------ HTTPS outcalls
+
+    def canister_http(self) -> list[dict[str, Any]]:
+        """The outcalls waiting for an answer, as PocketIC's `read/get_canister_http` lists them."""
+        with self.lock:
+            return [{"subnet_id": {"subnet_id": rest.b64(s.subnet_id)}, "request_id": o.request_id,
+                     "http_method": o.method, "url": o.url,
+                     "headers": [{"name": n, "value": v} for n, v in o.headers], "body": rest.b64(o.body),
+                     "max_response_bytes": o.asked_max_response_bytes}
+                    for s in self.subnets
+                    for o in sorted(s.replica.outcalls.pending.values(), key=lambda o: o.request_id)]
+
+    def mock_canister_http(self, body: Any) -> None:
+        """`update/mock_canister_http`: answer a pending outcall (and what the other replicas saw)."""
+        if not isinstance(body, dict) or not isinstance(body.get("subnet_id"), dict):
+            raise ApiError("Failed to deserialize the JSON body: missing field `subnet_id`")
+        subnet_id = rest.principal_field(body["subnet_id"], "subnet_id")
+        request_id = rest.nat_field(body, "request_id", rest.U64_MAX)
+        others = body.get("additional_responses", [])
+        if not isinstance(others, list) or len(others) > 64:
+            raise ApiError("Failed to deserialize the JSON body: `additional_responses` must be a list")
+        answer, extra = _http_response(body.get("response")), [_http_response(o) for o in others]
+        with self.lock:
+            subnet = self.subnet_by_id(subnet_id)
+            if subnet is None:
+                raise ApiError(f"Subnet {rest.text(subnet_id)} does not exist")
+            try:
+                subnet.replica.outcalls.mock(request_id, answer, extra)
+            except KeyError:
+                raise ApiError(f"Could not find a pending canister http request {request_id} on subnet "
+                               f"{rest.text(subnet_id)}") from None
 
     # ------------------------------------------------------------ calls
 
@@ -543,3 +577,26 @@ class Instance:
                 except (ReplicaError, OSError):
                     pass
 
+
+
+def _http_response(value: Any) -> http_outcalls.HttpResult | Reject:
+    """PocketIC's `CanisterHttpResponse`: `{"CanisterHttpReply": {status, headers, body}}` or
+    `{"CanisterHttpReject": {reject_code, message}}`."""
+    if isinstance(value, dict) and isinstance(value.get("CanisterHttpReply"), dict):
+        reply = value["CanisterHttpReply"]
+        headers = reply.get("headers")
+        if not isinstance(headers, list) or not all(
+                isinstance(h, dict) and isinstance(h.get("name"), str) and isinstance(h.get("value"), str)
+                for h in headers):
+            raise ApiError("Failed to deserialize the JSON body: `headers` must be a list of {name, value}")
+        status = rest.nat_field(reply, "status", 65_535)
+        return http_outcalls.HttpResult(status, [(h["name"], h["value"]) for h in headers],
+                                        rest.unb64(reply.get("body"), "body"))
+    if isinstance(value, dict) and isinstance(value.get("CanisterHttpReject"), dict):
+        reject = value["CanisterHttpReject"]
+        code, message = rest.nat_field(reject, "reject_code", rest.U64_MAX), reject.get("message")
+        if not isinstance(message, str) or code not in {c.value for c in RejectCode}:
+            raise ApiError("Failed to deserialize the JSON body: a reject needs a known `reject_code` and a "
+                           "`message`")
+        return Reject(RejectCode(code), message)
+    raise ApiError("Failed to deserialize the JSON body: a response is CanisterHttpReply or CanisterHttpReject")

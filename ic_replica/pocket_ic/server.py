@@ -202,7 +202,7 @@ class PocketIcServer:
         if route == "auto_progress":
             return inst.auto_progress_enabled()
         if route == "read/get_canister_http":
-            return []  # HTTPS outcalls are not supported: never pending
+            return inst.canister_http()
         raise ApiError(f"unknown endpoint GET /instances/{inst.instance_id}/{route}", status=HTTPStatus.NOT_FOUND)
 
     def instance_post(self, inst: Instance, route: str, body: Any) -> Any:
@@ -303,7 +303,7 @@ def _stop_progress(_: PocketIcServer, inst: Instance, body: Any) -> None:
 
 
 def _mock_http(_: PocketIcServer, inst: Instance, body: Any) -> None:
-    raise ApiError("HTTPS outcalls are not supported by this server (no request is ever pending)")
+    inst.mock_canister_http(body)
 
 
 _POST = {

@@ -217,6 +217,57 @@ def test_metadata_and_jwks_at_the_issuer(auth: Auth) -> None:
     assert auth.http.delete(meta["token_endpoint"]).status_code == 405
 
 
+def test_metadata_and_jwks_are_certified_responses_served_by_a_query(auth: Auth, product: dict[str, Any]) -> None:
+    """HTTP Gateway Protocol v2 response verification, run here on the canister's query replies: certificate
+    (the network's root key), tree (the certified data), expression path, certified headers and body."""
+    from ic_replica.response_verification import VerificationError, verify
+
+    srv, canister = auth.inproc(), IcPrincipal.from_text(auth.canister_id).raw
+
+    def query(path: str) -> dict[str, Any]:
+        return dict(srv("http_request", {"method": "GET", "url": path, "headers": [], "body": b"",
+                                         "certificate_version": [2]}))
+
+    def check(path: str, reply: dict[str, Any], **tamper: Any) -> Any:
+        reply = {**reply, **tamper}
+        return verify(canister_id=canister, root_public_key=auth.ic.replica.keys.root_public_key,
+                      now_ns=auth.ic.replica.time_ns, method="GET", url=path, request_headers=[], request_body=b"",
+                      status=reply["status_code"], headers=[tuple(h) for h in reply["headers"]], body=reply["body"])
+
+    metadata_path, jwks_path = "/.well-known/oauth-authorization-server", "/.well-known/jwks.json"
+    assert query(jwks_path)["upgrade"] == [True]  # no signing key yet: the update call makes one
+    served = query(metadata_path)
+    assert served["upgrade"] == [] and check(metadata_path, served).detail == "certified"
+    assert json.loads(served["body"]) == auth.metadata()  # what the gateway answers: the same document
+    assert check(metadata_path + "?canisterId=x", served).detail == "certified"  # the query is not certified
+    with pytest.raises(VerificationError):
+        check(metadata_path, served, body=served["body"].replace(b"S256", b"plain"))
+    with pytest.raises(VerificationError):
+        check(metadata_path, served, headers=[(k, "no-store" if k == "Cache-Control" else v)
+                                              for k, v in served["headers"]])
+    with pytest.raises(VerificationError):
+        check("/.well-known/other", served)
+    assert query(metadata_path + "/x")["upgrade"] == [True] and query("/authorize")["upgrade"] == [True]
+
+    first_kid = auth.http.get(f"{auth.issuer}{jwks_path}").json()["keys"][0]["kid"]
+    jwks = query(jwks_path)
+    assert check(jwks_path, jwks).detail == "certified" and json.loads(jwks["body"])["keys"][0]["kid"] == first_kid
+    assert srv("rotate_signing_key", sender=GOV)["ok"]
+    rotated = query(jwks_path)
+    assert check(jwks_path, rotated).detail == "certified" and len(json.loads(rotated["body"])["keys"]) == 2
+    with pytest.raises(VerificationError):  # the old key set under today's certificate
+        check(jwks_path, rotated, body=jwks["body"])
+    assert srv("set_issuer", "https://auth.example.com", sender=GOV) == {"ok": None}
+    moved = query(metadata_path)
+    assert check(metadata_path, moved).detail == "certified"
+    assert json.loads(moved["body"])["issuer"] == "https://auth.example.com"
+    init = encode_init({"governance": Principal.from_text(str(GOV)), "issuer": auth.issuer, "key_name": "dfx_test_key"})
+    auth.ic.upgrade_canister(IcPrincipal(canister), product["auth_server"].wasm.read_bytes(), init, sender=GOV)
+    after = query(jwks_path)  # certified again at the upgrade (the tree is transient state)
+    assert check(jwks_path, after).detail == "certified" and after["body"] == rotated["body"]
+    assert json.loads(query(metadata_path)["body"])["issuer"] == "https://auth.example.com"  # kept: init is ignored
+
+
 def test_the_code_flow_with_authlib_then_refresh_rotation(auth: Auth) -> None:
     client = auth.register()
     assert "client_secret" not in client and client["token_endpoint_auth_method"] == "none"

@@ -8,9 +8,10 @@
 //
 // Clients register (RFC 7591) or name themselves by the URL of their metadata document, fetched with an HTTPS
 // outcall. Every HTTP request is upgraded to an update call (`http_request_update`): its reply is certified by
-// consensus, where a query's reply would need response certification (not done yet).
+// consensus, except metadata and JWKS: certified responses (HTTP Gateway Protocol v2) served by the query.
 import Array "mo:core/Array";
 import Blob "mo:core/Blob";
+import CertifiedData "mo:core/CertifiedData";
 import Char "mo:core/Char";
 import Error "mo:core/Error";
 import Int "mo:core/Int";
@@ -26,6 +27,7 @@ import Text "mo:core/Text";
 import Time "mo:core/Time";
 import Timer "mo:core/Timer";
 
+import CertifiedHttp "../lib/CertifiedHttp";
 import Icrc3 "../lib/Icrc3";
 import MemoryStats "../lib/MemoryStats";
 import Sha256 "../lib/Sha256";
@@ -146,6 +148,8 @@ persistent actor class AuthServer(init : { governance : Principal; issuer : Text
   var keys : [SigningKey] = []; // newest first: the first signs, all are published
   var seed : Blob = ""; // from raw_rand, ratcheted on each use: codes, tokens and ids are SHA-256("out", seed, counter)
   var counter : Nat = 0;
+  transient var httpTree : CertifiedHttp.Tree = #empty; // the certified data's tree: responses below, the charge log's tip
+  transient var certifiedResponses : [CertifiedHttp.Response] = [];
   transient var fetchWindowStart : Int = 0; // client metadata fetches: a fixed one-minute window
   transient var fetchesInWindow : Nat = 0;
   transient let failedClientDocs = Map.empty<Text, Int>(); // URL -> until when it is not fetched again
@@ -206,7 +210,7 @@ persistent actor class AuthServer(init : { governance : Principal; issuer : Text
   func ensureKey() : async* SigningKey {
     if (keys.size() > 0) return keys[0];
     let k = await* fetchKey(0);
-    if (keys.size() == 0) keys := [k];
+    if (keys.size() == 0) { keys := [k]; certify() };
     keys[0];
   };
 
@@ -406,9 +410,41 @@ persistent actor class AuthServer(init : { governance : Principal; issuer : Text
 
   // ---------------------------------------------------------------- HTTP
 
+  // Metadata and JWKS are certified responses, served by the query (a gateway verifies them); everything else
+  // is answered by an update call.
   public query func http_request(req : Http.Request) : async Http.Response {
-    ignore req;
-    Http.upgrade();
+    let (path, _) = Http.split(req.url);
+    switch (req.method, certifiedAt(path), CertifiedData.getCertificate()) {
+      case ("GET", ?r, ?certificate) CertifiedHttp.serve(r, httpTree, certificate);
+      case _ Http.upgrade();
+    };
+  };
+
+  func certifiedAt(path : Text) : ?CertifiedHttp.Response {
+    Array.find<CertifiedHttp.Response>(certifiedResponses, func r = r.path == path);
+  };
+
+  func asResponse(r : CertifiedHttp.Response) : Http.Response { { status_code = r.status; headers = r.headers; body = r.body; upgrade = null } };
+
+  // Certify what the query serves and the charge log's tip under one root (the only writer of certified data).
+  func certify() {
+    let metadataResponse = Http.json(200, metadata(), true);
+    let responses = List.fromArray<CertifiedHttp.Response>([{ path = "/.well-known/oauth-authorization-server"; status = 200 : Nat16; headers = metadataResponse.headers; body = metadataResponse.body }]);
+    if (keys.size() > 0) {
+      let r = Http.json(200, jwks(), true);
+      List.add(responses, { path = "/.well-known/jwks.json"; status = 200 : Nat16; headers = r.headers; body = r.body });
+    };
+    let entries = List.map<CertifiedHttp.Response, ([Blob], Blob)>(responses, func r = (CertifiedHttp.certificationPath(r), ""));
+    switch (chargeLog.lastHash) {
+      case (?h) {
+        List.add(entries, ([Text.encodeUtf8("last_block_hash")], h));
+        List.add(entries, ([Text.encodeUtf8("last_block_index")], Blob.fromArray(Icrc3.leb(Icrc3.length(chargeLog) - 1))));
+      };
+      case null {};
+    };
+    certifiedResponses := List.toArray(responses);
+    httpTree := CertifiedHttp.fromPaths(List.toArray(entries));
+    CertifiedData.set(CertifiedHttp.reconstruct(httpTree));
   };
 
   public func http_request_update(req : Http.UpdateRequest) : async Http.Response {
@@ -419,7 +455,7 @@ persistent actor class AuthServer(init : { governance : Principal; issuer : Text
       case ("GET", "/.well-known/oauth-authorization-server") Http.json(200, metadata(), true);
       case ("GET", "/.well-known/jwks.json") {
         try { ignore await* ensureKey() } catch (e) { return oauthError(503, "temporarily_unavailable", "the signing key is not available: " # Error.message(e)) };
-        Http.json(200, jwks(), true);
+        switch (certifiedAt(path)) { case (?r) asResponse(r); case null Http.json(200, jwks(), true) };
       };
       case ("GET", "/authorize") await* authorize(qs, req.headers);
       case ("POST", "/register") await* register(req);
@@ -911,6 +947,7 @@ persistent actor class AuthServer(init : { governance : Principal; issuer : Text
       ("request_id", #Text(c.request_id)),
       ("ledger_block", #Nat(block)),
     ]);
+    certify();
   };
 
   func release(c : Payments.Charge) {
@@ -1028,8 +1065,11 @@ persistent actor class AuthServer(init : { governance : Principal; issuer : Text
     { log_length = got.log_length; blocks = got.blocks; archived_blocks = [] };
   };
 
+  // The tip's labels in the tree that also certifies the HTTP responses (pruned here).
   public query func icrc3_get_tip_certificate() : async ?{ certificate : Blob; hash_tree : Blob } {
-    Icrc3.tipCertificate(chargeLog);
+    if (chargeLog.lastHash == null) return null;
+    let ?certificate = CertifiedData.getCertificate() else return null;
+    ?{ certificate; hash_tree = CertifiedHttp.cbor(CertifiedHttp.witness(httpTree, [[Text.encodeUtf8("last_block_hash")], [Text.encodeUtf8("last_block_index")]])) };
   };
 
   public query func icrc3_supported_block_types() : async [{ block_type : Text; url : Text }] {
@@ -1055,6 +1095,7 @@ persistent actor class AuthServer(init : { governance : Principal; issuer : Text
     if (not isGovernance(caller)) return #err(#NotAuthorized);
     if (not isIssuer(url)) return #err(#InvalidArgument("an issuer is an https (or loopback http) URL without query, fragment or trailing slash"));
     issuer := url;
+    certify();
     #ok;
   };
 
@@ -1065,6 +1106,7 @@ persistent actor class AuthServer(init : { governance : Principal; issuer : Text
     let k = try { await* fetchKey(next) } catch (e) { return #err(#Unavailable(Error.message(e))) };
     if (keys.size() > 0 and keys[0].generation >= next) return #err(#Unavailable("another rotation finished first"));
     keys := Array.sliceToArray(Array.concat([k], keys), 0, MAX_PUBLISHED_KEYS);
+    certify();
     #ok(k);
   };
 
@@ -1079,4 +1121,6 @@ persistent actor class AuthServer(init : { governance : Principal; issuer : Text
     if (not isGovernance(caller) and not Principal.isController(caller)) return #err(#NotAuthorized);
     #ok(MemoryStats.now());
   };
+
+  transient let _certified : () = certify(); // at install and after every upgrade (transient state is rebuilt)
 };

@@ -248,6 +248,9 @@ def test_metadata_and_jwks_are_certified_responses_served_by_a_query(auth: Auth,
     with pytest.raises(VerificationError):
         check("/.well-known/other", served)
     assert query(metadata_path + "/x")["upgrade"] == [True] and query("/authorize")["upgrade"] == [True]
+    script = query("/consent.js")  # the consent page's script: what a browser runs is what the canister holds
+    assert check("/consent.js", script).detail == "certified"
+    assert script["body"] == (ROOT / "canister_src" / "auth_server" / "consent.js").read_bytes()
 
     first_kid = auth.http.get(f"{auth.issuer}{jwks_path}").json()["keys"][0]["kid"]
     jwks = query(jwks_path)
@@ -1205,3 +1208,69 @@ def test_failed_documents_wait_five_minutes_and_fetches_are_rate_limited(auth: A
         answers.append(auth.http.get(first, headers={"Accept": "application/json"}))
     assert [a.status_code for a in answers] == [200] * 30 + [400]
     assert "too many client metadata documents" in html.unescape(answers[-1].text)
+
+
+# ---------------------------------------------------------------- consent in the browser
+
+def test_a_user_approves_and_declines_in_a_real_browser_with_a_key_it_keeps(auth: Auth) -> None:
+    """Chromium (Debian's, driven by Playwright) opens the consent page the canister serves; its certified
+    script makes a P-256 key in IndexedDB and signs `approve` with it through the gateway's IC HTTP interface;
+    the browser then goes back to the client with the code, which authlib exchanges: the token's subject is the
+    browser's principal. Declining goes back with access_denied. The key stays across pages."""
+    from playwright.sync_api import expect, sync_playwright
+
+    from tests.test_store import _chromium
+
+    oauth = auth.oauth(auth.register())
+    landed: list[str] = []
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=_chromium(), args=["--no-sandbox"])
+        try:
+            page = browser.new_context().new_page()
+            page.route("http://127.0.0.1:8765/**", lambda route: (landed.append(route.request.url),
+                                                                 route.fulfill(body="back at the client")))
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            verifier = secrets.token_urlsafe(48)
+            uri, state = oauth.create_authorization_url(f"{auth.issuer}/authorize", code_verifier=verifier,
+                                                        resource=RESOURCE, scope="tools:call")
+            page.goto(uri)
+            principal = page.locator("#consent-principal")  # (the page's CSP forbids eval: no wait_for_function)
+            expect(principal).not_to_have_text("(loading)", timeout=30_000)
+            shown = principal.inner_text()
+            assert re.fullmatch(r"[a-z2-7]{5}(-[a-z2-7]{1,5})+", shown), (shown, errors)
+            page.get_by_role("button", name="Approve").click()
+            page.wait_for_url("http://127.0.0.1:8765/**", timeout=30_000)
+            assert not errors, errors
+            got = redirect_params(landed[-1])
+            assert got["state"] == state and got["iss"] == auth.issuer
+            token = oauth.fetch_token(f"{auth.issuer}/token", authorization_response=landed[-1], code_verifier=verifier,
+                                      resource=RESOURCE)
+            assert auth.claims(token["access_token"])["sub"] == shown  # the grant is the browser key's
+
+            uri, _ = oauth.create_authorization_url(f"{auth.issuer}/authorize", code_verifier=verifier,
+                                                    resource=RESOURCE)
+            page.goto(uri)
+            expect(principal).not_to_have_text("(loading)", timeout=30_000)
+            assert principal.inner_text() == shown  # the same key: kept in IndexedDB, not re-made
+            page.get_by_role("button", name="Decline").click()
+            page.wait_for_url("http://127.0.0.1:8765/**", timeout=30_000)
+            assert redirect_params(landed[-1])["error"] == "access_denied"
+
+            uri, _ = oauth.create_authorization_url(f"{auth.issuer}/authorize", code_verifier=verifier,
+                                                    resource=RESOURCE)
+            page.goto(uri)
+            request_id = page.locator("#request-id").inner_text()
+            auth.as_user().deny(request_id)  # answered elsewhere first: the page says so, nothing happens
+            expect(page.locator("#consent-approve")).to_be_enabled(timeout=30_000)
+            page.get_by_role("button", name="Approve").click()
+            expect(page.locator("#consent-status")).to_contain_text("Refused", timeout=30_000)
+            assert "NotFound" in page.locator("#consent-status").inner_text() and len(landed) == 2
+        finally:
+            browser.close()
+
+
+def test_the_script_the_canister_serves_is_generated_from_consent_js() -> None:
+    run = subprocess.run([sys.executable, str(ROOT / "scripts" / "gen_consent_script.py"), "--check"],
+                         capture_output=True, text=True, check=False)
+    assert run.returncode == 0, run.stderr

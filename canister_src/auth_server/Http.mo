@@ -168,12 +168,22 @@ module {
   public func html(status : Nat16, body : Text) : Response {
     {
       status_code = status;
-      headers = Array.flatten<HeaderField>([[("Content-Type", "text/html; charset=utf-8"), ("Cache-Control", "no-store"), ("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'"), ("X-Frame-Options", "DENY")], SECURITY]);
+      headers = Array.flatten<HeaderField>([[("Content-Type", "text/html; charset=utf-8"), ("Cache-Control", "no-store"), ("Content-Security-Policy", "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'unsafe-inline'; frame-ancestors 'none'"), ("X-Frame-Options", "DENY")], SECURITY]);
       body = Text.encodeUtf8(body);
       upgrade = null;
     };
   };
 
+
+  // A script this canister serves (its pages load only these: `script-src 'self'`).
+  public func script(body : Text) : Response {
+    {
+      status_code = 200;
+      headers = Array.flatten<HeaderField>([[("Content-Type", "text/javascript; charset=utf-8"), ("Cache-Control", "public, max-age=300")], SECURITY]);
+      body = Text.encodeUtf8(body);
+      upgrade = null;
+    };
+  };
 
   // A CORS preflight: browser-based OAuth clients (e.g. MCP inspectors) read metadata and call the token endpoint.
   public func preflight() : Response {

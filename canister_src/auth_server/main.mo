@@ -31,12 +31,13 @@ import CertifiedHttp "../lib/CertifiedHttp";
 import Icrc3 "../lib/Icrc3";
 import MemoryStats "../lib/MemoryStats";
 import Sha256 "../lib/Sha256";
+import ConsentScript "ConsentScript";
 import Grants "Grants";
 import Http "Http";
 import Json "Json";
 import Payments "Payments";
 
-persistent actor class AuthServer(init : { governance : Principal; issuer : Text; key_name : Text }) {
+persistent actor class AuthServer(init : { governance : Principal; issuer : Text; key_name : Text }) = self {
 
   public type Authorization = {
     request_id : Text;
@@ -434,6 +435,8 @@ persistent actor class AuthServer(init : { governance : Principal; issuer : Text
       let r = Http.json(200, jwks(), true);
       List.add(responses, { path = "/.well-known/jwks.json"; status = 200 : Nat16; headers = r.headers; body = r.body });
     };
+    let js = Http.script(ConsentScript.SCRIPT);
+    List.add(responses, { path = "/consent.js"; status = 200 : Nat16; headers = js.headers; body = js.body });
     let entries = List.map<CertifiedHttp.Response, ([Blob], Blob)>(responses, func r = (CertifiedHttp.certificationPath(r), ""));
     switch (chargeLog.lastHash) {
       case (?h) {
@@ -458,6 +461,7 @@ persistent actor class AuthServer(init : { governance : Principal; issuer : Text
         switch (certifiedAt(path)) { case (?r) asResponse(r); case null Http.json(200, jwks(), true) };
       };
       case ("GET", "/authorize") await* authorize(qs, req.headers);
+      case ("GET", "/consent.js") switch (certifiedAt(path)) { case (?r) asResponse(r); case null Http.script(ConsentScript.SCRIPT) };
       case ("POST", "/register") await* register(req);
       case ("POST", "/token") await* token(req);
       case ("POST", "/revoke") revokeEndpoint(req);
@@ -511,7 +515,12 @@ persistent actor class AuthServer(init : { governance : Principal; issuer : Text
       } else "";
       case null "";
     };
-    page(200, "Authorize " # client.name, "<p><b>" # Http.escapeHtml(client.name) # "</b>" # (if (isClientIdUrl(clientId)) " (as it describes itself at <code>" # Http.escapeHtml(clientId) # "</code>)" else "") # " asks to act for you at <code>" # Http.escapeHtml(resource) # "</code> with:</p><ul>" # scopeList # "</ul>" # paymentNote # "<p>It will receive the answer at <code>" # Http.escapeHtml(redirectUri) # "</code>.</p><p>Approve with your IC identity (the request expires in 10 minutes):</p><pre>prometheus auth approve " # Http.escapeHtml(id) # " --issuer " # Http.escapeHtml(issuer) # "</pre><p>or decline with <code>prometheus auth deny " # Http.escapeHtml(id) # " --issuer " # Http.escapeHtml(issuer) # "</code>.</p><p id=\"request-id\" hidden>" # Http.escapeHtml(id) # "</p>");
+    page(200, "Authorize " # client.name, "<p><b>" # Http.escapeHtml(client.name) # "</b>" # (if (isClientIdUrl(clientId)) " (as it describes itself at <code>" # Http.escapeHtml(clientId) # "</code>)" else "") # " asks to act for you at <code>" # Http.escapeHtml(resource) # "</code> with:</p><ul>" # scopeList # "</ul>" # paymentNote # "<p>It will receive the answer at <code>" # Http.escapeHtml(redirectUri) # "</code>. The request expires in 10 minutes.</p>" # consentBox(id) # "<p>Or with your IC identity on the command line:</p><pre>prometheus auth approve " # Http.escapeHtml(id) # " --issuer " # Http.escapeHtml(issuer) # "</pre><p>or decline with <code>prometheus auth deny " # Http.escapeHtml(id) # " --issuer " # Http.escapeHtml(issuer) # "</code>.</p><p id=\"request-id\" hidden>" # Http.escapeHtml(id) # "</p>");
+  };
+
+  // Approve or decline in this browser, as the principal of a key the browser keeps (consent.js signs the call).
+  func consentBox(id : Text) : Text {
+    "<div id=\"consent\" data-request-id=\"" # Http.escapeHtml(id) # "\" data-canister=\"" # Principal.toText(Principal.fromActor(self)) # "\"><p>Approve in this browser as <code id=\"consent-principal\">(loading)</code>:</p><p><button id=\"consent-approve\" disabled>Approve</button> <button id=\"consent-deny\" disabled>Decline</button></p><p id=\"consent-status\" role=\"status\"></p><p><a id=\"consent-return\" hidden>Return to the application</a></p></div><script src=\"/consent.js\"></script>";
   };
 
   // What a user is asked to approve (the id is the capability: it was only shown to whoever started the flow).

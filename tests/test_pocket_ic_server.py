@@ -430,18 +430,24 @@ def test_cli_port_file_reuse_ttl_and_version(tmp_path: Path) -> None:
 PIC_DIR = Path(__file__).parent / "js" / "pic"
 
 
-def test_picjs_runs_unmodified_against_the_server(wasms: dict[str, bytes], tmp_path: Path) -> None:
-    """@dfinity/pic (installed with scripts disabled: no PocketIC download) starts our binary through
-    POCKET_IC_BIN, creates an NNS + two application subnets, sets up canisters, moves time, reads cycles,
-    stable memory, controllers and the root key, then goes live behind the HTTP gateway for an HttpAgent."""
+def picjs() -> str:
+    """node, with @dfinity/pic installed in tests/js/pic (scripts disabled: no PocketIC download)."""
     import shutil
 
     node, npm = shutil.which("node"), shutil.which("npm")
     if node is None or npm is None:
-        pytest.fail("node and npm are required for the PicJS test")
+        pytest.fail("node and npm are required for the PicJS tests")
     if not (PIC_DIR / "node_modules" / "@dfinity" / "pic").is_dir():
         subprocess.run([npm, "ci", "--ignore-scripts", "--no-audit", "--no-fund", "--loglevel=error"], cwd=PIC_DIR,
                        check=True, timeout=300)
+    return node
+
+
+def test_picjs_runs_unmodified_against_the_server(wasms: dict[str, bytes], tmp_path: Path) -> None:
+    """@dfinity/pic (installed with scripts disabled: no PocketIC download) starts our binary through
+    POCKET_IC_BIN, creates an NNS + two application subnets, sets up canisters, moves time, reads cycles,
+    stable memory, controllers and the root key, then goes live behind the HTTP gateway for an HttpAgent."""
+    node = picjs()
     wasm = tmp_path / "counter.wasm"
     wasm.write_bytes(wasms["counter"])
     # TMPDIR: PicJS's port file is named after the parent pid (ours); keep it apart from the module's server
@@ -464,10 +470,7 @@ def test_picjs_mocks_a_canisters_https_outcall(wasms: dict[str, bytes], tmp_path
     """PocketIC's outcall API as PicJS drives it: pending requests listed after a tick (method, URL, headers,
     body, max_response_bytes), a mocked reply passed through the canister's transform, a mocked reject, and
     a request answered twice refused."""
-    import shutil
-
-    node = shutil.which("node")
-    assert node is not None and (PIC_DIR / "node_modules" / "@dfinity" / "pic").is_dir(), "run the PicJS test first"
+    node = picjs()
     wasm = tmp_path / "outcall.wasm"
     wasm.write_bytes(wasms["outcall"])
     env = {**os.environ, "POCKET_IC_BIN": str(BIN), "TMPDIR": str(tmp_path)}

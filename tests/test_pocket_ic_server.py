@@ -430,6 +430,18 @@ def test_cli_port_file_reuse_ttl_and_version(tmp_path: Path) -> None:
 PIC_DIR = Path(__file__).parent / "js" / "pic"
 
 
+def run_picjs(script: str, wasm: bytes, tmp_path: Path) -> dict[str, Any]:
+    """A PicJS script of tests/js/pic against our server, given a canister's wasm: the JSON line it prints."""
+    path = tmp_path / "canister.wasm"
+    path.write_bytes(wasm)
+    # TMPDIR: PicJS's port file is named after the parent pid (ours); keep it apart from the module's server
+    env = {**os.environ, "POCKET_IC_BIN": str(BIN), "TMPDIR": str(tmp_path)}
+    run = subprocess.run([picjs(), str(PIC_DIR / script), str(path)], cwd=PIC_DIR, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    return dict(json.loads(run.stdout.strip().splitlines()[-1]))
+
+
 def picjs() -> str:
     """node, with @dfinity/pic installed in tests/js/pic (scripts disabled: no PocketIC download)."""
     import shutil
@@ -447,15 +459,7 @@ def test_picjs_runs_unmodified_against_the_server(wasms: dict[str, bytes], tmp_p
     """@dfinity/pic (installed with scripts disabled: no PocketIC download) starts our binary through
     POCKET_IC_BIN, creates an NNS + two application subnets, sets up canisters, moves time, reads cycles,
     stable memory, controllers and the root key, then goes live behind the HTTP gateway for an HttpAgent."""
-    node = picjs()
-    wasm = tmp_path / "counter.wasm"
-    wasm.write_bytes(wasms["counter"])
-    # TMPDIR: PicJS's port file is named after the parent pid (ours); keep it apart from the module's server
-    env = {**os.environ, "POCKET_IC_BIN": str(BIN), "TMPDIR": str(tmp_path)}
-    run = subprocess.run([node, str(PIC_DIR / "pic_probe.mjs"), str(wasm)], cwd=PIC_DIR, env=env,
-                         capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, run.stderr[-3000:]
-    out = json.loads(run.stdout.strip().splitlines()[-1])
+    out = run_picjs("pic_probe.mjs", wasms["counter"], tmp_path)
     assert out["kinds"] == ["Application", "Application", "NNS"] and out["apps"] == 2
     assert (out["get"], out["inc"]) == (5, 6) and out["onApp"] and out["onNns"] and out["nnsInc"] == 6
     assert "Reject code: CanisterError. Error code: CanisterCalledTrap. Certified: true" in out["trap"]
@@ -470,14 +474,7 @@ def test_picjs_mocks_a_canisters_https_outcall(wasms: dict[str, bytes], tmp_path
     """PocketIC's outcall API as PicJS drives it: pending requests listed after a tick (method, URL, headers,
     body, max_response_bytes), a mocked reply passed through the canister's transform, a mocked reject, and
     a request answered twice refused."""
-    node = picjs()
-    wasm = tmp_path / "outcall.wasm"
-    wasm.write_bytes(wasms["outcall"])
-    env = {**os.environ, "POCKET_IC_BIN": str(BIN), "TMPDIR": str(tmp_path)}
-    run = subprocess.run([node, str(PIC_DIR / "pic_outcalls.mjs"), str(wasm)], cwd=PIC_DIR, env=env,
-                         capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, run.stderr[-3000:]
-    out = json.loads(run.stdout.strip().splitlines()[-1])
+    out = run_picjs("pic_outcalls.mjs", wasms["outcall"], tmp_path)
     assert out["pending"] == [
         {"url": url, "method": "POST", "body": "question", "headers": [["Accept", "text/plain"]], "max": 4096}
         for url in ("https://example.com/answer", "https://example.com/other")]

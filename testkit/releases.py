@@ -16,6 +16,8 @@ REGISTRY_RELEASE = "4c01e47"
 # The orchestrator before ICRC-118 upgrade paths and the ICRC-120 event index (its stable registry reference
 # had fewer methods).
 ORCHESTRATOR_RELEASE = "525a825"
+# The auth server as issue 17's first delivery left it (before client metadata documents and certified responses).
+AUTH_SERVER_RELEASE = "c4fadf7"
 
 
 def released_product(commit: str, tmp: Path) -> dict[str, Any]:

@@ -85,7 +85,6 @@ module {
   public let REFRESH_TTL_NS : Int = 2_592_000_000_000_000; // 30 days
   public let MAX_CLIENTS = 50_000;
   public let MAX_PENDING = 50_000;
-  public let MAX_PENDING_PER_CLIENT = 20; // one client cannot fill the table (each needs its own registration)
   public let UNUSED_CLIENT_TTL_NS : Int = 86_400_000_000_000; // 1 day
   public let MAX_CODES = 10_000;
   public let MAX_REFRESH = 200_000; // live refresh tokens: one per live grant
@@ -102,7 +101,8 @@ module {
     families : Map.Map<Nat, Family>;
     byUser : Map.Map<Principal, List.List<Nat>>; // each user's families, oldest first
     byUserResource : Map.Map<Text, List.List<Nat>>; // "<principal> <resource>" -> families, oldest first
-    pendingPerClient : Map.Map<Text, Nat>;
+    pendingPerClient : Map.Map<Text, Nat>; // unused (there is no cap per client any more); kept, stable and empty:
+    // enhanced orthogonal persistence refuses an upgrade that drops a field
     clientExpiry : Queue.Queue<(Text, Int)>;
     pendingExpiry : Queue.Queue<(Text, Int)>;
     codeExpiry : Queue.Queue<(Blob, Int)>;
@@ -201,28 +201,18 @@ module {
     switch (Map.get(s.clients, Text.compare, id)) { case (?c) c.used := true; case null {} };
   };
 
-  func removePending(s : Store, id : Text) {
-    switch (Map.take(s.pending, Text.compare, id)) {
-      case (?p) {
-        let n = switch (Map.get(s.pendingPerClient, Text.compare, p.client_id)) { case (?k) k; case null 0 };
-        if (n <= 1) Map.remove(s.pendingPerClient, Text.compare, p.client_id) else Map.add(s.pendingPerClient, Text.compare, p.client_id, n - 1);
-      };
-      case null {};
-    };
-  };
+  func removePending(s : Store, id : Text) { Map.remove(s.pending, Text.compare, id) };
 
   public func client(s : Store, id : Text) : ?Client { Map.get(s.clients, Text.compare, id) };
 
   // When the table is full, the oldest waiting request makes room: to push out an honest user's request, spam must
   // fill 50,000 requests while that user reads the page and approves, far beyond a canister's update throughput.
+  // There is no cap per client: client ids are public, so such a cap let anyone block every user of a client.
   public func addPending(s : Store, p : Pending) : Bool {
     label evict while (Map.size(s.pending) >= MAX_PENDING) {
       let ?(oldest, _) = Queue.popFront(s.pendingExpiry) else return false;
       removePending(s, oldest);
     };
-    let n = switch (Map.get(s.pendingPerClient, Text.compare, p.client_id)) { case (?k) k; case null 0 };
-    if (n >= MAX_PENDING_PER_CLIENT) return false;
-    Map.add(s.pendingPerClient, Text.compare, p.client_id, n + 1);
     Map.add(s.pending, Text.compare, p.id, p);
     Queue.pushBack(s.pendingExpiry, (p.id, p.expires_ns));
     true;

@@ -168,7 +168,7 @@ module {
   public func html(status : Nat16, body : Text) : Response {
     {
       status_code = status;
-      headers = Array.flatten<HeaderField>([[("Content-Type", "text/html; charset=utf-8"), ("Cache-Control", "no-store"), ("Content-Security-Policy", "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'unsafe-inline'; frame-ancestors 'none'"), ("X-Frame-Options", "DENY")], SECURITY]);
+      headers = Array.flatten<HeaderField>([[("Content-Type", "text/html; charset=utf-8"), ("Cache-Control", "no-store"), ("Content-Security-Policy", "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'unsafe-inline'; frame-ancestors 'none'"), ("X-Frame-Options", "DENY"), ("Cross-Origin-Opener-Policy", "same-origin")], SECURITY]);
       body = Text.encodeUtf8(body);
       upgrade = null;
     };

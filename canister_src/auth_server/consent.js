@@ -1,9 +1,12 @@
 // The consent page's script (served by the auth_server canister as a certified response, /consent.js): the user
-// approves or declines an authorization request with a signed IC call made by this browser. The identity is an
+// approves or declines an authorization request with a signed IC call made by this browser (and, on /grants,
+// revokes what this browser approved). The identity is an
 // ECDSA P-256 key made with WebCrypto and kept, not extractable, in this browser's IndexedDB: the grant is bound
 // to its self-authenticating principal. The call goes to the IC HTTP interface of the page's own origin
-// (/api/v3/canister/<id>/call, or v2 with read_state polling when the answer is not ready); the reply's
-// certificate is not checked here (a browser trusts the origin that served this script).
+// (/api/v3/canister/<id>/call, then read_state polling when the answer is not ready); the reply's certificate is
+// not checked here (a browser trusts the origin that served this script). Against clickjacking, the buttons work
+// only once the page has been visible for a moment and the pointer or keyboard has been used on it. After a
+// decline the page offers the way back to the client (it may be anyone's site) instead of going there.
 // Written for this page, not a general agent: CBOR, the request id, the principal and the few Candid values
 // `approve` / `deny` take and give.
 'use strict';
@@ -180,8 +183,9 @@
     const keys = () => d.transaction('keys', 'readwrite').objectStore('keys');
     let pair = await stored(keys(), (s) => s.get('identity'));
     if (!pair) {
-      pair = await crypto.subtle.generateKey({ name: 'ECDSA', namedCurve: 'P-256' }, false, ['sign', 'verify']);
-      await stored(keys(), (s) => s.put(pair, 'identity'));
+      const made = await crypto.subtle.generateKey({ name: 'ECDSA', namedCurve: 'P-256' }, false, ['sign', 'verify']);
+      try { await stored(keys(), (s) => s.add(made, 'identity')); } catch (e) { /* another tab stored one first */ }
+      pair = await stored(keys(), (s) => s.get('identity')); // whichever was stored is the identity
     }
     const der = new Uint8Array(await crypto.subtle.exportKey('spki', pair.publicKey));
     return { pair, der, principal: concat(sha224(der), new Uint8Array([2])) };
@@ -190,6 +194,13 @@
   // ---- Candid: `(text)` in, `variant { ok : record { redirect_to : text }; err : AuthError }` out
   const idlHash = (name) => { let h = 0; for (const b of enc.encode(name)) h = (h * 223 + b) >>> 0; return h; };
   const textArg = (t) => { const b = enc.encode(t); return concat(enc.encode('DIDL'), new Uint8Array([0, 1, 0x71]), leb(b.length), b); };
+  const noArg = () => concat(enc.encode('DIDL'), new Uint8Array([0, 0]));
+  const decodeNat = (bytes) => { // `(nat)`: no type table, one argument of type nat (0x7d)
+    if (bytes.length < 7 || bytes[4] !== 0 || bytes[5] !== 1 || bytes[6] !== 0x7d) throw new Error('unexpected reply');
+    let r = 0n; let s = 0n; let at = 7; let b;
+    do { b = bytes[at++]; r |= BigInt(b & 127) << s; s += 7n; } while (b & 128);
+    return r;
+  };
   const decodeResult = (bytes) => {
     let at = 4;
     const uleb = () => { let r = 0n; let s = 0n; let b; do { b = bytes[at++]; r |= BigInt(b & 127) << s; s += 7n; } while (b & 128); return r; };
@@ -252,11 +263,10 @@
     if (stateText === 'rejected') return { reject: new TextDecoder().decode(lookup(tree, [enc.encode('request_status'), rid, enc.encode('reject_message')])) };
     return null;
   };
-  const call = async (method) => {
-    const id = await identity();
+  const call = async (id, method, arg) => {
     const canister = principalBytes(canisterText);
     const expiry = (BigInt(Date.now()) + 240000n) * 1000000n;
-    const content = { request_type: 'call', canister_id: canister, method_name: method, arg: textArg(requestId),
+    const content = { request_type: 'call', canister_id: canister, method_name: method, arg,
       sender: id.principal, ingress_expiry: expiry, nonce: crypto.getRandomValues(new Uint8Array(16)) };
     const { rid, envelope } = await signed(id, content);
     const sent = await post(`/api/v3/canister/${canisterText}/call`, envelope);
@@ -265,7 +275,8 @@
       if (answer.status === 'replied') { const got = outcome(answer.certificate, rid); if (got) return got; }
       if (answer.reject_message) return { reject: answer.reject_message };
     } else if (sent.status !== 202) {
-      return { reject: `the IC refused the call (HTTP ${sent.status})` };
+      const why = new TextDecoder().decode(sent.body).slice(0, 300);
+      return { reject: `the IC refused the call (HTTP ${sent.status}${why ? `: ${why}` : ''}; is this computer's clock right?)` };
     }
     for (let i = 0; i < 60; i++) { // not answered yet: read its status (signed by the same key), at most a minute
       await new Promise((r) => setTimeout(r, 1000));
@@ -278,29 +289,71 @@
     return { reject: 'no answer within a minute' };
   };
 
+  const buttons = [...box.querySelectorAll('button')];
+  let me = null; // the identity shown is the one that signs
+  let busy = false;
+  let moved = false;
+  let shownAt = performance.now();
+  const ready = () => me && moved && document.visibilityState === 'visible' && performance.now() - shownAt >= 800;
+  const update = () => { for (const b of buttons) b.disabled = busy || !ready(); };
+  document.addEventListener('visibilitychange', () => { shownAt = performance.now(); moved = false; update(); });
+  window.addEventListener('blur', () => { moved = false; update(); });
+  window.addEventListener('focus', () => { shownAt = performance.now(); update(); });
+  for (const kind of ['pointermove', 'keydown']) {
+    window.addEventListener(kind, () => { moved = true; update(); setTimeout(update, 900); }, { passive: true });
+  }
+
   const act = async (method) => {
-    for (const b of box.querySelectorAll('button')) b.disabled = true;
+    if (!ready() || busy) return;
+    busy = true;
+    update();
     say(method === 'approve' ? 'Approving…' : 'Declining…');
     try {
-      const done = await call(method);
-      if (done.reject) { say(`The call was rejected: ${done.reject}`); return; }
+      const done = await call(me, method, textArg(requestId));
+      if (done.reject) { say(`The call was rejected: ${done.reject}`); busy = false; update(); return; }
       const result = decodeResult(done.reply);
       if (result.err) { say(`Refused: ${result.err} (the request may have expired or been answered already).`); return; }
-      say(method === 'approve' ? 'Approved. Returning to the application…' : 'Declined. Returning to the application…');
       const back = document.getElementById('consent-return');
       back.href = result.ok;
+      back.textContent = `Return to the application (${new URL(result.ok).host || result.ok})`;
       back.hidden = false;
-      window.location.assign(result.ok); // the user chose: go back to the client (the code or the denial)
+      if (method === 'approve') {
+        say('Approved. Returning to the application…');
+        window.location.assign(result.ok); // the user chose to go to this client: the code goes with them
+      } else {
+        say('Declined. The application has not been told; follow the link to tell it.');
+      }
     } catch (e) {
       say(`Something went wrong: ${e.message}`);
-      for (const b of box.querySelectorAll('button')) b.disabled = false;
+      busy = false;
+      update();
     }
   };
 
+  const revokeAll = async () => {
+    if (!ready() || busy) return;
+    busy = true;
+    update();
+    say('Revoking…');
+    try {
+      const done = await call(me, 'revoke_my_grants', noArg());
+      say(done.reject ? `The call was rejected: ${done.reject}` : `Revoked ${decodeNat(done.reply)} grant(s).`);
+    } catch (e) {
+      say(`Something went wrong: ${e.message}`);
+    }
+    busy = false;
+    update();
+  };
+
   identity().then((id) => {
+    me = id;
     who.textContent = principalText(id.principal);
-    document.getElementById('consent-approve').addEventListener('click', () => act('approve'));
-    document.getElementById('consent-deny').addEventListener('click', () => act('deny'));
-    for (const b of box.querySelectorAll('button')) b.disabled = false;
+    if (box.dataset.mode === 'grants') {
+      document.getElementById('consent-revoke-all').addEventListener('click', revokeAll);
+    } else {
+      document.getElementById('consent-approve').addEventListener('click', () => act('approve'));
+      document.getElementById('consent-deny').addEventListener('click', () => act('deny'));
+    }
+    update();
   }).catch((e) => say(`This browser cannot hold an IC identity: ${e.message}`));
 })();

@@ -252,8 +252,15 @@ persistent actor class AuthServer(init : { governance : Principal; issuer : Text
   };
 
   func noControlOrSpace(t : Text) : Bool {
-    for (c in t.chars()) if (Char.toNat32(c) <= 0x20 or Char.toNat32(c) == 0x7F) return false;
+    for (c in t.chars()) if (Char.toNat32(c) <= 0x20 or Char.toNat32(c) == 0x7F or isHidden(c)) return false;
     true;
+  };
+
+  // C1 controls and the invisible or direction-changing format characters (soft hyphen, zero-width, bidi
+  // embeddings, overrides and isolates, BOM, annotations): in what a consent page shows they could disguise it.
+  func isHidden(c : Char) : Bool {
+    let n = Char.toNat32(c);
+    (n >= 0x80 and n < 0xA0) or n == 0xAD or n == 0x61C or (n >= 0x200B and n <= 0x200F) or (n >= 0x202A and n <= 0x202E) or (n >= 0x2060 and n <= 0x206F) or n == 0xFEFF or (n >= 0xFFF9 and n <= 0xFFFB);
   };
 
   // `host[:port]` of a URI's authority, split; null when the authority has userinfo (`user@`), a backslash (which
@@ -467,6 +474,7 @@ persistent actor class AuthServer(init : { governance : Principal; issuer : Text
         switch (certifiedAt(path)) { case (?r) asResponse(r); case null Http.json(200, jwks(), true) };
       };
       case ("GET", "/authorize") await* authorize(qs, req.headers);
+      case ("GET", "/grants") grantsPage();
       case ("GET", "/consent.js") switch (certifiedAt(path)) { case (?r) asResponse(r); case null Http.script(ConsentScript.SCRIPT) };
       case ("POST", "/register") await* register(req);
       case ("POST", "/token") await* token(req);
@@ -510,23 +518,29 @@ persistent actor class AuthServer(init : { governance : Principal; issuer : Text
     Grants.prune(grants, now);
     let id = "r_" # secretText(); // never starts with `-`: it is a command-line argument
     let p : Grants.Pending = { id; client_id = clientId; redirect_uri = redirectUri; challenge; scopes; resource; state; expires_ns = now + Grants.PENDING_TTL_NS };
-    if (not Grants.addPending(grants, p)) return redirectError(redirectUri, "temporarily_unavailable", "too many authorization requests are waiting (at most 20 per client)", state, wantsJson);
+    if (not Grants.addPending(grants, p)) return redirectError(redirectUri, "temporarily_unavailable", "too many authorization requests are waiting; try again", state, wantsJson);
     if (wantsJson) {
       return Http.json(200, Json.write(#object_([("request_id", #string(id)), ("client_id", #string(clientId)), ("client_name", #string(client.name)), ("redirect_uri", #string(redirectUri)), ("scopes", Json.strings(scopes)), ("resource", #string(resource)), ("expires_in", #number(Int.toText(Grants.PENDING_TTL_NS / 1_000_000_000)))])), false);
     };
     let scopeList = if (scopes.size() == 0) "<li>(no scope)</li>" else Text.join(Array.map<Text, Text>(scopes, func s = "<li><code>" # Http.escapeHtml(s) # "</code></li>").vals(), "");
     let paymentNote = switch (payee) {
       case (?srv) if (Array.find<Text>(scopes, func s = s == PAYMENT_SCOPE) != null) {
-        "<p>With <code>payments</code>, <b>" # Http.escapeHtml(srv.name) # "</b> may charge you in " # Text.join(Array.map<Principal, Text>(srv.ledgers, func l = "<code>" # Principal.toText(l) # "</code>").vals(), ", ") # ", never more than the spending limit you set for it (<code>prometheus allowance limit " # Http.escapeHtml(resource) # "</code>) nor than your ledger allowance to this server.</p>";
+        "<p>With <code>payments</code>, <b>" # Http.escapeHtml(srv.name) # "</b> may charge you in " # Text.join(Array.map<Principal, Text>(srv.ledgers, func l = "<code>" # Principal.toText(l) # "</code>").vals(), ", ") # ", never more than the spending limit the approving identity set for it (<code>prometheus allowance limit " # Http.escapeHtml(resource) # "</code>) nor than that identity's ledger allowance to this server: approved in this browser, the browser's identity needs its own.</p>";
       } else "";
       case null "";
     };
-    page(200, "Authorize " # client.name, "<p><b>" # Http.escapeHtml(client.name) # "</b>" # (if (isClientIdUrl(clientId)) " (as it describes itself at <code>" # Http.escapeHtml(clientId) # "</code>)" else "") # " asks to act for you at <code>" # Http.escapeHtml(resource) # "</code> with:</p><ul>" # scopeList # "</ul>" # paymentNote # "<p>It will receive the answer at <code>" # Http.escapeHtml(redirectUri) # "</code>. The request expires in 10 minutes.</p>" # consentBox(id) # "<p>Or with your IC identity on the command line:</p><pre>prometheus auth approve " # Http.escapeHtml(id) # " --issuer " # Http.escapeHtml(issuer) # "</pre><p>or decline with <code>prometheus auth deny " # Http.escapeHtml(id) # " --issuer " # Http.escapeHtml(issuer) # "</code>.</p><p id=\"request-id\" hidden>" # Http.escapeHtml(id) # "</p>");
+    let origin = if (isClientIdUrl(clientId)) "described at <code><bdi>" # Http.escapeHtml(clientId) # "</bdi></code>" else "registered here as <code>" # Http.escapeHtml(clientId) # "</code>";
+    page(200, "Authorize an application", "<p>An application that calls itself <b><bdi>" # Http.escapeHtml(client.name) # "</bdi></b> (its own claim; " # origin # ") asks to act for you at <code><bdi>" # Http.escapeHtml(resource) # "</bdi></code> with:</p><ul>" # scopeList # "</ul>" # paymentNote # "<p>It will receive the answer at <code><bdi>" # Http.escapeHtml(redirectUri) # "</bdi></code>. The request expires in 10 minutes.</p>" # consentBox(id) # "<p>Or with your IC identity on the command line:</p><pre>prometheus auth approve " # Http.escapeHtml(id) # " --issuer " # Http.escapeHtml(issuer) # "</pre><p>or decline with <code>prometheus auth deny " # Http.escapeHtml(id) # " --issuer " # Http.escapeHtml(issuer) # "</code>.</p><p id=\"request-id\" hidden>" # Http.escapeHtml(id) # "</p>");
+  };
+
+  // What a browser identity approved can be revoked only with that identity: this page signs `revoke_my_grants`.
+  func grantsPage() : Http.Response {
+    page(200, "Grants approved in this browser", "<div id=\"consent\" data-mode=\"grants\" data-canister=\"" # Principal.toText(Principal.fromActor(self)) # "\"><p>This browser approves as <code id=\"consent-principal\">(loading)</code>. Applications you approved here keep access until you revoke it (30 days at most without use).</p><p><button id=\"consent-revoke-all\" disabled>Revoke every grant approved in this browser</button></p><p id=\"consent-status\" role=\"status\"></p></div><script src=\"/consent.js\"></script>");
   };
 
   // Approve or decline in this browser, as the principal of a key the browser keeps (consent.js signs the call).
   func consentBox(id : Text) : Text {
-    "<div id=\"consent\" data-request-id=\"" # Http.escapeHtml(id) # "\" data-canister=\"" # Principal.toText(Principal.fromActor(self)) # "\"><p>Approve in this browser as <code id=\"consent-principal\">(loading)</code>:</p><p><button id=\"consent-approve\" disabled>Approve</button> <button id=\"consent-deny\" disabled>Decline</button></p><p id=\"consent-status\" role=\"status\"></p><p><a id=\"consent-return\" hidden>Return to the application</a></p></div><script src=\"/consent.js\"></script>";
+    "<div id=\"consent\" data-request-id=\"" # Http.escapeHtml(id) # "\" data-canister=\"" # Principal.toText(Principal.fromActor(self)) # "\"><p>Approve in this browser as <code id=\"consent-principal\">(loading)</code> (an identity this browser keeps for this site; clearing the site's data loses it):</p><p><button id=\"consent-approve\" disabled>Approve</button> <button id=\"consent-deny\" disabled>Decline</button></p><p id=\"consent-status\" role=\"status\"></p><p><a id=\"consent-return\" hidden>Return to the application</a></p><p>What this browser approved: <a href=\"/grants\">grants</a>.</p></div><script src=\"/consent.js\"></script>";
   };
 
   // What a user is asked to approve (the id is the capability: it was only shown to whoever started the flow).
@@ -591,7 +605,7 @@ persistent actor class AuthServer(init : { governance : Principal; issuer : Text
     let name = switch (Json.field(body, "client_name")) {
       case (?#string(n)) {
         if (n.size() > 200) return #err("invalid_client_metadata", "client_name is longer than 200 characters");
-        for (c in n.chars()) if (Char.toNat32(c) < 0x20 or Char.toNat32(c) == 0x7F or (Char.toNat32(c) >= 0x80 and Char.toNat32(c) < 0xA0)) return #err("invalid_client_metadata", "client_name has a control character");
+        for (c in n.chars()) if (Char.toNat32(c) < 0x20 or Char.toNat32(c) == 0x7F or isHidden(c)) return #err("invalid_client_metadata", "client_name has a control, invisible or direction-changing character");
         n;
       };
       case null "(unnamed client)";
@@ -954,6 +968,15 @@ persistent actor class AuthServer(init : { governance : Principal; issuer : Text
 
   public shared query ({ caller }) func my_grants(before : ?Nat, limit : Nat) : async [Grant] {
     Array.map<Grants.Family, Grant>(Grants.grantsOf(grants, caller, before, Nat.min(limit, 100)), grantView);
+  };
+
+  // Every live grant of the caller (at most 1,000 a call, newest first): how many were revoked. The browser's
+  // grants page uses it; its key is an identity the CLI does not hold.
+  public shared ({ caller }) func revoke_my_grants() : async Nat {
+    if (Principal.isAnonymous(caller)) return 0;
+    var n = 0;
+    for (f in Grants.grantsOf(grants, caller, null, 1_000).vals()) if (not f.revoked) { f.revoked := true; n += 1 };
+    n;
   };
 
   public shared ({ caller }) func revoke_grant(id : Nat) : async { #ok; #err : AuthError } {

@@ -13,6 +13,7 @@ import re
 import secrets
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
@@ -837,7 +838,8 @@ def test_an_mcp_client_signs_in_with_oauth_and_pays_per_tool_call(paid: Paid, tm
         [sys.executable, str(ROOT / "examples" / "paid_tools" / "server.py"), "--issuer", auth.issuer,
          "--auth-server", auth.canister_id, "--ledger", str(paid.ledger.canister_id), "--network", auth.url,
          "--identity-pem", str(pem), "--port", str(port), "--price", "700",
-         "--jwks-url", f"http://{gateway.netloc}/.well-known/jwks.json?canisterId={auth.canister_id}"],
+         "--jwks-url", f"http://{gateway.netloc}/.well-known/jwks.json?canisterId={auth.canister_id}",
+         "--leeway", "120"],  # the replica's clock moves a minute ahead of this machine's (below)
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         wait_for_port(port, timeout=30)
@@ -859,10 +861,12 @@ def test_an_mcp_client_signs_in_with_oauth_and_pays_per_tool_call(paid: Paid, tm
         client_metadata_url = None
         if registration == "client metadata document":  # the SDK names itself by URL: no /register
             client_metadata_url = request.getfixturevalue("documents").publish("/agents/word-counter.json")
+        storage = _Storage()
         provider = OAuthClientProvider(resource, OAuthClientMetadata(
             redirect_uris=[REDIRECT], client_name="An agent", token_endpoint_auth_method="none",
             grant_types=["authorization_code", "refresh_token"], scope="tools:call payments"),
-            _Storage(), redirect_handler, callback_handler, client_metadata_url=client_metadata_url)
+            storage, redirect_handler, callback_handler, client_metadata_url=client_metadata_url)
+        seen_tokens: list[tuple[str, str]] = []
 
         async def session() -> list[Any]:
             results = []
@@ -871,7 +875,12 @@ def test_an_mcp_client_signs_in_with_oauth_and_pays_per_tool_call(paid: Paid, tm
                         ClientSession(streams[0], streams[1]) as s):
                 await s.initialize()
                 for text in ("one two three", "four five", "six"):
+                    if text == "six":  # the access token has expired: the SDK refreshes it (a minute later: the
+                        auth.a_minute_later()  # canister signs at most one token a minute per grant)
+                        provider.context.token_expiry_time = time.time() - 1
+                    seen_tokens.append((storage.tokens.access_token, storage.tokens.refresh_token))
                     results.append(await s.call_tool("word_count", {"text": text}))
+                seen_tokens.append((storage.tokens.access_token, storage.tokens.refresh_token))
             return results
 
         before = paid.balance(USER)
@@ -879,6 +888,8 @@ def test_an_mcp_client_signs_in_with_oauth_and_pays_per_tool_call(paid: Paid, tm
         assert first.structured_content["words"] == 3 and second.structured_content["words"] == 2
         assert first.structured_content["user"] == auth.principal()
         assert third.is_error and "OverLimit" in str(third.content)  # the user's limit: 1,400 = two calls
+        assert seen_tokens[1] == seen_tokens[2] and seen_tokens[2][0] != seen_tokens[3][0]  # refreshed once
+        assert seen_tokens[2][1] != seen_tokens[3][1]  # and the refresh token rotated
         assert paid.balance(USER) == before - 2 * (700 + FEE) and paid.balance(PAYEE) == 1_400
         assert [c["amount"] for c in auth.as_user().my_charges([], 10)] == [700, 700]
         unauthenticated = httpx.post(resource, json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"},

@@ -4,10 +4,11 @@
 expiry, scopes `tools:call` and `payments`), and `word_count` bills the token's user through `charge_user`.
 
     python examples/paid_tools/server.py --issuer URL --auth-server ID --ledger ID --network URL \
-        --identity-pem FILE [--port 8790] [--price 1000] [--jwks-url URL]
+        --identity-pem FILE [--port 8790] [--price 1000] [--jwks-url URL] [--leeway 30]
 
 `--jwks-url` is for a localnet whose issuer host (`<id>.localhost`) this machine does not resolve: the same
-keys at `http://127.0.0.1:<port>/.well-known/jwks.json?canisterId=<id>`.
+keys at `http://127.0.0.1:<port>/.well-known/jwks.json?canisterId=<id>`. `--leeway` is how many seconds this
+machine's clock may differ from the IC's when a token's `iat` and `exp` are checked.
 """
 
 from __future__ import annotations
@@ -29,8 +30,8 @@ SCOPES = ["tools:call", "payments"]  # every tool here charges: a token without 
 
 
 def build(issuer: str, resource: str, payments: PrometheusServerClient, price: int,
-          jwks_url: str | None = None) -> MCPServer:
-    validator = TokenValidator(issuer, resource, jwks_url=jwks_url, required_scopes=SCOPES)
+          jwks_url: str | None = None, leeway_s: int = 30) -> MCPServer:
+    validator = TokenValidator(issuer, resource, jwks_url=jwks_url, required_scopes=SCOPES, leeway_s=leeway_s)
     app = MCPServer("paid-tools", token_verifier=McpTokenVerifier(validator),
                     auth=AuthSettings(issuer_url=issuer, resource_server_url=resource, required_scopes=SCOPES,
                                       validate_token_resource=True))
@@ -59,11 +60,12 @@ def main() -> None:
     p.add_argument("--port", type=int, default=8790)
     p.add_argument("--price", type=int, default=1_000)
     p.add_argument("--jwks-url")
+    p.add_argument("--leeway", type=int, default=30, help="seconds of clock difference with the IC tolerated")
     args = p.parse_args()
     conn = connect(Network("local", args.network), identity.from_pem_file(Path(args.identity_pem)))
     resource = f"http://127.0.0.1:{args.port}/mcp"
     app = build(args.issuer, resource, PrometheusServerClient(conn, args.auth_server, args.ledger), args.price,
-                args.jwks_url)
+                args.jwks_url, args.leeway)
     app.run("streamable-http", host="127.0.0.1", port=args.port)
 
 

@@ -312,9 +312,11 @@ def _read(outcall: Outcall, response: httpx.Response, deadline: float) -> HttpRe
     return HttpResult(response.status_code, headers, bytes(body))
 
 
-def encode_result(result: HttpResult) -> bytes:
-    return candid.encode([RESULT], [{"status": result.status, "body": result.body,
-                                     "headers": [{"name": n, "value": v} for n, v in result.headers]}])
+def _value(result: HttpResult) -> dict[str, Any]:
+    """`http_request_result` as the Candid codec takes it."""
+    return {"status": result.status, "body": result.body,
+            "headers": [{"name": n, "value": v} for n, v in result.headers]}
+
 
 
 def response_size(result: HttpResult) -> int:
@@ -347,7 +349,7 @@ def _outcome(replica: Replica, outcall: Outcall, answer: HttpResult | Reject) ->
                                                 f"max_response_bytes={outcall.max_response_bytes}.")
         if outcall.transform is not None:
             return _transform(replica, outcall, answer)
-        return encode_result(answer)
+        return candid.encode([RESULT], [_value(answer)])
     except Refused as exc:
         return exc.reject
 
@@ -365,9 +367,7 @@ def _transform(replica: Replica, outcall: Outcall, result: HttpResult) -> bytes:
         raise Refused(RejectCode.SYS_TRANSIENT, "the calling canister cannot run its transform function now")
     if not canister.runtime.has_export(f"canister_query {method}"):
         raise Refused(RejectCode.DESTINATION_INVALID, f"the transform function {method!r} is gone")
-    response = {"status": result.status, "body": result.body,
-                "headers": [{"name": n, "value": v} for n, v in result.headers]}
-    arg = candid.encode([TRANSFORM_ARGS], [{"context": context, "response": response}])
+    arg = candid.encode([TRANSFORM_ARGS], [{"context": context, "response": _value(result)}])
     ctx = ExecutionContext(Kind.QUERY, caller=MANAGEMENT.raw, arg=arg, needs_to_respond=True)
     trap = execute(canister, f"canister_query {method}", ctx, replica.limits.query, persist=False)
     if trap is not None:

@@ -7,6 +7,8 @@ toolchain. Outputs are cached by a digest of the recipe, the toolchain and every
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -15,7 +17,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -152,14 +154,29 @@ def build_canister(
     source_root = source_root.resolve()
     digest = source_digest(source_root, main_rel, toolchain, packages)
     cached_wasm, cached_did = cache_dir / f"{digest}.wasm", cache_dir / f"{digest}.did"
-    hit = cached_wasm.is_file() and cached_did.is_file()
-    if not hit:
-        compile_to(source_root, main_rel, cached_wasm, cached_did, toolchain, packages)
+    with _building(cache_dir, digest):
+        hit = cached_wasm.is_file() and cached_did.is_file()
+        if not hit:
+            compile_to(source_root, main_rel, cached_wasm, cached_did, toolchain, packages)
     wasm, did = out_dir / f"{name}.wasm", out_dir / f"{name}.did"
     _atomic_copy(cached_wasm, wasm)
     _atomic_copy(cached_did, did)
     return BuildResult(name, wasm, did, sha256_file(wasm), hit, time.perf_counter() - started,
                        toolchain.moc_version, toolchain.motoko_version, [p.as_dict() for p in packages])
+
+
+@contextlib.contextmanager
+def _building(cache_dir: Path, digest: str) -> Iterator[None]:
+    """Hold the cache entry's lock: a second build of the same sources (another process, e.g. a parallel test
+    worker or a second `prometheus build`) waits for the first and then reuses its output instead of compiling
+    again. The lock file stays (it is empty); the kernel releases the lock if the process dies."""
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    with open(cache_dir / f"{digest}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def build_all(source_root: Path, out_dir: Path, cache_dir: Path, jobs: int = 2,

@@ -60,7 +60,6 @@ def source() -> str:
     from_blob = ", ".join(f"word(b, i + {4 * i})" for i in range(16))
     from_buf = ", ".join(f"bufWord(b, {4 * i})" for i in range(16))
     body = "\n".join("    " + line for line in rounds())
-    iv = ", ".join(f"0x{x:08x}" for x in IV)
     resets = " ".join(f"s[{i}] := 0x{x:08x};" for i, x in enumerate(IV))
     resets224 = " ".join(f"s[{i}] := 0x{x:08x};" for i, x in enumerate(IV224))
     return f'''// SHA-256 (FIPS 180-4) for canisters: the registry recomputes every hash it is given and hashes ICRC-3 blocks.
@@ -85,8 +84,10 @@ module {{
   }};
 
   public func init() : State {{
-    {{ s = VarArray.fromArray<Nat64>([{iv}]); buf = VarArray.repeat<Nat8>(0, 64); var filled = 0; var total = 0;
+    let st = {{ s = VarArray.repeat<Nat64>(0, 8); buf = VarArray.repeat<Nat8>(0, 64); var filled = 0; var total : Nat64 = 0;
       out = VarArray.repeat<Nat8>(0, 32) }};
+    reset(st);
+    st;
   }};
 
   let M : Nat64 = 0xffffffff;
@@ -150,24 +151,57 @@ module {{
     st.total +%= Prim.natToNat64(n);
   }};
 
-  // The digest of everything written. Pads `st` in place: write nothing to it afterwards.
-  public func finish(st : State) : Blob {{
+  // Pad and compress the last block: the digest is then the chaining words, `st.s` (nothing allocated).
+  func pad(st : State) {{
     let bits = st.total *% 8;
     writeByte(st, 0x80);
     while (st.filled != 56) writeByte(st, 0);
-    for (k in [56, 48, 40, 32, 24, 16, 8, 0].vals()) {{
-      st.buf[st.filled] := Prim.natToNat8(Prim.nat64ToNat((bits >> Prim.natToNat64(k)) & 0xff));
+    var k : Nat64 = 56;
+    while (st.filled != 64) {{
+      st.buf[st.filled] := Prim.natToNat8(Prim.nat64ToNat((bits >> k) & 0xff));
       st.filled += 1;
+      k -%= 8;
     }};
     bufBlock(st);
+  }};
+
+  // The digest as eight 32-bit words into `dst[at ..< at + 8]`: a caller that hashes digests (hash trees,
+  // ICRC-3 values) keeps them as words and allocates nothing per digest. Write nothing to `st` afterwards.
+  public func finishInto(st : State, dst : [var Nat64], at : Nat) {{
+    pad(st);
     let s = st.s;
+    var i = 0;
+    while (i < 8) {{ dst[at + i] := s[i]; i += 1 }};
+  }};
+
+  // Write a digest kept as words (see `finishInto`): its 32 bytes, big-endian.
+  public func writeDigest(st : State, src : [var Nat64], at : Nat) {{
+    var i = 0;
+    while (i < 8) {{
+      let w = src[at + i];
+      writeByte(st, Prim.natToNat8(Prim.nat64ToNat(w >> 24)));
+      writeByte(st, Prim.natToNat8(Prim.nat64ToNat((w >> 16) & 0xff)));
+      writeByte(st, Prim.natToNat8(Prim.nat64ToNat((w >> 8) & 0xff)));
+      writeByte(st, Prim.natToNat8(Prim.nat64ToNat(w & 0xff)));
+      i += 1;
+    }};
+  }};
+
+  // A digest kept as words, as a blob.
+  public func digestBlob(st : State, src : [var Nat64], at : Nat) : Blob {{
     let out = st.out;
     var i = 0;
     while (i < 32) {{
-      out[i] := Prim.natToNat8(Prim.nat64ToNat((s[i / 4] >> Prim.natToNat64(24 - 8 * (i % 4))) & 0xff));
+      out[i] := Prim.natToNat8(Prim.nat64ToNat((src[at + i / 4] >> Prim.natToNat64(24 - 8 * (i % 4))) & 0xff));
       i += 1;
     }};
     Prim.arrayMutToBlob(out);
+  }};
+
+  // The digest of everything written. Pads `st` in place: write nothing to it afterwards.
+  public func finish(st : State) : Blob {{
+    pad(st);
+    digestBlob(st, st.s, 0);
   }};
 
   public func writeText(st : State, t : Text) {{ write(st, Prim.encodeUtf8(t)) }};

@@ -45,6 +45,22 @@ def test_cache_is_keyed_by_source(tmp_path: Path) -> None:
     assert source_digest(src, f"{SMALL}/main.mo", toolchain) != before
 
 
+def test_concurrent_builds_of_the_same_sources_compile_once(tmp_path: Path) -> None:
+    """Two processes (parallel test workers, two `prometheus build`s) building the same sources into one cache:
+    one compiles, the other waits for it and reuses its output."""
+    src = _copy_sources(tmp_path)
+    script = ("import sys; from pathlib import Path; from prometheus_build.recipe import build_canister; "
+              f"r = build_canister({SMALL!r}, Path(sys.argv[1]), {SMALL + '/main.mo'!r}, Path(sys.argv[2]), "
+              "Path(sys.argv[3])); print(r.cached, r.sha256)")
+    runs = [subprocess.Popen([sys.executable, "-c", script, str(src), str(tmp_path / f"out{i}"),
+                              str(tmp_path / "cache")], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+            for i in range(2)]
+    outputs = sorted(run.communicate(timeout=300)[0].split() for run in runs)
+    assert all(run.returncode == 0 for run in runs)
+    assert [cached for cached, _ in outputs] == ["False", "True"], outputs
+    assert outputs[0][1] == outputs[1][1]
+
+
 def test_public_candid_metadata_is_embedded(tmp_path: Path) -> None:
     from ic_replica.wasm_module import prepare
 

@@ -147,6 +147,7 @@ persistent actor class AuthServer(init : { governance : Principal; issuer : Text
   let grants = Grants.empty();
   let payments = Payments.empty();
   let chargeLog = Icrc3.empty(); // every paid charge as an ICRC-3 block (btype "charge"), the tip certified
+  transient let hasher = Icrc3.hasher(); // block hashing scratch: no garbage per block
   var keys : [SigningKey] = []; // newest first: the first signs, all are published
   var seed : Blob = ""; // from raw_rand, ratcheted on each use: codes, tokens and ids are SHA-256("out", seed, counter)
   var counter : Nat = 0;
@@ -1014,7 +1015,7 @@ persistent actor class AuthServer(init : { governance : Principal; issuer : Text
   // A charge is paid once (the only transition into Paid), and its block is appended then.
   func paid(c : Payments.Charge, block : Nat) {
     c.state := #paid({ block });
-    ignore Icrc3.append(chargeLog, Time.now(), "charge", [
+    ignore Icrc3.append(chargeLog, hasher, Time.now(), "charge", [
       ("charge_id", #Nat(c.id)),
       ("user", #Blob(Principal.toBlob(c.user))),
       ("server", #Blob(Principal.toBlob(c.server))),

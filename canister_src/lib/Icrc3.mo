@@ -7,12 +7,15 @@ import Array "mo:core/Array";
 import Blob "mo:core/Blob";
 import CertifiedData "mo:core/CertifiedData";
 import Int "mo:core/Int";
+import Int64 "mo:core/Int64";
 import Iter "mo:core/Iter";
 import List "mo:core/List";
 import Nat "mo:core/Nat";
+import Nat64 "mo:core/Nat64";
 import Nat8 "mo:core/Nat8";
 import Runtime "mo:core/Runtime";
 import Text "mo:core/Text";
+import VarArray "mo:core/VarArray";
 
 import Sha256 "Sha256";
 
@@ -43,16 +46,16 @@ module {
     s.lastHash := lastHash;
   };
 
-  public func append(s : Store, now : Int, btype : Text, tx : [(Text, Value)]) : Nat {
-    let fields = List.fromArray<(Text, Value)>([("btype", #Text(btype)), ("ts", #Nat(Int.toNat(now))), ("tx", #Map(tx))]);
-    switch (s.lastHash) { case (?h) List.add(fields, ("phash", #Blob(h))); case null {} };
-    let block = #Map(List.toArray(fields));
-    let st = Sha256.init();
-    let blockHash = hashWith(st, block);
+  public func append(s : Store, h : Hasher, now : Int, btype : Text, tx : [(Text, Value)]) : Nat {
+    let block = #Map(switch (s.lastHash) {
+      case (?p) [("btype", #Text(btype)), ("ts", #Nat(Int.toNat(now))), ("tx", #Map(tx)), ("phash", #Blob(p))];
+      case null [("btype", #Text(btype)), ("ts", #Nat(Int.toNat(now))), ("tx", #Map(tx))];
+    });
+    let blockHash = hash(h, block);
     s.lastHash := ?blockHash;
     let index = List.size(s.blocks);
     List.add(s.blocks, to_candid (block));
-    CertifiedData.set(tipTreeRoot(st, index, blockHash));
+    CertifiedData.set(tipTreeRoot(h, index, 0));
     index;
   };
 
@@ -82,34 +85,118 @@ module {
   };
 
   // ---------------------------------------------------------------- ICRC-3 hashing
-  // One digest state serves a whole block: a node's children are hashed (each into a 32-byte blob) before the
-  // node's own digest starts, so the state is free whenever it is reset. No byte arrays are built on the way.
+  // A hasher is one digest state and a stack of digests kept as 32-bit words (`Sha256.finishInto`): a node's
+  // children are hashed into slots above it, a map's (key, value) digest pairs are sorted in place, and the node's
+  // own digest is written over its slot. Hashing a block allocates nothing once the stack is as deep as the
+  // deepest block needs (it grows, and stays grown). A canister keeps one (`transient`) for all its blocks.
 
-  public func hashValue(v : Value) : Blob { hashWith(Sha256.init(), v) };
+  public type Hasher = { st : Sha256.State; var words : [var Nat64] };
 
-  func hashWith(st : Sha256.State, v : Value) : Blob {
+  public func hasher() : Hasher { { st = Sha256.init(); var words = VarArray.repeat<Nat64>(0, 256) } };
+
+  // The hash of `v` with a kept hasher: the 32-byte result is all it allocates once the hasher has grown.
+  public func hash(h : Hasher, v : Value) : Blob {
+    hashInto(h, v, 0, 8);
+    Sha256.digestBlob(h.st, h.words, 0);
+  };
+
+  func reserve(h : Hasher, end : Nat) {
+    let old = h.words;
+    if (end <= old.size()) return;
+    let bigger = VarArray.repeat<Nat64>(0, Nat.max(end, 2 * old.size()));
+    var i = 0;
+    while (i < old.size()) { bigger[i] := old[i]; i += 1 };
+    h.words := bigger;
+  };
+
+  // The digest of `v` into words[at ..< at + 8]; words from `free` up are scratch for its children.
+  func hashInto(h : Hasher, v : Value, at : Nat, free : Nat) {
+    let st = h.st;
     switch (v) {
       case (#Blob(b)) { Sha256.reset(st); Sha256.write(st, b) };
       case (#Text(t)) { Sha256.reset(st); Sha256.writeText(st, t) };
       case (#Nat(n)) { Sha256.reset(st); writeLeb(st, n) };
       case (#Int(i)) { Sha256.reset(st); writeSleb(st, i) };
       case (#Array(items)) {
-        let hashes = Array.map<Value, Blob>(items, func x = hashWith(st, x));
+        let n = items.size();
+        let above = free + 8 * n;
+        reserve(h, above);
+        var i = 0;
+        while (i < n) { hashInto(h, items[i], free + 8 * i, above); i += 1 };
         Sha256.reset(st);
-        for (h in hashes.vals()) Sha256.write(st, h);
+        i := 0;
+        while (i < n) { Sha256.writeDigest(st, h.words, free + 8 * i); i += 1 };
       };
       case (#Map(entries)) {
-        let pairs = Array.map<(Text, Value), (Blob, Blob)>(entries, func((k, x)) = (hashWith(st, #Text(k)), hashWith(st, x)));
-        // Sorting the pairs by key hash, then value hash, sorts their 64-byte concatenations.
-        let sorted = Array.sort<(Blob, Blob)>(pairs, func((k1, v1), (k2, v2)) = switch (Blob.compare(k1, k2)) { case (#equal) Blob.compare(v1, v2); case o o });
+        let n = entries.size();
+        let above = free + 16 * n + 16; // the last 16 words: the sort's spare slot
+        reserve(h, above);
+        var i = 0;
+        while (i < n) {
+          let (k, x) = entries[i];
+          Sha256.reset(st);
+          Sha256.writeText(st, k);
+          Sha256.finishInto(st, h.words, free + 16 * i);
+          hashInto(h, x, free + 16 * i + 8, above);
+          i += 1;
+        };
+        sortPairs(h.words, free, n);
         Sha256.reset(st);
-        for ((k, x) in sorted.vals()) { Sha256.write(st, k); Sha256.write(st, x) };
+        i := 0;
+        while (i < 2 * n) { Sha256.writeDigest(st, h.words, free + 8 * i); i += 1 };
       };
     };
-    Sha256.finish(st);
+    Sha256.finishInto(st, h.words, at);
   };
 
+  // Sort n (key digest, value digest) pairs of 16 words at w[from ..], by their 64 bytes (a word is 32 bits, so
+  // comparing words compares bytes). Insertion sort: a map has few entries (callers bound them), and it moves
+  // words, never allocates. w[from + 16 n ..< from + 16 n + 16] is the spare slot.
+  func sortPairs(w : [var Nat64], from : Nat, n : Nat) {
+    let spare = from + 16 * n;
+    var i = 1;
+    while (i < n) {
+      var j = i;
+      if (less(w, from + 16 * j, from + 16 * (j - 1))) {
+        copyPair(w, from + 16 * j, spare);
+        while (j > 0 and less(w, spare, from + 16 * (j - 1))) {
+          copyPair(w, from + 16 * (j - 1), from + 16 * j);
+          j -= 1;
+        };
+        copyPair(w, spare, from + 16 * j);
+      };
+      i += 1;
+    };
+  };
+
+  func less(w : [var Nat64], a : Nat, b : Nat) : Bool {
+    var k = 0;
+    while (k < 16) {
+      let x = w[a + k];
+      let y = w[b + k];
+      if (x != y) return x < y;
+      k += 1;
+    };
+    false;
+  };
+
+  func copyPair(w : [var Nat64], src : Nat, dst : Nat) {
+    var k = 0;
+    while (k < 16) { w[dst + k] := w[src + k]; k += 1 };
+  };
+
+  // LEB128 and SLEB128 straight into the digest. Values within 64 bits (timestamps, amounts, ids) take 64-bit
+  // arithmetic, which allocates nothing; larger ones take Nat and Int arithmetic.
   func writeLeb(st : Sha256.State, n : Nat) {
+    if (n < COMPACT or n < NAT64) {
+      var x = Nat64.fromNat(n);
+      loop {
+        let byte = x & 0x7f;
+        x >>= 7;
+        if (x == 0) return Sha256.writeByte(st, Nat8.fromNat(Nat64.toNat(byte)));
+        Sha256.writeByte(st, Nat8.fromNat(Nat64.toNat(byte | 0x80)));
+      };
+    };
     var x = n;
     loop {
       let byte = x % 128;
@@ -120,6 +207,15 @@ module {
   };
 
   func writeSleb(st : Sha256.State, i : Int) {
+    if ((i < COMPACT and i >= -COMPACT) or (i < INT64 and i >= -INT64)) {
+      var x = Int64.fromInt(i);
+      loop {
+        let b = x & 0x7f;
+        x >>= 7; // arithmetic shift
+        if ((x == 0 and b < 64) or (x == -1 and b >= 64)) return Sha256.writeByte(st, Nat8.fromNat(Int.abs(Int64.toInt(b))));
+        Sha256.writeByte(st, Nat8.fromNat(Int.abs(Int64.toInt(b | 0x80))));
+      };
+    };
     var x = i;
     loop {
       let byte = Int.abs(x % 128);
@@ -129,6 +225,12 @@ module {
       Sha256.writeByte(st, Nat8.fromNat(b + 128));
     };
   };
+
+  // Motoko keeps a Nat or Int below about 2 ** 30 unboxed: comparing one with a larger constant would box it,
+  // so the range test is split in two (both comparisons allocate nothing).
+  let COMPACT = 1_073_741_824; // 2 ** 30
+  let NAT64 = 18_446_744_073_709_551_616; // 2 ** 64
+  let INT64 = 9_223_372_036_854_775_808; // 2 ** 63
 
   public func leb(n : Nat) : [Nat8] {
     let out = List.empty<Nat8>();
@@ -148,29 +250,36 @@ module {
     Sha256.writeText(st, d);
   };
 
-  func leafHash(st : Sha256.State, write : () -> ()) : Blob {
+  // The tip tree's root: fork(labeled("last_block_hash", leaf(hash)), labeled("last_block_index", leaf(leb))),
+  // for the block hash kept at words[at ..< at + 8]; the nodes are hashed in the words after it.
+  func tipTreeRoot(h : Hasher, index : Nat, at : Nat) : Blob {
+    reserve(h, at + 24);
+    let st = h.st;
+    let w = h.words;
     Sha256.reset(st);
     writeDomain(st, "ic-hashtree-leaf");
-    write();
+    Sha256.writeDigest(st, w, at);
+    Sha256.finishInto(st, w, at + 8);
+    labeledInto(st, w, "last_block_hash", at + 8);
+    Sha256.reset(st);
+    writeDomain(st, "ic-hashtree-leaf");
+    writeLeb(st, index);
+    Sha256.finishInto(st, w, at + 16);
+    labeledInto(st, w, "last_block_index", at + 16);
+    Sha256.reset(st);
+    writeDomain(st, "ic-hashtree-fork");
+    Sha256.writeDigest(st, w, at + 8);
+    Sha256.writeDigest(st, w, at + 16);
     Sha256.finish(st);
   };
 
-  func labeledHash(st : Sha256.State, l : Text, sub : Blob) : Blob {
+  // labeled(l, words[at ..< at + 8]) over that same slot.
+  func labeledInto(st : Sha256.State, w : [var Nat64], l : Text, at : Nat) {
     Sha256.reset(st);
     writeDomain(st, "ic-hashtree-labeled");
     Sha256.writeText(st, l);
-    Sha256.write(st, sub);
-    Sha256.finish(st);
-  };
-
-  func tipTreeRoot(st : Sha256.State, index : Nat, blockHash : Blob) : Blob {
-    let left = labeledHash(st, "last_block_hash", leafHash(st, func() = Sha256.write(st, blockHash)));
-    let right = labeledHash(st, "last_block_index", leafHash(st, func() = writeLeb(st, index)));
-    Sha256.reset(st);
-    writeDomain(st, "ic-hashtree-fork");
-    Sha256.write(st, left);
-    Sha256.write(st, right);
-    Sha256.finish(st);
+    Sha256.writeDigest(st, w, at);
+    Sha256.finishInto(st, w, at);
   };
 
   // CBOR of the same tree: [1, [2, "last_block_hash", [3, hash]], [2, "last_block_index", [3, leb]]]
@@ -205,7 +314,25 @@ module {
   };
 
   // The tip tree's root hash (what `append` certifies), null before the first block.
-  public func tipRoot(s : Store) : ?Blob {
-    switch (s.lastHash) { case (?h) ?tipTreeRoot(Sha256.init(), List.size(s.blocks) - 1, h); case null null };
+  public func tipRoot(s : Store, h : Hasher) : ?Blob {
+    switch (s.lastHash) {
+      case (?last) {
+        copyHash(h, last, 0);
+        ?tipTreeRoot(h, List.size(s.blocks) - 1, 0);
+      };
+      case null null;
+    };
   };
+
+  // A 32-byte hash into words[at ..< at + 8].
+  func copyHash(h : Hasher, b : Blob, at : Nat) {
+    reserve(h, at + 8);
+    var i = 0;
+    while (i < 8) {
+      h.words[at + i] := (n64(b[4 * i]) << 24) | (n64(b[4 * i + 1]) << 16) | (n64(b[4 * i + 2]) << 8) | n64(b[4 * i + 3]);
+      i += 1;
+    };
+  };
+
+  func n64(x : Nat8) : Nat64 { Nat64.fromNat(Nat8.toNat(x)) };
 };

@@ -187,7 +187,8 @@ persistent actor class Orchestrator(init : { governance : Principal; registry : 
     n;
   };
 
-  func block(btype : Text, tx : [(Text, T.Value)]) : Nat { Log.append(blockLog, now(), btype, tx) };
+  transient let hasher = Log.hasher(); // block hashing scratch: no garbage per block
+  func block(btype : Text, tx : [(Text, T.Value)]) : Nat { Log.append(blockLog, hasher, now(), btype, tx) };
 
   // A block that is also an ICRC-120 event on `canister`.
   func event(btype : Text, canister : Principal, kind : Events.EventType, tx : [(Text, T.Value)]) : Nat {

@@ -16,6 +16,8 @@ import T "Types";
 module {
 
   public type Store = Icrc3.Store;
+  public type Hasher = Icrc3.Hasher;
+  public let hasher = Icrc3.hasher;
   public type BlockRange = Icrc3.BlockRange;
   public type Blocks = Icrc3.Blocks;
   public let empty = Icrc3.empty;
@@ -23,7 +25,7 @@ module {
   public let adopt = Icrc3.adopt;
   public let append = Icrc3.append;
   public let get = Icrc3.get;
-  public let hashValue = Icrc3.hashValue;
+  public let hash = Icrc3.hash;
   public let tipCertificate = Icrc3.tipCertificate;
   public let tipTree = Icrc3.tipTree;
   public let tipRoot = Icrc3.tipRoot;

@@ -187,15 +187,16 @@ module {
   // bucket to the root (8 forks once all 256 buckets exist) instead of all of them (255 digests and their
   // garbage). Transient: after an upgrade it is empty and the next filing rebuilds it whole. Node `id`'s
   // children are 2*id+1 and 2*id+2 in `forkOf`'s split.
-  public type RootMemo = { var forks : [var ?Blob]; var width : Nat };
+  // `hasher`: the canister's hashing scratch (one digest state for every node hashed on a filing's path).
+  public type RootMemo = { var forks : [var ?Blob]; var width : Nat; hasher : Log.Hasher };
 
-  public func emptyMemo() : RootMemo { { var forks = [var]; var width = 0 } };
+  public func emptyMemo(hasher : Log.Hasher) : RootMemo { { var forks = [var]; var width = 0; hasher } };
 
   // Record a filing on `wasm` (in `f.namespace`) and rehash its path to the root.
   public func add(s : Store, memo : RootMemo, wasm : Blob, f : Filed) {
     let entry = append(s, wasm, f);
-    rehashEntry(entry);
-    rehashBucket(s, wasm[0]);
+    rehashEntry(memo.hasher, entry);
+    rehashBucket(memo.hasher.st, s, wasm[0]);
     rehashRoot(s, memo, ?wasm[0]);
   };
 
@@ -204,8 +205,8 @@ module {
     let touched = Map.empty<Blob, Entry>();
     for ((wasm, f) in items.vals()) { let e = append(s, wasm, f); Map.add(touched, Blob.compare, e.key, e) };
     let buckets = Map.empty<Nat8, ()>();
-    for (e in Map.values(touched)) { rehashEntry(e); Map.add(buckets, Nat8.compare, e.key[0], ()) };
-    for (b in Map.keys(buckets)) rehashBucket(s, b);
+    for (e in Map.values(touched)) { rehashEntry(memo.hasher, e); Map.add(buckets, Nat8.compare, e.key[0], ()) };
+    for (b in Map.keys(buckets)) rehashBucket(memo.hasher.st, s, b);
     rehashRoot(s, memo, null);
   };
 
@@ -228,15 +229,15 @@ module {
     entry;
   };
 
-  func rehashEntry(entry : Entry) {
-    entry.leaf := Log.hashValue(#Array(List.toArray(List.map<Filed, T.Value>(entry.filed, value))));
-    entry.node := labeled(entry.key, leafHash(entry.leaf));
+  func rehashEntry(h : Log.Hasher, entry : Entry) {
+    entry.leaf := Log.hash(h, #Array(List.toArray(List.map<Filed, T.Value>(entry.filed, value))));
+    entry.node := labeled(h.st, entry.key, leafHash(h.st, entry.leaf));
   };
 
-  func rehashBucket(s : Store, b : Nat8) {
+  func rehashBucket(st : Sha256.State, s : Store, b : Nat8) {
     let bucket = switch (Map.get(s.buckets, Nat8.compare, b)) { case (?x) x; case null return };
     let nodes = List.toArray(List.map<Entry, Blob>(List.fromIter<Entry>(Map.values(bucket)), func e = e.node));
-    Map.add(s.bucketNodes, Nat8.compare, b, labeled(Blob.fromArray([b]), forkOf(nodes, 0, nodes.size())));
+    Map.add(s.bucketNodes, Nat8.compare, b, labeled(st, Blob.fromArray([b]), forkOf(st, nodes, 0, nodes.size())));
   };
 
   // `changed`: the one bucket whose node changed since the memo was made (null: rebuild it whole).
@@ -258,14 +259,14 @@ module {
   // `forkOf` over `nodes[from..to)`, reusing the memo's subtrees that do not hold index `changed`.
   func memoFork(memo : RootMemo, nodes : [Blob], from : Nat, to : Nat, id : Nat, changed : ?Nat) : Blob {
     let n : Nat = to - from;
-    if (n == 0) return emptyHash();
+    if (n == 0) return emptyHash(memo.hasher.st);
     if (n == 1) return nodes[from];
     switch (memo.forks[id], changed) {
       case (?h, ?i) if (i < from or i >= to) return h;
       case _ {};
     };
     let mid = from + (n + 1) / 2;
-    let h = fork(memoFork(memo, nodes, from, mid, 2 * id + 1, changed), memoFork(memo, nodes, mid, to, 2 * id + 2, changed));
+    let h = fork(memo.hasher.st, memoFork(memo, nodes, from, mid, 2 * id + 1, changed), memoFork(memo, nodes, mid, to, 2 * id + 2, changed));
     memo.forks[id] := ?h;
     h;
   };
@@ -274,39 +275,55 @@ module {
 
   func domain(st : Sha256.State, d : Text) { Sha256.writeByte(st, Nat8.fromNat(d.size())); Sha256.writeText(st, d) };
 
-  func leafHash(v : Blob) : Blob { let st = Sha256.init(); domain(st, "ic-hashtree-leaf"); Sha256.write(st, v); Sha256.finish(st) };
+  // Each takes the digest state to use (reset first), so that hashing a path allocates only the digests.
+  func leafHash(st : Sha256.State, v : Blob) : Blob { Sha256.reset(st); domain(st, "ic-hashtree-leaf"); Sha256.write(st, v); Sha256.finish(st) };
 
-  func labeled(l : Blob, sub : Blob) : Blob {
-    let st = Sha256.init();
+  func labeled(st : Sha256.State, l : Blob, sub : Blob) : Blob {
+    Sha256.reset(st);
     domain(st, "ic-hashtree-labeled");
     Sha256.write(st, l);
     Sha256.write(st, sub);
     Sha256.finish(st);
   };
 
-  func fork(l : Blob, r : Blob) : Blob {
-    let st = Sha256.init();
+  func fork(st : Sha256.State, l : Blob, r : Blob) : Blob {
+    Sha256.reset(st);
     domain(st, "ic-hashtree-fork");
     Sha256.write(st, l);
     Sha256.write(st, r);
     Sha256.finish(st);
   };
 
-  func emptyHash() : Blob { let st = Sha256.init(); domain(st, "ic-hashtree-empty"); Sha256.finish(st) };
+  func emptyHash(st : Sha256.State) : Blob { Sha256.reset(st); domain(st, "ic-hashtree-empty"); Sha256.finish(st) };
 
   // The balanced fork tree over nodes[from..to) (left half: the first ceil(n/2)).
-  func forkOf(nodes : [Blob], from : Nat, to : Nat) : Blob {
+  func forkOf(st : Sha256.State, nodes : [Blob], from : Nat, to : Nat) : Blob {
     let n : Nat = to - from;
-    if (n == 0) return emptyHash();
+    if (n == 0) return emptyHash(st);
     if (n == 1) return nodes[from];
     let mid = from + (n + 1) / 2;
-    fork(forkOf(nodes, from, mid), forkOf(nodes, mid, to));
+    fork(st, forkOf(st, nodes, from, mid), forkOf(st, nodes, mid, to));
   };
 
   // What the registry certifies: the ICRC-3 tip tree and, once the tree has been built (a filing, or an
   // upgrade), `provenance` beside it.
-  public func certifiedRoot(s : Store, tip : Blob) : Blob {
-    switch (s.root) { case (?r) fork(tip, labeled(Text.encodeUtf8("provenance"), r)); case null tip };
+  // `st`: the caller's digest state, reused (this runs after every block).
+  public func certifiedRoot(s : Store, st : Sha256.State, tip : Blob) : Blob {
+    switch (s.root) {
+      case (?r) {
+        Sha256.reset(st);
+        domain(st, "ic-hashtree-labeled");
+        Sha256.writeText(st, "provenance");
+        Sha256.write(st, r);
+        let sub = Sha256.finish(st);
+        Sha256.reset(st);
+        domain(st, "ic-hashtree-fork");
+        Sha256.write(st, tip);
+        Sha256.write(st, sub);
+        Sha256.finish(st);
+      };
+      case null tip;
+    };
   };
 
   // The whole certified tree as CBOR (tagged) revealing the leaf at `key`, the tip pruned; null without one.
@@ -328,7 +345,7 @@ module {
         List.add<Nat8>(out, 0x83);
         List.add<Nat8>(out, 1);
         for (x in tipTree.vals()) List.add(out, x);
-        pruned(out, labeled(Text.encodeUtf8("provenance"), r));
+        pruned(out, labeled(Sha256.init(), Text.encodeUtf8("provenance"), r));
       };
       case null for (x in tipTree.vals()) List.add(out, x);
     };
@@ -358,8 +375,8 @@ module {
     let mid = from + (n + 1) / 2;
     List.add<Nat8>(out, 0x83);
     List.add<Nat8>(out, 1);
-    if (keep < mid) { witnessFork(out, nodes, from, mid, keep, reveal); pruned(out, forkOf(nodes, mid, to)) } else {
-      pruned(out, forkOf(nodes, from, mid));
+    if (keep < mid) { witnessFork(out, nodes, from, mid, keep, reveal); pruned(out, forkOf(Sha256.init(), nodes, mid, to)) } else {
+      pruned(out, forkOf(Sha256.init(), nodes, from, mid));
       witnessFork(out, nodes, mid, to, keep, reveal);
     };
   };

@@ -88,7 +88,8 @@ persistent actor class Registry(init : { governance : Principal; audit_hub : Pri
   let log = Legacy.emptyLog(); // the previous release's shape: emptied into `blockLog` on upgrade
   let blockLog = Log.empty();
   let provenance = Provenance.empty(); // signed statements and the certified tree over them
-  transient let provenanceMemo = Provenance.emptyMemo(); // the tree's upper forks, so a filing rehashes one path
+  transient let hasher = Log.hasher(); // block and tree hashing scratch: no garbage per block
+  transient let provenanceMemo = Provenance.emptyMemo(hasher); // the tree's upper forks, so a filing rehashes one path
   var requireSigned = false; // governance: refuse filings without a signed statement
 
 
@@ -118,7 +119,7 @@ persistent actor class Registry(init : { governance : Principal; audit_hub : Pri
 
   // Append a block and certify the tip beside the provenance tree (the only writer of the certified data).
   func block(btype : Text, tx : [(Text, T.Value)]) : Nat {
-    let index = Log.append(blockLog, now(), btype, tx);
+    let index = Log.append(blockLog, hasher, now(), btype, tx);
     certify();
     index;
   };
@@ -128,7 +129,7 @@ persistent actor class Registry(init : { governance : Principal; audit_hub : Pri
   };
 
   func certify() {
-    switch (Log.tipRoot(blockLog)) { case (?tip) CertifiedData.set(Provenance.certifiedRoot(provenance, tip)); case null {} };
+    switch (Log.tipRoot(blockLog, hasher)) { case (?tip) CertifiedData.set(Provenance.certifiedRoot(provenance, hasher.st, tip)); case null {} };
   };
 
   system func postupgrade() {
@@ -655,7 +656,7 @@ persistent actor class Registry(init : { governance : Principal; audit_hub : Pri
   } {
     if (wasm_hash.size() != 32) return null;
     let key = switch (Provenance.find(provenance, wasm_hash, namespace)) { case (?k) k; case null return null };
-    let tip = switch (Log.tipRoot(blockLog)) { case (?t) t; case null return null };
+    let tip = switch (Log.tipRoot(blockLog, hasher)) { case (?t) t; case null return null };
     let certificate = switch (CertifiedData.getCertificate()) { case (?c) c; case null return null };
     let filings = Provenance.filings(provenance, key);
     if (filings.size() == 0) return null;

@@ -1,7 +1,8 @@
-"""A probe canister for the canisters' SHA-256 (`canister_src/lib/Sha256.mo`), built with the product's recipe.
+"""A probe canister for the canisters' SHA-256 (`canister_src/lib/Sha256.mo`) and ICRC-3 value hashing
+(`canister_src/lib/Icrc3.mo`), built with the product's recipe.
 
-The library lives outside any test canister's source root, so the probe is assembled in a temporary folder
-(its `main.mo` + the library) and built through the recipe's cache like every other canister."""
+The libraries live outside any test canister's source root, so the probe is assembled in a temporary folder
+(its `main.mo` + the libraries) and built through the recipe's cache like every other canister."""
 
 from __future__ import annotations
 
@@ -11,9 +12,11 @@ from pathlib import Path
 
 from ic_replica.candid import leb
 from prometheus_build.recipe import build_canister
+from prometheus_sdk import did
+from prometheus_sdk.did import Interface
 
 ROOT = Path(__file__).resolve().parent.parent.parent
-LIBRARY = ROOT / "canister_src" / "lib" / "Sha256.mo"
+LIBRARIES = [ROOT / "canister_src" / "lib" / name for name in ("Sha256.mo", "Icrc3.mo")]
 
 
 def blob_arg(data: bytes) -> bytes:
@@ -28,10 +31,20 @@ def blobs_arg(parts: list[bytes]) -> bytes:
 
 def build_probe() -> bytes:
     """The probe's wasm (compiled once per source change; the recipe's cache keys on the sources)."""
+    return _build()[0]
+
+
+def probe_interface() -> Interface:
+    """The probe's Candid interface, as the compiler wrote it."""
+    return did.parse(_build()[1])
+
+
+def _build() -> tuple[bytes, str]:
     with tempfile.TemporaryDirectory(prefix="sha256-probe-") as tmp:
         src = Path(tmp, "src")
         (src / "lib").mkdir(parents=True)
         shutil.copyfile(Path(__file__).with_name("main.mo"), src / "main.mo")
-        shutil.copyfile(LIBRARY, src / "lib" / "Sha256.mo")
+        for library in LIBRARIES:
+            shutil.copyfile(library, src / "lib" / library.name)
         result = build_canister("sha256_probe", src, "main.mo", Path(tmp, "out"), ROOT / "build" / "cache")
-        return result.wasm.read_bytes()
+        return result.wasm.read_bytes(), result.did.read_text()

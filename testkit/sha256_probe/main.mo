@@ -1,4 +1,7 @@
-// Exercises canister_src/lib/Sha256.mo from outside the registry: one-shot, and split across writes.
+// Exercises canister_src/lib/Sha256.mo and the ICRC-3 value hashing of canister_src/lib/Icrc3.mo from outside
+// the registry: one-shot, split across writes, and values hashed with a kept hasher (what that allocates).
+import Prim "mo:⛔";
+import Icrc3 "lib/Icrc3";
 import Sha256 "lib/Sha256";
 
 persistent actor {
@@ -13,5 +16,17 @@ persistent actor {
     Sha256.reset(st);
     for (p in parts.vals()) Sha256.write(st, p);
     Sha256.finish(st);
+  };
+
+  transient let hasher = Icrc3.hasher();
+
+  // The value's ICRC-3 hash, twice with the kept hasher (the first run may grow it), and the bytes the runtime
+  // allocated for the second run alone.
+  public query func valueHash(v : Icrc3.Value) : async { hash : Blob; again : Blob; allocated : Nat } {
+    let first = Icrc3.hash(hasher, v);
+    let before = Prim.rts_total_allocation();
+    let again = Icrc3.hash(hasher, v);
+    let allocated = Prim.rts_total_allocation() - before;
+    { hash = first; again; allocated };
   };
 };

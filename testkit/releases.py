@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,13 +21,14 @@ ORCHESTRATOR_RELEASE = "525a825"
 AUTH_SERVER_RELEASE = "c4fadf7"
 
 
-def released_product(commit: str, tmp: Path) -> dict[str, Any]:
-    """`canister_src` at `commit`, built by the recipe: name -> BuildResult (skipped without that history)."""
+def released_product(commit: str, tmp: Path, names: Sequence[str] | None = None) -> dict[str, Any]:
+    """`canister_src` at `commit`, built by the recipe: name -> BuildResult (skipped without that history);
+    `names`: only these canisters (each compile of a release is a cache miss: its sources differ)."""
     if subprocess.run(["git", "-C", str(ROOT), "cat-file", "-e", f"{commit}^{{commit}}"],
                       capture_output=True, check=False).returncode != 0:
         pytest.skip(f"this checkout has no history back to {commit}")
     archive = subprocess.run(["git", "-C", str(ROOT), "archive", commit, "canister_src"],
                              capture_output=True, check=True).stdout
     subprocess.run(["tar", "-x", "-C", str(tmp)], input=archive, check=True)
-    built = build_all(Path(tmp) / "canister_src", Path(tmp) / "out", ROOT / "build" / "cache")
+    built = build_all(Path(tmp) / "canister_src", Path(tmp) / "out", ROOT / "build" / "cache", names=names)
     return {r.name: r for r in built}

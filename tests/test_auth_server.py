@@ -1425,7 +1425,7 @@ def test_the_previous_release_upgrades_in_place(product: dict[str, Any], tmp_pat
     persistence refuses the upgrade)."""
     from testkit.releases import AUTH_SERVER_RELEASE, released_product
 
-    released = released_product(AUTH_SERVER_RELEASE, tmp_path)["auth_server"]
+    released = released_product(AUTH_SERVER_RELEASE, tmp_path, ["auth_server"])["auth_server"]
     ic = EmbeddedBackend()
     cid = ic.create_canister(controllers=[GOV], sender=GOV)
     init = encode_init({"governance": Principal.from_text(str(GOV)), "issuer": "https://auth.example.com",

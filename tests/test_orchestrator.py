@@ -747,7 +747,7 @@ def test_the_previous_release_upgrades_in_place(world: World, product: dict[str,
     upgrades in place: instances kept, its blocks indexed as ICRC-120 events, and upgrades through it work."""
     from testkit.releases import ORCHESTRATOR_RELEASE, released_product
 
-    old = released_product(ORCHESTRATOR_RELEASE, tmp_path)["mcp_orchestrator"].wasm.read_bytes()
+    old = released_product(ORCHESTRATOR_RELEASE, tmp_path, ["mcp_orchestrator"])["mcp_orchestrator"].wasm.read_bytes()
     ic = world.stack.ic
     orch_id = ic.create_canister(controllers=[GOV], sender=GOV)
     orch = Typed(ic, orch_id, "mcp_orchestrator")

@@ -212,13 +212,11 @@ def test_both_codecs_agree_on_every_did_method(case: tuple[str, str, str, list[c
     check()
 
 
-def test_both_codecs_agree_on_real_replies() -> None:
+def test_both_codecs_agree_on_real_replies(product: dict[str, Any]) -> None:
     """Replies of the ledger and the audit hub, deployed on the replica, decode alike in both codecs."""
     from ic_replica.replica import Replica
-    from prometheus_build.recipe import build_all
 
-    built = {r.name: r for r in build_all(ROOT / "canister_src", ROOT / "build" / "canisters",
-                                          ROOT / "build" / "cache", jobs=1)}
+    built = product
     replica = Replica()
     me = Principal(b"\x0a" * 29)
     ledger_iface, hub_iface = did.load(ROOT / "candid" / "ledger.did"), did.load(ROOT / "candid" / "audit_hub.did")

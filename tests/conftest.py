@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,29 @@ from testkit import ALICE, BOB, ROOT, TEST_CANISTERS, git_server  # noqa: F401 -
 from testkit.backends import EmbeddedBackend, available_backends, make_backend
 from testkit.protocol import Stack
 from testkit.verifier import Net, principal
+
+
+def _share_the_build_cache() -> None:
+    """Commands the tests run (`prometheus localnet deploy-protocol`, `prometheus build`, the demo) cache what
+    they compile per user, under $XDG_CACHE_HOME/prometheus/build; the fixtures below cache in build/cache. Unless
+    the caller chose an XDG_CACHE_HOME, the run uses build/xdg-cache, whose build cache is build/cache: each
+    canister is compiled once per run (outputs are keyed by source digest, and a lock per entry makes parallel
+    workers wait for one compile), and the user's own cache is left alone."""
+    if os.environ.get("XDG_CACHE_HOME"):
+        return
+    xdg = ROOT / "build" / "xdg-cache"
+    link = xdg / "prometheus" / "build"
+    (ROOT / "build" / "cache").mkdir(parents=True, exist_ok=True)
+    link.parent.mkdir(parents=True, exist_ok=True)
+    if not link.is_symlink():
+        try:
+            link.symlink_to(ROOT / "build" / "cache", target_is_directory=True)
+        except FileExistsError:  # another worker made it first
+            pass
+    os.environ["XDG_CACHE_HOME"] = str(xdg)
+
+
+_share_the_build_cache()
 
 
 @pytest.fixture(scope="session")

@@ -154,10 +154,12 @@ def build_canister(
     source_root = source_root.resolve()
     digest = source_digest(source_root, main_rel, toolchain, packages)
     cached_wasm, cached_did = cache_dir / f"{digest}.wasm", cache_dir / f"{digest}.did"
-    with _building(cache_dir, digest):
-        hit = cached_wasm.is_file() and cached_did.is_file()
-        if not hit:
-            compile_to(source_root, main_rel, cached_wasm, cached_did, toolchain, packages)
+    hit = cached_wasm.is_file() and cached_did.is_file()  # a hit needs no lock: a read-only cache serves it
+    if not hit:
+        with _building(cache_dir, digest):
+            hit = cached_wasm.is_file() and cached_did.is_file()  # another process built it meanwhile
+            if not hit:
+                compile_to(source_root, main_rel, cached_wasm, cached_did, toolchain, packages)
     wasm, did = out_dir / f"{name}.wasm", out_dir / f"{name}.did"
     _atomic_copy(cached_wasm, wasm)
     _atomic_copy(cached_did, did)
@@ -167,16 +169,25 @@ def build_canister(
 
 @contextlib.contextmanager
 def _building(cache_dir: Path, digest: str) -> Iterator[None]:
-    """Hold the cache entry's lock: a second build of the same sources (another process, e.g. a parallel test
-    worker or a second `prometheus build`) waits for the first and then reuses its output instead of compiling
-    again. The lock file stays (it is empty); the kernel releases the lock if the process dies."""
+    """Hold the cache entry's lock while compiling it: a second build of the same sources (another process, e.g.
+    a parallel test worker or a second `prometheus build`) waits for the first and then reuses its output
+    instead of compiling again. The lock file stays (it is empty); the kernel releases the lock if the process
+    dies. Where the cache cannot be locked (no permission on a shared lock file, a file system without
+    `flock`), the build runs unlocked, as it did before: at worst two processes compile the same thing."""
     cache_dir.mkdir(parents=True, exist_ok=True)
-    with open(cache_dir / f"{digest}.lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    try:
+        fd = os.open(cache_dir / f".{digest}.lock", os.O_RDONLY | os.O_CREAT, 0o644)
+    except OSError:
+        yield
+        return
+    try:
         try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError:
+            pass  # ENOLCK, EOPNOTSUPP, ...: unlocked
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def build_all(source_root: Path, out_dir: Path, cache_dir: Path, jobs: int = 2,

@@ -28,13 +28,18 @@ def _share_the_build_cache() -> None:
         return
     xdg = ROOT / "build" / "xdg-cache"
     link = xdg / "prometheus" / "build"
+    target = Path("..", "..", "cache")  # relative: a moved or copied checkout keeps its own cache
     (ROOT / "build" / "cache").mkdir(parents=True, exist_ok=True)
     link.parent.mkdir(parents=True, exist_ok=True)
-    if not link.is_symlink():
+    if not (link.is_symlink() and Path(os.readlink(link)) == target):
+        made = link.with_name(f"build.{os.getpid()}")
+        made.unlink(missing_ok=True)
+        made.symlink_to(target, target_is_directory=True)
         try:
-            link.symlink_to(ROOT / "build" / "cache", target_is_directory=True)
-        except FileExistsError:  # another worker made it first
-            pass
+            os.replace(made, link)  # atomic, whichever worker is last
+        except OSError:  # a real folder there: leave it, and the user's cache, alone
+            made.unlink()
+            return
     os.environ["XDG_CACHE_HOME"] = str(xdg)
 
 

@@ -61,6 +61,17 @@ def test_concurrent_builds_of_the_same_sources_compile_once(tmp_path: Path) -> N
     assert outputs[0][1] == outputs[1][1]
 
 
+def test_a_cache_that_cannot_be_locked_still_builds(tmp_path: Path) -> None:
+    """Where the entry's lock cannot be taken (here its path is a folder; elsewhere a lock file of another user,
+    or a file system without flock), the build runs unlocked; a cache hit never touches the lock."""
+    src = _copy_sources(tmp_path)
+    digest = source_digest(src.resolve(), f"{SMALL}/main.mo", find_toolchain())
+    (tmp_path / "cache" / f".{digest}.lock").mkdir(parents=True)
+    first = build_canister(SMALL, src, f"{SMALL}/main.mo", tmp_path / "out", tmp_path / "cache")
+    again = build_canister(SMALL, src, f"{SMALL}/main.mo", tmp_path / "out", tmp_path / "cache")
+    assert not first.cached and again.cached and again.sha256 == first.sha256
+
+
 def test_public_candid_metadata_is_embedded(tmp_path: Path) -> None:
     from ic_replica.wasm_module import prepare
 

@@ -79,9 +79,11 @@ def random_value(rng: random.Random, depth: int = 0) -> dict[str, Any]:
     if kind == "Text":
         return {"Text": rng.choice(TEXTS)}
     if kind == "Nat":
-        return {"Nat": rng.choice([0, 1, 127, 128, 2**32, 2**63 - 1, 2**64, 2**130 + 5])}
+        return {"Nat": rng.choice([0, 1, 127, 128, 2**30 - 1, 2**30, 2**32, 2**63 - 1, 2**63, 2**64 - 1, 2**64,
+                                   2**130 + 5])}
     if kind == "Int":
-        return {"Int": rng.choice([0, -1, 63, 64, -64, -65, 2**70, -(2**70) - 3])}
+        return {"Int": rng.choice([0, -1, 63, 64, -64, -65, 2**30, -(2**30) - 1, 2**31, -(2**31), 2**62, -(2**62),
+                                   2**63 - 1, -(2**63), 2**63, -(2**63) - 1, 2**70, -(2**70) - 3])}
     items = [random_value(rng, depth + 1) for _ in range(rng.choice([0, 1, 2, 5, 12]))]
     if kind == "Array":
         return {"Array": items}
@@ -119,7 +121,8 @@ def allowance(value: dict[str, Any]) -> int:
     def numbers(v: dict[str, Any]) -> int:
         ((kind, inner),) = v.items()
         if kind in ("Nat", "Int"):
-            return 0 if abs(inner) < 2**30 else 512 if -(2**63) <= inner < 2**64 else 32_768
+            in_64_bits = inner < 2**64 if kind == "Nat" else -(2**63) <= inner < 2**63
+            return 0 if abs(inner) < 2**30 else 512 if in_64_bits else 32_768
         if kind == "Array":
             return sum(numbers(x) for x in inner)
         if kind == "Map":

@@ -51,7 +51,7 @@ module {
       case (?p) [("btype", #Text(btype)), ("ts", #Nat(Int.toNat(now))), ("tx", #Map(tx)), ("phash", #Blob(p))];
       case null [("btype", #Text(btype)), ("ts", #Nat(Int.toNat(now))), ("tx", #Map(tx))];
     });
-    let blockHash = hash(h, block);
+    let blockHash = hash(h, block); // also left in h.words[0 ..< 8], where tipTreeRoot reads it: nothing between
     s.lastHash := ?blockHash;
     let index = List.size(s.blocks);
     List.add(s.blocks, to_candid (block));
@@ -207,7 +207,7 @@ module {
   };
 
   func writeSleb(st : Sha256.State, i : Int) {
-    if ((i < COMPACT and i >= -COMPACT) or (i < INT64 and i >= -INT64)) {
+    if ((i < COMPACT and i >= -COMPACT) or (i < INT64_END and i >= INT64_MIN)) {
       var x = Int64.fromInt(i);
       loop {
         let b = x & 0x7f;
@@ -230,7 +230,8 @@ module {
   // so the range test is split in two (both comparisons allocate nothing).
   let COMPACT = 1_073_741_824; // 2 ** 30
   let NAT64 = 18_446_744_073_709_551_616; // 2 ** 64
-  let INT64 = 9_223_372_036_854_775_808; // 2 ** 63
+  let INT64_END = 9_223_372_036_854_775_808; // 2 ** 63
+  let INT64_MIN = -9_223_372_036_854_775_808;
 
   public func leb(n : Nat) : [Nat8] {
     let out = List.empty<Nat8>();

@@ -4,8 +4,9 @@ Instructions per call for the main endpoints (wasm instructions counted by the r
 every message a call causes, inter-canister calls included), SHA-256 in Motoko per MiB (the canisters' own
 `canister_src/lib/Sha256.mo`, through a probe canister), the most any one message of a 10 MiB upload costs,
 the registry's and audit hub's memory growth per 10,000 verification requests (one in four funded, one in
-eight reserved by a verifier and attested: the hub's stake lock and settlement run too), and the cost of a
-`list_pending_verifications` page at different totals.
+eight reserved by a verifier and attested: the hub's stake lock and settlement run too), the cost of a
+`list_pending_verifications` page at different totals, and what 64 modules of 1 MiB cost a fresh registry in
+wasm and stable memory.
 """
 
 from __future__ import annotations
@@ -78,6 +79,16 @@ def upload_ten_mib(stack: Stack) -> dict[str, int]:
     return out
 
 
+def module_memory(backend: EmbeddedBackend, product: dict[str, Any], count: int = 64) -> dict[str, Any]:
+    """A fresh registry's memory before and after `count` complete uploads of 1 MiB each (one chunk)."""
+    stack = Stack.deploy(backend, product)
+    before = memory_mib(stack)["mcp_registry"]
+    for i in range(count):
+        module = i.to_bytes(4, "big") * (MIB // 4)
+        stack.upload(module, namespace="org.modules.app", chunk_size=MIB)
+    return {"modules": f"{count} x 1 MiB", "before": before, "after": memory_mib(stack)["mcp_registry"]}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--json", action="store_true")
@@ -145,6 +156,7 @@ def main() -> int:
                 f"page of {n}": instructions(stack, lambda n=n: stack.registry(
                     "list_pending_verifications", {"after": [], "limit": n})) for n in (10, 100)}
     out["memory_mib"] = memory
+    out["module_memory_mib"] = module_memory(backend, product)
     out["list_pending_verifications_instructions"] = page_cost
     print(json.dumps(out, indent=2) if args.json else "\n".join(f"{k}: {v}" for k, v in out.items()))
     return 0

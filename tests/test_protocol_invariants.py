@@ -420,9 +420,10 @@ def test_the_previous_release_upgrades_in_place(product: dict[str, Any], tmp_pat
     from testkit.releases import REGISTRY_RELEASE, released_product
 
     stack = Stack.deploy(EmbeddedBackend(), released_product(REGISTRY_RELEASE, tmp_path))
-    wasm_ids = []
+    wasm_ids, modules = [], []
     for i in range(6):
-        wasm_id = stack.submit(wasm=b"\x00asm" + os.urandom(200 * 1024 + i))  # several chunks each
+        modules.append(b"\x00asm" + os.urandom(200 * 1024 + i))
+        wasm_id = stack.submit(wasm=modules[-1])  # several chunks each
         wasm_ids.append(wasm_id)
         b = stack.bounty(wasm_id)
         if i % 2 == 0:
@@ -451,6 +452,10 @@ def test_the_previous_release_upgrades_in_place(product: dict[str, Any], tmp_pat
         (found,) = stack.registry("get_provenance", bytes.fromhex(wasm_id), [])
         assert [(f["attested"], f["statement"]) for f in found["filings"]] == [(True, [])]
     assert stack.registry("upload_quota", DEV)["incomplete"] == 0  # the incomplete upload was dropped
+    for module in modules:  # the release kept chunks in the heap; the upgrade moved them to stable memory
+        assert fetch_module(stack, module) == module
+    stable = stack.registry("memory_stats", sender=GOV)["ok"]["stable_memory_bytes"]
+    assert sum(map(len, modules)) <= stable <= sum(map(len, modules)) + 16 * 2**20  # regions grow by 8 MiB
     # and it keeps working: a new upload and round append a block that chains to the last one
     wasm_id = stack.submit(wasm=b"\x00asm" + os.urandom(100 * 1024))
     blocks = stack.registry("icrc3_get_blocks", [{"start": 0, "length": 100_000}])["blocks"]
@@ -459,6 +464,46 @@ def test_the_previous_release_upgrades_in_place(product: dict[str, Any], tmp_pat
     stack.ic.upgrade_canister(stack.registry.canister_id, product["mcp_registry"].wasm.read_bytes(), arg,
                               sender=GOV)  # and again: the move happens once
     assert stack.registry("icrc3_get_blocks", [{"start": 0, "length": 100_000}])["blocks"] == blocks
+
+
+def fetch_module(stack: Stack, module: bytes, namespace: str = "com.example.app") -> bytes:
+    """A complete upload read back chunk by chunk, as an installer does (`icrc118_get_wasm_chunk`)."""
+    digest, parts, total = hashlib.sha256(module).digest(), [], 1
+    while len(parts) < total:
+        got = stack.registry("icrc118_get_wasm_chunk", {"namespace": namespace, "wasm_hash": digest,
+                                                        "chunk_id": len(parts)})
+        assert "ok" in got, got
+        parts.append(got["ok"]["chunk"])
+        total = got["ok"]["total_chunks"]
+    return b"".join(parts)
+
+
+def test_complete_uploads_live_in_stable_memory(stack: Stack, product: dict[str, Any]) -> None:
+    """A complete upload's chunks move from the heap to stable memory (`lib/BlobStore.mo`) and are served from
+    there, in order, whatever order they arrived in; a chunk id past the end is not found; an incomplete upload
+    serves nothing."""
+    reg = stack.registry
+    stable = reg("memory_stats", sender=GOV)["ok"]["stable_memory_bytes"]
+    module = b"\x00asm" + os.urandom(3 * 1024 * 1024 + 17)  # 4 chunks of at most 1 MiB
+    stack.upload(b"\x00asm", chunk_size=1024)  # creates the namespace
+    chunks = [module[i:i + 1024 * 1024] for i in range(0, len(module), 1024 * 1024)]
+    digest = hashlib.sha256(module).digest()
+    for index in (1, 0, 3, 2):
+        assert "ok" in reg("icrc118_upload_wasm_chunk", {
+            "namespace": "com.example.app", "wasm_hash": digest, "total_chunks": len(chunks), "chunk_index": index,
+            "chunk": chunks[index], "chunk_hash": hashlib.sha256(chunks[index]).digest()}, sender=DEV)
+        if index != 2:
+            assert reg("icrc118_get_wasm_chunk", {"namespace": "com.example.app", "wasm_hash": digest,
+                                                  "chunk_id": 0}) == {"err": {"WasmNotFound": None}}
+    assert fetch_module(stack, module) == module
+    assert reg("icrc118_get_wasm_chunk", {"namespace": "com.example.app", "wasm_hash": digest,
+                                          "chunk_id": len(chunks)}) == {"err": {"WasmNotFound": None}}
+    grown = reg("memory_stats", sender=GOV)["ok"]["stable_memory_bytes"] - stable
+    assert len(module) <= grown <= len(module) + 16 * 2**20  # regions grow by 8 MiB
+    arg = reg.interface.encode_init({"governance": GOV, "audit_hub": stack.hub.canister_id,
+                                     "ledgers": [stack.ledger.canister_id]})
+    stack.ic.upgrade_canister(reg.canister_id, product["mcp_registry"].wasm.read_bytes(), arg, sender=GOV)
+    assert fetch_module(stack, module) == module  # and after an upgrade
 
 
 def tip_of(hash_tree: bytes) -> tuple[bytes | None, bytes | None]:

@@ -5,15 +5,20 @@
 // MAX_CHUNKS_AHEAD past the prefix waits for the gap), so no message hashes more than a few MiB and a 64 MiB
 // wasm costs no more per chunk than a 1 MiB one. A chunk's own `chunk_hash` is the client's claim and is not
 // recomputed (that would hash every byte twice): a wrong chunk fails the module hash and drops the upload.
-// This module is the only writer of upload records.
+// A complete upload's chunks move out of the heap into stable memory (`Bytes`, lib/BlobStore.mo): the collector
+// never copies a module, and a registry of many large wasms keeps a small heap.
+// This module is the only writer of upload records and of `Bytes`.
 import Array "mo:core/Array";
 import Blob "mo:core/Blob";
 import List "mo:core/List";
 import Map "mo:core/Map";
 import Nat "mo:core/Nat";
+import Nat64 "mo:core/Nat64";
 import Principal "mo:core/Principal";
+import Runtime "mo:core/Runtime";
 import Text "mo:core/Text";
 
+import BlobStore "../lib/BlobStore";
 import Sha256 "../lib/Sha256";
 import Limits "Limits";
 import T "Types";
@@ -41,6 +46,15 @@ module {
     perNamespace : Map.Map<Text, Nat>; // complete wasms per namespace
   };
 
+  // Complete uploads' chunks in stable memory, by upload key: where the first chunk starts and each chunk's
+  // size (the chunks follow each other). A stable value of its own beside `Store` (whose type an upgrade must
+  // keep); a complete upload's `chunks` map is then empty, except in uploads completed by a release before this
+  // one until `keepAll` moves them at the upgrade.
+  public type Stored = { offset : Nat64; sizes : [Nat] };
+  public type Bytes = { store : BlobStore.Store; chunks : Map.Map<Text, Stored> };
+
+  public func emptyBytes() : Bytes { { store = BlobStore.empty(); chunks = Map.empty() } };
+
   public type Chunk = { namespace : Text; wasm_hash : Blob; total_chunks : Nat; chunk_index : Nat; chunk : Blob; chunk_hash : Blob };
 
   public func empty() : Store {
@@ -60,16 +74,43 @@ module {
   };
 
   // One chunk of a complete upload (what an installer fetches; an incomplete upload serves nothing).
-  public func chunkOf(s : Store, namespace : Text, wasm_id : Text, index : Nat) : ?{ chunk : Blob; total_chunks : Nat } {
-    switch (Map.get(s.wasms, Text.compare, key(namespace, wasm_id))) {
+  public func chunkOf(s : Store, b : Bytes, namespace : Text, wasm_id : Text, index : Nat) : ?{ chunk : Blob; total_chunks : Nat } {
+    let k = key(namespace, wasm_id);
+    switch (Map.get(s.wasms, Text.compare, k)) {
       case (?r) {
-        if (not r.complete) return null;
-        switch (Map.get(r.chunks, Nat.compare, index)) {
-          case (?c) ?{ chunk = c; total_chunks = r.total_chunks };
-          case null null;
+        if (not r.complete or index >= r.total_chunks) return null;
+        switch (Map.get(b.chunks, Text.compare, k)) {
+          case (?stored) {
+            var offset = stored.offset;
+            var i = 0;
+            while (i < index) { offset += Nat64.fromNat(stored.sizes[i]); i += 1 };
+            ?{ chunk = BlobStore.get(b.store, offset, stored.sizes[index]); total_chunks = r.total_chunks };
+          };
+          case null switch (Map.get(r.chunks, Nat.compare, index)) {
+            case (?c) ?{ chunk = c; total_chunks = r.total_chunks };
+            case null null;
+          };
         };
       };
       case null null;
+    };
+  };
+
+  // A complete upload's chunks into stable memory, one after another; they leave the heap map (and become
+  // garbage once).
+  func keep(b : Bytes, k : Text, r : WasmRec) {
+    let offset = b.store.end;
+    let sizes = Array.tabulate<Nat>(r.total_chunks, func i = switch (Map.take(r.chunks, Nat.compare, i)) {
+      case (?c) { ignore BlobStore.put(b.store, c); c.size() };
+      case null Runtime.trap("a complete upload misses chunk " # Nat.toText(i));
+    });
+    Map.add(b.chunks, Text.compare, k, { offset; sizes });
+  };
+
+  // At an upgrade: complete uploads a release before stable chunks kept in the heap move to stable memory.
+  public func keepAll(s : Store, b : Bytes) {
+    for ((k, r) in Map.entries(s.wasms)) {
+      if (r.complete and not Map.isEmpty(r.chunks) and Map.get(b.chunks, Text.compare, k) == null) keep(b, k, r);
     };
   };
 
@@ -119,7 +160,7 @@ module {
   // A chunk not hashed yet may be replaced; a different chunk where one was already hashed, or another
   // `total_chunks`, starts the upload over with this chunk (a controller's newest intent wins; nothing else
   // refers to an incomplete upload).
-  public func put(s : Store, caller : Principal, c : Chunk, now : Int) : { #ok : { complete : Bool; missing : [Nat] }; #err : T.Error } {
+  public func put(s : Store, b : Bytes, caller : Principal, c : Chunk, now : Int) : { #ok : { complete : Bool; missing : [Nat] }; #err : T.Error } {
     if (c.wasm_hash.size() != 32 or c.chunk_hash.size() != 32) return #err(#InvalidArgument("hashes are 32 bytes"));
     if (c.total_chunks == 0 or c.total_chunks > Limits.MAX_CHUNKS) return #err(#InvalidArgument("1.." # Nat.toText(Limits.MAX_CHUNKS) # " chunks of at most 1 MiB"));
     if (c.chunk_index >= c.total_chunks) return #err(#InvalidArgument("chunk_index out of range"));
@@ -130,7 +171,7 @@ module {
       case (?r) {
         if (r.complete and r.total_chunks != c.total_chunks) return #err(#InvalidArgument("total_chunks differs from the complete upload's (" # Nat.toText(r.total_chunks) # ")"));
         if (r.complete) return #ok({ complete = true; missing = [] });
-        if (r.total_chunks != c.total_chunks) return startOver(s, caller, c, now, k);
+        if (r.total_chunks != c.total_chunks) return startOver(s, b, caller, c, now, k);
         r;
       };
       case null {
@@ -165,7 +206,7 @@ module {
     switch (Map.get(rec.chunks, Nat.compare, c.chunk_index)) {
       case (?stored) {
         if (stored == c.chunk) return #ok({ complete = false; missing = missing(rec) });
-        if (c.chunk_index < rec.absorbed) return startOver(s, caller, c, now, k);
+        if (c.chunk_index < rec.absorbed) return startOver(s, b, caller, c, now, k);
         // not hashed yet: replaced below
       };
       case null {};
@@ -187,6 +228,7 @@ module {
       return #err(#WasmHashMismatch({ computed = Sha256.toHex(computed) }));
     };
     rec.complete := true;
+    keep(b, k, rec);
     let owners = switch (Map.get(s.byWasm, Text.compare, wasm_id)) {
       case (?l) l;
       case null { let l = List.empty<Text>(); Map.add(s.byWasm, Text.compare, wasm_id, l); l };
@@ -197,9 +239,9 @@ module {
     #ok({ complete = true; missing = [] });
   };
 
-  func startOver(s : Store, caller : Principal, c : Chunk, now : Int, k : Text) : { #ok : { complete : Bool; missing : [Nat] }; #err : T.Error } {
+  func startOver(s : Store, b : Bytes, caller : Principal, c : Chunk, now : Int, k : Text) : { #ok : { complete : Bool; missing : [Nat] }; #err : T.Error } {
     Map.remove(s.wasms, Text.compare, k); // the uploaders' quota lists drop the key when they are next counted
-    put(s, caller, c, now);
+    put(s, b, caller, c, now);
   };
 
   func tooFarAhead(index : Nat, absorbed : Nat) : T.Error {

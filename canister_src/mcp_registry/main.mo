@@ -82,6 +82,7 @@ persistent actor class Registry(init : { governance : Principal; audit_hub : Pri
   let previousOf = Namespaces.emptyPrevious();
   let uploads = Legacy.emptyUploads(); // the previous release's shape: emptied into `wasmUploads` on upgrade
   let wasmUploads = Uploads.empty();
+  let wasmBytes = Uploads.emptyBytes(); // complete uploads' chunks, in stable memory
   let rounds = Rounds.empty();
   let bounties = Bounties.empty();
   let transfers = Transfers.empty();
@@ -134,6 +135,7 @@ persistent actor class Registry(init : { governance : Principal; audit_hub : Pri
 
   system func postupgrade() {
     Legacy.moveUploads(uploads, wasmUploads);
+    Uploads.keepAll(wasmUploads, wasmBytes);
     Legacy.moveLog(log, blockLog);
     if (Provenance.isEmpty(provenance)) { // a release before the provenance tree: its filings enter it once, unsigned
       Provenance.addAll(provenance, provenanceMemo, Array.filterMap<T.Filing, (Blob, Provenance.Filed)>(Rounds.allFilings(rounds), func f {
@@ -359,7 +361,7 @@ persistent actor class Registry(init : { governance : Principal; audit_hub : Pri
   } {
     if (not Namespaces.exists(names, arg.namespace)) return #err(#NamespaceNotFound);
     if (not Namespaces.isController(names, arg.namespace, caller)) return #err(#NotAuthorized);
-    Uploads.put(wasmUploads, caller, arg, now());
+    Uploads.put(wasmUploads, wasmBytes, caller, arg, now());
   };
 
   // Publish a version: only a wasm whose current round in this namespace is verified. `previous` (ICRC-118):
@@ -435,7 +437,7 @@ persistent actor class Registry(init : { governance : Principal; audit_hub : Pri
     #err : T.Error;
   } {
     if (arg.wasm_hash.size() != 32) return #err(#InvalidArgument("wasm_hash is 32 bytes"));
-    switch (Uploads.chunkOf(wasmUploads, arg.namespace, Sha256.toHex(arg.wasm_hash), arg.chunk_id)) {
+    switch (Uploads.chunkOf(wasmUploads, wasmBytes, arg.namespace, Sha256.toHex(arg.wasm_hash), arg.chunk_id)) {
       case (?c) #ok(c);
       case null #err(#WasmNotFound);
     };

@@ -22,6 +22,7 @@ class Verdict(TypedDict, total=False):
 class Stats(TypedDict):
     """A record."""
 
+    stable_memory_bytes: int
     wasm_memory_bytes: int
     max_live_bytes: int
     allocated_bytes: int
@@ -139,7 +140,7 @@ class InitArg(TypedDict):
 # The Candid types of the interface, for the codec.
 _T: dict[str, c.Rec] = {name: c.Rec() for name in ('Verdict', 'Stats', 'Profile', 'Policy', 'LockState', 'Lock', 'HubError', 'AuditHub')}
 _T['Verdict'].define(c.Variant((('Slash', c.NULL), ('Release', c.NULL), ('Reward', c.NULL), )))
-_T['Stats'].define(c.Record((('wasm_memory_bytes', c.NAT), ('max_live_bytes', c.NAT), ('allocated_bytes', c.NAT), ('reclaimed_bytes', c.NAT), ('heap_bytes', c.NAT), )))
+_T['Stats'].define(c.Record((('stable_memory_bytes', c.NAT), ('wasm_memory_bytes', c.NAT), ('max_live_bytes', c.NAT), ('allocated_bytes', c.NAT), ('reclaimed_bytes', c.NAT), ('heap_bytes', c.NAT), )))
 _T['Profile'].define(c.Record((('slashed', c.NAT), ('staked', c.Vec(c.Record(((0, c.TEXT), (1, c.NAT), )))), ('principal', c.PRINCIPAL), ('reputation', c.INT), ('available', c.Vec(c.Record(((0, c.TEXT), (1, c.NAT), )))), ('earnings', c.NAT), ('verifications', c.NAT), )))
 _T['Policy'].define(c.Record((('lock_duration_ns', c.NAT), ('stake_per_reservation', c.NAT), )))
 _T['LockState'].define(c.Variant((('Cleaning', c.NULL), ('Reserving', c.NULL), ('Held', c.NULL), ('Filed', c.NULL), )))

@@ -41,6 +41,7 @@ class TransformArgs(TypedDict):
 class Stats(TypedDict):
     """A record."""
 
+    stable_memory_bytes: int
     wasm_memory_bytes: int
     max_live_bytes: int
     allocated_bytes: int
@@ -314,7 +315,7 @@ _T: dict[str, c.Rec] = {name: c.Rec() for name in ('Value', 'UpdateRequest', 'Tr
 _T['Value'].define(c.Variant((('Int', c.INT), ('Map', c.Vec(c.Record(((0, c.TEXT), (1, _T['Value']), )))), ('Nat', c.NAT), ('Blob', c.BLOB), ('Text', c.TEXT), ('Array', c.Vec(_T['Value'])), )))
 _T['UpdateRequest'].define(c.Record((('url', c.TEXT), ('method', c.TEXT), ('body', c.BLOB), ('headers', c.Vec(_T['HeaderField'])), )))
 _T['TransformArgs'].define(c.Record((('context', c.BLOB), ('response', _T['HttpResult']), )))
-_T['Stats'].define(c.Record((('wasm_memory_bytes', c.NAT), ('max_live_bytes', c.NAT), ('allocated_bytes', c.NAT), ('reclaimed_bytes', c.NAT), ('heap_bytes', c.NAT), )))
+_T['Stats'].define(c.Record((('stable_memory_bytes', c.NAT), ('wasm_memory_bytes', c.NAT), ('max_live_bytes', c.NAT), ('allocated_bytes', c.NAT), ('reclaimed_bytes', c.NAT), ('heap_bytes', c.NAT), )))
 _T['SpendingLimit'].define(c.Record((('max_total', c.NAT), ('resource', c.TEXT), ('spent', c.NAT), ('ledger', c.PRINCIPAL), ('max_per_charge', c.NAT), )))
 _T['SigningKey'].define(c.Record((('kid', c.TEXT), ('public_key', c.BLOB), ('generation', c.NAT), )))
 _T['Response'].define(c.Record((('body', c.BLOB), ('headers', c.Vec(_T['HeaderField'])), ('upgrade', c.Opt(c.BOOL)), ('status_code', c.NAT16), )))

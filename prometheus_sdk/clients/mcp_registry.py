@@ -130,6 +130,7 @@ class Transfer(TypedDict):
 class Stats(TypedDict):
     """A record."""
 
+    stable_memory_bytes: int
     wasm_memory_bytes: int
     max_live_bytes: int
     allocated_bytes: int
@@ -679,7 +680,7 @@ _T['Value'].define(c.Variant((('Int', c.INT), ('Map', c.Vec(c.Record(((0, c.TEXT
 _T['TransferState'].define(c.Variant((('Failed', c.Record((('message', c.TEXT), ))), ('Done', c.Record((('block', c.NAT), ))), ('InDoubt', c.Record((('message', c.TEXT), ))), ('Ready', c.NULL), ('InFlight', c.Record((('since', c.INT), ))), ('Unknown', c.Record((('message', c.TEXT), ))), )))
 _T['TransferKind'].define(c.Variant((('Escrow', c.NULL), ('Payout', c.NULL), ('Refund', c.NULL), )))
 _T['Transfer'].define(c.Record((('id', c.NAT), ('to', _T['Account']), ('kind', _T['TransferKind']), ('memo', c.BLOB), ('attempts', c.NAT), ('state', _T['TransferState']), ('ledger', c.PRINCIPAL), ('bounty_id', c.NAT), ('created_at_time', c.NAT64), ('amount', c.NAT), )))
-_T['Stats'].define(c.Record((('wasm_memory_bytes', c.NAT), ('max_live_bytes', c.NAT), ('allocated_bytes', c.NAT), ('reclaimed_bytes', c.NAT), ('heap_bytes', c.NAT), )))
+_T['Stats'].define(c.Record((('stable_memory_bytes', c.NAT), ('wasm_memory_bytes', c.NAT), ('max_live_bytes', c.NAT), ('allocated_bytes', c.NAT), ('reclaimed_bytes', c.NAT), ('heap_bytes', c.NAT), )))
 _T['StakeVerdict'].define(c.Variant((('Slash', c.NULL), ('Release', c.NULL), ('Reward', c.NULL), )))
 _T['StakeSettlement'].define(c.Variant((('Done', _T['StakeVerdict']), ('None', c.NULL), ('Pending', _T['StakeVerdict']), )))
 _T['SignedStatement'].define(c.Record((('payload_type', c.TEXT), ('signature', c.BLOB), ('public_key', c.BLOB), ('payload', c.BLOB), )))

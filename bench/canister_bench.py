@@ -5,7 +5,7 @@ every message a call causes, inter-canister calls included), SHA-256 in Motoko p
 `canister_src/lib/Sha256.mo`, through a probe canister), the most any one message of a 10 MiB upload costs,
 the registry's and audit hub's memory growth per 10,000 verification requests (one in four funded, one in
 eight reserved by a verifier and attested: the hub's stake lock and settlement run too), the cost of a
-`list_pending_verifications` page at different totals, and what 64 modules of 1 MiB cost a fresh registry in
+`list_pending_verifications` page at different totals, and what 256 modules of 1 MiB cost a fresh registry in
 wasm and stable memory.
 """
 
@@ -79,7 +79,7 @@ def upload_ten_mib(stack: Stack) -> dict[str, int]:
     return out
 
 
-def module_memory(backend: EmbeddedBackend, product: dict[str, Any], count: int = 64) -> dict[str, Any]:
+def module_memory(backend: EmbeddedBackend, product: dict[str, Any], count: int = 256) -> dict[str, Any]:
     """A fresh registry's memory before and after `count` complete uploads of 1 MiB each (one chunk)."""
     stack = Stack.deploy(backend, product)
     before = memory_mib(stack)["mcp_registry"]

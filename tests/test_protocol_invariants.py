@@ -484,15 +484,16 @@ def test_complete_uploads_live_in_stable_memory(stack: Stack, product: dict[str,
     serves nothing."""
     reg = stack.registry
     stable = reg("memory_stats", sender=GOV)["ok"]["stable_memory_bytes"]
-    module = b"\x00asm" + os.urandom(3 * 1024 * 1024 + 17)  # 4 chunks of at most 1 MiB
+    module = b"\x00asm" + os.urandom(3 * 1024 * 1024 + 17)
     stack.upload(b"\x00asm", chunk_size=1024)  # creates the namespace
-    chunks = [module[i:i + 1024 * 1024] for i in range(0, len(module), 1024 * 1024)]
+    cuts = [0, 700 * 1024, 1724 * 1024, 2024 * 1024, 3048 * 1024, len(module)]  # 5 chunks of different sizes
+    chunks = [module[a:b] for a, b in zip(cuts, cuts[1:], strict=False)]
     digest = hashlib.sha256(module).digest()
-    for index in (1, 0, 3, 2):
+    for index in (1, 0, 3, 2, 4):
         assert "ok" in reg("icrc118_upload_wasm_chunk", {
             "namespace": "com.example.app", "wasm_hash": digest, "total_chunks": len(chunks), "chunk_index": index,
             "chunk": chunks[index], "chunk_hash": hashlib.sha256(chunks[index]).digest()}, sender=DEV)
-        if index != 2:
+        if index != 4:
             assert reg("icrc118_get_wasm_chunk", {"namespace": "com.example.app", "wasm_hash": digest,
                                                   "chunk_id": 0}) == {"err": {"WasmNotFound": None}}
     assert fetch_module(stack, module) == module

@@ -30,6 +30,6 @@ module {
 
   public func get(s : Store, offset : Nat64, size : Nat) : Blob { Region.loadBlob(s.region, offset, size) };
 
-  // Bytes stored in all.
-  public func size(s : Store) : Nat { Nat64.toNat(s.end) };
+  // The offset the next blob gets (blobs put one after another are contiguous).
+  public func next(s : Store) : Nat64 { s.end };
 };

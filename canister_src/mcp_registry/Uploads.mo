@@ -99,7 +99,7 @@ module {
   // A complete upload's chunks into stable memory, one after another; they leave the heap map (and become
   // garbage once).
   func keep(b : Bytes, k : Text, r : WasmRec) {
-    let offset = b.store.end;
+    let offset = BlobStore.next(b.store);
     let sizes = Array.tabulate<Nat>(r.total_chunks, func i = switch (Map.take(r.chunks, Nat.compare, i)) {
       case (?c) { ignore BlobStore.put(b.store, c); c.size() };
       case null Runtime.trap("a complete upload misses chunk " # Nat.toText(i));

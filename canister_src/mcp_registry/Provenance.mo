@@ -309,21 +309,7 @@ module {
   // upgrade), `provenance` beside it.
   // `st`: the caller's digest state, reused (this runs after every block).
   public func certifiedRoot(s : Store, st : Sha256.State, tip : Blob) : Blob {
-    switch (s.root) {
-      case (?r) {
-        Sha256.reset(st);
-        domain(st, "ic-hashtree-labeled");
-        Sha256.writeText(st, "provenance");
-        Sha256.write(st, r);
-        let sub = Sha256.finish(st);
-        Sha256.reset(st);
-        domain(st, "ic-hashtree-fork");
-        Sha256.write(st, tip);
-        Sha256.write(st, sub);
-        Sha256.finish(st);
-      };
-      case null tip;
-    };
+    switch (s.root) { case (?r) fork(st, tip, labeled(st, Text.encodeUtf8("provenance"), r)); case null tip };
   };
 
   // The whole certified tree as CBOR (tagged) revealing the leaf at `key`, the tip pruned; null without one.

@@ -16,6 +16,7 @@ outside the replica lock. The round ticker survives any error (logged).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import os
@@ -48,6 +49,7 @@ MAX_CBOR_ITEMS = 200_000  # 1000 read_state paths of up to 127 labels fit
 MAX_PATHS, MAX_PATH_LABELS = 1000, 127
 MAX_NONCE_BYTES = 32
 SYNC_CALL_TIMEOUT_S = 10.0
+STOP_POLL_S = 0.05  # how often serve_forever looks for shutdown(): stop() waits up to this long
 MAX_SYNC_CALL_ROUNDS = 100  # rounds one synchronous call may run (as PocketIC's await_ingress_message)
 RESPONSE_SEPARATOR = b"\x0bic-response"
 IC_API_VERSION = "0.18.0"
@@ -117,7 +119,8 @@ class IcHttpServer:
     def start(self) -> IcHttpServer:
         if self.replica.outcalls.mode != "live":  # rounds run on their own: so do canisters' HTTPS outcalls
             self.replica.outcalls.go_live()
-        for target in (self.httpd.serve_forever, self._ticker):
+        serve = functools.partial(self.httpd.serve_forever, poll_interval=STOP_POLL_S)
+        for target in (serve, self._ticker):
             thread = threading.Thread(target=target, daemon=True)
             thread.start()
             self._threads.append(thread)

@@ -70,7 +70,8 @@ class JWKSServer:
         self._server = ThreadingHTTPServer((host, port), Handler)
         self._server.daemon_threads = True
         self.host, self.port = host, self._server.server_address[1]
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
+                                        daemon=True)  # shutdown() waits for the next poll
 
     def url(self, path: str = JWKS_PATH) -> str:
         return f"http://{self.host}:{self.port}{path}"

@@ -99,7 +99,7 @@ def running_server(replica: Replica | None = None) -> Iterator[IcHttpServer]:
 def serve_on_loopback(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
     """Run an HTTP handler on a free loopback port in a background thread; yields its base URL."""
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     try:
         yield f"http://127.0.0.1:{httpd.server_address[1]}"
@@ -128,7 +128,7 @@ def serve_https_on_loopback(handler: type[BaseHTTPRequestHandler]) -> Iterator[t
     ca.issue_cert("127.0.0.1", "localhost").configure_cert(tls)
     httpd = _QuietServer(("127.0.0.1", 0), handler)
     httpd.socket = tls.wrap_socket(httpd.socket, server_side=True, do_handshake_on_connect=False)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     try:
         with ca.cert_pem.tempfile() as ca_file:

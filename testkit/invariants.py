@@ -91,8 +91,8 @@ def check_bounds(stack: Stack, books: Books) -> None:
         assert staked == sum(lock["stake"] for lock in locks if lock["claimant"] == v), (v, profile, locks)
     # every bounty pays at most once, to the claimant recorded on it, or refunds at most once
     seen = bounties(stack, books.bounties)
-    payouts = Counter(block_field(stack, "127payout", "bounty_id", books.log_start))
-    refunds = Counter(block_field(stack, "127refund", "bounty_id", books.log_start))
+    paid_out = block_fields(stack, {"127payout": "bounty_id", "127refund": "bounty_id"}, books.log_start)
+    payouts, refunds = Counter(paid_out["127payout"]), Counter(paid_out["127refund"])
     for bounty_id, bounty in seen.items():
         assert payouts[bounty_id] + refunds[bounty_id] <= 1, (bounty_id, bounty)
         state = variant(bounty["state"])
@@ -111,16 +111,18 @@ def live_locks(stack: Stack) -> list[dict[str, Any]]:
         after = [page[-1]["lock_id"]]
 
 
-def block_field(stack: Stack, btype: str, name: str, start: int = 0) -> list[Any]:
-    """The field `name` of every `btype` block from `start` on."""
-    values = []
+def block_fields(stack: Stack, wanted: dict[str, str], start: int = 0) -> dict[str, list[Any]]:
+    """For each block type in `wanted`, the named field of every block of that type from `start` on (one pass
+    over the log)."""
+    values: dict[str, list[Any]] = {btype: [] for btype in wanted}
     while True:
         got = stack.registry("icrc3_get_blocks", [{"start": start, "length": 1000}])
         for entry in got["blocks"]:
             fields = dict(entry["block"]["Map"])
-            if fields["btype"]["Text"] == btype:
+            btype = fields["btype"]["Text"]
+            if btype in wanted:
                 tx = dict(fields["tx"]["Map"])
-                values.append(next(iter(tx[name].values())))
+                values[btype].append(next(iter(tx[wanted[btype]].values())))
         if not got["blocks"]:
             return values
         start = got["blocks"][-1]["id"] + 1

@@ -69,5 +69,5 @@ def serve(addr: str, metrics: Metrics, health: Callable[[], tuple[bool, dict[str
             pass
 
     server = ThreadingHTTPServer((host or "127.0.0.1", int(port)), Handler)
-    threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="metrics", daemon=True).start()
     return server

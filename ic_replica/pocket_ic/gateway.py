@@ -84,7 +84,7 @@ class HttpGateway:
         handler = type("GatewayHandler", (_GatewayHandler,), {"gateway": self})
         self.httpd = ThreadingHTTPServer((host, port), handler)
         self.httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True,
+        self._thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True,
                                         name=f"pocket-ic-gateway-{gateway_id}")
         self._thread.start()
 

@@ -87,7 +87,7 @@ class PocketIcServer:
             return 0.0 if self.active else time.monotonic() - self.last_request
 
     def serve_forever(self) -> None:
-        self.httpd.serve_forever(poll_interval=0.2)
+        self.httpd.serve_forever(poll_interval=0.05)  # how soon shutdown() takes effect
 
     def shutdown(self) -> None:
         self.httpd.shutdown()

@@ -153,6 +153,14 @@ def submit(
                 fail(f"you have {quota['incomplete']} incomplete uploads, the registry's limit per principal: "
                      f"namespace {m.namespace} was not created",
                      "finish them with `prometheus submit` from their apps, or wait a day for them to expire")
+            budget = registry.upload_budget()  # what all uploads may hold: principals are free, so it is global
+            if (budget["incomplete_bytes"] + len(wasm) > budget["max_incomplete_bytes"]
+                    or budget["stored_bytes"] + budget["incomplete_bytes"] + len(wasm) > budget["max_stored_bytes"]):
+                fail(f"the registry's upload budget cannot take {len(wasm)} more bytes now "
+                     f"({budget['incomplete_bytes']} of {budget['max_incomplete_bytes']} held by incomplete uploads, "
+                     f"{budget['stored_bytes']} of {budget['max_stored_bytes']} stored): "
+                     f"namespace {m.namespace} was not created",
+                     "try again once uploads complete or expire (a day), or ask the registry's governance")
             try:
                 registry.icrc118_create_canister_type({"namespace": m.namespace, "description": m.description})
             except RegistryError as exc:

@@ -293,6 +293,27 @@ def test_verify_rebuilds_the_manifest_commit_not_the_working_tree(net: Net) -> N
     assert "--worktree" in absent.stderr and "Traceback" not in absent.stderr
 
 
+def test_a_full_upload_budget_creates_no_namespace(net: Net) -> None:
+    """The registry's global upload budget (what all uploads may hold) is checked before a namespace is created."""
+    from prometheus_sdk import Network, connect, identity
+    from prometheus_sdk.canister import CanisterClient
+
+    governance = connect(Network("local", net.url), identity.from_pem_file(  # the identity that deployed
+        net.root / "config" / "prometheus" / "identity" / "default" / "identity.pem"))
+    registry = CanisterClient.from_did(governance, net.ids["mcp_registry"], ROOT / "candid" / "mcp_registry.did")
+    before = registry.upload_budget()
+    tiny = {"max_incomplete_bytes": 10, "max_stored_bytes": before["max_stored_bytes"]}
+    assert registry.set_upload_budget(tiny) == {"ok": None}
+    try:
+        folder = net.project("budget")
+        refused = net.cli("submit", cwd=folder, code=1)
+        assert "upload budget cannot take" in refused.stderr and "was not created" in refused.stderr
+        assert "Traceback" not in refused.stderr
+        assert not namespace_exists(net, "com.example.budget")
+    finally:
+        assert registry.set_upload_budget({k: before[k] for k in tiny}) == {"ok": None}
+
+
 def test_a_full_upload_quota_creates_no_namespace(net: Net) -> None:
     """The one refusal that used to come after a new namespace was created: checked before, nothing remains."""
     import hashlib

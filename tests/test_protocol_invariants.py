@@ -452,6 +452,8 @@ def test_the_previous_release_upgrades_in_place(product: dict[str, Any], tmp_pat
         (found,) = stack.registry("get_provenance", bytes.fromhex(wasm_id), [])
         assert [(f["attested"], f["statement"]) for f in found["filings"]] == [(True, [])]
     assert stack.registry("upload_quota", DEV)["incomplete"] == 0  # the incomplete upload was dropped
+    budget = stack.registry("upload_budget")  # and the upload budget counts what the upgrade kept
+    assert (budget["incomplete_bytes"], budget["stored_bytes"]) == (0, sum(map(len, modules)))
     for module in modules:  # the release kept chunks in the heap; the upgrade moved them to stable memory
         assert fetch_module(stack, module) == module
     stable = stack.registry("memory_stats", sender=GOV)["ok"]["stable_memory_bytes"]

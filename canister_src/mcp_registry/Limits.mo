@@ -14,6 +14,12 @@ module {
   public let UPLOAD_TTL_NS : Int = 86_400_000_000_000; // an incomplete upload expires a day after it began
   public let MAX_INCOMPLETE_PER_PRINCIPAL = 2;
   public let MAX_WASMS_PER_NAMESPACE = 1000;
+  // What all uploads may hold (Uploads.Budget; governance may lower or raise it up to the caps). Principals are
+  // free, so the per-principal and per-namespace quotas above do not bound these.
+  public let DEFAULT_INCOMPLETE_UPLOAD_BYTES = 536_870_912; // 512 MiB: heap held by incomplete uploads
+  public let MAX_INCOMPLETE_UPLOAD_BYTES = 1_073_741_824; // 1 GiB
+  public let DEFAULT_STORED_WASM_BYTES = 3_221_225_472; // 3 GiB: complete modules, in stable memory
+  public let MAX_STORED_WASM_BYTES = 3_221_225_472; // 3 GiB: moc caps stable memory at 4 GiB (regions use some)
 
   // Namespaces and versions
   public let MAX_NAMESPACES_PER_PRINCIPAL = 10;

@@ -7,14 +7,21 @@
 // recomputed (that would hash every byte twice): a wrong chunk fails the module hash and drops the upload.
 // A complete upload's chunks move out of the heap into stable memory (`Bytes`, lib/BlobStore.mo): the collector
 // never copies a module, and a registry of many large wasms keeps a small heap.
-// This module is the only writer of upload records and of `Bytes`.
+// Principals are free, so per-principal and per-namespace quotas do not bound what uploads hold in all: a
+// global `Budget` (governance sets it) does. A chunk that would take incomplete uploads past their heap budget,
+// or the stored modules past their stable-memory budget, is refused (`#QuotaExceeded`), so the heap never
+// fills with incomplete uploads and a completion always finds room in stable memory. Expired incomplete uploads
+// are dropped oldest first (a queue in creation order; the upload TTL is the same for all) as chunks arrive.
+// This module is the only writer of upload records, of `Bytes` and of `Budget`.
 import Array "mo:core/Array";
 import Blob "mo:core/Blob";
 import List "mo:core/List";
+import Int "mo:core/Int";
 import Map "mo:core/Map";
 import Nat "mo:core/Nat";
 import Nat64 "mo:core/Nat64";
 import Principal "mo:core/Principal";
+import Queue "mo:core/Queue";
 import Runtime "mo:core/Runtime";
 import Text "mo:core/Text";
 
@@ -54,6 +61,112 @@ module {
   public type Bytes = { store : BlobStore.Store; chunks : Map.Map<Text, Stored> };
 
   public func emptyBytes() : Bytes { { store = BlobStore.empty(); chunks = Map.empty() } };
+
+  // What uploads may hold in all, and what they hold now. A stable value of its own (added after `Store` and
+  // `Bytes`, whose types an upgrade must keep); `recount` rebuilds the running figures at every upgrade.
+  public type Budget = {
+    var maxIncomplete : Nat; // heap bytes all incomplete uploads may hold
+    var maxStored : Nat; // stable-memory bytes complete uploads may hold
+    var incomplete : Nat; // heap bytes incomplete uploads hold now (expired ones not yet dropped included)
+    expiring : Queue.Queue<(Text, Int)>; // (key, created_at) of incomplete uploads, oldest first
+  };
+
+  public type UploadBudget = { max_incomplete_bytes : Nat; max_stored_bytes : Nat; incomplete_bytes : Nat; stored_bytes : Nat };
+
+  public func emptyBudget() : Budget {
+    {
+      var maxIncomplete = Limits.DEFAULT_INCOMPLETE_UPLOAD_BYTES;
+      var maxStored = Limits.DEFAULT_STORED_WASM_BYTES;
+      var incomplete = 0;
+      expiring = Queue.empty();
+    };
+  };
+
+  public func usage(b : Bytes, budget : Budget) : UploadBudget {
+    {
+      max_incomplete_bytes = budget.maxIncomplete;
+      max_stored_bytes = budget.maxStored;
+      incomplete_bytes = budget.incomplete;
+      stored_bytes = Nat64.toNat(BlobStore.next(b.store));
+    };
+  };
+
+  // Governance: new limits apply to chunks from now on (a limit below what is held refuses new bytes until
+  // enough uploads complete or expire; nothing held is dropped).
+  public func setBudget(budget : Budget, maxIncomplete : Nat, maxStored : Nat) : { #ok; #err : T.Error } {
+    if (maxIncomplete > Limits.MAX_INCOMPLETE_UPLOAD_BYTES) return #err(#InvalidArgument("max_incomplete_bytes is at most " # Nat.toText(Limits.MAX_INCOMPLETE_UPLOAD_BYTES)));
+    if (maxStored > Limits.MAX_STORED_WASM_BYTES) return #err(#InvalidArgument("max_stored_bytes is at most " # Nat.toText(Limits.MAX_STORED_WASM_BYTES) # " (moc caps stable memory at 4 GiB)"));
+    budget.maxIncomplete := maxIncomplete;
+    budget.maxStored := maxStored;
+    #ok;
+  };
+
+  // The heap bytes an upload's chunk map holds.
+  func heldBytes(r : WasmRec) : Nat {
+    var n = 0;
+    for (c in Map.values(r.chunks)) n += c.size();
+    n;
+  };
+
+  // Remove an incomplete upload's record and give its bytes back to the budget.
+  func drop(s : Store, budget : Budget, k : Text, r : WasmRec) {
+    Map.remove(s.wasms, Text.compare, k);
+    if (not r.complete) release(budget, heldBytes(r));
+  };
+
+  // Saturating: a miscount must not trap every later upload (`recount` at the next upgrade corrects it).
+  func release(budget : Budget, n : Nat) {
+    budget.incomplete := if (n >= budget.incomplete) 0 else budget.incomplete - n;
+  };
+
+  // Pop up to `max` queue entries that are done with (completed, dropped or replaced uploads) or expired
+  // (dropped here); stops at the first live one (those after it are younger).
+  func sweep(s : Store, budget : Budget, now : Int, max : Nat) {
+    var n = 0;
+    label popping while (n < max) {
+      let (k, created) = switch (Queue.peekFront(budget.expiring)) { case (?e) e; case null break popping };
+      switch (Map.get(s.wasms, Text.compare, k)) {
+        case (?r) if (not r.complete and r.created_at == created) {
+          if (not expired(r, now)) break popping;
+          drop(s, budget, k, r);
+        };
+        case null {};
+      };
+      ignore Queue.popFront(budget.expiring);
+      n += 1;
+    };
+  };
+
+  let SWEEP = 8; // queue entries looked at with every chunk
+  let SWEEP_WHEN_FULL = 64; // and before a chunk is refused for want of room
+
+  // Whether `more` heap bytes fit both budgets (a completion moves incomplete bytes to stable memory, so they
+  // count against the stored budget already).
+  func fits(b : Bytes, budget : Budget, more : Nat) : Bool {
+    budget.incomplete + more <= budget.maxIncomplete and Nat64.toNat(BlobStore.next(b.store)) + budget.incomplete + more <= budget.maxStored;
+  };
+
+  func room(s : Store, b : Bytes, budget : Budget, now : Int, more : Nat) : ?T.Error {
+    if (fits(b, budget, more)) return null;
+    sweep(s, budget, now, SWEEP_WHEN_FULL);
+    if (fits(b, budget, more)) return null;
+    ?#QuotaExceeded("the registry's upload budget is full (" # Nat.toText(budget.incomplete) # " bytes in incomplete uploads of at most " # Nat.toText(budget.maxIncomplete) # ", " # Nat.toText(Nat64.toNat(BlobStore.next(b.store))) # " bytes stored of at most " # Nat.toText(budget.maxStored) # "); try again once uploads complete or expire");
+  };
+
+  // At an upgrade: the running figures again from the records (the release before this kept none).
+  public func recount(s : Store, budget : Budget) {
+    budget.incomplete := 0;
+    Queue.clear(budget.expiring);
+    let open = List.empty<(Text, Int)>();
+    for ((k, r) in Map.entries(s.wasms)) {
+      if (not r.complete) { budget.incomplete += heldBytes(r); List.add(open, (k, r.created_at)) };
+    };
+    let oldestFirst = Array.sort<(Text, Int)>(List.toArray(open), func(x, y) = switch (Int.compare(x.1, y.1)) {
+      case (#equal) Text.compare(x.0, y.0);
+      case order order;
+    });
+    for (e in oldestFirst.vals()) Queue.pushBack(budget.expiring, e);
+  };
 
   public type Chunk = { namespace : Text; wasm_hash : Blob; total_chunks : Nat; chunk_index : Nat; chunk : Blob; chunk_hash : Blob };
 
@@ -136,13 +249,13 @@ module {
   };
 
   // Drop the uploader's expired or finished entries; returns how many live incomplete uploads remain.
-  func liveIncomplete(s : Store, uploader : Principal, now : Int) : Nat {
+  func liveIncomplete(s : Store, budget : Budget, uploader : Principal, now : Int) : Nat {
     switch (Map.get(s.incomplete, Principal.compare, uploader)) {
       case (?l) {
         List.retain<Text>(l, func k = switch (Map.get(s.wasms, Text.compare, k)) {
           case (?r) {
             if (not Principal.equal(r.uploaded_by, uploader)) false // replaced after it expired
-            else if (expired(r, now)) { Map.remove(s.wasms, Text.compare, k); false } else not r.complete;
+            else if (expired(r, now)) { drop(s, budget, k, r); false } else not r.complete;
           };
           case null false;
         });
@@ -153,34 +266,37 @@ module {
   };
 
   // How many live incomplete uploads `uploader` holds (they count against its quota).
-  public func incompleteCount(s : Store, uploader : Principal, now : Int) : Nat { liveIncomplete(s, uploader, now) };
+  public func incompleteCount(s : Store, budget : Budget, uploader : Principal, now : Int) : Nat { liveIncomplete(s, budget, uploader, now) };
 
   // Store one chunk (the caller has checked namespace control) and advance the module digest over the chunks
   // now in order. Once every chunk is absorbed the digest must equal `wasm_hash`, or the upload is dropped whole.
   // A chunk not hashed yet may be replaced; a different chunk where one was already hashed, or another
   // `total_chunks`, starts the upload over with this chunk (a controller's newest intent wins; nothing else
   // refers to an incomplete upload).
-  public func put(s : Store, b : Bytes, caller : Principal, c : Chunk, now : Int) : { #ok : { complete : Bool; missing : [Nat] }; #err : T.Error } {
+  public func put(s : Store, b : Bytes, budget : Budget, caller : Principal, c : Chunk, now : Int) : { #ok : { complete : Bool; missing : [Nat] }; #err : T.Error } {
     if (c.wasm_hash.size() != 32 or c.chunk_hash.size() != 32) return #err(#InvalidArgument("hashes are 32 bytes"));
     if (c.total_chunks == 0 or c.total_chunks > Limits.MAX_CHUNKS) return #err(#InvalidArgument("1.." # Nat.toText(Limits.MAX_CHUNKS) # " chunks of at most 1 MiB"));
     if (c.chunk_index >= c.total_chunks) return #err(#InvalidArgument("chunk_index out of range"));
     if (c.chunk.size() == 0 or c.chunk.size() > Limits.MAX_CHUNK_BYTES) return #err(#InvalidArgument("a chunk is 1 byte to 1 MiB"));
     let wasm_id = Sha256.toHex(c.wasm_hash);
     let k = key(c.namespace, wasm_id);
+    sweep(s, budget, now, SWEEP);
     let rec = switch (get(s, c.namespace, wasm_id, now)) {
       case (?r) {
         if (r.complete and r.total_chunks != c.total_chunks) return #err(#InvalidArgument("total_chunks differs from the complete upload's (" # Nat.toText(r.total_chunks) # ")"));
         if (r.complete) return #ok({ complete = true; missing = [] });
-        if (r.total_chunks != c.total_chunks) return startOver(s, b, caller, c, now, k);
+        if (r.total_chunks != c.total_chunks) return startOver(s, b, budget, caller, c, now, k, r);
         r;
       };
       case null {
         if (c.chunk_index > Limits.MAX_CHUNKS_AHEAD) return #err(tooFarAhead(c.chunk_index, 0));
-        if (liveIncomplete(s, caller, now) >= Limits.MAX_INCOMPLETE_PER_PRINCIPAL) {
+        if (liveIncomplete(s, budget, caller, now) >= Limits.MAX_INCOMPLETE_PER_PRINCIPAL) {
           return #err(#QuotaExceeded("at most " # Nat.toText(Limits.MAX_INCOMPLETE_PER_PRINCIPAL) # " incomplete uploads per principal; finish one or wait a day for it to expire"));
         };
         let held = switch (Map.get(s.perNamespace, Text.compare, c.namespace)) { case (?n) n; case null 0 };
         if (held >= Limits.MAX_WASMS_PER_NAMESPACE) return #err(#QuotaExceeded("a namespace holds at most " # Nat.toText(Limits.MAX_WASMS_PER_NAMESPACE) # " wasm modules"));
+        switch (room(s, b, budget, now, c.chunk.size())) { case (?e) return #err(e); case null {} };
+        switch (Map.get(s.wasms, Text.compare, k)) { case (?old) drop(s, budget, k, old); case null {} }; // expired
         let r : WasmRec = {
           namespace = c.namespace;
           wasm_id;
@@ -195,6 +311,7 @@ module {
           created_at = now;
         };
         Map.add(s.wasms, Text.compare, k, r);
+        Queue.pushBack(budget.expiring, (k, now));
         let l = switch (Map.get(s.incomplete, Principal.compare, caller)) {
           case (?l) l;
           case null { let l = List.empty<Text>(); Map.add(s.incomplete, Principal.compare, caller, l); l };
@@ -203,16 +320,20 @@ module {
         r;
       };
     };
-    switch (Map.get(rec.chunks, Nat.compare, c.chunk_index)) {
+    let replaced = switch (Map.get(rec.chunks, Nat.compare, c.chunk_index)) {
       case (?stored) {
         if (stored == c.chunk) return #ok({ complete = false; missing = missing(rec) });
-        if (c.chunk_index < rec.absorbed) return startOver(s, b, caller, c, now, k);
-        // not hashed yet: replaced below
+        if (c.chunk_index < rec.absorbed) return startOver(s, b, budget, caller, c, now, k, rec);
+        stored.size(); // not hashed yet: replaced below
       };
-      case null {};
+      case null 0;
     };
     if (c.chunk_index > rec.absorbed + Limits.MAX_CHUNKS_AHEAD) return #err(tooFarAhead(c.chunk_index, rec.absorbed));
+    if (c.chunk.size() > replaced) {
+      switch (room(s, b, budget, now, c.chunk.size() - replaced)) { case (?e) return #err(e); case null {} };
+    };
     Map.add(rec.chunks, Nat.compare, c.chunk_index, c.chunk);
+    budget.incomplete := budget.incomplete + c.chunk.size() - replaced;
     let digest = switch (rec.digest) { case (?d) d; case null return #err(#InvalidArgument("upload already hashed")) };
     label absorb loop {
       switch (Map.get(rec.chunks, Nat.compare, rec.absorbed)) {
@@ -224,9 +345,10 @@ module {
     let computed = Sha256.finish(digest);
     rec.digest := null;
     if (not Blob.equal(computed, rec.hash)) {
-      Map.remove(s.wasms, Text.compare, k); // only this namespace's upload; nothing refers to it yet
+      drop(s, budget, k, rec); // only this namespace's upload; nothing refers to it yet
       return #err(#WasmHashMismatch({ computed = Sha256.toHex(computed) }));
     };
+    release(budget, heldBytes(rec)); // the bytes move to stable memory: `fits` counted them there already
     rec.complete := true;
     keep(b, k, rec);
     let owners = switch (Map.get(s.byWasm, Text.compare, wasm_id)) {
@@ -239,9 +361,9 @@ module {
     #ok({ complete = true; missing = [] });
   };
 
-  func startOver(s : Store, b : Bytes, caller : Principal, c : Chunk, now : Int, k : Text) : { #ok : { complete : Bool; missing : [Nat] }; #err : T.Error } {
-    Map.remove(s.wasms, Text.compare, k); // the uploaders' quota lists drop the key when they are next counted
-    put(s, b, caller, c, now);
+  func startOver(s : Store, b : Bytes, budget : Budget, caller : Principal, c : Chunk, now : Int, k : Text, r : WasmRec) : { #ok : { complete : Bool; missing : [Nat] }; #err : T.Error } {
+    drop(s, budget, k, r); // the uploaders' quota lists drop the key when they are next counted
+    put(s, b, budget, caller, c, now);
   };
 
   func tooFarAhead(index : Nat, absorbed : Nat) : T.Error {

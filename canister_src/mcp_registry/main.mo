@@ -83,6 +83,7 @@ persistent actor class Registry(init : { governance : Principal; audit_hub : Pri
   let uploads = Legacy.emptyUploads(); // the previous release's shape: emptied into `wasmUploads` on upgrade
   let wasmUploads = Uploads.empty();
   let wasmBytes = Uploads.emptyBytes(); // complete uploads' chunks, in stable memory
+  let uploadBudget = Uploads.emptyBudget(); // what all uploads may hold, and hold now
   let rounds = Rounds.empty();
   let bounties = Bounties.empty();
   let transfers = Transfers.empty();
@@ -136,6 +137,7 @@ persistent actor class Registry(init : { governance : Principal; audit_hub : Pri
   system func postupgrade() {
     Legacy.moveUploads(uploads, wasmUploads);
     Uploads.keepAll(wasmUploads, wasmBytes);
+    Uploads.recount(wasmUploads, uploadBudget);
     Legacy.moveLog(log, blockLog);
     if (Provenance.isEmpty(provenance)) { // a release before the provenance tree: its filings enter it once, unsigned
       Provenance.addAll(provenance, provenanceMemo, Array.filterMap<T.Filing, (Blob, Provenance.Filed)>(Rounds.allFilings(rounds), func f {
@@ -361,7 +363,16 @@ persistent actor class Registry(init : { governance : Principal; audit_hub : Pri
   } {
     if (not Namespaces.exists(names, arg.namespace)) return #err(#NamespaceNotFound);
     if (not Namespaces.isController(names, arg.namespace, caller)) return #err(#NotAuthorized);
-    Uploads.put(wasmUploads, wasmBytes, caller, arg, now());
+    Uploads.put(wasmUploads, wasmBytes, uploadBudget, caller, arg, now());
+  };
+
+  // What all uploads may hold (incomplete ones in the heap, complete ones in stable memory) and hold now.
+  public query func upload_budget() : async Uploads.UploadBudget { Uploads.usage(wasmBytes, uploadBudget) };
+
+  // Governance: the global upload budget (principals are free, so per-principal quotas do not bound it).
+  public shared ({ caller }) func set_upload_budget(arg : { max_incomplete_bytes : Nat; max_stored_bytes : Nat }) : async { #ok; #err : T.Error } {
+    if (not isGovernance(caller)) return #err(#NotAuthorized);
+    Uploads.setBudget(uploadBudget, arg.max_incomplete_bytes, arg.max_stored_bytes);
   };
 
   // Publish a version: only a wasm whose current round in this namespace is verified. `previous` (ICRC-118):
@@ -419,7 +430,7 @@ persistent actor class Registry(init : { governance : Principal; audit_hub : Pri
   // A client checks this before creating a namespace, so a new namespace and its first upload either both
   // happen or neither does (the registry cannot delete a namespace).
   public query func upload_quota(uploader : Principal) : async { incomplete : Nat; max_incomplete : Nat } {
-    { incomplete = Uploads.incompleteCount(wasmUploads, uploader, now()); max_incomplete = Limits.MAX_INCOMPLETE_PER_PRINCIPAL };
+    { incomplete = Uploads.incompleteCount(wasmUploads, uploadBudget, uploader, now()); max_incomplete = Limits.MAX_INCOMPLETE_PER_PRINCIPAL };
   };
 
   public query func icrc118_get_wasms(namespace : Text) : async [T.Version] { Namespaces.versions(names, previousOf, namespace) };

@@ -320,6 +320,83 @@ def test_incomplete_uploads_expire_and_are_bounded_per_principal(stack: Stack) -
     assert stack.registry("get_wasm_status", hashlib.sha256(b"a").hexdigest(), ["com.example.app"]) == []
 
 
+@pytest.mark.inproc_only
+def test_a_global_budget_bounds_what_uploads_hold_whoever_sends_them(stack: Stack, product: dict[str, Any]) -> None:
+    """Principals are free, so per-principal quotas do not bound what uploads hold in all: the registry's upload
+    budget does. Many principals' incomplete uploads stop at the heap budget and complete ones at the stored
+    budget, each refused chunk with a clear error and nothing lost; the books stay exact through replaced
+    chunks, restarts, hash mismatches, completions, expiry and an upgrade."""
+    reg = stack.registry
+    senders = [DEV, STRANGER, SPONSOR, *VERIFIERS[:3]]
+    for i, who in enumerate(senders):
+        assert "ok" in reg("icrc118_create_canister_type", {"namespace": f"org.sybil{i}.app", "description": ""},
+                           sender=who)
+
+    def put(i: int, wasm: bytes, index: int, chunk: bytes, total: int = 2) -> Any:
+        return reg("icrc118_upload_wasm_chunk", {
+            "namespace": f"org.sybil{i}.app", "wasm_hash": hashlib.sha256(wasm).digest(), "total_chunks": total,
+            "chunk_index": index, "chunk": chunk, "chunk_hash": hashlib.sha256(chunk).digest()}, sender=senders[i])
+
+    def held() -> tuple[int, int]:
+        budget = reg("upload_budget")
+        return budget["incomplete_bytes"], budget["stored_bytes"]
+
+    limits = {"max_incomplete_bytes": 3500, "max_stored_bytes": 1 << 20}
+    for who in (DEV, ANONYMOUS, STRANGER):
+        assert reg("set_upload_budget", limits, sender=who) == {"err": {"NotAuthorized": None}}
+    assert "InvalidArgument" in reg("set_upload_budget", {**limits, "max_stored_bytes": 4 << 30}, sender=GOV)["err"]
+    assert "InvalidArgument" in reg("set_upload_budget", {**limits, "max_incomplete_bytes": 2 << 30},
+                                    sender=GOV)["err"]
+    assert reg("set_upload_budget", limits, sender=GOV) == {"ok": None}
+    assert reg("upload_budget") == {**limits, "incomplete_bytes": 0, "stored_bytes": 0}
+
+    wasms = [bytes([i]) * 1400 for i in range(len(senders))]  # chunk 0: 1000 bytes, chunk 1: 400
+    for i in range(3):
+        assert put(i, wasms[i], 0, wasms[i][:1000]) == {"ok": {"complete": False, "missing": [1]}}
+    assert held() == (3000, 0)
+    refused = put(3, wasms[3], 0, wasms[3][:1000])
+    assert "upload budget is full" in refused["err"]["QuotaExceeded"]
+    assert reg("upload_quota", senders[3])["incomplete"] == 0  # the refused chunk left nothing behind
+    assert put(0, wasms[0], 1, wasms[0][1000:]) == {"ok": {"complete": True, "missing": []}}  # 400 more fit
+    assert held() == (2000, 1400)  # the complete module moved to stable memory
+    assert put(3, wasms[3], 0, wasms[3][:1000])["ok"]["complete"] is False
+    assert held() == (3000, 1400)
+
+    # a chunk ahead of the hashed prefix replaced by a larger one counts once; a restart and a mismatch give back
+    assert reg("set_upload_budget", {**limits, "max_incomplete_bytes": 5000}, sender=GOV) == {"ok": None}
+    assert "ok" in put(4, b"x" * 900, 2, b"y" * 300, total=3)
+    assert "ok" in put(4, b"x" * 900, 2, b"z" * 500, total=3)
+    assert held() == (3500, 1400)
+    assert "ok" in put(4, b"x" * 900, 0, b"w" * 100, total=4)  # another total_chunks: the upload starts over
+    assert held() == (3100, 1400)
+    assert "WasmHashMismatch" in put(1, wasms[1], 1, b"not the rest")["err"]
+    assert held() == (2100, 1400)
+
+    # the stored budget counts incomplete bytes as already stored: a completion never finds stable memory full
+    assert reg("set_upload_budget", {"max_incomplete_bytes": 5000, "max_stored_bytes": 3500}, sender=GOV) == \
+        {"ok": None}
+    assert "QuotaExceeded" in put(2, wasms[2], 1, wasms[2][1000:])["err"]  # 1400 + 2100 + 400 > 3500
+    assert held() == (2100, 1400) and reg("upload_quota", senders[2])["incomplete"] == 1  # nothing lost
+    assert reg("set_upload_budget", {"max_incomplete_bytes": 5000, "max_stored_bytes": 3900}, sender=GOV) == \
+        {"ok": None}
+    assert put(2, wasms[2], 1, wasms[2][1000:])["ok"]["complete"] is True  # exactly full
+    assert held() == (1100, 2800)
+
+    # an upgrade recounts the figures and keeps the expiry order; expired uploads give their bytes back
+    arg = reg.interface.encode_init({"governance": GOV, "audit_hub": stack.hub.canister_id,
+                                     "ledgers": [stack.ledger.canister_id]})
+    stack.ic.upgrade_canister(reg.canister_id, product["mcp_registry"].wasm.read_bytes(), arg, sender=GOV)
+    assert reg("upload_budget") == {"max_incomplete_bytes": 5000, "max_stored_bytes": 3900,
+                                    "incomplete_bytes": 1100, "stored_bytes": 2800}
+    stack.ic.advance_time(DAY + 1)
+    assert put(5, wasms[5], 0, wasms[5][:1000])["ok"]["complete"] is False  # sweeps the expired ones first
+    assert held() == (1000, 2800)
+    for i in (0, 2):  # complete modules stay whole
+        got = reg("icrc118_get_wasm_chunk", {"namespace": f"org.sybil{i}.app",
+                                              "wasm_hash": hashlib.sha256(wasms[i]).digest(), "chunk_id": 1})
+        assert got["ok"]["chunk"] == wasms[i][1000:]
+
+
 def test_bounties_have_a_minimum_and_a_cap_per_round(stack: Stack) -> None:
     wasm_id = stack.submit()
     minimum = stack.registry("get_policy")["min_bounty_reward"]

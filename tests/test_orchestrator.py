@@ -794,3 +794,32 @@ def test_a_timeout_without_a_snapshot_is_refused_before_anything_changes(world: 
     assert world.orch("icrc120_upgrade_to", [req], sender=DEV) == [
         {"Err": {"Generic": "a timeout needs a snapshot: without one an overdue upgrade could not be undone"}}]
     assert world.orch("get_instance", cid)[0]["state"] == {"Running": None}
+
+
+def test_its_log_tip_is_certified_after_every_block(world: World, product: dict[str, Any]) -> None:
+    """The orchestrator certifies its ICRC-3 tip itself (the shared log leaves certification to each canister):
+    after each event, and after an upgrade of the orchestrator, the certificate names the newest block."""
+    from ic_replica.certification import BLS_DER_PREFIX
+    from prometheus_sdk import icrc3
+
+    class Reader:  # what the SDK's tip reader asks of a client
+        canister_id = world.orch.canister_id
+
+        def icrc3_get_tip_certificate(self) -> Any:
+            return world.orch("icrc3_get_tip_certificate")
+
+    root_key = BLS_DER_PREFIX + world.stack.ic.root_public_key
+    assert icrc3.certified_tip(Reader(), root_key) is None  # no block yet
+    world.publish(world.counter, (1, 0, 0))
+    cid = world.deploy()["ok"]["canister_id"]
+    world.publish(with_note(world.counter, b"1.1.0"), (1, 1, 0))
+    assert "ok" in world.upgrade(cid)
+    blocks = world.orch("icrc3_get_blocks", [{"start": 0, "length": 100}])["blocks"]
+    tip = icrc3.certified_tip(Reader(), root_key)
+    assert tip is not None and tip.index == len(blocks) - 1 == 2
+    assert tip.hash == icrc3.value_hash(blocks[-1]["block"])
+    arg = world.orch.interface.encode_init({"governance": GOV, "registry": world.stack.registry.canister_id})
+    world.stack.ic.upgrade_canister(world.orch.canister_id, product["mcp_orchestrator"].wasm.read_bytes(), arg,
+                                    sender=GOV)
+    again = icrc3.certified_tip(Reader(), root_key)
+    assert again is not None and (again.index, again.hash) == (tip.index, tip.hash)

@@ -46,16 +46,15 @@ module {
     s.lastHash := lastHash;
   };
 
+  // Append a block; the caller certifies the new tip (`tipRoot`), alone or under a root of its own.
   public func append(s : Store, h : Hasher, now : Int, btype : Text, tx : [(Text, Value)]) : Nat {
     let block = #Map(switch (s.lastHash) {
       case (?p) [("btype", #Text(btype)), ("ts", #Nat(Int.toNat(now))), ("tx", #Map(tx)), ("phash", #Blob(p))];
       case null [("btype", #Text(btype)), ("ts", #Nat(Int.toNat(now))), ("tx", #Map(tx))];
     });
-    let blockHash = hash(h, block); // also left in h.words[0 ..< 8], where tipTreeRoot reads it: nothing between
-    s.lastHash := ?blockHash;
+    s.lastHash := ?hash(h, block);
     let index = List.size(s.blocks);
     List.add(s.blocks, to_candid (block));
-    CertifiedData.set(tipTreeRoot(h, index, 0));
     index;
   };
 
@@ -314,7 +313,7 @@ module {
     ]);
   };
 
-  // The tip tree's root hash (what `append` certifies), null before the first block.
+  // The tip tree's root hash (what a canister certifies after `append`), null before the first block.
   public func tipRoot(s : Store, h : Hasher) : ?Blob {
     switch (s.lastHash) {
       case (?last) {

@@ -9,6 +9,7 @@
 // instance is marked busy before its first await, so two operations on one canister never interleave.
 import Array "mo:core/Array";
 import Blob "mo:core/Blob";
+import CertifiedData "mo:core/CertifiedData";
 import Cycles "mo:core/Cycles";
 import Error "mo:core/Error";
 import InternetComputer "mo:core/InternetComputer";
@@ -188,7 +189,12 @@ persistent actor class Orchestrator(init : { governance : Principal; registry : 
   };
 
   transient let hasher = Log.hasher(); // block hashing scratch: no garbage per block
-  func block(btype : Text, tx : [(Text, T.Value)]) : Nat { Log.append(blockLog, hasher, now(), btype, tx) };
+  // Append a block and certify the new tip (the only writer of the certified data).
+  func block(btype : Text, tx : [(Text, T.Value)]) : Nat {
+    let index = Log.append(blockLog, hasher, now(), btype, tx);
+    switch (Log.tipRoot(blockLog, hasher)) { case (?root) CertifiedData.set(root); case null {} };
+    index;
+  };
 
   // A block that is also an ICRC-120 event on `canister`.
   func event(btype : Text, canister : Principal, kind : Events.EventType, tx : [(Text, T.Value)]) : Nat {

@@ -18,7 +18,7 @@ module {
   // free, so the per-principal and per-namespace quotas above do not bound these.
   public let DEFAULT_INCOMPLETE_UPLOAD_BYTES = 536_870_912; // 512 MiB: heap held by incomplete uploads
   public let MAX_INCOMPLETE_UPLOAD_BYTES = 1_073_741_824; // 1 GiB
-  public let DEFAULT_STORED_WASM_BYTES = 3_221_225_472; // 3 GiB: complete modules, in stable memory
+  public let DEFAULT_STORED_WASM_BYTES = 2_147_483_648; // 2 GiB: complete modules, in stable memory
   public let MAX_STORED_WASM_BYTES = 3_221_225_472; // 3 GiB: moc caps stable memory at 4 GiB (regions use some)
 
   // Namespaces and versions

@@ -21,7 +21,6 @@ import Map "mo:core/Map";
 import Nat "mo:core/Nat";
 import Nat64 "mo:core/Nat64";
 import Principal "mo:core/Principal";
-import Queue "mo:core/Queue";
 import Runtime "mo:core/Runtime";
 import Text "mo:core/Text";
 
@@ -67,8 +66,8 @@ module {
   public type Budget = {
     var maxIncomplete : Nat; // heap bytes all incomplete uploads may hold
     var maxStored : Nat; // stable-memory bytes complete uploads may hold
-    var incomplete : Nat; // heap bytes incomplete uploads hold now (expired ones not yet dropped included)
-    expiring : Queue.Queue<(Text, Int)>; // (key, created_at) of incomplete uploads, oldest first
+    var incomplete : Nat; // chunk bytes incomplete uploads hold now (expired ones not yet dropped included)
+    expiring : Map.Map<(Int, Text), ()>; // every incomplete upload, by (created_at, key): oldest first
   };
 
   public type UploadBudget = { max_incomplete_bytes : Nat; max_stored_bytes : Nat; incomplete_bytes : Nat; stored_bytes : Nat };
@@ -78,15 +77,34 @@ module {
       var maxIncomplete = Limits.DEFAULT_INCOMPLETE_UPLOAD_BYTES;
       var maxStored = Limits.DEFAULT_STORED_WASM_BYTES;
       var incomplete = 0;
-      expiring = Queue.empty();
+      expiring = Map.empty();
     };
   };
 
-  public func usage(b : Bytes, budget : Budget) : UploadBudget {
+  func byAge(x : (Int, Text), y : (Int, Text)) : { #less; #equal; #greater } {
+    switch (Int.compare(x.0, y.0)) { case (#equal) Text.compare(x.1, y.1); case order order };
+  };
+
+  let SWEEP = 8; // expired uploads dropped with every chunk
+  let SWEEP_WHEN_FULL = 64; // and before a chunk is refused for want of room
+
+  // What the budget allows and holds; incomplete bytes leave out expired uploads the next chunk would drop (what
+  // a client checks before it creates a namespace).
+  public func usage(s : Store, b : Bytes, budget : Budget, now : Int) : UploadBudget {
+    var reclaimable = 0;
+    var seen = 0;
+    label scan for (((_, k), _) in Map.entries(budget.expiring)) {
+      if (seen >= SWEEP + SWEEP_WHEN_FULL) break scan;
+      seen += 1;
+      switch (Map.get(s.wasms, Text.compare, k)) {
+        case (?r) if (expired(r, now)) reclaimable += heldBytes(r) else break scan;
+        case null {};
+      };
+    };
     {
       max_incomplete_bytes = budget.maxIncomplete;
       max_stored_bytes = budget.maxStored;
-      incomplete_bytes = budget.incomplete;
+      incomplete_bytes = if (reclaimable >= budget.incomplete) 0 else budget.incomplete - reclaimable;
       stored_bytes = Nat64.toNat(BlobStore.next(b.store));
     };
   };
@@ -108,10 +126,13 @@ module {
     n;
   };
 
-  // Remove an incomplete upload's record and give its bytes back to the budget.
+  // Remove an upload's record; an incomplete one gives its bytes back and leaves the expiry index.
   func drop(s : Store, budget : Budget, k : Text, r : WasmRec) {
     Map.remove(s.wasms, Text.compare, k);
-    if (not r.complete) release(budget, heldBytes(r));
+    if (not r.complete) {
+      release(budget, heldBytes(r));
+      Map.remove(budget.expiring, byAge, (r.created_at, k));
+    };
   };
 
   // Saturating: a miscount must not trap every later upload (`recount` at the next upgrade corrects it).
@@ -119,26 +140,23 @@ module {
     budget.incomplete := if (n >= budget.incomplete) 0 else budget.incomplete - n;
   };
 
-  // Pop up to `max` queue entries that are done with (completed, dropped or replaced uploads) or expired
-  // (dropped here); stops at the first live one (those after it are younger).
+  // Drop up to `max` expired uploads, oldest first (the index holds only incomplete uploads, so its front is
+  // the next to expire).
   func sweep(s : Store, budget : Budget, now : Int, max : Nat) {
     var n = 0;
-    label popping while (n < max) {
-      let (k, created) = switch (Queue.peekFront(budget.expiring)) { case (?e) e; case null break popping };
+    label dropping while (n < max) {
+      let (created, k) = switch (Map.minEntry(budget.expiring)) { case (?(key, _)) key; case null break dropping };
       switch (Map.get(s.wasms, Text.compare, k)) {
-        case (?r) if (not r.complete and r.created_at == created) {
-          if (not expired(r, now)) break popping;
-          drop(s, budget, k, r);
+        case (?r) {
+          if (r.complete or r.created_at != created) Map.remove(budget.expiring, byAge, (created, k)) // not kept up to date
+          else if (expired(r, now)) drop(s, budget, k, r)
+          else break dropping;
         };
-        case null {};
+        case null Map.remove(budget.expiring, byAge, (created, k));
       };
-      ignore Queue.popFront(budget.expiring);
       n += 1;
     };
   };
-
-  let SWEEP = 8; // queue entries looked at with every chunk
-  let SWEEP_WHEN_FULL = 64; // and before a chunk is refused for want of room
 
   // Whether `more` heap bytes fit both budgets (a completion moves incomplete bytes to stable memory, so they
   // count against the stored budget already).
@@ -156,16 +174,13 @@ module {
   // At an upgrade: the running figures again from the records (the release before this kept none).
   public func recount(s : Store, budget : Budget) {
     budget.incomplete := 0;
-    Queue.clear(budget.expiring);
-    let open = List.empty<(Text, Int)>();
+    Map.clear(budget.expiring);
     for ((k, r) in Map.entries(s.wasms)) {
-      if (not r.complete) { budget.incomplete += heldBytes(r); List.add(open, (k, r.created_at)) };
+      if (not r.complete) {
+        budget.incomplete += heldBytes(r);
+        Map.add(budget.expiring, byAge, (r.created_at, k), ());
+      };
     };
-    let oldestFirst = Array.sort<(Text, Int)>(List.toArray(open), func(x, y) = switch (Int.compare(x.1, y.1)) {
-      case (#equal) Text.compare(x.0, y.0);
-      case order order;
-    });
-    for (e in oldestFirst.vals()) Queue.pushBack(budget.expiring, e);
   };
 
   public type Chunk = { namespace : Text; wasm_hash : Blob; total_chunks : Nat; chunk_index : Nat; chunk : Blob; chunk_hash : Blob };
@@ -290,13 +305,11 @@ module {
       };
       case null {
         if (c.chunk_index > Limits.MAX_CHUNKS_AHEAD) return #err(tooFarAhead(c.chunk_index, 0));
-        if (liveIncomplete(s, budget, caller, now) >= Limits.MAX_INCOMPLETE_PER_PRINCIPAL) {
-          return #err(#QuotaExceeded("at most " # Nat.toText(Limits.MAX_INCOMPLETE_PER_PRINCIPAL) # " incomplete uploads per principal; finish one or wait a day for it to expire"));
-        };
+        if (liveIncomplete(s, budget, caller, now) >= Limits.MAX_INCOMPLETE_PER_PRINCIPAL) return #err(tooManyIncomplete());
         let held = switch (Map.get(s.perNamespace, Text.compare, c.namespace)) { case (?n) n; case null 0 };
         if (held >= Limits.MAX_WASMS_PER_NAMESPACE) return #err(#QuotaExceeded("a namespace holds at most " # Nat.toText(Limits.MAX_WASMS_PER_NAMESPACE) # " wasm modules"));
-        switch (room(s, b, budget, now, c.chunk.size())) { case (?e) return #err(e); case null {} };
         switch (Map.get(s.wasms, Text.compare, k)) { case (?old) drop(s, budget, k, old); case null {} }; // expired
+        switch (room(s, b, budget, now, c.chunk.size())) { case (?e) return #err(e); case null {} };
         let r : WasmRec = {
           namespace = c.namespace;
           wasm_id;
@@ -311,7 +324,7 @@ module {
           created_at = now;
         };
         Map.add(s.wasms, Text.compare, k, r);
-        Queue.pushBack(budget.expiring, (k, now));
+        Map.add(budget.expiring, byAge, (now, k), ());
         let l = switch (Map.get(s.incomplete, Principal.compare, caller)) {
           case (?l) l;
           case null { let l = List.empty<Text>(); Map.add(s.incomplete, Principal.compare, caller, l); l };
@@ -350,6 +363,7 @@ module {
     };
     release(budget, heldBytes(rec)); // the bytes move to stable memory: `fits` counted them there already
     rec.complete := true;
+    Map.remove(budget.expiring, byAge, (rec.created_at, k));
     keep(b, k, rec);
     let owners = switch (Map.get(s.byWasm, Text.compare, wasm_id)) {
       case (?l) l;
@@ -361,9 +375,22 @@ module {
     #ok({ complete = true; missing = [] });
   };
 
+  // Everything the new upload could be refused for is checked before the old one is dropped: a refused chunk
+  // changes nothing.
   func startOver(s : Store, b : Bytes, budget : Budget, caller : Principal, c : Chunk, now : Int, k : Text, r : WasmRec) : { #ok : { complete : Bool; missing : [Nat] }; #err : T.Error } {
+    if (c.chunk_index > Limits.MAX_CHUNKS_AHEAD) return #err(tooFarAhead(c.chunk_index, 0));
+    let mine = if (Principal.equal(r.uploaded_by, caller)) 1 else 0; // r is live: counted for its uploader
+    if (liveIncomplete(s, budget, caller, now) >= Limits.MAX_INCOMPLETE_PER_PRINCIPAL + mine) return #err(tooManyIncomplete());
+    let freed = heldBytes(r);
+    if (c.chunk.size() > freed) {
+      switch (room(s, b, budget, now, c.chunk.size() - freed)) { case (?e) return #err(e); case null {} };
+    };
     drop(s, budget, k, r); // the uploaders' quota lists drop the key when they are next counted
     put(s, b, budget, caller, c, now);
+  };
+
+  func tooManyIncomplete() : T.Error {
+    #QuotaExceeded("at most " # Nat.toText(Limits.MAX_INCOMPLETE_PER_PRINCIPAL) # " incomplete uploads per principal; finish one or wait a day for it to expire");
   };
 
   func tooFarAhead(index : Nat, absorbed : Nat) : T.Error {

@@ -367,7 +367,7 @@ persistent actor class Registry(init : { governance : Principal; audit_hub : Pri
   };
 
   // What all uploads may hold (incomplete ones in the heap, complete ones in stable memory) and hold now.
-  public query func upload_budget() : async Uploads.UploadBudget { Uploads.usage(wasmBytes, uploadBudget) };
+  public query func upload_budget() : async Uploads.UploadBudget { Uploads.usage(wasmUploads, wasmBytes, uploadBudget, now()) };
 
   // Governance: the global upload budget (principals are free, so per-principal quotas do not bound it).
   public shared ({ caller }) func set_upload_budget(arg : { max_incomplete_bytes : Nat; max_stored_bytes : Nat }) : async { #ok; #err : T.Error } {

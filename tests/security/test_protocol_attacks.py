@@ -397,6 +397,43 @@ def test_a_global_budget_bounds_what_uploads_hold_whoever_sends_them(stack: Stac
         assert got["ok"]["chunk"] == wasms[i][1000:]
 
 
+@pytest.mark.inproc_only
+def test_spent_uploads_leave_nothing_that_delays_the_budget(stack: Stack) -> None:
+    """Uploads that end (a wrong hash, a restart) leave no trace in the expiry index, so once everything held has
+    expired the next chunk finds room at once, and `upload_budget` (what `prometheus submit` checks before
+    creating a namespace) no longer counts expired bytes even before any chunk arrives. A restart refused for
+    want of room keeps the upload it would have replaced."""
+    reg = stack.registry
+    senders = [DEV, STRANGER, SPONSOR, VERIFIERS[0]]
+    for i, who in enumerate(senders):
+        assert "ok" in reg("icrc118_create_canister_type", {"namespace": f"org.spent{i}.app", "description": ""},
+                           sender=who)
+
+    def put(i: int, wasm: bytes, index: int, chunk: bytes, total: int = 2) -> Any:
+        return reg("icrc118_upload_wasm_chunk", {
+            "namespace": f"org.spent{i}.app", "wasm_hash": hashlib.sha256(wasm).digest(), "total_chunks": total,
+            "chunk_index": index, "chunk": chunk, "chunk_hash": hashlib.sha256(chunk).digest()}, sender=senders[i])
+
+    assert reg("set_upload_budget", {"max_incomplete_bytes": 2000, "max_stored_bytes": 1 << 30}, sender=GOV) == \
+        {"ok": None}
+    assert "ok" in put(0, b"first", 0, b"a")  # the oldest upload, still live when the others come
+    for n in range(300):  # each a one-chunk upload that fails its hash, and a started-over one
+        assert "WasmHashMismatch" in put(0, b"other", 0, bytes([n % 256]), total=1)["err"]
+    stack.ic.advance_time(HOUR)
+    assert "ok" in put(1, b"one", 0, b"1" * 999)
+    assert "ok" in put(2, b"two", 0, b"2" * 900)
+    assert reg("upload_budget")["incomplete_bytes"] == 1900
+    held = put(2, b"two", 0, b"3" * 1050, total=3)  # a restart past the budget (900 freed, 100 free): kept
+    assert "upload budget is full" in held["err"]["QuotaExceeded"]
+    assert reg("upload_budget")["incomplete_bytes"] == 1900 and reg("upload_quota", senders[2])["incomplete"] == 1
+    assert "ok" in put(2, b"two", 0, b"3" * 100, total=3)  # a smaller one fits: it replaces the 900 bytes
+    assert reg("upload_budget")["incomplete_bytes"] == 1100
+    stack.ic.advance_time(DAY + 2 * HOUR)  # everything held has expired
+    assert reg("upload_budget")["incomplete_bytes"] == 0
+    assert "ok" in put(3, b"honest", 0, b"h" * 1999)  # the first chunk after expiry finds room
+    assert reg("upload_budget")["incomplete_bytes"] == 1999
+
+
 def test_bounties_have_a_minimum_and_a_cap_per_round(stack: Stack) -> None:
     wasm_id = stack.submit()
     minimum = stack.registry("get_policy")["min_bounty_reward"]

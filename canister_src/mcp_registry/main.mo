@@ -148,7 +148,7 @@ persistent actor class Registry(init : { governance : Principal; audit_hub : Pri
         };
       }));
     };
-    certify(); // certified data does not survive an upgrade
+    certify(); // the IC keeps certified data across an upgrade, but this release may certify a different tree
   };
 
   func principalValue(p : Principal) : T.Value { #Blob(Principal.toBlob(p)) };

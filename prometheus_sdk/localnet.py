@@ -34,10 +34,21 @@ def running(d: Path | None = None, env: Mapping[str, str] | None = None) -> dict
     """The background replica recorded in the data directory, if its process is alive (pid, port, url)."""
     try:
         info: dict[str, Any] = json.loads((data_dir(d, env) / STATE_FILE).read_text())
-        os.kill(int(info["pid"]), 0)
-        return info
+        pid = int(info["pid"])
+        os.kill(pid, 0)
     except (OSError, ValueError, KeyError, TypeError):
         return None
+    return None if _exited(pid) else info
+
+
+def _exited(pid: int) -> bool:
+    """Whether `pid` has exited but was not reaped yet (a zombie still answers `kill(pid, 0)`; the background
+    replica's parent is init, which may reap it seconds later). Linux only; elsewhere False."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rfind(")") + 2:].startswith("Z")
 
 
 def deployed_ids(d: Path | None = None, env: Mapping[str, str] | None = None) -> dict[str, str]:

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -115,3 +116,27 @@ def test_deploy_protocol_wires_the_canisters(cli) -> None:  # type: ignore[no-un
     orchestrator = CanisterClient.from_did(conn, ids["mcp_orchestrator"], ROOT / "candid" / "mcp_orchestrator.did")
     assert str(orchestrator.get_governance()) == first["governance"]
     assert orchestrator.list_instances({"namespace": [], "after": [], "limit": 10}) == []
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="zombies are told apart through /proc")
+def test_a_replica_that_exited_is_not_running_before_it_is_reaped(tmp_path: Path) -> None:
+    """The background replica's parent is init, which may reap it seconds after it exits; until then its pid
+    still answers kill(pid, 0). `localnet stop` (and every client asking whether a localnet runs) must see it gone
+    as soon as it exits, not when it is reaped."""
+    from prometheus_sdk.localnet import STATE_FILE, running
+
+    child = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
+    (tmp_path / STATE_FILE).write_text(json.dumps({"pid": child.pid, "url": "http://127.0.0.1:1"}))
+    try:
+        assert running(tmp_path) == {"pid": child.pid, "url": "http://127.0.0.1:1"}
+        assert child.stdin is not None
+        child.stdin.close()  # it exits; not reaped (no wait) until the end of the test
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{child.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+            assert time.monotonic() < deadline, "the child did not exit"
+            time.sleep(0.01)
+        os.kill(child.pid, 0)  # a zombie still answers
+        assert running(tmp_path) is None
+    finally:
+        child.kill()
+        child.wait()

@@ -320,6 +320,21 @@ def test_incomplete_uploads_expire_and_are_bounded_per_principal(stack: Stack) -
     assert stack.registry("get_wasm_status", hashlib.sha256(b"a").hexdigest(), ["com.example.app"]) == []
 
 
+def uploaders(stack: Stack, senders: list[Any]) -> Any:
+    """A namespace for each sender (`org.upN.app`), and `put(n, wasm, index, chunk, total)`: sender n's chunk of
+    `wasm` into its namespace."""
+    for i, who in enumerate(senders):
+        assert "ok" in stack.registry("icrc118_create_canister_type", {"namespace": f"org.up{i}.app",
+                                                                        "description": ""}, sender=who)
+
+    def put(i: int, wasm: bytes, index: int, chunk: bytes, total: int = 2) -> Any:
+        return stack.registry("icrc118_upload_wasm_chunk", {
+            "namespace": f"org.up{i}.app", "wasm_hash": hashlib.sha256(wasm).digest(), "total_chunks": total,
+            "chunk_index": index, "chunk": chunk, "chunk_hash": hashlib.sha256(chunk).digest()}, sender=senders[i])
+
+    return put
+
+
 @pytest.mark.inproc_only
 def test_a_global_budget_bounds_what_uploads_hold_whoever_sends_them(stack: Stack, product: dict[str, Any]) -> None:
     """Principals are free, so per-principal quotas do not bound what uploads hold in all: the registry's upload
@@ -328,14 +343,7 @@ def test_a_global_budget_bounds_what_uploads_hold_whoever_sends_them(stack: Stac
     chunks, restarts, hash mismatches, completions, expiry and an upgrade."""
     reg = stack.registry
     senders = [DEV, STRANGER, SPONSOR, *VERIFIERS[:3]]
-    for i, who in enumerate(senders):
-        assert "ok" in reg("icrc118_create_canister_type", {"namespace": f"org.sybil{i}.app", "description": ""},
-                           sender=who)
-
-    def put(i: int, wasm: bytes, index: int, chunk: bytes, total: int = 2) -> Any:
-        return reg("icrc118_upload_wasm_chunk", {
-            "namespace": f"org.sybil{i}.app", "wasm_hash": hashlib.sha256(wasm).digest(), "total_chunks": total,
-            "chunk_index": index, "chunk": chunk, "chunk_hash": hashlib.sha256(chunk).digest()}, sender=senders[i])
+    put = uploaders(stack, senders)
 
     def held() -> tuple[int, int]:
         budget = reg("upload_budget")
@@ -392,7 +400,7 @@ def test_a_global_budget_bounds_what_uploads_hold_whoever_sends_them(stack: Stac
     assert put(5, wasms[5], 0, wasms[5][:1000])["ok"]["complete"] is False  # sweeps the expired ones first
     assert held() == (1000, 2800)
     for i in (0, 2):  # complete modules stay whole
-        got = reg("icrc118_get_wasm_chunk", {"namespace": f"org.sybil{i}.app",
+        got = reg("icrc118_get_wasm_chunk", {"namespace": f"org.up{i}.app",
                                               "wasm_hash": hashlib.sha256(wasms[i]).digest(), "chunk_id": 1})
         assert got["ok"]["chunk"] == wasms[i][1000:]
 
@@ -405,14 +413,7 @@ def test_spent_uploads_leave_nothing_that_delays_the_budget(stack: Stack) -> Non
     want of room keeps the upload it would have replaced."""
     reg = stack.registry
     senders = [DEV, STRANGER, SPONSOR, VERIFIERS[0]]
-    for i, who in enumerate(senders):
-        assert "ok" in reg("icrc118_create_canister_type", {"namespace": f"org.spent{i}.app", "description": ""},
-                           sender=who)
-
-    def put(i: int, wasm: bytes, index: int, chunk: bytes, total: int = 2) -> Any:
-        return reg("icrc118_upload_wasm_chunk", {
-            "namespace": f"org.spent{i}.app", "wasm_hash": hashlib.sha256(wasm).digest(), "total_chunks": total,
-            "chunk_index": index, "chunk": chunk, "chunk_hash": hashlib.sha256(chunk).digest()}, sender=senders[i])
+    put = uploaders(stack, senders)
 
     assert reg("set_upload_budget", {"max_incomplete_bytes": 2000, "max_stored_bytes": 1 << 30}, sender=GOV) == \
         {"ok": None}

@@ -153,8 +153,9 @@ def submit(
                 fail(f"you have {quota['incomplete']} incomplete uploads, the registry's limit per principal: "
                      f"namespace {m.namespace} was not created",
                      "finish them with `prometheus submit` from their apps, or wait a day for them to expire")
-            budget = registry.upload_budget()  # what all uploads may hold: principals are free, so it is global
-            if (budget["incomplete_bytes"] + len(wasm) > budget["max_incomplete_bytes"]
+            budget = _upload_budget(registry)  # what all uploads may hold: principals are free, so it is global
+            if budget is not None and (
+                    budget["incomplete_bytes"] + len(wasm) > budget["max_incomplete_bytes"]
                     or budget["stored_bytes"] + budget["incomplete_bytes"] + len(wasm) > budget["max_stored_bytes"]):
                 fail(f"the registry's upload budget cannot take {len(wasm)} more bytes now "
                      f"({budget['incomplete_bytes']} of {budget['max_incomplete_bytes']} held by incomplete uploads, "
@@ -185,6 +186,19 @@ def submit(
             + ("" if r["new_round"] else " (unchanged)")
             + (f" (a new round after #{r['amends']})" if r["amends"] is not None else "")
             + (f", bounty #{r['bounty_id']}" if "bounty_id" in r else "")))
+
+
+def _upload_budget(registry: Any) -> dict[str, int] | None:
+    """The registry's global upload budget; None from a registry released before it had one (which refuses no
+    upload for want of room)."""
+    from prometheus_sdk.errors import CallRejectedError
+
+    try:
+        return registry.upload_budget()  # type: ignore[no-any-return]
+    except CallRejectedError as exc:
+        if exc.error_code == "IC0536" or "has no query method" in exc.reject_message:
+            return None
+        raise
 
 
 def _build(m: manifests.Manifest, path: Path) -> None:

@@ -45,10 +45,10 @@ def _exited(pid: int) -> bool:
     """Whether `pid` has exited but was not reaped yet (a zombie still answers `kill(pid, 0)`; the background
     replica's parent is init, which may reap it seconds later). Linux only; elsewhere False."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        stat = Path(f"/proc/{pid}/stat").read_bytes()  # the process name in it is raw bytes, maybe not UTF-8
     except OSError:
         return False
-    return stat[stat.rfind(")") + 2:].startswith("Z")
+    return stat[stat.rfind(b")") + 2:].startswith(b"Z")
 
 
 def deployed_ids(d: Path | None = None, env: Mapping[str, str] | None = None) -> dict[str, str]:

@@ -1072,7 +1072,7 @@ def test_the_sdk_keeps_its_keys_when_the_issuer_answers_an_error(auth: Auth) -> 
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Issuer)
-    Thread(target=server.serve_forever, daemon=True).start()
+    Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
     try:
         now = [auth.ic.replica.time_ns / 1e9]
         validator = TokenValidator(auth.issuer, RESOURCE, jwks_url=f"http://127.0.0.1:{server.server_port}/jwks",

@@ -336,3 +336,27 @@ def test_a_full_upload_quota_creates_no_namespace(net: Net) -> None:
     assert "2 incomplete uploads" in refused.stderr and "was not created" in refused.stderr
     assert "Traceback" not in refused.stderr
     assert not namespace_exists(net, "com.example.quota")
+
+
+def test_a_registry_from_before_the_upload_budget_refuses_no_submission() -> None:
+    """`submit` reads the registry's global upload budget before it creates a namespace; a registry released
+    before the budget existed has no such query (method not found) and refuses nothing for want of room, so the
+    check is skipped there. Any other rejection is an error."""
+    from prometheus_cli.developer import _upload_budget
+    from prometheus_sdk.errors import CallRejectedError
+
+    class Registry:
+        def __init__(self, error: CallRejectedError | None) -> None:
+            self.error = error
+
+        def upload_budget(self) -> dict[str, int]:
+            if self.error is not None:
+                raise self.error
+            return {"max_incomplete_bytes": 1, "max_stored_bytes": 2, "incomplete_bytes": 0, "stored_bytes": 0}
+
+    missing = CallRejectedError(3, "Canister aaaaa-aa has no query method 'upload_budget'", "IC0536")
+    assert _upload_budget(Registry(missing)) is None
+    assert _upload_budget(Registry(None)) == {"max_incomplete_bytes": 1, "max_stored_bytes": 2,
+                                              "incomplete_bytes": 0, "stored_bytes": 0}
+    with pytest.raises(CallRejectedError):
+        _upload_budget(Registry(CallRejectedError(5, "Canister trapped", "IC0503")))

@@ -376,7 +376,7 @@ def test_serve_over_a_socket(env: Any) -> None:
         do_POST = do_HEAD = do_GET  # noqa: N815
 
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
     base = f"http://127.0.0.1:{httpd.server_address[1]}"
     try:
         with httpx.Client(timeout=30) as client:

@@ -11,7 +11,8 @@
 // global `Budget` (governance sets it) does. A chunk that would take incomplete uploads past their heap budget,
 // or the stored modules past their stable-memory budget, is refused (`#QuotaExceeded`), so the heap never
 // fills with incomplete uploads and a completion always finds room in stable memory. Expired incomplete uploads
-// are dropped oldest first (a queue in creation order; the upload TTL is the same for all) as chunks arrive.
+// are dropped oldest first (an index of incomplete uploads by creation time; the upload TTL is the same for
+// all) as chunks arrive.
 // This module is the only writer of upload records, of `Bytes` and of `Budget`.
 import Array "mo:core/Array";
 import Blob "mo:core/Blob";

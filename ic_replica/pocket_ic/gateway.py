@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 from ic_replica.certification import cbor_dumps
 from ic_replica.http_gateway import MAX_REQUEST_BODY, GatewayError, read_body, resolve_canister, wire_value
 from ic_replica.http_gateway import HttpGateway as IcGateway
-from ic_replica.http_server import IC_API_VERSION, HttpError, IcHttpServer
+from ic_replica.http_server import IC_API_VERSION, STOP_POLL_S, HttpError, IcHttpServer
 from ic_replica.principal import InvalidPrincipal, Principal
 from ic_replica.replica import Replica
 
@@ -84,8 +84,8 @@ class HttpGateway:
         handler = type("GatewayHandler", (_GatewayHandler,), {"gateway": self})
         self.httpd = ThreadingHTTPServer((host, port), handler)
         self.httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True,
-                                        name=f"pocket-ic-gateway-{gateway_id}")
+        self._thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": STOP_POLL_S},
+                                        daemon=True, name=f"pocket-ic-gateway-{gateway_id}")
         self._thread.start()
 
     @property

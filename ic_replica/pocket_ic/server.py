@@ -27,7 +27,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
 
-from ic_replica.http_server import HttpError
+from ic_replica.http_server import STOP_POLL_S, HttpError
 from ic_replica.pocket_ic import gateway, rest
 from ic_replica.pocket_ic.gateway import HttpGateway
 from ic_replica.pocket_ic.instance import Instance
@@ -87,7 +87,7 @@ class PocketIcServer:
             return 0.0 if self.active else time.monotonic() - self.last_request
 
     def serve_forever(self) -> None:
-        self.httpd.serve_forever(poll_interval=0.05)  # how soon shutdown() takes effect
+        self.httpd.serve_forever(poll_interval=STOP_POLL_S)
 
     def shutdown(self) -> None:
         self.httpd.shutdown()

@@ -24,10 +24,13 @@ sys.path.insert(0, str(ROOT))
 from ic_replica.replica import Limits  # noqa: E402
 from prometheus_build.recipe import build_all  # noqa: E402
 from testkit.backends import EmbeddedBackend  # noqa: E402
-from testkit.protocol import DEV, GOV, MINTER, SPONSOR, STRANGER, VERIFIERS, Stack, account  # noqa: E402
+from testkit.protocol import DEV, GOV, MINTER, PRINCIPALS, SPONSOR, STRANGER, VERIFIERS, Stack, account  # noqa: E402
 from testkit.sha256_probe import blob_arg, build_probe  # noqa: E402
 
 MIB = 1024 * 1024
+# Who owns the benchmark's namespaces: a principal creates at most 10 (DEV one of them before the loop), each
+# holds at most 1,000 modules, so five owners allow 45,000 requests.
+OWNERS = [DEV, STRANGER, PRINCIPALS["gov"], PRINCIPALS["minter"], SPONSOR]
 PUBLISHED_SHA256_PER_MIB = {"Motoko (DFINITY canister-profiling)": 268_000_000, "Rust": 83_000_000}
 
 
@@ -63,7 +66,7 @@ def upload_ten_mib(stack: Stack) -> dict[str, int]:
     backwards (the worst order the registry accepts: the last chunk of a window hashes the whole window)."""
     module = bytes(range(256)) * (10 * MIB // 256)
     chunks = [module[i:i + MIB] for i in range(0, len(module), MIB)]
-    out = {}
+    out: dict[str, int] = {}
     for name, order in (("in order", list(range(10))), ("windows backwards", [4, 3, 2, 1, 0, 8, 7, 6, 5, 9])):
         module = bytes([len(out)]) + module[1:]  # a new module each time
         chunks[0] = module[:MIB]
@@ -76,6 +79,23 @@ def upload_ten_mib(stack: Stack) -> dict[str, int]:
                                                                                 sender=DEV)))
         assert stack.registry("get_wasm_status", digest.hex(), ["com.example.app"])[0]["complete"]
         out[name] = worst
+    return out
+
+
+def per_ten_thousand(memory: dict[str, Any], requests: int) -> dict[str, float]:
+    """The registry's wasm-memory growth over the first 10,000 requests, and per 10,000 after them (the marginal
+    rate, once the collector runs: moc's first collection starts only when the heap fills one 64 MiB partition,
+    and takes two more at once)."""
+    def wasm(key: str) -> float:
+        return float(memory[key]["mcp_registry"]["wasm_memory"])
+
+    out: dict[str, float] = {}
+    if requests >= 10_000:
+        out["first 10000"] = round(wasm("after 10000 requests") - wasm("before"), 1)
+    if requests >= 20_000:
+        last = requests // 5_000 * 5_000
+        out[f"per 10000 from 10000 to {last}"] = round(
+            (wasm(f"after {last} requests") - wasm("after 10000 requests")) * 10_000 / (last - 10_000), 1)
     return out
 
 
@@ -126,10 +146,11 @@ def main() -> int:
     for verifier in VERIFIERS[1:]:  # VERIFIERS[0] staked above; a lock is released when its filing settles
         stack.stake(verifier)
     memory: dict[str, Any] = {"before": memory_mib(stack)}
+    curve: list[dict[str, float]] = []  # the registry's wasm memory and heap every 1,000 requests
     page_cost = {}
     for i in range(args.requests):
         namespace = f"org.bench{i // 1000}.app"  # a namespace holds at most 1,000 wasm modules
-        owner = (DEV, STRANGER)[i // 1000 % 2]  # and a principal creates at most 10 namespaces
+        owner = OWNERS[i // 1000 % len(OWNERS)]
         if i % 1000 == 0:
             created = stack.registry("icrc118_create_canister_type", {"namespace": namespace, "description": ""},
                                      sender=owner)
@@ -151,11 +172,17 @@ def main() -> int:
                 assert "ok" in stack.attest(verifier, h.hex(), bounty_id)
         if (i + 1) % 5_000 == 0 or (i + 1) == args.requests:
             memory[f"after {i + 1} requests"] = memory_mib(stack)
+        if (i + 1) % 1_000 == 0:
+            now = memory_mib(stack)["mcp_registry"]
+            curve.append({"requests": i + 1, "wasm_memory": now["wasm_memory"], "heap": now["heap"],
+                          "allocated": now["allocated"]})
         if (i + 1) in (1_000, args.requests):
             page_cost[f"{i + 1} requests"] = {
                 f"page of {n}": instructions(stack, lambda n=n: stack.registry(
                     "list_pending_verifications", {"after": [], "limit": n})) for n in (10, 100)}
     out["memory_mib"] = memory
+    out["registry_memory_curve_mib"] = curve
+    out["registry_high_water_per_10000_mib"] = per_ten_thousand(memory, args.requests)
     out["module_memory_mib"] = module_memory(backend, product)
     out["list_pending_verifications_instructions"] = page_cost
     print(json.dumps(out, indent=2) if args.json else "\n".join(f"{k}: {v}" for k, v in out.items()))

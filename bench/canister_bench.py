@@ -82,10 +82,11 @@ def upload_ten_mib(stack: Stack) -> dict[str, int]:
     return out
 
 
-def per_ten_thousand(memory: dict[str, Any], requests: int) -> dict[str, float]:
-    """The registry's wasm-memory growth over the first 10,000 requests, and per 10,000 after them (the marginal
-    rate, once the collector runs: moc's first collection starts only when the heap fills one 64 MiB partition,
-    and takes two more at once)."""
+def per_ten_thousand(memory: dict[str, Any], curve: list[dict[str, float]], requests: int) -> dict[str, float]:
+    """The registry's wasm-memory growth over the first 10,000 requests, and per 10,000 after them: between the
+    end points and as the least-squares slope of the curve (the high-water moves in 64 MiB steps, so an end point
+    just before or after a step moves the first figure by up to a step; the slope much less). moc's first
+    collection starts only when the heap fills one 64 MiB partition, and takes two more at once."""
     def wasm(key: str) -> float:
         return float(memory[key]["mcp_registry"]["wasm_memory"])
 
@@ -96,6 +97,12 @@ def per_ten_thousand(memory: dict[str, Any], requests: int) -> dict[str, float]:
         last = requests // 5_000 * 5_000
         out[f"per 10000 from 10000 to {last}"] = round(
             (wasm(f"after {last} requests") - wasm("after 10000 requests")) * 10_000 / (last - 10_000), 1)
+        points = [(p["requests"], p["wasm_memory"]) for p in curve if p["requests"] >= 10_000]
+        mean_x = sum(x for x, _ in points) / len(points)
+        mean_y = sum(y for _, y in points) / len(points)
+        slope = (sum((x - mean_x) * (y - mean_y) for x, y in points)
+                 / sum((x - mean_x) ** 2 for x, _ in points))
+        out["per 10000 after 10000, fitted"] = round(slope * 10_000, 1)
     return out
 
 
@@ -182,7 +189,7 @@ def main() -> int:
                     "list_pending_verifications", {"after": [], "limit": n})) for n in (10, 100)}
     out["memory_mib"] = memory
     out["registry_memory_curve_mib"] = curve
-    out["registry_high_water_per_10000_mib"] = per_ten_thousand(memory, args.requests)
+    out["registry_high_water_per_10000_mib"] = per_ten_thousand(memory, curve, args.requests)
     out["module_memory_mib"] = module_memory(backend, product)
     out["list_pending_verifications_instructions"] = page_cost
     print(json.dumps(out, indent=2) if args.json else "\n".join(f"{k}: {v}" for k, v in out.items()))

@@ -14,6 +14,8 @@ from testkit import ROOT
 
 # The last commit whose registry kept uploads and log blocks in the old shapes.
 REGISTRY_RELEASE = "4c01e47"
+# The last commit whose registry kept a complete upload's emptied chunk map with its 31 slots (now slotless).
+REGISTRY_SLOTS_RELEASE = "4fcbf3f"
 # The orchestrator before ICRC-118 upgrade paths and the ICRC-120 event index (its stable registry reference
 # had fewer methods).
 ORCHESTRATOR_RELEASE = "525a825"

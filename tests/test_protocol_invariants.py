@@ -468,6 +468,38 @@ def test_the_previous_release_upgrades_in_place(product: dict[str, Any], tmp_pat
     assert stack.registry("icrc3_get_blocks", [{"start": 0, "length": 100_000}])["blocks"] == blocks
 
 
+@pytest.mark.inproc_only
+def test_complete_uploads_of_the_last_release_upgrade_in_place(product: dict[str, Any], tmp_path: Any) -> None:
+    """The release before complete uploads' chunk maps went slotless: its complete uploads (their emptied maps
+    still hold 31 slots, which the upgrade lets go) are served after the upgrade and after a second one; a new
+    upload and round work, and the log keeps every block."""
+    from testkit.backends import EmbeddedBackend
+    from testkit.releases import REGISTRY_SLOTS_RELEASE, released_product
+
+    old = released_product(REGISTRY_SLOTS_RELEASE, tmp_path, names=["mcp_registry"])
+    stack = Stack.deploy(EmbeddedBackend(), product | old)
+    modules = [b"\x00asm" + os.urandom(150 * 1024 + i) for i in range(3)]
+    wasm_ids = [stack.submit(wasm=m) for m in modules]  # several chunks each
+    b = stack.bounty(wasm_ids[0])
+    stack.stake(VERIFIERS[0])
+    assert "ok" in stack.reserve(VERIFIERS[0], b) and "ok" in stack.attest(VERIFIERS[0], wasm_ids[0], b)
+    before = dump(stack, wasm_ids)
+    arg = stack.registry.interface.encode_init(*_init_args(stack, "mcp_registry"))
+    for _ in range(2):  # the first upgrade lets the slots go; the second finds none
+        stack.ic.upgrade_canister(stack.registry.canister_id, product["mcp_registry"].wasm.read_bytes(), arg,
+                                  sender=GOV)
+        assert dump(stack, wasm_ids) == before
+        for module in modules:
+            assert fetch_module(stack, module) == module
+    again = stack.registry("icrc118_upload_wasm_chunk", {  # a complete upload takes no chunk, and stays whole
+        "namespace": "com.example.app", "wasm_hash": hashlib.sha256(modules[1]).digest(), "total_chunks": 1,
+        "chunk_index": 0, "chunk": modules[1], "chunk_hash": hashlib.sha256(modules[1]).digest()}, sender=DEV)
+    assert "err" in again and fetch_module(stack, modules[1]) == modules[1]
+    fresh = b"\x00asm" + os.urandom(100 * 1024)
+    wasm_id = stack.submit(wasm=fresh)  # and a new upload and round work
+    assert stack.status(wasm_id)["request"] and fetch_module(stack, fresh) == fresh
+
+
 def fetch_module(stack: Stack, module: bytes, namespace: str = "com.example.app") -> bytes:
     """A complete upload read back chunk by chunk, as an installer does (`icrc118_get_wasm_chunk`)."""
     digest, parts, total = hashlib.sha256(module).digest(), [], 1

@@ -24,6 +24,7 @@ import Nat64 "mo:core/Nat64";
 import Principal "mo:core/Principal";
 import Runtime "mo:core/Runtime";
 import Text "mo:core/Text";
+import Types "mo:core/Types";
 
 import BlobStore "../lib/BlobStore";
 import Sha256 "../lib/Sha256";
@@ -226,7 +227,7 @@ module {
   };
 
   // A complete upload's chunks into stable memory, one after another; they leave the heap map (and become
-  // garbage once).
+  // garbage once), and the map keeps no slots.
   func keep(b : Bytes, k : Text, r : WasmRec) {
     let offset = BlobStore.next(b.store);
     let sizes = Array.tabulate<Nat>(r.total_chunks, func i = switch (Map.take(r.chunks, Nat.compare, i)) {
@@ -234,6 +235,26 @@ module {
       case null Runtime.trap("a complete upload misses chunk " # Nat.toText(i));
     });
     Map.add(b.chunks, Text.compare, k, { offset; sizes });
+    r.chunks.root := slotless();
+  };
+
+  // The root of a complete upload's (empty) chunk map: a leaf with no slots. `Map.empty()` and `Map.clear` leave
+  // a leaf of 31 slots, which every complete upload would keep for good (about 420 bytes with 64-bit pointers by
+  // estimate, against about 120 for this one; `bench/live_census.py`: 124 bytes less per upload in 32-bit).
+  // Nothing writes to a complete upload's chunk map; an insert into a slotless leaf would trap (index out of
+  // bounds) before changing anything, and the trap rolls its message back.
+  func slotless() : Types.Map.Node<Nat, Blob> { #leaf({ data = { kvs = [var] : [var ?(Nat, Blob)]; var count = 0 } }) };
+
+  // At an upgrade: complete uploads whose empty chunk map still holds its 31 slots (completed by a release before
+  // `slotless`) let them go.
+  public func dropSlots(s : Store) {
+    for (r in Map.values(s.wasms)) {
+      if (r.complete and Map.isEmpty(r.chunks) and hasSlots(r.chunks)) r.chunks.root := slotless();
+    };
+  };
+
+  func hasSlots(m : Map.Map<Nat, Blob>) : Bool {
+    switch (m.root) { case (#leaf(l)) l.data.kvs.size() > 0; case (#internal(_)) true };
   };
 
   // At an upgrade: complete uploads a release before stable chunks kept in the heap move to stable memory.

@@ -137,6 +137,7 @@ persistent actor class Registry(init : { governance : Principal; audit_hub : Pri
   system func postupgrade() {
     Legacy.moveUploads(uploads, wasmUploads);
     Uploads.keepAll(wasmUploads, wasmBytes);
+    Uploads.dropSlots(wasmUploads);
     Uploads.recount(wasmUploads, uploadBudget);
     Legacy.moveLog(log, blockLog);
     if (Provenance.isEmpty(provenance)) { // a release before the provenance tree: its filings enter it once, unsigned
@@ -531,7 +532,8 @@ persistent actor class Registry(init : { governance : Principal; audit_hub : Pri
       return #err(#InvalidArgument("this repository and commit were already rejected for this wasm: a correction names another"));
     };
     if (Rounds.roundCount(rounds, ns, wasmId) >= Limits.MAX_ROUNDS_PER_WASM) return #err(#QuotaExceeded("at most " # Nat.toText(Limits.MAX_ROUNDS_PER_WASM) # " rounds per wasm and namespace"));
-    let r = Rounds.open(rounds, ns, wasmId, arg.repo, arg.commit_hash, arg.metadata, caller, now());
+    // The upload's own texts (equal to `ns` and `wasmId`): a round shares them instead of keeping copies.
+    let r = Rounds.open(rounds, rec.namespace, rec.wasm_id, arg.repo, arg.commit_hash, arg.metadata, caller, now());
     ignore block("126request", [
       ("request_id", #Nat(r.req.id)), ("namespace", #Text(ns)), ("wasm_id", #Text(wasmId)), ("repo", #Text(arg.repo)),
       ("commit_hash", #Text(arg.commit_hash)), ("requester", principalValue(caller)), ("metadata", #Map(Log.fromMap(arg.metadata))),
@@ -801,7 +803,7 @@ persistent actor class Registry(init : { governance : Principal; audit_hub : Pri
     let fee = try { await ledger.icrc1_fee() } catch (e) { return #err(#TransferFailed(Error.message(e))) };
     // The round may have changed during the await: check again, then record the bounty before the next one.
     let r = switch (fundable()) { case (#err(e)) return #err(e); case (#ok(r)) r };
-    let b = Bounties.create(bounties, caller, r.req.id, r.req.namespace, wasmId, auditType, ledgerId, amount, fee, arg.timeout_date, now());
+    let b = Bounties.create(bounties, caller, r.req.id, r.req.namespace, r.req.wasm_id, auditType, ledgerId, amount, fee, arg.timeout_date, now());
     let t = Transfers.create(transfers, b.id, #Escrow, ledgerId, { owner = caller; subaccount = null }, selfAccount(), amount + fee, null, now());
     Bounties.setEscrow(b, t.id);
     await* pull(b);

@@ -470,9 +470,10 @@ def test_the_previous_release_upgrades_in_place(product: dict[str, Any], tmp_pat
 
 @pytest.mark.inproc_only
 def test_complete_uploads_of_the_last_release_upgrade_in_place(product: dict[str, Any], tmp_path: Any) -> None:
-    """The release before complete uploads' chunk maps went slotless: its complete uploads (their emptied maps
-    still hold 31 slots, which the upgrade lets go) are served after the upgrade and after a second one; a new
-    upload and round work, and the log keeps every block."""
+    """The release before complete uploads' emptied chunk maps kept one slot (lib/MapSlots.mo): its complete
+    uploads (whose emptied maps still hold 31 slots, which the upgrade lets go) are served after the upgrade and
+    after a second one and take no chunk again; an upload begun before the upgrade (its map not emptied) is
+    finished after it; a new upload and round work; the log keeps every block."""
     from testkit.backends import EmbeddedBackend
     from testkit.releases import REGISTRY_SLOTS_RELEASE, released_product
 
@@ -483,6 +484,15 @@ def test_complete_uploads_of_the_last_release_upgrade_in_place(product: dict[str
     b = stack.bounty(wasm_ids[0])
     stack.stake(VERIFIERS[0])
     assert "ok" in stack.reserve(VERIFIERS[0], b) and "ok" in stack.attest(VERIFIERS[0], wasm_ids[0], b)
+    pending = b"\x00asm" + os.urandom(200 * 1024)
+    halves = [pending[:100 * 1024], pending[100 * 1024:]]
+
+    def send_half(i: int) -> Any:
+        return stack.registry("icrc118_upload_wasm_chunk", {
+            "namespace": "com.example.app", "wasm_hash": hashlib.sha256(pending).digest(), "total_chunks": 2,
+            "chunk_index": i, "chunk": halves[i], "chunk_hash": hashlib.sha256(halves[i]).digest()}, sender=DEV)
+
+    assert send_half(0) == {"ok": {"complete": False, "missing": [1]}}
     before = dump(stack, wasm_ids)
     arg = stack.registry.interface.encode_init(*_init_args(stack, "mcp_registry"))
     for _ in range(2):  # the first upgrade lets the slots go; the second finds none
@@ -491,10 +501,15 @@ def test_complete_uploads_of_the_last_release_upgrade_in_place(product: dict[str
         assert dump(stack, wasm_ids) == before
         for module in modules:
             assert fetch_module(stack, module) == module
-    again = stack.registry("icrc118_upload_wasm_chunk", {  # a complete upload takes no chunk, and stays whole
-        "namespace": "com.example.app", "wasm_hash": hashlib.sha256(modules[1]).digest(), "total_chunks": 1,
-        "chunk_index": 0, "chunk": modules[1], "chunk_hash": hashlib.sha256(modules[1]).digest()}, sender=DEV)
-    assert "err" in again and fetch_module(stack, modules[1]) == modules[1]
+    assert send_half(1) == {"ok": {"complete": True, "missing": []}}  # begun before the upgrade, finished after
+    assert fetch_module(stack, pending) == pending
+    other = b"\x00asm other bytes"
+    for module, total in ((modules[1], -(-len(modules[1]) // (64 * 1024))), (pending, 2)):
+        again = stack.registry("icrc118_upload_wasm_chunk", {  # a complete upload takes no chunk again
+            "namespace": "com.example.app", "wasm_hash": hashlib.sha256(module).digest(), "total_chunks": total,
+            "chunk_index": 0,
+            "chunk": other, "chunk_hash": hashlib.sha256(other).digest()}, sender=DEV)
+        assert again == {"ok": {"complete": True, "missing": []}} and fetch_module(stack, module) == module
     fresh = b"\x00asm" + os.urandom(100 * 1024)
     wasm_id = stack.submit(wasm=fresh)  # and a new upload and round work
     assert stack.status(wasm_id)["request"] and fetch_module(stack, fresh) == fresh

@@ -24,9 +24,9 @@ import Nat64 "mo:core/Nat64";
 import Principal "mo:core/Principal";
 import Runtime "mo:core/Runtime";
 import Text "mo:core/Text";
-import Types "mo:core/Types";
 
 import BlobStore "../lib/BlobStore";
+import MapSlots "../lib/MapSlots";
 import Sha256 "../lib/Sha256";
 import Limits "Limits";
 import T "Types";
@@ -227,7 +227,7 @@ module {
   };
 
   // A complete upload's chunks into stable memory, one after another; they leave the heap map (and become
-  // garbage once), and the map keeps no slots.
+  // garbage once), and the map keeps one slot of its 31 (lib/MapSlots.mo).
   func keep(b : Bytes, k : Text, r : WasmRec) {
     let offset = BlobStore.next(b.store);
     let sizes = Array.tabulate<Nat>(r.total_chunks, func i = switch (Map.take(r.chunks, Nat.compare, i)) {
@@ -235,26 +235,15 @@ module {
       case null Runtime.trap("a complete upload misses chunk " # Nat.toText(i));
     });
     Map.add(b.chunks, Text.compare, k, { offset; sizes });
-    r.chunks.root := slotless();
+    r.chunks.root := MapSlots.oneSlot(); // nothing writes to a complete upload's chunk map again
   };
-
-  // The root of a complete upload's (empty) chunk map: a leaf with no slots. `Map.empty()` and `Map.clear` leave
-  // a leaf of 31 slots, which every complete upload would keep for good (about 420 bytes with 64-bit pointers by
-  // estimate, against about 120 for this one; `bench/live_census.py`: 124 bytes less per upload in 32-bit).
-  // Nothing writes to a complete upload's chunk map; an insert into a slotless leaf would trap (index out of
-  // bounds) before changing anything, and the trap rolls its message back.
-  func slotless() : Types.Map.Node<Nat, Blob> { #leaf({ data = { kvs = [var] : [var ?(Nat, Blob)]; var count = 0 } }) };
 
   // At an upgrade: complete uploads whose empty chunk map still holds its 31 slots (completed by a release before
-  // `slotless`) let them go.
+  // `MapSlots`) let 30 of them go.
   public func dropSlots(s : Store) {
     for (r in Map.values(s.wasms)) {
-      if (r.complete and Map.isEmpty(r.chunks) and hasSlots(r.chunks)) r.chunks.root := slotless();
+      if (r.complete and Map.isEmpty(r.chunks) and MapSlots.hasSpareSlots(r.chunks)) r.chunks.root := MapSlots.oneSlot();
     };
-  };
-
-  func hasSlots(m : Map.Map<Nat, Blob>) : Bool {
-    switch (m.root) { case (#leaf(l)) l.data.kvs.size() > 0; case (#internal(_)) true };
   };
 
   // At an upgrade: complete uploads a release before stable chunks kept in the heap move to stable memory.

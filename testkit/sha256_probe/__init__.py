@@ -1,22 +1,16 @@
 """A probe canister for the canisters' SHA-256 (`canister_src/lib/Sha256.mo`) and ICRC-3 value hashing
-(`canister_src/lib/Icrc3.mo`), built with the product's recipe.
-
-The libraries live outside any test canister's source root, so the probe is assembled in a temporary folder
-(its `main.mo` + the libraries) and built through the recipe's cache like every other canister."""
+(`canister_src/lib/Icrc3.mo`), built with the product's recipe (`testkit/lib_probe.py`)."""
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from pathlib import Path
 
 from ic_replica.candid import leb
-from prometheus_build.recipe import build_canister
 from prometheus_sdk import did
 from prometheus_sdk.did import Interface
+from testkit.lib_probe import build_probe as build_lib_probe
 
-ROOT = Path(__file__).resolve().parent.parent.parent
-LIBRARIES = [ROOT / "canister_src" / "lib" / name for name in ("Sha256.mo", "Icrc3.mo")]
+LIBRARIES = ["Sha256.mo", "Icrc3.mo"]
 
 
 def blob_arg(data: bytes) -> bytes:
@@ -40,11 +34,4 @@ def probe_interface() -> Interface:
 
 
 def _build() -> tuple[bytes, str]:
-    with tempfile.TemporaryDirectory(prefix="sha256-probe-") as tmp:
-        src = Path(tmp, "src")
-        (src / "lib").mkdir(parents=True)
-        shutil.copyfile(Path(__file__).with_name("main.mo"), src / "main.mo")
-        for library in LIBRARIES:
-            shutil.copyfile(library, src / "lib" / library.name)
-        result = build_canister("sha256_probe", src, "main.mo", Path(tmp, "out"), ROOT / "build" / "cache")
-        return result.wasm.read_bytes(), result.did.read_text()
+    return build_lib_probe("sha256_probe", Path(__file__).with_name("main.mo"), LIBRARIES)

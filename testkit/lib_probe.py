@@ -11,8 +11,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from prometheus_build.recipe import build_canister
+from testkit import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 LIB = ROOT / "canister_src" / "lib"
 
 

@@ -238,18 +238,14 @@ module {
     r.chunks.root := MapSlots.oneSlot(); // nothing writes to a complete upload's chunk map again
   };
 
-  // At an upgrade: complete uploads whose empty chunk map still holds its 31 slots (completed by a release before
-  // `MapSlots`) let 30 of them go.
-  public func dropSlots(s : Store) {
-    for (r in Map.values(s.wasms)) {
-      if (r.complete and Map.isEmpty(r.chunks) and MapSlots.hasSpareSlots(r.chunks)) r.chunks.root := MapSlots.oneSlot();
-    };
-  };
-
-  // At an upgrade: complete uploads a release before stable chunks kept in the heap move to stable memory.
+  // At an upgrade, complete uploads of earlier releases: chunks a release before stable chunks kept in the heap move
+  // to stable memory, and an emptied chunk map that still holds its 31 slots (a release before `MapSlots`) keeps one.
   public func keepAll(s : Store, b : Bytes) {
     for ((k, r) in Map.entries(s.wasms)) {
-      if (r.complete and not Map.isEmpty(r.chunks) and Map.get(b.chunks, Text.compare, k) == null) keep(b, k, r);
+      if (r.complete) {
+        if (not Map.isEmpty(r.chunks) and Map.get(b.chunks, Text.compare, k) == null) keep(b, k, r)
+        else if (Map.isEmpty(r.chunks) and MapSlots.hasSpareSlots(r.chunks)) r.chunks.root := MapSlots.oneSlot();
+      };
     };
   };
 

@@ -137,7 +137,6 @@ persistent actor class Registry(init : { governance : Principal; audit_hub : Pri
   system func postupgrade() {
     Legacy.moveUploads(uploads, wasmUploads);
     Uploads.keepAll(wasmUploads, wasmBytes);
-    Uploads.dropSlots(wasmUploads);
     Uploads.recount(wasmUploads, uploadBudget);
     Legacy.moveLog(log, blockLog);
     if (Provenance.isEmpty(provenance)) { // a release before the provenance tree: its filings enter it once, unsigned

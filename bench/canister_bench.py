@@ -157,7 +157,7 @@ def main() -> int:
     for verifier in VERIFIERS[1:]:  # VERIFIERS[0] staked above; a lock is released when its filing settles
         stack.stake(verifier)
     memory: dict[str, Any] = {"before": memory_mib(stack)}
-    curve: list[dict[str, float]] = []  # the registry's wasm memory and heap every 1,000 requests
+    curve: list[dict[str, float]] = []  # the registry's wasm memory, heap and allocation every 1,000 requests
     page_cost = {}
     for i in range(args.requests):
         namespace = f"org.bench{i // 1000}.app"  # a namespace holds at most 1,000 wasm modules
@@ -181,12 +181,14 @@ def main() -> int:
                 bounty_id, verifier = int(funded["ok"]), VERIFIERS[(i // 8) % len(VERIFIERS)]
                 assert "ok" in stack.reserve(verifier, bounty_id)
                 assert "ok" in stack.attest(verifier, h.hex(), bounty_id)
-        if (i + 1) % 5_000 == 0 or (i + 1) == args.requests:
-            memory[f"after {i + 1} requests"] = memory_mib(stack)
-        if (i + 1) % 1_000 == 0:
-            now = memory_mib(stack)["mcp_registry"]
-            curve.append({"requests": i + 1, "wasm_memory": now["wasm_memory"], "heap": now["heap"],
-                          "allocated": now["allocated"]})
+        if (i + 1) % 1_000 == 0 or (i + 1) == args.requests:
+            now = memory_mib(stack)  # one query serves the curve and the table
+            if (i + 1) % 5_000 == 0 or (i + 1) == args.requests:
+                memory[f"after {i + 1} requests"] = now
+            if (i + 1) % 1_000 == 0:
+                registry = now["mcp_registry"]
+                curve.append({"requests": i + 1, "wasm_memory": registry["wasm_memory"], "heap": registry["heap"],
+                              "allocated": registry["allocated"]})
         if (i + 1) in (1_000, args.requests):
             page_cost[f"{i + 1} requests"] = {
                 f"page of {n}": instructions(stack, lambda n=n: stack.registry(

@@ -9,7 +9,8 @@ persistent actor {
   // Kept across messages: what a complete upload's chunk map is.
   let kept : Map.Map<Nat, Blob> = { var root = MapSlots.oneSlot<Nat, Blob>(); var size = 0 };
 
-  // A map of `n` entries, emptied by `take`, before and after it gets one slot.
+  // A map of `n` entries, emptied by `take`, before and after it gets one slot (then `take` and `remove` on it;
+  // every read below comes after them).
   public func emptied(n : Nat) : async {
     spareBefore : Bool;
     spareAfter : Bool;
@@ -17,7 +18,6 @@ persistent actor {
     size : Nat;
     got : ?Blob;
     taken : ?Blob;
-    removed : Nat;
     entries : Nat;
     keys : Nat;
     from : Nat;
@@ -36,7 +36,6 @@ persistent actor {
       size = Map.size(m);
       got = Map.get(m, Nat.compare, 0);
       taken;
-      removed = Map.size(m);
       entries = Iter.size(Map.entries(m));
       keys = Iter.size(Map.keys(m));
       from = Iter.size(Map.entriesFrom(m, Nat.compare, 0));

@@ -204,12 +204,23 @@ class Canister:
         return caller in self.controllers or kind == "public" or (kind == "allowed_viewers" and caller in viewers)
 
     def rebuild_runtime(self, snap: Snapshot) -> None:
-        """A fresh instance loaded from a snapshot (used after a trap that grew memory, and on restart)."""
-        assert self.module is not None
-        module = self.replica.modules.get(self.module)
-        runtime = WasmRuntime(self.replica.engine, module, self.module, self, self.replica.rollback_buffer)
+        """A fresh instance loaded from a snapshot (restart, a failed upgrade)."""
+        runtime = self._fresh_runtime()
         runtime.load(snap)
         self.runtime = runtime
+
+    def rebuild_as_saved(self) -> None:
+        """A fresh instance holding what the current one held when its execution began: undoing an execution
+        that grew memory (an instance's memory cannot shrink), as after every query that allocated a page."""
+        assert self.runtime is not None
+        runtime = self._fresh_runtime()
+        runtime.take_saved(self.runtime)
+        self.runtime = runtime
+
+    def _fresh_runtime(self) -> WasmRuntime:
+        assert self.module is not None
+        module = self.replica.modules.get(self.module)
+        return WasmRuntime(self.replica.engine, module, self.module, self, self.replica.rollback_buffer)
 
 
 class Transaction:
@@ -224,9 +235,7 @@ class Transaction:
 
     def rollback(self) -> None:
         if not self.runtime.rollback():
-            snapshot = self.runtime.saved_snapshot()
-            self.runtime.commit()
-            self.canister.rebuild_runtime(snapshot)
+            self.canister.rebuild_as_saved()
         self.canister.stable.rollback()
 
     def commit(self) -> None:

@@ -243,8 +243,18 @@ class Shadow:
         self.tracker.take(base, size)  # our own writes are not changes
         return True
 
-    def contents(self) -> bytes:
-        return ctypes.string_at(self.buffer.address, self.size) if self.buffer is not None and self.size else b""
+    def adopt(self, base: int, size: int) -> bool:
+        """Track the memory at `base`, just filled from this copy (a rebuilt instance), without copying it back;
+        False if it cannot be tracked (the caller starts a new copy)."""
+        if size != self.size:
+            return False
+        end = self.tracker.register(base, size)
+        if not end or self.tracker.take(base, size) is None:  # the fill itself is not a change
+            return False
+        self.base, self.tracked_end = base, end
+        if _CHECK and size and ctypes.string_at(self.buffer.address, size) != ctypes.string_at(base, size):  # type: ignore[union-attr]
+            raise AssertionError("a rebuilt memory differs from the copy it was filled from")
+        return True
 
     def _reserve(self, size: int) -> None:
         """Room for `size` bytes; what lies beyond the copied size is zero, as a memory's fresh pages are."""
@@ -252,7 +262,7 @@ class Shadow:
             return
         grown = _Buffer(max(size, 2 * (self.buffer.size if self.buffer is not None else 0)))
         if self.buffer is not None and self.size:
-            _copy_nonzero(grown.address, self.buffer.address, self.size)
+            copy_nonzero(grown.address, self.buffer.address, self.size)
         self.buffer = grown
 
     def _copy_whole(self, base: int, size: int) -> bool:
@@ -264,7 +274,7 @@ class Shadow:
         self.buffer, self.size = None, 0  # a fresh (zeroed) buffer
         self._reserve(size)
         assert self.buffer is not None
-        _copy_nonzero(self.buffer.address, base, size)
+        copy_nonzero(self.buffer.address, base, size)
         self.size = size
         return True
 
@@ -279,7 +289,7 @@ class _Buffer:
         self.address = ctypes.addressof(self._view)
 
 
-def _copy_nonzero(dst: int, src: int, size: int) -> None:
+def copy_nonzero(dst: int, src: int, size: int) -> None:
     """Copy into a zeroed buffer, skipping zero blocks: a fresh buffer's pages take no memory until written,
     and most of a young heap was never touched."""
     for offset in range(0, size, _BLOCK):

@@ -169,7 +169,7 @@ class HttpOutcalls:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _ids: itertools.count = field(default_factory=itertools.count)
     _pool: ThreadPoolExecutor | None = None
-    _tls: ssl.SSLContext | None = None
+    _tls: ssl.SSLContext | None = None  # without a CA file, made at the first request (loading CAs: 10-20 ms)
     _answered: threading.Event = field(default_factory=threading.Event)
     _fetching: set[int] = field(default_factory=set)  # live requests a worker is making
     _mocked: set[int] = field(default_factory=set)  # answered by `mock`, delivered at the next round
@@ -177,8 +177,9 @@ class HttpOutcalls:
     def go_live(self, ca_file: str | None = None, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
         """Make requests for real from now on (and those already waiting). `ca_file` adds certificate authorities
         to the system's (a test's own CA); the standard `SSL_CERT_FILE` works too."""
-        tls = ssl.create_default_context()
-        if ca_file:
+        tls = None
+        if ca_file:  # made now, so a file that cannot be read is refused here
+            tls = ssl.create_default_context()
             tls.load_verify_locations(ca_file)
         with self._lock:
             self.mode, self.timeout_s, self._tls = "live", timeout_s, tls
@@ -269,6 +270,12 @@ class HttpOutcalls:
                 self._ready.append((outcall.request_id, [answer]))
                 self._answered.set()
 
+    def _tls_context(self) -> ssl.SSLContext:
+        with self._lock:
+            if self._tls is None:
+                self._tls = ssl.create_default_context()
+            return self._tls
+
     def _request(self, outcall: Outcall) -> HttpResult:
         if not outcall.url.isascii():
             raise Refused(RejectCode.SYS_FATAL, "the URL is not ASCII")
@@ -277,7 +284,7 @@ class HttpOutcalls:
             raise Refused(RejectCode.SYS_FATAL, f"Url need to specify https scheme: {outcall.url}")
         deadline = time.monotonic() + self.timeout_s  # the whole request, however slowly a server sends
         try:
-            with httpx.Client(verify=self._tls or True, timeout=self.timeout_s, follow_redirects=False,
+            with httpx.Client(verify=self._tls_context(), timeout=self.timeout_s, follow_redirects=False,
                               trust_env=False) as client:
                 client.headers.clear()  # only the canister's headers (httpx adds Host and Content-Length)
                 request = client.build_request(outcall.method, outcall.url, headers=outcall.headers,

@@ -28,7 +28,7 @@ from wasmtime import _ffi as wasmtime_ffi
 from ic_replica import dirty_pages
 from ic_replica.context import Closure, ExecutionContext, Trap
 from ic_replica.errors import ErrorCode
-from ic_replica.system_api import CanisterEnv, SystemApi
+from ic_replica.system_api import CanisterEnv, SystemApi, linker, running
 from ic_replica.wasm_module import GLOBAL_EXPORT_PREFIX, START_EXPORT, ModuleInfo
 
 WASM_PAGE = 64 * 1024
@@ -232,9 +232,11 @@ class WasmRuntime:
         self.rollback_buffer = rollback or RollbackBuffer()
         self.store = wasmtime.Store(engine)
         self.api = SystemApi(self, env)
-        linker = wasmtime.Linker(engine)
-        self.api.define(linker, info.memory64)
-        self.instance = linker.instantiate(self.store, module)
+        outer = running(None)  # a start function's ic0 calls are outside any message
+        try:
+            self.instance = linker(engine, info.memory64).instantiate(self.store, module)
+        finally:
+            running(outer)
         exports = self.instance.exports(self.store)
         self.memory: wasmtime.Memory | None = None
         self.table: wasmtime.Table | None = None
@@ -331,13 +333,34 @@ class WasmRuntime:
         if self._shadow is None:
             self.rollback_buffer.invalidate(self)
 
-    def saved_snapshot(self) -> Snapshot:
-        """The state saved by `begin`, to rebuild a fresh instance after memory grew."""
-        if self._shadow is not None:
-            return Snapshot(self._shadow.contents(), list(self._saved_globals), raw=True)
-        rb = self.rollback_buffer
-        assert rb.owner is self and rb.buffer is not None
-        return Snapshot(ctypes.string_at(rb.buffer, rb.size), list(rb.globals), raw=True)
+    def take_saved(self, old: WasmRuntime) -> None:
+        """Fill this fresh instance with what `old` held at its `begin` (old's memory grew and cannot shrink).
+
+        The memory is copied once, straight from old's saved copy, and that copy then tracks this memory; a
+        snapshot would copy it three times more (out, in, and into a new saved copy at the next `begin`)."""
+        shadow = old._shadow
+        if shadow is not None:
+            assert shadow.buffer is not None or not shadow.size
+            source, size, saved = shadow.buffer.address if shadow.buffer else 0, shadow.size, old._saved_globals
+        else:
+            rb = old.rollback_buffer
+            assert rb.owner is old and rb.buffer is not None
+            source, size, saved = ctypes.addressof(rb.buffer), rb.size, rb.globals
+        if self.memory is not None and size:
+            fresh = self.memory_size()
+            if size > fresh:
+                self.memory.grow(self.store, (size - fresh + WASM_PAGE - 1) // WASM_PAGE)
+            base, head = self.memory_address(), min(fresh, size)
+            ctypes.memmove(base, source, head)
+            dirty_pages.copy_nonzero(base + head, source + head, size - head)  # grown pages are zero already
+        self._globals_io.restore_raw(saved)
+        if shadow is not None:
+            old._shadow = None
+            if self._shadow is not None and self._shadow.tracker is shadow.tracker \
+                    and shadow.adopt(self.memory_address(), size):
+                self._shadow = shadow  # the next `begin` copies only what this instance writes from here on
+        else:
+            rb.owner = self  # it holds this memory and these globals now
 
     def load(self, snap: Snapshot) -> None:
         """Fill a fresh instance from a snapshot (restart, rollback after growth, upgrade with keep)."""
@@ -389,6 +412,7 @@ class WasmRuntime:
         self._fuel_limit = limit
         self.store.set_fuel(limit)
         self.api.ctx = ctx
+        outer = running(self.api)
         try:
             func(self.store, *_signed(args))
         except Trap:
@@ -409,6 +433,7 @@ class WasmRuntime:
             raise Trap(f"Canister trapped: replica error in a system call: {type(exc).__name__}: {exc}",
                        ErrorCode.CANISTER_CONTRACT_VIOLATION) from exc
         finally:
+            running(outer)
             ctx.instructions += self.instructions_executed()
             self.api.ctx = None
 

@@ -14,7 +14,7 @@ module's imports cannot be linked, naming every one at once.
 from __future__ import annotations
 
 import ctypes
-import weakref
+import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -248,10 +248,11 @@ def _conversions(name: str, memory64: bool) -> tuple[tuple[int, ...], int]:
 
 
 class SystemApi:
-    """Host functions bound to one canister's wasm runtime; `ctx` is set for each execution."""
+    """The System API of one canister's wasm runtime; `ctx` is set for each execution. The host functions wasm
+    calls (`linker`) serve whichever SystemApi is `running` on the calling thread."""
 
     def __init__(self, runtime: WasmRuntime, env: CanisterEnv) -> None:
-        self.runtime = runtime
+        self.runtime = runtime  # (a strong reference: the host functions below hold none, see `linker`)
         self.env = env
         self.ctx: ExecutionContext | None = None
 
@@ -302,33 +303,6 @@ class SystemApi:
         return max(0, ctx.balance - self.env.freezing_limit())
 
     # ------------------------------------------------------------ linking
-
-    def define(self, linker: wasmtime.Linker, memory64: bool) -> None:
-        for name in sorted(provided(memory64)):
-            linker.define_func("ic0", name, func_type(name, memory64), self._wrap(name, memory64))
-
-    def _wrap(self, name: str, memory64: bool) -> Callable[..., Any]:
-        # wasmtime keeps host callbacks in a process-wide table until the store is finalized; a callback that
-        # held this object strongly would keep the store (and the whole replica) alive forever. A weak
-        # reference breaks that cycle, so a dropped replica frees its canisters' memory.
-        impl = getattr(type(self), f"ic0_{name}")
-        check = type(self)._check
-        api = weakref.ref(self)
-        # wasmtime passes integers signed; the System API reads them unsigned (pointers, sizes, amounts)
-        masks, bits = _conversions(name, memory64)
-        half, full = (1 << (bits - 1), 1 << bits) if bits else (0, 0)
-
-        def host(*args: int) -> Any:
-            this = api()
-            if this is None:
-                raise Trap(f'"ic0.{name}" called on a discarded instance', ErrorCode.CANISTER_CONTRACT_VIOLATION)
-            result = impl(this, check(this, name), *[a & m for a, m in zip(args, masks)])
-            if bits:
-                result &= full - 1
-                return result - full if result >= half else result
-            return None
-
-        return host
 
     # ------------------------------------------------------------ message data
 
@@ -754,3 +728,60 @@ class SystemApi:
         except Trap:
             message = "(trap message out of bounds)"
         raise Trap(f"Canister called `ic0.trap` with message: '{message}'", ErrorCode.CANISTER_CALLED_TRAP)
+
+
+# ---------------------------------------------------------------- linking
+
+_running = threading.local()  # .api: the SystemApi whose canister executes on this thread, None between messages
+
+
+def running(api: SystemApi | None) -> SystemApi | None:
+    """Make `api` the one this thread's host calls serve (None: no execution); returns the previous one, which
+    the caller puts back when its execution ends."""
+    previous: SystemApi | None = getattr(_running, "api", None)
+    _running.api = api
+    return previous
+
+
+_linkers: dict[tuple[int, bool], tuple[wasmtime.Engine, wasmtime.Linker]] = {}
+_linkers_lock = threading.Lock()
+
+
+def linker(engine: wasmtime.Engine, memory64: bool) -> wasmtime.Linker:
+    """The `ic0` imports for modules of this memory width, defined once per engine and shared by every instance.
+
+    Defining a hundred host functions costs several times what instantiating does, and an instance is rebuilt
+    after every query that grew memory. A shared host function cannot be bound to one runtime, so it serves the
+    thread's `running` SystemApi; it holds no runtime either, so a dropped replica frees its canisters' memory
+    (wasmtime keeps host functions in a process-wide table). The engine is kept with its linker: engines are
+    few (one per process, `runtime.shared_engine`), and an id is never reused while it is held."""
+    key = (id(engine), memory64)
+    with _linkers_lock:
+        entry = _linkers.get(key)
+        if entry is None:
+            made = wasmtime.Linker(engine)
+            for name in sorted(provided(memory64)):
+                made.define_func("ic0", name, func_type(name, memory64), _host(name, memory64))
+            _linkers[key] = entry = (engine, made)
+        return entry[1]
+
+
+def _host(name: str, memory64: bool) -> Callable[..., Any]:
+    impl = getattr(SystemApi, f"ic0_{name}")
+    check = SystemApi._check
+    # wasmtime passes integers signed; the System API reads them unsigned (pointers, sizes, amounts)
+    masks, bits = _conversions(name, memory64)
+    half, full = (1 << (bits - 1), 1 << bits) if bits else (0, 0)
+    outside = f'"ic0.{name}" called outside of a message execution'
+
+    def host(*args: int) -> Any:
+        this = getattr(_running, "api", None)
+        if this is None:
+            raise Trap(outside, ErrorCode.CANISTER_CONTRACT_VIOLATION)
+        result = impl(this, check(this, name), *[a & m for a, m in zip(args, masks)])
+        if bits:
+            result &= full - 1
+            return result - full if result >= half else result
+        return None
+
+    return host

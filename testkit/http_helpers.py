@@ -3,6 +3,7 @@ a recording proxy that can lose replies."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import ssl
 import threading
@@ -26,6 +27,13 @@ from ic_replica.http_server import IcHttpServer, _thaw
 from ic_replica.principal import ANONYMOUS, Principal
 from ic_replica.replica import Replica
 from ic_replica.request_auth import DELEGATION_SEPARATOR, REQUEST_SEPARATOR, hash_of_map, request_id
+
+
+@functools.cache
+def shared_tls() -> ssl.SSLContext:
+    """One TLS context for the tests' own HTTP clients: an httpx client made without one loads the system's CA
+    store (10-20 ms), and the helpers below make one per request they relay or poll."""
+    return ssl.create_default_context()
 
 
 class Ed25519Signer:
@@ -183,7 +191,7 @@ def tampering_proxy(upstream: str) -> Iterator[str]:
 
         def _relay(self, method: str) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-            upstream_response = httpx.request(method, upstream + self.path, content=body,
+            upstream_response = httpx.request(method, upstream + self.path, content=body, verify=shared_tls(),
                                               headers={"Content-Type": "application/cbor"})
             payload = upstream_response.content
             if payload and upstream_response.headers.get("content-type") == "application/cbor":
@@ -271,7 +279,7 @@ def recording_proxy(upstream: str, call_faults: Sequence[str] = ()) -> Iterator[
                 upstream = proxy.upstream
             if fault is not None and fault.endswith("-before"):
                 return self._fail(fault)
-            answer = httpx.request(method, upstream + self.path, content=body,
+            answer = httpx.request(method, upstream + self.path, content=body, verify=shared_tls(),
                                    headers={"Content-Type": "application/cbor"}, timeout=60)
             if fault is not None:
                 return self._fail(fault)
@@ -304,6 +312,10 @@ def recording_proxy(upstream: str, call_faults: Sequence[str] = ()) -> Iterator[
 class LocalhostSubdomains(httpx.HTTPTransport):
     """Sends `http://<name>.localhost:<port>/...` to 127.0.0.1, the Host header unchanged: what browsers do for
     `*.localhost` (RFC 6761), which this machine's resolver does not. The gateway routes by that Host header."""
+
+    def __init__(self, **options: Any) -> None:
+        options.setdefault("verify", shared_tls())
+        super().__init__(**options)
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         if request.url.host.endswith(".localhost"):

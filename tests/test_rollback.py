@@ -100,6 +100,53 @@ def test_growing_memory_is_tracked_and_a_trap_after_growing_is_undone() -> None:
     assert replica.query_call(cid, "size") == (8).to_bytes(4, "little") + bytes([0, 6, 7])
 
 
+QUERY_GROW_WAT = """(module
+  (import "ic0" "msg_reply" (func $reply))
+  (import "ic0" "msg_reply_data_append" (func $append (param i32 i32)))
+  (memory 2)
+  (data (i32.const 16) "\\01\\02\\03\\04")
+  (func $state  ;; bytes 0..8: memory.size, the data segment's 4 bytes, byte 101 (a counter), byte 300
+    (i32.store (i32.const 0) (memory.size))
+    (i32.store (i32.const 4) (i32.load (i32.const 16)))
+    (i32.store8 (i32.const 8) (i32.load8_u (i32.const 101)))
+    (i32.store8 (i32.const 9) (i32.load8_u (i32.const 300)))
+    (call $append (i32.const 0) (i32.const 10))
+    (call $reply))
+  (func (export "canister_update zero_and_count")  ;; overwrites the data segment with zeros, grows one page
+    (i32.store (i32.const 16) (i32.const 0))
+    (i32.store8 (i32.const 101) (i32.add (i32.load8_u (i32.const 101)) (i32.const 1)))
+    (drop (memory.grow (i32.const 1)))
+    (call $state))
+  (func (export "canister_query grow_and_scribble")  ;; grows two pages and writes in a new and an old one
+    (drop (memory.grow (i32.const 2)))
+    (i32.store8 (i32.sub (i32.mul (memory.size) (i32.const 65536)) (i32.const 1)) (i32.const 9))
+    (i32.store8 (i32.const 300) (i32.const 9))
+    (call $state))
+  (func (export "canister_query peek") (call $state)))"""
+
+
+def _state(reply: bytes) -> tuple[int, bytes, int, int]:
+    return int.from_bytes(reply[:4], "little"), reply[4:8], reply[8], reply[9]
+
+
+def test_queries_that_grow_memory_leave_it_as_it_was(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A query that allocated a page is undone on a new instance (memory cannot shrink), filled from the saved
+    copy: what the module's data segment wrote and a later message overwrote stays overwritten, and writes
+    after a rebuild are still seen by the next rebuild."""
+    monkeypatch.setattr(dirty_pages, "_CHECK", True)  # every synced or adopted copy compared in full
+    replica = Replica()
+    cid = replica.create_canister()
+    replica.install_code(cid, wasmtime.wat2wasm(QUERY_GROW_WAT))
+    assert _state(replica.query_call(cid, "peek")) == (2, bytes([1, 2, 3, 4]), 0, 0)
+    for _ in range(3):
+        assert _state(replica.query_call(cid, "grow_and_scribble")) == (4, bytes([1, 2, 3, 4]), 0, 9)
+        assert _state(replica.query_call(cid, "peek")) == (2, bytes([1, 2, 3, 4]), 0, 0)
+    for count in range(1, 4):  # a committed write after each rebuild: the next rebuild must carry it
+        assert _state(replica.update_call(cid, "zero_and_count")) == (2 + count, bytes(4), count, 0)
+        assert _state(replica.query_call(cid, "grow_and_scribble")) == (4 + count, bytes(4), count, 9)
+        assert _state(replica.query_call(cid, "peek")) == (2 + count, bytes(4), count, 0)
+
+
 def test_the_tracker_reports_exactly_the_written_pages(rollback_mode: str) -> None:
     if rollback_mode != "dirty_pages":
         pytest.skip("the tracker itself")

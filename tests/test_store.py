@@ -25,6 +25,7 @@ from prometheus_sdk.clients.mcp_registry import RegistryClient
 from prometheus_sdk.icrc3 import ChainError
 from prometheus_store.index import Index
 from testkit.backends import EmbeddedBackend
+from testkit.http_helpers import shared_tls
 from testkit.ports import free_port
 from testkit.protocol import DEV, STRANGER, Stack
 from testkit.store import prepare, submit_app
@@ -398,7 +399,7 @@ def start_serve(chain: Chain, tmp_path: Path, *options: str) -> tuple[subprocess
     deadline = time.monotonic() + 30
     while True:
         try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+            if httpx.get(f"{url}/healthz", timeout=1, verify=shared_tls()).status_code == 200:
                 return proc, url
         except httpx.HTTPError:
             pass

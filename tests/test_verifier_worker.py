@@ -33,6 +33,7 @@ from verifier_bot.metrics import serve
 ROOT = Path(__file__).resolve().parent.parent
 BROKEN = "persistent actor {\n  public query func f() : async Nat { \"not a number\" };\n};\n"
 OTHER_APP = HELLO.replace("Hello", "Howdy")
+HEAVY_APP = 'import Text "mo:core/Text";\n' + OTHER_APP  # mo:core's Text: a compile over 256 MiB
 
 
 def signed_statement(net: Net, wasm_id: str) -> statements.Parsed:
@@ -182,7 +183,7 @@ def test_build_limits_become_divergences(net: Net, docker_host: str, builder_ima
         worker.close()
     assert "build timed out after 1 s" in only_filing(net, wasm_id)["report"][0]
 
-    repo2, commit2, wasm2 = net.app_repo(OTHER_APP)
+    repo2, commit2, wasm2 = net.app_repo(HEAVY_APP)
     wasm2_id, _ = net.submit(wasm2, repo2, commit2)
     stack = net.stack
     stack.stake(principal("verifier2"))

@@ -1,5 +1,5 @@
-// A sample app for the lifecycle demo: what a developer submits for verification.
-import Text "mo:core/Text";
+// A sample app, what a developer submits for verification: the tests' app. It imports no package, so it
+// compiles in about half the time (the demo's app, examples/greeter, has packages).
 
 persistent actor HelloMcp {
   var greetings : Nat = 0;

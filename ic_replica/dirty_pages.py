@@ -38,6 +38,7 @@ _PM_SCAN_WP_MATCHING = 1 << 0
 _PM_SCAN_CHECK_WPASYNC = 1 << 1
 _PAGE_IS_WRITTEN = 1 << 1
 _MADV_NOHUGEPAGE = 15  # a huge page would be reported (and copied) whole
+_MADV_POPULATE_WRITE = 23
 _MAX_REGIONS = 1024  # ranges returned per scan; a scan that fills them is continued from where it stopped
 
 
@@ -289,10 +290,27 @@ class _Buffer:
         self.address = ctypes.addressof(self._view)
 
 
+def copy_changed(dst: int, src: int, size: int) -> None:
+    """Copy only the blocks that differ: a fresh instance's memory is zero but for its data segments, and
+    writing a page costs a page fault where comparing with one that was never touched does not allocate it."""
+    for offset in range(0, size, _BLOCK):
+        n = min(_BLOCK, size - offset)
+        if _libc.memcmp(dst + offset, src + offset, n):
+            ctypes.memmove(dst + offset, src + offset, n)
+
+
 def copy_nonzero(dst: int, src: int, size: int) -> None:
     """Copy into a zeroed buffer, skipping zero blocks: a fresh buffer's pages take no memory until written,
     and most of a young heap was never touched."""
-    for offset in range(0, size, _BLOCK):
+    run = -1
+    for offset in range(0, size + _BLOCK, _BLOCK):
         n = min(_BLOCK, size - offset)
-        if _libc.memcmp(src + offset, _ZEROS, n):
-            ctypes.memmove(dst + offset, src + offset, n)
+        if n > 0 and _libc.memcmp(src + offset, _ZEROS, n):
+            if run < 0:
+                run = offset
+            continue
+        if run >= 0:
+            end = min(offset, size)
+            _libc.madvise(dst + run, end - run, _MADV_POPULATE_WRITE)  # one call faults the run in (5.14+)
+            ctypes.memmove(dst + run, src + run, end - run)
+            run = -1

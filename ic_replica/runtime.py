@@ -13,7 +13,6 @@ many replicas compiles each module once.
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import importlib.metadata
 import os
 import threading
@@ -81,7 +80,7 @@ class ModuleCache:
         self._modules = self._shared_modules if engine is _shared_engine else OrderedDict()
 
     def get(self, info: ModuleInfo) -> wasmtime.Module:
-        key = hashlib.sha256(info.prepared).hexdigest()
+        key = info.prepared_hash
         with self._lock:
             module = self._modules.get(key)
             if module is not None:
@@ -166,6 +165,13 @@ class _GlobalsIO:
             self._kinds.append(int(self._val.kind))
         self._typed = all(k in self._TYPED for k in self._kinds)
         self._raw = all(k in self._RAW or k == self._V128 for k in self._kinds)
+        # The bits as last read or restored, until wasm runs (`changed`): a query is undone by restoring what its
+        # `begin` read, so the next `begin` need not read them again.
+        self._known: list[int | bytes] | None = None
+
+    def changed(self) -> None:
+        """Wasm is about to run: what `raw` last returned may no longer hold."""
+        self._known = None
 
     def read(self) -> list[int | float | None]:
         if not self._typed:
@@ -178,6 +184,7 @@ class _GlobalsIO:
         return values
 
     def write(self, values: list[int | float | None]) -> None:
+        self._known = None
         for i, (g, value) in enumerate(zip(self.mutable, values)):
             if not self._typed:
                 g.set_value(self.store, value)
@@ -186,6 +193,8 @@ class _GlobalsIO:
 
     def raw(self) -> list[int | bytes]:
         """Every mutable global's bits (None entries never occur: other kinds fall back to `read`)."""
+        if self._known is not None:
+            return self._known
         if not self._raw:
             return self.read()  # type: ignore[return-value]
         get, ctx, val, out = wasmtime_ffi.wasmtime_global_get, self._ctx, self._val, self._val_ref
@@ -193,6 +202,7 @@ class _GlobalsIO:
         for ref, kind in zip(self._refs, self._kinds):
             get(ctx, ref, out)
             values.append(bytes(val.of.v128) if kind == self._V128 else getattr(val.of, self._RAW[kind]))
+        self._known = values
         return values
 
     def restore_raw(self, saved: list[int | bytes]) -> None:
@@ -211,6 +221,7 @@ class _GlobalsIO:
                 self._commit(i)
             else:
                 self._set(i, self._RAW[self._kinds[i]], value)
+        self._known = list(saved)
 
     def _set(self, i: int, field: str, value: object) -> None:
         self._val.kind = self._kinds[i]  # type: ignore[assignment]
@@ -351,7 +362,7 @@ class WasmRuntime:
             if size > fresh:
                 self.memory.grow(self.store, (size - fresh + WASM_PAGE - 1) // WASM_PAGE)
             base, head = self.memory_address(), min(fresh, size)
-            ctypes.memmove(base, source, head)
+            dirty_pages.copy_changed(base, source, head)
             dirty_pages.copy_nonzero(base + head, source + head, size - head)  # grown pages are zero already
         self._globals_io.restore_raw(saved)
         if shadow is not None:
@@ -413,6 +424,7 @@ class WasmRuntime:
         self.store.set_fuel(limit)
         self.api.ctx = ctx
         outer = running(self.api)
+        self._globals_io.changed()
         try:
             func(self.store, *_signed(args))
         except Trap:

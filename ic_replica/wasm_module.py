@@ -8,6 +8,7 @@ exported function. The module's behaviour is otherwise unchanged.
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 import io
@@ -48,6 +49,11 @@ class ModuleInfo:
     private_metadata: dict[str, bytes] = field(default_factory=dict)
     # one per entry of `imports`: the function's type, or "table" / "memory" / "global" for other imports
     import_types: list[Signature | str] = field(default_factory=list)
+
+    @functools.cached_property
+    def prepared_hash(self) -> str:
+        """sha256 of `prepared` (hex): the compiled-module cache's key, asked for at every instantiation."""
+        return hashlib.sha256(self.prepared).hexdigest()
 
     @property
     def uses_eop(self) -> bool:

@@ -31,6 +31,7 @@ from prometheus_build.recipe import build_all  # noqa: E402
 
 OWNER = Principal(b"\x0a" * 29)
 NO_ARGS = candid.encode([], [])
+READ_256K = candid.encode([candid.NAT64, candid.NAT], [0, 256 << 10])  # a 256 KiB blob from stable memory
 
 
 def rss_mib() -> float:
@@ -86,12 +87,15 @@ def main() -> int:
 
     cid = r.create_canister(controllers=[OWNER], sender=OWNER)
     r.install_code(cid, wasm["counter"], counter_arg, sender=OWNER)
+    r.update_call(cid, "stableWrite", candid.encode([candid.NAT64, candid.BLOB], [0, bytes(256 << 10)]), sender=OWNER)
     for label, grow_mib in (("", 0), ("_large_heap", 4)):
         if grow_mib:
             r.update_call(cid, "grow", candid.encode([candid.NAT], [grow_mib]), sender=OWNER)
         out[f"heap_mib{label}"] = round(r.canister(cid).runtime.memory_size() / 2**20, 1)  # type: ignore[union-attr]
         out[f"update{label}"] = timed(lambda: r.update_call(cid, "inc", NO_ARGS), 500)
         out[f"query{label}"] = timed(lambda: r.query_call(cid, "get", NO_ARGS), 500)
+        # a query that allocates past the end of memory: undone on a new instance (memory cannot shrink)
+        out[f"query_growing_memory{label}"] = timed(lambda: r.query_call(cid, "stableRead", READ_256K), 200)
         out[f"upgrade_keep{label}"] = timed(
             lambda: r.upgrade_canister(cid, wasm["counter"], counter_arg, sender=OWNER), 10)
 

@@ -27,7 +27,7 @@ from wasmtime import _ffi as wasmtime_ffi
 from ic_replica import dirty_pages
 from ic_replica.context import Closure, ExecutionContext, Trap
 from ic_replica.errors import ErrorCode
-from ic_replica.system_api import CanisterEnv, SystemApi, linker, running
+from ic_replica.system_api import CanisterEnv, SystemApi, linker, raised_here, running
 from ic_replica.wasm_module import GLOBAL_EXPORT_PREFIX, START_EXPORT, ModuleInfo
 
 WASM_PAGE = 64 * 1024
@@ -370,8 +370,10 @@ class WasmRuntime:
             if self._shadow is not None and self._shadow.tracker is shadow.tracker \
                     and shadow.adopt(self.memory_address(), size):
                 self._shadow = shadow  # the next `begin` copies only what this instance writes from here on
-        else:
+        elif self._shadow is None:
             rb.owner = self  # it holds this memory and these globals now
+        else:
+            rb.invalidate(old)  # this instance keeps its own copy: the buffer must not pass for its saved state
 
     def load(self, snap: Snapshot) -> None:
         """Fill a fresh instance from a snapshot (restart, rollback after growth, upgrade with keep)."""
@@ -426,7 +428,15 @@ class WasmRuntime:
         outer = running(self.api)
         self._globals_io.changed()
         try:
-            func(self.store, *_signed(args))
+            try:
+                func(self.store, *_signed(args))
+            except BaseException as exc:
+                own = raised_here()  # what this thread's host call raised, whatever wasmtime-py handed back
+                if own is not None and own is not exc:
+                    raise own from None
+                if own is None and isinstance(exc, Trap):  # another thread's, handed to this one: ours is lost
+                    raise Trap("Canister trapped: error while executing") from None
+                raise
         except Trap:
             raise
         except wasmtime.Trap as exc:

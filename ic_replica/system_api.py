@@ -740,7 +740,17 @@ def running(api: SystemApi | None) -> SystemApi | None:
     the caller puts back when its execution ends."""
     previous: SystemApi | None = getattr(_running, "api", None)
     _running.api = api
+    _running.raised = None
     return previous
+
+
+def raised_here() -> BaseException | None:
+    """The exception a host function raised on this thread since `running`, if any. wasmtime-py carries a host
+    function's exception back to the caller in one process-wide variable, so two threads trapping at once can
+    each be handed the other's (the PocketIC server runs instances on several threads): callers trust this."""
+    raised: BaseException | None = getattr(_running, "raised", None)
+    _running.raised = None
+    return raised
 
 
 _linkers: dict[tuple[int, bool], tuple[wasmtime.Engine, wasmtime.Linker]] = {}
@@ -778,7 +788,11 @@ def _host(name: str, memory64: bool) -> Callable[..., Any]:
         this = getattr(_running, "api", None)
         if this is None:
             raise Trap(outside, ErrorCode.CANISTER_CONTRACT_VIOLATION)
-        result = impl(this, check(this, name), *[a & m for a, m in zip(args, masks)])
+        try:
+            result = impl(this, check(this, name), *[a & m for a, m in zip(args, masks)])
+        except BaseException as exc:
+            _running.raised = exc
+            raise
         if bits:
             result &= full - 1
             return result - full if result >= half else result

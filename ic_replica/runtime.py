@@ -31,6 +31,7 @@ from ic_replica.system_api import CanisterEnv, SystemApi, linker, raised_here, r
 from ic_replica.wasm_module import GLOBAL_EXPORT_PREFIX, START_EXPORT, ModuleInfo
 
 WASM_PAGE = 64 * 1024
+_INSTANTIATION_FUEL = 1 << 32  # constant expressions and element segments only: the start function is an export
 _WASMTIME_VERSION = importlib.metadata.version("wasmtime")
 
 _TRAP_MESSAGES = {
@@ -244,6 +245,7 @@ class WasmRuntime:
         self.store = wasmtime.Store(engine)
         self.api = SystemApi(self, env)
         outer = running(None)  # a start function's ic0 calls are outside any message
+        self.store.set_fuel(_INSTANTIATION_FUEL)  # initializers such as `ref.func` globals consume fuel
         try:
             self.instance = linker(engine, info.memory64).instantiate(self.store, module)
         finally:

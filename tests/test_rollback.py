@@ -270,3 +270,32 @@ def test_an_instance_rebuilt_from_the_heap_copy_keeps_its_own_saved_state(rollba
     with pytest.raises(CallRejected):
         replica.update_call(cid, "bump")
     assert replica.query_call(cid, "peek") == b"\x01"
+
+
+FUNCREF_WAT = f"""(module {_IMPORTS}
+  (memory 1)
+  (func $f)
+  (elem declare func $f)
+  (global $r (mut funcref) (ref.func $f))
+  (func (export "canister_update clear")  ;; nulls the funcref global; traps without an argument
+    (global.set $r (ref.null func))
+    (if (i32.eqz (call $arg_size)) (then (call $trap (i32.const 0) (i32.const 0))))
+    (call $reply))
+  (func (export "canister_query is_null")
+    (i32.store8 (i32.const 0) (ref.is_null (global.get $r)))
+    (call $append (i32.const 0) (i32.const 1))
+    (call $reply)))"""
+
+
+def test_a_module_with_a_funcref_global_installs_and_its_global_is_undone() -> None:
+    """Initializing a `ref.func` global consumes fuel: instantiation has its own (found in review: such a module
+    could not be installed)."""
+    replica = Replica()
+    cid = replica.create_canister()
+    replica.install_code(cid, wasmtime.wat2wasm(FUNCREF_WAT))
+    assert replica.query_call(cid, "is_null") == b"\x00"
+    with pytest.raises(CallRejected):
+        replica.update_call(cid, "clear")
+    assert replica.query_call(cid, "is_null") == b"\x00"
+    replica.update_call(cid, "clear", b"keep")
+    assert replica.query_call(cid, "is_null") == b"\x01"

@@ -378,7 +378,7 @@ class WasmRuntime:
             rb.invalidate(old)  # this instance keeps its own copy: the buffer must not pass for its saved state
 
     def load(self, snap: Snapshot) -> None:
-        """Fill a fresh instance from a snapshot (restart, rollback after growth, upgrade with keep)."""
+        """Fill a fresh instance from a snapshot (restart, a failed upgrade, upgrade with keep)."""
         if snap.memory:
             assert self.memory is not None
             missing = len(snap.memory) - self.memory_size()

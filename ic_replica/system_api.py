@@ -302,8 +302,6 @@ class SystemApi:
         """The spec's liquid balance: what may be spent without freezing (no cycles are reserved here)."""
         return max(0, ctx.balance - self.env.freezing_limit())
 
-    # ------------------------------------------------------------ linking
-
     # ------------------------------------------------------------ message data
 
     def ic0_msg_arg_data_size(self, ctx: ExecutionContext) -> int:

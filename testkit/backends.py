@@ -41,6 +41,9 @@ class PocketIcBackend:
         from pocket_ic import PocketIC  # type: ignore[import-not-found]
 
         self.pic = PocketIC()
+        # The server is on loopback: without this, `requests` looks up proxies and ~/.netrc in the environment
+        # at every request, 0.75 ms of the 1.7 ms a `tick` takes (an update is three requests).
+        self.pic.server.request_client.trust_env = False
 
     def _as_ic_principal(self, p: Principal | bytes) -> Any:
         import ic  # type: ignore[import-not-found]

@@ -18,7 +18,7 @@ import pytest
 from ic_replica import candid
 from ic_replica.principal import Principal
 from tests.conftest import decode1, no_args
-from tests.test_pocket_ic_server import BIN, b64, http, install_counter, raw, server  # noqa: F401 - fixture
+from tests.test_pocket_ic_server import BIN, b64, delete, http, install_counter, raw, server  # noqa: F401 - fixture
 from tests.test_system_api_complete import Reader, probe_wasm
 
 pocket_ic = pytest.importorskip("pocket_ic")
@@ -38,7 +38,7 @@ def pic(server: Any) -> Iterator[Any]:  # noqa: F811 - `server` is the fixture i
         mp.setenv("POCKET_IC_MUTE_SERVER", "1")
         instance = pocket_ic.PocketIC(pocket_ic.SubnetConfig(application=2, nns=True))
     yield instance
-    instance.server.delete_instance(instance.instance_id)
+    delete(instance)
 
 
 def subnets(pic: Any) -> dict[str, list[Any]]:

@@ -136,11 +136,14 @@ def bench_ic_http(wasm: bytes, n: int) -> dict[str, dict[str, float]]:
         server.stop()
 
 
-def bench_pocket_ic(wasm: bytes, n: int) -> dict[str, dict[str, float]]:
+def bench_pocket_ic(wasm: bytes, n: int, trust_env: bool = True) -> dict[str, dict[str, float]]:
+    """`trust_env=False`: the client's `requests` session skips its per-request proxy and ~/.netrc lookups in
+    the environment (as the tests' PocketIC backend does), which leaves the server's share of each request."""
     os.environ.setdefault("POCKET_IC_BIN", str(ROOT / ".venv" / "bin" / "prometheus-pocket-ic"))
     from pocket_ic import PocketIC  # type: ignore[import-untyped]
 
     pic = PocketIC()
+    pic.server.request_client.trust_env = trust_env
     try:
         cid = pic.create_canister()
         install_arg = candid.Record.of(mode=candid.Variant.of(install=candid.NULL), canister_id=candid.PRINCIPAL,
@@ -169,7 +172,8 @@ def main() -> int:
     rust = bench_rust(RUNS)
     wasm = counter_wasm()
     paths = {"in process": bench_in_process(wasm, args.n), "IC HTTP (SDK)": bench_ic_http(wasm, args.n),
-             "PocketIC REST": bench_pocket_ic(wasm, args.n)}
+             "PocketIC REST": bench_pocket_ic(wasm, args.n),
+             "PocketIC REST, no env lookups": bench_pocket_ic(wasm, args.n, trust_env=False)}
     total = round(time.perf_counter() - started, 1)
     if args.json:
         print(json.dumps({"rust": rust, "calls": paths, "total_s": total}, indent=2))
@@ -183,11 +187,11 @@ def main() -> int:
           "same module (module cache hit); first call = " + ", ".join(r["method"] for r in rust.values()))
     print()
     print(f"counter canister ({len(wasm) // 1000} KB), {args.n} calls each after {WARMUP} warm-up calls")
-    print(f"{'path':16} {'kind':7} {'p50':>9} {'p90':>9} {'calls/s':>9} {'p50 / in-process':>17}")
+    print(f"{'path':30} {'kind':7} {'p50':>9} {'p90':>9} {'calls/s':>9} {'p50 / in-process':>17}")
     for path, kinds in paths.items():
         for kind, m in kinds.items():
             ratio = m["p50_ms"] / paths["in process"][kind]["p50_ms"]
-            print(f"{path:16} {kind:7} {m['p50_ms']:>7.2f}ms {m['p90_ms']:>7.2f}ms {m['per_second']:>9.1f} "
+            print(f"{path:30} {kind:7} {m['p50_ms']:>7.2f}ms {m['p90_ms']:>7.2f}ms {m['per_second']:>9.1f} "
                   f"{ratio:>16.1f}x")
     print(f"\ntotal {total} s")
     return 0

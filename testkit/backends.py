@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 from typing import Any
@@ -52,15 +53,18 @@ class PocketIcBackend:
 
     def _call(self, update: bool, canister: Principal | bytes | None, method: str, arg: bytes,
               sender: Principal | bytes, effective: Principal | None = None) -> bytes:
-        self.pic.set_sender(self._as_ic_principal(sender))
-        raw = canister.raw if isinstance(canister, Principal) else canister
-        target = None if not raw else self._as_ic_principal(raw)
+        raw = (canister.raw if isinstance(canister, Principal) else canister) or b""
         try:
             if update:
-                eff = {"CanisterId": __import__("base64").b64encode(effective.raw).decode()} if effective else None
-                out = self.pic.update_call_with_effective_principal(target, eff, method, arg)
+                # One request, as PocketIC's Rust, JS and Go clients make it; this Python client's own
+                # `update_call` (submit, tick, poll: three) is tested in tests/test_pocket_ic_server.py.
+                body = {"sender": _b64(sender.raw if isinstance(sender, Principal) else sender),
+                        "effective_principal": {"CanisterId": _b64(effective.raw)} if effective else "None",
+                        "canister_id": _b64(raw), "method": method, "payload": _b64(arg)}
+                out = self.pic._get_ok_data(self.pic._instance_post("update/execute_ingress_message", body))
             else:
-                out = self.pic.query_call(target, method, arg)
+                self.pic.set_sender(self._as_ic_principal(sender))
+                out = self.pic.query_call(None if not raw else self._as_ic_principal(raw), method, arg)
         except ValueError as exc:
             raise self._reject(exc) from exc
         return bytes(out) if not isinstance(out, bytes) else out
@@ -84,12 +88,8 @@ class PocketIcBackend:
     def submit_call(self, canister_id: Principal, method: str, arg: bytes = b"",
                     sender: Principal = ANONYMOUS) -> Any:
         """Queue an ingress message without executing it (the next `tick` runs everything queued together)."""
-        import base64
-
-        body = {"sender": base64.b64encode(sender.raw).decode(), "effective_principal": {
-                    "CanisterId": base64.b64encode(canister_id.raw).decode()},
-                "canister_id": base64.b64encode(canister_id.raw).decode(), "method": method,
-                "payload": base64.b64encode(arg).decode()}
+        body = {"sender": _b64(sender.raw), "effective_principal": {"CanisterId": _b64(canister_id.raw)},
+                "canister_id": _b64(canister_id.raw), "method": method, "payload": _b64(arg)}
         return self.pic._get_ok(self.pic._instance_post("update/submit_ingress_message", body))
 
     def await_call(self, message_id: Any, rounds: int = 100) -> bytes:
@@ -195,6 +195,10 @@ class PocketIcBackend:
 
     def get_time(self) -> int:
         return int(self.pic.get_time()["nanos_since_epoch"])
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
 
 
 def available_backends() -> list[str]:

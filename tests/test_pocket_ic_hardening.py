@@ -373,6 +373,38 @@ def test_a_body_of_escaped_quotes_is_refused_without_stalling_the_server(srv: Po
     assert req(srv, "GET", "/instances", timeout=10)[0] == 200
 
 
+def test_json_nesting_is_refused_past_serde_jsons_limit_in_any_encoding(srv: PocketIcServer) -> None:
+    """serde_json refuses 128 levels; JSON is UTF-8 (a UTF-16 character's bytes can hold a quote that hid the
+    brackets after it from the depth scan, and json.loads then raised RecursionError: a 500)."""
+    def message(raw: bytes) -> tuple[int, str]:
+        status, out = req(srv, "POST", "/instances", raw=raw)
+        return status, json.dumps(out)
+
+    assert "recursion limit" not in message(b"[" * 127 + b"]" * 127)[1]
+    status, text = message(b"[" * 128 + b"]" * 128)
+    assert status == 400 and "recursion limit" in text
+    for encoding in ("utf-16-le", "utf-16-be", "utf-32"):
+        status, text = message(('["\u0122' + "[" * 100_000).encode(encoding))
+        assert status == 400 and "internal error" not in text, (encoding, text[:200])
+
+
+def test_a_head_reply_has_no_body(srv: PocketIcServer) -> None:
+    """A body after a HEAD reply would be read as the start of the next reply on the connection."""
+    for path in ("/instances", "/status", "/nowhere"):
+        answer = raw_http(srv.port, f"HEAD {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+        assert answer.endswith(b"\r\n\r\n") and b"Content-Length" in answer, (path, answer)
+
+
+def test_expect_100_continue_is_answered_at_once(srv: PocketIcServer) -> None:
+    """Replies are buffered until a request is answered; the interim `100 Continue` is not (curl sends
+    `Expect: 100-continue` for bodies over 1 MB and otherwise waits a second for it)."""
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as s:
+        s.sendall(b"POST /blobstore HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n")
+        assert s.recv(4096).startswith(b"HTTP/1.1 100 Continue")  # a socket timeout if it is held back
+        s.sendall(b"abc")
+        assert s.recv(4096).startswith(b"HTTP/1.1 200")
+
+
 def test_times_are_u64_and_cycles_u128(srv: PocketIcServer, wasm: bytes) -> None:
     inst = new_instance(srv)
     cid = install(srv, inst, wasm)

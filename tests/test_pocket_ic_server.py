@@ -58,9 +58,14 @@ def server() -> Iterator[Any]:
         mp.setenv("POCKET_IC_MUTE_SERVER", "1")
         srv = pocket_ic.PocketICServer()
         yield srv
-    gc.collect()  # the client deletes its instances in __del__: let that happen while the server is up
-    for pid in _server_pids(port_file):
+    gc.collect()  # clients the tests did not delete() delete their instances in __del__: while the server is up
+    pids = _server_pids(port_file)
+    for pid in pids:
         os.kill(pid, signal.SIGTERM)
+    # The next module's pocketic backend (same process, same port file) must not find a server that is exiting.
+    deadline = time.monotonic() + 30
+    while any(pid in _server_pids(port_file) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 class _Deleted:
@@ -74,8 +79,10 @@ class _Deleted:
 
 def delete(instance: Any) -> None:
     """Delete a `pocket_ic.PocketIC` client's instance, once."""
-    instance.server.delete_instance(instance.instance_id)
-    instance.server = _Deleted()
+    try:
+        instance.server.delete_instance(instance.instance_id)
+    finally:
+        instance.server = _Deleted()
 
 
 @pytest.fixture

@@ -23,11 +23,11 @@ import threading
 import time
 import zlib
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
 
-from ic_replica.http_server import STOP_POLL_S, HttpError
+from ic_replica.http_server import STOP_POLL_S, BufferedHandler, HttpError
 from ic_replica.pocket_ic import gateway, rest
 from ic_replica.pocket_ic.gateway import HttpGateway
 from ic_replica.pocket_ic.instance import Instance
@@ -317,10 +317,7 @@ _POST = {
 }
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True
-    wbufsize = 64 * 1024  # a reply's headers and body leave in one write (flushed after each request)
+class _Handler(BufferedHandler):
     server_state: PocketIcServer
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
@@ -335,7 +332,7 @@ class _Handler(BaseHTTPRequestHandler):
         for k, v in (extra or {}).items():
             self.send_header(k, v)
         self.end_headers()
-        if body:
+        if body and self.command != "HEAD":  # a HEAD reply has the headers of the GET reply, never its body
             self.wfile.write(body)
 
     def _json(self, status: int, value: Any) -> None:
@@ -485,39 +482,49 @@ class _Handler(BaseHTTPRequestHandler):
     do_GET = do_POST = do_DELETE = do_HEAD = _dispatch  # noqa: N815
 
 
-MAX_JSON_DEPTH = 128  # serde_json's recursion limit, which PocketIC's server parses with
-# A string runs to its closing quote or, unterminated, to the end of the text: every match succeeds without
-# backtracking, so the scan is linear (with a required closing quote, a text of escaped quotes `"\"\"\"...`
-# failed and was rescanned from each quote: 80 KB took 26 s).
-_JSON_TOKEN = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"?|[\[\]{}]', re.DOTALL)
+MAX_JSON_DEPTH = 127  # serde_json's recursion limit (PocketIC's server parses with it): 128 levels are refused
+# A string runs to its closing quote or, unterminated, to the end of the text. Every match succeeds without
+# backtracking, and the possessive repeat keeps no state per escape, so the scan is linear in time and constant
+# in memory (with a required closing quote, a text of escaped quotes `"\"\"\"...` failed and was rescanned from each
+# quote: 80 KB took 26 s; without `*+` each escape held ~120 bytes of matcher state: 40 MB took 2.5 GB).
+_JSON_TOKEN = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*+"?|[\[\]{}]', re.DOTALL)
 
 
-def _json_depth(body: bytes) -> int:
+def _json_depth(text: str) -> int:
     """How deep a JSON text's arrays and objects nest (strings skipped), found by a loop in linear time:
     refused before `json.loads` recurses, so no RecursionError is raised deep in the stack."""
     depth = deepest = 0
-    for token in _JSON_TOKEN.finditer(body):
-        char = token.group()[:1]
-        if char in (b"[", b"{"):
+    for token in _JSON_TOKEN.finditer(text):
+        char = token.group()[0]
+        if char in "[{":
             depth += 1
             if depth > deepest:
                 deepest = depth
                 if deepest > MAX_JSON_DEPTH:
                     break
-        elif char in (b"]", b"}"):
+        elif char in "]}":
             depth -= 1
+            if depth < 0:  # not JSON: json.loads refuses it at once
+                break
     return deepest
 
 
 def _parse_json(body: bytes) -> Any:
-    if not body.strip():
+    """The body as JSON, which is UTF-8 (as serde_json reads it): `json.loads` would also take UTF-16 and
+    UTF-32, in which a character's bytes can hold a quote that hides the brackets after it from the scan."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ApiError(f"Failed to parse the request body as JSON: not UTF-8 ({exc.reason} at byte "
+                       f"{exc.start})") from exc
+    if not text.strip():
         return None
-    if _json_depth(body) > MAX_JSON_DEPTH:
+    if _json_depth(text) > MAX_JSON_DEPTH:
         raise ApiError(f"Failed to parse the request body as JSON: recursion limit exceeded (more than "
                        f"{MAX_JSON_DEPTH} levels)")
     try:
-        return json.loads(body)
-    except ValueError as exc:
+        return json.loads(text)
+    except (ValueError, RecursionError) as exc:  # RecursionError: only if the scan above missed a nesting
         raise ApiError(f"Failed to parse the request body as JSON: {type(exc).__name__}: {exc}") from exc
 
 

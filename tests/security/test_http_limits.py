@@ -44,6 +44,18 @@ def test_a_body_shorter_than_its_length_is_refused(served) -> None:  # type: ign
     assert answer.status == 400 and answer.seconds < BUDGET_S, answer
 
 
+def test_expect_100_continue_is_answered_before_the_body(served) -> None:  # type: ignore[no-untyped-def]
+    """Replies are buffered until a request is answered; the interim `100 Continue` is not (curl sends
+    `Expect: 100-continue` for bodies over 1 MB and otherwise waits a second before sending)."""
+    host, port = str(served.server.httpd.server_address[0]), int(served.server.httpd.server_address[1])
+    with socket.create_connection((host, port), timeout=BUDGET_S) as sock:
+        sock.sendall(f"POST /api/v3/canister/{served.cid}/call HTTP/1.1\r\nHost: {host}\r\n"
+                     "Content-Type: application/cbor\r\nContent-Length: 1\r\nExpect: 100-continue\r\n\r\n".encode())
+        assert sock.recv(4096).startswith(b"HTTP/1.1 100 Continue")  # a socket timeout if it is held back
+        sock.sendall(b"\xa0")
+        assert sock.recv(4096).startswith(b"HTTP/1.1 400")
+
+
 def test_a_silent_client_is_dropped(monkeypatch: pytest.MonkeyPatch) -> None:
     assert http_server._Handler.timeout is not None and http_server._Handler.timeout <= 60
     monkeypatch.setattr(http_server._Handler, "timeout", 1)  # the same mechanism, faster

@@ -43,7 +43,7 @@ class PocketIcBackend:
 
         self.pic = PocketIC()
         # The server is on loopback: without this, `requests` looks up proxies and ~/.netrc in the environment
-        # at every request, 0.75 ms of the 1.7 ms a `tick` takes (an update is three requests).
+        # at every request: 0.75 ms of the 1.7 ms a `tick` took.
         self.pic.server.request_client.trust_env = False
 
     def _as_ic_principal(self, p: Principal | bytes) -> Any:

@@ -79,7 +79,7 @@ build: setup
 # Every test, the backend-parametrized integration tests on both backends: the embedded replica, and PocketIC's
 # client and REST API as served by our prometheus-pocket-ic (the code path that targets real PocketIC). One run
 # balances both over the two workers (9:21 instead of 8:31 + 2:10 in two runs, docs/benchmarks.md).
-POCKET_IC := POCKET_IC_BIN=$(CURDIR)/$(VENV)/bin/prometheus-pocket-ic
+POCKET_IC := POCKET_IC_BIN=$(abspath $(VENV))/bin/prometheus-pocket-ic
 
 test: setup
 	$(POCKET_IC) $(PY) -m pytest -q -n 2 --dist loadfile

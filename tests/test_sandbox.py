@@ -108,6 +108,20 @@ def test_unprivileged_read_only_and_no_new_privileges(docker_client: Any, builde
     assert "EXECUTED" not in run.log and "noexec EACCES" in run.log
 
 
+def test_cpus_are_capped_and_never_more_than_the_host_has(docker_client: Any, builder_image: Any,
+                                                          tmp_path: Path) -> None:
+    # The CFS quota as the container sees it (cgroup v2: "quota period"; v1: two files).
+    code = ("const fs=require('fs');let q;try{q=fs.readFileSync('/sys/fs/cgroup/cpu.max','utf8')}"
+            "catch(e){q=fs.readFileSync('/sys/fs/cgroup/cpu/cpu.cfs_quota_us','utf8').trim()+' '+"
+            "fs.readFileSync('/sys/fs/cgroup/cpu/cpu.cfs_period_us','utf8')}console.log('quota',q.trim())")
+    host = int(docker_client.info()["NCPU"])
+    for asked, expected in ((0.5, 0.5), (256.0, float(host))):  # Docker refuses a quota over the host's CPUs
+        run = node(docker_client, builder_image, tmp_path / str(asked), code, sandbox.Limits(cpus=asked, timeout_s=60))
+        assert run.exit_code == 0, run.log
+        quota, period = run.log.split("quota ")[1].split()[:2]
+        assert int(quota) / int(period) == expected, run.log
+
+
 def test_fork_bomb_hits_the_pids_limit(docker_client: Any, builder_image: Any, tmp_path: Path) -> None:
     # Every child is a sleeping node (a handful of threads, ~40 MB): the pids limit stops it long before memory.
     code = ("const cp=require('child_process');let n=0;"

@@ -32,7 +32,7 @@ class Config:
     max_concurrent_jobs: int = 1
     build_timeout_s: float = 600.0
     build_memory_mb: int = 3072
-    build_cpus: float = 1.0
+    build_cpus: float = 2.0
     audit_type: str = AUDIT_TYPE
     metrics_addr: str = "127.0.0.1:9464"  # host:port for /metrics and /healthz; empty disables
     file_margin_s: float = 60.0  # never file when the lock expires sooner than this
@@ -136,7 +136,7 @@ def load(env: Mapping[str, str] | None = None, file: Path | None = None) -> Conf
         max_concurrent_jobs=int(_number(values, "MAX_CONCURRENT_JOBS", 1, 1, 64)),
         build_timeout_s=_number(values, "BUILD_TIMEOUT_MS", 600_000, 100, 86_400_000) / 1000,
         build_memory_mb=int(_number(values, "BUILD_MEMORY_MB", 3072, 256, 1_048_576)),
-        build_cpus=_number(values, "BUILD_CPUS", 1, 0.1, 256),
+        build_cpus=_number(values, "BUILD_CPUS", 2, 0.1, 256),
         audit_type=values.get("AUDIT_TYPE") or AUDIT_TYPE,
         metrics_addr=values.get("METRICS_ADDR", "127.0.0.1:9464"),
         file_margin_s=_number(values, "FILE_MARGIN_MS", 60_000, 0, 86_400_000) / 1000,

@@ -4,15 +4,20 @@
 from __future__ import annotations
 
 import base64
+import http.client
+import json
 import os
 import re
+import time
 from typing import Any
+from urllib.parse import urlsplit
 
 from ic_replica import candid, management
 from ic_replica.errors import CallRejected, Reject, RejectCode
 from ic_replica.principal import ANONYMOUS, MANAGEMENT, Principal
 from ic_replica.replica import Limits, Replica
 
+IDLE_REUSE_S = 10.0  # a kept-alive connection idle longer is replaced (the server drops idle ones after 30 s)
 TEST_LIMITS = Limits(update=2_000_000_000, query=2_000_000_000, install=20_000_000_000, inspect=200_000_000)
 
 
@@ -45,11 +50,35 @@ class PocketIcBackend:
         # The server is on loopback: without this, `requests` looks up proxies and ~/.netrc in the environment
         # at every request: 0.75 ms of the 1.7 ms a `tick` took.
         self.pic.server.request_client.trust_env = False
+        self._conn: http.client.HTTPConnection | None = None
+        self._used = 0.0
 
-    def _as_ic_principal(self, p: Principal | bytes) -> Any:
-        import ic  # type: ignore[import-not-found]
-
-        return ic.Principal(bytes(p.raw if isinstance(p, Principal) else p))
+    def _post(self, endpoint: str, body: dict[str, Any]) -> Any:
+        """POST to this instance as the client does (`instance_post`), on one kept-alive connection: the calls
+        and ticks the tests make by the thousand. Through `requests` a `tick` took 0.84 ms and 0.63 ms of
+        client CPU, through this 0.35 ms and 0.17 ms (the client's own calls stay tested in
+        tests/test_pocket_ic_server.py)."""
+        data = json.dumps(body).encode()
+        if self._conn is not None and time.monotonic() - self._used > IDLE_REUSE_S:
+            self._conn.close()  # the server may have closed it: never risk resending an update
+            self._conn = None
+        if self._conn is None:
+            url = urlsplit(self.pic.server.url)
+            self._conn = http.client.HTTPConnection(url.hostname or "127.0.0.1", url.port, timeout=600)
+        try:
+            self._conn.request("POST", f"/instances/{self.pic.instance_id}/{endpoint}", data,
+                               {"Content-Type": "application/json"})
+            response = self._conn.getresponse()
+            reply = response.read()
+        except BaseException:
+            self._conn.close()
+            self._conn = None
+            raise
+        self._used = time.monotonic()
+        if response.status not in (200, 201, 202):
+            raise ConnectionError(f"PocketIC server returned status code {response.status}: "
+                                  f"{json.loads(reply).get('message')}")
+        return json.loads(reply)
 
     def _call(self, update: bool, canister: Principal | bytes | None, method: str, arg: bytes,
               sender: Principal | bytes, effective: Principal | None = None) -> bytes:
@@ -61,10 +90,12 @@ class PocketIcBackend:
                 body = {"sender": _b64(sender.raw if isinstance(sender, Principal) else sender),
                         "effective_principal": {"CanisterId": _b64(effective.raw)} if effective else "None",
                         "canister_id": _b64(raw), "method": method, "payload": _b64(arg)}
-                out = self.pic._get_ok_data(self.pic._instance_post("update/execute_ingress_message", body))
+                out = self.pic._get_ok_data(self._post("update/execute_ingress_message", body))
             else:
-                self.pic.set_sender(self._as_ic_principal(sender))
-                out = self.pic.query_call(None if not raw else self._as_ic_principal(raw), method, arg)
+                body = {"sender": _b64(sender.raw if isinstance(sender, Principal) else sender),
+                        "effective_principal": "None", "canister_id": _b64(raw or MANAGEMENT.raw),
+                        "method": method, "payload": _b64(arg)}
+                out = self.pic._get_ok_data(self._post("read/query", body))
         except ValueError as exc:
             raise self._reject(exc) from exc
         return bytes(out) if not isinstance(out, bytes) else out
@@ -90,19 +121,19 @@ class PocketIcBackend:
         """Queue an ingress message without executing it (the next `tick` runs everything queued together)."""
         body = {"sender": _b64(sender.raw), "effective_principal": {"CanisterId": _b64(canister_id.raw)},
                 "canister_id": _b64(canister_id.raw), "method": method, "payload": _b64(arg)}
-        return self.pic._get_ok(self.pic._instance_post("update/submit_ingress_message", body))
+        return self.pic._get_ok(self._post("update/submit_ingress_message", body))
 
     def await_call(self, message_id: Any, rounds: int = 100) -> bytes:
         """The reply of a submitted message, ticking until it is done (CallRejected if it was rejected)."""
         for _ in range(rounds):
-            status = self.pic._ingress_status(message_id)
+            status = self._post("read/ingress_status", {"raw_message_id": message_id, "raw_caller": None})
             if status:
                 try:
                     data = self.pic._get_ok_data(status)
                 except ValueError as exc:
                     raise self._reject(exc) from exc
                 return bytes(data)
-            self.pic.tick()
+            self._post("update/tick", {})
         raise TimeoutError(f"the message did not complete within {rounds} rounds")
 
     @property
@@ -186,7 +217,7 @@ class PocketIcBackend:
 
     def tick(self, rounds: int = 1) -> None:
         for _ in range(rounds):
-            self.pic.tick()
+            self._post("update/tick", {})
 
     def advance_time(self, nanos: int) -> None:
         """Move time and run a round, so queries see it: PocketIC's `set_time` is uncertified until a round."""

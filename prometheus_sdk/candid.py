@@ -29,6 +29,7 @@ the work is capped in proportion to the input size, nesting is capped at `MAX_DE
 from __future__ import annotations
 
 import struct
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,6 +44,8 @@ MAX_TABLE_ENTRIES = 10_000  # as Rust's candid: each entry costs far more than a
 MAX_LEB_BYTES = 100  # numbers up to 700 bits: far beyond any real nat, short enough to stay cheap
 DECODE_BUDGET_BASE = 100_000
 DECODE_BUDGET_PER_BYTE = 4
+MAX_CACHED_TABLES = 256  # parsed type tables kept, so the replies of one method parse their table once
+MAX_CACHED_TABLE_BYTES = 4096  # a longer table is parsed every time
 _ANNOTATIONS = {"query": 1, "oneway": 2, "composite_query": 3}
 
 
@@ -568,6 +571,9 @@ class _Reader:
 
     def leb(self) -> int:
         data, start = self.data, self.pos
+        if start < len(data) and data[start] < 0x80:  # most numbers in a message fit in one byte
+            self.pos = start + 1
+            return data[start]
         result = shift = 0
         for pos in range(start, min(len(data), start + MAX_LEB_BYTES)):
             b = data[pos]
@@ -609,6 +615,51 @@ class _Reader:
         if n > MAX_PRINCIPAL_LENGTH:
             raise CandidError(f"{what} at byte {self.pos} has {n} bytes, at most {MAX_PRINCIPAL_LENGTH}")
         return Principal(self.take(n))
+
+
+class _TableCache:
+    """Parsed headers (magic, type table, argument types) by their bytes. A message that starts with a cached
+    header's bytes has that header: parsing reads bytes in order and stops where it stopped before. The
+    parsed types are never changed after parsing (`by_id` is a memo of `fields`), so messages share them.
+    Bounded in entries and bytes; a message of unseen types costs at most a lookup per distinct header
+    length before it is parsed as ever."""
+
+    def __init__(self) -> None:
+        self._tables: dict[bytes, tuple[list[_W], int]] = {}  # header -> (argument types, decoding steps)
+        self._lengths: tuple[int, ...] = ()  # the cached headers' distinct lengths, newest first
+        self._lock = threading.Lock()
+
+    def lookup(self, r: _Reader) -> list[_W] | None:
+        data = r.data
+        for n in self._lengths:
+            hit = self._tables.get(data[:n]) if n <= len(data) else None
+            if hit is not None and hit[1] <= r.budget:
+                r.pos, r.budget = n, r.budget - hit[1]
+                return hit[0]
+        return None
+
+    def add(self, header: bytes, types: list[_W], steps: int) -> None:
+        if len(header) > MAX_CACHED_TABLE_BYTES:
+            return
+        with self._lock:
+            if len(self._tables) >= MAX_CACHED_TABLES:
+                self._tables.pop(next(iter(self._tables)))  # the oldest
+            self._tables[header] = (types, steps)
+            lengths = {len(h) for h in self._tables}
+            self._lengths = (len(header), *sorted(lengths - {len(header)}))
+
+
+_TABLES = _TableCache()
+
+
+def _header(r: _Reader) -> list[_W]:
+    """The argument types: from the cache, or parsed (and cached)."""
+    types = _TABLES.lookup(r)
+    if types is None:
+        budget = r.budget
+        types = _read_table(r)
+        _TABLES.add(r.data[:r.pos], types, budget - r.budget)
+    return types
 
 
 def _read_table(r: _Reader) -> list[_W]:
@@ -799,7 +850,7 @@ def decode(data: bytes, types: Sequence[Type] | None = None) -> list[Any]:
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise CandidError(f"a Candid message is bytes, not {type(data).__name__}")
     r = _Reader(bytes(data))
-    wire_types = _read_table(r)
+    wire_types = _header(r)
     values = [_read(r, w, 0) for w in wire_types]
     if r.pos != len(r.data):
         raise CandidError(f"{len(r.data) - r.pos} unexpected byte(s) after the last value")

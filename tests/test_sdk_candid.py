@@ -449,6 +449,45 @@ def test_decoding_is_linear() -> None:
     assert count < 1_000, count
 
 
+def test_a_cached_type_table_gives_what_parsing_gives() -> None:
+    """Replies of one method share their header (magic, type table, argument types): it is parsed once, and
+    a message that starts with a cached header's bytes decodes exactly as a parse would, values, errors and
+    the decoding budget alike."""
+    from prometheus_sdk.candid import _TABLES, MAX_CACHED_TABLE_BYTES, MAX_CACHED_TABLES, _leb
+
+    t = c.Record.of(a=c.NAT, b=c.Opt(c.TEXT), v=c.Variant.of(x=c.NULL, y=c.INT), only_in_this_test=c.NULL)
+    first = encode([t], [{"a": 1, "b": ["x"], "v": {"x": None}, "only_in_this_test": None}])
+    again = encode([t], [{"a": 2**70, "b": [], "v": {"y": -5}, "only_in_this_test": None}])
+    decoded, parsed = calls(lambda: decode(first, [t]))
+    assert decoded == [{"a": 1, "b": ["x"], "v": {"x": None}, "only_in_this_test": None}]
+    _, cached = calls(lambda: decode(first, [t]))
+    assert cached < parsed / 2, (cached, parsed)  # the second decode of a header skips its parse
+    assert decode(again, [t]) == [{"a": 2**70, "b": [], "v": {"y": -5}, "only_in_this_test": None}]
+    assert decode(again)[0][idl_hash("a")] == 2**70  # untyped too
+    with pytest.raises(CandidError, match="unexpected end of input"):
+        decode(again[:-1], [t])  # the header is cached, the values are cut
+    with pytest.raises(CandidError, match="after the last value"):
+        decode(again + b"\x00", [t])
+    nulls = c.Record.of(n=c.Vec(c.NULL), only_in_this_test=c.NULL)
+    assert decode(encode([nulls], [{"n": [None] * 3, "only_in_this_test": None}]), [nulls])[0]["n"] == [None] * 3
+    huge = encode([nulls], [{"n": [], "only_in_this_test": None}])  # ends with the vec count, 0
+    huge = huge[:-1] + _leb(10**9)  # the header is cached; a billion nulls cost more than the message allows
+    with pytest.raises(CandidError, match="more decoding work"):
+        decode(huge, [nulls])
+    # The same table with one more argument is another header, parsed on its own.
+    longer = encode([c.NAT, t], [7, {"a": 3, "b": [], "v": {"x": None}, "only_in_this_test": None}])
+    assert decode(longer, [c.NAT, t])[0] == 7
+    # Bounded: many distinct tables keep at most MAX_CACHED_TABLES, a long one is never kept.
+    for i in range(MAX_CACHED_TABLES + 40):
+        ti = c.Record([(f"f{i}", c.NAT)])
+        assert decode(encode([ti], [{f"f{i}": i}]), [ti]) == [{f"f{i}": i}]
+    assert len(_TABLES._tables) <= MAX_CACHED_TABLES
+    wide = c.Record([(f"field_{j}", c.Vec(c.Opt(c.NAT))) for j in range(MAX_CACHED_TABLE_BYTES // 4)])
+    data = encode([wide], [{f"field_{j}": [] for j in range(MAX_CACHED_TABLE_BYTES // 4)}])
+    assert decode(data, [wide])[0]["field_0"] == []
+    assert all(len(h) <= MAX_CACHED_TABLE_BYTES for h in _TABLES._tables)
+
+
 def test_not_bytes() -> None:
     with pytest.raises(CandidError, match="bytes, not str"):
         decode("DIDL")  # type: ignore[arg-type]

@@ -66,7 +66,7 @@ class HttpError(Exception):
         self.message = message
 
 
-class _BoundedServer(ThreadingHTTPServer):
+class BoundedServer(ThreadingHTTPServer):
     """A thread per connection, at most `limit` at once: a client that opens thousands of idle connections
     gets an immediate 503 for each extra one instead of exhausting the process's threads and memory."""
 
@@ -107,7 +107,7 @@ class IcHttpServer:
         replica.live_time = True
         replica.sync_clock()
         handler = type("BoundHandler", (_Handler,), {"ic": self})
-        self.httpd = _BoundedServer((host, port), handler, max_connections)
+        self.httpd = BoundedServer((host, port), handler, max_connections)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 

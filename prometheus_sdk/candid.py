@@ -44,8 +44,9 @@ MAX_TABLE_ENTRIES = 10_000  # as Rust's candid: each entry costs far more than a
 MAX_LEB_BYTES = 100  # numbers up to 700 bits: far beyond any real nat, short enough to stay cheap
 DECODE_BUDGET_BASE = 100_000
 DECODE_BUDGET_PER_BYTE = 4
-MAX_CACHED_TABLES = 256  # parsed type tables kept, so the replies of one method parse their table once
-MAX_CACHED_TABLE_BYTES = 4096  # a longer table is parsed every time
+MAX_CACHED_TABLES = 128  # parsed headers kept, so the replies of one method parse their type table once
+MAX_CACHED_TABLE_BYTES = 1024  # a longer header is parsed every time (the protocol's replies: at most 743)
+MAX_CACHED_TABLE_LENGTHS = 32  # distinct header lengths kept: a lookup tries each
 _ANNOTATIONS = {"query": 1, "oneway": 2, "composite_query": 3}
 
 
@@ -621,19 +622,27 @@ class _TableCache:
     """Parsed headers (magic, type table, argument types) by their bytes. A message that starts with a cached
     header's bytes has that header: parsing reads bytes in order and stops where it stopped before. The
     parsed types are never changed after parsing (`by_id` is a memo of `fields`), so messages share them.
-    Bounded in entries and bytes; a message of unseen types costs at most a lookup per distinct header
-    length before it is parsed as ever."""
+    Bounded for replies a hostile canister chooses: at most MAX_CACHED_TABLES headers of at most
+    MAX_CACHED_TABLE_BYTES, of at most MAX_CACHED_TABLE_LENGTHS distinct lengths, so a lookup hashes at most
+    32 KiB and the cache holds a few MiB of parsed types at worst; the least recently used go first."""
 
     def __init__(self) -> None:
-        self._tables: dict[bytes, tuple[list[_W], int]] = {}  # header -> (argument types, decoding steps)
-        self._lengths: tuple[int, ...] = ()  # the cached headers' distinct lengths, newest first
+        self._tables: dict[bytes, tuple[list[_W], int]] = {}  # header -> (argument types, decoding steps), LRU first
+        self._lengths: tuple[int, ...] = ()  # the cached headers' distinct lengths
+        self._count: dict[int, int] = {}  # how many cached headers have each length
         self._lock = threading.Lock()
 
     def lookup(self, r: _Reader) -> list[_W] | None:
         data = r.data
         for n in self._lengths:
-            hit = self._tables.get(data[:n]) if n <= len(data) else None
+            if n > len(data):
+                break
+            header = data[:n]
+            hit = self._tables.get(header)
             if hit is not None and hit[1] <= r.budget:
+                with self._lock:  # now the most recently used
+                    if self._tables.pop(header, None) is not None:
+                        self._tables[header] = hit
                 r.pos, r.budget = n, r.budget - hit[1]
                 return hit[0]
         return None
@@ -642,11 +651,16 @@ class _TableCache:
         if len(header) > MAX_CACHED_TABLE_BYTES:
             return
         with self._lock:
-            if len(self._tables) >= MAX_CACHED_TABLES:
-                self._tables.pop(next(iter(self._tables)))  # the oldest
+            if self._tables.pop(header, None) is None:
+                self._count[len(header)] = self._count.get(len(header), 0) + 1
             self._tables[header] = (types, steps)
-            lengths = {len(h) for h in self._tables}
-            self._lengths = (len(header), *sorted(lengths - {len(header)}))
+            while len(self._tables) > MAX_CACHED_TABLES or len(self._count) > MAX_CACHED_TABLE_LENGTHS:
+                oldest = next(iter(self._tables))  # the least recently used
+                del self._tables[oldest]
+                self._count[len(oldest)] -= 1
+                if not self._count[len(oldest)]:
+                    del self._count[len(oldest)]
+            self._lengths = tuple(sorted(self._count))
 
 
 _TABLES = _TableCache()

@@ -453,7 +453,7 @@ def test_a_cached_type_table_gives_what_parsing_gives() -> None:
     """Replies of one method share their header (magic, type table, argument types): it is parsed once, and
     a message that starts with a cached header's bytes decodes exactly as a parse would, values, errors and
     the decoding budget alike."""
-    from prometheus_sdk.candid import _TABLES, MAX_CACHED_TABLE_BYTES, MAX_CACHED_TABLES, _leb
+    from prometheus_sdk.candid import _TABLES, MAX_CACHED_TABLE_BYTES, MAX_CACHED_TABLE_LENGTHS, MAX_CACHED_TABLES, _leb
 
     t = c.Record.of(a=c.NAT, b=c.Opt(c.TEXT), v=c.Variant.of(x=c.NULL, y=c.INT), only_in_this_test=c.NULL)
     first = encode([t], [{"a": 1, "b": ["x"], "v": {"x": None}, "only_in_this_test": None}])
@@ -477,11 +477,16 @@ def test_a_cached_type_table_gives_what_parsing_gives() -> None:
     # The same table with one more argument is another header, parsed on its own.
     longer = encode([c.NAT, t], [7, {"a": 3, "b": [], "v": {"x": None}, "only_in_this_test": None}])
     assert decode(longer, [c.NAT, t])[0] == 7
-    # Bounded: many distinct tables keep at most MAX_CACHED_TABLES, a long one is never kept.
+    # Bounded: many distinct tables, of many lengths, keep at most MAX_CACHED_TABLES headers of at most
+    # MAX_CACHED_TABLE_LENGTHS lengths; the one in use all along stays; a long one is never kept.
     for i in range(MAX_CACHED_TABLES + 40):
-        ti = c.Record([(f"f{i}", c.NAT)])
-        assert decode(encode([ti], [{f"f{i}": i}]), [ti]) == [{f"f{i}": i}]
+        value = {f"f{i}_{j}": j for j in range(i % 40 + 1)}  # headers of 40 lengths
+        ti = c.Record([(name, c.NAT) for name in value])
+        assert decode(encode([ti], [value]), [ti]) == [value]
+        assert decode(again, [t])[0]["a"] == 2**70
     assert len(_TABLES._tables) <= MAX_CACHED_TABLES
+    assert len({len(h) for h in _TABLES._tables}) <= MAX_CACHED_TABLE_LENGTHS
+    assert any(again.startswith(h) for h in _TABLES._tables)
     wide = c.Record([(f"field_{j}", c.Vec(c.Opt(c.NAT))) for j in range(MAX_CACHED_TABLE_BYTES // 4)])
     data = encode([wide], [{f"field_{j}": [] for j in range(MAX_CACHED_TABLE_BYTES // 4)}])
     assert decode(data, [wide])[0]["field_0"] == []

@@ -1,4 +1,5 @@
-"""PocketIC's REST API over embedded replica instances, on the standard library's `ThreadingHTTPServer`.
+"""PocketIC's REST API over embedded replica instances, on the standard library's `ThreadingHTTPServer` (bounded
+as the IC HTTP interface's: `ic_replica.http_server.BoundedServer`).
 
 Server routes: `GET /status`, `GET|POST /instances`, `DELETE /instances/<id>`, `POST /blobstore`,
 `GET /blobstore/<hex id>`, `GET|POST /http_gateway`, `POST /http_gateway/<id>/stop`. Instance routes
@@ -23,11 +24,17 @@ import threading
 import time
 import zlib
 from http import HTTPStatus
-from http.server import ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
 
-from ic_replica.http_server import STOP_POLL_S, BufferedHandler, HttpError
+from ic_replica.http_server import (
+    MAX_CONNECTIONS,
+    READ_TIMEOUT_S,
+    STOP_POLL_S,
+    BoundedServer,
+    BufferedHandler,
+    HttpError,
+)
 from ic_replica.pocket_ic import gateway, rest
 from ic_replica.pocket_ic.gateway import HttpGateway
 from ic_replica.pocket_ic.instance import Instance
@@ -65,7 +72,7 @@ def _gunzip(data: bytes, blob_id: bytes) -> bytes:
 class PocketIcServer:
     """The server's state: instances, blobs, HTTP gateways, and the time of the last request (for TTL)."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, max_connections: int = MAX_CONNECTIONS) -> None:
         self.instances: dict[int, Instance | None] = {}  # None: deleted (listed as "Deleted", as on PocketIC)
         self.blobs: dict[bytes, tuple[bytes, bool]] = {}  # id -> (data as sent, gzip-compressed)
         self.gateways: dict[int, HttpGateway] = {}
@@ -74,8 +81,9 @@ class PocketIcServer:
         self.last_request = time.monotonic()
         self.active = 0  # requests being answered (a long one must not let the TTL expire under it)
         handler = type("PocketIcHandler", (_Handler,), {"server_state": self})
-        self.httpd = ThreadingHTTPServer((host, port), handler)
-        self.httpd.daemon_threads = True
+        # As the IC HTTP interface: a thread per connection, at most `max_connections` (more get a 503 at once),
+        # and a client that goes silent is dropped after READ_TIMEOUT_S instead of holding its thread forever.
+        self.httpd = BoundedServer((host, port), handler, max_connections)
 
     @property
     def port(self) -> int:
@@ -318,6 +326,7 @@ _POST = {
 
 
 class _Handler(BufferedHandler):
+    timeout = READ_TIMEOUT_S  # socket timeout: a slow or silent client cannot hold a thread forever
     server_state: PocketIcServer
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
@@ -394,7 +403,11 @@ class _Handler(BufferedHandler):
             state.last_request = time.monotonic()
         path = urlsplit(self.path).path.rstrip("/") or "/"
         try:
-            body = self._body(API_BODY_LIMIT if _INSTANCE_API.match(path) else MAX_BODY_BYTES)
+            try:
+                body = self._body(API_BODY_LIMIT if _INSTANCE_API.match(path) else MAX_BODY_BYTES)
+            except (TimeoutError, ConnectionError):  # the client went silent or away mid-body: nothing to answer
+                self.close_connection = True
+                return
             self._route(state, self.command, path, body)
         except ApiError as exc:
             self._json(exc.status, {"message": exc.message})

@@ -624,7 +624,8 @@ class _TableCache:
     parsed types are never changed after parsing (`by_id` is a memo of `fields`), so messages share them.
     Bounded for replies a hostile canister chooses: at most MAX_CACHED_TABLES headers of at most
     MAX_CACHED_TABLE_BYTES, of at most MAX_CACHED_TABLE_LENGTHS distinct lengths, so a lookup hashes at most
-    32 KiB and the cache holds a few MiB of parsed types at worst; the least recently used go first."""
+    32 KiB and the cache holds about 7 MiB of parsed types at worst (headers of 500 two-byte entries); the
+    least recently used go first."""
 
     def __init__(self) -> None:
         self._tables: dict[bytes, tuple[list[_W], int]] = {}  # header -> (argument types, decoding steps), LRU first

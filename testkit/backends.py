@@ -87,19 +87,13 @@ class PocketIcBackend:
     def _call(self, update: bool, canister: Principal | bytes | None, method: str, arg: bytes,
               sender: Principal | bytes, effective: Principal | None = None) -> bytes:
         raw = (canister.raw if isinstance(canister, Principal) else canister) or b""
+        body = _message(sender.raw if isinstance(sender, Principal) else sender, raw, method, arg,
+                        effective.raw if update and effective is not None else None)
         try:
-            if update:
-                # One request, as PocketIC's Rust, JS and Go clients make it; this Python client's own
-                # `update_call` (submit, tick, poll: three) is tested in tests/test_pocket_ic_server.py.
-                body = {"sender": _b64(sender.raw if isinstance(sender, Principal) else sender),
-                        "effective_principal": {"CanisterId": _b64(effective.raw)} if effective else "None",
-                        "canister_id": _b64(raw), "method": method, "payload": _b64(arg)}
-                out = self.pic._get_ok_data(self._post("update/execute_ingress_message", body))
-            else:
-                body = {"sender": _b64(sender.raw if isinstance(sender, Principal) else sender),
-                        "effective_principal": "None", "canister_id": _b64(raw or MANAGEMENT.raw),
-                        "method": method, "payload": _b64(arg)}
-                out = self.pic._get_ok_data(self._post("read/query", body))
+            # An update is one request, as PocketIC's Rust, JS and Go clients make it; this Python client's own
+            # `update_call` (submit, tick, poll: three) is tested in tests/test_pocket_ic_server.py.
+            reply = self._post("update/execute_ingress_message" if update else "read/query", body)
+            out = self.pic._get_ok_data(reply)
         except ValueError as exc:
             raise self._reject(exc) from exc
         return bytes(out) if not isinstance(out, bytes) else out
@@ -123,8 +117,7 @@ class PocketIcBackend:
     def submit_call(self, canister_id: Principal, method: str, arg: bytes = b"",
                     sender: Principal = ANONYMOUS) -> Any:
         """Queue an ingress message without executing it (the next `tick` runs everything queued together)."""
-        body = {"sender": _b64(sender.raw), "effective_principal": {"CanisterId": _b64(canister_id.raw)},
-                "canister_id": _b64(canister_id.raw), "method": method, "payload": _b64(arg)}
+        body = _message(sender.raw, canister_id.raw, method, arg, canister_id.raw)
         return self.pic._get_ok(self._post("update/submit_ingress_message", body))
 
     def await_call(self, message_id: Any, rounds: int = 100) -> bytes:
@@ -236,6 +229,13 @@ def _dropped(conn: http.client.HTTPConnection) -> bool:
     """Whether the server closed this kept-alive connection (its socket reads as ready: end of file), as
     urllib3 checks before it reuses one. A socket http.client already closed is reopened by the next request."""
     return conn.sock is not None and bool(select.select([conn.sock], [], [], 0)[0])
+
+
+def _message(sender: bytes, canister: bytes, method: str, arg: bytes, effective: bytes | None) -> dict[str, Any]:
+    """A canister call as PocketIC's REST API takes it (`RawCanisterCall`)."""
+    return {"sender": _b64(sender),
+            "effective_principal": {"CanisterId": _b64(effective)} if effective is not None else "None",
+            "canister_id": _b64(canister), "method": method, "payload": _b64(arg)}
 
 
 def _b64(data: bytes) -> str:

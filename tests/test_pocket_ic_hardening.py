@@ -17,6 +17,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -73,15 +74,23 @@ def wasm() -> bytes:
     return bytes(wasmtime.wat2wasm(WAT))
 
 
+@contextmanager
+def serving(server: PocketIcServer) -> Iterator[PocketIcServer]:
+    """`server` answering on its port from a thread, shut down on exit."""
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        thread.join(timeout=10)
+
+
 @pytest.fixture
 def srv() -> Iterator[PocketIcServer]:
     """A server in this process, on a free port."""
-    server = PocketIcServer()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    thread.join(timeout=10)
+    with serving(PocketIcServer()) as server:
+        yield server
 
 
 def b64(data: bytes) -> str:
@@ -407,25 +416,19 @@ def test_expect_100_continue_is_answered_at_once(srv: PocketIcServer) -> None:
         assert s.recv(4096).startswith(b"HTTP/1.1 200")
 
 
-def test_a_silent_client_is_dropped(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_silent_client_is_dropped(srv: PocketIcServer, monkeypatch: pytest.MonkeyPatch) -> None:
     """A client that sends part of a request and goes silent held its thread forever."""
     assert server_module._Handler.timeout is not None and server_module._Handler.timeout <= 60
-    monkeypatch.setattr(server_module._Handler, "timeout", 1)  # the same mechanism, faster
-    server = PocketIcServer()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as silent:
-            silent.sendall(b"POST /instances HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{")
-            start = time.monotonic()
-            assert silent.recv(1024) == b""  # closed by the server, not answered after 1000 bytes
-            assert time.monotonic() - start < 5
-    finally:
-        server.shutdown()
-        thread.join(timeout=10)
+    monkeypatch.setattr(server_module._Handler, "timeout", 1)  # the same mechanism, faster (read per connection)
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as silent:
+        silent.sendall(b"POST /instances HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{")
+        start = time.monotonic()
+        assert silent.recv(1024) == b""  # closed by the server, not answered after 1000 bytes
+        assert time.monotonic() - start < 5
 
 
-def test_the_test_backend_sees_a_connection_the_server_dropped(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_test_backend_sees_a_connection_the_server_dropped(srv: PocketIcServer,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     """testkit's PocketIC backend keeps one connection alive; it must notice the server closed it (here, idle
     past the read timeout) before it sends on it, or the next call fails."""
     import http.client
@@ -433,43 +436,30 @@ def test_the_test_backend_sees_a_connection_the_server_dropped(monkeypatch: pyte
     from testkit.backends import _dropped
 
     monkeypatch.setattr(server_module._Handler, "timeout", 1)
-    server = PocketIcServer()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
-        conn.request("GET", "/status")
-        assert conn.getresponse().read() == b"" and not _dropped(conn)
-        time.sleep(1.5)  # the server drops the idle connection
-        assert _dropped(conn)
-        conn.close()
-    finally:
-        server.shutdown()
-        thread.join(timeout=10)
+    conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=10)
+    conn.request("GET", "/status")
+    assert conn.getresponse().read() == b"" and not _dropped(conn)
+    time.sleep(1.5)  # the server drops the idle connection
+    assert _dropped(conn)
+    conn.close()
 
 
 def test_idle_connections_beyond_the_cap_get_503_and_the_server_recovers() -> None:
     """Each connection takes a thread: past the cap an extra one is answered 503 at once, and once the idle
     ones go the server answers again."""
-    server = PocketIcServer(max_connections=4)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    idle = [socket.create_connection(("127.0.0.1", server.port), timeout=10) for _ in range(4)]
-    try:
-        time.sleep(0.2)  # the server has accepted them and given each a thread
-        for _ in range(10):
-            with socket.create_connection(("127.0.0.1", server.port), timeout=10) as extra:
-                assert extra.recv(1024).startswith(b"HTTP/1.1 503")
-    finally:
-        for s in idle:
-            s.close()
-    try:
+    with serving(PocketIcServer(max_connections=4)) as server:
+        idle = [socket.create_connection(("127.0.0.1", server.port), timeout=10) for _ in range(4)]
+        try:
+            time.sleep(0.2)  # the server has accepted them and given each a thread
+            for _ in range(10):
+                with socket.create_connection(("127.0.0.1", server.port), timeout=10) as extra:
+                    assert extra.recv(1024).startswith(b"HTTP/1.1 503")
+        finally:
+            for s in idle:
+                s.close()
         time.sleep(0.2)  # their threads see the close and end
         answer = raw_http(server.port, b"GET /status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         assert answer.startswith(b"HTTP/1.1 200"), answer
-    finally:
-        server.shutdown()
-        thread.join(timeout=10)
 
 
 def test_times_are_u64_and_cycles_u128(srv: PocketIcServer, wasm: bytes) -> None:

@@ -262,6 +262,23 @@ def test_gateway_checks_content_length_before_reading(srv: PocketIcServer) -> No
     assert out.startswith(b"HTTP/1.1 411")
 
 
+
+def test_a_silent_client_of_a_gateway_listener_is_dropped(srv: PocketIcServer,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A gateway listener serves browsers beside the REST routes: a client that goes silent mid-request held
+    its thread forever there too."""
+    from ic_replica.pocket_ic import gateway
+
+    assert gateway._GatewayHandler.timeout is not None and gateway._GatewayHandler.timeout <= 60
+    monkeypatch.setattr(gateway._GatewayHandler, "timeout", 1)  # the same mechanism, faster (read per connection)
+    inst = new_instance(srv)
+    port = req(srv, "POST", "/http_gateway", {"forward_to": {"PocketIcInstance": inst}})[1]["Created"]["port"]
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as silent:
+        silent.sendall(b"POST /api/v2/status HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{")
+        start = time.monotonic()
+        assert silent.recv(1024) == b""  # closed by the server, not answered after 1000 bytes
+        assert time.monotonic() - start < 5
+
 # ------------------------------------------------------------------ 3, 11. gateway replies
 
 

@@ -11,14 +11,22 @@ from __future__ import annotations
 import re
 import threading
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from ic_replica.certification import cbor_dumps
 from ic_replica.http_gateway import MAX_REQUEST_BODY, GatewayError, read_body, resolve_canister, wire_value
 from ic_replica.http_gateway import HttpGateway as IcGateway
-from ic_replica.http_server import IC_API_VERSION, STOP_POLL_S, HttpError, IcHttpServer
+from ic_replica.http_server import (
+    IC_API_VERSION,
+    MAX_CONNECTIONS,
+    READ_TIMEOUT_S,
+    STOP_POLL_S,
+    BoundedServer,
+    HttpError,
+    IcHttpServer,
+)
 from ic_replica.principal import InvalidPrincipal, Principal
 from ic_replica.replica import Replica
 
@@ -82,8 +90,7 @@ class HttpGateway:
         self.gateway_id = gateway_id
         self.instance = instance
         handler = type("GatewayHandler", (_GatewayHandler,), {"gateway": self})
-        self.httpd = ThreadingHTTPServer((host, port), handler)
-        self.httpd.daemon_threads = True
+        self.httpd = BoundedServer((host, port), handler, MAX_CONNECTIONS)  # as the REST server's listener
         self._thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": STOP_POLL_S},
                                         daemon=True, name=f"pocket-ic-gateway-{gateway_id}")
         self._thread.start()
@@ -99,6 +106,7 @@ class HttpGateway:
 
 class _GatewayHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    timeout = READ_TIMEOUT_S  # socket timeout: a slow or silent client cannot hold a thread forever
     gateway: HttpGateway
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature

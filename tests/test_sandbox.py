@@ -53,11 +53,12 @@ def test_a_retagged_image_is_refused(docker_client: Any, builder_image: Any) -> 
 
 
 def test_sandboxed_build_matches_the_host_recipe(docker_client: Any, builder_image: Any, tmp_path: Path) -> None:
-    result = sandbox.build(docker_client, builder_image, EXAMPLES, "hello_mcp/main.mo", tmp_path / "out")
+    owner = f"match-test-{os.getpid()}"  # other test workers may be building on the same daemon
+    result = sandbox.build(docker_client, builder_image, EXAMPLES, "hello_mcp/main.mo", tmp_path / "out", owner=owner)
     host = build_canister("hello", EXAMPLES, "hello_mcp/main.mo", tmp_path / "host", ROOT / "build" / "cache")
     assert result.ok, result.log
     assert result.sha256 == host.sha256 == hashlib.sha256((tmp_path / "out" / "app.wasm").read_bytes()).hexdigest()
-    assert not docker_client.containers.list(all=True, filters={"label": "io.prometheus.role=build"})
+    assert not docker_client.containers.list(all=True, filters={"label": f"io.prometheus.owner={owner}"})
 
 
 def test_compile_error_is_a_result_with_the_diagnostic(docker_client: Any, builder_image: Any,

@@ -7,7 +7,6 @@ error's code is printed and in `--json`); 9 `attack`: an attack was not detected
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import sys
@@ -145,6 +144,8 @@ def verify(token: str = typer.Argument(..., help="The token ('-': read it from s
                 if isinstance(keys, JWKSKeys):
                     await keys.aclose()
 
+        import asyncio  # here, not at the top: every `prometheus` command would pay its import
+
         try:
             agent = asyncio.run(run())
         except AttestationError as e:
@@ -190,6 +191,8 @@ def jwks(key: list[Path] = typer.Option(..., "--key", help="Key file(s) to publi
 @app.command()
 def attack(as_json: bool = Json) -> None:
     """Run the attack suite against a real verifier and a loopback JWKS endpoint; exit 9 unless all are caught."""
+    import asyncio
+
     from prometheus_attest import attacks
 
     logging.getLogger("prometheus_attest").setLevel(logging.CRITICAL)

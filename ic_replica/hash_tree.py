@@ -1,16 +1,18 @@
 """The IC's certified hash tree: building a witness for requested paths, hashing, and lookup.
 
 Trees are tuples in the CBOR shape the spec uses: (0,) empty, (1, left, right) fork, (2, label, subtree)
-labeled, (3, value) leaf, (4, hash) pruned. A state is a nested dict: label (bytes) -> dict | bytes.
+labeled, (3, value) leaf, (4, hash) pruned. A state is a nested dict: label (bytes) -> dict | bytes, where a
+large map may instead be a `Subtree` that keeps its hashes between certificates.
 """
 
 from __future__ import annotations
 
 import hashlib
+from abc import ABC, abstractmethod
 from bisect import bisect_left
 from typing import Any, Union
 
-State = dict[bytes, Union["State", bytes]]
+State = dict[bytes, Union["State", bytes, "Subtree"]]
 Tree = tuple[Any, ...]
 
 EMPTY: Tree = (0,)
@@ -20,8 +22,27 @@ def _domain(s: str) -> bytes:
     return bytes([len(s)]) + s.encode()
 
 
-_EMPTY_SEP, _FORK_SEP = _domain("ic-hashtree-empty"), _domain("ic-hashtree-fork")
-_LABELED_SEP, _LEAF_SEP = _domain("ic-hashtree-labeled"), _domain("ic-hashtree-leaf")
+_EMPTY_SEP, FORK_SEP = _domain("ic-hashtree-empty"), _domain("ic-hashtree-fork")
+LABELED_SEP, _LEAF_SEP = _domain("ic-hashtree-labeled"), _domain("ic-hashtree-leaf")
+
+
+class Subtree(ABC):
+    """A map in the state whose children are built, and whose hashes are computed, on demand: `labels` sorted,
+    and the hashes exactly those of the same map as a dict (`_balanced` over the sorted labels)."""
+
+    labels: list[bytes]
+
+    @abstractmethod
+    def child(self, label: bytes) -> State | bytes:
+        """The child at `label` (one of `labels`)."""
+
+    @abstractmethod
+    def child_digest(self, index: int) -> bytes:
+        """The hash of the full tree of the child at `labels[index]` (unlabeled)."""
+
+    @abstractmethod
+    def range_digest(self, lo: int, hi: int) -> bytes:
+        """The hash of the balanced tree of labeled children `labels[lo:hi]`."""
 
 
 def reconstruct(tree: Tree) -> bytes:
@@ -30,9 +51,9 @@ def reconstruct(tree: Tree) -> bytes:
     if kind == 0:
         return hashlib.sha256(_EMPTY_SEP).digest()
     if kind == 1:
-        return hashlib.sha256(_FORK_SEP + reconstruct(tree[1]) + reconstruct(tree[2])).digest()
+        return hashlib.sha256(FORK_SEP + reconstruct(tree[1]) + reconstruct(tree[2])).digest()
     if kind == 2:
-        return hashlib.sha256(_LABELED_SEP + tree[1] + reconstruct(tree[2])).digest()
+        return hashlib.sha256(LABELED_SEP + tree[1] + reconstruct(tree[2])).digest()
     if kind == 3:
         return hashlib.sha256(_LEAF_SEP + tree[1]).digest()
     if kind == 4:
@@ -40,12 +61,21 @@ def reconstruct(tree: Tree) -> bytes:
     raise ValueError(f"not a hash tree node: {tree!r}")
 
 
-def full_tree(node: State | bytes) -> Tree:
+def full_tree(node: State | Subtree | bytes) -> Tree:
     """The complete tree of a state (no pruning)."""
     if isinstance(node, (bytes, bytearray)):
         return (3, bytes(node))
+    if isinstance(node, Subtree):
+        return _balanced([(2, label, full_tree(node.child(label))) for label in node.labels])
     labels = sorted(node)
     return _balanced([(2, label, full_tree(node[label])) for label in labels])
+
+
+def digest(node: State | Subtree | bytes) -> bytes:
+    """The root hash of a state's full tree (a `Subtree` gives its kept hash)."""
+    if isinstance(node, Subtree):
+        return node.range_digest(0, len(node.labels))
+    return reconstruct(full_tree(node))
 
 
 def _balanced(nodes: list[Tree]) -> Tree:
@@ -63,10 +93,10 @@ def witness(state: State, paths: list[list[bytes]]) -> Tree:
     return _witness(state, [list(p) for p in paths])
 
 
-def _witness(node: State | bytes, paths: list[list[bytes]]) -> Tree:
+def _witness(node: State | Subtree | bytes, paths: list[list[bytes]]) -> Tree:
     if isinstance(node, (bytes, bytearray)) or any(not p for p in paths):
         return full_tree(node)
-    labels = sorted(node)
+    labels = node.labels if isinstance(node, Subtree) else sorted(node)
     wanted: dict[int, list[list[bytes]]] = {}  # index -> remaining paths below it ([] entries: just a neighbour)
     for path in paths:
         head, rest = path[0], path[1:]
@@ -80,15 +110,22 @@ def _witness(node: State | bytes, paths: list[list[bytes]]) -> Tree:
     return _witness_range(node, labels, 0, len(labels), wanted)
 
 
-def _witness_range(node: State, labels: list[bytes], lo: int, hi: int, wanted: dict[int, list[list[bytes]]]) -> Tree:
+def _witness_range(node: State | Subtree, labels: list[bytes], lo: int, hi: int,
+                   wanted: dict[int, list[list[bytes]]]) -> Tree:
     if lo >= hi:
         return EMPTY
-    if not any(lo <= i < hi for i in wanted):
-        return (4, reconstruct(_balanced([(2, labels[i], full_tree(node[labels[i]])) for i in range(lo, hi)])))
-    if hi - lo == 1:
+    if isinstance(node, Subtree):
+        if not any(lo <= i < hi for i in wanted):
+            return (4, node.range_digest(lo, hi))
+        if hi - lo == 1:
+            below = wanted[lo]
+            return (2, labels[lo], _witness(node.child(labels[lo]), below) if below else (4, node.child_digest(lo)))
+    elif not any(lo <= i < hi for i in wanted):
+        return (4, reconstruct(_balanced([(2, labels[i], (4, digest(node[labels[i]]))) for i in range(lo, hi)])))
+    elif hi - lo == 1:
         label = labels[lo]
         below = wanted[lo]
-        child = _witness(node[label], below) if below else (4, reconstruct(full_tree(node[label])))
+        child = _witness(node[label], below) if below else (4, digest(node[label]))
         return (2, label, child)
     mid = lo + (hi - lo + 1) // 2
     return (1, _witness_range(node, labels, lo, mid, wanted), _witness_range(node, labels, mid, hi, wanted))

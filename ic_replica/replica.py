@@ -53,6 +53,7 @@ from pathlib import Path
 from ic_replica import candid, http_outcalls, management
 from ic_replica.canister import Callback, CallContext, Canister, Status, execute
 from ic_replica.certification import NetworkKeys
+from ic_replica.certified_canisters import CertifiedCanisters
 from ic_replica.context import ExecutionContext, Kind, OutgoingCall, Trap
 from ic_replica.errors import (
     CallRejected,
@@ -127,6 +128,7 @@ class Replica:
         self.rollback_buffer = RollbackBuffer()
         self.lock = threading.RLock()
         self.canisters: dict[bytes, Canister] = {}
+        self.certified_canisters = CertifiedCanisters()  # `/canister`'s hashes between certificates (state_tree)
         self.queue: deque[Request | Response] = deque()
         self.ingress: dict[bytes, IngressStatus] = {}
         self.time_ns = time_ns if time_ns is not None else _time.time_ns()

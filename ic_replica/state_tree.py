@@ -5,10 +5,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import cbor2
-
 from ic_replica.candid import leb
-from ic_replica.certification import CBOR_SELF_DESCRIBE, ranges_cbor
+from ic_replica.certification import ranges_cbor
 from ic_replica.hash_tree import State
 from ic_replica.messages import IngressState
 
@@ -40,19 +38,10 @@ def build(replica: Replica, request_ids: set[bytes]) -> State:
                 if status.reject.error_code:
                     entry[b"error_code"] = status.reject.error_code.encode()
             requests[rid] = entry
-    canisters: State = {}
-    for cid, c in replica.canisters.items():
-        node: State = {
-            b"controllers": cbor2.dumps(cbor2.CBORTag(CBOR_SELF_DESCRIBE, list(c.controllers))),
-            b"certified_data": c.certified_data,
-        }
-        if c.module is not None:
-            node[b"module_hash"] = c.module.module_hash
-            node[b"metadata"] = {name.encode(): value for name, value in
-                                 (c.module.private_metadata | c.module.public_metadata).items()}
-        canisters[cid] = node
+    canisters = replica.certified_canisters
+    canisters.refresh(replica.canisters, replica.canister_ranges)
     keys = replica.keys
-    advertised = replica.canister_ranges()  # every canister this subnet hosts is inside them
+    advertised = canisters.advertised  # every canister this subnet hosts is inside them
     ranges = ranges_cbor(advertised)
     subnet: State = {
         b"public_key": keys.public_key_der,  # this subnet's own key (the root key on the root subnet)

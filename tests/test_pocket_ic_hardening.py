@@ -416,6 +416,18 @@ def test_json_nesting_is_refused_past_serde_jsons_limit_in_any_encoding(srv: Poc
         assert status == 400 and "RecursionError" not in text and "internal error" not in text, (encoding, text)
 
 
+def test_a_json_body_of_many_small_values_is_refused_before_it_is_parsed(srv: PocketIcServer) -> None:
+    """Parsed, `[{},{},...]` takes about 25 times its size in memory (a 100 MB body took 2.6 GB and 24 s): past
+    MAX_JSON_TOKENS strings, brackets and commas a body is refused by the linear scan, before `json.loads`."""
+    limit = server_module.MAX_JSON_TOKENS
+    for item in (b"{}", b'"a"', b"1"):
+        body = b"[" + b",".join([item] * limit) + b"]"
+        status, out = req(srv, "POST", "/instances", raw=body)
+        assert status == 400 and f"more than {limit}" in json.dumps(out), (item, status, out)
+    status, out = req(srv, "POST", "/instances", raw=b"[" + b",".join([b"1"] * (limit // 3)) + b"]")
+    assert status == 400 and "more than" not in json.dumps(out)  # refused for its shape, not its size
+
+
 def test_a_head_reply_has_no_body(srv: PocketIcServer) -> None:
     """A body after a HEAD reply would be read as the start of the next reply on the connection."""
     for path in ("/instances", "/status", "/nowhere"):
@@ -648,6 +660,23 @@ def test_port_file_is_removed_at_exit_only_if_it_names_this_server(tmp_path: Pat
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)
     assert port_file.read_text() == "1\n"
+
+
+def test_a_gzip_blob_is_expanded_only_for_a_canister_that_exists(srv: PocketIcServer) -> None:
+    """A 1 MiB gzip blob may expand to 1 GiB: `set_stable_memory` checks the blob exists, then the canister,
+    and only then expands it (broken gzip data shows which came first)."""
+    inst = new_instance(srv)
+    request = urllib.request.Request(f"http://127.0.0.1:{srv.port}/blobstore", data=b"\x1f\x8b not gzip",
+                                     method="POST", headers={"Content-Encoding": "gzip"})
+    with urllib.request.urlopen(request, timeout=60) as resp:
+        blob_id = bytes.fromhex(resp.read().decode())
+    nowhere = b64(bytes.fromhex("00000000000000ff0101"))
+    status, out = req(srv, "POST", f"/instances/{inst}/update/set_stable_memory",
+                      {"canister_id": nowhere, "blob_id": b64(blob_id)})
+    assert status == 400 and "Decompression" not in json.dumps(out) and "Canister" in json.dumps(out), out
+    status, out = req(srv, "POST", f"/instances/{inst}/update/set_stable_memory",
+                      {"canister_id": nowhere, "blob_id": b64(b"\x00" * 32)})
+    assert status == 400 and "BlobNotFound" in json.dumps(out), out
 
 
 def test_a_gzip_blob_may_not_expand_past_the_limit(srv: PocketIcServer, wasm: bytes,

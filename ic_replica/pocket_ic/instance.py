@@ -22,6 +22,7 @@ import os
 import threading
 import time as _time
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from ic_replica import http_outcalls, management
@@ -544,13 +545,15 @@ class Instance:
             stable = self.existing(canister_id)[1].stable
             return stable.read(0, stable.size_bytes)
 
-    def set_stable_memory(self, canister_id: bytes, data: bytes) -> None:
-        """Replace the stable memory with `data`, sized to ceil(len / 64 KiB) pages (shrinking too), as
-        PocketIC's `set_stable_memory`."""
+    def set_stable_memory(self, canister_id: bytes, load: Callable[[], bytes]) -> None:
+        """Replace the stable memory with what `load` gives (called once the canister is known to exist: a
+        gzip blob is only expanded then), sized to ceil(len / 64 KiB) pages (shrinking too), as PocketIC's
+        `set_stable_memory`."""
         with self.lock:
             canister = self.existing(canister_id)[1]
             if canister.runtime is None:
                 raise ApiError(f"CanisterIsEmpty({rest.canister_debug(canister_id)})")
+            data = load()
             stable = canister.stable
             pages = (len(data) + PAGE - 1) // PAGE
             if pages > stable.max_pages:

@@ -23,6 +23,7 @@ import re
 import threading
 import time
 import zlib
+from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any
 from urllib.parse import urlsplit
@@ -51,6 +52,9 @@ _log = logging.getLogger(__name__)
 
 
 MAX_GUNZIPPED_BLOB = 1 << 30  # what a gzip blob may expand to: this server keeps stable memory and wasm in RAM
+
+
+_INFLATING = threading.BoundedSemaphore(2)  # gzip blobs expanded at once: each may take MAX_GUNZIPPED_BLOB
 
 
 def _gunzip(data: bytes, blob_id: bytes) -> bytes:
@@ -163,14 +167,24 @@ class PocketIcServer:
         return blob_id.hex()
 
     def blob(self, blob_id: bytes) -> bytes:
+        return self.blob_loader(blob_id)()
+
+    def blob_loader(self, blob_id: bytes) -> Callable[[], bytes]:
+        """The blob's content, to be read when the operation that uses it has checked its other arguments: a
+        1 MiB gzip blob may expand to 1 GiB. Raises BlobNotFound now, as PocketIC checks the blob first."""
         with self.lock:
             entry = self.blobs.get(blob_id)
         if entry is None:
             raise ApiError(f"BlobNotFound({blob_id.hex()})")
         data, gzipped = entry
         if not gzipped:
-            return data
-        return _gunzip(data, blob_id)
+            return lambda: data
+
+        def inflate() -> bytes:
+            with _INFLATING:
+                return _gunzip(data, blob_id)
+
+        return inflate
 
     def create_gateway(self, body: Any) -> tuple[int, Any]:
         forward = body.get("forward_to") if isinstance(body, dict) else None
@@ -261,7 +275,7 @@ def _get_stable(_: PocketIcServer, inst: Instance, body: Any) -> Any:
 
 def _set_stable(server: PocketIcServer, inst: Instance, body: Any) -> None:
     blob_id = rest.unb64(body.get("blob_id") if isinstance(body, dict) else None, "blob_id")
-    inst.set_stable_memory(rest.principal_field(body, "canister_id"), server.blob(blob_id))
+    inst.set_stable_memory(rest.principal_field(body, "canister_id"), server.blob_loader(blob_id))
 
 
 def _query(_: PocketIcServer, inst: Instance, body: Any) -> Any:
@@ -500,14 +514,19 @@ MAX_JSON_DEPTH = 127  # serde_json's recursion limit (PocketIC's server parses w
 # backtracking, and the possessive repeat keeps no state per escape, so the scan is linear in time and constant
 # in memory (with a required closing quote, a text of escaped quotes `"\"\"\"...` failed and was rescanned from each
 # quote: 80 KB took 26 s; without `*+` each escape held ~120 bytes of matcher state: 40 MB took 2.5 GB).
-_JSON_TOKEN = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*+"?|[\[\]{}]', re.DOTALL)
+_JSON_TOKEN = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*+"?|[\[\]{},]', re.DOTALL)
+MAX_JSON_TOKENS = 100_000  # strings, brackets and commas: PocketIC's requests hold a few dozen (blobs are base64)
 
 
 def _json_depth(text: str) -> int:
     """How deep a JSON text's arrays and objects nest (strings skipped), found by a loop in linear time:
-    refused before `json.loads` recurses, so no RecursionError is raised deep in the stack."""
+    refused before `json.loads` recurses, so no RecursionError is raised deep in the stack. Raises ApiError
+    past MAX_JSON_TOKENS: parsed, `[{},{},...]` takes about 25 times its size in memory."""
     depth = deepest = 0
-    for token in _JSON_TOKEN.finditer(text):
+    for count, token in enumerate(_JSON_TOKEN.finditer(text)):
+        if count >= MAX_JSON_TOKENS:
+            raise ApiError(f"Failed to parse the request body as JSON: more than {MAX_JSON_TOKENS} strings, "
+                           "arrays, objects and elements")
         char = token.group()[0]
         if char in "[{":
             depth += 1

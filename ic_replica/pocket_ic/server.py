@@ -166,9 +166,6 @@ class PocketIcServer:
             self.blobs[blob_id] = (data, gzipped)
         return blob_id.hex()
 
-    def blob(self, blob_id: bytes) -> bytes:
-        return self.blob_loader(blob_id)()
-
     def blob_loader(self, blob_id: bytes) -> Callable[[], bytes]:
         """The blob's content, to be read when the operation that uses it has checked its other arguments: a
         1 MiB gzip blob may expand to 1 GiB. Raises BlobNotFound now, as PocketIC checks the blob first."""
